@@ -1,0 +1,3 @@
+module corio.example/bench/peers/seedgo
+
+go 1.19

@@ -1,0 +1,291 @@
+/*
+ * corio: asyncio-shaped tasks for C, on every core at once.
+ *
+ * A corio program calls corio_run() with a main function. The runtime starts
+ * one event loop per core (one OS thread each; the calling thread becomes
+ * loop 0), runs the main function as the first task, and returns its result
+ * once the runtime has shut down. Tasks are stackful: each one is plain
+ * straight-line C that suspends only itself while it waits.
+ *
+ * Conventions used by every function in this header:
+ *
+ *   Errors    Functions that can fail return int: 0 (or a non-negative
+ *             count) on success, a negative errno value on failure
+ *             (CORIO_ENOMEM == -ENOMEM, ...). corio_strerror() names them.
+ *             The library never aborts on bad input or exhaustion.
+ *   Time      corio_time_t is nanoseconds on CLOCK_MONOTONIC. Deadlines are
+ *             absolute; CORIO_FOREVER means "no deadline". Every blocking
+ *             call has a twin ending in _until that takes a deadline and
+ *             returns CORIO_ETIMEDOUT when it passes.
+ *   Cancel    corio_cancel(t) makes t's current or next blocking call return
+ *             CORIO_ECANCELED, once. A blocking call that times out or is
+ *             cancelled has no other effect.
+ *   Context   Blocking calls must be made from a task; elsewhere they return
+ *             CORIO_EPERM.
+ *
+ * Ownership of a task handle: the corio_task pointer returned by a spawn is
+ * owned by the spawner and must be released exactly once, either by a
+ * successful join (corio_join / corio_gather returning 0) or by
+ * corio_detach(). A join that fails (timeout, cancellation) does not release
+ * the handle. Spawning with a NULL handle pointer creates a detached task.
+ * All handles become invalid when corio_run() returns.
+ */
+#ifndef CORIO_H
+#define CORIO_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CORIO_BUILDING_LIBRARY) && defined(__GNUC__)
+#define CORIO_API __attribute__((visibility("default")))
+#else
+#define CORIO_API
+#endif
+
+#define CORIO_VERSION_MAJOR 0
+#define CORIO_VERSION_MINOR 1
+#define CORIO_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The one table of error values: X(name, message). Each entry yields
+ * CORIO_<name> == -<name>, its corio_strerror() text and its
+ * corio_err_name().
+ */
+#define CORIO_ERRNO_MAP(X)                                                      \
+    X(EPERM, "operation not permitted here (not inside a corio task?)")        \
+    X(ENOENT, "no such file or directory")                                     \
+    X(EINTR, "interrupted system call")                                        \
+    X(EIO, "input/output error")                                               \
+    X(EBADF, "bad file descriptor")                                            \
+    X(EAGAIN, "resource temporarily unavailable (limit reached)")              \
+    X(ENOMEM, "out of memory")                                                 \
+    X(EACCES, "permission denied")                                             \
+    X(EFAULT, "bad address")                                                   \
+    X(EBUSY, "resource busy")                                                  \
+    X(EEXIST, "already exists")                                                \
+    X(EINVAL, "invalid argument")                                              \
+    X(ENFILE, "too many open files in the system")                             \
+    X(EMFILE, "too many open files")                                           \
+    X(ENOSPC, "no space left")                                                 \
+    X(EPIPE, "broken pipe or closed channel")                                  \
+    X(ERANGE, "result out of range")                                           \
+    X(EDEADLK, "operation would deadlock")                                     \
+    X(ENOSYS, "function not implemented")                                      \
+    X(ENOTSOCK, "not a socket")                                                \
+    X(EMSGSIZE, "message too long")                                            \
+    X(EPROTO, "protocol error")                                                \
+    X(EOPNOTSUPP, "operation not supported")                                   \
+    X(EAFNOSUPPORT, "address family not supported")                            \
+    X(EADDRINUSE, "address already in use")                                    \
+    X(EADDRNOTAVAIL, "address not available")                                  \
+    X(ENETDOWN, "network is down")                                             \
+    X(ENETUNREACH, "network is unreachable")                                   \
+    X(ECONNABORTED, "connection aborted")                                      \
+    X(ECONNRESET, "connection reset by peer")                                  \
+    X(ENOBUFS, "no buffer space available")                                    \
+    X(EISCONN, "socket is already connected")                                  \
+    X(ENOTCONN, "socket is not connected")                                     \
+    X(ETIMEDOUT, "timed out (deadline passed)")                                \
+    X(ECONNREFUSED, "connection refused")                                      \
+    X(EHOSTUNREACH, "host is unreachable")                                     \
+    X(EALREADY, "operation already in progress")                               \
+    X(EINPROGRESS, "operation in progress")                                    \
+    X(ECANCELED, "operation cancelled")                                        \
+    X(ESHUTDOWN, "runtime is shutting down")
+
+enum corio_errno {
+#define CORIO_ERRNO_ENUM_(name, msg) CORIO_##name = -(name),
+    CORIO_ERRNO_MAP(CORIO_ERRNO_ENUM_)
+#undef CORIO_ERRNO_ENUM_
+};
+
+/* A message for a corio error value (negative errno); never NULL. */
+CORIO_API const char *corio_strerror(int err);
+/* The symbolic name ("ENOMEM") of an error value, or "UNKNOWN". */
+CORIO_API const char *corio_err_name(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Time                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef int64_t corio_time_t; /* nanoseconds, CLOCK_MONOTONIC */
+
+#define CORIO_FOREVER ((corio_time_t)-1)
+#define CORIO_USEC ((int64_t)1000)
+#define CORIO_MSEC ((int64_t)1000000)
+#define CORIO_SEC ((int64_t)1000000000)
+
+/* The current monotonic time in nanoseconds. */
+CORIO_API corio_time_t corio_now(void);
+/* The deadline `ns` nanoseconds from now (CORIO_FOREVER if ns < 0). */
+CORIO_API corio_time_t corio_deadline_in(int64_t ns);
+
+/* ------------------------------------------------------------------------ */
+/* Runtime                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef void *(*corio_fn)(void *arg);
+
+typedef struct corio_config {
+    /* Event loops (threads). 0: the CORIO_LOOPS environment variable if
+     * set, else the number of CPUs this process may run on. */
+    unsigned loops;
+    /* Default stack size of a task in bytes, rounded up to whole pages.
+     * 0: CORIO_STACK_SIZE from the environment if set, else 128 KiB. */
+    size_t stack_size;
+    /* Most threads in the blocking pool behind corio_run_blocking().
+     * 0: 64. Threads start on demand. */
+    unsigned blocking_threads;
+    /* Most tasks alive at once (spawned, not finished); 0: no limit. A spawn
+     * past the limit returns CORIO_EAGAIN. */
+    size_t max_tasks;
+    /* Pin loop i to the i-th CPU this process may run on. Also switched on
+     * by CORIO_PIN=1 in the environment. */
+    bool pin_cpus;
+} corio_config;
+
+/* Fill *cfg with the defaults (all zero). */
+CORIO_API void corio_config_init(corio_config *cfg);
+
+/*
+ * asyncio.run: start the loops, run main(arg) as a task, and when it
+ * returns shut everything down and store its return value in *result
+ * (result may be NULL). cfg may be NULL for the defaults.
+ *
+ * Shutdown: tasks still alive when main returns are cancelled: each of
+ * their blocking calls from then on fails with CORIO_ECANCELED, and
+ * corio_run waits until they have all returned. Tasks that never started
+ * are discarded without running. Blocking-pool functions that are already
+ * running are waited for. Another runtime may be started afterwards.
+ *
+ * Returns 0, CORIO_EINVAL for a bad configuration, CORIO_ENOMEM /
+ * CORIO_EAGAIN when memory or threads run out, CORIO_EBUSY when called
+ * from inside a running corio task.
+ */
+CORIO_API int corio_run(const corio_config *cfg, corio_fn main, void *arg,
+                        void **result);
+
+/* Index of the loop running the caller, in [0, corio_loop_count()); -1
+ * outside a loop thread (e.g. in a blocking-pool function). */
+CORIO_API int corio_loop_index(void);
+/* Number of loops of the runtime the caller belongs to; 0 outside one. */
+CORIO_API unsigned corio_loop_count(void);
+
+/* ------------------------------------------------------------------------ */
+/* Tasks                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct corio_task corio_task;
+
+enum corio_spawn_flags {
+    /*
+     * A light task runs on its loop's shared stack; when it suspends, the
+     * part of the stack it uses (typically a few hundred bytes) is copied
+     * to the heap, and copied back when it resumes. Spawning one allocates
+     * no stack, so a million sleeping light tasks fit in well under a
+     * gigabyte. The price: while a light task is suspended, its stack
+     * variables are not at their addresses, so no other task or thread may
+     * use a pointer to them. Everything corio does on a task's behalf
+     * respects this.
+     */
+    CORIO_TASK_LIGHT = 1u << 0,
+};
+
+typedef struct corio_spawn_opts {
+    size_t stack_size; /* 0: the runtime's default */
+    int loop;          /* -1: any loop (stealable); >= 0: that loop, never stolen */
+    unsigned flags;    /* enum corio_spawn_flags */
+} corio_spawn_opts;
+
+/* Fill *opts with the defaults: default stack, any loop, no flags. */
+CORIO_API void corio_spawn_opts_init(corio_spawn_opts *opts);
+
+/*
+ * asyncio.create_task: create a task running fn(arg) and return at once.
+ * It starts on the caller's loop or, if another loop is idle, may be
+ * stolen by that loop before it first runs; once it has run it stays on
+ * that loop. *task receives the handle; pass task == NULL for a detached
+ * task. Returns 0, CORIO_ENOMEM (no memory or no stack), CORIO_EAGAIN
+ * (max_tasks reached), CORIO_ESHUTDOWN (runtime stopping) or CORIO_EPERM
+ * (not called from inside a runtime).
+ */
+CORIO_API int corio_spawn(corio_task **task, corio_fn fn, void *arg);
+/* As corio_spawn, on loop `loop`, where it stays (never stolen).
+ * CORIO_EINVAL if loop >= corio_loop_count(). */
+CORIO_API int corio_spawn_on(corio_task **task, unsigned loop, corio_fn fn,
+                             void *arg);
+/* As corio_spawn with options (opts may be NULL). */
+CORIO_API int corio_spawn_ex(corio_task **task, corio_fn fn, void *arg,
+                             const corio_spawn_opts *opts);
+
+/*
+ * await task: wait until `task` has finished, store its return value in
+ * *result (may be NULL) and release the handle. On CORIO_ETIMEDOUT or
+ * CORIO_ECANCELED the handle stays valid. CORIO_EDEADLK if a task joins
+ * itself.
+ */
+CORIO_API int corio_join(corio_task *task, void **result);
+CORIO_API int corio_join_until(corio_task *task, void **result,
+                               corio_time_t deadline);
+
+/*
+ * asyncio.gather: wait until all n tasks have finished, then store their
+ * results in task order in results[0..n-1] (may be NULL) and release every
+ * handle. On timeout or cancellation no handle is released.
+ */
+CORIO_API int corio_gather(corio_task *const *tasks, size_t n, void **results);
+CORIO_API int corio_gather_until(corio_task *const *tasks, size_t n,
+                                 void **results, corio_time_t deadline);
+
+/* Release a handle without waiting; the task runs on and its memory is
+ * freed when it finishes. */
+CORIO_API int corio_detach(corio_task *task);
+
+/*
+ * Request cancellation: the task's current blocking call, or its next one,
+ * returns CORIO_ECANCELED (once). What it does then is up to the task.
+ * Cancelling a finished task does nothing. The handle stays owned by the
+ * caller.
+ */
+CORIO_API int corio_cancel(corio_task *task);
+
+/* The calling task, or NULL outside a task. */
+CORIO_API corio_task *corio_self(void);
+/* A task's id: unique within the process, never 0. */
+CORIO_API uint64_t corio_task_id(const corio_task *task);
+
+/* Let other ready tasks on this loop run. Returns 0, or CORIO_ECANCELED if
+ * a cancellation was pending (yield is a cancellation point). */
+CORIO_API int corio_yield(void);
+
+/* Suspend the calling task for `ns` nanoseconds / until `deadline`.
+ * Returns 0 when the time has come, CORIO_ECANCELED if cancelled first. */
+CORIO_API int corio_sleep(int64_t ns);
+CORIO_API int corio_sleep_until(corio_time_t deadline);
+
+/*
+ * loop.run_in_executor: run fn(arg) on the runtime's blocking thread pool;
+ * only the calling task waits, its loop keeps running others. *result gets
+ * fn's return value. If the wait times out or is cancelled before fn
+ * started, fn never runs; if fn is already running it finishes on its
+ * thread and its result is dropped.
+ */
+CORIO_API int corio_run_blocking(corio_fn fn, void *arg, void **result);
+CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,
+                                       corio_time_t deadline);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CORIO_H */

@@ -1,0 +1,237 @@
+/*
+ * blocking.c: the blocking-call pool (see blocking.h).
+ *
+ * A job belongs to the waiting task until a pool thread takes it; from
+ * then on it belongs to the pool thread until it completes. A wait that
+ * ends early (deadline, cancellation) settles the job under the pool lock:
+ *
+ *   QUEUED    removed from the queue and freed: fn never runs
+ *   RUNNING   marked ABANDONED: the thread frees it when fn returns and
+ *             drops the result (nobody can stop a running C function)
+ *   DONE      fn finished in the meantime: the result is returned after
+ *             all, as if the wait had succeeded
+ *
+ * The pool thread fires the task while still holding the lock, and a task
+ * settles its job under the same lock, so the two can never disagree on
+ * who frees the job.
+ */
+#define _GNU_SOURCE
+#include "blocking.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "loop.h"
+#include "sys.h"
+#include "task.h"
+
+enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_ABANDONED };
+
+struct blocking_job {
+    struct blocking_job *next;
+    corio_fn fn;
+    void *arg;
+    void *result;
+    corio_task *task;   /* the waiter */
+    uint64_t token;     /* its wait token */
+    enum job_state state;
+};
+
+struct blocking_thread {
+    struct blocking_thread *next;
+    pthread_t thread;
+};
+
+struct corio__blocking_pool {
+    corio__runtime *rt;
+    pthread_mutex_t lock;
+    pthread_cond_t work;                 /* signalled when a job is queued */
+    struct blocking_job *head, *tail;    /* queued jobs, under lock */
+    struct blocking_thread *threads;     /* all started threads, under lock */
+    unsigned nthreads, idle, max;        /* under lock */
+    bool stopping;                       /* under lock */
+};
+
+int corio__blocking_pool_new(corio__runtime *rt, struct corio__blocking_pool **out)
+{
+    struct corio__blocking_pool *pool = corio__calloc(1, sizeof *pool);
+    if (!pool)
+        return CORIO_ENOMEM;
+    pool->rt = rt;
+    pool->max = rt->blocking_threads;
+    int rc = pthread_mutex_init(&pool->lock, NULL);
+    if (rc == 0) {
+        rc = pthread_cond_init(&pool->work, NULL);
+        if (rc != 0)
+            pthread_mutex_destroy(&pool->lock);
+    }
+    if (rc != 0) {
+        corio__free(pool);
+        return -rc;
+    }
+    *out = pool;
+    return 0;
+}
+
+static void *pool_thread(void *arg)
+{
+    struct corio__blocking_pool *pool = arg;
+    corio__set_thread_runtime(pool->rt);
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        while (!pool->head && !pool->stopping) {
+            pool->idle++;
+            pthread_cond_wait(&pool->work, &pool->lock);
+            pool->idle--;
+        }
+        if (!pool->head)
+            break;
+        struct blocking_job *job = pool->head;
+        pool->head = job->next;
+        if (!pool->head)
+            pool->tail = NULL;
+        job->state = JOB_RUNNING;
+        pthread_mutex_unlock(&pool->lock);
+
+        void *result = job->fn(job->arg);
+
+        pthread_mutex_lock(&pool->lock);
+        if (job->state == JOB_ABANDONED) {
+            corio__free(job);
+        } else {
+            job->result = result;
+            job->state = JOB_DONE;
+            corio__task_fire(job->task, job->token, 0);
+        }
+    }
+    pthread_mutex_unlock(&pool->lock);
+    corio__set_thread_runtime(NULL);
+    return NULL;
+}
+
+/* Under lock: start another thread if every thread is busy. 0, or an
+ * error if no thread at all could be started. */
+static int maybe_grow(struct corio__blocking_pool *pool)
+{
+    if (pool->idle > 0 || pool->nthreads >= pool->max)
+        return 0;
+    struct blocking_thread *th = corio__malloc(sizeof *th);
+    int err = th ? corio__thread_create(&th->thread, pool_thread, pool, 0) : ENOMEM;
+    if (err != 0) {
+        corio__free(th);
+        /* With a thread already running, the job just waits its turn. */
+        return pool->nthreads ? 0 : (err == ENOMEM ? CORIO_ENOMEM : CORIO_EAGAIN);
+    }
+    th->next = pool->threads;
+    pool->threads = th;
+    pool->nthreads++;
+    return 0;
+}
+
+static void queue_remove(struct corio__blocking_pool *pool, struct blocking_job *job)
+{
+    struct blocking_job **pp = &pool->head, *prev = NULL;
+    while (*pp && *pp != job) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return;
+    *pp = job->next;
+    if (pool->tail == job)
+        pool->tail = prev;
+}
+
+int corio_run_blocking_until(corio_fn fn, void *arg, void **result, corio_time_t deadline)
+{
+    corio_task *self = corio__current_task();
+    if (!self)
+        return CORIO_EPERM;
+    if (!fn)
+        return CORIO_EINVAL;
+    struct corio__blocking_pool *pool = self->home->rt->pool;
+    struct blocking_job *job = corio__malloc(sizeof *job);
+    if (!job)
+        return CORIO_ENOMEM;
+    uint64_t token;
+    int rc = corio__wait_arm(self, &token);
+    if (rc != 0) {
+        corio__free(job);
+        return rc;
+    }
+    *job = (struct blocking_job){.fn = fn, .arg = arg, .task = self, .token = token,
+                                 .state = JOB_QUEUED};
+
+    pthread_mutex_lock(&pool->lock);
+    rc = maybe_grow(pool);
+    if (rc == 0) {
+        if (pool->tail)
+            pool->tail->next = job;
+        else
+            pool->head = job;
+        pool->tail = job;
+        pthread_cond_signal(&pool->work);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (rc != 0) {
+        corio__wait_disarm(self, token);
+        corio__free(job);
+        return rc;
+    }
+
+    rc = corio__wait_commit(self, token, deadline, "run_blocking");
+    if (rc != 0) {
+        pthread_mutex_lock(&pool->lock);
+        switch (job->state) {
+        case JOB_QUEUED:
+            queue_remove(pool, job);
+            break;
+        case JOB_RUNNING:
+            job->state = JOB_ABANDONED;
+            job = NULL; /* the pool thread frees it */
+            break;
+        default: /* DONE: it finished while we gave up; keep the result */
+            rc = 0;
+            break;
+        }
+        pthread_mutex_unlock(&pool->lock);
+    }
+    if (rc == 0 && result)
+        *result = job->result;
+    corio__free(job);
+    return rc;
+}
+
+int corio_run_blocking(corio_fn fn, void *arg, void **result)
+{
+    return corio_run_blocking_until(fn, arg, result, CORIO_FOREVER);
+}
+
+void corio__blocking_pool_stop(struct corio__blocking_pool *pool)
+{
+    if (!pool)
+        return;
+    pthread_mutex_lock(&pool->lock);
+    pool->stopping = true;
+    pthread_cond_broadcast(&pool->work);
+    struct blocking_thread *threads = pool->threads;
+    pool->threads = NULL;
+    pthread_mutex_unlock(&pool->lock);
+    while (threads) {
+        struct blocking_thread *next = threads->next;
+        pthread_join(threads->thread, NULL);
+        corio__free(threads);
+        threads = next;
+    }
+}
+
+void corio__blocking_pool_destroy(struct corio__blocking_pool *pool)
+{
+    if (!pool)
+        return;
+    corio__blocking_pool_stop(pool);
+    pthread_cond_destroy(&pool->work);
+    pthread_mutex_destroy(&pool->lock);
+    corio__free(pool);
+}

@@ -1,0 +1,36 @@
+/*
+ * error.c: corio_strerror() and corio_err_name(), generated from the one
+ * error table in corio.h (CORIO_ERRNO_MAP) so the enum, the messages and
+ * the names can never drift apart.
+ */
+#include "corio.h"
+
+const char *corio_strerror(int err)
+{
+    switch (err) {
+    case 0:
+        return "success";
+#define CORIO_STRERROR_CASE_(name, msg)                                        \
+    case CORIO_##name:                                                         \
+        return msg;
+        CORIO_ERRNO_MAP(CORIO_STRERROR_CASE_)
+#undef CORIO_STRERROR_CASE_
+    default:
+        return "unknown error";
+    }
+}
+
+const char *corio_err_name(int err)
+{
+    switch (err) {
+    case 0:
+        return "OK";
+#define CORIO_ERR_NAME_CASE_(name, msg)                                        \
+    case CORIO_##name:                                                         \
+        return #name;
+        CORIO_ERRNO_MAP(CORIO_ERR_NAME_CASE_)
+#undef CORIO_ERR_NAME_CASE_
+    default:
+        return "UNKNOWN";
+    }
+}

@@ -1,0 +1,204 @@
+/*
+ * loop.c: a loop's resources and the ways other threads reach it.
+ *
+ * Cross-thread hand-off is one lock-free stack per loop, the inbox: any
+ * thread pushes a task to be made ready with one CAS; the loop takes the
+ * whole stack with one exchange when it polls. The eventfd is written only
+ * when the target loop is parked, decided by an exchange on its `parked`
+ * flag so that exactly one waker pays for the syscall.
+ *
+ * Parking (the lost-wake-up argument). A loop parks like this:
+ *     parked = 1; nparked++; [nsearching--]; re-check inbox and run queues;
+ *     epoll_wait
+ * and a producer does:
+ *     publish the task (inbox CAS or run-queue tail store); then read
+ *     `parked` (inbox) or nsearching/nparked (run queue)
+ * All of these are sequentially consistent, so either the producer sees
+ * the loop parked and writes its eventfd, or the loop's re-check sees the
+ * task. The scheduler side lives in sched.c.
+ */
+#define _GNU_SOURCE
+#include "loop.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "sys.h"
+#include "task.h"
+
+static __thread corio__loop *tls_loop __attribute__((tls_model("initial-exec")));
+static __thread corio__runtime *tls_runtime __attribute__((tls_model("initial-exec")));
+
+corio__loop *corio__loop_current(void) { return tls_loop; }
+corio__runtime *corio__runtime_current(void) { return tls_runtime; }
+
+void corio__set_thread_runtime(corio__runtime *rt) { tls_runtime = rt; }
+void corio__set_thread_loop(corio__loop *l) { tls_loop = l; }
+
+/* Stacks kept per loop for reuse. Enough to absorb the churn of a busy
+ * loop without holding much memory: the pooled stacks' touched pages stay
+ * resident. */
+#define STACK_POOL_LIMIT 128
+/* The alternate signal stack on which the overflow reporter runs. */
+#define ALTSTACK_SIZE ((size_t)64 * 1024)
+
+int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
+{
+    memset(l, 0, sizeof *l);
+    l->rt = rt;
+    l->index = index;
+    l->epfd = l->evfd = -1;
+    l->rng = 0x9E3779B97F4A7C15ull * (index + 1);
+    atomic_init(&l->inbox, NULL);
+    atomic_init(&l->parked, 0);
+    corio__timers_init(&l->timers);
+    corio__stack_pool_init(&l->stacks, rt->stack_size, STACK_POOL_LIMIT);
+
+    int rc = corio__runq_init(&l->runq);
+    if (rc != 0)
+        return rc;
+    l->epfd = corio__epoll_create();
+    if (l->epfd < 0)
+        goto fail_errno;
+    l->evfd = corio__eventfd();
+    if (l->evfd < 0)
+        goto fail_errno;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0)
+        goto fail_errno;
+    rc = corio__stack_map(&l->shared_stack, rt->stack_size);
+    if (rc != 0)
+        goto fail;
+    l->altstack = corio__mmap_anon(ALTSTACK_SIZE);
+    if (l->altstack == MAP_FAILED) {
+        l->altstack = NULL;
+        rc = CORIO_ENOMEM;
+        goto fail;
+    }
+    l->altstack_size = ALTSTACK_SIZE;
+    return 0;
+
+fail_errno:
+    rc = -errno;
+fail:
+    corio__loop_destroy(l);
+    return rc;
+}
+
+void corio__loop_destroy(corio__loop *l)
+{
+    if (l->altstack)
+        corio__munmap(l->altstack, l->altstack_size);
+    l->altstack = NULL;
+    corio__stack_unmap(&l->shared_stack);
+    corio__stack_pool_destroy(&l->stacks);
+    corio__timers_destroy(&l->timers);
+    if (l->evfd >= 0)
+        corio__close(l->evfd);
+    if (l->epfd >= 0)
+        corio__close(l->epfd);
+    l->evfd = l->epfd = -1;
+    corio__runq_destroy(&l->runq);
+}
+
+void corio__loop_wake(corio__loop *l)
+{
+    if (atomic_load(&l->parked) && atomic_exchange(&l->parked, 0)) {
+        uint64_t one = 1;
+        /* EAGAIN means the counter is already non-zero: the loop will wake
+         * anyway. Nothing else can fail on an eventfd we own. */
+        ssize_t n = write(l->evfd, &one, sizeof one);
+        (void)n;
+    }
+}
+
+void corio__runtime_wake_all(corio__runtime *rt)
+{
+    for (unsigned i = 0; i < rt->nloops; i++)
+        corio__loop_wake(rt->loops[i]);
+}
+
+static void inbox_push(corio__loop *l, corio_task *t)
+{
+    corio_task *head = atomic_load_explicit(&l->inbox, memory_order_relaxed);
+    do {
+        t->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&l->inbox, &head, t, memory_order_seq_cst,
+                                                    memory_order_relaxed));
+    corio__loop_wake(l);
+}
+
+void corio__ready_push(corio__loop *l, corio_task *t)
+{
+    t->next = NULL;
+    if (t->state != CORIO__TASK_NEW)
+        t->state = CORIO__TASK_READY;
+    if (l->ready_tail)
+        l->ready_tail->next = t;
+    else
+        l->ready_head = t;
+    l->ready_tail = t;
+}
+
+void corio__loop_make_ready(corio_task *t)
+{
+    corio__loop *home = t->home;
+    if (home == tls_loop)
+        corio__ready_push(home, t);
+    else
+        inbox_push(home, t);
+}
+
+/* Try to hand new work to a parked loop, unless one is already searching
+ * (it will find the work itself; waking more would only make them race
+ * for it). */
+void corio__notify_idle(corio__runtime *rt, corio__loop *from)
+{
+    if (atomic_load(&rt->nsearching) != 0 || atomic_load(&rt->nparked) == 0)
+        return;
+    unsigned n = rt->nloops;
+    unsigned start = from ? from->index + 1 : 0;
+    for (unsigned i = 0; i < n; i++) {
+        corio__loop *l = rt->loops[(start + i) % n];
+        if (l != from && atomic_load(&l->parked) && atomic_exchange(&l->parked, 0)) {
+            uint64_t one = 1;
+            ssize_t w = write(l->evfd, &one, sizeof one);
+            (void)w;
+            return;
+        }
+    }
+}
+
+void corio__loop_push_new(corio__loop *l, corio_task *t)
+{
+    if (t->flags & CORIO__TF_PINNED) {
+        corio__ready_push(l, t);
+        return;
+    }
+    corio__runq_push(&l->runq, t);
+    corio__notify_idle(l->rt, l);
+}
+
+/* A new task from a thread that is not l's: pinned or not, it goes through
+ * the inbox; the loop files it when it drains. */
+void corio__loop_push_new_remote(corio__loop *l, corio_task *t) { inbox_push(l, t); }
+
+corio_task *corio__inbox_take(corio__loop *l)
+{
+    if (!atomic_load_explicit(&l->inbox, memory_order_relaxed))
+        return NULL;
+    corio_task *list = atomic_exchange_explicit(&l->inbox, NULL, memory_order_seq_cst);
+    /* The stack is newest first: reverse it so wake-ups keep their order. */
+    corio_task *fifo = NULL;
+    while (list) {
+        corio_task *next = list->next;
+        list->next = fifo;
+        fifo = list;
+        list = next;
+    }
+    return fifo;
+}

@@ -1,0 +1,152 @@
+/*
+ * loop.h: the per-core event loop and the runtime that owns the loops.
+ *
+ * One loop per core, one OS thread per loop. Everything a loop touches on
+ * its hot path is its own: the ready list, the stealable run queue (whose
+ * head thieves may CAS), the timer heap, the stack pool, the task free
+ * list, the epoll instance. Other threads reach a loop only through its
+ * inbox (a lock-free stack of tasks to make ready) and its eventfd, which
+ * is written only when the loop is parked in epoll_wait: waking a busy
+ * loop costs no syscall.
+ *
+ * Fields are grouped by who may touch them. "owner" means the loop's own
+ * thread only.
+ */
+#ifndef CORIO_LOOP_H
+#define CORIO_LOOP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "corio.h"
+#include "ctx.h"
+#include "runq.h"
+#include "sanitize.h"
+#include "stack.h"
+#include "timer.h"
+
+struct corio__runtime;
+struct corio__blocking_pool;
+
+/* Why a task switched to its loop's scheduler context. */
+enum corio__switch_reason {
+    CORIO__SWITCH_NONE = 0,
+    CORIO__SWITCH_SUSPEND, /* waiting or yielding; nothing more to do */
+    CORIO__SWITCH_EXIT,    /* finished: release its stack, publish DONE */
+};
+
+typedef struct corio__loop {
+    /* --- owner --- */
+    struct corio__runtime *rt;
+    unsigned index;
+    corio__ctx sched_ctx;          /* the scheduler's context (thread stack) */
+    corio__san sched_san;
+    struct corio_task *current;    /* task running now, or NULL in scheduler */
+    struct corio_task *ready_head, *ready_tail; /* started tasks ready to run */
+    struct corio_task *live;       /* started, unfinished tasks homed here */
+    size_t live_count;
+    int switch_reason;             /* enum corio__switch_reason */
+    unsigned tick;                 /* tasks run since the last poll */
+    unsigned direct_budget;        /* task-to-task switches left before polling */
+    corio_time_t now;              /* cached at the last poll */
+    bool stopping;                 /* runtime shutdown seen by this loop */
+    bool shutdown_counted;         /* left rt->active_loops */
+    bool searching;                /* counted in rt->nsearching */
+    bool light_stalled;            /* a light task could not get the shared stack */
+    corio__timers timers;
+    corio__stack_pool stacks;
+    struct corio_task *free_tasks; /* recycled task objects */
+    size_t free_count;
+    void *slabs;                   /* task slabs this loop allocated */
+    uint64_t id_next, id_end;      /* block of task ids being handed out */
+    uint64_t rng;                  /* victim choice */
+    int epfd, evfd;
+    pthread_t thread;
+    bool thread_started;
+
+    /* Light tasks' shared stack and who occupies it. */
+    corio__stack shared_stack;
+    corio__san shared_san;
+    struct corio_task *shared_owner; /* light task whose frames are on it */
+
+    /* Signal stack for the overflow reporter. */
+    void *altstack;
+    size_t altstack_size;
+
+    /* --- other loops: steal (head) --- */
+    corio__runq runq;
+
+    /* --- any thread: push tasks to make ready; parked flag --- */
+    _Alignas(CORIO__CACHE_LINE) _Atomic(struct corio_task *) inbox;
+    _Alignas(CORIO__CACHE_LINE) _Atomic int parked; /* 1 while in (or entering) epoll_wait */
+} corio__loop;
+
+typedef struct corio__runtime {
+    unsigned nloops;
+    corio__loop **loops;
+    size_t stack_size;             /* default for tasks */
+    size_t max_tasks;              /* 0: no limit */
+    bool pin_cpus;
+    unsigned blocking_threads;
+    struct corio__blocking_pool *pool;
+    void *main_result;
+
+    _Alignas(CORIO__CACHE_LINE) _Atomic bool stopping; /* main task finished */
+    _Atomic unsigned active_loops; /* loops still with live tasks after stop */
+    _Atomic size_t live_tasks;     /* maintained only when max_tasks != 0 */
+    _Alignas(CORIO__CACHE_LINE) _Atomic int nparked;    /* loops parked (hint) */
+    _Atomic int nsearching;        /* loops looking for work to steal */
+} corio__runtime;
+
+/* The loop whose thread is calling, or NULL. */
+corio__loop *corio__loop_current(void);
+/* The runtime of the calling thread (loop or blocking-pool thread). */
+corio__runtime *corio__runtime_current(void);
+void corio__set_thread_runtime(corio__runtime *rt);
+
+int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index);
+void corio__loop_destroy(corio__loop *l);
+/* Run the loop on the calling thread until the runtime has stopped. */
+void corio__loop_run(corio__loop *l);
+
+/* Make t ready on its home loop, from any thread. */
+void corio__loop_make_ready(struct corio_task *t);
+/* Queue a never-run task on loop l from l's own thread (stealable unless
+ * pinned). */
+void corio__loop_push_new(corio__loop *l, struct corio_task *t);
+/* Wake loop l if it is parked. Any thread. */
+void corio__loop_wake(corio__loop *l);
+/* Wake every loop (shutdown). */
+void corio__runtime_wake_all(corio__runtime *rt);
+
+/* Give up the CPU from the current task; returns when it runs again.
+ * The task must already be queued somewhere or be waiting (wait.c). */
+void corio__loop_suspend(corio__loop *l, struct corio_task *self);
+
+/* Loop internals shared by loop.c, sched.c and task.c. */
+void corio__set_thread_loop(corio__loop *l);
+/* Owner: append t to the ready list. */
+void corio__ready_push(corio__loop *l, struct corio_task *t);
+/* A never-run task for loop l from another thread (through the inbox). */
+void corio__loop_push_new_remote(corio__loop *l, struct corio_task *t);
+/* Owner: take the inbox, oldest first, as a list linked by `next`. */
+struct corio_task *corio__inbox_take(corio__loop *l);
+/* New stealable work was queued on `from`: wake a parked loop if no loop
+ * is already searching. */
+void corio__notify_idle(corio__runtime *rt, corio__loop *from);
+
+/*
+ * Light tasks: before a light task may suspend, its save buffer must hold
+ * everything from the shared stack's top down to where the switch will
+ * leave the stack pointer. corio__light_reserve measures the depth at the
+ * call and adds this margin for the frames between there and the switch
+ * (wait commit, suspend, the switch's own 64..176 bytes). Measured need on
+ * x86-64 with gcc -O2 is under 300 bytes; a miss is corrected by growing
+ * the buffer at save time.
+ */
+#define CORIO__LIGHT_SAVE_MARGIN 384
+int corio__light_reserve(struct corio_task *self);
+
+#endif /* CORIO_LOOP_H */

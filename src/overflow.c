@@ -1,0 +1,126 @@
+/*
+ * overflow.c: the stack-overflow reporter (see overflow.h).
+ *
+ * Everything in the handler is async-signal-safe: the current loop comes
+ * from an initial-exec TLS variable, the message is formatted by hand and
+ * written with write(2).
+ */
+#define _GNU_SOURCE
+#include "overflow.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "loop.h"
+#include "task.h"
+
+static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned install_count;
+static struct sigaction previous;
+
+/* Append the decimal form of v to buf at *len. */
+static void put_u64(char *buf, size_t *len, uint64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        buf[(*len)++] = tmp[--n];
+}
+
+static void put_hex(char *buf, size_t *len, uint64_t v)
+{
+    buf[(*len)++] = '0';
+    buf[(*len)++] = 'x';
+    char tmp[16];
+    int n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    while (n)
+        buf[(*len)++] = tmp[--n];
+}
+
+static void put_str(char *buf, size_t *len, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(buf + *len, s, n);
+    *len += n;
+}
+
+static void report(const corio_task *t, const corio__stack *st, const void *addr)
+{
+    char buf[320];
+    size_t len = 0;
+    put_str(buf, &len, "corio: task ");
+    put_u64(buf, &len, t->id);
+    put_str(buf, &len, " overflowed its ");
+    put_u64(buf, &len, st->size);
+    put_str(buf, &len, (t->flags & CORIO__TF_LIGHT) ? "-byte shared (light) stack" : "-byte stack");
+    put_str(buf, &len, " (fault at ");
+    put_hex(buf, &len, (uint64_t)(uintptr_t)addr);
+    put_str(buf, &len, " in its guard page); give it a bigger stack with "
+                       "corio_spawn_opts.stack_size or CORIO_STACK_SIZE\n");
+    ssize_t w = write(STDERR_FILENO, buf, len);
+    (void)w;
+}
+
+static void on_segv(int sig, siginfo_t *info, void *uctx)
+{
+    corio__loop *l = corio__loop_current();
+    corio_task *t = l ? l->current : NULL;
+    if (t) {
+        const corio__stack *st = (t->flags & CORIO__TF_LIGHT) ? &l->shared_stack : &t->stack;
+        if (corio__stack_guard_hit(st, info->si_addr)) {
+            report(t, st, info->si_addr);
+            /* Die of the SIGSEGV, as without corio: returning re-runs the
+             * faulting instruction under the default action. */
+            signal(sig, SIG_DFL);
+            return;
+        }
+    }
+    if (previous.sa_flags & SA_SIGINFO) {
+        if (previous.sa_sigaction) {
+            previous.sa_sigaction(sig, info, uctx);
+            return;
+        }
+    } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
+        previous.sa_handler(sig);
+        return;
+    }
+    signal(sig, SIG_DFL);
+}
+
+int corio__overflow_install(void)
+{
+    int rc = 0;
+    pthread_mutex_lock(&install_lock);
+    if (install_count == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_segv;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGSEGV, &sa, &previous) != 0)
+            rc = -errno;
+    }
+    if (rc == 0)
+        install_count++;
+    pthread_mutex_unlock(&install_lock);
+    return rc;
+}
+
+void corio__overflow_uninstall(void)
+{
+    pthread_mutex_lock(&install_lock);
+    if (install_count && --install_count == 0)
+        sigaction(SIGSEGV, &previous, NULL);
+    pthread_mutex_unlock(&install_lock);
+}

@@ -1,0 +1,68 @@
+/*
+ * runq.h: a loop's queue of never-run tasks, the ones other loops may
+ * steal.
+ *
+ * Two parts:
+ *   ring      a fixed array of CORIO__RUNQ_CAP slots. The owning loop pushes
+ *             at the tail (a plain store and a release) and pops at the
+ *             head (one CAS); thieves take half of it with one CAS on the
+ *             head. 64-bit indices never wrap, so a thief holding a stale
+ *             head can never succeed by accident (no ABA).
+ *   overflow  a mutex-protected list that takes half the ring when the ring
+ *             is full, so spawning a million tasks in a burst moves them in
+ *             batches of CORIO__RUNQ_CAP/2 under one lock acquisition each.
+ *             Thieves drain it too.
+ *
+ * Why a thief's copy is safe: it reads slots [h, h+n) and then claims them
+ * with CAS(head, h, h+n). The owner only writes slots below head + CAP, so
+ * while head is still h it cannot overwrite [h, h+n); if head moved, the
+ * CAS fails and the copy is thrown away.
+ *
+ * head and tail sit on their own cache lines: thieves hammer head, the
+ * owner writes tail on every spawn.
+ */
+#ifndef CORIO_RUNQ_H
+#define CORIO_RUNQ_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CORIO__RUNQ_CAP 256u
+#define CORIO__CACHE_LINE 64
+
+struct corio_task;
+
+typedef struct corio__runq {
+    _Alignas(CORIO__CACHE_LINE) _Atomic uint64_t head; /* owner pops, thieves CAS */
+    _Alignas(CORIO__CACHE_LINE) _Atomic uint64_t tail; /* written by the owner only */
+    _Atomic(struct corio_task *) slots[CORIO__RUNQ_CAP];
+
+    /* Overflow list, under `lock`. `overflow_len` is also read without the
+     * lock as a hint by thieves. */
+    _Alignas(CORIO__CACHE_LINE) pthread_mutex_t lock;
+    struct corio_task *overflow_head, *overflow_tail;
+    _Atomic size_t overflow_len;
+} corio__runq;
+
+int corio__runq_init(corio__runq *q);
+void corio__runq_destroy(corio__runq *q);
+
+/* Owner only. Never fails: a full ring spills half into the overflow. */
+void corio__runq_push(corio__runq *q, struct corio_task *t);
+/* Owner only: the oldest task, or NULL. Takes from the overflow when the
+ * ring is empty. */
+struct corio_task *corio__runq_pop(corio__runq *q);
+/* Any thread: a hint of how many tasks wait (ring + overflow). */
+size_t corio__runq_len(corio__runq *q);
+
+/*
+ * Called by the owner of `dst`: take half of victim's tasks (ring first,
+ * then overflow) into dst's ring and return one of them to run now, or
+ * NULL if the victim had nothing.
+ */
+struct corio_task *corio__runq_steal(corio__runq *dst, corio__runq *victim);
+
+#endif /* CORIO_RUNQ_H */

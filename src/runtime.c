@@ -1,0 +1,352 @@
+/*
+ * runtime.c: corio_run(), from configuration to teardown.
+ *
+ * The calling thread becomes loop 0 (one thread fewer, and the main task
+ * starts without a cross-thread hand-off); loops 1..n-1 get their own
+ * threads. Everything a runtime owns hangs off its corio__runtime, and the
+ * only process-wide state is the overflow reporter's signal handler
+ * (installed while any runtime runs) and the task-id counter, so runtimes
+ * can follow each other, or even run side by side on different threads.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "blocking.h"
+#include "loop.h"
+#include "overflow.h"
+#include "sys.h"
+#include "task.h"
+
+#define DEFAULT_STACK_SIZE ((size_t)128 * 1024)
+#define DEFAULT_BLOCKING_THREADS 64
+#define MAX_LOOPS 1024
+
+corio_time_t corio_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (corio_time_t)ts.tv_sec * CORIO_SEC + ts.tv_nsec;
+}
+
+corio_time_t corio_deadline_in(int64_t ns)
+{
+    if (ns < 0)
+        return CORIO_FOREVER;
+    return corio_now() + ns;
+}
+
+void corio_config_init(corio_config *cfg) { memset(cfg, 0, sizeof *cfg); }
+
+int corio_loop_index(void)
+{
+    corio__loop *l = corio__loop_current();
+    return l ? (int)l->index : -1;
+}
+
+unsigned corio_loop_count(void)
+{
+    corio__loop *l = corio__loop_current();
+    if (l)
+        return l->rt->nloops;
+    corio__runtime *rt = corio__runtime_current();
+    return rt ? rt->nloops : 0;
+}
+
+/* ---- configuration ---- */
+
+/* Parse a positive size with an optional k/m/g suffix. 0 if malformed. */
+static size_t parse_size(const char *s)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || s[0] == '-')
+        return 0;
+    unsigned long long mult = 1;
+    switch (*end) {
+    case 'k': case 'K': mult = 1ull << 10; end++; break;
+    case 'm': case 'M': mult = 1ull << 20; end++; break;
+    case 'g': case 'G': mult = 1ull << 30; end++; break;
+    }
+    if (*end != '\0' || v > SIZE_MAX / mult)
+        return 0;
+    return (size_t)(v * mult);
+}
+
+static unsigned usable_cpus(cpu_set_t *set)
+{
+    if (sched_getaffinity(0, sizeof *set, set) == 0) {
+        int n = CPU_COUNT(set);
+        if (n > 0)
+            return (unsigned)n;
+    }
+    CPU_ZERO(set);
+    return 1;
+}
+
+static int resolve_config(const corio_config *cfg, corio__runtime *rt, cpu_set_t *cpus)
+{
+    unsigned ncpu = usable_cpus(cpus);
+    unsigned loops = cfg->loops;
+    const char *env = getenv("CORIO_LOOPS");
+    if (!loops && env && *env) {
+        size_t v = parse_size(env);
+        if (v == 0 || v > MAX_LOOPS)
+            return CORIO_EINVAL;
+        loops = (unsigned)v;
+    }
+    if (!loops)
+        loops = ncpu;
+    if (loops > MAX_LOOPS)
+        return CORIO_EINVAL;
+
+    size_t stack = cfg->stack_size;
+    env = getenv("CORIO_STACK_SIZE");
+    if (!stack && env && *env) {
+        stack = parse_size(env);
+        if (!stack)
+            return CORIO_EINVAL;
+    }
+    if (!stack)
+        stack = DEFAULT_STACK_SIZE;
+    stack = corio__stack_round(stack);
+    if (!stack)
+        return CORIO_EINVAL;
+
+    env = getenv("CORIO_PIN");
+    rt->nloops = loops;
+    rt->stack_size = stack;
+    rt->max_tasks = cfg->max_tasks;
+    rt->blocking_threads = cfg->blocking_threads ? cfg->blocking_threads : DEFAULT_BLOCKING_THREADS;
+    rt->pin_cpus = cfg->pin_cpus || (env && strcmp(env, "1") == 0);
+    return 0;
+}
+
+/* ---- loop threads ---- */
+
+struct thread_start {
+    corio__loop *loop;
+    int cpu; /* -1: no pinning */
+};
+
+/* The i-th CPU of the affinity mask, or -1. */
+static int nth_cpu(const cpu_set_t *set, unsigned i)
+{
+    unsigned seen = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, set) && seen++ == i)
+            return c;
+    return -1;
+}
+
+static void pin_to(int cpu)
+{
+    if (cpu < 0)
+        return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    /* Best effort: pinning is an optimisation, not a promise. */
+    pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+}
+
+/* Run loop l on the calling thread, with its signal stack and checker
+ * context set up. */
+static void run_loop_here(corio__loop *l)
+{
+    corio__set_thread_loop(l);
+    corio__set_thread_runtime(l->rt);
+
+    stack_t ss = {.ss_sp = l->altstack, .ss_size = l->altstack_size, .ss_flags = 0}, old_ss;
+    int have_old = sigaltstack(&ss, &old_ss) == 0;
+
+    pthread_attr_t attr;
+    void *lo = NULL;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstack(&attr, &lo, &size);
+        pthread_attr_destroy(&attr);
+    }
+    corio__san_thread_context(&l->sched_san, lo, size);
+
+    corio__loop_run(l);
+
+    if (have_old) {
+        if (old_ss.ss_flags & SS_DISABLE) {
+            stack_t off = {.ss_flags = SS_DISABLE};
+            sigaltstack(&off, NULL);
+        } else {
+            sigaltstack(&old_ss, NULL);
+        }
+    }
+    corio__set_thread_loop(NULL);
+    corio__set_thread_runtime(NULL);
+}
+
+static void *loop_thread(void *arg)
+{
+    struct thread_start *ts = arg;
+    pin_to(ts->cpu);
+    run_loop_here(ts->loop);
+    return NULL;
+}
+
+/* ---- life cycle ---- */
+
+static void runtime_free(corio__runtime *rt)
+{
+    if (rt->loops) {
+        for (unsigned i = 0; i < rt->nloops; i++) {
+            corio__loop *l = rt->loops[i];
+            if (!l)
+                continue;
+            corio__task_slabs_free(l);
+            corio__loop_destroy(l);
+            corio__free(l);
+        }
+        corio__free(rt->loops);
+    }
+    corio__blocking_pool_destroy(rt->pool);
+    corio__free(rt);
+}
+
+static int runtime_new(const corio_config *cfg, corio__runtime **out, cpu_set_t *cpus)
+{
+    corio__runtime *rt = corio__aligned_alloc(CORIO__CACHE_LINE, sizeof *rt);
+    if (!rt)
+        return CORIO_ENOMEM;
+    memset(rt, 0, sizeof *rt);
+    int rc = resolve_config(cfg, rt, cpus);
+    if (rc != 0) {
+        corio__free(rt);
+        return rc;
+    }
+    unsigned n = rt->nloops;
+    rt->loops = corio__calloc(n, sizeof *rt->loops);
+    if (!rt->loops) {
+        rt->nloops = 0;
+        runtime_free(rt);
+        return CORIO_ENOMEM;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        corio__loop *l = corio__aligned_alloc(CORIO__CACHE_LINE, sizeof *l);
+        if (!l) {
+            runtime_free(rt);
+            return CORIO_ENOMEM;
+        }
+        rc = corio__loop_init(l, rt, i);
+        if (rc != 0) {
+            corio__free(l);
+            runtime_free(rt);
+            return rc;
+        }
+        rt->loops[i] = l;
+    }
+    rc = corio__blocking_pool_new(rt, &rt->pool);
+    if (rc != 0) {
+        runtime_free(rt);
+        return rc;
+    }
+    atomic_init(&rt->stopping, false);
+    atomic_init(&rt->active_loops, n);
+    atomic_init(&rt->live_tasks, 0);
+    atomic_init(&rt->nparked, 0);
+    atomic_init(&rt->nsearching, 0);
+    *out = rt;
+    return 0;
+}
+
+/* Thread start failed part-way: stop the loops that did start (they have
+ * no tasks yet, so they leave as soon as they see the stop). */
+static void stop_started_loops(corio__runtime *rt, unsigned started)
+{
+    atomic_fetch_sub(&rt->active_loops, rt->nloops - started + 1);
+    atomic_store(&rt->stopping, true);
+    corio__runtime_wake_all(rt);
+    for (unsigned i = 1; i < started; i++)
+        pthread_join(rt->loops[i]->thread, NULL);
+}
+
+int corio_run(const corio_config *cfg, corio_fn main_fn, void *arg, void **result)
+{
+    if (!main_fn)
+        return CORIO_EINVAL;
+    if (corio__loop_current() || corio__runtime_current())
+        return CORIO_EBUSY;
+    corio_config defaults;
+    if (!cfg) {
+        corio_config_init(&defaults);
+        cfg = &defaults;
+    }
+    cpu_set_t cpus;
+    corio__runtime *rt;
+    int rc = runtime_new(cfg, &rt, &cpus);
+    if (rc != 0)
+        return rc;
+    struct thread_start *starts = corio__calloc(rt->nloops, sizeof *starts);
+    if (!starts) {
+        runtime_free(rt);
+        return CORIO_ENOMEM;
+    }
+    rc = corio__overflow_install();
+    if (rc != 0) {
+        corio__free(starts);
+        runtime_free(rt);
+        return rc;
+    }
+
+    unsigned started = 1;
+    for (unsigned i = 1; i < rt->nloops && rc == 0; i++) {
+        starts[i].loop = rt->loops[i];
+        starts[i].cpu = rt->pin_cpus ? nth_cpu(&cpus, i) : -1;
+        int err = corio__thread_create(&rt->loops[i]->thread, loop_thread, &starts[i], 0);
+        if (err != 0) {
+            rc = err == ENOMEM ? CORIO_ENOMEM : CORIO_EAGAIN;
+            break;
+        }
+        rt->loops[i]->thread_started = true;
+        started++;
+    }
+    corio__loop *l0 = rt->loops[0];
+    corio_task *main_task = NULL;
+    if (rc == 0)
+        rc = corio__task_create(l0, &main_task, main_fn, arg, rt->stack_size, CORIO__TF_MAIN,
+                                true);
+    if (rc != 0) {
+        stop_started_loops(rt, started);
+        corio__free(starts);
+        corio__overflow_uninstall();
+        runtime_free(rt);
+        return rc;
+    }
+    /* Loop 0 is this thread and not running yet: pushing to its queue is
+     * an owner operation. Other loops may already steal from it. */
+    corio__runq_push(&l0->runq, main_task);
+
+    cpu_set_t saved_affinity;
+    bool restore_affinity = false;
+    if (rt->pin_cpus) {
+        restore_affinity = pthread_getaffinity_np(pthread_self(), sizeof saved_affinity,
+                                                  &saved_affinity) == 0;
+        pin_to(nth_cpu(&cpus, 0));
+    }
+    run_loop_here(l0);
+    if (restore_affinity)
+        pthread_setaffinity_np(pthread_self(), sizeof saved_affinity, &saved_affinity);
+
+    for (unsigned i = 1; i < rt->nloops; i++)
+        pthread_join(rt->loops[i]->thread, NULL);
+    corio__free(starts);
+    corio__blocking_pool_stop(rt->pool);
+    corio__overflow_uninstall();
+    if (result)
+        *result = rt->main_result;
+    runtime_free(rt);
+    return 0;
+}

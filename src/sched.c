@@ -1,0 +1,519 @@
+/*
+ * sched.c: the scheduler that runs on each loop's own thread stack.
+ *
+ * The loop's thread runs corio__loop_run(): pick a task, switch to it,
+ * handle whatever made it switch back, repeat. What to run, in order:
+ *
+ *   1. the ready list: started tasks that were woken, and tasks pinned to
+ *      this loop (every EVENT_INTERVAL picks the run queue goes first, so
+ *      a stream of wake-ups cannot starve never-run tasks);
+ *   2. the run queue: never-run tasks, FIFO;
+ *   3. when both are empty: poll (inbox, timers), then steal half of
+ *      another loop's never-run tasks, then park in epoll_wait until the
+ *      next deadline or a wake-up.
+ *
+ * Every EVENT_INTERVAL tasks the loop polls even when busy, so timers and
+ * wake-ups from other loops are never delayed behind a long run of ready
+ * tasks. 61 is the interval Tokio and Go settled on for the same job.
+ *
+ * Switching. A task that waits or yields switches straight to the next
+ * ready task when it can (one switch instead of two through the
+ * scheduler), up to the poll budget. A task that finishes always goes
+ * through the scheduler, which releases its stack: a stack cannot be
+ * recycled while still in use.
+ *
+ * Light tasks share one stack per loop. The frames of the light task that
+ * last ran stay on it until another light task needs it ("lazy save"):
+ * only then are they copied to that task's heap buffer, and the newcomer's
+ * copied in. Both copies happen here, on the scheduler's own stack.
+ *
+ * Shutdown. When the main task finishes the runtime is "stopping". Each
+ * loop then fires every waiting task with CORIO_ECANCELED, fails every
+ * later wait at once, discards never-run tasks, and runs until none of its
+ * started tasks is left. The last loop to get there wakes the others and
+ * all exit.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "loop.h"
+#include "sanitize.h"
+#include "sys.h"
+#include "task.h"
+
+#define EVENT_INTERVAL 61u
+
+/* ---- light tasks: the shared stack ---- */
+
+static char *shared_top(corio__loop *l)
+{
+    return (char *)l->shared_stack.lo + l->shared_stack.size;
+}
+
+/* Copy that checkers must not see as ordinary accesses: the shared stack
+ * holds dead frames whose ASan redzones are still poisoned. */
+#ifdef CORIO__ASAN
+__attribute__((no_sanitize_address))
+#endif
+static void copy_stack_bytes(void *dst, const void *src, size_t len)
+{
+#ifdef CORIO__ASAN
+    volatile unsigned char *d = dst;
+    const volatile unsigned char *s = src;
+    for (size_t i = 0; i < len; i++)
+        d[i] = s[i];
+#else
+    memcpy(dst, src, len);
+#endif
+}
+
+/* Move the frames of the light task occupying the shared stack to its
+ * buffer. false if the buffer could not be grown (only possible when the
+ * reservation made at arm time fell short and memory ran out). */
+static bool light_save_owner(corio__loop *l)
+{
+    corio_task *o = l->shared_owner;
+    if (!o)
+        return true;
+    char *low = corio__ctx_stack_low(&o->ctx);
+    char *top = shared_top(l);
+    if (low < (char *)l->shared_stack.lo)
+        low = l->shared_stack.lo;
+    size_t len = (size_t)(top - low);
+    if (len > o->saved_cap) {
+        void *buf = corio__realloc(o->saved, len);
+        if (!buf)
+            return false;
+        o->saved = buf;
+        o->saved_cap = len;
+    }
+    copy_stack_bytes(o->saved, low, len);
+    o->saved_len = len;
+    l->shared_owner = NULL;
+    return true;
+}
+
+static bool light_swap_in(corio__loop *l, corio_task *t)
+{
+    if (l->shared_owner == t)
+        return true;
+    if (!light_save_owner(l))
+        return false;
+    char *dst = shared_top(l) - t->saved_len;
+    corio__sanitize_stack_reuse(l->shared_stack.lo, l->shared_stack.size);
+    copy_stack_bytes(dst, t->saved, t->saved_len);
+    l->shared_owner = t;
+    return true;
+}
+
+int corio__light_reserve(corio_task *self)
+{
+    corio__loop *l = self->home;
+    char *here = __builtin_frame_address(0);
+    size_t need = (size_t)(shared_top(l) - here) + CORIO__LIGHT_SAVE_MARGIN;
+    if (need <= self->saved_cap)
+        return 0;
+    /* The old contents are dead: the buffer only matters while suspended. */
+    void *buf = corio__realloc(self->saved, need);
+    if (!buf)
+        return CORIO_ENOMEM;
+    self->saved = buf;
+    self->saved_cap = need;
+    return 0;
+}
+
+/* ---- starting and ending tasks ---- */
+
+static void task_entry(void *arg)
+{
+    corio_task *t = arg;
+    corio__san_first_entry();
+    t->result = t->fn(t->arg);
+    corio__loop *l = t->home;
+    l->switch_reason = CORIO__SWITCH_EXIT;
+    corio__san_switch(&t->ctx, &t->san, &l->sched_ctx, &l->sched_san, 1);
+    __builtin_unreachable();
+}
+
+static void live_insert(corio__loop *l, corio_task *t)
+{
+    t->live_prev = NULL;
+    t->live_next = l->live;
+    if (l->live)
+        l->live->live_prev = t;
+    l->live = t;
+    l->live_count++;
+}
+
+static void live_remove(corio__loop *l, corio_task *t)
+{
+    if (t->live_prev)
+        t->live_prev->live_next = t->live_next;
+    else
+        l->live = t->live_next;
+    if (t->live_next)
+        t->live_next->live_prev = t->live_prev;
+    t->live_prev = t->live_next = NULL;
+    l->live_count--;
+}
+
+/* Give a never-run task its first frame. false: it cannot start now (the
+ * shared stack could not be freed for a light task). */
+static bool task_start(corio__loop *l, corio_task *t)
+{
+    if (t->flags & CORIO__TF_LIGHT) {
+        if (!light_save_owner(l))
+            return false;
+        corio__ctx_make(&t->ctx, l->shared_stack.lo, l->shared_stack.size, task_entry, t);
+        corio__san_set_stack(&t->san, l->shared_stack.lo, l->shared_stack.size);
+        l->shared_owner = t;
+    } else {
+        corio__ctx_make(&t->ctx, t->stack.lo, t->stack.size, task_entry, t);
+        corio__san_set_stack(&t->san, t->stack.lo, t->stack.size);
+    }
+    corio__san_task_begin(&t->san);
+    t->home = l;
+    live_insert(l, t);
+    return true;
+}
+
+static void live_count_drop(corio__runtime *rt)
+{
+    if (rt->max_tasks)
+        atomic_fetch_sub_explicit(&rt->live_tasks, 1, memory_order_relaxed);
+}
+
+/* On the scheduler stack, after t returned from its function. */
+static void task_exit(corio__loop *l, corio_task *t)
+{
+    live_remove(l, t);
+    corio__san_task_end(&t->san);
+    if (t->flags & CORIO__TF_LIGHT) {
+        if (l->shared_owner == t)
+            l->shared_owner = NULL;
+        corio__free(t->saved);
+        t->saved = NULL;
+        t->saved_len = t->saved_cap = 0;
+    } else {
+        corio__stack_put(&l->stacks, &t->stack);
+    }
+    t->state = CORIO__TASK_DONE;
+    live_count_drop(l->rt);
+    corio__task_finish(l, t);
+}
+
+/* Drop a never-run task (shutdown): it finishes without running. */
+static void task_discard(corio__loop *l, corio_task *t)
+{
+    corio__stack_put(&l->stacks, &t->stack);
+    t->flags |= CORIO__TF_DISCARDED;
+    t->state = CORIO__TASK_DONE;
+    t->result = NULL;
+    live_count_drop(l->rt);
+    corio__task_finish(l, t);
+}
+
+/* ---- switching ---- */
+
+static void ready_unshift(corio__loop *l, corio_task *t)
+{
+    t->next = l->ready_head;
+    l->ready_head = t;
+    if (!l->ready_tail)
+        l->ready_tail = t;
+}
+
+static corio_task *ready_pop(corio__loop *l)
+{
+    corio_task *t = l->ready_head;
+    if (t) {
+        l->ready_head = t->next;
+        if (!l->ready_head)
+            l->ready_tail = NULL;
+        t->next = NULL;
+    }
+    return t;
+}
+
+/* Can `next` be switched to directly from a task stack? Light tasks need
+ * the scheduler unless their frames are already on the shared stack. */
+static bool direct_ok(corio__loop *l, corio_task *next)
+{
+    if (!(next->flags & CORIO__TF_LIGHT))
+        return true;
+    return next->state != CORIO__TASK_NEW && l->shared_owner == next;
+}
+
+void corio__loop_suspend(corio__loop *l, corio_task *self)
+{
+    if (l->direct_budget > 0 && !(self->flags & CORIO__TF_LIGHT) && !l->stopping) {
+        corio_task *next = l->ready_head;
+        if (next && direct_ok(l, next)) {
+            ready_pop(l);
+        } else if (!next) {
+            next = corio__runq_pop(&l->runq);
+            if (next && !direct_ok(l, next)) {
+                ready_unshift(l, next);
+                next = NULL;
+            }
+        } else {
+            next = NULL;
+        }
+        if (next == self) {
+            self->state = CORIO__TASK_RUNNING;
+            return;
+        }
+        if (next) {
+            l->direct_budget--;
+            l->tick++;
+            if (next->state == CORIO__TASK_NEW)
+                task_start(l, next); /* regular task: cannot fail */
+            next->state = CORIO__TASK_RUNNING;
+            l->current = next;
+            corio__san_switch(&self->ctx, &self->san, &next->ctx, &next->san, 0);
+            return;
+        }
+    }
+    l->switch_reason = CORIO__SWITCH_SUSPEND;
+    corio__san_switch(&self->ctx, &self->san, &l->sched_ctx, &l->sched_san, 0);
+}
+
+/* Switch from the scheduler to t and deal with whatever comes back. */
+static void run_task(corio__loop *l, corio_task *t)
+{
+    l->tick++;
+    if (t->state == CORIO__TASK_NEW) {
+        if (!task_start(l, t)) {
+            corio__ready_push(l, t);
+            l->light_stalled = true;
+            return;
+        }
+    } else if ((t->flags & CORIO__TF_LIGHT) && !light_swap_in(l, t)) {
+        corio__ready_push(l, t);
+        l->light_stalled = true;
+        return;
+    }
+    t->state = CORIO__TASK_RUNNING;
+    l->current = t;
+    corio__san_switch(&l->sched_ctx, &l->sched_san, &t->ctx, &t->san, 0);
+
+    corio_task *cur = l->current;
+    l->current = NULL;
+    int reason = l->switch_reason;
+    l->switch_reason = CORIO__SWITCH_NONE;
+    if (reason == CORIO__SWITCH_EXIT)
+        task_exit(l, cur);
+}
+
+/* ---- polling ---- */
+
+static void fire_due_timers(corio__loop *l)
+{
+    if (corio__timers_next(&l->timers) == CORIO_FOREVER)
+        return;
+    corio_task *t;
+    while ((t = corio__timers_pop_due(&l->timers, l->now)) != NULL)
+        corio__task_fire_any(t, CORIO_ETIMEDOUT);
+}
+
+static void enter_stopping(corio__loop *l)
+{
+    l->stopping = true;
+    for (corio_task *t = l->live; t; t = t->live_next)
+        corio__task_fire_any(t, CORIO_ECANCELED);
+}
+
+/* Take everything other threads handed to this loop. */
+static void drain_inbox(corio__loop *l)
+{
+    corio_task *t = corio__inbox_take(l);
+    while (t) {
+        corio_task *next = t->next;
+        if (t->state == CORIO__TASK_NEW) {
+            t->home = l;
+            t->flags |= CORIO__TF_PINNED; /* already placed: keep it here */
+        }
+        corio__ready_push(l, t);
+        t = next;
+    }
+}
+
+static void poll_events(corio__loop *l)
+{
+    drain_inbox(l);
+    l->now = corio_now();
+    fire_due_timers(l);
+    if (!l->stopping && atomic_load_explicit(&l->rt->stopping, memory_order_acquire))
+        enter_stopping(l);
+    l->tick = 0;
+    l->direct_budget = EVENT_INTERVAL;
+    l->light_stalled = false;
+}
+
+/* ---- choosing work ---- */
+
+static corio_task *next_runnable(corio__loop *l)
+{
+    corio_task *t = NULL;
+    if (l->tick % EVENT_INTERVAL == EVENT_INTERVAL - 1)
+        t = corio__runq_pop(&l->runq);
+    if (!t && !l->light_stalled)
+        t = ready_pop(l);
+    if (!t)
+        t = corio__runq_pop(&l->runq);
+    return t;
+}
+
+static uint64_t rng_next(corio__loop *l)
+{
+    l->rng ^= l->rng << 13;
+    l->rng ^= l->rng >> 7;
+    l->rng ^= l->rng << 17;
+    return l->rng;
+}
+
+static corio_task *steal_any(corio__loop *l)
+{
+    corio__runtime *rt = l->rt;
+    unsigned n = rt->nloops;
+    if (n < 2)
+        return NULL;
+    unsigned start = (unsigned)(rng_next(l) % n);
+    for (unsigned i = 0; i < n; i++) {
+        corio__loop *v = rt->loops[(start + i) % n];
+        if (v == l)
+            continue;
+        corio_task *t = corio__runq_steal(&l->runq, &v->runq);
+        if (t)
+            return t;
+    }
+    return NULL;
+}
+
+/* Anything to do, as seen after announcing ourselves parked? */
+static bool work_visible(corio__loop *l)
+{
+    if (atomic_load(&l->inbox))
+        return true;
+    corio__runtime *rt = l->rt;
+    if (!l->stopping && atomic_load(&rt->stopping))
+        return true;
+    if (l->stopping)
+        return atomic_load(&rt->active_loops) == 0;
+    for (unsigned i = 0; i < rt->nloops; i++)
+        if (corio__runq_len(&rt->loops[i]->runq))
+            return true;
+    return false;
+}
+
+static void drain_eventfd(corio__loop *l)
+{
+    uint64_t v;
+    ssize_t n = read(l->evfd, &v, sizeof v);
+    (void)n;
+}
+
+static void park(corio__loop *l)
+{
+    corio__runtime *rt = l->rt;
+    atomic_store(&l->parked, 1);
+    atomic_fetch_add(&rt->nparked, 1);
+    if (l->searching) {
+        l->searching = false;
+        atomic_fetch_sub(&rt->nsearching, 1);
+    }
+    if (work_visible(l)) {
+        atomic_exchange(&l->parked, 0);
+        atomic_fetch_sub(&rt->nparked, 1);
+        return;
+    }
+
+    corio_time_t deadline = corio__timers_next(&l->timers);
+    struct timespec ts, *tsp = NULL;
+    if (deadline != CORIO_FOREVER) {
+        corio_time_t wait = deadline - corio_now();
+        if (wait < 0)
+            wait = 0;
+        ts.tv_sec = wait / CORIO_SEC;
+        ts.tv_nsec = wait % CORIO_SEC;
+        tsp = &ts;
+    }
+    struct epoll_event events[64];
+    int n = corio__epoll_wait(l->epfd, events, 64, tsp);
+    for (int i = 0; i < n; i++)
+        if (events[i].data.ptr == NULL)
+            drain_eventfd(l);
+
+    atomic_exchange(&l->parked, 0);
+    atomic_fetch_sub(&rt->nparked, 1);
+}
+
+/* Stopping, with nothing runnable here. True when the loop may exit. */
+static bool shutdown_step(corio__loop *l)
+{
+    corio__runtime *rt = l->rt;
+    if (l->live_count == 0 && !l->shutdown_counted) {
+        l->shutdown_counted = true;
+        if (atomic_fetch_sub(&rt->active_loops, 1) == 1)
+            corio__runtime_wake_all(rt);
+    }
+    if (l->shutdown_counted && atomic_load(&rt->active_loops) == 0) {
+        /* No started task is left anywhere: nothing can hand us work any
+         * more except late spawns racing the stop; drop those. */
+        drain_inbox(l);
+        corio_task *t;
+        while ((t = ready_pop(l)) || (t = corio__runq_pop(&l->runq)))
+            task_discard(l, t);
+        return true;
+    }
+    return false;
+}
+
+void corio__loop_run(corio__loop *l)
+{
+    corio__runtime *rt = l->rt;
+    poll_events(l);
+    for (;;) {
+        if (l->tick >= EVENT_INTERVAL)
+            poll_events(l);
+        corio_task *t = next_runnable(l);
+        if (!t) {
+            poll_events(l);
+            t = next_runnable(l);
+        }
+        if (t) {
+            if (l->stopping && t->state == CORIO__TASK_NEW)
+                task_discard(l, t);
+            else
+                run_task(l, t);
+            continue;
+        }
+        if (l->stopping) {
+            if (shutdown_step(l))
+                return;
+            park(l);
+            continue;
+        }
+        if (!l->searching) {
+            l->searching = true;
+            atomic_fetch_add(&rt->nsearching, 1);
+        }
+        t = steal_any(l);
+        if (t) {
+            l->searching = false;
+            /* The last searcher to find work wakes another loop if work is
+             * left, so a burst of spawns spreads over all idle loops. */
+            if (atomic_fetch_sub(&rt->nsearching, 1) == 1 && corio__runq_len(&l->runq))
+                corio__notify_idle(rt, l);
+            run_task(l, t);
+            continue;
+        }
+        park(l);
+    }
+}

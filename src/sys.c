@@ -1,0 +1,193 @@
+/*
+ * sys.c: allocation and syscall wrappers with fault injection and leak
+ * accounting (see sys.h for why they exist).
+ */
+#define _GNU_SOURCE
+#include "sys.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+_Atomic bool corio__fault_armed;
+static _Atomic uint64_t fault_countdown; /* calls left before the failing one */
+static _Atomic uint64_t fault_counted;   /* wrapped calls seen since arming */
+static _Atomic bool fault_has_fired;
+
+static _Atomic int64_t live_allocs;
+static _Atomic int64_t live_maps;
+
+uint64_t corio__fault_arm(uint64_t n)
+{
+    uint64_t counted = atomic_exchange(&fault_counted, 0);
+    atomic_store(&fault_has_fired, false);
+    atomic_store(&fault_countdown, n);
+    atomic_store(&corio__fault_armed, n != 0);
+    return counted;
+}
+
+bool corio__fault_fired(void) { return atomic_load(&fault_has_fired); }
+
+bool corio__fault_fire(int err)
+{
+    atomic_fetch_add(&fault_counted, 1);
+    uint64_t left = atomic_load(&fault_countdown);
+    while (left != 0) {
+        if (atomic_compare_exchange_weak(&fault_countdown, &left, left - 1)) {
+            if (left != 1)
+                return false;
+            /* This call is the n-th: it fails, and only it. */
+            atomic_store(&fault_has_fired, true);
+            errno = err;
+            return true;
+        }
+    }
+    return false;
+}
+
+void *corio__malloc(size_t size)
+{
+    if (corio__fault(ENOMEM))
+        return NULL;
+    void *p = malloc(size);
+    if (p)
+        atomic_fetch_add_explicit(&live_allocs, 1, memory_order_relaxed);
+    return p;
+}
+
+void *corio__calloc(size_t n, size_t size)
+{
+    if (corio__fault(ENOMEM))
+        return NULL;
+    void *p = calloc(n, size);
+    if (p)
+        atomic_fetch_add_explicit(&live_allocs, 1, memory_order_relaxed);
+    return p;
+}
+
+void *corio__aligned_alloc(size_t align, size_t size)
+{
+    if (corio__fault(ENOMEM))
+        return NULL;
+    void *p = NULL;
+    if (posix_memalign(&p, align, size) != 0)
+        return NULL;
+    atomic_fetch_add_explicit(&live_allocs, 1, memory_order_relaxed);
+    return p;
+}
+
+void *corio__realloc(void *p, size_t size)
+{
+    if (corio__fault(ENOMEM))
+        return NULL;
+    void *q = realloc(p, size);
+    if (q && !p)
+        atomic_fetch_add_explicit(&live_allocs, 1, memory_order_relaxed);
+    return q;
+}
+
+void corio__free(void *p)
+{
+    if (!p)
+        return;
+    atomic_fetch_sub_explicit(&live_allocs, 1, memory_order_relaxed);
+    free(p);
+}
+
+void *corio__mmap_anon(size_t len)
+{
+    if (corio__fault(ENOMEM))
+        return MAP_FAILED;
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED)
+        atomic_fetch_add_explicit(&live_maps, 1, memory_order_relaxed);
+    return p;
+}
+
+int corio__munmap(void *p, size_t len)
+{
+    /* munmap of a mapping we made cannot fail for a reason a caller could
+     * act on; it is not a fault-injection point. */
+    int rc = munmap(p, len);
+    if (rc == 0)
+        atomic_fetch_sub_explicit(&live_maps, 1, memory_order_relaxed);
+    return rc;
+}
+
+int corio__madvise(void *p, size_t len, int advice)
+{
+    if (corio__fault(ENOMEM))
+        return -1;
+    return madvise(p, len, advice);
+}
+
+int corio__mprotect(void *p, size_t len, int prot)
+{
+    if (corio__fault(ENOMEM))
+        return -1;
+    return mprotect(p, len, prot);
+}
+
+int corio__thread_create(pthread_t *th, void *(*fn)(void *), void *arg,
+                         size_t stack_size)
+{
+    if (corio__fault(EAGAIN))
+        return EAGAIN;
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc != 0)
+        return rc;
+    if (stack_size)
+        rc = pthread_attr_setstacksize(&attr, stack_size);
+    if (rc == 0)
+        rc = pthread_create(th, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
+int corio__epoll_create(void)
+{
+    if (corio__fault(EMFILE))
+        return -1;
+    return epoll_create1(EPOLL_CLOEXEC);
+}
+
+int corio__eventfd(void)
+{
+    if (corio__fault(EMFILE))
+        return -1;
+    return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+int corio__close(int fd) { return close(fd); }
+
+#include <sys/syscall.h>
+#include <time.h>
+
+int corio__epoll_wait(int epfd, struct epoll_event *events, int max,
+                      const struct timespec *timeout)
+{
+    static _Atomic int no_pwait2;
+#ifdef SYS_epoll_pwait2
+    if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+        /* Called through syscall(): glibc's wrapper needs 2.35 headers. */
+        long n = syscall(SYS_epoll_pwait2, epfd, events, max, timeout, NULL, (size_t)8);
+        if (n >= 0 || errno != ENOSYS)
+            return (int)n;
+        atomic_store_explicit(&no_pwait2, 1, memory_order_relaxed);
+    }
+#endif
+    int ms = -1;
+    if (timeout) {
+        long long total = (long long)timeout->tv_sec * 1000 + (timeout->tv_nsec + 999999) / 1000000;
+        ms = total > 0x7fffffff ? 0x7fffffff : (int)total;
+    }
+    return epoll_wait(epfd, events, max, ms);
+}
+
+int64_t corio__live_allocs(void) { return atomic_load(&live_allocs); }
+int64_t corio__live_maps(void) { return atomic_load(&live_maps); }

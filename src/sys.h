@@ -1,0 +1,85 @@
+/*
+ * sys.h: the only door from corio to allocation and to system calls that
+ * can fail.
+ *
+ * Every allocation and every fallible syscall in the library goes through
+ * these wrappers, for two reasons:
+ *
+ *  1. Fault injection. A test arms a countdown with corio__fault_arm(n);
+ *     the n-th wrapped call from then on fails as the real call would
+ *     (NULL / MAP_FAILED / -1 with errno set), so a harness can fail every
+ *     call of a scenario in turn and check that each failure comes back as
+ *     a clean error. Disarmed, the cost is one relaxed load and a branch
+ *     that is never taken.
+ *  2. Leak accounting. Live allocations and mappings are counted, so tests
+ *     can assert that a runtime left nothing behind once corio_run returns.
+ *
+ * The wrappers return exactly what the libc call returns; callers turn
+ * failures into negative errno values at the point where they decide what
+ * to do about them.
+ */
+#ifndef CORIO_SYS_H
+#define CORIO_SYS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+
+/* ---- fault injection (armed by tests) ---- */
+
+extern _Atomic bool corio__fault_armed;
+/* Fail the n-th wrapped call from now on (n >= 1) with its natural error;
+ * n == 0 disarms. Returns how many calls were counted since the last arm. */
+uint64_t corio__fault_arm(uint64_t n);
+/* Whether the armed fault has fired since it was armed. */
+bool corio__fault_fired(void);
+bool corio__fault_fire(int err);
+
+/* True when the wrapped call should fail now (with errno set to err). */
+static inline bool corio__fault(int err)
+{
+    if (__builtin_expect(atomic_load_explicit(&corio__fault_armed, memory_order_relaxed), 0))
+        return corio__fault_fire(err);
+    return false;
+}
+
+/* ---- memory ---- */
+
+void *corio__malloc(size_t size);
+void *corio__calloc(size_t n, size_t size);
+void *corio__realloc(void *p, size_t size);
+void corio__free(void *p);
+void *corio__aligned_alloc(size_t align, size_t size);
+
+void *corio__mmap_anon(size_t len); /* PROT_READ|WRITE, private anonymous */
+int corio__munmap(void *p, size_t len);
+int corio__madvise(void *p, size_t len, int advice);
+int corio__mprotect(void *p, size_t len, int prot);
+
+/* ---- threads ---- */
+
+int corio__thread_create(pthread_t *th, void *(*fn)(void *), void *arg,
+                         size_t stack_size); /* returns 0 or an errno value */
+
+/* ---- descriptors ---- */
+
+int corio__epoll_create(void);
+int corio__eventfd(void);
+int corio__close(int fd);
+struct epoll_event;
+struct timespec;
+/* epoll_pwait2 (nanosecond timeout) where the kernel has it, else
+ * epoll_wait rounded up to milliseconds. NULL timeout: forever. */
+int corio__epoll_wait(int epfd, struct epoll_event *events, int max,
+                      const struct timespec *timeout);
+
+/* ---- accounting, for tests ---- */
+
+int64_t corio__live_allocs(void);
+int64_t corio__live_maps(void);
+
+#endif /* CORIO_SYS_H */

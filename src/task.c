@@ -1,0 +1,473 @@
+/*
+ * task.c: spawning, joining, gathering, detaching and cancelling tasks,
+ * and the memory task objects live in.
+ *
+ * Task objects come from per-loop slabs of SLAB_TASKS and are recycled
+ * through per-loop free lists; slabs go back to malloc only when the
+ * runtime ends. That keeps spawn free of malloc and makes task memory
+ * type-stable, which the wait protocol relies on (task.h). A task released
+ * on loop B goes to B's free list even if A's slab holds it: all slabs
+ * are freed together.
+ *
+ * The join handshake (task.h has the states). The finisher locks the join
+ * word (JOIN_LOCK bit), reads the joiner's token, stores DONE, and only
+ * then fires the joiner. DONE is its last touch of the finished task, so a
+ * joiner that sees DONE may recycle the object at once; firing after the
+ * store is safe because the joiner's own object is type-stable and the
+ * token is generational. A joiner giving up (timeout, cancel) unregisters
+ * with CAS(self -> NONE); if that fails because the finisher holds the
+ * lock, it waits the few instructions until DONE appears and the join
+ * succeeds after all.
+ */
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "loop.h"
+#include "sys.h"
+#include "task.h"
+
+#define SLAB_TASKS 64
+#define JOIN_LOCK ((uintptr_t)4)
+/* Task ids are handed out to loops in blocks so that spawning does not
+ * touch a shared counter. */
+#define ID_BLOCK 1024
+
+struct task_slab {
+    struct task_slab *next;
+    corio_task tasks[SLAB_TASKS];
+};
+
+static _Atomic uint64_t next_id_block = 1;
+
+corio_task *corio__current_task(void)
+{
+    corio__loop *l = corio__loop_current();
+    return l ? l->current : NULL;
+}
+
+corio_task *corio_self(void) { return corio__current_task(); }
+
+uint64_t corio_task_id(const corio_task *task) { return task ? task->id : 0; }
+
+void corio_spawn_opts_init(corio_spawn_opts *opts)
+{
+    opts->stack_size = 0;
+    opts->loop = -1;
+    opts->flags = 0;
+}
+
+/* ---- task memory ---- */
+
+static corio_task *task_alloc(corio__loop *l)
+{
+    if (!l->free_tasks) {
+        struct task_slab *slab = corio__calloc(1, sizeof *slab);
+        if (!slab)
+            return NULL;
+        slab->next = l->slabs;
+        l->slabs = slab;
+        for (int i = SLAB_TASKS - 1; i >= 0; i--) {
+            corio_task *t = &slab->tasks[i];
+            atomic_init(&t->wait, 0);
+            t->next = l->free_tasks;
+            l->free_tasks = t;
+        }
+        l->free_count += SLAB_TASKS;
+    }
+    corio_task *t = l->free_tasks;
+    l->free_tasks = t->next;
+    l->free_count--;
+    return t;
+}
+
+void corio__task_release(corio__loop *l, corio_task *t)
+{
+    t->state = CORIO__TASK_DONE;
+    t->next = l->free_tasks;
+    l->free_tasks = t;
+    l->free_count++;
+}
+
+void corio__task_slabs_free(corio__loop *l)
+{
+    struct task_slab *slab = l->slabs;
+    while (slab) {
+        struct task_slab *next = slab->next;
+        for (int i = 0; i < SLAB_TASKS; i++)
+            corio__free(slab->tasks[i].saved);
+        corio__free(slab);
+        slab = next;
+    }
+    l->slabs = NULL;
+    l->free_tasks = NULL;
+    l->free_count = 0;
+}
+
+static uint64_t next_task_id(corio__loop *l)
+{
+    if (l->id_next == l->id_end) {
+        l->id_next = atomic_fetch_add(&next_id_block, 1) * ID_BLOCK;
+        l->id_end = l->id_next + ID_BLOCK;
+    }
+    return l->id_next++;
+}
+
+/* Fill a recycled object for a new task. The wait word keeps its
+ * generation: a late waker's old token must keep failing. */
+static void task_init(corio__loop *l, corio_task *t, corio_fn fn, void *arg, unsigned flags,
+                      bool detached)
+{
+    uint64_t wait = atomic_load_explicit(&t->wait, memory_order_relaxed);
+    memset(&t->ctx, 0, sizeof t->ctx);
+    t->next = NULL;
+    t->home = NULL;
+    t->fn = fn;
+    t->arg = arg;
+    t->result = NULL;
+    t->stack.lo = NULL;
+    t->stack.size = 0;
+    t->id = next_task_id(l);
+    t->state = CORIO__TASK_NEW;
+    t->flags = (uint8_t)flags;
+    t->timer_slot = 0;
+    t->wait_what = NULL;
+    t->live_prev = t->live_next = NULL;
+    t->saved = NULL;
+    t->saved_len = t->saved_cap = 0;
+    memset(&t->san, 0, sizeof t->san);
+    atomic_store_explicit(&t->wait, wait & ~(uint64_t)CORIO__WAIT_STATE_MASK,
+                          memory_order_relaxed);
+    t->wake_result = 0;
+    atomic_store_explicit(&t->cancel_pending, false, memory_order_relaxed);
+    atomic_store_explicit(&t->join, detached ? CORIO__JOIN_DETACHED : CORIO__JOIN_NONE,
+                          memory_order_relaxed);
+    atomic_store_explicit(&t->join_token, 0, memory_order_relaxed);
+}
+
+int corio__task_create(corio__loop *l, corio_task **out, corio_fn fn, void *arg,
+                       size_t stack_size, unsigned flags, bool detached)
+{
+    corio__runtime *rt = l->rt;
+    if (rt->max_tasks) {
+        size_t live = atomic_fetch_add_explicit(&rt->live_tasks, 1, memory_order_relaxed);
+        if (live >= rt->max_tasks) {
+            atomic_fetch_sub_explicit(&rt->live_tasks, 1, memory_order_relaxed);
+            return CORIO_EAGAIN;
+        }
+    }
+    corio_task *t = task_alloc(l);
+    if (!t)
+        goto fail;
+    task_init(l, t, fn, arg, flags, detached);
+    if (!(flags & CORIO__TF_LIGHT) && corio__stack_get(&l->stacks, &t->stack, stack_size) != 0) {
+        corio__task_release(l, t);
+        goto fail;
+    }
+    *out = t;
+    return 0;
+
+fail:
+    if (rt->max_tasks)
+        atomic_fetch_sub_explicit(&rt->live_tasks, 1, memory_order_relaxed);
+    return CORIO_ENOMEM;
+}
+
+/* ---- spawning ---- */
+
+int corio_spawn_ex(corio_task **task, corio_fn fn, void *arg, const corio_spawn_opts *opts)
+{
+    corio_spawn_opts defaults;
+    if (!opts) {
+        corio_spawn_opts_init(&defaults);
+        opts = &defaults;
+    }
+    if (task)
+        *task = NULL;
+    corio__loop *l = corio__loop_current();
+    if (!l || !l->current)
+        return CORIO_EPERM;
+    corio__runtime *rt = l->rt;
+    if (!fn || opts->loop < -1 || (opts->loop >= 0 && (unsigned)opts->loop >= rt->nloops) ||
+        (opts->flags & ~(unsigned)CORIO_TASK_LIGHT))
+        return CORIO_EINVAL;
+    bool light = opts->flags & CORIO_TASK_LIGHT;
+    if (light && opts->stack_size)
+        return CORIO_EINVAL; /* light tasks run on the loop's shared stack */
+    size_t stack_size = rt->stack_size;
+    if (opts->stack_size) {
+        stack_size = corio__stack_round(opts->stack_size);
+        if (!stack_size)
+            return CORIO_EINVAL;
+    }
+    if (l->stopping || atomic_load_explicit(&rt->stopping, memory_order_relaxed))
+        return CORIO_ESHUTDOWN;
+
+    unsigned flags = light ? CORIO__TF_LIGHT : 0;
+    if (opts->loop >= 0)
+        flags |= CORIO__TF_PINNED;
+    corio_task *t;
+    int rc = corio__task_create(l, &t, fn, arg, stack_size, flags, task == NULL);
+    if (rc != 0)
+        return rc;
+    if (task)
+        *task = t;
+
+    if (opts->loop < 0) {
+        corio__loop_push_new(l, t);
+    } else {
+        corio__loop *target = rt->loops[opts->loop];
+        t->home = target;
+        if (target == l)
+            corio__ready_push(l, t);
+        else
+            corio__loop_push_new_remote(target, t);
+    }
+    return 0;
+}
+
+int corio_spawn(corio_task **task, corio_fn fn, void *arg)
+{
+    return corio_spawn_ex(task, fn, arg, NULL);
+}
+
+int corio_spawn_on(corio_task **task, unsigned loop, corio_fn fn, void *arg)
+{
+    corio_spawn_opts opts;
+    corio_spawn_opts_init(&opts);
+    if (loop > (unsigned)INT32_MAX) {
+        if (task)
+            *task = NULL;
+        return CORIO_EINVAL;
+    }
+    opts.loop = (int)loop;
+    return corio_spawn_ex(task, fn, arg, &opts);
+}
+
+/* ---- the join word ---- */
+
+static void spin_pause(unsigned *spins)
+{
+    if (++*spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        __asm__ volatile("yield");
+#endif
+    } else {
+        /* The lock holder was preempted: let it run. */
+        sched_yield();
+    }
+}
+
+/* Lock the join word; returns its unlocked value. */
+static uintptr_t join_lock(corio_task *t)
+{
+    uintptr_t v = atomic_load_explicit(&t->join, memory_order_acquire);
+    unsigned spins = 0;
+    for (;;) {
+        if (!(v & JOIN_LOCK)) {
+            if (atomic_compare_exchange_weak_explicit(&t->join, &v, v | JOIN_LOCK,
+                                                      memory_order_acquire, memory_order_acquire))
+                return v;
+        } else {
+            spin_pause(&spins);
+            v = atomic_load_explicit(&t->join, memory_order_acquire);
+        }
+    }
+}
+
+void corio__task_finish(corio__loop *l, corio_task *t)
+{
+    if (t->flags & CORIO__TF_MAIN) {
+        corio__runtime *rt = l->rt;
+        rt->main_result = t->result;
+        atomic_store_explicit(&rt->stopping, true, memory_order_release);
+        corio__runtime_wake_all(rt);
+    }
+    uintptr_t v = join_lock(t);
+    if (v == CORIO__JOIN_DETACHED) {
+        corio__task_release(l, t);
+        return;
+    }
+    uint64_t token = atomic_load_explicit(&t->join_token, memory_order_relaxed);
+    atomic_store_explicit(&t->join, CORIO__JOIN_DONE, memory_order_release);
+    if (v != CORIO__JOIN_NONE)
+        corio__task_fire((corio_task *)v, token, 0);
+}
+
+static bool is_done(corio_task *t)
+{
+    return atomic_load_explicit(&t->join, memory_order_acquire) == CORIO__JOIN_DONE;
+}
+
+/* Register self as t's joiner. 1: registered; 0: t is already done;
+ * CORIO_EINVAL: the handle is detached or being joined by another task. */
+static int join_register(corio_task *t, corio_task *self, uint64_t token)
+{
+    atomic_store_explicit(&t->join_token, token, memory_order_relaxed);
+    uintptr_t v = CORIO__JOIN_NONE;
+    unsigned spins = 0;
+    for (;;) {
+        if (atomic_compare_exchange_weak_explicit(&t->join, &v, (uintptr_t)self,
+                                                  memory_order_release, memory_order_acquire))
+            return 1;
+        if (v == CORIO__JOIN_DONE)
+            return 0;
+        if (v == (CORIO__JOIN_NONE | JOIN_LOCK) || v == CORIO__JOIN_NONE) {
+            if (v & JOIN_LOCK)
+                spin_pause(&spins); /* the finisher is publishing DONE */
+            v = CORIO__JOIN_NONE;
+            continue;
+        }
+        return CORIO_EINVAL;
+    }
+}
+
+/* Undo join_register after a failed wait. true: unregistered, t still
+ * running; false: t finished meanwhile (its result is there). */
+static bool join_unregister(corio_task *t, corio_task *self)
+{
+    uintptr_t v = (uintptr_t)self;
+    unsigned spins = 0;
+    for (;;) {
+        if (atomic_compare_exchange_weak_explicit(&t->join, &v, CORIO__JOIN_NONE,
+                                                  memory_order_acq_rel, memory_order_acquire))
+            return true;
+        if (v == CORIO__JOIN_DONE)
+            return false;
+        if (v == ((uintptr_t)self | JOIN_LOCK))
+            spin_pause(&spins);
+        v = (uintptr_t)self;
+    }
+}
+
+/* Wait until t is done without releasing it. */
+static int wait_done(corio_task *self, corio_task *t, corio_time_t deadline, const char *what)
+{
+    if (is_done(t))
+        return 0;
+    uint64_t token;
+    int rc = corio__wait_arm(self, &token);
+    if (rc != 0)
+        return rc;
+    rc = join_register(t, self, token);
+    if (rc <= 0) {
+        corio__wait_disarm(self, token);
+        return rc;
+    }
+    rc = corio__wait_commit(self, token, deadline, what);
+    if (rc != 0 && !join_unregister(t, self))
+        rc = 0;
+    return rc;
+}
+
+static int join_check(corio_task *self, corio_task *t)
+{
+    if (!self)
+        return CORIO_EPERM;
+    if (!t)
+        return CORIO_EINVAL;
+    if (t == self)
+        return CORIO_EDEADLK;
+    return 0;
+}
+
+/* Release a joined task and report how it ended. */
+static int join_take(corio__loop *l, corio_task *t, void **result)
+{
+    int rc = (t->flags & CORIO__TF_DISCARDED) ? CORIO_ESHUTDOWN : 0;
+    if (result)
+        *result = t->result;
+    corio__task_release(l, t);
+    return rc;
+}
+
+int corio_join_until(corio_task *task, void **result, corio_time_t deadline)
+{
+    corio_task *self = corio__current_task();
+    int rc = join_check(self, task);
+    if (rc != 0)
+        return rc;
+    rc = wait_done(self, task, deadline, "join");
+    if (rc != 0)
+        return rc;
+    return join_take(self->home, task, result);
+}
+
+int corio_join(corio_task *task, void **result)
+{
+    return corio_join_until(task, result, CORIO_FOREVER);
+}
+
+int corio_gather_until(corio_task *const *tasks, size_t n, void **results,
+                       corio_time_t deadline)
+{
+    corio_task *self = corio__current_task();
+    if (!self)
+        return CORIO_EPERM;
+    if (n && !tasks)
+        return CORIO_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        int rc = join_check(self, tasks[i]);
+        if (rc != 0)
+            return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = wait_done(self, tasks[i], deadline, "gather");
+        if (rc != 0)
+            return rc;
+    }
+    int status = 0;
+    for (size_t i = 0; i < n; i++) {
+        int rc = join_take(self->home, tasks[i], results ? &results[i] : NULL);
+        if (rc != 0)
+            status = rc;
+    }
+    return status;
+}
+
+int corio_gather(corio_task *const *tasks, size_t n, void **results)
+{
+    return corio_gather_until(tasks, n, results, CORIO_FOREVER);
+}
+
+int corio_detach(corio_task *task)
+{
+    if (!task)
+        return CORIO_EINVAL;
+    uintptr_t v = CORIO__JOIN_NONE;
+    unsigned spins = 0;
+    for (;;) {
+        if (atomic_compare_exchange_weak_explicit(&task->join, &v, CORIO__JOIN_DETACHED,
+                                                  memory_order_acq_rel, memory_order_acquire))
+            return 0;
+        if (v == CORIO__JOIN_DONE) {
+            corio__loop *l = corio__loop_current();
+            if (!l)
+                return CORIO_EPERM;
+            corio__task_release(l, task);
+            return 0;
+        }
+        if (v == (CORIO__JOIN_NONE | JOIN_LOCK)) {
+            spin_pause(&spins);
+            v = CORIO__JOIN_NONE;
+            continue;
+        }
+        if (v == CORIO__JOIN_NONE)
+            continue;
+        return CORIO_EINVAL; /* already detached, or being joined */
+    }
+}
+
+int corio_cancel(corio_task *task)
+{
+    if (!task)
+        return CORIO_EINVAL;
+    /* seq_cst store, then the fire's CAS: either the task's next wait sees
+     * the flag, or we see its wait armed (wait.c). */
+    atomic_store(&task->cancel_pending, true);
+    corio__task_fire_any(task, CORIO_ECANCELED);
+    return 0;
+}

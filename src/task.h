@@ -1,0 +1,139 @@
+/*
+ * task.h: the task object and the wait protocol every blocking call uses.
+ *
+ * Life of a task:
+ *
+ *   NEW ──first run──> RUNNING <──> READY
+ *                        │  ^
+ *                   wait │  │ woken
+ *                        v  │
+ *                      WAITING          RUNNING ──returns──> DONE
+ *
+ * A NEW task may be stolen by any loop; the loop that first runs it becomes
+ * its home for good (DESIGN.md: compilers cache thread-local addresses such
+ * as errno's across calls, so moving a started C stack to another thread
+ * would break correct code). `state` is written only by the home loop; it
+ * serves scheduling asserts and the gdb script. Completion is published
+ * through `join` instead, which other threads read.
+ *
+ * Waiting (wait.c). A task blocks on one thing at a time, so all its wait
+ * state lives in the task itself, never on its stack (light tasks' stacks
+ * move while suspended). `wait` is a 64-bit word: a generation count in the
+ * high bits, IDLE/ARMED/FIRED in the low two. Arming a wait bumps the
+ * generation and yields a token; a waker fires the task with
+ * CAS(token -> FIRED) and only the one CAS that succeeds may enqueue it.
+ * The generation makes a late waker holding an old token harmless: task
+ * memory is never returned to malloc while the runtime lives (task slabs,
+ * freed at corio_run's end), so a stale CAS hits a task object, fails, and
+ * changes nothing.
+ *
+ * Join word: JOIN_NONE, JOIN_DONE, JOIN_DETACHED, or the address of the one
+ * task waiting to join (whose token is in join_token). The task's memory is
+ * recycled when it is DONE and its handle has been joined or detached,
+ * whichever comes last; the exchange on this word decides who does it.
+ */
+#ifndef CORIO_TASK_H
+#define CORIO_TASK_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "corio.h"
+#include "ctx.h"
+#include "sanitize.h"
+#include "stack.h"
+
+struct corio__loop;
+
+enum corio__task_state {
+    CORIO__TASK_NEW = 0,
+    CORIO__TASK_READY,
+    CORIO__TASK_RUNNING,
+    CORIO__TASK_WAITING,
+    CORIO__TASK_DONE,
+};
+
+enum corio__task_flag {
+    CORIO__TF_LIGHT = 1u << 0,      /* runs on the loop's shared stack */
+    CORIO__TF_PINNED = 1u << 1,     /* spawned onto a chosen loop: never stolen */
+    CORIO__TF_DISCARDED = 1u << 2,  /* dropped unrun by shutdown */
+    CORIO__TF_MAIN = 1u << 3,       /* corio_run's main task */
+};
+
+#define CORIO__WAIT_IDLE 0u
+#define CORIO__WAIT_ARMED 1u
+#define CORIO__WAIT_FIRED 2u
+#define CORIO__WAIT_STATE_MASK 3u
+#define CORIO__WAIT_GEN_ONE 4u
+
+#define CORIO__JOIN_NONE ((uintptr_t)0)
+#define CORIO__JOIN_DONE ((uintptr_t)1)
+#define CORIO__JOIN_DETACHED ((uintptr_t)2)
+
+struct corio_task {
+    /* --- home loop only (or the spawner before the task is published) --- */
+    corio__ctx ctx;               /* saved context while not running */
+    struct corio_task *next;      /* link of the one queue the task is in */
+    struct corio__loop *home;     /* set at first run (at spawn if pinned) */
+    corio_fn fn;
+    void *arg;
+    void *result;                 /* written before DONE is published */
+    corio__stack stack;           /* own stack; none for light tasks */
+    uint64_t id;
+    uint8_t state;                /* enum corio__task_state */
+    uint8_t flags;                /* enum corio__task_flag */
+    uint32_t timer_slot;          /* index + 1 in home's timer heap, 0: none */
+    const char *wait_what;        /* what it waits on, for debuggers */
+    struct corio_task *live_prev, *live_next; /* home's started tasks */
+    void *saved;                  /* light task: copy of its stack while out */
+    size_t saved_len, saved_cap;
+    corio__san san;               /* checker state (sanitize.h) */
+
+    /* --- shared between threads --- */
+    _Atomic uint64_t wait;        /* generation | IDLE/ARMED/FIRED */
+    int wake_result;              /* set by the waker that fired, read after resume */
+    _Atomic bool cancel_pending;  /* corio_cancel() request not yet delivered */
+    _Atomic uintptr_t join;       /* see "Join word" above */
+    _Atomic uint64_t join_token;  /* the joiner's wait token */
+};
+
+/* ---- wait protocol (wait.c) ---- */
+
+/* Arm a wait of the current task and store the token to hand to sources.
+ * 0, or CORIO_ENOMEM (a light task's save buffer could not be reserved). */
+int corio__wait_arm(corio_task *self, uint64_t *token);
+/* Abandon an armed wait that never needed to block. Returns 0, or the
+ * wake result if a waker had already fired (the task then is, or will be,
+ * in a run queue: it must suspend to consume that wake-up). */
+int corio__wait_disarm(corio_task *self, uint64_t token);
+/*
+ * Block until fired, the deadline passes (-ETIMEDOUT) or a cancellation is
+ * delivered (-ECANCELED). Returns the wake result: 0 or what the waker
+ * passed. The caller then unregisters from its sources if needed.
+ */
+int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
+                       const char *what);
+/* Any thread: wake t if it still waits with this token. True if this call
+ * woke it. */
+bool corio__task_fire(corio_task *t, uint64_t token, int result);
+/* Any thread: wake t from whatever wait it is in (cancellation). */
+bool corio__task_fire_any(corio_task *t, int result);
+
+/* ---- task lifecycle (task.c) ---- */
+
+/* The task being run by the calling thread, or NULL. */
+corio_task *corio__current_task(void);
+/* Mark t finished: publish DONE, wake its joiner, recycle if detached.
+ * Runs on t's home loop, off t's stack. */
+void corio__task_finish(struct corio__loop *loop, corio_task *t);
+/* Return a finished, released task object to the loop's free list. */
+void corio__task_release(struct corio__loop *loop, corio_task *t);
+/* Allocate and fill a task object with its stack (not yet queued).
+ * 0, CORIO_ENOMEM or CORIO_EAGAIN (max_tasks). */
+int corio__task_create(struct corio__loop *l, corio_task **out, corio_fn fn, void *arg,
+                       size_t stack_size, unsigned flags, bool detached);
+/* Free every task slab of a loop (runtime teardown). */
+void corio__task_slabs_free(struct corio__loop *l);
+
+#endif /* CORIO_TASK_H */
