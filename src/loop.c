@@ -39,10 +39,10 @@ corio__runtime *corio__runtime_current(void) { return tls_runtime; }
 void corio__set_thread_runtime(corio__runtime *rt) { tls_runtime = rt; }
 void corio__set_thread_loop(corio__loop *l) { tls_loop = l; }
 
-/* Stacks kept per loop for reuse. Enough to absorb the churn of a busy
- * loop without holding much memory: the pooled stacks' touched pages stay
- * resident. */
-#define STACK_POOL_LIMIT 128
+/* Idle stacks a loop keeps resident for reuse; more are handed back to
+ * the kernel (stack.h). Enough to absorb the churn of a busy loop, at a
+ * few pages each. */
+#define STACK_POOL_LIMIT 256
 /* The alternate signal stack on which the overflow reporter runs. */
 #define ALTSTACK_SIZE ((size_t)64 * 1024)
 
@@ -155,16 +155,23 @@ void corio__loop_make_ready(corio_task *t)
 
 /* Try to hand new work to a parked loop, unless one is already searching
  * (it will find the work itself; waking more would only make them race
- * for it). */
+ * for it), and only one whose load is low enough that it would steal
+ * (sched.c, steal_allowance): waking a loop that then declines costs a
+ * syscall per spawn. */
 void corio__notify_idle(corio__runtime *rt, corio__loop *from)
 {
     if (atomic_load(&rt->nsearching) != 0 || atomic_load(&rt->nparked) == 0)
         return;
     unsigned n = rt->nloops;
-    unsigned start = from ? from->index + 1 : 0;
+    unsigned start = from->index + 1;
+    size_t mine = from->live_count + corio__runq_len(&from->runq);
     for (unsigned i = 0; i < n; i++) {
         corio__loop *l = rt->loops[(start + i) % n];
-        if (l != from && atomic_load(&l->parked) && atomic_exchange(&l->parked, 0)) {
+        if (l == from || !atomic_load(&l->parked))
+            continue;
+        if (atomic_load_explicit(&l->load, memory_order_relaxed) + 1 >= mine)
+            continue;
+        if (atomic_exchange(&l->parked, 0)) {
             uint64_t one = 1;
             ssize_t w = write(l->evfd, &one, sizeof one);
             (void)w;
@@ -180,6 +187,10 @@ void corio__loop_push_new(corio__loop *l, corio_task *t)
         return;
     }
     corio__runq_push(&l->runq, t);
+    /* A loop spawning in a burst is busy but not stuck: say so now and
+     * then, so thieves keep stealing for balance, not for rescue. */
+    if ((++l->spawn_count & 63) == 0)
+        atomic_store_explicit(&l->activity_ns, corio_now(), memory_order_relaxed);
     corio__notify_idle(l->rt, l);
 }
 

@@ -78,6 +78,11 @@ typedef struct corio__loop {
     /* --- other loops: steal (head) --- */
     corio__runq runq;
 
+    /* --- published by the owner (relaxed) for thieves and spawners --- */
+    _Alignas(CORIO__CACHE_LINE) _Atomic size_t load; /* = live_count */
+    _Atomic int64_t activity_ns;   /* time of the last poll or spawn burst */
+    unsigned spawn_count;          /* owner: spawns, to pace activity_ns */
+
     /* --- any thread: push tasks to make ready; parked flag --- */
     _Alignas(CORIO__CACHE_LINE) _Atomic(struct corio_task *) inbox;
     _Alignas(CORIO__CACHE_LINE) _Atomic int parked; /* 1 while in (or entering) epoll_wait */

@@ -134,8 +134,12 @@ size_t corio__runq_len(corio__runq *q)
     return ring + atomic_load_explicit(&q->overflow_len, memory_order_relaxed);
 }
 
-corio_task *corio__runq_steal(corio__runq *dst, corio__runq *victim)
+corio_task *corio__runq_steal(corio__runq *dst, corio__runq *victim, size_t max)
 {
+    if (max == 0)
+        return NULL;
+    if (max > CORIO__RUNQ_CAP / 2)
+        max = CORIO__RUNQ_CAP / 2;
     corio_task *batch[CORIO__RUNQ_CAP / 2];
     uint64_t head = atomic_load_explicit(&victim->head, memory_order_acquire);
     for (;;) {
@@ -144,8 +148,8 @@ corio_task *corio__runq_steal(corio__runq *dst, corio__runq *victim)
             break;
         uint64_t n = tail - head;
         n -= n / 2; /* half, rounding up: a single task is stolen too */
-        if (n > CORIO__RUNQ_CAP / 2)
-            n = CORIO__RUNQ_CAP / 2;
+        if (n > max)
+            n = max;
         for (uint64_t i = 0; i < n; i++)
             batch[i] = atomic_load_explicit(&victim->slots[(head + i) & MASK],
                                             memory_order_relaxed);
@@ -161,8 +165,8 @@ corio_task *corio__runq_steal(corio__runq *dst, corio__runq *victim)
     if (len == 0)
         return NULL;
     size_t want = len - len / 2;
-    if (want > CORIO__RUNQ_CAP / 2)
-        want = CORIO__RUNQ_CAP / 2;
+    if (want > max)
+        want = max;
     size_t n;
     corio_task *chain = overflow_take(victim, want, &n);
     if (!chain)

@@ -60,9 +60,9 @@ size_t corio__runq_len(corio__runq *q);
 
 /*
  * Called by the owner of `dst`: take half of victim's tasks (ring first,
- * then overflow) into dst's ring and return one of them to run now, or
- * NULL if the victim had nothing.
+ * then overflow), but at most `max`, into dst's ring and return one of
+ * them to run now, or NULL if the victim had nothing.
  */
-struct corio_task *corio__runq_steal(corio__runq *dst, corio__runq *victim);
+struct corio_task *corio__runq_steal(corio__runq *dst, corio__runq *victim, size_t max);
 
 #endif /* CORIO_RUNQ_H */

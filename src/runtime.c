@@ -202,6 +202,11 @@ static void *loop_thread(void *arg)
 static void runtime_free(corio__runtime *rt)
 {
     if (rt->loops) {
+        /* Stacks wander between loops' pools: every pool forgets its
+         * stacks before any pool unmaps its chunks. */
+        for (unsigned i = 0; i < rt->nloops; i++)
+            if (rt->loops[i])
+                corio__stack_pool_forget(&rt->loops[i]->stacks);
         for (unsigned i = 0; i < rt->nloops; i++) {
             corio__loop *l = rt->loops[i];
             if (!l)

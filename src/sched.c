@@ -42,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "balance.h"
 #include "loop.h"
 #include "sanitize.h"
 #include "sys.h"
@@ -149,6 +150,7 @@ static void live_insert(corio__loop *l, corio_task *t)
         l->live->live_prev = t;
     l->live = t;
     l->live_count++;
+    atomic_store_explicit(&l->load, l->live_count, memory_order_relaxed);
 }
 
 static void live_remove(corio__loop *l, corio_task *t)
@@ -161,26 +163,32 @@ static void live_remove(corio__loop *l, corio_task *t)
         t->live_next->live_prev = t->live_prev;
     t->live_prev = t->live_next = NULL;
     l->live_count--;
+    atomic_store_explicit(&l->load, l->live_count, memory_order_relaxed);
 }
 
-/* Give a never-run task its first frame. false: it cannot start now (the
- * shared stack could not be freed for a light task). */
-static bool task_start(corio__loop *l, corio_task *t)
+enum start_result { STARTED, START_LATER, START_FAILED };
+
+/* Give a never-run task its stack and first frame. START_LATER: the shared
+ * stack could not be freed for a light task; START_FAILED: no stack could
+ * be had for a regular task. */
+static enum start_result task_start(corio__loop *l, corio_task *t)
 {
     if (t->flags & CORIO__TF_LIGHT) {
         if (!light_save_owner(l))
-            return false;
+            return START_LATER;
         corio__ctx_make(&t->ctx, l->shared_stack.lo, l->shared_stack.size, task_entry, t);
         corio__san_set_stack(&t->san, l->shared_stack.lo, l->shared_stack.size);
         l->shared_owner = t;
     } else {
+        if (corio__stack_get(&l->stacks, &t->stack, t->stack.size) != 0)
+            return START_FAILED;
         corio__ctx_make(&t->ctx, t->stack.lo, t->stack.size, task_entry, t);
         corio__san_set_stack(&t->san, t->stack.lo, t->stack.size);
     }
     corio__san_task_begin(&t->san);
     t->home = l;
     live_insert(l, t);
-    return true;
+    return STARTED;
 }
 
 static void live_count_drop(corio__runtime *rt)
@@ -208,11 +216,13 @@ static void task_exit(corio__loop *l, corio_task *t)
     corio__task_finish(l, t);
 }
 
-/* Drop a never-run task (shutdown): it finishes without running. */
-static void task_discard(corio__loop *l, corio_task *t)
+/* A never-run task finishes without running: dropped by shutdown
+ * (CORIO_ESHUTDOWN) or no stack to be had (CORIO_ENOMEM). Its joiner gets
+ * the error. */
+static void task_finish_unrun(corio__loop *l, corio_task *t, int error)
 {
-    corio__stack_put(&l->stacks, &t->stack);
-    t->flags |= CORIO__TF_DISCARDED;
+    t->flags |= CORIO__TF_UNRUN;
+    t->exit_error = error;
     t->state = CORIO__TASK_DONE;
     t->result = NULL;
     live_count_drop(l->rt);
@@ -220,14 +230,6 @@ static void task_discard(corio__loop *l, corio_task *t)
 }
 
 /* ---- switching ---- */
-
-static void ready_unshift(corio__loop *l, corio_task *t)
-{
-    t->next = l->ready_head;
-    l->ready_head = t;
-    if (!l->ready_tail)
-        l->ready_tail = t;
-}
 
 static corio_task *ready_pop(corio__loop *l)
 {
@@ -252,19 +254,15 @@ static bool direct_ok(corio__loop *l, corio_task *next)
 
 void corio__loop_suspend(corio__loop *l, corio_task *self)
 {
-    if (l->direct_budget > 0 && !(self->flags & CORIO__TF_LIGHT) && !l->stopping) {
+    /* Straight to the next ready task when nothing needs the scheduler:
+     * it has run before (starting one may fail and needs the scheduler's
+     * error path) and its frames are where they belong. */
+    if (l->direct_budget > 0 && !(self->flags & CORIO__TF_LIGHT)) {
         corio_task *next = l->ready_head;
-        if (next && direct_ok(l, next)) {
+        if (next && next->state != CORIO__TASK_NEW && direct_ok(l, next))
             ready_pop(l);
-        } else if (!next) {
-            next = corio__runq_pop(&l->runq);
-            if (next && !direct_ok(l, next)) {
-                ready_unshift(l, next);
-                next = NULL;
-            }
-        } else {
+        else
             next = NULL;
-        }
         if (next == self) {
             self->state = CORIO__TASK_RUNNING;
             return;
@@ -272,8 +270,6 @@ void corio__loop_suspend(corio__loop *l, corio_task *self)
         if (next) {
             l->direct_budget--;
             l->tick++;
-            if (next->state == CORIO__TASK_NEW)
-                task_start(l, next); /* regular task: cannot fail */
             next->state = CORIO__TASK_RUNNING;
             l->current = next;
             corio__san_switch(&self->ctx, &self->san, &next->ctx, &next->san, 0);
@@ -289,7 +285,12 @@ static void run_task(corio__loop *l, corio_task *t)
 {
     l->tick++;
     if (t->state == CORIO__TASK_NEW) {
-        if (!task_start(l, t)) {
+        enum start_result started = task_start(l, t);
+        if (started == START_FAILED) {
+            task_finish_unrun(l, t, CORIO_ENOMEM);
+            return;
+        }
+        if (started == START_LATER) {
             corio__ready_push(l, t);
             l->light_stalled = true;
             return;
@@ -348,6 +349,7 @@ static void poll_events(corio__loop *l)
 {
     drain_inbox(l);
     l->now = corio_now();
+    atomic_store_explicit(&l->activity_ns, l->now, memory_order_relaxed);
     fire_due_timers(l);
     if (!l->stopping && atomic_load_explicit(&l->rt->stopping, memory_order_acquire))
         enter_stopping(l);
@@ -358,15 +360,24 @@ static void poll_events(corio__loop *l)
 
 /* ---- choosing work ---- */
 
+/* A never-run task from our own queue, unless balance says to leave it
+ * for a less loaded loop (balance.c). */
+static corio_task *pop_new(corio__loop *l)
+{
+    if (!corio__runq_len(&l->runq) || !corio__balance_may_start_new(l))
+        return NULL;
+    return corio__runq_pop(&l->runq);
+}
+
 static corio_task *next_runnable(corio__loop *l)
 {
     corio_task *t = NULL;
     if (l->tick % EVENT_INTERVAL == EVENT_INTERVAL - 1)
-        t = corio__runq_pop(&l->runq);
+        t = pop_new(l);
     if (!t && !l->light_stalled)
         t = ready_pop(l);
     if (!t)
-        t = corio__runq_pop(&l->runq);
+        t = pop_new(l);
     return t;
 }
 
@@ -384,21 +395,26 @@ static corio_task *steal_any(corio__loop *l)
     unsigned n = rt->nloops;
     if (n < 2)
         return NULL;
+    size_t mine = corio__balance_own_load(l);
     unsigned start = (unsigned)(rng_next(l) % n);
     for (unsigned i = 0; i < n; i++) {
         corio__loop *v = rt->loops[(start + i) % n];
         if (v == l)
             continue;
-        corio_task *t = corio__runq_steal(&l->runq, &v->runq);
+        corio_task *t =
+            corio__runq_steal(&l->runq, &v->runq, corio__balance_steal_allowance(l, v, mine));
         if (t)
             return t;
     }
     return NULL;
 }
 
-/* Anything to do, as seen after announcing ourselves parked? */
-static bool work_visible(corio__loop *l)
+/* Anything to do, as seen after announcing ourselves parked? Sets
+ * *queued_elsewhere when some loop has queued tasks we may not take yet
+ * (we must look again once its owner could have gone stale). */
+static bool work_visible(corio__loop *l, bool *queued_elsewhere)
 {
+    *queued_elsewhere = false;
     if (atomic_load(&l->inbox))
         return true;
     corio__runtime *rt = l->rt;
@@ -406,9 +422,22 @@ static bool work_visible(corio__loop *l)
         return true;
     if (l->stopping)
         return atomic_load(&rt->active_loops) == 0;
-    for (unsigned i = 0; i < rt->nloops; i++)
-        if (corio__runq_len(&rt->loops[i]->runq))
+    l->now = corio_now();
+    if (corio__runq_len(&l->runq)) {
+        if (corio__balance_may_start_new(l))
             return true;
+        *queued_elsewhere = true; /* held back: look again soon */
+        return false;
+    }
+    size_t mine = corio__balance_own_load(l);
+    for (unsigned i = 0; i < rt->nloops; i++) {
+        corio__loop *v = rt->loops[i];
+        if (v == l || !corio__runq_len(&v->runq))
+            continue;
+        if (corio__balance_steal_allowance(l, v, mine))
+            return true;
+        *queued_elsewhere = true;
+    }
     return false;
 }
 
@@ -428,13 +457,21 @@ static void park(corio__loop *l)
         l->searching = false;
         atomic_fetch_sub(&rt->nsearching, 1);
     }
-    if (work_visible(l)) {
+    bool queued_elsewhere;
+    if (work_visible(l, &queued_elsewhere)) {
         atomic_exchange(&l->parked, 0);
         atomic_fetch_sub(&rt->nparked, 1);
         return;
     }
 
     corio_time_t deadline = corio__timers_next(&l->timers);
+    if (queued_elsewhere || l->ready_head) {
+        /* Tasks wait that balance keeps us from taking or starting yet,
+         * or light tasks stalled on memory: look again soon. */
+        corio_time_t recheck = l->now + CORIO__BALANCE_RECHECK_NS;
+        if (deadline == CORIO_FOREVER || recheck < deadline)
+            deadline = recheck;
+    }
     struct timespec ts, *tsp = NULL;
     if (deadline != CORIO_FOREVER) {
         corio_time_t wait = deadline - corio_now();
@@ -469,7 +506,7 @@ static bool shutdown_step(corio__loop *l)
         drain_inbox(l);
         corio_task *t;
         while ((t = ready_pop(l)) || (t = corio__runq_pop(&l->runq)))
-            task_discard(l, t);
+            task_finish_unrun(l, t, CORIO_ESHUTDOWN);
         return true;
     }
     return false;
@@ -489,7 +526,7 @@ void corio__loop_run(corio__loop *l)
         }
         if (t) {
             if (l->stopping && t->state == CORIO__TASK_NEW)
-                task_discard(l, t);
+                task_finish_unrun(l, t, CORIO_ESHUTDOWN);
             else
                 run_task(l, t);
             continue;

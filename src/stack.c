@@ -1,5 +1,5 @@
 /*
- * stack.c: mapping guarded stacks and recycling them per loop.
+ * stack.c: guarded stacks, carved from chunks and recycled per loop.
  * See stack.h for the design.
  */
 #define _GNU_SOURCE
@@ -22,6 +22,9 @@
 /* Smallest stack: the entry frame, a signal frame with AVX-512 state and a
  * little room for the task. */
 #define STACK_MIN ((size_t)16 * 1024)
+/* Stacks per chunk mapping: 64 default stacks are 9 MiB of address space,
+ * and one mmap instead of 64. */
+#define CHUNK_STACKS 64
 
 /* 0: untried, 1: MADV_GUARD_INSTALL works, 2: use mprotect. Shared by all
  * runtimes of the process; racing first uses settle on the same answer. */
@@ -33,12 +36,21 @@ struct corio__pooled_stack {
     unsigned vg_id;
 };
 
+struct corio__stack_chunk {
+    struct corio__stack_chunk *next;
+    void *map;
+    size_t len;
+};
+
 static size_t page_size(void)
 {
-    static size_t cached;
-    if (!cached)
-        cached = (size_t)sysconf(_SC_PAGESIZE);
-    return cached;
+    static _Atomic size_t cached;
+    size_t p = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (!p) {
+        p = (size_t)sysconf(_SC_PAGESIZE);
+        atomic_store_explicit(&cached, p, memory_order_relaxed);
+    }
+    return p;
 }
 
 size_t corio__stack_round(size_t size)
@@ -46,40 +58,38 @@ size_t corio__stack_round(size_t size)
     size_t page = page_size();
     if (size < STACK_MIN)
         size = STACK_MIN;
-    if (size > SIZE_MAX / 2)
+    if (size > SIZE_MAX / 4)
         return 0;
     return (size + page - 1) & ~(page - 1);
 }
 
-static int install_guard(char *map)
+/* Make [guard, guard + CORIO__STACK_GUARD) fault on any access. */
+static int install_guard(char *guard)
 {
     int mode = atomic_load_explicit(&guard_mode, memory_order_relaxed);
     if (mode != 2) {
-        if (corio__madvise(map, CORIO__STACK_GUARD, MADV_GUARD_INSTALL) == 0) {
+        if (corio__madvise(guard, CORIO__STACK_GUARD, MADV_GUARD_INSTALL) == 0) {
             if (mode == 0)
                 atomic_store_explicit(&guard_mode, 1, memory_order_relaxed);
             return 0;
         }
         if (errno != EINVAL)
-            return -errno;
+            return CORIO_ENOMEM;
         atomic_store_explicit(&guard_mode, 2, memory_order_relaxed);
     }
-    return corio__mprotect(map, CORIO__STACK_GUARD, PROT_NONE) == 0 ? 0 : -errno;
+    /* ENOMEM here is vm.max_map_count: still "no stack". */
+    return corio__mprotect(guard, CORIO__STACK_GUARD, PROT_NONE) == 0 ? 0 : CORIO_ENOMEM;
 }
 
 int corio__stack_map(corio__stack *st, size_t size)
 {
     size_t total = size + CORIO__STACK_GUARD;
     char *map = corio__mmap_anon(total);
-    if (map == MAP_FAILED) {
-        st->lo = NULL;
+    st->lo = NULL;
+    if (map == MAP_FAILED)
         return CORIO_ENOMEM;
-    }
-    int rc = install_guard(map);
-    if (rc != 0) {
+    if (install_guard(map) != 0) {
         corio__munmap(map, total);
-        st->lo = NULL;
-        /* ENOMEM here is vm.max_map_count: still "no stack". */
         return CORIO_ENOMEM;
     }
     st->lo = map + CORIO__STACK_GUARD;
@@ -97,56 +107,130 @@ void corio__stack_unmap(corio__stack *st)
     st->lo = NULL;
 }
 
-void corio__stack_pool_init(corio__stack_pool *pool, size_t size, size_t limit)
+void corio__stack_pool_init(corio__stack_pool *pool, size_t size, size_t warm_limit)
 {
-    pool->free = NULL;
-    pool->count = 0;
-    pool->limit = limit;
-    pool->size = size;
+    *pool = (corio__stack_pool){.size = size, .warm_limit = warm_limit};
+}
+
+void corio__stack_pool_forget(corio__stack_pool *pool)
+{
+    while (pool->warm) {
+        struct corio__pooled_stack *p = pool->warm;
+        pool->warm = p->next;
+        corio__sanitize_stack_deregister(p->vg_id);
+    }
+    pool->warm_count = 0;
+    for (size_t i = 0; i < pool->cold_count; i++)
+        corio__sanitize_stack_deregister(pool->cold[i].vg_id);
+    corio__free(pool->cold);
+    pool->cold = NULL;
+    pool->cold_count = pool->cold_cap = 0;
 }
 
 void corio__stack_pool_destroy(corio__stack_pool *pool)
 {
-    while (pool->free) {
-        struct corio__pooled_stack *p = pool->free;
-        pool->free = p->next;
-        corio__stack st = {p->lo, pool->size, p->vg_id};
-        corio__stack_unmap(&st);
+    corio__stack_pool_forget(pool);
+    while (pool->chunks) {
+        struct corio__stack_chunk *c = pool->chunks;
+        pool->chunks = c->next;
+        corio__munmap(c->map, c->len);
+        corio__free(c);
     }
-    pool->count = 0;
+    pool->carve_next = NULL;
+    pool->carve_left = 0;
+}
+
+/* Carve a never-used stack from the newest chunk, mapping a chunk first
+ * if needed. */
+static int carve(corio__stack_pool *pool, corio__stack *st)
+{
+    size_t stride = pool->size + CORIO__STACK_GUARD;
+    if (pool->carve_left == 0) {
+        struct corio__stack_chunk *c = corio__malloc(sizeof *c);
+        if (!c)
+            return CORIO_ENOMEM;
+        c->len = stride * CHUNK_STACKS;
+        c->map = corio__mmap_anon(c->len);
+        if (c->map == MAP_FAILED) {
+            corio__free(c);
+            return CORIO_ENOMEM;
+        }
+        c->next = pool->chunks;
+        pool->chunks = c;
+        pool->carve_next = c->map;
+        pool->carve_left = CHUNK_STACKS;
+    }
+    char *slot = pool->carve_next;
+    /* The slot is used up even if its guard fails: the chunk is unmapped
+     * whole at the end. */
+    pool->carve_next += stride;
+    pool->carve_left--;
+    int rc = install_guard(slot);
+    if (rc != 0)
+        return rc;
+    st->lo = slot + CORIO__STACK_GUARD;
+    st->size = pool->size;
+    st->vg_id = corio__sanitize_stack_register(st->lo, st->size);
+    return 0;
 }
 
 int corio__stack_get(corio__stack_pool *pool, corio__stack *st, size_t size)
 {
-    if (size == pool->size && pool->free) {
-        struct corio__pooled_stack *p = pool->free;
-        pool->free = p->next;
-        pool->count--;
+    if (size != pool->size)
+        return corio__stack_map(st, size);
+    if (pool->warm) {
+        struct corio__pooled_stack *p = pool->warm;
+        pool->warm = p->next;
+        pool->warm_count--;
         st->lo = p->lo;
         st->size = size;
         st->vg_id = p->vg_id;
         return 0;
     }
-    return corio__stack_map(st, size);
+    if (pool->cold_count) {
+        *st = pool->cold[--pool->cold_count];
+        return 0;
+    }
+    return carve(pool, st);
 }
 
 void corio__stack_put(corio__stack_pool *pool, corio__stack *st)
 {
     if (!st->lo)
         return;
-    if (st->size == pool->size && pool->count < pool->limit) {
+    if (st->size != pool->size) {
+        corio__stack_unmap(st);
+        return;
+    }
+    corio__sanitize_stack_reuse(st->lo, st->size);
+    if (pool->warm_count < pool->warm_limit) {
         /* The header lives at the top of the stack, where the next task's
          * first frame will go: that page is resident already. */
         struct corio__pooled_stack *p =
             (struct corio__pooled_stack *)((char *)st->lo + st->size) - 1;
-        corio__sanitize_stack_reuse(st->lo, st->size);
         p->lo = st->lo;
         p->vg_id = st->vg_id;
-        p->next = pool->free;
-        pool->free = p;
-        pool->count++;
+        p->next = pool->warm;
+        pool->warm = p;
+        pool->warm_count++;
         st->lo = NULL;
         return;
     }
-    corio__stack_unmap(st);
+    if (pool->cold_count == pool->cold_cap) {
+        size_t cap = pool->cold_cap ? pool->cold_cap * 2 : 256;
+        corio__stack *cold = corio__realloc(pool->cold, cap * sizeof *cold);
+        if (!cold) {
+            /* Nowhere to remember it: it stays mapped, unused, until its
+             * chunk goes at the end of the runtime. */
+            corio__sanitize_stack_deregister(st->vg_id);
+            st->lo = NULL;
+            return;
+        }
+        pool->cold = cold;
+        pool->cold_cap = cap;
+    }
+    /* Failure only means the memory stays resident. */
+    corio__madvise(st->lo, st->size, MADV_DONTNEED);
+    pool->cold[pool->cold_count++] = *st;
+    st->lo = NULL;
 }

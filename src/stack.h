@@ -1,20 +1,35 @@
 /*
  * stack.h: task stacks.
  *
- * A stack is an anonymous private mapping with a guard region at its low
+ * A stack is a stretch of anonymous memory with a guard region at its low
  * end, so running off the bottom faults instead of scribbling over the
- * neighbouring memory (stack_overflow.c turns that fault into a report
- * naming the task).
+ * neighbouring memory (overflow.c turns that fault into a report naming
+ * the task).
  *
  * The guard costs no extra VMA where the kernel has MADV_GUARD_INSTALL
  * (Linux 6.13+): with mprotect, every stack is two VMAs and
  * vm.max_map_count (65,530 by default) caps a process near 32k stacks.
  * The first failure with EINVAL switches the whole process to mprotect.
  *
- * Stacks of the runtime's default size are recycled through a per-loop
- * pool (struct corio__stack_pool), owned by the loop's thread: no lock.
+ * Stacks of the runtime's default size come from a per-loop pool, owned by
+ * the loop's thread (no lock), in three tiers:
+ *
+ *   warm   recently used, memory resident; reused first, costs nothing.
+ *   cold   given back to the kernel with MADV_DONTNEED once more than
+ *          `warm_limit` are idle; reused with one page fault.
+ *   chunk  new stacks are carved from mappings of CHUNK_STACKS stacks.
+ *
+ * Why chunks: mmap and munmap take the process-wide mmap lock for writing,
+ * and two loops mapping a stack per task serialise on it. Measured here
+ * on the reference experiment, the loops took turns of ~4 ms each instead
+ * of running side by side. A chunk costs one mmap per CHUNK_STACKS stacks
+ * and nothing is unmapped until the runtime ends.
+ *
  * A stack may be taken from one loop's pool and given back to another's
- * (a stolen task exits on the thief's loop); it is just memory.
+ * (a stolen task exits on the thief's loop); it is just memory. Chunks are
+ * unmapped only when the runtime ends, after every pool has forgotten its
+ * stacks (corio__stack_pool_forget, then corio__stack_pool_destroy).
+ * Stacks of other sizes are mapped and unmapped one by one.
  */
 #ifndef CORIO_STACK_H
 #define CORIO_STACK_H
@@ -27,32 +42,45 @@
 #define CORIO__STACK_GUARD ((size_t)16 * 1024)
 
 typedef struct corio__stack {
-    void *lo;    /* lowest usable byte, just above the guard; NULL: none */
-    size_t size; /* usable bytes */
+    void *lo;       /* lowest usable byte, just above the guard; NULL: none */
+    size_t size;    /* usable bytes */
     unsigned vg_id; /* Valgrind's id for the stack (CORIO_VALGRIND builds) */
 } corio__stack;
 
+struct corio__pooled_stack;
+struct corio__stack_chunk;
+
 typedef struct corio__stack_pool {
-    struct corio__pooled_stack *free; /* intrusive list, headers at stack tops */
-    size_t count;                     /* stacks in the list */
-    size_t limit;                     /* most stacks kept; more are unmapped */
-    size_t size;                      /* usable size of the stacks pooled */
+    size_t size;                       /* usable size of the stacks pooled */
+    struct corio__pooled_stack *warm;  /* list, headers at the stacks' tops */
+    size_t warm_count, warm_limit;
+    corio__stack *cold;                /* array */
+    size_t cold_count, cold_cap;
+    struct corio__stack_chunk *chunks; /* mappings this pool made */
+    char *carve_next;                  /* next unused slot of the newest chunk */
+    size_t carve_left;                 /* slots left in it */
 } corio__stack_pool;
 
 /* Round a requested stack size to whole pages, at least the minimum.
  * Returns 0 if the size is absurd (overflow). */
 size_t corio__stack_round(size_t size);
 
-/* Map a new stack of `size` usable bytes (already rounded). 0 or
+/* Map a stack of `size` usable bytes (already rounded) on its own. 0 or
  * CORIO_ENOMEM. */
 int corio__stack_map(corio__stack *st, size_t size);
 void corio__stack_unmap(corio__stack *st);
 
-void corio__stack_pool_init(corio__stack_pool *pool, size_t size, size_t limit);
+void corio__stack_pool_init(corio__stack_pool *pool, size_t size, size_t warm_limit);
+/* Drop every stack from the pool's lists (they all lie in some pool's
+ * chunks). Call for every pool before any pool is destroyed. */
+void corio__stack_pool_forget(corio__stack_pool *pool);
+/* Unmap the chunks this pool mapped. */
 void corio__stack_pool_destroy(corio__stack_pool *pool);
-/* A stack of `size` bytes: from the pool when size matches, else mapped. */
+/* A stack of `size` bytes: pooled when size matches, else mapped alone.
+ * 0 or CORIO_ENOMEM. */
 int corio__stack_get(corio__stack_pool *pool, corio__stack *st, size_t size);
-/* Give a stack back: into the pool when it fits, else unmapped. */
+/* Give a stack back: into the pool when it has the pool's size, else
+ * unmapped. */
 void corio__stack_put(corio__stack_pool *pool, corio__stack *st);
 
 /* Whether `addr` lies in the guard region below `st`. */

@@ -128,6 +128,7 @@ static void task_init(corio__loop *l, corio_task *t, corio_fn fn, void *arg, uns
     t->result = NULL;
     t->stack.lo = NULL;
     t->stack.size = 0;
+    t->exit_error = 0;
     t->id = next_task_id(l);
     t->state = CORIO__TASK_NEW;
     t->flags = (uint8_t)flags;
@@ -161,10 +162,12 @@ int corio__task_create(corio__loop *l, corio_task **out, corio_fn fn, void *arg,
     if (!t)
         goto fail;
     task_init(l, t, fn, arg, flags, detached);
-    if (!(flags & CORIO__TF_LIGHT) && corio__stack_get(&l->stacks, &t->stack, stack_size) != 0) {
-        corio__task_release(l, t);
-        goto fail;
-    }
+    /* The stack itself is taken when the task first runs (sched.c): a
+     * fresh stack costs microseconds (mmap, guard, first touch) where a
+     * spawn costs tens of nanoseconds, and a short task then reuses the
+     * warm stack its predecessor just gave back. */
+    if (!(flags & CORIO__TF_LIGHT))
+        t->stack.size = stack_size;
     *out = t;
     return 0;
 
@@ -377,7 +380,7 @@ static int join_check(corio_task *self, corio_task *t)
 /* Release a joined task and report how it ended. */
 static int join_take(corio__loop *l, corio_task *t, void **result)
 {
-    int rc = (t->flags & CORIO__TF_DISCARDED) ? CORIO_ESHUTDOWN : 0;
+    int rc = (t->flags & CORIO__TF_UNRUN) ? t->exit_error : 0;
     if (result)
         *result = t->result;
     corio__task_release(l, t);

@@ -57,7 +57,7 @@ enum corio__task_state {
 enum corio__task_flag {
     CORIO__TF_LIGHT = 1u << 0,      /* runs on the loop's shared stack */
     CORIO__TF_PINNED = 1u << 1,     /* spawned onto a chosen loop: never stolen */
-    CORIO__TF_DISCARDED = 1u << 2,  /* dropped unrun by shutdown */
+    CORIO__TF_UNRUN = 1u << 2,      /* finished without running (exit_error says why) */
     CORIO__TF_MAIN = 1u << 3,       /* corio_run's main task */
 };
 
@@ -79,10 +79,13 @@ struct corio_task {
     corio_fn fn;
     void *arg;
     void *result;                 /* written before DONE is published */
-    corio__stack stack;           /* own stack; none for light tasks */
+    corio__stack stack;           /* own stack, taken at first run (size set at
+                                   * spawn); none for light tasks */
     uint64_t id;
     uint8_t state;                /* enum corio__task_state */
     uint8_t flags;                /* enum corio__task_flag */
+    int exit_error;               /* why an UNRUN task never ran: CORIO_ESHUTDOWN,
+                                   * CORIO_ENOMEM (no stack) */
     uint32_t timer_slot;          /* index + 1 in home's timer heap, 0: none */
     const char *wait_what;        /* what it waits on, for debuggers */
     struct corio_task *live_prev, *live_next; /* home's started tasks */

@@ -1,0 +1,217 @@
+/*
+ * experiment.c: generating, running and bounding the reference experiment
+ * (see experiment.h).
+ */
+#include "experiment.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "corio.h"
+
+const char *mode_name(enum demo_mode mode)
+{
+    switch (mode) {
+    case MODE_SINGLE: return "single";
+    case MODE_STEAL: return "steal";
+    case MODE_BATCHES: return "batches";
+    }
+    return "?";
+}
+
+/* splitmix64: tiny, fast, and trivially identical in every language the
+ * peers are written in. */
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+int workload_generate(struct workload *w, size_t tasks, double work_scale, uint64_t seed)
+{
+    memset(w, 0, sizeof *w);
+    w->delay_ns = malloc(tasks * sizeof *w->delay_ns);
+    w->units = malloc(tasks * sizeof *w->units);
+    if (!w->delay_ns || !w->units) {
+        workload_free(w);
+        return -ENOMEM;
+    }
+    w->tasks = tasks;
+    w->work_scale = work_scale;
+    w->seed = seed;
+    uint64_t state = seed;
+    for (size_t i = 0; i < tasks; i++) {
+        w->delay_ns[i] = 200000000 + (int64_t)(splitmix64(&state) % 800000001u);
+        uint64_t n = 100000 + splitmix64(&state) % 400001u;
+        /* floor(n * K + 0.5) in IEEE double, as every peer computes it. */
+        w->units[i] = (uint64_t)((double)n * work_scale + 0.5);
+    }
+    return 0;
+}
+
+void workload_free(struct workload *w)
+{
+    free(w->delay_ns);
+    free(w->units);
+    w->delay_ns = NULL;
+    w->units = NULL;
+}
+
+uint64_t opaque_sum(uint64_t units)
+{
+    uint64_t sum = 0;
+    for (uint64_t i = 0; i < units; i++) {
+        sum += i;
+        /* An empty asm that "may change" sum: the compiler must do every
+         * addition, in a register, one per iteration. */
+        __asm__ volatile("" : "+r"(sum));
+    }
+    return sum;
+}
+
+double calibrate_unit_ns(void)
+{
+    const uint64_t units = 20000000;
+    double best = 0;
+    for (int round = 0; round < 5; round++) {
+        corio_time_t t0 = corio_now();
+        volatile uint64_t sink = opaque_sum(units);
+        (void)sink;
+        double ns = (double)(corio_now() - t0) / (double)units;
+        if (round == 0 || ns < best)
+            best = ns;
+    }
+    return best;
+}
+
+double workload_cpu_s(const struct workload *w, double unit_ns)
+{
+    double total = 0;
+    for (size_t i = 0; i < w->tasks; i++)
+        total += (double)w->units[i] * unit_ns;
+    return total / 1e9;
+}
+
+double workload_bound_s(const struct workload *w, double unit_ns, unsigned cores)
+{
+    double longest = 0, min_io = 0;
+    for (size_t i = 0; i < w->tasks; i++) {
+        double io = w->delay_ns[i] / 1e9;
+        double cpu = (double)w->units[i] * unit_ns / 1e9;
+        if (io + cpu > longest)
+            longest = io + cpu;
+        if (i == 0 || io < min_io)
+            min_io = io;
+    }
+    double packed = min_io + workload_cpu_s(w, unit_ns) / cores;
+    return longest > packed ? longest : packed;
+}
+
+/* ---- the run ---- */
+
+struct job {
+    int64_t delay_ns;
+    uint64_t units;
+};
+
+static void *seed_task(void *arg)
+{
+    const struct job *job = arg;
+    int rc = corio_sleep(job->delay_ns);
+    if (rc != 0)
+        return NULL; /* counted as a wrong result */
+    return (void *)(uintptr_t)opaque_sum(job->units);
+}
+
+struct run_ctx {
+    const struct workload *w;
+    enum demo_mode mode;
+    unsigned batches;
+    struct job *jobs;
+    corio_task **tasks;
+    void **results;
+    int error;
+    unsigned loops; /* as the runtime resolved it */
+    corio_time_t wall_ns;
+};
+
+static void *experiment_main(void *arg)
+{
+    struct run_ctx *ctx = arg;
+    size_t n = ctx->w->tasks;
+    unsigned loops = corio_loop_count();
+    ctx->loops = loops;
+    corio_time_t t0 = corio_now();
+    for (size_t i = 0; i < n; i++) {
+        int rc;
+        if (ctx->mode == MODE_BATCHES) {
+            /* Equal batches in task order, batch b on loop b mod P. */
+            size_t batch = i * ctx->batches / n;
+            rc = corio_spawn_on(&ctx->tasks[i], (unsigned)(batch % loops), seed_task,
+                                &ctx->jobs[i]);
+        } else {
+            rc = corio_spawn(&ctx->tasks[i], seed_task, &ctx->jobs[i]);
+        }
+        if (rc != 0) {
+            ctx->error = rc;
+            /* Let the ones already spawned finish, then report. */
+            corio_gather(ctx->tasks, i, ctx->results);
+            return NULL;
+        }
+    }
+    int rc = corio_gather(ctx->tasks, n, ctx->results);
+    ctx->wall_ns = corio_now() - t0;
+    if (rc != 0)
+        ctx->error = rc;
+    return NULL;
+}
+
+int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops,
+                   unsigned batches, double unit_ns, struct run_result *out)
+{
+    memset(out, 0, sizeof *out);
+    out->mode = mode;
+    out->loops = mode == MODE_SINGLE ? 1 : loops;
+    size_t n = w->tasks;
+    struct run_ctx ctx = {.w = w, .mode = mode, .batches = batches};
+    ctx.jobs = malloc(n * sizeof *ctx.jobs);
+    ctx.tasks = calloc(n, sizeof *ctx.tasks);
+    ctx.results = calloc(n, sizeof *ctx.results);
+    if (!ctx.jobs || !ctx.tasks || !ctx.results) {
+        free(ctx.jobs);
+        free(ctx.tasks);
+        free(ctx.results);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        ctx.jobs[i] = (struct job){w->delay_ns[i], w->units[i]};
+
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = out->loops;
+    int rc = corio_run(&cfg, experiment_main, &ctx, NULL);
+    if (rc == 0)
+        rc = ctx.error;
+    out->error = rc;
+    if (ctx.loops)
+        out->loops = ctx.loops;
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++) {
+            uint64_t m = w->units[i];
+            uint64_t expect = m ? m * (m - 1) / 2 : 0;
+            if ((uint64_t)(uintptr_t)ctx.results[i] != expect)
+                out->wrong++;
+        }
+        out->results_ok = out->wrong == 0;
+        out->wall_s = ctx.wall_ns / 1e9;
+        out->bound_s = workload_bound_s(w, unit_ns, out->loops);
+        out->efficiency = out->wall_s > 0 ? out->bound_s / out->wall_s : 0;
+    }
+    free(ctx.jobs);
+    free(ctx.tasks);
+    free(ctx.results);
+    return rc;
+}

@@ -1,0 +1,134 @@
+/*
+ * options.c: corio-demo's command line: long options, "--opt value" or
+ * "--opt=value". Any mistake is reported in one line and exits 2.
+ */
+#include "options.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: corio-demo [--tasks N] [--loops N] [--work-scale K] [--mode single|steal|batches]\n"
+    "                  [--batches B] [--seed S] [--json]\n"
+    "\n"
+    "Runs DESIGN.md's reference experiment: N tasks (default 10000) each sleep a\n"
+    "random 200-1000 ms, then sum the integers below a random 100,000-500,000 times\n"
+    "K (default 10), and are gathered in order. Without --mode it runs three ways\n"
+    "(1 loop; all loops with work stealing; all loops with 5 static batches) and\n"
+    "prints one table. --json prints one JSON object per run instead.\n";
+
+static int bad(const char *opt, const char *want, const char *got)
+{
+    fprintf(stderr, "corio-demo: %s needs %s, got '%s'\n", opt, want, got);
+    return 2;
+}
+
+static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!*s || *s == '-' || *s == '+')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+int parse_options(int argc, char **argv, struct demo_options *opt)
+{
+    *opt = (struct demo_options){
+        .tasks = DEMO_DEFAULT_TASKS,
+        .work_scale = DEMO_DEFAULT_WORK_SCALE,
+        .all_modes = true,
+        .mode = MODE_STEAL,
+        .batches = DEMO_DEFAULT_BATCHES,
+        .seed = 1,
+    };
+    for (int i = 1; i < argc; i++) {
+        char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            fputs(usage, stdout);
+            return 1;
+        }
+        if (strcmp(arg, "--json") == 0) {
+            opt->json = true;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            fprintf(stderr, "corio-demo: unexpected argument '%s' (try --help)\n", arg);
+            return 2;
+        }
+        /* --name=value or --name value */
+        char name[32];
+        const char *value = strchr(arg, '=');
+        size_t len = value ? (size_t)(value - arg) : strlen(arg);
+        if (len >= sizeof name) {
+            fprintf(stderr, "corio-demo: unknown option '%s' (try --help)\n", arg);
+            return 2;
+        }
+        memcpy(name, arg, len);
+        name[len] = '\0';
+        bool known = !strcmp(name, "--tasks") || !strcmp(name, "--loops") ||
+                     !strcmp(name, "--work-scale") || !strcmp(name, "--mode") ||
+                     !strcmp(name, "--batches") || !strcmp(name, "--seed");
+        if (!known) {
+            fprintf(stderr, "corio-demo: unknown option '%s' (try --help)\n", name);
+            return 2;
+        }
+        if (value) {
+            value++;
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            fprintf(stderr, "corio-demo: %s needs a value\n", name);
+            return 2;
+        }
+
+        uint64_t v;
+        if (!strcmp(name, "--tasks")) {
+            if (!parse_u64(value, 1, 10000000, &v))
+                return bad(name, "an integer from 1 to 10000000", value);
+            opt->tasks = v;
+        } else if (!strcmp(name, "--loops")) {
+            if (!parse_u64(value, 1, 1024, &v))
+                return bad(name, "an integer from 1 to 1024", value);
+            opt->loops = (unsigned)v;
+        } else if (!strcmp(name, "--batches")) {
+            if (!parse_u64(value, 1, 1000000, &v))
+                return bad(name, "an integer from 1 to 1000000", value);
+            opt->batches = (unsigned)v;
+        } else if (!strcmp(name, "--seed")) {
+            if (!parse_u64(value, 0, UINT64_MAX, &v))
+                return bad(name, "an unsigned 64-bit integer", value);
+            opt->seed = v;
+        } else if (!strcmp(name, "--work-scale")) {
+            char *end;
+            errno = 0;
+            double k = strtod(value, &end);
+            if (errno || *end || !*value || !isfinite(k) || k <= 0 || k > 1000)
+                return bad(name, "a number greater than 0 and at most 1000", value);
+            opt->work_scale = k;
+        } else { /* --mode */
+            if (!strcmp(value, "single"))
+                opt->mode = MODE_SINGLE;
+            else if (!strcmp(value, "steal"))
+                opt->mode = MODE_STEAL;
+            else if (!strcmp(value, "batches"))
+                opt->mode = MODE_BATCHES;
+            else
+                return bad(name, "single, steal or batches", value);
+            opt->all_modes = false;
+        }
+    }
+    if (opt->batches > opt->tasks) {
+        fprintf(stderr, "corio-demo: --batches %u is more than --tasks %zu\n", opt->batches,
+                opt->tasks);
+        return 2;
+    }
+    return 0;
+}

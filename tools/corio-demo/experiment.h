@@ -1,0 +1,69 @@
+/*
+ * experiment.h: the reference experiment of DESIGN.md, as corio-demo runs it.
+ *
+ * N tasks; task i sleeps delay_i (uniform 200..1000 ms, the "network
+ * wait"), then sums the integers below units_i (uniform 100,000..500,000
+ * times the work scale, the "parsing") with a loop the optimiser cannot
+ * turn into n(n-1)/2, and returns the sum. The main task gathers all
+ * results in task order and checks each one.
+ *
+ * The workload is generated from a seed with splitmix64, in the same order
+ * as the peer programs in bench/peers/ (delay, then work, per task), so
+ * corio, Go, Tokio and Python run exactly the same tasks.
+ */
+#ifndef CORIO_DEMO_EXPERIMENT_H
+#define CORIO_DEMO_EXPERIMENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum demo_mode { MODE_SINGLE, MODE_STEAL, MODE_BATCHES };
+
+struct workload {
+    size_t tasks;
+    double work_scale;
+    uint64_t seed;
+    int64_t *delay_ns; /* per task */
+    uint64_t *units;   /* per task: iterations of the opaque sum */
+};
+
+struct run_result {
+    enum demo_mode mode;
+    unsigned loops;
+    bool results_ok;
+    size_t wrong;      /* tasks whose result was missing or wrong */
+    int error;         /* corio error that stopped the run, or 0 */
+    double wall_s;
+    double bound_s;
+    double efficiency;
+};
+
+/* Fill w with tasks generated from seed. 0, or -ENOMEM. */
+int workload_generate(struct workload *w, size_t tasks, double work_scale, uint64_t seed);
+void workload_free(struct workload *w);
+
+/* The sum of 0..units-1, computed one addition at a time. */
+uint64_t opaque_sum(uint64_t units);
+
+/* Nanoseconds per unit of opaque_sum on one core: the fastest of a few
+ * timed runs, so that the bound derived from it is a true lower bound. */
+double calibrate_unit_ns(void);
+
+/* Total CPU seconds of the workload at unit_ns. */
+double workload_cpu_s(const struct workload *w, double unit_ns);
+
+/*
+ * DESIGN.md's lower bound for any schedule on P cores:
+ *   max( max_i(io_i + cpu_i), min_i(io_i) + sum_i(cpu_i) / P )
+ */
+double workload_bound_s(const struct workload *w, double unit_ns, unsigned cores);
+
+/* Run the workload once under corio in the given mode. `batches` is used
+ * in MODE_BATCHES. */
+int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops,
+                   unsigned batches, double unit_ns, struct run_result *out);
+
+const char *mode_name(enum demo_mode mode);
+
+#endif
