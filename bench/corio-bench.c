@@ -1,1 +1,255 @@
-int main(void){return 0;}
+/*
+ * corio-bench: corio's micro benchmarks, one JSON object per line:
+ *   {"bench": NAME, "value": V, "unit": U}
+ *
+ * Each benchmark runs in a child process of its own, so that peak RSS
+ * (VmHWM) belongs to that benchmark alone and one benchmark's memory
+ * cannot slow the next. `--only NAME` runs one in-process (bench/compare
+ * uses that to interleave corio with its peers).
+ *
+ *   spawn_join_ns        1M empty tasks spawned from one task, then joined
+ *                        in order; ns per task, all loops.
+ *   spawn_join_light_ns  the same with light tasks (CORIO_TASK_LIGHT).
+ *   yield_ns             two tasks on one loop yield to each other; ns per
+ *                        yield.
+ *   sleepers_1m_wall_s   1M light tasks each sleeping 1 s, spawned and
+ *                        gathered; seconds.
+ *   sleepers_1m_rss_mb   peak RSS of the process that ran the sleepers.
+ *   seed_efficiency      the reference experiment (10,000 tasks, work
+ *                        scale 10) on all loops with stealing: bound/wall.
+ *
+ * Targets (DESIGN.md, 2 cores): spawn+join <= 100 ns, yield <= 10 ns,
+ * 1M sleepers <= 1.2 s and <= Go's 1.33 GB, efficiency >= 0.99.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "corio.h"
+#include "experiment.h"
+
+static void emit(const char *name, double value, const char *unit)
+{
+    printf("{\"bench\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n", name, value, unit);
+    fflush(stdout);
+}
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "corio-bench: %s: %s\n", what, corio_strerror(rc));
+    exit(1);
+}
+
+static double peak_rss_mb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            kb = atof(line + 6);
+    if (f)
+        fclose(f);
+    return kb / 1024.0;
+}
+
+static void *run_in_runtime(unsigned loops, corio_fn fn, void *arg)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = loops;
+    void *result = NULL;
+    int rc = corio_run(&cfg, fn, arg, &result);
+    if (rc != 0)
+        die("corio_run", rc);
+    return result;
+}
+
+/* ---- spawn + join ---- */
+
+#define SPAWN_N 1000000
+
+static void *empty_task(void *arg) { return arg; }
+
+struct spawn_args {
+    unsigned flags;
+    double ns_per_task;
+};
+
+static void *spawn_join_main(void *arg)
+{
+    struct spawn_args *a = arg;
+    corio_task **tasks = malloc(SPAWN_N * sizeof *tasks);
+    if (!tasks)
+        die("malloc", CORIO_ENOMEM);
+    corio_spawn_opts opts;
+    corio_spawn_opts_init(&opts);
+    opts.flags = a->flags;
+    corio_time_t t0 = corio_now();
+    for (size_t i = 0; i < SPAWN_N; i++) {
+        int rc = corio_spawn_ex(&tasks[i], empty_task, NULL, &opts);
+        if (rc != 0)
+            die("corio_spawn", rc);
+    }
+    for (size_t i = 0; i < SPAWN_N; i++) {
+        int rc = corio_join(tasks[i], NULL);
+        if (rc != 0)
+            die("corio_join", rc);
+    }
+    a->ns_per_task = (double)(corio_now() - t0) / SPAWN_N;
+    free(tasks);
+    return NULL;
+}
+
+static void bench_spawn_join(const char *name, unsigned flags)
+{
+    struct spawn_args a = {.flags = flags};
+    run_in_runtime(0, spawn_join_main, &a);
+    emit(name, a.ns_per_task, "ns");
+}
+
+/* ---- yield ---- */
+
+#define YIELDS 10000000
+
+static void *yielder(void *arg)
+{
+    for (long i = 0; i < YIELDS / 2; i++)
+        corio_yield();
+    return NULL;
+}
+
+static void *yield_main(void *arg)
+{
+    corio_task *a, *b;
+    corio_time_t t0 = corio_now();
+    if (corio_spawn(&a, yielder, NULL) || corio_spawn(&b, yielder, NULL))
+        die("corio_spawn", CORIO_ENOMEM);
+    corio_join(a, NULL);
+    corio_join(b, NULL);
+    *(double *)arg = (double)(corio_now() - t0) / YIELDS;
+    return NULL;
+}
+
+static void bench_yield(void)
+{
+    double ns = 0;
+    run_in_runtime(1, yield_main, &ns);
+    emit("yield_ns", ns, "ns");
+}
+
+/* ---- a million sleepers ---- */
+
+#define SLEEPERS 1000000
+
+static void *sleeper(void *arg)
+{
+    corio_sleep(CORIO_SEC);
+    return arg;
+}
+
+static void *sleepers_main(void *arg)
+{
+    corio_task **tasks = malloc(SLEEPERS * sizeof *tasks);
+    if (!tasks)
+        die("malloc", CORIO_ENOMEM);
+    corio_spawn_opts opts;
+    corio_spawn_opts_init(&opts);
+    opts.flags = CORIO_TASK_LIGHT;
+    corio_time_t t0 = corio_now();
+    for (size_t i = 0; i < SLEEPERS; i++) {
+        int rc = corio_spawn_ex(&tasks[i], sleeper, NULL, &opts);
+        if (rc != 0)
+            die("corio_spawn", rc);
+    }
+    int rc = corio_gather(tasks, SLEEPERS, NULL);
+    if (rc != 0)
+        die("corio_gather", rc);
+    *(double *)arg = (double)(corio_now() - t0) / 1e9;
+    free(tasks);
+    return NULL;
+}
+
+static void bench_sleepers(void)
+{
+    double wall = 0;
+    run_in_runtime(0, sleepers_main, &wall);
+    emit("sleepers_1m_wall_s", wall, "s");
+    emit("sleepers_1m_rss_mb", peak_rss_mb(), "MB");
+}
+
+/* ---- the reference experiment ---- */
+
+static void bench_seed(void)
+{
+    struct workload w;
+    if (workload_generate(&w, 10000, 10.0, 1) != 0)
+        die("workload", CORIO_ENOMEM);
+    double unit_ns = calibrate_unit_ns();
+    struct run_result r;
+    int rc = experiment_run(&w, MODE_STEAL, 0, 5, unit_ns, &r);
+    if (rc != 0)
+        die("experiment", rc);
+    if (!r.results_ok)
+        die("experiment results", CORIO_EPROTO);
+    emit("seed_efficiency", r.efficiency, "ratio");
+    emit("seed_wall_s", r.wall_s, "s");
+    workload_free(&w);
+}
+
+/* ---- driver ---- */
+
+struct bench {
+    const char *name;
+    void (*run)(void);
+};
+
+static void run_spawn_join(void) { bench_spawn_join("spawn_join_ns", 0); }
+static void run_spawn_join_light(void) { bench_spawn_join("spawn_join_light_ns", CORIO_TASK_LIGHT); }
+
+static const struct bench benches[] = {
+    {"spawn_join_ns", run_spawn_join},
+    {"spawn_join_light_ns", run_spawn_join_light},
+    {"yield_ns", bench_yield},
+    {"sleepers_1m_wall_s", bench_sleepers},
+    {"sleepers_1m_rss_mb", bench_sleepers},
+    {"seed_efficiency", bench_seed},
+};
+#define NBENCH (sizeof benches / sizeof benches[0])
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--only") == 0) {
+        for (size_t i = 0; i < NBENCH; i++) {
+            if (strcmp(argv[2], benches[i].name) == 0) {
+                benches[i].run();
+                return 0;
+            }
+        }
+        fprintf(stderr, "corio-bench: unknown benchmark '%s'\n", argv[2]);
+        return 2;
+    }
+    if (argc != 1) {
+        fprintf(stderr, "usage: corio-bench [--only NAME]\n");
+        return 2;
+    }
+    int status = 0;
+    for (size_t i = 0; i < NBENCH; i++) {
+        if (benches[i].run == bench_sleepers && strcmp(benches[i].name, "sleepers_1m_rss_mb") == 0)
+            continue; /* measured together with sleepers_1m_wall_s */
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            benches[i].run();
+            _exit(0);
+        }
+        int ws;
+        if (pid < 0 || waitpid(pid, &ws, 0) < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
+            fprintf(stderr, "corio-bench: %s failed\n", benches[i].name);
+            status = 1;
+        }
+    }
+    return status;
+}

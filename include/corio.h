@@ -37,6 +37,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+struct addrinfo;
 
 #ifdef __cplusplus
 extern "C" {
@@ -57,56 +61,60 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 /*
- * The one table of error values: X(name, message). Each entry yields
- * CORIO_<name> == -<name>, its corio_strerror() text and its
- * corio_err_name().
+ * The one table of error values: X(name, value, message). Values are
+ * negative errno numbers, plus a few of corio's own below -4000 for
+ * failures errno has no name for. Each entry yields CORIO_<name>, its
+ * corio_strerror() text and its corio_err_name().
  */
-#define CORIO_ERRNO_MAP(X)                                                      \
-    X(EPERM, "operation not permitted here (not inside a corio task?)")        \
-    X(ENOENT, "no such file or directory")                                     \
-    X(EINTR, "interrupted system call")                                        \
-    X(EIO, "input/output error")                                               \
-    X(EBADF, "bad file descriptor")                                            \
-    X(EAGAIN, "resource temporarily unavailable (limit reached)")              \
-    X(ENOMEM, "out of memory")                                                 \
-    X(EACCES, "permission denied")                                             \
-    X(EFAULT, "bad address")                                                   \
-    X(EBUSY, "resource busy")                                                  \
-    X(EEXIST, "already exists")                                                \
-    X(EINVAL, "invalid argument")                                              \
-    X(ENFILE, "too many open files in the system")                             \
-    X(EMFILE, "too many open files")                                           \
-    X(ENOSPC, "no space left")                                                 \
-    X(EPIPE, "broken pipe or closed channel")                                  \
-    X(ERANGE, "result out of range")                                           \
-    X(EDEADLK, "operation would deadlock")                                     \
-    X(ENOSYS, "function not implemented")                                      \
-    X(ENOTSOCK, "not a socket")                                                \
-    X(EMSGSIZE, "message too long")                                            \
-    X(EPROTO, "protocol error")                                                \
-    X(EOPNOTSUPP, "operation not supported")                                   \
-    X(EAFNOSUPPORT, "address family not supported")                            \
-    X(EADDRINUSE, "address already in use")                                    \
-    X(EADDRNOTAVAIL, "address not available")                                  \
-    X(ENETDOWN, "network is down")                                             \
-    X(ENETUNREACH, "network is unreachable")                                   \
-    X(ECONNABORTED, "connection aborted")                                      \
-    X(ECONNRESET, "connection reset by peer")                                  \
-    X(ENOBUFS, "no buffer space available")                                    \
-    X(EISCONN, "socket is already connected")                                  \
-    X(ENOTCONN, "socket is not connected")                                     \
-    X(ETIMEDOUT, "timed out (deadline passed)")                                \
-    X(ECONNREFUSED, "connection refused")                                      \
-    X(EHOSTUNREACH, "host is unreachable")                                     \
-    X(EALREADY, "operation already in progress")                               \
-    X(EINPROGRESS, "operation in progress")                                    \
-    X(ECANCELED, "operation cancelled")                                        \
-    X(ESHUTDOWN, "runtime is shutting down")
+#define CORIO_ERROR_MAP(X)                                                      \
+    X(EPERM, -EPERM, "operation not permitted here (not inside a corio task?)") \
+    X(ENOENT, -ENOENT, "no such file or directory")                             \
+    X(EINTR, -EINTR, "interrupted system call")                                 \
+    X(EIO, -EIO, "input/output error")                                          \
+    X(EBADF, -EBADF, "bad file descriptor")                                     \
+    X(EAGAIN, -EAGAIN, "resource temporarily unavailable (limit reached)")      \
+    X(ENOMEM, -ENOMEM, "out of memory")                                         \
+    X(EACCES, -EACCES, "permission denied")                                     \
+    X(EFAULT, -EFAULT, "bad address")                                           \
+    X(EBUSY, -EBUSY, "resource busy")                                           \
+    X(EEXIST, -EEXIST, "already exists")                                        \
+    X(EINVAL, -EINVAL, "invalid argument")                                      \
+    X(ENFILE, -ENFILE, "too many open files in the system")                     \
+    X(EMFILE, -EMFILE, "too many open files")                                   \
+    X(ENOSPC, -ENOSPC, "no space left")                                         \
+    X(EPIPE, -EPIPE, "broken pipe or closed channel")                           \
+    X(ERANGE, -ERANGE, "result out of range")                                   \
+    X(EDEADLK, -EDEADLK, "operation would deadlock")                            \
+    X(ENOSYS, -ENOSYS, "function not implemented")                              \
+    X(ENOTSOCK, -ENOTSOCK, "not a socket")                                      \
+    X(EMSGSIZE, -EMSGSIZE, "message too long")                                  \
+    X(EPROTO, -EPROTO, "protocol error")                                        \
+    X(EOPNOTSUPP, -EOPNOTSUPP, "operation not supported")                       \
+    X(EAFNOSUPPORT, -EAFNOSUPPORT, "address family not supported")              \
+    X(EADDRINUSE, -EADDRINUSE, "address already in use")                        \
+    X(EADDRNOTAVAIL, -EADDRNOTAVAIL, "address not available")                   \
+    X(ENETDOWN, -ENETDOWN, "network is down")                                   \
+    X(ENETUNREACH, -ENETUNREACH, "network is unreachable")                      \
+    X(ECONNABORTED, -ECONNABORTED, "connection aborted")                        \
+    X(ECONNRESET, -ECONNRESET, "connection reset by peer")                      \
+    X(ENOBUFS, -ENOBUFS, "no buffer space available")                           \
+    X(EISCONN, -EISCONN, "socket is already connected")                         \
+    X(ENOTCONN, -ENOTCONN, "socket is not connected")                           \
+    X(ETIMEDOUT, -ETIMEDOUT, "timed out (deadline passed)")                     \
+    X(ECONNREFUSED, -ECONNREFUSED, "connection refused")                        \
+    X(EHOSTUNREACH, -EHOSTUNREACH, "host is unreachable")                       \
+    X(EALREADY, -EALREADY, "operation already in progress")                     \
+    X(EINPROGRESS, -EINPROGRESS, "operation in progress")                       \
+    X(ECANCELED, -ECANCELED, "operation cancelled")                             \
+    X(ESHUTDOWN, -ESHUTDOWN, "runtime is shutting down")                        \
+    X(ENONAME, -4001, "host or service name not known")                         \
+    X(ENAMETEMP, -4002, "temporary failure in name resolution")                 \
+    X(ENAMEFAIL, -4003, "name resolution failed")
 
 enum corio_errno {
-#define CORIO_ERRNO_ENUM_(name, msg) CORIO_##name = -(name),
-    CORIO_ERRNO_MAP(CORIO_ERRNO_ENUM_)
-#undef CORIO_ERRNO_ENUM_
+#define CORIO_ERROR_ENUM_(name, value, msg) CORIO_##name = (value),
+    CORIO_ERROR_MAP(CORIO_ERROR_ENUM_)
+#undef CORIO_ERROR_ENUM_
 };
 
 /* A message for a corio error value (negative errno); never NULL. */
@@ -283,6 +291,118 @@ CORIO_API int corio_sleep_until(corio_time_t deadline);
 CORIO_API int corio_run_blocking(corio_fn fn, void *arg, void **result);
 CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,
                                        corio_time_t deadline);
+
+
+/* ------------------------------------------------------------------------ */
+/* IO                                                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A task waits for a descriptor on its own loop (edge-triggered epoll);
+ * only the task waits, its loop runs others meanwhile. The calls below
+ * never return EAGAIN: they wait instead, up to their deadline. A peer
+ * reset is CORIO_ECONNRESET (or CORIO_EPIPE on write); SIGPIPE is never
+ * raised by corio's calls.
+ *
+ * Descriptor rules:
+ *  - corio puts descriptors it waits on in non-blocking mode.
+ *  - Close them with corio_close(), not close(): corio remembers which
+ *    descriptors it registered, and a number reused by the kernel must
+ *    not inherit that memory.
+ *  - On each loop, at most one task waits to read and one to write a
+ *    given descriptor (a second gets CORIO_EBUSY). A task blocked on a
+ *    descriptor is woken with CORIO_EBADF when a task of the same loop
+ *    closes it; to wake one on another loop, corio_shutdown() first.
+ *  - Descriptor numbers must be below 2^20.
+ *
+ * Fairness: a task whose IO calls keep completing without waiting yields
+ * to the other tasks of its loop every 128 calls.
+ */
+
+#define CORIO_READABLE 1u
+#define CORIO_WRITABLE 2u
+
+/* Wait until fd is readable, or writable (exactly one of the two). */
+CORIO_API int corio_wait_fd(int fd, unsigned events, corio_time_t deadline);
+
+/* socket(2), non-blocking and close-on-exec. Returns the fd or an error. */
+CORIO_API int corio_socket(int domain, int type, int protocol);
+
+/* Connect a socket from corio_socket. A timeout or cancellation leaves the
+ * socket half-connected: close it. */
+CORIO_API int corio_connect(int fd, const struct sockaddr *addr, socklen_t len);
+CORIO_API int corio_connect_until(int fd, const struct sockaddr *addr, socklen_t len,
+                                  corio_time_t deadline);
+
+/* Accept a connection: the new fd (non-blocking, close-on-exec) or an
+ * error. CORIO_EMFILE / CORIO_ENFILE when out of descriptors: the pending
+ * connection stays queued, accept again once descriptors are free. A
+ * timeout or cancellation accepts nothing. */
+CORIO_API int corio_accept(int listener, struct sockaddr *addr, socklen_t *len);
+CORIO_API int corio_accept_until(int listener, struct sockaddr *addr, socklen_t *len,
+                                 corio_time_t deadline);
+
+/* Read at least one byte: the count, 0 at end of stream, or an error. A
+ * timeout or cancellation consumes nothing. */
+CORIO_API ssize_t corio_read(int fd, void *buf, size_t len);
+CORIO_API ssize_t corio_read_until(int fd, void *buf, size_t len, corio_time_t deadline);
+
+/* Write all len bytes: len, or an error (after which an unknown part may
+ * have been written). */
+CORIO_API ssize_t corio_write(int fd, const void *buf, size_t len);
+CORIO_API ssize_t corio_write_until(int fd, const void *buf, size_t len, corio_time_t deadline);
+
+/* One recv(2) / send(2) once the socket is ready: partial counts possible.
+ * send never raises SIGPIPE. */
+CORIO_API ssize_t corio_recv(int fd, void *buf, size_t len, int flags);
+CORIO_API ssize_t corio_recv_until(int fd, void *buf, size_t len, int flags,
+                                   corio_time_t deadline);
+CORIO_API ssize_t corio_send(int fd, const void *buf, size_t len, int flags);
+CORIO_API ssize_t corio_send_until(int fd, const void *buf, size_t len, int flags,
+                                   corio_time_t deadline);
+
+/* Datagrams. */
+CORIO_API ssize_t corio_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
+                                 socklen_t *fromlen);
+CORIO_API ssize_t corio_recvfrom_until(int fd, void *buf, size_t len, int flags,
+                                       struct sockaddr *from, socklen_t *fromlen,
+                                       corio_time_t deadline);
+CORIO_API ssize_t corio_sendto(int fd, const void *buf, size_t len, int flags,
+                               const struct sockaddr *to, socklen_t tolen);
+CORIO_API ssize_t corio_sendto_until(int fd, const void *buf, size_t len, int flags,
+                                     const struct sockaddr *to, socklen_t tolen,
+                                     corio_time_t deadline);
+
+CORIO_API int corio_shutdown(int fd, int how);
+/* Close fd and forget it (see the descriptor rules above). Callable from
+ * any thread; from a task it also wakes this loop's waiters on fd. */
+CORIO_API int corio_close(int fd);
+
+enum corio_listen_flags {
+    /* SO_REUSEPORT: several listeners on one port, e.g. one accept loop
+     * per corio loop, the kernel spreading connections over them. */
+    CORIO_LISTEN_REUSEPORT = 1u << 0,
+};
+
+/* A TCP listener on a numeric address (NULL: all IPv4 interfaces; "::":
+ * IPv6) and port (0: any free port, see corio_local_port). SO_REUSEADDR
+ * always. Returns the fd or an error. Callable outside tasks. */
+CORIO_API int corio_listen_tcp(const char *host, uint16_t port, int backlog, unsigned flags);
+/* A bound UDP socket, same address rules. */
+CORIO_API int corio_bind_udp(const char *host, uint16_t port, unsigned flags);
+/* The local port a socket is bound to, or an error. */
+CORIO_API int corio_local_port(int fd);
+
+/* getaddrinfo(3) on the blocking pool. Free *res with freeaddrinfo.
+ * CORIO_ENONAME, CORIO_ENAMETEMP, CORIO_ENAMEFAIL for resolver failures. */
+CORIO_API int corio_getaddrinfo(const char *node, const char *service,
+                                const struct addrinfo *hints, struct addrinfo **res);
+CORIO_API int corio_getaddrinfo_until(const char *node, const char *service,
+                                      const struct addrinfo *hints, struct addrinfo **res,
+                                      corio_time_t deadline);
+/* Resolve host, then connect to its addresses in turn until one answers.
+ * Returns the connected fd or the last error. */
+CORIO_API int corio_connect_tcp(const char *host, uint16_t port, corio_time_t deadline);
 
 #ifdef __cplusplus
 }

@@ -33,6 +33,7 @@ struct blocking_job {
     corio_fn fn;
     void *arg;
     void *result;
+    void (*abandoned)(void *arg); /* cleanup when the waiter gave up */
     corio_task *task;   /* the waiter */
     uint64_t token;     /* its wait token */
     enum job_state state;
@@ -98,6 +99,8 @@ static void *pool_thread(void *arg)
 
         pthread_mutex_lock(&pool->lock);
         if (job->state == JOB_ABANDONED) {
+            if (job->abandoned)
+                job->abandoned(job->arg);
             corio__free(job);
         } else {
             job->result = result;
@@ -145,6 +148,12 @@ static void queue_remove(struct corio__blocking_pool *pool, struct blocking_job 
 
 int corio_run_blocking_until(corio_fn fn, void *arg, void **result, corio_time_t deadline)
 {
+    return corio__run_blocking_owned(fn, arg, NULL, result, deadline);
+}
+
+int corio__run_blocking_owned(corio_fn fn, void *arg, void (*abandoned)(void *arg),
+                              void **result, corio_time_t deadline)
+{
     corio_task *self = corio__current_task();
     if (!self)
         return CORIO_EPERM;
@@ -160,8 +169,8 @@ int corio_run_blocking_until(corio_fn fn, void *arg, void **result, corio_time_t
         corio__free(job);
         return rc;
     }
-    *job = (struct blocking_job){.fn = fn, .arg = arg, .task = self, .token = token,
-                                 .state = JOB_QUEUED};
+    *job = (struct blocking_job){.fn = fn, .arg = arg, .abandoned = abandoned, .task = self,
+                                 .token = token, .state = JOB_QUEUED};
 
     pthread_mutex_lock(&pool->lock);
     rc = maybe_grow(pool);
@@ -186,6 +195,8 @@ int corio_run_blocking_until(corio_fn fn, void *arg, void **result, corio_time_t
         switch (job->state) {
         case JOB_QUEUED:
             queue_remove(pool, job);
+            if (abandoned)
+                abandoned(arg);
             break;
         case JOB_RUNNING:
             job->state = JOB_ABANDONED;

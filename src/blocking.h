@@ -19,4 +19,15 @@ int corio__blocking_pool_new(struct corio__runtime *rt, struct corio__blocking_p
 void corio__blocking_pool_stop(struct corio__blocking_pool *pool);
 void corio__blocking_pool_destroy(struct corio__blocking_pool *pool);
 
+#include "corio.h"
+/*
+ * corio_run_blocking for a job that owns its argument: if the wait ends
+ * early (deadline, cancellation) and fn has not run or is still running,
+ * abandoned(arg) is called once fn is done with arg (at once if fn never
+ * started), on whichever thread that happens. The caller must then not
+ * touch arg.
+ */
+int corio__run_blocking_owned(corio_fn fn, void *arg, void (*abandoned)(void *arg),
+                              void **result, corio_time_t deadline);
+
 #endif /* CORIO_BLOCKING_H */

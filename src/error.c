@@ -1,6 +1,6 @@
 /*
  * error.c: corio_strerror() and corio_err_name(), generated from the one
- * error table in corio.h (CORIO_ERRNO_MAP) so the enum, the messages and
+ * error table in corio.h (CORIO_ERROR_MAP) so the enum, the messages and
  * the names can never drift apart.
  */
 #include "corio.h"
@@ -10,10 +10,10 @@ const char *corio_strerror(int err)
     switch (err) {
     case 0:
         return "success";
-#define CORIO_STRERROR_CASE_(name, msg)                                        \
+#define CORIO_STRERROR_CASE_(name, value, msg)                                        \
     case CORIO_##name:                                                         \
         return msg;
-        CORIO_ERRNO_MAP(CORIO_STRERROR_CASE_)
+        CORIO_ERROR_MAP(CORIO_STRERROR_CASE_)
 #undef CORIO_STRERROR_CASE_
     default:
         return "unknown error";
@@ -25,10 +25,10 @@ const char *corio_err_name(int err)
     switch (err) {
     case 0:
         return "OK";
-#define CORIO_ERR_NAME_CASE_(name, msg)                                        \
+#define CORIO_ERR_NAME_CASE_(name, value, msg)                                        \
     case CORIO_##name:                                                         \
         return #name;
-        CORIO_ERRNO_MAP(CORIO_ERR_NAME_CASE_)
+        CORIO_ERROR_MAP(CORIO_ERR_NAME_CASE_)
 #undef CORIO_ERR_NAME_CASE_
     default:
         return "UNKNOWN";

@@ -51,7 +51,9 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     memset(l, 0, sizeof *l);
     l->rt = rt;
     l->index = index;
-    l->epfd = l->evfd = -1;
+    l->poll.epfd = l->poll.wakefd = -1;
+    corio__io_init(&l->io);
+    l->coop_budget = 128;
     l->rng = 0x9E3779B97F4A7C15ull * (index + 1);
     atomic_init(&l->inbox, NULL);
     atomic_init(&l->parked, 0);
@@ -61,15 +63,9 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     int rc = corio__runq_init(&l->runq);
     if (rc != 0)
         return rc;
-    l->epfd = corio__epoll_create();
-    if (l->epfd < 0)
-        goto fail_errno;
-    l->evfd = corio__eventfd();
-    if (l->evfd < 0)
-        goto fail_errno;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0)
-        goto fail_errno;
+    rc = corio__poll_init(&l->poll);
+    if (rc != 0)
+        goto fail;
     rc = corio__stack_map(&l->shared_stack, rt->stack_size);
     if (rc != 0)
         goto fail;
@@ -82,8 +78,6 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     l->altstack_size = ALTSTACK_SIZE;
     return 0;
 
-fail_errno:
-    rc = -errno;
 fail:
     corio__loop_destroy(l);
     return rc;
@@ -97,23 +91,15 @@ void corio__loop_destroy(corio__loop *l)
     corio__stack_unmap(&l->shared_stack);
     corio__stack_pool_destroy(&l->stacks);
     corio__timers_destroy(&l->timers);
-    if (l->evfd >= 0)
-        corio__close(l->evfd);
-    if (l->epfd >= 0)
-        corio__close(l->epfd);
-    l->evfd = l->epfd = -1;
+    corio__io_destroy(&l->io);
+    corio__poll_destroy(&l->poll);
     corio__runq_destroy(&l->runq);
 }
 
 void corio__loop_wake(corio__loop *l)
 {
-    if (atomic_load(&l->parked) && atomic_exchange(&l->parked, 0)) {
-        uint64_t one = 1;
-        /* EAGAIN means the counter is already non-zero: the loop will wake
-         * anyway. Nothing else can fail on an eventfd we own. */
-        ssize_t n = write(l->evfd, &one, sizeof one);
-        (void)n;
-    }
+    if (atomic_load(&l->parked) && atomic_exchange(&l->parked, 0))
+        corio__poll_wake(&l->poll);
 }
 
 void corio__runtime_wake_all(corio__runtime *rt)
@@ -172,9 +158,7 @@ void corio__notify_idle(corio__runtime *rt, corio__loop *from)
         if (atomic_load_explicit(&l->load, memory_order_relaxed) + 1 >= mine)
             continue;
         if (atomic_exchange(&l->parked, 0)) {
-            uint64_t one = 1;
-            ssize_t w = write(l->evfd, &one, sizeof one);
-            (void)w;
+            corio__poll_wake(&l->poll);
             return;
         }
     }

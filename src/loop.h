@@ -22,6 +22,8 @@
 
 #include "corio.h"
 #include "ctx.h"
+#include "io.h"
+#include "poll.h"
 #include "runq.h"
 #include "sanitize.h"
 #include "stack.h"
@@ -62,7 +64,9 @@ typedef struct corio__loop {
     void *slabs;                   /* task slabs this loop allocated */
     uint64_t id_next, id_end;      /* block of task ids being handed out */
     uint64_t rng;                  /* victim choice */
-    int epfd, evfd;
+    int coop_budget;               /* IO calls left before a forced yield */
+    corio__poll poll;              /* epoll + wake-up eventfd */
+    corio__io io;                  /* descriptor table */
     pthread_t thread;
     bool thread_started;
 
@@ -103,6 +107,7 @@ typedef struct corio__runtime {
     _Atomic size_t live_tasks;     /* maintained only when max_tasks != 0 */
     _Alignas(CORIO__CACHE_LINE) _Atomic int nparked;    /* loops parked (hint) */
     _Atomic int nsearching;        /* loops looking for work to steal */
+    corio__fd_gens fd_gens;        /* descriptor generations (io.h) */
 } corio__runtime;
 
 /* The loop whose thread is calling, or NULL. */

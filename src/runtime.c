@@ -163,6 +163,14 @@ static void run_loop_here(corio__loop *l)
     corio__set_thread_loop(l);
     corio__set_thread_runtime(l->rt);
 
+    /* SIGPIPE blocked: a write to a closed pipe or socket returns EPIPE
+     * instead of killing the process. Any SIGPIPE left pending is
+     * consumed before the mask is restored. */
+    sigset_t pipe_set, old_mask;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+
     stack_t ss = {.ss_sp = l->altstack, .ss_size = l->altstack_size, .ss_flags = 0}, old_ss;
     int have_old = sigaltstack(&ss, &old_ss) == 0;
 
@@ -185,6 +193,10 @@ static void run_loop_here(corio__loop *l)
             sigaltstack(&old_ss, NULL);
         }
     }
+    static const struct timespec no_wait = {0, 0};
+    while (sigtimedwait(&pipe_set, NULL, &no_wait) == SIGPIPE)
+        ;
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     corio__set_thread_loop(NULL);
     corio__set_thread_runtime(NULL);
 }
@@ -218,6 +230,7 @@ static void runtime_free(corio__runtime *rt)
         corio__free(rt->loops);
     }
     corio__blocking_pool_destroy(rt->pool);
+    corio__fd_gens_destroy(&rt->fd_gens);
     corio__free(rt);
 }
 

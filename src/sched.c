@@ -345,9 +345,24 @@ static void drain_inbox(corio__loop *l)
     }
 }
 
+/* Collect ready descriptors without blocking. */
+static void poll_io(corio__loop *l)
+{
+    static const struct timespec zero = {0, 0};
+    corio__poll_event events[64];
+    int n;
+    do {
+        n = corio__poll_wait(&l->poll, &zero, events, 64);
+        if (n > 0)
+            corio__io_dispatch(l, events, n);
+    } while (n == 64);
+}
+
 static void poll_events(corio__loop *l)
 {
     drain_inbox(l);
+    if (l->io.registered)
+        poll_io(l);
     l->now = corio_now();
     atomic_store_explicit(&l->activity_ns, l->now, memory_order_relaxed);
     fire_due_timers(l);
@@ -441,13 +456,6 @@ static bool work_visible(corio__loop *l, bool *queued_elsewhere)
     return false;
 }
 
-static void drain_eventfd(corio__loop *l)
-{
-    uint64_t v;
-    ssize_t n = read(l->evfd, &v, sizeof v);
-    (void)n;
-}
-
 static void park(corio__loop *l)
 {
     corio__runtime *rt = l->rt;
@@ -481,11 +489,10 @@ static void park(corio__loop *l)
         ts.tv_nsec = wait % CORIO_SEC;
         tsp = &ts;
     }
-    struct epoll_event events[64];
-    int n = corio__epoll_wait(l->epfd, events, 64, tsp);
-    for (int i = 0; i < n; i++)
-        if (events[i].data.ptr == NULL)
-            drain_eventfd(l);
+    corio__poll_event events[64];
+    int n = corio__poll_wait(&l->poll, tsp, events, 64);
+    if (n > 0)
+        corio__io_dispatch(l, events, n);
 
     atomic_exchange(&l->parked, 0);
     atomic_fetch_sub(&rt->nparked, 1);

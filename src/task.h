@@ -120,6 +120,9 @@ int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
 /* Any thread: wake t if it still waits with this token. True if this call
  * woke it. */
 bool corio__task_fire(corio_task *t, uint64_t token, int result);
+/* Give the CPU to other ready tasks of the loop (no cancellation point).
+ * 0 or CORIO_ENOMEM (light task). */
+int corio__yield_now(corio_task *self);
 /* Any thread: wake t from whatever wait it is in (cancellation). */
 bool corio__task_fire_any(corio_task *t, int result);
 

@@ -119,17 +119,10 @@ bool corio__task_fire_any(corio_task *t, int result)
 
 /* ---- the simplest waits: sleep and yield ---- */
 
-int corio_yield(void)
+/* Let other ready tasks run; no cancellation point. */
+int corio__yield_now(corio_task *self)
 {
-    corio_task *self = corio__current_task();
-    if (!self)
-        return CORIO_EPERM;
     corio__loop *l = self->home;
-    if (l->stopping)
-        return CORIO_ECANCELED;
-    if (atomic_load_explicit(&self->cancel_pending, memory_order_relaxed) &&
-        atomic_exchange(&self->cancel_pending, false))
-        return CORIO_ECANCELED;
     if (!l->ready_head && corio__runq_len(&l->runq) == 0 && l->direct_budget > 1) {
         /* Nobody else to run: keep the CPU, but count it against the poll
          * budget so a yield loop still lets the loop poll. */
@@ -144,6 +137,19 @@ int corio_yield(void)
     corio__ready_push(l, self);
     corio__loop_suspend(l, self);
     return 0;
+}
+
+int corio_yield(void)
+{
+    corio_task *self = corio__current_task();
+    if (!self)
+        return CORIO_EPERM;
+    if (self->home->stopping)
+        return CORIO_ECANCELED;
+    if (atomic_load_explicit(&self->cancel_pending, memory_order_relaxed) &&
+        atomic_exchange(&self->cancel_pending, false))
+        return CORIO_ECANCELED;
+    return corio__yield_now(self);
 }
 
 int corio_sleep_until(corio_time_t deadline)

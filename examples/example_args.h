@@ -1,0 +1,56 @@
+/*
+ * example_args.h: the tiny "--name value" parser the examples share.
+ * Bad input prints one line and exits 2.
+ */
+#ifndef CORIO_EXAMPLE_ARGS_H
+#define CORIO_EXAMPLE_ARGS_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum arg_kind { ARG_PORT, ARG_LOOPS, ARG_COUNT };
+
+struct example_arg {
+    const char *name;
+    void *target; /* uint16_t for ARG_PORT, unsigned otherwise */
+    enum arg_kind kind;
+};
+
+static inline void parse_example_args(const char *prog, int argc, char **argv,
+                                      const struct example_arg *args, size_t nargs)
+{
+    for (int i = 1; i < argc; i++) {
+        const struct example_arg *a = NULL;
+        for (size_t k = 0; k < nargs; k++)
+            if (strcmp(argv[i], args[k].name) == 0)
+                a = &args[k];
+        if (!a) {
+            fprintf(stderr, "%s: unknown option '%s'\n", prog, argv[i]);
+            exit(2);
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "%s: %s needs a value\n", prog, a->name);
+            exit(2);
+        }
+        const char *v = argv[++i];
+        char *end;
+        errno = 0;
+        unsigned long n = strtoul(v, &end, 10);
+        unsigned long max = a->kind == ARG_PORT ? 65535 : a->kind == ARG_LOOPS ? 1024 : 100000000;
+        unsigned long min = a->kind == ARG_PORT ? 0 : 1;
+        if (errno || *end || !*v || v[0] == '-' || n < min || n > max) {
+            fprintf(stderr, "%s: %s needs an integer from %lu to %lu, got '%s'\n", prog, a->name,
+                    min, max, v);
+            exit(2);
+        }
+        if (a->kind == ARG_PORT)
+            *(uint16_t *)a->target = (uint16_t)n;
+        else
+            *(unsigned *)a->target = (unsigned)n;
+    }
+}
+
+#endif

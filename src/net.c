@@ -1,0 +1,270 @@
+/*
+ * net.c: descriptor and socket calls that wait instead of failing with
+ * EAGAIN.
+ *
+ * Every call has the same shape: try the system call; on EAGAIN wait for
+ * readiness on the task's loop (io.c) and try again. Trying first means a
+ * ready descriptor costs one system call and no switch, and it also means
+ * an edge-triggered event is never needed twice. For byte streams, a read
+ * shorter than asked proves the buffer drained, so the next read waits at
+ * once instead of spending a system call to hear EAGAIN.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "loop.h"
+#include "sys.h"
+#include "task.h"
+
+static corio_task *self_or_null(void) { return corio__current_task(); }
+
+int corio_wait_fd(int fd, unsigned events, corio_time_t deadline)
+{
+    corio_task *self = self_or_null();
+    if (!self)
+        return CORIO_EPERM;
+    if (events != CORIO_READABLE && events != CORIO_WRITABLE)
+        return CORIO_EINVAL;
+    return corio__io_wait(self, fd, events == CORIO_READABLE ? CORIO__IO_IN : CORIO__IO_OUT,
+                          deadline, "fd");
+}
+
+int corio_socket(int domain, int type, int protocol)
+{
+    if (corio__fault(EMFILE))
+        return CORIO_EMFILE;
+    int fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+    return fd >= 0 ? fd : -errno;
+}
+
+int corio_connect_until(int fd, const struct sockaddr *addr, socklen_t len, corio_time_t deadline)
+{
+    corio_task *self = self_or_null();
+    if (!self)
+        return CORIO_EPERM;
+    if (connect(fd, addr, len) == 0)
+        return 0;
+    if (errno != EINPROGRESS && errno != EINTR)
+        return -errno;
+    int rc = corio__io_wait(self, fd, CORIO__IO_OUT, deadline, "connect");
+    if (rc != 0)
+        return rc;
+    int err = 0;
+    socklen_t elen = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0)
+        return -errno;
+    return -err;
+}
+
+int corio_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    return corio_connect_until(fd, addr, len, CORIO_FOREVER);
+}
+
+int corio_accept_until(int listener, struct sockaddr *addr, socklen_t *len, corio_time_t deadline)
+{
+    corio_task *self = self_or_null();
+    if (!self)
+        return CORIO_EPERM;
+    for (;;) {
+        if (corio__fault(EMFILE))
+            return CORIO_EMFILE;
+        int fd = accept4(listener, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            corio__io_coop(self);
+            return fd;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -errno;
+        int rc = corio__io_wait(self, listener, CORIO__IO_IN, deadline, "accept");
+        if (rc != 0)
+            return rc;
+    }
+}
+
+int corio_accept(int listener, struct sockaddr *addr, socklen_t *len)
+{
+    return corio_accept_until(listener, addr, len, CORIO_FOREVER);
+}
+
+/* The common read side: op() until it returns something other than
+ * EAGAIN. `stream_read`: a short result proves the buffer drained. */
+enum read_op { OP_READ, OP_RECV, OP_RECVFROM };
+
+static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int flags,
+                         struct sockaddr *from, socklen_t *fromlen, corio_time_t deadline)
+{
+    corio_task *self = self_or_null();
+    if (!self)
+        return CORIO_EPERM;
+    corio__loop *l = self->home;
+    for (;;) {
+        if (op != OP_RECVFROM && corio__io_known_unready(l, fd, CORIO__IO_IN)) {
+            int rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, "read");
+            if (rc != 0)
+                return rc;
+        }
+        ssize_t n;
+        switch (op) {
+        case OP_READ: n = read(fd, buf, len); break;
+        case OP_RECV: n = recv(fd, buf, len, flags); break;
+        default: n = recvfrom(fd, buf, len, flags, from, fromlen); break;
+        }
+        if (n >= 0) {
+            if (op != OP_RECVFROM && (size_t)n < len)
+                corio__io_note_drained(l, fd);
+            corio__io_coop(self);
+            return n;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -errno;
+        int rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, "read");
+        if (rc != 0)
+            return rc;
+    }
+}
+
+ssize_t corio_read_until(int fd, void *buf, size_t len, corio_time_t deadline)
+{
+    return read_side(OP_READ, fd, buf, len, 0, NULL, NULL, deadline);
+}
+
+ssize_t corio_read(int fd, void *buf, size_t len)
+{
+    return corio_read_until(fd, buf, len, CORIO_FOREVER);
+}
+
+ssize_t corio_recv_until(int fd, void *buf, size_t len, int flags, corio_time_t deadline)
+{
+    return read_side(OP_RECV, fd, buf, len, flags, NULL, NULL, deadline);
+}
+
+ssize_t corio_recv(int fd, void *buf, size_t len, int flags)
+{
+    return corio_recv_until(fd, buf, len, flags, CORIO_FOREVER);
+}
+
+ssize_t corio_recvfrom_until(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
+                             socklen_t *fromlen, corio_time_t deadline)
+{
+    return read_side(OP_RECVFROM, fd, buf, len, flags, from, fromlen, deadline);
+}
+
+ssize_t corio_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
+                       socklen_t *fromlen)
+{
+    return corio_recvfrom_until(fd, buf, len, flags, from, fromlen, CORIO_FOREVER);
+}
+
+/* One send-like call, waiting while the socket is full. `use_write`:
+ * the descriptor is not a socket. */
+static ssize_t send_once(corio_task *self, int fd, const void *buf, size_t len, int flags,
+                         const struct sockaddr *to, socklen_t tolen, bool *use_write,
+                         corio_time_t deadline)
+{
+    for (;;) {
+        ssize_t n;
+        if (*use_write) {
+            /* SIGPIPE is blocked on loop threads: EPIPE comes back. */
+            n = write(fd, buf, len);
+        } else {
+            n = to ? sendto(fd, buf, len, flags | MSG_NOSIGNAL, to, tolen)
+                   : send(fd, buf, len, flags | MSG_NOSIGNAL);
+            if (n < 0 && errno == ENOTSOCK) {
+                *use_write = true;
+                continue;
+            }
+        }
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -errno;
+        int rc = corio__io_wait(self, fd, CORIO__IO_OUT, deadline, "write");
+        if (rc != 0)
+            return rc;
+    }
+}
+
+ssize_t corio_write_until(int fd, const void *buf, size_t len, corio_time_t deadline)
+{
+    corio_task *self = self_or_null();
+    if (!self)
+        return CORIO_EPERM;
+    bool use_write = false;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = send_once(self, fd, (const char *)buf + done, len - done, 0, NULL, 0,
+                              &use_write, deadline);
+        if (n < 0)
+            return n;
+        done += (size_t)n;
+    }
+    corio__io_coop(self);
+    return (ssize_t)len;
+}
+
+ssize_t corio_write(int fd, const void *buf, size_t len)
+{
+    return corio_write_until(fd, buf, len, CORIO_FOREVER);
+}
+
+ssize_t corio_send_until(int fd, const void *buf, size_t len, int flags, corio_time_t deadline)
+{
+    corio_task *self = self_or_null();
+    if (!self)
+        return CORIO_EPERM;
+    bool use_write = false;
+    ssize_t n = send_once(self, fd, buf, len, flags, NULL, 0, &use_write, deadline);
+    if (n >= 0)
+        corio__io_coop(self);
+    return n;
+}
+
+ssize_t corio_send(int fd, const void *buf, size_t len, int flags)
+{
+    return corio_send_until(fd, buf, len, flags, CORIO_FOREVER);
+}
+
+ssize_t corio_sendto_until(int fd, const void *buf, size_t len, int flags,
+                           const struct sockaddr *to, socklen_t tolen, corio_time_t deadline)
+{
+    corio_task *self = self_or_null();
+    if (!self)
+        return CORIO_EPERM;
+    bool use_write = false;
+    ssize_t n = send_once(self, fd, buf, len, flags, to, tolen, &use_write, deadline);
+    if (n >= 0)
+        corio__io_coop(self);
+    return n;
+}
+
+ssize_t corio_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
+                     socklen_t tolen)
+{
+    return corio_sendto_until(fd, buf, len, flags, to, tolen, CORIO_FOREVER);
+}
+
+int corio_shutdown(int fd, int how) { return shutdown(fd, how) == 0 ? 0 : -errno; }
+
+int corio_close(int fd)
+{
+    if (fd < 0)
+        return CORIO_EBADF;
+    corio__loop *l = corio__loop_current();
+    if (l)
+        corio__io_forget(l, fd);
+    else if (corio__runtime_current())
+        corio__io_forget_remote(corio__runtime_current(), fd);
+    return close(fd) == 0 ? 0 : -errno;
+}
