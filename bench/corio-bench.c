@@ -187,9 +187,8 @@ static void bench_seed(void)
     struct workload w;
     if (workload_generate(&w, 10000, 10.0, 1) != 0)
         die("workload", CORIO_ENOMEM);
-    double unit_ns = calibrate_unit_ns();
     struct run_result r;
-    int rc = experiment_run(&w, MODE_STEAL, 0, 5, unit_ns, &r);
+    int rc = experiment_run(&w, MODE_STEAL, 0, 5, &r);
     if (rc != 0)
         die("experiment", rc);
     if (!r.results_ok)

@@ -294,6 +294,123 @@ CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,
 
 
 /* ------------------------------------------------------------------------ */
+/* Task groups (structured concurrency)                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A group owns its children: spawn them into it, wait for all of them,
+ * and close it, which cancels and waits for any child still running, so
+ * no child outlives its group. A child is an int function: 0 for success,
+ * a negative error for failure (Go's errgroup). With
+ * CORIO_GROUP_CANCEL_ON_ERROR the first failure cancels the other
+ * children: from then on each of their blocking calls fails with
+ * CORIO_ECANCELED, every time, so they unwind.
+ */
+typedef struct corio_group corio_group;
+typedef int (*corio_group_fn)(void *arg);
+
+enum corio_group_flags {
+    CORIO_GROUP_CANCEL_ON_ERROR = 1u << 0,
+};
+
+CORIO_API int corio_group_new(corio_group **group, unsigned flags);
+/* Spawn a child (opts may be NULL). CORIO_ECANCELED once the group has
+ * been cancelled. */
+CORIO_API int corio_group_spawn(corio_group *group, corio_group_fn fn, void *arg);
+CORIO_API int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
+                                   const corio_spawn_opts *opts);
+/* Wait until every child spawned so far has returned. Returns the first
+ * failure of any child (0 if none failed), or CORIO_ETIMEDOUT /
+ * CORIO_ECANCELED if the wait itself ended early (children run on). */
+CORIO_API int corio_group_wait(corio_group *group);
+CORIO_API int corio_group_wait_until(corio_group *group, corio_time_t deadline);
+/* Cancel every child still running (as on a failure with
+ * CORIO_GROUP_CANCEL_ON_ERROR). */
+CORIO_API int corio_group_cancel(corio_group *group);
+/* Cancel what still runs, wait for all children (even if the caller is
+ * being cancelled), free the group. Returns the first failure. From a
+ * task only. */
+CORIO_API int corio_group_close(corio_group *group);
+
+/* ------------------------------------------------------------------------ */
+/* Synchronisation between tasks, across loops                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * All of these work between tasks on any loops; a task woken on another
+ * loop is handed to that loop's inbox, never lost. Waits are FIFO. A wait
+ * that times out or is cancelled leaves nothing behind: a receive takes no
+ * message, an acquire holds no permit, a lock is not held. The blocking
+ * calls must come from tasks; the others (release, unlock, set, done,
+ * close, try_*) may come from any thread of the runtime. Objects are not
+ * tied to a runtime but must not be freed while a task waits on them.
+ */
+
+/* Channels: FIFO queues of fixed-size elements, copied in and out. */
+typedef struct corio_chan corio_chan;
+#define CORIO_CHAN_UNBOUNDED SIZE_MAX
+
+/* capacity >= 1 elements (senders wait while it is full), or
+ * CORIO_CHAN_UNBOUNDED (senders never wait; CORIO_ENOMEM if memory runs
+ * out). */
+CORIO_API int corio_chan_new(corio_chan **chan, size_t elem_size, size_t capacity);
+/* Free a channel no task is using any more. */
+CORIO_API void corio_chan_free(corio_chan *chan);
+/* Copy *elem in. CORIO_EPIPE if the channel is closed. */
+CORIO_API int corio_chan_send(corio_chan *chan, const void *elem);
+CORIO_API int corio_chan_send_until(corio_chan *chan, const void *elem, corio_time_t deadline);
+CORIO_API int corio_chan_try_send(corio_chan *chan, const void *elem); /* CORIO_EAGAIN if full */
+/* Copy the oldest element out. Once closed, the remaining elements are
+ * still received; then CORIO_EPIPE. */
+CORIO_API int corio_chan_recv(corio_chan *chan, void *elem);
+CORIO_API int corio_chan_recv_until(corio_chan *chan, void *elem, corio_time_t deadline);
+CORIO_API int corio_chan_try_recv(corio_chan *chan, void *elem); /* CORIO_EAGAIN if empty */
+/* No more sends; wakes every waiter. Idempotent. */
+CORIO_API int corio_chan_close(corio_chan *chan);
+/* Elements queued now. */
+CORIO_API size_t corio_chan_len(corio_chan *chan);
+
+/* Counting semaphore (e.g. a crawler's concurrency limit). */
+typedef struct corio_sem corio_sem;
+CORIO_API int corio_sem_new(corio_sem **sem, size_t permits);
+CORIO_API void corio_sem_free(corio_sem *sem);
+CORIO_API int corio_sem_acquire(corio_sem *sem);
+CORIO_API int corio_sem_acquire_until(corio_sem *sem, corio_time_t deadline);
+CORIO_API int corio_sem_try_acquire(corio_sem *sem); /* CORIO_EAGAIN if none free */
+CORIO_API int corio_sem_release(corio_sem *sem);
+CORIO_API size_t corio_sem_available(corio_sem *sem);
+
+/* Mutex owned by a task; unlocking from another task is CORIO_EPERM. */
+typedef struct corio_mutex corio_mutex;
+CORIO_API int corio_mutex_new(corio_mutex **mutex);
+CORIO_API void corio_mutex_free(corio_mutex *mutex);
+CORIO_API int corio_mutex_lock(corio_mutex *mutex);
+CORIO_API int corio_mutex_lock_until(corio_mutex *mutex, corio_time_t deadline);
+CORIO_API int corio_mutex_try_lock(corio_mutex *mutex); /* CORIO_EBUSY if held */
+CORIO_API int corio_mutex_unlock(corio_mutex *mutex);
+
+/* Event: set wakes every waiter and stays set until cleared. */
+typedef struct corio_event corio_event;
+CORIO_API int corio_event_new(corio_event **event);
+CORIO_API void corio_event_free(corio_event *event);
+CORIO_API int corio_event_set(corio_event *event);
+CORIO_API int corio_event_clear(corio_event *event);
+CORIO_API bool corio_event_is_set(corio_event *event);
+CORIO_API int corio_event_wait(corio_event *event);
+CORIO_API int corio_event_wait_until(corio_event *event, corio_time_t deadline);
+
+/* Wait group (Go's sync.WaitGroup): wait until the counter is zero. */
+typedef struct corio_waitgroup corio_waitgroup;
+CORIO_API int corio_waitgroup_new(corio_waitgroup **wg);
+CORIO_API void corio_waitgroup_free(corio_waitgroup *wg);
+/* Add delta (may be negative); CORIO_EINVAL if the counter would go
+ * below zero. */
+CORIO_API int corio_waitgroup_add(corio_waitgroup *wg, long delta);
+CORIO_API int corio_waitgroup_done(corio_waitgroup *wg);
+CORIO_API int corio_waitgroup_wait(corio_waitgroup *wg);
+CORIO_API int corio_waitgroup_wait_until(corio_waitgroup *wg, corio_time_t deadline);
+
+/* ------------------------------------------------------------------------ */
 /* IO                                                                       */
 /* ------------------------------------------------------------------------ */
 

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "loop.h"
+#include "spin.h"
 #include "sys.h"
 #include "task.h"
 
@@ -142,6 +143,8 @@ static void task_init(corio__loop *l, corio_task *t, corio_fn fn, void *arg, uns
                           memory_order_relaxed);
     t->wake_result = 0;
     atomic_store_explicit(&t->cancel_pending, false, memory_order_relaxed);
+    atomic_store_explicit(&t->cancel_sticky, false, memory_order_relaxed);
+    t->waiter.queued = false;
     atomic_store_explicit(&t->join, detached ? CORIO__JOIN_DETACHED : CORIO__JOIN_NONE,
                           memory_order_relaxed);
     atomic_store_explicit(&t->join_token, 0, memory_order_relaxed);
@@ -250,20 +253,6 @@ int corio_spawn_on(corio_task **task, unsigned loop, corio_fn fn, void *arg)
 
 /* ---- the join word ---- */
 
-static void spin_pause(unsigned *spins)
-{
-    if (++*spins < 64) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#elif defined(__aarch64__)
-        __asm__ volatile("yield");
-#endif
-    } else {
-        /* The lock holder was preempted: let it run. */
-        sched_yield();
-    }
-}
-
 /* Lock the join word; returns its unlocked value. */
 static uintptr_t join_lock(corio_task *t)
 {
@@ -275,7 +264,7 @@ static uintptr_t join_lock(corio_task *t)
                                                       memory_order_acquire, memory_order_acquire))
                 return v;
         } else {
-            spin_pause(&spins);
+            corio__spin_pause(&spins);
             v = atomic_load_explicit(&t->join, memory_order_acquire);
         }
     }
@@ -320,7 +309,7 @@ static int join_register(corio_task *t, corio_task *self, uint64_t token)
             return 0;
         if (v == (CORIO__JOIN_NONE | JOIN_LOCK) || v == CORIO__JOIN_NONE) {
             if (v & JOIN_LOCK)
-                spin_pause(&spins); /* the finisher is publishing DONE */
+                corio__spin_pause(&spins); /* the finisher is publishing DONE */
             v = CORIO__JOIN_NONE;
             continue;
         }
@@ -341,7 +330,7 @@ static bool join_unregister(corio_task *t, corio_task *self)
         if (v == CORIO__JOIN_DONE)
             return false;
         if (v == ((uintptr_t)self | JOIN_LOCK))
-            spin_pause(&spins);
+            corio__spin_pause(&spins);
         v = (uintptr_t)self;
     }
 }
@@ -399,6 +388,17 @@ int corio_join_until(corio_task *task, void **result, corio_time_t deadline)
     return join_take(self->home, task, result);
 }
 
+void corio__join_uncancellable(corio_task *t)
+{
+    corio_task *self = corio__current_task();
+    while (!is_done(t)) {
+        corio__yield_now(self);
+        if (!is_done(t))
+            sched_yield(); /* it runs on another loop: let that thread in */
+    }
+    join_take(self->home, t, NULL);
+}
+
 int corio_join(corio_task *task, void **result)
 {
     return corio_join_until(task, result, CORIO_FOREVER);
@@ -454,7 +454,7 @@ int corio_detach(corio_task *task)
             return 0;
         }
         if (v == (CORIO__JOIN_NONE | JOIN_LOCK)) {
-            spin_pause(&spins);
+            corio__spin_pause(&spins);
             v = CORIO__JOIN_NONE;
             continue;
         }

@@ -67,6 +67,14 @@ enum corio__task_flag {
 #define CORIO__WAIT_STATE_MASK 3u
 #define CORIO__WAIT_GEN_ONE 4u
 
+/* A task's place in a wait queue (waitq.h); under the queue owner's lock. */
+typedef struct corio__waiter {
+    struct corio__waiter *next, *prev;
+    struct corio_task *task;
+    uint64_t token;
+    bool queued;
+} corio__waiter;
+
 #define CORIO__JOIN_NONE ((uintptr_t)0)
 #define CORIO__JOIN_DONE ((uintptr_t)1)
 #define CORIO__JOIN_DETACHED ((uintptr_t)2)
@@ -97,6 +105,8 @@ struct corio_task {
     _Atomic uint64_t wait;        /* generation | IDLE/ARMED/FIRED */
     int wake_result;              /* set by the waker that fired, read after resume */
     _Atomic bool cancel_pending;  /* corio_cancel() request not yet delivered */
+    _Atomic bool cancel_sticky;   /* every wait fails from now on (group cancel) */
+    corio__waiter waiter;         /* queue node for sync objects (waitq.h) */
     _Atomic uintptr_t join;       /* see "Join word" above */
     _Atomic uint64_t join_token;  /* the joiner's wait token */
 };
@@ -139,6 +149,9 @@ void corio__task_release(struct corio__loop *loop, corio_task *t);
  * 0, CORIO_ENOMEM or CORIO_EAGAIN (max_tasks). */
 int corio__task_create(struct corio__loop *l, corio_task **out, corio_fn fn, void *arg,
                        size_t stack_size, unsigned flags, bool detached);
+/* Join t from the current task without any wait that cancellation could
+ * end (group close during shutdown): yields until t is done. */
+void corio__join_uncancellable(corio_task *t);
 /* Free every task slab of a loop (runtime teardown). */
 void corio__task_slabs_free(struct corio__loop *l);
 

@@ -71,7 +71,8 @@ int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
 {
     corio__loop *l = self->home;
     int early = 0;
-    if (l->stopping || atomic_load(&self->cancel_pending))
+    bool sticky = l->stopping || atomic_load(&self->cancel_sticky);
+    if (sticky || atomic_load(&self->cancel_pending))
         early = CORIO_ECANCELED;
     else if (deadline != CORIO_FOREVER && deadline <= corio_now())
         early = CORIO_ETIMEDOUT;
@@ -81,7 +82,7 @@ int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
     if (early) {
         uint64_t expect = token;
         if (atomic_compare_exchange_strong(&self->wait, &expect, GEN(token) | CORIO__WAIT_IDLE)) {
-            if (early == CORIO_ECANCELED && !l->stopping)
+            if (early == CORIO_ECANCELED && !sticky)
                 atomic_store(&self->cancel_pending, false);
             return early;
         }
@@ -89,7 +90,7 @@ int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
     }
     self->wait_what = what;
     int rc = consume_wakeup(self, token);
-    if (rc == CORIO_ECANCELED && !l->stopping)
+    if (rc == CORIO_ECANCELED && !l->stopping && !atomic_load(&self->cancel_sticky))
         atomic_store(&self->cancel_pending, false);
     return rc;
 }
@@ -144,7 +145,7 @@ int corio_yield(void)
     corio_task *self = corio__current_task();
     if (!self)
         return CORIO_EPERM;
-    if (self->home->stopping)
+    if (self->home->stopping || atomic_load_explicit(&self->cancel_sticky, memory_order_relaxed))
         return CORIO_ECANCELED;
     if (atomic_load_explicit(&self->cancel_pending, memory_order_relaxed) &&
         atomic_exchange(&self->cancel_pending, false))

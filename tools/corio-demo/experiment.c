@@ -115,15 +115,19 @@ double workload_bound_s(const struct workload *w, double unit_ns, unsigned cores
 struct job {
     int64_t delay_ns;
     uint64_t units;
+    int64_t work_ns; /* how long the summation took */
 };
 
 static void *seed_task(void *arg)
 {
-    const struct job *job = arg;
+    struct job *job = arg;
     int rc = corio_sleep(job->delay_ns);
     if (rc != 0)
         return NULL; /* counted as a wrong result */
-    return (void *)(uintptr_t)opaque_sum(job->units);
+    corio_time_t t0 = corio_now();
+    uint64_t sum = opaque_sum(job->units);
+    job->work_ns = corio_now() - t0;
+    return (void *)(uintptr_t)sum;
 }
 
 struct run_ctx {
@@ -170,7 +174,7 @@ static void *experiment_main(void *arg)
 }
 
 int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops,
-                   unsigned batches, double unit_ns, struct run_result *out)
+                   unsigned batches, struct run_result *out)
 {
     memset(out, 0, sizeof *out);
     out->mode = mode;
@@ -187,7 +191,7 @@ int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++)
-        ctx.jobs[i] = (struct job){w->delay_ns[i], w->units[i]};
+        ctx.jobs[i] = (struct job){w->delay_ns[i], w->units[i], 0};
 
     corio_config cfg;
     corio_config_init(&cfg);
@@ -207,7 +211,14 @@ int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops
         }
         out->results_ok = out->wrong == 0;
         out->wall_s = ctx.wall_ns / 1e9;
-        out->bound_s = workload_bound_s(w, unit_ns, out->loops);
+        double work_ns = 0, units = 0;
+        for (size_t i = 0; i < n; i++) {
+            work_ns += (double)ctx.jobs[i].work_ns;
+            units += (double)w->units[i];
+        }
+        out->unit_ns = units > 0 ? work_ns / units : 0;
+        out->cpu_s = workload_cpu_s(w, out->unit_ns);
+        out->bound_s = workload_bound_s(w, out->unit_ns, out->loops);
         out->efficiency = out->wall_s > 0 ? out->bound_s / out->wall_s : 0;
     }
     free(ctx.jobs);

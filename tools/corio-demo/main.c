@@ -21,14 +21,15 @@
 #include "options.h"
 
 static void print_json(const struct demo_options *opt, const struct run_result *r,
-                       double cpu_s, double unit_ns)
+                       double calib_unit_ns)
 {
     printf("{\"system\":\"corio\",\"mode\":\"%s\",\"loops\":%u,\"tasks\":%zu,"
            "\"work_scale\":%g,\"seed\":%llu,\"results_ok\":%s,\"wall_s\":%.4f,"
-           "\"bound_s\":%.4f,\"efficiency\":%.4f,\"cpu_s\":%.4f,\"unit_ns\":%.5f",
+           "\"bound_s\":%.4f,\"efficiency\":%.4f,\"cpu_s\":%.4f,\"unit_ns\":%.5f,"
+           "\"calib_unit_ns\":%.5f",
            mode_name(r->mode), r->loops, opt->tasks, opt->work_scale,
            (unsigned long long)opt->seed, r->results_ok ? "true" : "false", r->wall_s,
-           r->bound_s, r->efficiency, cpu_s, unit_ns);
+           r->bound_s, r->efficiency, r->cpu_s, r->unit_ns, calib_unit_ns);
     if (r->mode == MODE_BATCHES)
         printf(",\"batches\":%u", opt->batches);
     if (r->error)
@@ -51,8 +52,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "corio-demo: out of memory for %zu tasks\n", opt.tasks);
         return 1;
     }
-    double unit_ns = calibrate_unit_ns();
-    double cpu_s = workload_cpu_s(&w, unit_ns);
+    double calib_unit_ns = calibrate_unit_ns();
+    double cpu_s = workload_cpu_s(&w, calib_unit_ns);
 
     enum demo_mode modes[3] = {MODE_SINGLE, MODE_STEAL, MODE_BATCHES};
     size_t nmodes = 3;
@@ -61,23 +62,24 @@ int main(int argc, char **argv)
         nmodes = 1;
     }
     if (!opt.json)
-        printf("corio-demo: %zu tasks, sleep 200-1000 ms, work scale %g (%.2f s of CPU at "
-               "%.3f ns/unit), seed %llu\n\n"
-               "%-8s %5s %7s %9s %11s %10s %8s\n",
-               opt.tasks, opt.work_scale, cpu_s, unit_ns, (unsigned long long)opt.seed,
-               "mode", "loops", "tasks", "wall", "lower bound", "efficiency", "speedup");
+        printf("corio-demo: %zu tasks, sleep 200-1000 ms, work scale %g (about %.1f s of CPU "
+               "at %.3f ns/unit), seed %llu\n\n"
+               "%-8s %5s %7s %9s %11s %10s %8s %8s\n",
+               opt.tasks, opt.work_scale, cpu_s, calib_unit_ns, (unsigned long long)opt.seed,
+               "mode", "loops", "tasks", "wall", "lower bound", "efficiency", "speedup",
+               "ns/unit");
 
     double single_wall = 0;
     int status = 0;
     for (size_t m = 0; m < nmodes; m++) {
         struct run_result r;
-        rc = experiment_run(&w, modes[m], opt.loops, opt.batches, unit_ns, &r);
+        rc = experiment_run(&w, modes[m], opt.loops, opt.batches, &r);
         if (rc == -12 /* ENOMEM from the harness itself */ && r.error == 0)
             r.error = rc;
         if (!r.results_ok)
             status = 1;
         if (opt.json) {
-            print_json(&opt, &r, cpu_s, unit_ns);
+            print_json(&opt, &r, calib_unit_ns);
             continue;
         }
         if (r.error) {
@@ -90,16 +92,16 @@ int main(int argc, char **argv)
         char speedup[16] = "-";
         if (single_wall > 0)
             snprintf(speedup, sizeof speedup, "%.2fx", single_wall / r.wall_s);
-        printf("%-8s %5u %7zu %8.2fs %10.2fs %10.3f %8s%s\n", mode_name(r.mode), r.loops,
-               opt.tasks, r.wall_s, r.bound_s, r.efficiency, speedup,
+        printf("%-8s %5u %7zu %8.2fs %10.2fs %10.3f %8s %8.3f%s\n", mode_name(r.mode), r.loops,
+               opt.tasks, r.wall_s, r.bound_s, r.efficiency, speedup, r.unit_ns,
                r.results_ok ? "" : "   WRONG RESULTS");
         if (!r.results_ok)
             printf("  %zu of %zu results missing or wrong\n", r.wrong, opt.tasks);
         fflush(stdout);
     }
     if (!opt.json)
-        printf("\nlower bound = max(max_i(io_i + cpu_i), min_i(io_i) + sum_i(cpu_i) / loops); "
-               "efficiency = bound / wall\n");
+        printf("\nlower bound = max(max_i(io_i + cpu_i), min_i(io_i) + sum_i(cpu_i) / loops), "
+               "cpu_i = units_i x the run's measured ns/unit; efficiency = bound / wall\n");
     workload_free(&w);
     return status;
 }

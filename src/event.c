@@ -1,0 +1,136 @@
+/*
+ * event.c: events and wait groups: objects many tasks wait on at once,
+ * all released together.
+ */
+#include "corio.h"
+#include "spin.h"
+#include "sync_wait.h"
+#include "sys.h"
+#include "task.h"
+#include "waitq.h"
+
+struct corio_event {
+    corio__spin lock;
+    bool set;
+    corio__waitq waiters;
+};
+
+int corio_event_new(corio_event **event)
+{
+    if (!event)
+        return CORIO_EINVAL;
+    *event = corio__calloc(1, sizeof **event);
+    return *event ? 0 : CORIO_ENOMEM;
+}
+
+void corio_event_free(corio_event *event) { corio__free(event); }
+
+int corio_event_set(corio_event *event)
+{
+    if (!event)
+        return CORIO_EINVAL;
+    corio__spin_lock(&event->lock);
+    event->set = true;
+    corio__waitq_wake_all(&event->waiters, 0);
+    corio__spin_unlock(&event->lock);
+    return 0;
+}
+
+int corio_event_clear(corio_event *event)
+{
+    if (!event)
+        return CORIO_EINVAL;
+    corio__spin_lock(&event->lock);
+    event->set = false;
+    corio__spin_unlock(&event->lock);
+    return 0;
+}
+
+bool corio_event_is_set(corio_event *event)
+{
+    if (!event)
+        return false;
+    corio__spin_lock(&event->lock);
+    bool set = event->set;
+    corio__spin_unlock(&event->lock);
+    return set;
+}
+
+int corio_event_wait_until(corio_event *event, corio_time_t deadline)
+{
+    if (!event)
+        return CORIO_EINVAL;
+    corio_task *self;
+    uint64_t token;
+    int rc = corio__sync_arm(&self, &token);
+    if (rc != 0)
+        return rc;
+    corio__spin_lock(&event->lock);
+    if (event->set) {
+        corio__spin_unlock(&event->lock);
+        corio__wait_disarm(self, token);
+        return 0;
+    }
+    return corio__sync_block(&event->lock, &event->waiters, self, token, deadline, "event");
+}
+
+int corio_event_wait(corio_event *event) { return corio_event_wait_until(event, CORIO_FOREVER); }
+
+/* ---- wait group ---- */
+
+struct corio_waitgroup {
+    corio__spin lock;
+    long count;
+    corio__waitq waiters;
+};
+
+int corio_waitgroup_new(corio_waitgroup **wg)
+{
+    if (!wg)
+        return CORIO_EINVAL;
+    *wg = corio__calloc(1, sizeof **wg);
+    return *wg ? 0 : CORIO_ENOMEM;
+}
+
+void corio_waitgroup_free(corio_waitgroup *wg) { corio__free(wg); }
+
+int corio_waitgroup_add(corio_waitgroup *wg, long delta)
+{
+    if (!wg)
+        return CORIO_EINVAL;
+    corio__spin_lock(&wg->lock);
+    if (wg->count + delta < 0) {
+        corio__spin_unlock(&wg->lock);
+        return CORIO_EINVAL;
+    }
+    wg->count += delta;
+    if (wg->count == 0)
+        corio__waitq_wake_all(&wg->waiters, 0);
+    corio__spin_unlock(&wg->lock);
+    return 0;
+}
+
+int corio_waitgroup_done(corio_waitgroup *wg) { return corio_waitgroup_add(wg, -1); }
+
+int corio_waitgroup_wait_until(corio_waitgroup *wg, corio_time_t deadline)
+{
+    if (!wg)
+        return CORIO_EINVAL;
+    corio_task *self;
+    uint64_t token;
+    int rc = corio__sync_arm(&self, &token);
+    if (rc != 0)
+        return rc;
+    corio__spin_lock(&wg->lock);
+    if (wg->count == 0) {
+        corio__spin_unlock(&wg->lock);
+        corio__wait_disarm(self, token);
+        return 0;
+    }
+    return corio__sync_block(&wg->lock, &wg->waiters, self, token, deadline, "waitgroup");
+}
+
+int corio_waitgroup_wait(corio_waitgroup *wg)
+{
+    return corio_waitgroup_wait_until(wg, CORIO_FOREVER);
+}

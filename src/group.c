@@ -1,0 +1,194 @@
+/*
+ * group.c: task groups (structured concurrency).
+ *
+ * A group keeps the handles of its children in an array under a spinlock;
+ * each child runs a small wrapper that calls the user's int function,
+ * records the first failure, and on CORIO_GROUP_CANCEL_ON_ERROR cancels
+ * its siblings. Cancelling a child here is sticky (task.h:
+ * cancel_sticky): every later blocking call of the child fails, so a child
+ * that retries cannot outlive its group. Waiting joins the children in
+ * order; children spawned while a wait runs are waited for too.
+ */
+#include <stdatomic.h>
+
+#include "corio.h"
+#include "loop.h"
+#include "spin.h"
+#include "sys.h"
+#include "task.h"
+
+struct group_child {
+    corio_group *group;
+    corio_group_fn fn;
+    void *arg;
+};
+
+struct corio_group {
+    corio__spin lock;
+    unsigned flags;
+    corio_task **children;  /* handles not yet joined, in spawn order */
+    struct group_child **ctx; /* their wrapper arguments */
+    size_t count, cap;
+    size_t joined;          /* children[0..joined) already released */
+    _Atomic int first_error;
+    _Atomic bool cancelled;
+};
+
+int corio_group_new(corio_group **group, unsigned flags)
+{
+    if (!group || (flags & ~(unsigned)CORIO_GROUP_CANCEL_ON_ERROR))
+        return CORIO_EINVAL;
+    corio_group *g = corio__calloc(1, sizeof *g);
+    if (!g)
+        return CORIO_ENOMEM;
+    g->flags = flags;
+    *group = g;
+    return 0;
+}
+
+static void cancel_children(corio_group *g)
+{
+    atomic_store(&g->cancelled, true);
+    corio__spin_lock(&g->lock);
+    for (size_t i = g->joined; i < g->count; i++) {
+        corio_task *t = g->children[i];
+        atomic_store(&t->cancel_sticky, true);
+        corio__task_fire_any(t, CORIO_ECANCELED);
+    }
+    corio__spin_unlock(&g->lock);
+}
+
+static void *child_main(void *arg)
+{
+    struct group_child *c = arg;
+    corio_group *g = c->group;
+    int rc = c->fn(c->arg);
+    if (rc != 0) {
+        int none = 0;
+        atomic_compare_exchange_strong(&g->first_error, &none, rc);
+        if (g->flags & CORIO_GROUP_CANCEL_ON_ERROR)
+            cancel_children(g);
+    }
+    return NULL;
+}
+
+int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
+                         const corio_spawn_opts *opts)
+{
+    if (!group || !fn)
+        return CORIO_EINVAL;
+    if (atomic_load(&group->cancelled))
+        return CORIO_ECANCELED;
+    struct group_child *c = corio__malloc(sizeof *c);
+    if (!c)
+        return CORIO_ENOMEM;
+    *c = (struct group_child){group, fn, arg};
+
+    corio__spin_lock(&group->lock);
+    if (group->count == group->cap) {
+        size_t cap = group->cap ? group->cap * 2 : 16;
+        corio_task **children = corio__realloc(group->children, cap * sizeof *children);
+        if (children)
+            group->children = children;
+        struct group_child **ctx = children ? corio__realloc(group->ctx, cap * sizeof *ctx) : NULL;
+        if (ctx)
+            group->ctx = ctx;
+        if (!children || !ctx) {
+            corio__spin_unlock(&group->lock);
+            corio__free(c);
+            return CORIO_ENOMEM;
+        }
+        group->cap = cap;
+    }
+    /* Spawned under the lock so a concurrent cancel sees the child. The
+     * spawn itself never waits. */
+    corio_task *t;
+    int rc = corio_spawn_ex(&t, child_main, c, opts);
+    if (rc == 0) {
+        group->children[group->count] = t;
+        group->ctx[group->count] = c;
+        group->count++;
+        if (atomic_load(&group->cancelled))
+            atomic_store(&t->cancel_sticky, true);
+    }
+    corio__spin_unlock(&group->lock);
+    if (rc != 0)
+        corio__free(c);
+    return rc;
+}
+
+int corio_group_spawn(corio_group *group, corio_group_fn fn, void *arg)
+{
+    return corio_group_spawn_ex(group, fn, arg, NULL);
+}
+
+int corio_group_wait_until(corio_group *group, corio_time_t deadline)
+{
+    if (!group)
+        return CORIO_EINVAL;
+    if (!corio__current_task())
+        return CORIO_EPERM;
+    for (;;) {
+        corio__spin_lock(&group->lock);
+        if (group->joined == group->count) {
+            corio__spin_unlock(&group->lock);
+            break;
+        }
+        corio_task *t = group->children[group->joined];
+        struct group_child *c = group->ctx[group->joined];
+        corio__spin_unlock(&group->lock);
+
+        int rc = corio_join_until(t, NULL, deadline);
+        if (rc == CORIO_ETIMEDOUT || rc == CORIO_ECANCELED || rc == CORIO_EPERM)
+            return rc; /* the handle is still ours: the child runs on */
+        /* Joined (or discarded by shutdown): the handle is released. */
+        corio__free(c);
+        corio__spin_lock(&group->lock);
+        group->joined++;
+        corio__spin_unlock(&group->lock);
+    }
+    return atomic_load(&group->first_error);
+}
+
+int corio_group_wait(corio_group *group) { return corio_group_wait_until(group, CORIO_FOREVER); }
+
+int corio_group_cancel(corio_group *group)
+{
+    if (!group)
+        return CORIO_EINVAL;
+    cancel_children(group);
+    return 0;
+}
+
+int corio_group_close(corio_group *group)
+{
+    if (!group)
+        return CORIO_EINVAL;
+    corio_task *self = corio__current_task();
+    if (!self)
+        return CORIO_EPERM;
+    cancel_children(group);
+    /* Wait for every child even if we are cancelled ourselves: a group
+     * never leaks a running child. A one-shot cancellation of ours is
+     * consumed by a wait here and set again for the caller's next call. */
+    bool cancel_again = false;
+    int rc;
+    while ((rc = corio_group_wait(group)) == CORIO_ECANCELED && !self->home->stopping &&
+           !atomic_load(&self->cancel_sticky))
+        cancel_again = true;
+    if (rc == CORIO_ECANCELED) {
+        /* Shutdown or a sticky cancel of our own: no wait can block now.
+         * The children are cancelled as well and finish soon. */
+        for (; group->joined < group->count; group->joined++) {
+            corio__join_uncancellable(group->children[group->joined]);
+            corio__free(group->ctx[group->joined]);
+        }
+        rc = atomic_load(&group->first_error);
+    }
+    if (cancel_again)
+        atomic_store(&self->cancel_pending, true);
+    corio__free(group->children);
+    corio__free(group->ctx);
+    corio__free(group);
+    return rc;
+}

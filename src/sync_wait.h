@@ -1,0 +1,42 @@
+/*
+ * sync_wait.h: the one way a task blocks on a cross-loop object.
+ *
+ * The caller holds the object's spinlock and has found it must wait. This
+ * queues the task, drops the lock, blocks, and on an early end (deadline,
+ * cancellation) takes the lock again to leave the queue, so a waker never
+ * finds it there afterwards. The token was armed before the lock was
+ * taken (arming may fail for a light task, and must not fail under a
+ * lock).
+ */
+#ifndef CORIO_SYNC_WAIT_H
+#define CORIO_SYNC_WAIT_H
+
+#include "spin.h"
+#include "task.h"
+#include "waitq.h"
+
+/* Returns the wait's result: 0 when a waker fired us, else the error. */
+static inline int corio__sync_block(corio__spin *lock, corio__waitq *q, corio_task *self,
+                                    uint64_t token, corio_time_t deadline, const char *what)
+{
+    corio__waitq_push(q, &self->waiter, self, token);
+    corio__spin_unlock(lock);
+    int rc = corio__wait_commit(self, token, deadline, what);
+    if (rc != 0) {
+        corio__spin_lock(lock);
+        corio__waitq_remove(q, &self->waiter);
+        corio__spin_unlock(lock);
+    }
+    return rc;
+}
+
+/* Arm a wait for `self`, which must be a task. */
+static inline int corio__sync_arm(corio_task **self, uint64_t *token)
+{
+    *self = corio__current_task();
+    if (!*self)
+        return CORIO_EPERM;
+    return corio__wait_arm(*self, token);
+}
+
+#endif /* CORIO_SYNC_WAIT_H */
