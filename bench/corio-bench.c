@@ -17,6 +17,11 @@
  *   sleepers_1m_rss_mb   peak RSS of the process that ran the sleepers.
  *   seed_efficiency      the reference experiment (10,000 tasks, work
  *                        scale 10) on all loops with stealing: bound/wall.
+ *   chan_pingpong_local_ns   one message between two tasks on one loop
+ *                            through capacity-1 channels; ns per message.
+ *   chan_pingpong_cross_ns   the same with the tasks on two loops.
+ *   sem_spawn_ns         1M tasks spawned with at most 1,000 alive, bounded
+ *                        by a semaphore each task releases; ns per task.
  *
  * Targets (DESIGN.md, 2 cores): spawn+join <= 100 ns, yield <= 10 ns,
  * 1M sleepers <= 1.2 s and <= Go's 1.33 GB, efficiency >= 0.99.
@@ -198,6 +203,111 @@ static void bench_seed(void)
     workload_free(&w);
 }
 
+/* ---- channels ---- */
+
+#define PINGS 1000000
+
+struct pingpong {
+    corio_chan *to_b, *to_a;
+};
+
+static void *pong(void *arg)
+{
+    struct pingpong *p = arg;
+    long v;
+    while (corio_chan_recv(p->to_b, &v) == 0)
+        if (corio_chan_send(p->to_a, &v) != 0)
+            break;
+    return NULL;
+}
+
+static void *pingpong_main(void *arg)
+{
+    double *ns = arg;
+    unsigned other = corio_loop_count() > 1 && ns[1] != 0 ? 1 : 0;
+    struct pingpong p;
+    if (corio_chan_new(&p.to_b, sizeof(long), 1) || corio_chan_new(&p.to_a, sizeof(long), 1))
+        die("corio_chan_new", CORIO_ENOMEM);
+    corio_task *b;
+    int rc = corio_spawn_on(&b, other, pong, &p);
+    if (rc != 0)
+        die("corio_spawn_on", rc);
+    corio_time_t t0 = corio_now();
+    for (long i = 0; i < PINGS; i++) {
+        long v = i;
+        if (corio_chan_send(p.to_b, &v) != 0 || corio_chan_recv(p.to_a, &v) != 0 || v != i)
+            die("ping-pong", CORIO_EPROTO);
+    }
+    ns[0] = (double)(corio_now() - t0) / (2.0 * PINGS);
+    corio_chan_close(p.to_b);
+    corio_join(b, NULL);
+    corio_chan_free(p.to_b);
+    corio_chan_free(p.to_a);
+    return NULL;
+}
+
+static void *pinned_to_loop0(void *arg)
+{
+    corio_task *t;
+    int rc = corio_spawn_on(&t, 0, pingpong_main, arg);
+    if (rc != 0)
+        die("corio_spawn_on", rc);
+    corio_join(t, NULL);
+    return NULL;
+}
+
+static void bench_pingpong_local(void)
+{
+    double ns[2] = {0, 0};
+    run_in_runtime(2, pinned_to_loop0, ns);
+    emit("chan_pingpong_local_ns", ns[0], "ns");
+}
+
+static void bench_pingpong_cross(void)
+{
+    double ns[2] = {0, 1};
+    run_in_runtime(2, pinned_to_loop0, ns);
+    emit("chan_pingpong_cross_ns", ns[0], "ns");
+}
+
+/* ---- spawning bounded by a semaphore ---- */
+
+#define SEM_TASKS 1000000
+#define SEM_LIMIT 1000
+
+static void *bounded_task(void *arg)
+{
+    corio_sem_release(arg);
+    return NULL;
+}
+
+static void *sem_spawn_main(void *arg)
+{
+    corio_sem *sem;
+    if (corio_sem_new(&sem, SEM_LIMIT) != 0)
+        die("corio_sem_new", CORIO_ENOMEM);
+    corio_time_t t0 = corio_now();
+    for (long i = 0; i < SEM_TASKS; i++) {
+        int rc = corio_sem_acquire(sem);
+        if (rc == 0)
+            rc = corio_spawn(NULL, bounded_task, sem);
+        if (rc != 0)
+            die("bounded spawn", rc);
+    }
+    for (long i = 0; i < SEM_LIMIT; i++)
+        corio_sem_acquire(sem); /* all tasks done */
+    *(double *)arg = (double)(corio_now() - t0) / SEM_TASKS;
+    corio_sem_free(sem);
+    return NULL;
+}
+
+static void bench_sem_spawn(void)
+{
+    double ns = 0;
+    run_in_runtime(0, sem_spawn_main, &ns);
+    emit("sem_spawn_ns", ns, "ns");
+}
+
 /* ---- driver ---- */
 
 struct bench {
@@ -215,6 +325,9 @@ static const struct bench benches[] = {
     {"sleepers_1m_wall_s", bench_sleepers},
     {"sleepers_1m_rss_mb", bench_sleepers},
     {"seed_efficiency", bench_seed},
+    {"chan_pingpong_local_ns", bench_pingpong_local},
+    {"chan_pingpong_cross_ns", bench_pingpong_cross},
+    {"sem_spawn_ns", bench_sem_spawn},
 };
 #define NBENCH (sizeof benches / sizeof benches[0])
 

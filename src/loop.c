@@ -13,9 +13,12 @@
  * and a producer does:
  *     publish the task (inbox CAS or run-queue tail store); then read
  *     `parked` (inbox) or nsearching/nparked (run queue)
- * All of these are sequentially consistent, so either the producer sees
- * the loop parked and writes its eventfd, or the loop's re-check sees the
- * task. The scheduler side lives in sched.c.
+ * For the inbox all of these are sequentially consistent, so either the
+ * producer sees the loop parked and writes its eventfd, or the loop's
+ * re-check sees the task: a wake-up is never lost. The run-queue tail is
+ * stored with release only (runq.c says why), so a spawner and a parking
+ * loop may miss each other; then the task simply runs on the spawner's
+ * own loop, which is awake. The scheduler side lives in sched.c.
  */
 #define _GNU_SOURCE
 #include "loop.h"

@@ -108,7 +108,12 @@ typedef struct corio__runtime {
     _Alignas(CORIO__CACHE_LINE) _Atomic int nparked;    /* loops parked (hint) */
     _Atomic int nsearching;        /* loops looking for work to steal */
     corio__fd_gens fd_gens;        /* descriptor generations (io.h) */
+    struct corio__runtime *debug_next; /* corio__debug_runtimes list */
 } corio__runtime;
+
+/* Every running runtime, for debuggers (tools/gdb/corio.py); changed under
+ * a mutex when a runtime starts or ends. */
+extern corio__runtime *corio__debug_runtimes;
 
 /* The loop whose thread is calling, or NULL. */
 corio__loop *corio__loop_current(void);

@@ -38,6 +38,8 @@ struct corio_task;
 typedef struct corio__runq {
     _Alignas(CORIO__CACHE_LINE) _Atomic uint64_t head; /* owner pops, thieves CAS */
     _Alignas(CORIO__CACHE_LINE) _Atomic uint64_t tail; /* written by the owner only */
+    uint64_t head_seen; /* owner: head as last read; head only grows, so a
+                         * stale value can only make the ring look fuller */
     _Atomic(struct corio_task *) slots[CORIO__RUNQ_CAP];
 
     /* Overflow list, under `lock`. `overflow_len` is also read without the

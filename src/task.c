@@ -64,7 +64,7 @@ void corio_spawn_opts_init(corio_spawn_opts *opts)
 static corio_task *task_alloc(corio__loop *l)
 {
     if (!l->free_tasks) {
-        struct task_slab *slab = corio__calloc(1, sizeof *slab);
+        struct task_slab *slab = corio__malloc(sizeof *slab);
         if (!slab)
             return NULL;
         slab->next = l->slabs;
@@ -96,8 +96,7 @@ void corio__task_slabs_free(corio__loop *l)
     struct task_slab *slab = l->slabs;
     while (slab) {
         struct task_slab *next = slab->next;
-        for (int i = 0; i < SLAB_TASKS; i++)
-            corio__free(slab->tasks[i].saved);
+        /* Light tasks' save buffers went at their exit. */
         corio__free(slab);
         slab = next;
     }

@@ -1,0 +1,153 @@
+"""
+corio.py: gdb commands for looking at corio tasks.
+
+Load it with `source tools/gdb/corio.py` (or add that line to ~/.gdbinit),
+in a live process or a core file of a program linked with corio (not
+stripped). Commands:
+
+  corio tasks        every started task of every running runtime: id,
+                     loop, state, what it waits on, and its function;
+                     never-run tasks queued on each loop are counted.
+  corio bt ID        backtrace of the suspended task with that id.
+
+How `corio bt` works: a suspended task's stack pointer is saved in its
+context; the switch left the callee-saved registers and the return
+address just above it (src/ctx_x86_64.S, src/ctx_aarch64.S). The command
+points the selected thread's registers at that frame, prints `bt`, and
+puts the registers back. A light task whose frames were moved off the
+shared stack (another light task ran since) cannot be unwound; the
+command says so.
+"""
+import gdb
+
+STATES = {0: "new", 1: "ready", 2: "running", 3: "waiting", 4: "done"}
+FLAG_LIGHT = 1
+
+
+def runtimes():
+    rt = gdb.parse_and_eval("corio__debug_runtimes")
+    while int(rt) != 0:
+        yield rt
+        rt = rt["debug_next"]
+
+
+def loops(rt):
+    for i in range(int(rt["nloops"])):
+        yield rt["loops"][i]
+
+
+def started_tasks():
+    """(loop, task) for every started, unfinished task."""
+    for rt in runtimes():
+        for loop in loops(rt):
+            t = loop["live"]
+            while int(t) != 0:
+                yield loop, t
+                t = t["live_next"]
+
+
+def function_name(addr):
+    block = gdb.block_for_pc(int(addr))
+    while block is not None and block.function is None:
+        block = block.superblock
+    if block is not None and block.function is not None:
+        return block.function.name
+    sym = gdb.execute("info symbol 0x%x" % int(addr), to_string=True).split(" ")
+    return sym[0] if sym else "0x%x" % int(addr)
+
+
+def c_string(ptr):
+    if int(ptr) == 0:
+        return "-"
+    try:
+        return ptr.string()
+    except gdb.error:
+        return "?"
+
+
+class CorioPrefix(gdb.Command):
+    """Inspect corio tasks: `corio tasks`, `corio bt ID`."""
+
+    def __init__(self):
+        super().__init__("corio", gdb.COMMAND_USER, prefix=True)
+
+
+class CorioTasks(gdb.Command):
+    """List corio's started tasks: id, loop, state, wait, function."""
+
+    def __init__(self):
+        super().__init__("corio tasks", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        print("%-8s %-5s %-8s %-14s %-5s %s" % ("id", "loop", "state", "waits on", "kind", "function"))
+        count = 0
+        for loop, t in started_tasks():
+            state = STATES.get(int(t["state"]), str(int(t["state"])))
+            if int(loop["current"]) == int(t):
+                state = "running"
+            kind = "light" if int(t["flags"]) & FLAG_LIGHT else "stack"
+            print("%-8d %-5d %-8s %-14s %-5s %s" % (int(t["id"]), int(loop["index"]), state,
+                                                 c_string(t["wait_what"]), kind,
+                                                 function_name(t["fn"])))
+            count += 1
+        for rt in runtimes():
+            for loop in loops(rt):
+                q = loop["runq"]
+                queued = int(q["tail"]) - int(q["head"]) + int(q["overflow_len"])
+                if queued:
+                    print("loop %d: %d never-run tasks queued" % (int(loop["index"]), queued))
+        print("%d started task(s)" % count)
+
+
+class CorioBt(gdb.Command):
+    """Backtrace of a suspended corio task: corio bt ID."""
+
+    def __init__(self):
+        super().__init__("corio bt", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        try:
+            want = int(arg.strip())
+        except ValueError:
+            raise gdb.GdbError("usage: corio bt ID")
+        for loop, t in started_tasks():
+            if int(t["id"]) != want:
+                continue
+            if int(loop["current"]) == int(t):
+                raise gdb.GdbError("task %d is running on loop %d: select that thread and use bt"
+                                   % (want, int(loop["index"])))
+            if int(t["flags"]) & FLAG_LIGHT and int(loop["shared_owner"]) != int(t):
+                raise gdb.GdbError("task %d is a light task whose frames are saved off its "
+                                   "stack; it cannot be unwound in place" % want)
+            self.backtrace(t)
+            return
+        raise gdb.GdbError("no started task with id %d" % want)
+
+    def backtrace(self, t):
+        arch = gdb.selected_frame().architecture().name()
+        sp = int(t["ctx"]["sp"])
+        u64 = gdb.lookup_type("unsigned long long").pointer()
+        slot = lambda i: int(gdb.Value(sp + 8 * i).cast(u64).dereference())
+        if "x86-64" in arch:
+            regs = {"rsp": sp + 64, "rip": slot(7), "rbp": slot(6), "rbx": slot(5),
+                    "r12": slot(4), "r13": slot(3), "r14": slot(2), "r15": slot(1)}
+        elif "aarch64" in arch:
+            regs = {"sp": sp + 176, "pc": slot(11), "x29": slot(10), "x30": slot(11),
+                    "x19": slot(0), "x20": slot(1)}
+        else:
+            raise gdb.GdbError("corio bt supports x86-64 and aarch64, not %s" % arch)
+        gdb.execute("select-frame 0")
+        saved = {name: int(gdb.parse_and_eval("$" + name)) for name in regs}
+        try:
+            for name, value in regs.items():
+                gdb.execute("set $%s = %d" % (name, value))
+            gdb.execute("bt")
+        finally:
+            gdb.execute("select-frame 0")
+            for name, value in saved.items():
+                gdb.execute("set $%s = %d" % (name, value))
+
+
+CorioPrefix()
+CorioTasks()
+CorioBt()
