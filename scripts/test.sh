@@ -1,35 +1,55 @@
 #!/usr/bin/env bash
 # test.sh: build corio and run the whole test suite in every lane.
 #
-#   normal   RelWithDebInfo, every test
-#   asan     ASan + UBSan, every test
-#   tsan     ThreadSanitizer, every test (big iteration counts scaled down)
+#   normal    RelWithDebInfo, every test
+#   asan      ASan + UBSan, every test
+#   tsan      ThreadSanitizer, every test
+#   valgrind  every test under valgrind memcheck (stacks registered)
+#   ucontext  the portable context-switch fallback instead of assembly
+#   arm64     cross-built for aarch64, run under qemu-user
 #
-# Usage: scripts/test.sh [lane...]   (default: all lanes)
-# Each lane builds in build-<lane>/ and runs ctest there. Exit status is
-# non-zero if any lane fails; the summary at the end says which.
+# Usage: scripts/test.sh [lane...]   (default: all lanes, in that order)
+# Each lane builds in build-<lane>/ and runs ctest there. Slow lanes scale
+# iteration counts down with CORIO_TEST_SCALE (tests/test.h). Exit status
+# is non-zero if any lane fails; the summary at the end says which and
+# how long each took.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh || exit 1
 
 jobs=$(nproc)
 lanes=("$@")
-[ ${#lanes[@]} -gt 0 ] || lanes=(normal asan tsan)
+[ ${#lanes[@]} -gt 0 ] || lanes=(normal asan tsan valgrind ucontext arm64)
 
 declare -A result
 run_lane() {
-    local lane=$1 dir="build-$1" cmake_args=() env=()
+    local lane=$1 dir="build-$1" cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BUILD_TOOLS=ON) env=()
     case "$lane" in
-        normal) cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
-        asan)   cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_SANITIZE=address)
-                env=(ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 CORIO_TEST_SCALE=4) ;;
-        tsan)   cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_SANITIZE=thread)
-                env=(TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 CORIO_TEST_SCALE=10) ;;
-        *) echo "test.sh: unknown lane '$lane' (normal, asan, tsan)"; return 2 ;;
+        normal) ;;
+        asan)     cmake_args+=(-DCORIO_SANITIZE=address)
+                  env=(ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0
+                       UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 CORIO_TEST_SCALE=4) ;;
+        tsan)     cmake_args+=(-DCORIO_SANITIZE=thread)
+                  env=(TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 CORIO_TEST_SCALE=10) ;;
+        valgrind) cmake_args+=(-DCORIO_VALGRIND=ON
+                               "-DCORIO_TEST_WRAPPER=valgrind;--quiet;--error-exitcode=99;--leak-check=full;--errors-for-leak-kinds=definite;--track-fds=no;--suppressions=$PWD/tests/valgrind.supp")
+                  env=(CORIO_TEST_SCALE=50 CORIO_TEST_SLOW=1) ;;
+        ucontext) cmake_args+=(-DCORIO_CONTEXT=ucontext)
+                  env=(CORIO_TEST_SCALE=4) ;;
+        arm64)    scripts/deps.sh qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross || return 1
+                  cmake_args+=(-DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64
+                               -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc
+                               -DCMAKE_ASM_COMPILER=aarch64-linux-gnu-gcc
+                               "-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64;-L;/usr/aarch64-linux-gnu")
+                  env=(CORIO_TEST_SCALE=10 CORIO_TEST_SLOW=1) ;;
+        *) echo "test.sh: unknown lane '$lane' (normal asan tsan valgrind ucontext arm64)"; return 2 ;;
     esac
     echo "=== lane $lane: build"
     cmake -S . -B "$dir" "${cmake_args[@]}" >/dev/null || return 1
-    cmake --build "$dir" -j"$jobs" >/dev/null || { cmake --build "$dir" 2>&1 | grep -E 'error|warning' | head -20; return 1; }
+    if ! cmake --build "$dir" -j"$jobs" >"$dir/build.log" 2>&1; then
+        grep -E 'error|warning' "$dir/build.log" | head -20
+        return 1
+    fi
     echo "=== lane $lane: test"
     (cd "$dir" && env "${env[@]}" ctest --output-on-failure -j"$jobs")
 }

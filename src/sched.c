@@ -92,10 +92,10 @@ static bool light_save_owner(corio__loop *l)
         if (!buf)
             return false;
         o->saved = buf;
-        o->saved_cap = len;
+        o->saved_cap = (uint32_t)len;
     }
     copy_stack_bytes(o->saved, low, len);
-    o->saved_len = len;
+    o->saved_len = (uint32_t)len;
     l->shared_owner = NULL;
     return true;
 }
@@ -125,7 +125,7 @@ int corio__light_reserve(corio_task *self)
     if (!buf)
         return CORIO_ENOMEM;
     self->saved = buf;
-    self->saved_cap = need;
+    self->saved_cap = (uint32_t)need;
     return 0;
 }
 
@@ -173,6 +173,12 @@ enum start_result { STARTED, START_LATER, START_FAILED };
  * be had for a regular task. */
 static enum start_result task_start(corio__loop *l, corio_task *t)
 {
+    t->timer_slot = 0;
+    t->wait_what = NULL;
+    t->saved = NULL;
+    t->saved_len = t->saved_cap = 0;
+    t->wq_queued = false;
+    memset(&t->san, 0, sizeof t->san);
     if (t->flags & CORIO__TF_LIGHT) {
         if (!light_save_owner(l))
             return START_LATER;
@@ -180,7 +186,8 @@ static enum start_result task_start(corio__loop *l, corio_task *t)
         corio__san_set_stack(&t->san, l->shared_stack.lo, l->shared_stack.size);
         l->shared_owner = t;
     } else {
-        if (corio__stack_get(&l->stacks, &t->stack, t->stack.size) != 0)
+        if (corio__stack_get(&l->stacks, &t->stack,
+                             (size_t)t->stack_pages * CORIO__STACK_UNIT) != 0)
             return START_FAILED;
         corio__ctx_make(&t->ctx, t->stack.lo, t->stack.size, task_entry, t);
         corio__san_set_stack(&t->san, t->stack.lo, t->stack.size);

@@ -19,12 +19,12 @@
 static inline int corio__sync_block(corio__spin *lock, corio__waitq *q, corio_task *self,
                                     uint64_t token, corio_time_t deadline, const char *what)
 {
-    corio__waitq_push(q, &self->waiter, self, token);
+    corio__waitq_push(q, self);
     corio__spin_unlock(lock);
     int rc = corio__wait_commit(self, token, deadline, what);
     if (rc != 0) {
         corio__spin_lock(lock);
-        corio__waitq_remove(q, &self->waiter);
+        corio__waitq_remove(q, self);
         corio__spin_unlock(lock);
     }
     return rc;

@@ -64,7 +64,7 @@ void corio_spawn_opts_init(corio_spawn_opts *opts)
 static corio_task *task_alloc(corio__loop *l)
 {
     if (!l->free_tasks) {
-        struct task_slab *slab = corio__malloc(sizeof *slab);
+        struct task_slab *slab = corio__aligned_alloc(64, sizeof *slab);
         if (!slab)
             return NULL;
         slab->next = l->slabs;
@@ -114,39 +114,27 @@ static uint64_t next_task_id(corio__loop *l)
     return l->id_next++;
 }
 
-/* Fill a recycled object for a new task. The wait word keeps its
- * generation: a late waker's old token must keep failing. */
+/* Fill a recycled object for a new task: line 1 only (task.h); the rest
+ * is set up when the task first runs. The wait word keeps its generation:
+ * a late waker's old token must keep failing. */
 static void task_init(corio__loop *l, corio_task *t, corio_fn fn, void *arg, unsigned flags,
                       bool detached)
 {
     uint64_t wait = atomic_load_explicit(&t->wait, memory_order_relaxed);
-    memset(&t->ctx, 0, sizeof t->ctx);
     t->next = NULL;
-    t->home = NULL;
     t->fn = fn;
     t->arg = arg;
-    t->result = NULL;
-    t->stack.lo = NULL;
-    t->stack.size = 0;
-    t->exit_error = 0;
+    t->home = NULL;
     t->id = next_task_id(l);
-    t->state = CORIO__TASK_NEW;
-    t->flags = (uint8_t)flags;
-    t->timer_slot = 0;
-    t->wait_what = NULL;
-    t->live_prev = t->live_next = NULL;
-    t->saved = NULL;
-    t->saved_len = t->saved_cap = 0;
-    memset(&t->san, 0, sizeof t->san);
-    atomic_store_explicit(&t->wait, wait & ~(uint64_t)CORIO__WAIT_STATE_MASK,
-                          memory_order_relaxed);
-    t->wake_result = 0;
-    atomic_store_explicit(&t->cancel_pending, false, memory_order_relaxed);
-    atomic_store_explicit(&t->cancel_sticky, false, memory_order_relaxed);
-    t->waiter.queued = false;
     atomic_store_explicit(&t->join, detached ? CORIO__JOIN_DETACHED : CORIO__JOIN_NONE,
                           memory_order_relaxed);
-    atomic_store_explicit(&t->join_token, 0, memory_order_relaxed);
+    atomic_store_explicit(&t->wait, wait & ~(uint64_t)CORIO__WAIT_STATE_MASK,
+                          memory_order_relaxed);
+    t->stack_pages = 0;
+    t->state = CORIO__TASK_NEW;
+    t->flags = (uint8_t)flags;
+    atomic_store_explicit(&t->cancel_pending, false, memory_order_relaxed);
+    atomic_store_explicit(&t->cancel_sticky, false, memory_order_relaxed);
 }
 
 int corio__task_create(corio__loop *l, corio_task **out, corio_fn fn, void *arg,
@@ -169,7 +157,7 @@ int corio__task_create(corio__loop *l, corio_task **out, corio_fn fn, void *arg,
      * spawn costs tens of nanoseconds, and a short task then reuses the
      * warm stack its predecessor just gave back. */
     if (!(flags & CORIO__TF_LIGHT))
-        t->stack.size = stack_size;
+        t->stack_pages = (uint32_t)(stack_size / CORIO__STACK_UNIT);
     *out = t;
     return 0;
 

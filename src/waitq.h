@@ -2,12 +2,13 @@
  * waitq.h: FIFO queues of waiting tasks, for channels, semaphores,
  * mutexes, events and wait groups.
  *
- * The queue node lives in the task (a task waits on one thing at a time),
+ * The queue links live in the task (a task waits on one thing at a time),
  * never on its stack, so light tasks can wait too. All operations run
- * under the owning object's spinlock. Waking pops a node and fires its
- * task with the token it queued with; if the fire fails, the task's wait
- * already ended (deadline, cancellation) and the next node is tried, so a
- * wake-up is never spent on a task that is no longer waiting.
+ * under the owning object's spinlock. A task is in a queue only while its
+ * wait is armed for that queue (it leaves under the lock before waiting on
+ * anything else), so waking fires whatever wait it has armed. If the fire
+ * fails, the task's wait already ended (deadline, cancellation) and the
+ * next one is tried: a wake-up is never spent on a task no longer waiting.
  */
 #ifndef CORIO_WAITQ_H
 #define CORIO_WAITQ_H
@@ -18,55 +19,46 @@
 #include "task.h"
 
 typedef struct corio__waitq {
-    corio__waiter *head, *tail;
+    corio_task *head, *tail;
 } corio__waitq;
 
-static inline void corio__waitq_push(corio__waitq *q, corio__waiter *w, corio_task *t,
-                                     uint64_t token)
+static inline void corio__waitq_push(corio__waitq *q, corio_task *t)
 {
-    w->task = t;
-    w->token = token;
-    w->queued = true;
-    w->next = NULL;
-    w->prev = q->tail;
+    t->wq_queued = true;
+    t->wq_next = NULL;
+    t->wq_prev = q->tail;
     if (q->tail)
-        q->tail->next = w;
+        q->tail->wq_next = t;
     else
-        q->head = w;
-    q->tail = w;
+        q->head = t;
+    q->tail = t;
 }
 
-static inline void corio__waitq_remove(corio__waitq *q, corio__waiter *w)
+static inline void corio__waitq_remove(corio__waitq *q, corio_task *t)
 {
-    if (!w->queued)
+    if (!t->wq_queued)
         return;
-    if (w->prev)
-        w->prev->next = w->next;
+    if (t->wq_prev)
+        t->wq_prev->wq_next = t->wq_next;
     else
-        q->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+        q->head = t->wq_next;
+    if (t->wq_next)
+        t->wq_next->wq_prev = t->wq_prev;
     else
-        q->tail = w->prev;
-    w->queued = false;
-    w->next = w->prev = NULL;
-}
-
-static inline corio__waiter *corio__waitq_pop(corio__waitq *q)
-{
-    corio__waiter *w = q->head;
-    if (w)
-        corio__waitq_remove(q, w);
-    return w;
+        q->tail = t->wq_prev;
+    t->wq_queued = false;
+    t->wq_next = t->wq_prev = NULL;
 }
 
 /* Wake the first task still waiting; returns it, or NULL if none was. */
 static inline corio_task *corio__waitq_wake_one(corio__waitq *q, int result)
 {
-    corio__waiter *w;
-    while ((w = corio__waitq_pop(q)) != NULL)
-        if (corio__task_fire(w->task, w->token, result))
-            return w->task;
+    corio_task *t;
+    while ((t = q->head) != NULL) {
+        corio__waitq_remove(q, t);
+        if (corio__task_fire_any(t, result))
+            return t;
+    }
     return NULL;
 }
 
