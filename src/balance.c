@@ -36,13 +36,16 @@ bool corio__balance_may_start_new(corio__loop *l)
 {
     corio__runtime *rt = l->rt;
     /* Cheap exit for the common case of short tasks: nothing to level. */
-    if (rt->nloops < 2 || l->live_count < CORIO__BALANCE_SLACK)
+    if (rt->nloops < 2 || l->live_count < CORIO__BALANCE_MIN_SLACK)
         return true;
+    size_t slack = l->live_count / 100;
+    if (slack < CORIO__BALANCE_MIN_SLACK)
+        slack = CORIO__BALANCE_MIN_SLACK;
     for (unsigned i = 0; i < rt->nloops; i++) {
         corio__loop *v = rt->loops[i];
         if (v == l || is_stale(l, v))
             continue;
-        if (l->live_count >= load_of(v) + CORIO__BALANCE_SLACK) {
+        if (l->live_count >= load_of(v) + slack) {
             corio__loop_wake(v);
             return false;
         }

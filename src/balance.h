@@ -15,9 +15,10 @@
  *   steal    a thief takes half the difference between the victim's load
  *            and its own (classic steal-half when the victim is stuck, see
  *            below);
- *   hold     a loop does not start its own queued tasks while it has
- *            CORIO__BALANCE_SLACK more started tasks than some other loop's
- *            load; it wakes that loop and leaves the tasks to be stolen.
+ *   hold     a loop does not start its own queued tasks while it has 1%
+ *            (at least 4) more started tasks than some other loop's load;
+ *            it wakes that loop and leaves the tasks to be stolen. (With a
+ *            fixed slack of 32, a burst of 2,000 tasks could end 3% uneven.)
  *            (Page faults on fresh stacks stall a loop for milliseconds on
  *            our VMs; without this rule, whichever loop stalled less near
  *            the end of a burst adopted up to 58% of it.)
@@ -40,8 +41,9 @@
 
 /* 10 ms: the patience Go's sysmon has with a P stuck in a system call. */
 #define CORIO__BALANCE_STALE_NS ((int64_t)10000000)
-/* How far ahead (in started tasks) a loop may get before holding back. */
-#define CORIO__BALANCE_SLACK 32
+/* How far ahead a loop may get before holding back: 1% of its started
+ * tasks, at least this many. */
+#define CORIO__BALANCE_MIN_SLACK 4
 /* How soon a loop that holds back or cannot steal yet looks again. */
 #define CORIO__BALANCE_RECHECK_NS ((int64_t)200000)
 

@@ -2,7 +2,10 @@
 //
 // It runs the design brief's "reference experiment" (10,000 tasks, each
 // sleeps 0.2-1.0 s then sums integers below m) with one goroutine per task
-// on GOMAXPROCS = --loops threads, plus four micro benchmarks. The workload
+// on GOMAXPROCS = --loops threads, plus four micro benchmarks. Like
+// corio-demo, each task times its own summation; the lower bound uses the
+// run's measured ns per unit (sum of work_ns / sum of units), and the
+// pre-run calibration is only reported (calib_unit_ns). The workload
 // is generated bit-exactly like the C, Rust and Python peers (splitmix64,
 // same draw order, same rounding), so the same seed gives the same tasks in
 // every language; --debug prints a checksum of them on stderr to check that.
@@ -25,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	_ "unsafe" // go:linkname
 )
 
 type options struct {
@@ -55,7 +59,18 @@ func splitmix64(state *uint64) uint64 {
 // scalar LEAQ/ADDQ/MOVQ/CMPQ/JA loop, one add per iteration), and
 // noinline keeps calibration and tasks on the very same machine code.
 //
+// nosplit: no stack-check prologue and no asynchronous safe point, so the
+// scheduler cannot preempt a goroutine inside its sum. Each task times its
+// own summation (below); with preemption points inside the timed span, a
+// goroutine whose time slice ran out (woken sleepers inherit the slice of
+// the goroutine they follow, via runnext) was parked on the global run
+// queue mid-measurement, and its work_ns counted the wait behind every
+// other woken goroutine: 10-30x the real cost per unit at work_scale 10.
+// The sums are 0.1-6 ms, so this is what the cooperative runtimes (corio,
+// Tokio) do too: a task runs its sum to the end.
+//
 //go:noinline
+//go:nosplit
 func sumBelow(m uint64) uint64 {
 	var s uint64
 	for i := uint64(0); i < m; i++ {
@@ -77,6 +92,14 @@ func triangle(m uint64) uint64 {
 }
 
 var sink uint64
+
+// nanotime is the runtime's monotonic clock (what time.Since uses). It is
+// nosplit, so unlike time.Now/time.Since it has no preemption point before
+// it reads the clock: the timed span [nanotime, sumBelow, nanotime] holds
+// no point where the goroutine can be descheduled by Go's scheduler.
+//
+//go:linkname nanotime runtime.nanotime
+func nanotime() int64
 
 // calibrate returns ns per loop iteration of sumBelow, single-threaded:
 // the best of 3 runs over 20M iterations.
@@ -168,16 +191,25 @@ func runSeed(o options) {
 		printChecksum(delays, ms)
 	}
 
-	unit := calibrate()
+	// Reference only: the bound uses the cost measured during the run, as
+	// this host's CPU speed drifts (up to 2x within a minute).
+	calib := calibrate()
 
 	results := make([]uint64, n)
+	workNs := make([]int64, n)
 	var wg sync.WaitGroup
 	wg.Add(n)
 	t0 := time.Now()
 	for i := 0; i < n; i++ {
 		go func(i int) {
 			time.Sleep(time.Duration(delays[i]))
-			results[i] = sumBelow(ms[i])
+			// Each task times its own summation on the monotonic
+			// clock, with no preemption point in between (see
+			// nanotime and sumBelow).
+			w0 := nanotime()
+			s := sumBelow(ms[i])
+			workNs[i] = nanotime() - w0
+			results[i] = s
 			wg.Done()
 		}(i)
 	}
@@ -190,6 +222,16 @@ func runSeed(o options) {
 			ok = false
 		}
 	}
+	// unit = sum(work_ns) / sum(units): this run's own cost per unit.
+	var sumWork, sumUnits float64
+	for i := 0; i < n; i++ {
+		sumWork += float64(workNs[i])
+		sumUnits += float64(ms[i])
+	}
+	unit := 0.0
+	if sumUnits > 0 {
+		unit = sumWork / sumUnits
+	}
 	maxIoCpu, minIo, sumCpu := 0.0, math.Inf(1), 0.0
 	for i := 0; i < n; i++ {
 		io := float64(delays[i])
@@ -199,14 +241,19 @@ func runSeed(o options) {
 		sumCpu += cpu
 	}
 	bound := math.Max(maxIoCpu, minIo+sumCpu/float64(o.loops)) / 1e9
-	eff := bound / wall
+	eff := 0.0
+	if wall > 0 {
+		eff = bound / wall
+	}
 	if o.json {
 		fmt.Printf("{\"system\":\"go\",\"mode\":\"steal\",\"loops\":%d,\"tasks\":%d,\"work_scale\":%s,\"seed\":%d,"+
-			"\"results_ok\":%t,\"wall_s\":%.3f,\"bound_s\":%.3f,\"efficiency\":%.3f,\"cpu_s\":%.3f,\"unit_ns\":%.4f}\n",
-			o.loops, n, fmtScale(o.scale), o.seed, ok, wall, bound, eff, sumCpu/1e9, unit)
+			"\"results_ok\":%t,\"wall_s\":%.4f,\"bound_s\":%.4f,\"efficiency\":%.4f,\"cpu_s\":%.4f,"+
+			"\"unit_ns\":%.5f,\"calib_unit_ns\":%.5f}\n",
+			o.loops, n, fmtScale(o.scale), o.seed, ok, wall, bound, eff, sumCpu/1e9, unit, calib)
 	} else {
-		fmt.Printf("go steal: loops=%d tasks=%d work_scale=%s seed=%d results_ok=%t wall=%.3fs bound=%.3fs efficiency=%.3f cpu=%.3fs unit=%.4fns\n",
-			o.loops, n, fmtScale(o.scale), o.seed, ok, wall, bound, eff, sumCpu/1e9, unit)
+		fmt.Printf("go steal: loops=%d tasks=%d work_scale=%s seed=%d results_ok=%t wall=%.3fs bound=%.3fs "+
+			"efficiency=%.3f cpu=%.3fs unit=%.4fns (measured in the run) calib_unit=%.4fns\n",
+			o.loops, n, fmtScale(o.scale), o.seed, ok, wall, bound, eff, sumCpu/1e9, unit, calib)
 	}
 	if !ok {
 		os.Exit(1)
