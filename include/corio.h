@@ -109,7 +109,8 @@ extern "C" {
     X(ESHUTDOWN, -ESHUTDOWN, "runtime is shutting down")                        \
     X(ENONAME, -4001, "host or service name not known")                         \
     X(ENAMETEMP, -4002, "temporary failure in name resolution")                 \
-    X(ENAMEFAIL, -4003, "name resolution failed")
+    X(ENAMEFAIL, -4003, "name resolution failed")                              \
+    X(ENOSTACK, -4004, "task could not start: no stack could be allocated")
 
 enum corio_errno {
 #define CORIO_ERROR_ENUM_(name, value, msg) CORIO_##name = (value),
@@ -223,9 +224,16 @@ CORIO_API void corio_spawn_opts_init(corio_spawn_opts *opts);
  * It starts on the caller's loop or, if another loop is idle, may be
  * stolen by that loop before it first runs; once it has run it stays on
  * that loop. *task receives the handle; pass task == NULL for a detached
- * task. Returns 0, CORIO_ENOMEM (no memory or no stack), CORIO_EAGAIN
- * (max_tasks reached), CORIO_ESHUTDOWN (runtime stopping) or CORIO_EPERM
- * (not called from inside a runtime).
+ * task. Must be called from a task. Returns 0, CORIO_ENOMEM (no memory
+ * for the task), CORIO_EAGAIN (max_tasks reached), CORIO_ESHUTDOWN
+ * (runtime stopping), CORIO_EINVAL or CORIO_EPERM (not in a task).
+ *
+ * The task's stack is taken when it first runs, from its loop's pool (a
+ * fresh stack costs microseconds, a spawn tens of nanoseconds, and a short
+ * task reuses the stack its predecessor just gave back). If no stack can
+ * be had then, the task does not run, and its join reports
+ * CORIO_ENOSTACK. Bound the number of tasks with max_tasks to rule that
+ * out.
  */
 CORIO_API int corio_spawn(corio_task **task, corio_fn fn, void *arg);
 /* As corio_spawn, on loop `loop`, where it stays (never stolen).
@@ -238,9 +246,14 @@ CORIO_API int corio_spawn_ex(corio_task **task, corio_fn fn, void *arg,
 
 /*
  * await task: wait until `task` has finished, store its return value in
- * *result (may be NULL) and release the handle. On CORIO_ETIMEDOUT or
- * CORIO_ECANCELED the handle stays valid. CORIO_EDEADLK if a task joins
- * itself.
+ * *result (may be NULL) and release the handle.
+ *   0                the task ran and returned; handle released
+ *   CORIO_ENOSTACK   it never ran, no stack could be had; handle released
+ *   CORIO_ESHUTDOWN  it never ran, dropped by shutdown; handle released
+ *   CORIO_ETIMEDOUT, CORIO_ECANCELED, CORIO_ENOMEM (a light joiner could
+ *                    not reserve memory to wait)  the wait failed; the
+ *                    handle stays valid
+ *   CORIO_EDEADLK    a task joined itself; CORIO_EINVAL: a detached handle
  */
 CORIO_API int corio_join(corio_task *task, void **result);
 CORIO_API int corio_join_until(corio_task *task, void **result,
@@ -249,7 +262,9 @@ CORIO_API int corio_join_until(corio_task *task, void **result,
 /*
  * asyncio.gather: wait until all n tasks have finished, then store their
  * results in task order in results[0..n-1] (may be NULL) and release every
- * handle. On timeout or cancellation no handle is released.
+ * handle. Returns 0, or CORIO_ENOSTACK / CORIO_ESHUTDOWN if some task
+ * never ran (its result is NULL; all handles are released all the same).
+ * If the wait fails (timeout, cancellation) no handle is released.
  */
 CORIO_API int corio_gather(corio_task *const *tasks, size_t n, void **results);
 CORIO_API int corio_gather_until(corio_task *const *tasks, size_t n,
@@ -319,16 +334,21 @@ CORIO_API int corio_group_new(corio_group **group, unsigned flags);
 CORIO_API int corio_group_spawn(corio_group *group, corio_group_fn fn, void *arg);
 CORIO_API int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
                                    const corio_spawn_opts *opts);
-/* Wait until every child spawned so far has returned. Returns the first
- * failure of any child (0 if none failed), or CORIO_ETIMEDOUT /
- * CORIO_ECANCELED if the wait itself ended early (children run on). */
+/* Wait until every child spawned so far has returned: 0, or
+ * CORIO_ETIMEDOUT / CORIO_ECANCELED if the wait itself ended early (the
+ * children run on and can be waited for again). How the children did is
+ * corio_group_error()'s answer. */
 CORIO_API int corio_group_wait(corio_group *group);
 CORIO_API int corio_group_wait_until(corio_group *group, corio_time_t deadline);
+/* The first failure a child returned, or 0. (A child cancelled by the
+ * group usually fails with CORIO_ECANCELED itself; keeping the children's
+ * results apart from the wait's own keeps the two from being confused.) */
+CORIO_API int corio_group_error(corio_group *group);
 /* Cancel every child still running (as on a failure with
  * CORIO_GROUP_CANCEL_ON_ERROR). */
 CORIO_API int corio_group_cancel(corio_group *group);
 /* Cancel what still runs, wait for all children (even if the caller is
- * being cancelled), free the group. Returns the first failure. From a
+ * being cancelled), free the group. Returns corio_group_error(). From a
  * task only. */
 CORIO_API int corio_group_close(corio_group *group);
 

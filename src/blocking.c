@@ -161,12 +161,17 @@ int corio__run_blocking_owned(corio_fn fn, void *arg, void (*abandoned)(void *ar
         return CORIO_EINVAL;
     struct corio__blocking_pool *pool = self->home->rt->pool;
     struct blocking_job *job = corio__malloc(sizeof *job);
-    if (!job)
+    if (!job) {
+        if (abandoned)
+            abandoned(arg);
         return CORIO_ENOMEM;
+    }
     uint64_t token;
     int rc = corio__wait_arm(self, &token);
     if (rc != 0) {
         corio__free(job);
+        if (abandoned)
+            abandoned(arg);
         return rc;
     }
     *job = (struct blocking_job){.fn = fn, .arg = arg, .abandoned = abandoned, .task = self,
@@ -186,6 +191,8 @@ int corio__run_blocking_owned(corio_fn fn, void *arg, void (*abandoned)(void *ar
     if (rc != 0) {
         corio__wait_disarm(self, token);
         corio__free(job);
+        if (abandoned)
+            abandoned(arg);
         return rc;
     }
 

@@ -21,11 +21,11 @@ void corio__blocking_pool_destroy(struct corio__blocking_pool *pool);
 
 #include "corio.h"
 /*
- * corio_run_blocking for a job that owns its argument: if the wait ends
- * early (deadline, cancellation) and fn has not run or is still running,
- * abandoned(arg) is called once fn is done with arg (at once if fn never
- * started), on whichever thread that happens. The caller must then not
- * touch arg.
+ * corio_run_blocking for a job that owns its argument. On success (0) the
+ * caller still owns arg. On any error, arg has passed to the pool:
+ * abandoned(arg) runs once nothing uses arg any more: at once if fn never
+ * started (or could not be queued), after fn returns if it was running,
+ * on whichever thread that happens. The caller must then not touch arg.
  */
 int corio__run_blocking_owned(corio_fn fn, void *arg, void (*abandoned)(void *arg),
                               void **result, corio_time_t deadline);

@@ -139,16 +139,19 @@ int corio_group_wait_until(corio_group *group, corio_time_t deadline)
         corio__spin_unlock(&group->lock);
 
         int rc = corio_join_until(t, NULL, deadline);
-        if (rc == CORIO_ETIMEDOUT || rc == CORIO_ECANCELED || rc == CORIO_EPERM)
-            return rc; /* the handle is still ours: the child runs on */
-        /* Joined (or discarded by shutdown): the handle is released. */
+        if (rc != 0 && rc != CORIO_ESHUTDOWN && rc != CORIO_ENOSTACK)
+            return rc; /* the wait failed; the handle is still ours */
+        /* Joined: the handle is released (also for a child that never
+         * ran: dropped by shutdown, or no stack for it). */
         corio__free(c);
         corio__spin_lock(&group->lock);
         group->joined++;
         corio__spin_unlock(&group->lock);
     }
-    return atomic_load(&group->first_error);
+    return 0;
 }
+
+int corio_group_error(corio_group *group) { return group ? atomic_load(&group->first_error) : CORIO_EINVAL; }
 
 int corio_group_wait(corio_group *group) { return corio_group_wait_until(group, CORIO_FOREVER); }
 
@@ -183,8 +186,8 @@ int corio_group_close(corio_group *group)
             corio__join_uncancellable(group->children[group->joined]);
             corio__free(group->ctx[group->joined]);
         }
-        rc = atomic_load(&group->first_error);
     }
+    rc = atomic_load(&group->first_error);
     if (cancel_again)
         atomic_store(&self->cancel_pending, true);
     corio__free(group->children);

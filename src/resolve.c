@@ -106,7 +106,7 @@ int corio_getaddrinfo_until(const char *node, const char *service, const struct 
     }
     int rc = corio__run_blocking_owned(gai_on_pool, c, gai_abandoned, NULL, deadline);
     if (rc != 0)
-        return rc; /* c now belongs to the pool */
+        return rc; /* c has passed to the pool, which frees it */
     *res = c->res;
     rc = c->rc;
     gai_call_free(c);

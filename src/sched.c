@@ -224,8 +224,8 @@ static void task_exit(corio__loop *l, corio_task *t)
 }
 
 /* A never-run task finishes without running: dropped by shutdown
- * (CORIO_ESHUTDOWN) or no stack to be had (CORIO_ENOMEM). Its joiner gets
- * the error. */
+ * (CORIO_ESHUTDOWN) or no stack to be had (CORIO_ENOSTACK). Its joiner
+ * gets the error. */
 static void task_finish_unrun(corio__loop *l, corio_task *t, int error)
 {
     t->flags |= CORIO__TF_UNRUN;
@@ -294,7 +294,7 @@ static void run_task(corio__loop *l, corio_task *t)
     if (t->state == CORIO__TASK_NEW) {
         enum start_result started = task_start(l, t);
         if (started == START_FAILED) {
-            task_finish_unrun(l, t, CORIO_ENOMEM);
+            task_finish_unrun(l, t, CORIO_ENOSTACK);
             return;
         }
         if (started == START_LATER) {

@@ -103,7 +103,7 @@ struct corio_task {
     void *saved;                  /* light task: copy of its stack while out */
     uint32_t saved_len, saved_cap;
     int exit_error;               /* why an UNRUN task never ran: CORIO_ESHUTDOWN,
-                                   * CORIO_ENOMEM (no stack) */
+                                   * CORIO_ENOSTACK */
     int wake_result;              /* any thread: set by the waker that fired */
     uint32_t timer_slot;          /* index + 1 in home's timer heap, 0: none */
     bool wq_queued;               /* in a wait queue (under its lock) */
