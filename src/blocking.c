@@ -155,10 +155,11 @@ int corio__run_blocking_owned(corio_fn fn, void *arg, void (*abandoned)(void *ar
                               void **result, corio_time_t deadline)
 {
     corio_task *self = corio__current_task();
-    if (!self)
-        return CORIO_EPERM;
-    if (!fn)
-        return CORIO_EINVAL;
+    if (!self || !fn) {
+        if (abandoned)
+            abandoned(arg);
+        return !self ? CORIO_EPERM : CORIO_EINVAL;
+    }
     struct corio__blocking_pool *pool = self->home->rt->pool;
     struct blocking_job *job = corio__malloc(sizeof *job);
     if (!job) {
@@ -210,6 +211,8 @@ int corio__run_blocking_owned(corio_fn fn, void *arg, void (*abandoned)(void *ar
             job = NULL; /* the pool thread frees it */
             break;
         default: /* DONE: it finished while we gave up; keep the result */
+            if (rc == CORIO_ECANCELED)
+                corio__cancel_repend(self);
             rc = 0;
             break;
         }

@@ -189,7 +189,7 @@ int corio_group_close(corio_group *group)
     }
     rc = atomic_load(&group->first_error);
     if (cancel_again)
-        atomic_store(&self->cancel_pending, true);
+        corio__cancel_repend(self);
     corio__free(group->children);
     corio__free(group->ctx);
     corio__free(group);

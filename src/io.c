@@ -108,8 +108,19 @@ static int ensure_registered(corio__loop *l, corio__fd_entry *e, int fd)
     e->registered = 1;
     e->gen = gen;
     e->ready = 0;
+    e->hup = 0;
     e->stream = is_stream(fd);
     return 0;
+}
+
+int corio__io_prepare(corio__loop *l, int fd)
+{
+    if (fd < 0 || fd >= CORIO__FD_MAX)
+        return CORIO_EBADF;
+    corio__fd_entry *e = entry_of(&l->io, fd);
+    if (!e)
+        return CORIO_ENOMEM;
+    return ensure_registered(l, e, fd);
 }
 
 int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline, const char *what)
@@ -146,12 +157,16 @@ bool corio__io_known_unready(corio__loop *l, int fd, int dir)
     if ((uint32_t)fd >= l->io.nfds)
         return false;
     corio__fd_entry *e = &l->io.fds[fd];
-    return e->registered && e->stream && !(e->ready & (1u << dir));
+    return e->registered && e->stream && !e->hup && !(e->ready & (1u << dir));
 }
 
-void corio__io_note_drained(corio__loop *l, int fd)
+void corio__io_note_read(corio__loop *l, int fd, size_t n, size_t asked)
 {
-    if ((uint32_t)fd < l->io.nfds && l->io.fds[fd].stream)
+    if ((uint32_t)fd >= l->io.nfds || !l->io.fds[fd].stream)
+        return;
+    if (n == 0 && asked > 0)
+        l->io.fds[fd].hup = 1;
+    else if (n < asked)
         l->io.fds[fd].ready &= (uint8_t) ~(1u << CORIO__IO_IN);
 }
 
@@ -165,6 +180,8 @@ void corio__io_dispatch(corio__loop *l, const corio__poll_event *ev, int n)
         corio__fd_entry *e = &l->io.fds[fd];
         if (!e->registered || e->gen != gen)
             continue; /* an event for a file since closed */
+        if (ev[i].events & CORIO__POLL_HUP)
+            e->hup = 1;
         for (int dir = 0; dir < 2; dir++) {
             unsigned bit = dir == CORIO__IO_IN ? CORIO__POLL_IN : CORIO__POLL_OUT;
             if (!(ev[i].events & bit))

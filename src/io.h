@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #include "corio.h"
-#include "poll.h"
+#include "poller.h"
 
 struct corio__loop;
 struct corio__runtime;
@@ -40,6 +40,8 @@ typedef struct corio__fd_entry {
     uint8_t registered;   /* in this loop's epoll */
     uint8_t ready;        /* bit per direction: known ready */
     uint8_t stream;       /* byte stream: a short read means drained */
+    uint8_t hup;          /* end of stream, reset or error seen: no edge
+                           * will follow, always try the system call */
     struct corio_task *waiter[2];
     uint64_t token[2];
 } corio__fd_entry;
@@ -71,10 +73,17 @@ void corio__fd_gens_destroy(corio__fd_gens *g);
  */
 int corio__io_wait(struct corio_task *self, int fd, int dir, corio_time_t deadline,
                    const char *what);
+/*
+ * Before the first system call on fd in a call: make sure this loop has
+ * fd registered (and so non-blocking: a blocking descriptor would block
+ * the whole loop thread). 0, or an error for the caller to return.
+ */
+int corio__io_prepare(struct corio__loop *l, int fd);
 /* Is fd known not ready in dir (so the system call can be skipped)? */
 bool corio__io_known_unready(struct corio__loop *l, int fd, int dir);
-/* A stream read returned less than asked: the descriptor is drained. */
-void corio__io_note_drained(struct corio__loop *l, int fd);
+/* A stream read returned less than asked (n > 0): the descriptor is
+ * drained. n == 0: end of stream, never skip a read again. */
+void corio__io_note_read(struct corio__loop *l, int fd, size_t n, size_t asked);
 
 /* Scheduler: deliver polled events to waiting tasks. */
 void corio__io_dispatch(struct corio__loop *l, const corio__poll_event *ev, int n);

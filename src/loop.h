@@ -23,7 +23,7 @@
 #include "corio.h"
 #include "ctx.h"
 #include "io.h"
-#include "poll.h"
+#include "poller.h"
 #include "runq.h"
 #include "sanitize.h"
 #include "stack.h"

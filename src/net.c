@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,6 +31,15 @@ int corio_wait_fd(int fd, unsigned events, corio_time_t deadline)
         return CORIO_EPERM;
     if (events != CORIO_READABLE && events != CORIO_WRITABLE)
         return CORIO_EINVAL;
+    int rc = corio__io_prepare(self->home, fd);
+    if (rc != 0)
+        return rc;
+    /* Unlike the other calls, this one does not follow an EAGAIN: ask the
+     * kernel whether fd is ready now. If not, it is registered already,
+     * so the edge of it becoming ready cannot be missed. */
+    struct pollfd pfd = {.fd = fd, .events = events == CORIO_READABLE ? POLLIN : POLLOUT};
+    if (poll(&pfd, 1, 0) > 0)
+        return 0;
     return corio__io_wait(self, fd, events == CORIO_READABLE ? CORIO__IO_IN : CORIO__IO_OUT,
                           deadline, "fd");
 }
@@ -47,11 +57,14 @@ int corio_connect_until(int fd, const struct sockaddr *addr, socklen_t len, cori
     corio_task *self = self_or_null();
     if (!self)
         return CORIO_EPERM;
+    int rc = corio__io_prepare(self->home, fd);
+    if (rc != 0)
+        return rc;
     if (connect(fd, addr, len) == 0)
         return 0;
     if (errno != EINPROGRESS && errno != EINTR)
         return -errno;
-    int rc = corio__io_wait(self, fd, CORIO__IO_OUT, deadline, "connect");
+    rc = corio__io_wait(self, fd, CORIO__IO_OUT, deadline, "connect");
     if (rc != 0)
         return rc;
     int err = 0;
@@ -71,6 +84,9 @@ int corio_accept_until(int listener, struct sockaddr *addr, socklen_t *len, cori
     corio_task *self = self_or_null();
     if (!self)
         return CORIO_EPERM;
+    int prep = corio__io_prepare(self->home, listener);
+    if (prep != 0)
+        return prep;
     for (;;) {
         if (corio__fault(EMFILE))
             return CORIO_EMFILE;
@@ -105,10 +121,18 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
     if (!self)
         return CORIO_EPERM;
     corio__loop *l = self->home;
+    int rc = corio__io_prepare(l, fd);
+    if (rc != 0)
+        return rc;
+    int timed_out = 0;
     for (;;) {
-        if (op != OP_RECVFROM && corio__io_known_unready(l, fd, CORIO__IO_IN)) {
-            int rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, "read");
-            if (rc != 0)
+        if (op != OP_RECVFROM && !timed_out && corio__io_known_unready(l, fd, CORIO__IO_IN)) {
+            rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, "read");
+            /* Timed out on knowledge alone: still look once, data may
+             * have come in the same instant. */
+            if (rc == CORIO_ETIMEDOUT)
+                timed_out = rc;
+            else if (rc != 0)
                 return rc;
         }
         ssize_t n;
@@ -118,8 +142,8 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
         default: n = recvfrom(fd, buf, len, flags, from, fromlen); break;
         }
         if (n >= 0) {
-            if (op != OP_RECVFROM && (size_t)n < len)
-                corio__io_note_drained(l, fd);
+            if (op != OP_RECVFROM)
+                corio__io_note_read(l, fd, (size_t)n, len);
             corio__io_coop(self);
             return n;
         }
@@ -127,7 +151,9 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
             continue;
         if (errno != EAGAIN)
             return -errno;
-        int rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, "read");
+        if (timed_out)
+            return timed_out;
+        rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, "read");
         if (rc != 0)
             return rc;
     }
@@ -171,6 +197,9 @@ static ssize_t send_once(corio_task *self, int fd, const void *buf, size_t len, 
                          const struct sockaddr *to, socklen_t tolen, bool *use_write,
                          corio_time_t deadline)
 {
+    int prep = corio__io_prepare(self->home, fd);
+    if (prep != 0)
+        return prep;
     for (;;) {
         ssize_t n;
         if (*use_write) {

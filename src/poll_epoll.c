@@ -1,5 +1,5 @@
 /*
- * poll_epoll.c: the epoll backend (see poll.h).
+ * poll_epoll.c: the epoll backend (see poller.h).
  *
  * Edge-triggered: a descriptor is registered once, for both directions,
  * and reports only transitions to ready. The io layer (io.c) keeps each
@@ -8,7 +8,7 @@
  * no descriptor can have.
  */
 #define _GNU_SOURCE
-#include "poll.h"
+#include "poller.h"
 
 #include <errno.h>
 #include <sys/epoll.h>
@@ -81,6 +81,8 @@ int corio__poll_wait(corio__poll *p, const struct timespec *timeout, corio__poll
             e |= CORIO__POLL_IN;
         if (evs[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
             e |= CORIO__POLL_OUT;
+        if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            e |= CORIO__POLL_HUP;
         out[got].tag = evs[i].data.u64;
         out[got].events = e;
         got++;

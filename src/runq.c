@@ -62,10 +62,19 @@ static corio_task *overflow_take(corio__runq *q, size_t max, size_t *taken)
     return n ? first : NULL;
 }
 
-/* Owner: the ring is full; move its older half plus t into the overflow. */
+/* Owner: the ring looked full; move its older half plus t into the
+ * overflow. Thieves may have emptied it since: look again first, and
+ * never take more than is there (taking slots past the tail would queue
+ * stale, finished tasks again). */
 static void spill(corio__runq *q, corio_task *t)
 {
     uint64_t h = atomic_load_explicit(&q->head, memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+    q->head_seen = h;
+    if (tail - h < CORIO__RUNQ_CAP) {
+        corio__runq_push(q, t);
+        return;
+    }
     uint64_t n = CORIO__RUNQ_CAP / 2;
     corio_task *batch[CORIO__RUNQ_CAP / 2];
     for (uint64_t i = 0; i < n; i++)

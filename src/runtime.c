@@ -38,7 +38,9 @@ corio_time_t corio_deadline_in(int64_t ns)
 {
     if (ns < 0)
         return CORIO_FOREVER;
-    return corio_now() + ns;
+    corio_time_t now = corio_now();
+    /* Further than the clock can count: no deadline at all. */
+    return ns > INT64_MAX - now ? CORIO_FOREVER : now + ns;
 }
 
 void corio_config_init(corio_config *cfg) { memset(cfg, 0, sizeof *cfg); }

@@ -87,6 +87,7 @@ static bool light_save_owner(corio__loop *l)
     if (low < (char *)l->shared_stack.lo)
         low = l->shared_stack.lo;
     size_t len = (size_t)(top - low);
+    corio__sanitize_stack_readable(low, len);
     if (len > o->saved_cap) {
         void *buf = corio__realloc(o->saved, len);
         if (!buf)
@@ -108,6 +109,7 @@ static bool light_swap_in(corio__loop *l, corio_task *t)
         return false;
     char *dst = shared_top(l) - t->saved_len;
     corio__sanitize_stack_reuse(l->shared_stack.lo, l->shared_stack.size);
+    corio__sanitize_stack_writable(dst, t->saved_len);
     copy_stack_bytes(dst, t->saved, t->saved_len);
     l->shared_owner = t;
     return true;
@@ -182,6 +184,7 @@ static enum start_result task_start(corio__loop *l, corio_task *t)
     if (t->flags & CORIO__TF_LIGHT) {
         if (!light_save_owner(l))
             return START_LATER;
+        corio__sanitize_stack_reuse(l->shared_stack.lo, l->shared_stack.size);
         corio__ctx_make(&t->ctx, l->shared_stack.lo, l->shared_stack.size, task_entry, t);
         corio__san_set_stack(&t->san, l->shared_stack.lo, l->shared_stack.size);
         l->shared_owner = t;
@@ -264,24 +267,22 @@ void corio__loop_suspend(corio__loop *l, corio_task *self)
     /* Straight to the next ready task when nothing needs the scheduler:
      * it has run before (starting one may fail and needs the scheduler's
      * error path) and its frames are where they belong. */
-    if (l->direct_budget > 0 && !(self->flags & CORIO__TF_LIGHT)) {
-        corio_task *next = l->ready_head;
-        if (next && next->state != CORIO__TASK_NEW && direct_ok(l, next))
-            ready_pop(l);
-        else
-            next = NULL;
+    corio_task *next = l->ready_head;
+    if (l->direct_budget > 0 && !(self->flags & CORIO__TF_LIGHT) && next &&
+        next->state != CORIO__TASK_NEW && direct_ok(l, next)) {
+        /* Counted even when the next task is the caller itself (a lone
+         * yielder): the budget is what makes the loop poll again. */
+        l->direct_budget--;
+        l->tick++;
+        ready_pop(l);
         if (next == self) {
             self->state = CORIO__TASK_RUNNING;
             return;
         }
-        if (next) {
-            l->direct_budget--;
-            l->tick++;
-            next->state = CORIO__TASK_RUNNING;
-            l->current = next;
-            corio__san_switch(&self->ctx, &self->san, &next->ctx, &next->san, 0);
-            return;
-        }
+        next->state = CORIO__TASK_RUNNING;
+        l->current = next;
+        corio__san_switch(&self->ctx, &self->san, &next->ctx, &next->san, 0);
+        return;
     }
     l->switch_reason = CORIO__SWITCH_SUSPEND;
     corio__san_switch(&self->ctx, &self->san, &l->sched_ctx, &l->sched_san, 0);
@@ -568,7 +569,11 @@ void corio__loop_run(corio__loop *l)
             t = next_runnable(l);
         }
         if (t) {
-            if (l->stopping && t->state == CORIO__TASK_NEW)
+            /* The runtime's flag, not just ours: this loop may not have
+             * polled since the main task returned, and tasks that had not
+             * started by then never start (asyncio.run's rule). */
+            if (t->state == CORIO__TASK_NEW &&
+                (l->stopping || atomic_load_explicit(&rt->stopping, memory_order_acquire)))
                 task_finish_unrun(l, t, CORIO_ESHUTDOWN);
             else
                 run_task(l, t);

@@ -58,7 +58,7 @@ size_t corio__stack_round(size_t size)
     size_t page = page_size();
     if (size < STACK_MIN)
         size = STACK_MIN;
-    if (size > SIZE_MAX / 4)
+    if (size > CORIO__STACK_MAX)
         return 0;
     return (size + page - 1) & ~(page - 1);
 }

@@ -61,8 +61,11 @@ typedef struct corio__stack_pool {
     size_t carve_left;                 /* slots left in it */
 } corio__stack_pool;
 
+/* Largest stack a task may ask for: 1 TiB. */
+#define CORIO__STACK_MAX ((size_t)1 << 40)
+
 /* Round a requested stack size to whole pages, at least the minimum.
- * Returns 0 if the size is absurd (overflow). */
+ * Returns 0 above CORIO__STACK_MAX. */
 size_t corio__stack_round(size_t size);
 
 /* Map a stack of `size` usable bytes (already rounded) on its own. 0 or

@@ -128,12 +128,12 @@ static void task_init(corio__loop *l, corio_task *t, corio_fn fn, void *arg, uns
     t->id = next_task_id(l);
     atomic_store_explicit(&t->join, detached ? CORIO__JOIN_DETACHED : CORIO__JOIN_NONE,
                           memory_order_relaxed);
-    atomic_store_explicit(&t->wait, wait & ~(uint64_t)CORIO__WAIT_STATE_MASK,
+    atomic_store_explicit(&t->wait,
+                          wait & ~(uint64_t)(CORIO__WAIT_STATE_MASK | CORIO__WAIT_CANCEL),
                           memory_order_relaxed);
     t->stack_pages = 0;
     t->state = CORIO__TASK_NEW;
     t->flags = (uint8_t)flags;
-    atomic_store_explicit(&t->cancel_pending, false, memory_order_relaxed);
     atomic_store_explicit(&t->cancel_sticky, false, memory_order_relaxed);
 }
 
@@ -337,8 +337,12 @@ static int wait_done(corio_task *self, corio_task *t, corio_time_t deadline, con
         return rc;
     }
     rc = corio__wait_commit(self, token, deadline, what);
-    if (rc != 0 && !join_unregister(t, self))
+    if (rc != 0 && !join_unregister(t, self)) {
+        /* It finished as the wait ended: the join succeeds after all. */
+        if (rc == CORIO_ECANCELED)
+            corio__cancel_repend(self);
         rc = 0;
+    }
     return rc;
 }
 
@@ -449,15 +453,4 @@ int corio_detach(corio_task *task)
             continue;
         return CORIO_EINVAL; /* already detached, or being joined */
     }
-}
-
-int corio_cancel(corio_task *task)
-{
-    if (!task)
-        return CORIO_EINVAL;
-    /* seq_cst store, then the fire's CAS: either the task's next wait sees
-     * the flag, or we see its wait armed (wait.c). */
-    atomic_store(&task->cancel_pending, true);
-    corio__task_fire_any(task, CORIO_ECANCELED);
-    return 0;
 }

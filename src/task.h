@@ -19,7 +19,7 @@
  * Waiting (wait.c). A task blocks on one thing at a time, so all its wait
  * state lives in the task itself, never on its stack (light tasks' stacks
  * move while suspended). `wait` is a 64-bit word: a generation count in the
- * high bits, IDLE/ARMED/FIRED in the low two. Arming a wait bumps the
+ * high bits, a pending-cancellation bit, IDLE/ARMED/FIRED in the low two. Arming a wait bumps the
  * generation and yields a token; a waker fires the task with
  * CAS(token -> FIRED) and only the one CAS that succeeds may enqueue it.
  * The generation makes a late waker holding an old token harmless: task
@@ -65,7 +65,8 @@ enum corio__task_flag {
 #define CORIO__WAIT_ARMED 1u
 #define CORIO__WAIT_FIRED 2u
 #define CORIO__WAIT_STATE_MASK 3u
-#define CORIO__WAIT_GEN_ONE 4u
+#define CORIO__WAIT_CANCEL 4u  /* a corio_cancel() waits for the next call */
+#define CORIO__WAIT_GEN_ONE 8u
 
 #define CORIO__JOIN_NONE ((uintptr_t)0)
 #define CORIO__JOIN_DONE ((uintptr_t)1)
@@ -87,7 +88,6 @@ struct corio_task {
     uint32_t stack_pages;         /* its own stack's size, in 4 KiB units */
     uint8_t state;                /* enum corio__task_state; home loop only */
     uint8_t flags;                /* enum corio__task_flag */
-    _Atomic bool cancel_pending;  /* corio_cancel() request not yet delivered */
     _Atomic bool cancel_sticky;   /* every wait fails from now on (group cancel) */
 
     /* Set up when the task first runs (sched.c: task_start); home loop
@@ -115,7 +115,8 @@ struct corio_task {
 /* ---- wait protocol (wait.c) ---- */
 
 /* Arm a wait of the current task and store the token to hand to sources.
- * 0, or CORIO_ENOMEM (a light task's save buffer could not be reserved). */
+ * 0, CORIO_ECANCELED (a cancellation was pending: it is consumed), or
+ * CORIO_ENOMEM (a light task's save buffer could not be reserved). */
 int corio__wait_arm(corio_task *self, uint64_t *token);
 /* Abandon an armed wait that never needed to block. Returns 0, or the
  * wake result if a waker had already fired (the task then is, or will be,
@@ -131,6 +132,9 @@ int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
 /* Any thread: wake t if it still waits with this token. True if this call
  * woke it. */
 bool corio__task_fire(corio_task *t, uint64_t token, int result);
+/* A wait ended by cancellation, but its operation completed anyway: the
+ * cancellation applies to the task's next blocking call instead. */
+void corio__cancel_repend(corio_task *self);
 /* Give the CPU to other ready tasks of the loop (no cancellation point).
  * 0 or CORIO_ENOMEM (light task). */
 int corio__yield_now(corio_task *self);

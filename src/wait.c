@@ -3,23 +3,31 @@
  *
  * Every blocking call in corio follows the same three steps:
  *
- *     token = corio__wait_arm(self)           nothing registered yet
- *     ...register self + token with the source (join word, channel queue,
- *        blocking job, fd...)...
+ *     corio__wait_arm(self, &token)           nothing registered yet
+ *     ...register self + token with the source (join word, wait queue,
+ *        descriptor, blocking job...)...
  *     rc = corio__wait_commit(self, token, deadline, "what")
  *     ...if rc != 0, unregister (no side effect must remain)...
  *
- * The one CAS from ARMED to FIRED on self->wait decides who woke the task:
- * the source, the deadline, or a cancellation; everybody else's CAS fails
- * and they do nothing. Only the winner enqueues the task, so it is resumed
- * exactly once. A waker on another thread may fire the task before it has
- * actually switched out; that is fine, because the task's home loop only
- * takes it from the inbox after the task has left the CPU.
+ * The task's wait word holds a generation, a state (IDLE, ARMED, FIRED)
+ * and a CANCEL bit. The one CAS from ARMED to FIRED decides who woke the
+ * task: the source, the deadline, or a cancellation; everybody else's CAS
+ * fails and they do nothing. Only the winner enqueues the task, so it is
+ * resumed exactly once. A waker on another thread may fire the task before
+ * it has actually switched out; that is fine, because the task's home loop
+ * only takes it from the inbox after the task has left the CPU.
  *
- * Cancellation is a flag plus a fire: corio_cancel() sets cancel_pending
- * and fires the current wait if there is one. A wait that starts with the
- * flag set returns CORIO_ECANCELED at once. The flag is cleared by the wait
- * that reports the cancellation, so one cancel fails one call.
+ * Cancellation lives in the same word, which makes "one corio_cancel()
+ * fails one call" exact: corio_cancel either fires an ARMED wait (the
+ * cancellation is delivered now) or, when the task is not waiting, sets
+ * CANCEL, which the next corio__wait_arm consumes and reports. Both are
+ * CASes on one word, so a cancellation can be neither lost nor delivered
+ * twice. (With a separate flag, a task could consume the flag and arm a
+ * new wait between the canceller's flag store and its fire, and see the
+ * one cancellation twice.) A call that was woken by a cancellation but
+ * completes anyway (the joined task finished at the same moment) puts the
+ * CANCEL bit back, so the cancellation fails the next call instead of
+ * vanishing.
  */
 #include <stdatomic.h>
 
@@ -28,33 +36,57 @@
 #include "task.h"
 
 #define STATE(w) ((w) & CORIO__WAIT_STATE_MASK)
-#define GEN(w) ((w) & ~(uint64_t)CORIO__WAIT_STATE_MASK)
+#define GEN(w) ((w) & ~(uint64_t)(CORIO__WAIT_STATE_MASK | CORIO__WAIT_CANCEL))
+
+/* Shutdown, or a group's cancellation: every wait fails at once. */
+static bool cancelled_for_good(corio_task *self)
+{
+    return self->home->stopping ||
+           atomic_load_explicit(&self->cancel_sticky, memory_order_relaxed);
+}
 
 int corio__wait_arm(corio_task *self, uint64_t *token)
 {
+    if (cancelled_for_good(self))
+        return CORIO_ECANCELED;
     if (self->flags & CORIO__TF_LIGHT) {
         int rc = corio__light_reserve(self);
         if (rc != 0)
             return rc;
     }
     uint64_t w = atomic_load_explicit(&self->wait, memory_order_relaxed);
-    *token = (GEN(w) + CORIO__WAIT_GEN_ONE) | CORIO__WAIT_ARMED;
-    /* seq_cst: pairs with corio_cancel's store of cancel_pending (see
-     * corio__wait_commit). */
-    atomic_store(&self->wait, *token);
-    return 0;
+    for (;;) {
+        if (w & CORIO__WAIT_CANCEL) {
+            /* A cancellation waited for this call: consume and report it. */
+            if (atomic_compare_exchange_weak(&self->wait, &w, w & ~(uint64_t)CORIO__WAIT_CANCEL))
+                return CORIO_ECANCELED;
+            continue;
+        }
+        uint64_t armed = (GEN(w) + CORIO__WAIT_GEN_ONE) | CORIO__WAIT_ARMED;
+        if (atomic_compare_exchange_weak(&self->wait, &w, armed)) {
+            *token = armed;
+            return 0;
+        }
+    }
+}
+
+void corio__cancel_repend(corio_task *self)
+{
+    atomic_fetch_or(&self->wait, (uint64_t)CORIO__WAIT_CANCEL);
 }
 
 /* Suspend until the fire that already happened brings us back; then
  * return its result. */
-static int consume_wakeup(corio_task *self, uint64_t token)
+static int consume_wakeup(corio_task *self)
 {
     corio__loop *l = self->home;
     self->state = CORIO__TASK_WAITING;
     corio__loop_suspend(l, self);
     corio__timers_remove(&l->timers, self);
     self->wait_what = NULL;
-    atomic_store_explicit(&self->wait, GEN(token) | CORIO__WAIT_IDLE, memory_order_relaxed);
+    /* FIRED -> IDLE, keeping a CANCEL that arrived after the fire. */
+    atomic_fetch_and_explicit(&self->wait, ~(uint64_t)CORIO__WAIT_STATE_MASK,
+                              memory_order_relaxed);
     return self->wake_result;
 }
 
@@ -63,7 +95,12 @@ int corio__wait_disarm(corio_task *self, uint64_t token)
     uint64_t expect = token;
     if (atomic_compare_exchange_strong(&self->wait, &expect, GEN(token) | CORIO__WAIT_IDLE))
         return 0;
-    return consume_wakeup(self, token);
+    int rc = consume_wakeup(self);
+    /* The call did not need to wait after all: a cancellation that woke
+     * it must fail the next call instead. */
+    if (rc == CORIO_ECANCELED && !cancelled_for_good(self))
+        corio__cancel_repend(self);
+    return rc;
 }
 
 int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
@@ -71,8 +108,7 @@ int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
 {
     corio__loop *l = self->home;
     int early = 0;
-    bool sticky = l->stopping || atomic_load(&self->cancel_sticky);
-    if (sticky || atomic_load(&self->cancel_pending))
+    if (cancelled_for_good(self))
         early = CORIO_ECANCELED;
     else if (deadline != CORIO_FOREVER && deadline <= corio_now())
         early = CORIO_ETIMEDOUT;
@@ -81,18 +117,12 @@ int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
 
     if (early) {
         uint64_t expect = token;
-        if (atomic_compare_exchange_strong(&self->wait, &expect, GEN(token) | CORIO__WAIT_IDLE)) {
-            if (early == CORIO_ECANCELED && !sticky)
-                atomic_store(&self->cancel_pending, false);
+        if (atomic_compare_exchange_strong(&self->wait, &expect, GEN(token) | CORIO__WAIT_IDLE))
             return early;
-        }
         /* A waker got there first: take its wake-up instead. */
     }
     self->wait_what = what;
-    int rc = consume_wakeup(self, token);
-    if (rc == CORIO_ECANCELED && !l->stopping && !atomic_load(&self->cancel_sticky))
-        atomic_store(&self->cancel_pending, false);
-    return rc;
+    return consume_wakeup(self);
 }
 
 bool corio__task_fire(corio_task *t, uint64_t token, int result)
@@ -118,9 +148,31 @@ bool corio__task_fire_any(corio_task *t, int result)
     return false;
 }
 
+int corio_cancel(corio_task *task)
+{
+    if (!task)
+        return CORIO_EINVAL;
+    uint64_t w = atomic_load(&task->wait);
+    for (;;) {
+        if (STATE(w) == CORIO__WAIT_ARMED) {
+            /* Waiting: deliver now. (ARMED never carries CANCEL: arming
+             * consumes it.) */
+            if (atomic_compare_exchange_weak(&task->wait, &w, GEN(w) | CORIO__WAIT_FIRED)) {
+                task->wake_result = CORIO_ECANCELED;
+                corio__loop_make_ready(task);
+                return 0;
+            }
+            continue;
+        }
+        if (w & CORIO__WAIT_CANCEL)
+            return 0; /* one is pending already: cancellations coalesce */
+        if (atomic_compare_exchange_weak(&task->wait, &w, w | CORIO__WAIT_CANCEL))
+            return 0;
+    }
+}
+
 /* ---- the simplest waits: sleep and yield ---- */
 
-/* Let other ready tasks run; no cancellation point. */
 int corio__yield_now(corio_task *self)
 {
     corio__loop *l = self->home;
@@ -145,11 +197,12 @@ int corio_yield(void)
     corio_task *self = corio__current_task();
     if (!self)
         return CORIO_EPERM;
-    if (self->home->stopping || atomic_load_explicit(&self->cancel_sticky, memory_order_relaxed))
+    if (cancelled_for_good(self))
         return CORIO_ECANCELED;
-    if (atomic_load_explicit(&self->cancel_pending, memory_order_relaxed) &&
-        atomic_exchange(&self->cancel_pending, false))
-        return CORIO_ECANCELED;
+    uint64_t w = atomic_load_explicit(&self->wait, memory_order_relaxed);
+    while (w & CORIO__WAIT_CANCEL)
+        if (atomic_compare_exchange_weak(&self->wait, &w, w & ~(uint64_t)CORIO__WAIT_CANCEL))
+            return CORIO_ECANCELED;
     return corio__yield_now(self);
 }
 

@@ -4,7 +4,25 @@
  * Typed asserts print both sides and where they failed, then abort: a
  * failing test dies with a message, never limps on. Each test file is its
  * own program (CTest runs each as a process with a timeout) made of
- * TEST(name) functions listed in main() with RUN(name).
+ * TEST(name) functions listed in main() with RUN(name); main ends with
+ * `return test_summary();`.
+ *
+ * Each RUN forks: the test runs in a child process of its own, so one
+ * failing or hanging test does not hide the results of the others, and no
+ * test inherits another's state. The parent only starts children (it never
+ * runs a runtime itself, so fork is safe). The file fails if any test did.
+ *
+ *   ./test_foo               run every test of the file
+ *   ./test_foo name...       run only the named tests
+ *   CORIO_TEST_NOFORK=1      run in-process (for gdb); stops at the first
+ *                            failure
+ *   CORIO_TEST_WATCHDOG=<s>  a test that runs longer is killed with its
+ *                            name on stderr (default 45 s times the
+ *                            slowness below; 0: never)
+ *   CORIO_TEST_SCALE=<n>     divide iteration counts by n (test_scaled)
+ *   CORIO_TEST_SLOW=<f>      stretch upper time bounds by f (1: x20), for
+ *                            lanes that run the binaries slowly (Valgrind,
+ *                            qemu); sanitizer builds stretch on their own
  *
  * Timing checks use tolerances (CHECK_TIME_WITHIN), never exact values:
  * the machines running this are shared and noisy.
@@ -12,19 +30,183 @@
 #ifndef CORIO_TEST_H
 #define CORIO_TEST_H
 
+#include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "corio.h"
 
+/* ---- sanitizer lanes ---------------------------------------------------- */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_TSAN 1
+#endif
+#endif
+#if defined(TEST_ASAN) || defined(TEST_TSAN)
+#define TEST_SANITIZED 1
+#endif
+
+/* Running under Valgrind? (valgrind.h's macro is free outside it.) */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define TEST_ON_VALGRIND() ((bool)RUNNING_ON_VALGRIND)
+#endif
+#endif
+#ifndef TEST_ON_VALGRIND
+#define TEST_ON_VALGRIND() false
+#endif
+
+/* How much slower than RelWithDebInfo a lane runs, for upper bounds on
+ * times (lateness, "promptly"); never used for lower bounds. Sanitizer
+ * builds know it at compile time; lanes that run the same binaries slowly
+ * (Valgrind, qemu) say so with CORIO_TEST_SLOW: 1 means "slow" (x20), a
+ * larger number is the factor itself. */
+#if defined(TEST_TSAN)
+#define TEST_SLOW_BUILD 10
+#elif defined(TEST_ASAN)
+#define TEST_SLOW_BUILD 3
+#else
+#define TEST_SLOW_BUILD 1
+#endif
+
+static inline long test_slow(void)
+{
+    const char *s = getenv("CORIO_TEST_SLOW");
+    long f = s ? atol(s) : 0;
+    if (f == 1)
+        f = 20;
+    return f > TEST_SLOW_BUILD ? f : TEST_SLOW_BUILD;
+}
+#define TEST_SLOW test_slow()
+
 #define TEST(name) static void test_##name(void)
-#define RUN(name)                                                               \
-    do {                                                                        \
-        fprintf(stderr, "-- %s\n", #name);                                     \
-        test_##name();                                                          \
-    } while (0)
+#define RUN(name) test_run_one(#name, test_##name, argc, argv)
+
+/* ---- watchdog ------------------------------------------------------------ */
+
+static const char *test_current_name;
+/* Extra context the watchdog prints (e.g. the iteration that hung). */
+static char test_watchdog_note[128];
+
+static void test_watchdog_fire(int sig)
+{
+    (void)sig;
+    static const char msg[] = "\nwatchdog: test hung: ";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    if (test_current_name)
+        w = write(STDERR_FILENO, test_current_name, strlen(test_current_name));
+    if (test_watchdog_note[0]) {
+        w = write(STDERR_FILENO, " (", 2);
+        w = write(STDERR_FILENO, test_watchdog_note,
+                  strnlen(test_watchdog_note, sizeof test_watchdog_note));
+        w = write(STDERR_FILENO, ")", 1);
+    }
+    w = write(STDERR_FILENO, "\n", 1);
+    (void)w;
+    signal(SIGABRT, SIG_DFL);
+    abort();
+}
+
+static inline void test_watchdog_arm(const char *name)
+{
+    test_current_name = name;
+    test_watchdog_note[0] = '\0';
+    if (!name) {
+        alarm(0);
+        return;
+    }
+    const char *s = getenv("CORIO_TEST_WATCHDOG");
+    long secs = s ? atol(s) : 45 * test_slow();
+    if (secs <= 0)
+        return;
+    signal(SIGALRM, test_watchdog_fire);
+    alarm((unsigned)secs);
+}
+
+/* ---- running tests ------------------------------------------------------- */
+
+static int test_ran, test_failed;
+static char test_failed_names[1024];
+
+static void test_run_one(const char *name, void (*fn)(void), int argc, char **argv)
+{
+    if (argc > 1) {
+        bool wanted = false;
+        for (int i = 1; i < argc; i++)
+            wanted |= strcmp(argv[i], name) == 0;
+        if (!wanted)
+            return;
+    }
+    fprintf(stderr, "-- %s\n", name);
+    test_ran++;
+    const char *nofork = getenv("CORIO_TEST_NOFORK");
+    if (nofork && *nofork && strcmp(nofork, "0") != 0) {
+        test_watchdog_arm(name);
+        fn();
+        test_watchdog_arm(NULL);
+        return;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        exit(2);
+    }
+    if (pid == 0) {
+        test_watchdog_arm(name);
+        fn();
+        test_watchdog_arm(NULL);
+        fflush(stdout);
+        fflush(stderr);
+        _exit(0);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            perror("waitpid");
+            exit(2);
+        }
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return;
+    if (WIFSIGNALED(status))
+        fprintf(stderr, "-- %s FAILED (signal %d: %s)\n", name, WTERMSIG(status),
+                strsignal(WTERMSIG(status)));
+    else
+        fprintf(stderr, "-- %s FAILED (exit status %d)\n", name, WEXITSTATUS(status));
+    test_failed++;
+    size_t len = strlen(test_failed_names);
+    snprintf(test_failed_names + len, sizeof test_failed_names - len, " %s", name);
+}
+
+/* The end of every test file's main(). */
+static inline int test_summary(void)
+{
+    if (test_failed) {
+        fprintf(stderr, "== %d of %d tests FAILED:%s\n", test_failed, test_ran,
+                test_failed_names);
+        return 1;
+    }
+    fprintf(stderr, "== all %d tests passed\n", test_ran);
+    return test_ran > 0 ? 0 : 1;
+}
 
 #define FAIL_(fmt, ...)                                                         \
     do {                                                                        \
@@ -77,13 +259,15 @@
                   corio_err_name(err));                                         \
     } while (0)
 
-/* elapsed (ns) must lie in [expected - early, expected + late]. */
+/* elapsed (ns) must lie in [expected - early, expected + late]. `late`
+ * stretches by TEST_SLOW in sanitizer lanes; `early` never does. */
 #define CHECK_TIME_WITHIN(elapsed, expected, early, late)                       \
     do {                                                                        \
         long long e_ = (long long)(elapsed), x_ = (long long)(expected);        \
-        if (e_ < x_ - (long long)(early) || e_ > x_ + (long long)(late))        \
+        long long l_ = (long long)(late) * TEST_SLOW;                           \
+        if (e_ < x_ - (long long)(early) || e_ > x_ + l_)                       \
             FAIL_("time %s = %.3f ms, expected %.3f ms (-%.3f/+%.3f)", #elapsed, \
-                  e_ / 1e6, x_ / 1e6, (early) / 1e6, (late) / 1e6);            \
+                  e_ / 1e6, x_ / 1e6, (early) / 1e6, l_ / 1e6);                \
     } while (0)
 
 /* Run fn as the main task of a runtime with `loops` loops; returns its
@@ -108,6 +292,150 @@ static inline long test_scaled(long n)
         div = 1;
     long r = n / div;
     return r > 0 ? r : 1;
+}
+
+
+/* ---- more asserts ------------------------------------------------------- */
+
+#define CHECK_STR_EQ(a, b)                                                      \
+    do {                                                                        \
+        const char *a_ = (a), *b_ = (b);                                        \
+        if (!a_ || !b_ || strcmp(a_, b_) != 0)                                  \
+            FAIL_("check failed: %s == %s (\"%s\" vs \"%s\")", #a, #b,         \
+                  a_ ? a_ : "(null)", b_ ? b_ : "(null)");                     \
+    } while (0)
+
+#define CHECK_STR_CONTAINS(hay, needle)                                         \
+    do {                                                                        \
+        const char *h_ = (hay), *n_ = (needle);                                 \
+        if (!h_ || !strstr(h_, n_))                                             \
+            FAIL_("check failed: %s contains \"%s\"; it is:\n%s", #hay, n_,     \
+                  h_ ? h_ : "(null)");                                          \
+    } while (0)
+
+/* ---- leak accounting (src/sys.h) ---------------------------------------- */
+
+#include "sys.h"
+
+/* What the library holds before a runtime starts; after corio_run returns
+ * it must hold exactly that again. */
+typedef struct test_baseline {
+    int64_t allocs, maps;
+} test_baseline;
+
+static inline test_baseline test_baseline_take(void)
+{
+    test_baseline b = {corio__live_allocs(), corio__live_maps()};
+    return b;
+}
+
+#define CHECK_NO_LEAKS(base)                                                    \
+    do {                                                                        \
+        CHECK_EQ(corio__live_allocs(), (base).allocs);                          \
+        CHECK_EQ(corio__live_maps(), (base).maps);                              \
+    } while (0)
+
+/* run_main with a full configuration; also checks that the runtime leaves
+ * no allocation or mapping behind. */
+static inline void *run_main_cfg(const corio_config *cfg, corio_fn fn, void *arg)
+{
+    test_baseline base = test_baseline_take();
+    void *result = NULL;
+    CHECK_OK(corio_run(cfg, fn, arg, &result));
+    CHECK_NO_LEAKS(base);
+    return result;
+}
+
+/* run_main plus the leak check. */
+static inline void *run_main_checked(unsigned loops, corio_fn fn, void *arg)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = loops;
+    return run_main_cfg(&cfg, fn, arg);
+}
+
+/* ---- small helpers ------------------------------------------------------ */
+
+/* xorshift64*: cheap per-task randomness (seed must be non-zero). */
+static inline uint64_t test_rand(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* CPU work the optimiser cannot fold away. */
+static inline uint64_t test_spin(unsigned n)
+{
+    volatile uint64_t acc = 0;
+    for (unsigned i = 0; i < n; i++)
+        acc += i ^ (acc >> 3);
+    return acc;
+}
+
+/* Whether rc is the error named `name` ("ENOSTACK"): for values that not
+ * every version of corio.h defines. */
+static inline bool test_err_is(int rc, const char *name)
+{
+    return rc < 0 && strcmp(corio_err_name(rc), name) == 0;
+}
+
+#define PTR_OF(i) ((void *)(intptr_t)(i))
+#define INT_OF(p) ((intptr_t)(p))
+
+/* ---- child processes ---------------------------------------------------- */
+
+#include <fcntl.h>
+
+typedef struct test_child {
+    int status;     /* from waitpid */
+    char out[8192]; /* the child's stderr (and stdout), NUL-terminated */
+} test_child;
+
+/*
+ * Run fn(arg) in a forked child with its stderr and stdout captured. The
+ * child exits with fn's return value (if fn returns). Call only while no
+ * runtime is running in this process (fork keeps just the calling thread).
+ */
+static inline void test_run_child(test_child *c, int (*fn)(void *), void *arg)
+{
+    int fds[2];
+    CHECK_EQ(pipe(fds), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK_GE(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], STDERR_FILENO);
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[1]);
+        setvbuf(stdout, NULL, _IONBF, 0);
+        _exit(fn(arg));
+    }
+    close(fds[1]);
+    size_t len = 0;
+    for (;;) {
+        char buf[4096];
+        ssize_t n = read(fds[0], buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        size_t take = (size_t)n;
+        if (take > sizeof c->out - 1 - len)
+            take = sizeof c->out - 1 - len;
+        memcpy(c->out + len, buf, take);
+        len += take;
+    }
+    c->out[len] = '\0';
+    close(fds[0]);
+    while (waitpid(pid, &c->status, 0) < 0)
+        CHECK_EQ(errno, EINTR);
 }
 
 #endif /* CORIO_TEST_H */

@@ -1,5 +1,5 @@
 /*
- * poll.h: the readiness backend behind each loop.
+ * poller.h: the readiness backend behind each loop.
  *
  * A handful of functions, implemented once per backend and chosen in
  * exactly one place (CMakeLists.txt). Today that is poll_epoll.c:
@@ -7,14 +7,15 @@
  * threads write to wake a parked loop. io_uring could come later behind
  * the same functions, as a second backend, never as the only one.
  */
-#ifndef CORIO_POLL_H
-#define CORIO_POLL_H
+#ifndef CORIO_POLLER_H
+#define CORIO_POLLER_H
 
 #include <stdint.h>
 #include <time.h>
 
 #define CORIO__POLL_IN 1u  /* readable, or hung up / in error */
 #define CORIO__POLL_OUT 2u /* writable, or hung up / in error */
+#define CORIO__POLL_HUP 4u /* peer closed or reset, or an error is pending */
 
 typedef struct corio__poll {
     int epfd;
@@ -40,4 +41,4 @@ int corio__poll_wait(corio__poll *p, const struct timespec *timeout, corio__poll
 /* Make a concurrent or future corio__poll_wait return. Any thread. */
 void corio__poll_wake(corio__poll *p);
 
-#endif /* CORIO_POLL_H */
+#endif /* CORIO_POLLER_H */

@@ -1,0 +1,30 @@
+# Tests of the async IO, deadline, cancellation and synchronisation layer,
+# appended to the one list in CMakeLists.txt.
+list(APPEND corio_tests
+  io_fd
+  io_tcp
+  io_reset
+  io_emfile
+  cancel_waits
+  deadline
+  chan
+  sync
+  group
+)
+
+# test_examples runs the example programs (examples/), so it is built
+# here rather than from the list: it needs their paths, which it gets as
+# compile definitions (its command line names the tests to run).
+if(TARGET hello-server AND TARGET echo-server AND TARGET echo-client)
+  add_executable(test_examples test_examples.c)
+  target_link_libraries(test_examples PRIVATE corio_static m)
+  target_include_directories(test_examples PRIVATE
+    ${PROJECT_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR})
+  target_compile_definitions(test_examples PRIVATE
+    HELLO_SERVER="$<TARGET_FILE:hello-server>"
+    ECHO_SERVER="$<TARGET_FILE:echo-server>"
+    ECHO_CLIENT="$<TARGET_FILE:echo-client>")
+  add_dependencies(test_examples hello-server echo-server echo-client)
+  add_test(NAME examples COMMAND ${CORIO_TEST_WRAPPER} $<TARGET_FILE:test_examples>)
+  set_tests_properties(examples PROPERTIES TIMEOUT 180 LABELS core)
+endif()

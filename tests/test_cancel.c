@@ -1,0 +1,557 @@
+/*
+ * test_cancel.c: corio_cancel(). The task's current or next blocking call
+ * returns CORIO_ECANCELED, once; the handle stays the caller's; a cancel
+ * racing the task's own progress is delivered at most once and never
+ * hangs anything.
+ */
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "test.h"
+
+static void *ret_arg(void *arg) { return arg; }
+
+/* ---- a sleeping task ---- */
+
+static _Atomic int sleeping;
+
+static void *sleeper(void *arg)
+{
+    atomic_store(&sleeping, 1);
+    corio_time_t t0 = corio_now();
+    int rc = corio_sleep(10 * CORIO_SEC);
+    if (rc != CORIO_ECANCELED)
+        return PTR_OF(-1);
+    if (corio_now() - t0 > 5 * CORIO_SEC)
+        return PTR_OF(-2);
+    /* Delivered once: the next sleep is a normal one. */
+    t0 = corio_now();
+    rc = corio_sleep(5 * CORIO_MSEC);
+    if (rc != 0)
+        return PTR_OF(-3);
+    if (corio_now() - t0 < 5 * CORIO_MSEC - CORIO_MSEC)
+        return PTR_OF(-4);
+    if (corio_yield() != 0)
+        return PTR_OF(-5);
+    return PTR_OF(1);
+}
+
+static void *main_cancel_sleeper(void *arg)
+{
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    for (int i = 0; i < 8; i++) {
+        o.flags = i % 2 ? CORIO_TASK_LIGHT : 0;
+        o.loop = (i / 2) % 2 ? -1 : (int)((unsigned)corio_loop_index() + 1) % 2;
+        atomic_store(&sleeping, 0);
+        corio_task *t;
+        CHECK_OK(corio_spawn_ex(&t, sleeper, NULL, &o));
+        while (!atomic_load(&sleeping))
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_cancel(t));
+        void *r;
+        CHECK_OK(corio_join(t, &r));
+        CHECK_EQ(INT_OF(r), 1);
+    }
+    return NULL;
+}
+
+TEST(cancel_sleeping_task)
+{
+    run_main_checked(2, main_cancel_sleeper, NULL);
+}
+
+/* ---- cancelled before its first blocking call ---- */
+
+static void *sleep_then_return(void *arg)
+{
+    corio_sleep(50 * CORIO_MSEC);
+    return arg;
+}
+
+static void *block_20ms(void *arg)
+{
+    usleep(20 * 1000);
+    return arg;
+}
+
+static _Atomic int go;
+
+static void *first_call(void *arg)
+{
+    int which = (int)INT_OF(arg);
+    int rc;
+    /* Started on another loop, it must not make its first call before
+     * the cancel is in; spinning is no blocking call. */
+    while (!atomic_load(&go))
+        test_spin(100);
+    corio_task *t;
+    switch (which) {
+    case 0:
+        rc = corio_sleep(CORIO_SEC);
+        break;
+    case 1:
+        rc = corio_yield();
+        break;
+    case 2:
+        rc = corio_sleep(0);
+        break;
+    case 3:
+        /* a join that has to wait (joining a finished task does not block,
+         * and need not be a cancellation point) */
+        CHECK_OK(corio_spawn(&t, sleep_then_return, NULL));
+        rc = corio_join(t, NULL);
+        if (rc == CORIO_ECANCELED)
+            CHECK_OK(corio_join(t, NULL));
+        break;
+    case 4:
+        /* fn takes long enough that the outcome cannot depend on the pool
+         * (test_run_blocking checks that fn does not even start) */
+        rc = corio_run_blocking(block_20ms, NULL, NULL);
+        break;
+    default:
+        rc = corio_sleep_until(CORIO_FOREVER);
+        break;
+    }
+    if (rc != CORIO_ECANCELED)
+        return PTR_OF(rc == 0 ? -1000 : rc);
+    /* Once only. */
+    if (corio_sleep(CORIO_USEC) != 0 || corio_yield() != 0)
+        return PTR_OF(-2000);
+    return PTR_OF(1);
+}
+
+static void *main_cancel_before_start(void *arg)
+{
+    unsigned n = corio_loop_count();
+    for (int which = 0; which < 6; which++) {
+        for (unsigned loop = 0; loop < n; loop++) {
+            corio_task *t;
+            atomic_store(&go, 0);
+            CHECK_OK(corio_spawn_on(&t, loop, first_call, PTR_OF(which)));
+            CHECK_OK(corio_cancel(t));
+            atomic_store(&go, 1);
+            void *r;
+            CHECK_OK(corio_join(t, &r));
+            if (INT_OF(r) != 1)
+                FAIL_("first call %d on loop %u: %ld", which, loop, (long)INT_OF(r));
+        }
+    }
+    return NULL;
+}
+
+TEST(cancel_before_first_call)
+{
+    run_main_checked(2, main_cancel_before_start, NULL);
+}
+
+/* ---- self-cancel, yield as a cancellation point ---- */
+
+static void *main_self_cancel(void *arg)
+{
+    CHECK_OK(corio_cancel(corio_self()));
+    CHECK_ERR(corio_yield(), CORIO_ECANCELED);
+    CHECK_OK(corio_yield());
+    CHECK_OK(corio_cancel(corio_self()));
+    CHECK_OK(corio_cancel(corio_self())); /* twice before a call: still one */
+    CHECK_ERR(corio_sleep(CORIO_SEC), CORIO_ECANCELED);
+    CHECK_OK(corio_sleep(CORIO_USEC));
+    CHECK_OK(corio_yield());
+    /* yield with another ready task around, and without */
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), ret_arg, NULL));
+    CHECK_OK(corio_cancel(corio_self()));
+    CHECK_ERR(corio_yield(), CORIO_ECANCELED);
+    CHECK_OK(corio_join(t, NULL));
+    return PTR_OF(1);
+}
+
+TEST(self_cancel_and_yield)
+{
+    CHECK_EQ(INT_OF(run_main_checked(2, main_self_cancel, NULL)), 1);
+}
+
+/* ---- a cancelled join keeps the joined handle valid ---- */
+
+static _Atomic int release_slow;
+
+static void *slow_value(void *arg)
+{
+    while (!atomic_load(&release_slow))
+        corio_sleep(CORIO_MSEC);
+    return PTR_OF(77);
+}
+
+static _Atomic int joiner_waiting;
+
+static void *joiner(void *arg)
+{
+    corio_task *target = arg;
+    void *r = PTR_OF(-1);
+    atomic_store(&joiner_waiting, 1);
+    int rc = corio_join(target, &r);
+    if (rc != CORIO_ECANCELED || INT_OF(r) != -1)
+        return PTR_OF(-1);
+    /* Still joinable, by this task, after the failed join. */
+    atomic_store(&release_slow, 1);
+    rc = corio_join(target, &r);
+    if (rc != 0)
+        return PTR_OF(rc);
+    return r;
+}
+
+static void *gather_joiner(void *arg)
+{
+    corio_task **targets = arg;
+    void *r[2] = {PTR_OF(-1), PTR_OF(-1)};
+    atomic_store(&joiner_waiting, 1);
+    int rc = corio_gather(targets, 2, r);
+    if (rc != CORIO_ECANCELED)
+        return PTR_OF(-1);
+    atomic_store(&release_slow, 1);
+    rc = corio_gather(targets, 2, r);
+    if (rc != 0)
+        return PTR_OF(rc);
+    return PTR_OF(INT_OF(r[0]) + INT_OF(r[1]));
+}
+
+static void *main_cancel_join(void *arg)
+{
+    unsigned n = corio_loop_count();
+    for (unsigned i = 0; i < 4; i++) {
+        atomic_store(&release_slow, 0);
+        atomic_store(&joiner_waiting, 0);
+        corio_task *slow, *j;
+        CHECK_OK(corio_spawn_on(&slow, i % n, slow_value, NULL));
+        CHECK_OK(corio_spawn_on(&j, (i / 2) % n, joiner, slow));
+        while (!atomic_load(&joiner_waiting))
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_sleep(2 * CORIO_MSEC));
+        CHECK_OK(corio_cancel(j));
+        void *r;
+        CHECK_OK(corio_join(j, &r));
+        CHECK_EQ(INT_OF(r), 77);
+    }
+    /* gather: cancelled, nothing released, gathers again */
+    atomic_store(&release_slow, 0);
+    atomic_store(&joiner_waiting, 0);
+    corio_task *targets[2], *g;
+    CHECK_OK(corio_spawn(&targets[0], ret_arg, PTR_OF(3)));
+    CHECK_OK(corio_spawn(&targets[1], slow_value, NULL));
+    CHECK_OK(corio_spawn(&g, gather_joiner, targets));
+    while (!atomic_load(&joiner_waiting))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_OK(corio_sleep(2 * CORIO_MSEC));
+    CHECK_OK(corio_cancel(g));
+    void *r;
+    CHECK_OK(corio_join(g, &r));
+    CHECK_EQ(INT_OF(r), 80);
+
+    /* join_until: a cancel is reported as such, not as a timeout */
+    atomic_store(&release_slow, 0);
+    corio_task *slow;
+    CHECK_OK(corio_spawn(&slow, slow_value, NULL));
+    CHECK_OK(corio_cancel(corio_self()));
+    CHECK_ERR(corio_join_until(slow, &r, corio_deadline_in(CORIO_SEC)), CORIO_ECANCELED);
+    atomic_store(&release_slow, 1);
+    CHECK_OK(corio_join_until(slow, &r, corio_deadline_in(5 * CORIO_SEC)));
+    CHECK_EQ(INT_OF(r), 77);
+    return NULL;
+}
+
+TEST(cancel_joining_task)
+{
+    run_main_checked(2, main_cancel_join, NULL);
+    run_main_checked(4, main_cancel_join, NULL);
+}
+
+/* ---- a finished task ---- */
+
+static void *main_cancel_finished(void *arg)
+{
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, ret_arg, PTR_OF(9)));
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    CHECK_OK(corio_cancel(t));
+    CHECK_OK(corio_cancel(t));
+    void *r;
+    CHECK_OK(corio_join(t, &r));
+    CHECK_EQ(INT_OF(r), 9);
+    /* The cancel did not leak to whoever reuses the task object. */
+    for (int i = 0; i < 200; i++) {
+        CHECK_OK(corio_spawn(&t, ret_arg, PTR_OF(i)));
+        CHECK_OK(corio_join(t, &r));
+        CHECK_EQ(INT_OF(r), i);
+    }
+    return NULL;
+}
+
+TEST(cancel_finished_task)
+{
+    run_main_checked(2, main_cancel_finished, NULL);
+}
+
+/* ---- races ---- */
+
+#define PAIRS 8
+
+static _Atomic long delivered, undelivered, double_delivered, race_errors;
+
+/* Makes a string of short blocking calls and counts how many report a
+ * cancellation: with one corio_cancel() that must be 0 or 1. */
+static void *race_target(void *arg)
+{
+    uint64_t rng = (uint64_t)(uintptr_t)arg * 0x9E3779B97F4A7C15ull + 1;
+    int calls = (int)(test_rand(&rng) % 24);
+    int got = 0;
+    for (int i = 0; i < calls; i++) {
+        int rc;
+        switch (test_rand(&rng) % 4) {
+        case 0:
+            rc = corio_yield();
+            break;
+        case 1:
+            rc = corio_sleep((int64_t)(test_rand(&rng) % 30) * CORIO_USEC);
+            break;
+        case 2:
+            rc = corio_sleep(0);
+            break;
+        default:
+            test_spin((unsigned)(test_rand(&rng) % 2000));
+            rc = 0;
+            break;
+        }
+        if (rc == CORIO_ECANCELED)
+            got++;
+        else if (rc != 0)
+            atomic_fetch_add(&race_errors, 1);
+    }
+    return PTR_OF(got);
+}
+
+static void *race_driver(void *arg)
+{
+    long rounds = INT_OF(arg) >> 8;
+    unsigned other = (unsigned)(INT_OF(arg) & 0xff);
+    uint64_t rng = corio_task_id(corio_self()) * 7 + 3;
+    for (long r = 0; r < rounds; r++) {
+        uint64_t x = test_rand(&rng);
+        corio_task *t;
+        corio_spawn_opts o;
+        corio_spawn_opts_init(&o);
+        o.loop = (x & 1) ? (int)other : -1;
+        o.flags = (x & 2) ? CORIO_TASK_LIGHT : 0;
+        if (corio_spawn_ex(&t, race_target, (void *)(uintptr_t)x, &o) != 0)
+            return PTR_OF(-1);
+        switch ((x >> 2) % 3) {
+        case 0:
+            break;
+        case 1:
+            corio_yield();
+            break;
+        default:
+            test_spin((unsigned)((x >> 8) % 3000));
+            break;
+        }
+        corio_cancel(t);
+        void *res;
+        if (corio_join(t, &res) != 0)
+            return PTR_OF(-2);
+        long got = INT_OF(res);
+        if (got == 0)
+            atomic_fetch_add(&undelivered, 1);
+        else if (got == 1)
+            atomic_fetch_add(&delivered, 1);
+        else
+            atomic_fetch_add(&double_delivered, 1);
+    }
+    return PTR_OF(0);
+}
+
+static void *main_races(void *arg)
+{
+    long rounds = INT_OF(arg);
+    corio_task *t[2 * PAIRS];
+    for (int i = 0; i < 2 * PAIRS; i++)
+        CHECK_OK(corio_spawn_on(&t[i], (unsigned)i % 2,
+                                race_driver, PTR_OF((rounds / (2 * PAIRS)) << 8 | ((i + 1) % 2))));
+    void *res[2 * PAIRS];
+    CHECK_OK(corio_gather(t, 2 * PAIRS, res));
+    for (int i = 0; i < 2 * PAIRS; i++)
+        CHECK_EQ(INT_OF(res[i]), 0);
+    return NULL;
+}
+
+TEST(cancel_races)
+{
+    long rounds = test_scaled(32000);
+    atomic_store(&delivered, 0);
+    atomic_store(&undelivered, 0);
+    atomic_store(&double_delivered, 0);
+    atomic_store(&race_errors, 0);
+    run_main_checked(2, main_races, PTR_OF(rounds));
+    long d = atomic_load(&delivered), u = atomic_load(&undelivered);
+    long dd = atomic_load(&double_delivered);
+    fprintf(stderr, "   %ld rounds: delivered %ld, not delivered (finished first) %ld, "
+                    "delivered twice %ld\n", d + u + dd, d, u, dd);
+    CHECK_EQ(d + u + dd, rounds / (2 * PAIRS) * (2 * PAIRS));
+    CHECK_EQ(atomic_load(&race_errors), 0);
+    CHECK_EQ(dd, 0);
+    CHECK_GT(d, 0);
+}
+
+/* ---- a cancel racing the completion of the wait it hits ----
+ *
+ * Task J waits (join, or run_blocking) for something that completes at
+ * about the moment another task cancels J. Either J's call reports the
+ * cancellation, or the call succeeds and the cancellation is still
+ * pending for J's next blocking call: exactly one of the two, never
+ * neither (a lost cancel) and never both.
+ */
+static _Atomic long lost, twice, via_call, via_next;
+static _Atomic int cancel_done;
+
+struct racing {
+    corio_task *joiner;
+    uint64_t seed;
+};
+
+static void *finish_soon(void *arg)
+{
+    uint64_t rng = (uint64_t)(uintptr_t)arg;
+    unsigned y = (unsigned)(test_rand(&rng) % 6);
+    for (unsigned i = 0; i < y; i++)
+        corio_yield();
+    return arg;
+}
+
+static void *cancel_soon(void *arg)
+{
+    struct racing *r = arg;
+    uint64_t rng = r->seed * 31 + 7;
+    unsigned y = (unsigned)(test_rand(&rng) % 6);
+    for (unsigned i = 0; i < y; i++)
+        corio_yield();
+    corio_cancel(r->joiner);
+    atomic_store(&cancel_done, 1);
+    return NULL;
+}
+
+static void *spin_briefly(void *arg)
+{
+    test_spin((unsigned)(uintptr_t)arg % 20000);
+    return arg;
+}
+
+/* The outcome of one round, seen from J after the canceller is done. */
+static void tally(int call_rc)
+{
+    while (!atomic_load(&cancel_done))
+        test_spin(50); /* not a blocking call */
+    int next_rc = corio_sleep(0);
+    if (call_rc == CORIO_ECANCELED && next_rc == CORIO_ECANCELED)
+        atomic_fetch_add(&twice, 1);
+    else if (call_rc == CORIO_ECANCELED)
+        atomic_fetch_add(&via_call, 1);
+    else if (next_rc == CORIO_ECANCELED)
+        atomic_fetch_add(&via_next, 1);
+    else
+        atomic_fetch_add(&lost, 1);
+}
+
+static void *racing_joiner(void *arg)
+{
+    long rounds = INT_OF(arg) >> 1;
+    bool blocking = INT_OF(arg) & 1;
+    uint64_t rng = 12345;
+    for (long r = 0; r < rounds; r++) {
+        uint64_t x = test_rand(&rng) | 1;
+        struct racing rc_ = {corio_self(), x};
+        atomic_store(&cancel_done, 0);
+        corio_task *c;
+        if (corio_spawn_on(&c, 1, cancel_soon, &rc_) != 0)
+            return PTR_OF(-1);
+        int rc;
+        if (blocking) {
+            void *res = NULL;
+            rc = corio_run_blocking(spin_briefly, (void *)(uintptr_t)x, &res);
+            if (rc == 0 && res != (void *)(uintptr_t)x)
+                return PTR_OF(-2);
+        } else {
+            corio_task *t;
+            if (corio_spawn_on(&t, 1, finish_soon, (void *)(uintptr_t)x) != 0)
+                return PTR_OF(-3);
+            void *res = NULL;
+            rc = corio_join(t, &res);
+            if (rc == CORIO_ECANCELED) {
+                if (corio_join(t, &res) != 0)
+                    return PTR_OF(-4);
+            } else if (rc != 0 || res != (void *)(uintptr_t)x) {
+                return PTR_OF(-5);
+            }
+        }
+        tally(rc);
+        /* the canceller may still be around; joining it is no blocking
+         * wait worth a cancel (none is pending any more) */
+        if (corio_join(c, NULL) != 0)
+            return PTR_OF(-6);
+    }
+    return PTR_OF(0);
+}
+
+/* J must live on loop 0: it spins while the canceller runs on loop 1. */
+static void *racing_main(void *arg)
+{
+    corio_task *j;
+    CHECK_OK(corio_spawn_on(&j, 0, racing_joiner, arg));
+    void *r;
+    CHECK_OK(corio_join(j, &r));
+    return r;
+}
+
+static void racing_cancel(bool blocking)
+{
+    atomic_store(&lost, 0);
+    atomic_store(&twice, 0);
+    atomic_store(&via_call, 0);
+    atomic_store(&via_next, 0);
+    long rounds = test_scaled(20000);
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    void *r = run_main_cfg(&cfg, racing_main, PTR_OF(rounds << 1 | blocking));
+    CHECK_EQ(INT_OF(r), 0);
+    long l = atomic_load(&lost), tw = atomic_load(&twice);
+    fprintf(stderr, "   %ld rounds: reported by the call %ld, by the next call %ld, "
+                    "lost %ld, twice %ld\n", rounds, atomic_load(&via_call),
+            atomic_load(&via_next), l, tw);
+    CHECK_EQ(l + tw + atomic_load(&via_call) + atomic_load(&via_next), rounds);
+    if (l || tw)
+        FAIL_("a cancel racing the end of a %s was lost %ld times and delivered twice %ld "
+              "times in %ld rounds", blocking ? "corio_run_blocking" : "corio_join", l, tw,
+              rounds);
+}
+
+TEST(cancel_racing_join_completion)
+{
+    racing_cancel(false);
+}
+
+TEST(cancel_racing_run_blocking_completion)
+{
+    racing_cancel(true);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(cancel_sleeping_task);
+    RUN(cancel_before_first_call);
+    RUN(self_cancel_and_yield);
+    RUN(cancel_joining_task);
+    RUN(cancel_finished_task);
+    RUN(cancel_races);
+    RUN(cancel_racing_join_completion);
+    RUN(cancel_racing_run_blocking_completion);
+    return test_summary();
+}

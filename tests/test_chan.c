@@ -1,0 +1,615 @@
+/*
+ * test_chan.c: channels. Back-pressure of a bounded channel, FIFO order,
+ * exactly-once delivery between many producers and consumers on two
+ * loops (also while their waits keep being cancelled), unbounded
+ * channels, close, the non-blocking calls, bad arguments, light tasks.
+ */
+#define _GNU_SOURCE
+#include <stdatomic.h>
+
+#include "test.h"
+
+static corio_spawn_opts on_loop(int loop, bool light)
+{
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.loop = loop;
+    o.flags = light ? CORIO_TASK_LIGHT : 0;
+    return o;
+}
+
+/* ---- back-pressure ---- */
+
+struct bp {
+    corio_chan *ch;
+    _Atomic int sent;
+};
+
+static void *bp_sender(void *arg)
+{
+    struct bp *b = arg;
+    for (int i = 0; i < 10; i++) {
+        CHECK_OK(corio_chan_send_until(b->ch, &i, corio_deadline_in(10 * CORIO_SEC)));
+        atomic_store(&b->sent, i + 1);
+    }
+    return NULL;
+}
+
+static void *main_backpressure(void *arg)
+{
+    for (int loop = 0; loop < 2; loop++) {
+        struct bp b = {0};
+        CHECK_OK(corio_chan_new(&b.ch, sizeof(int), 4));
+        corio_spawn_opts o = on_loop(loop, loop == 1);
+        corio_task *t;
+        CHECK_OK(corio_spawn_ex(&t, bp_sender, &b, &o));
+        /* It fills the channel, then waits. */
+        corio_time_t give_up = corio_deadline_in(5 * CORIO_SEC);
+        while (atomic_load(&b.sent) < 4 && corio_now() < give_up)
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_sleep(30 * CORIO_MSEC));
+        CHECK_EQ(atomic_load(&b.sent), 4);
+        CHECK_EQ(corio_chan_len(b.ch), 4);
+        int next = 0, v;
+        /* Each receive makes room for exactly one more send. */
+        for (int step = 0; step < 6; step++) {
+            CHECK_OK(corio_chan_recv(b.ch, &v));
+            CHECK_EQ(v, next++);
+            give_up = corio_deadline_in(5 * CORIO_SEC);
+            while (atomic_load(&b.sent) < 5 + step && corio_now() < give_up)
+                CHECK_OK(corio_sleep(100 * CORIO_USEC));
+            CHECK_EQ(atomic_load(&b.sent), 5 + step);
+            if (step < 5) {
+                CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+                CHECK_EQ(atomic_load(&b.sent), 5 + step); /* and no more */
+            }
+            CHECK_EQ(corio_chan_len(b.ch), 4);
+        }
+        CHECK_OK(corio_join(t, NULL));
+        for (int i = 0; i < 4; i++) {
+            CHECK_OK(corio_chan_recv(b.ch, &v));
+            CHECK_EQ(v, next++);
+        }
+        CHECK_EQ(corio_chan_len(b.ch), 0);
+        corio_chan_free(b.ch);
+    }
+    return NULL;
+}
+
+TEST(bounded_back_pressure)
+{
+    run_main_checked(2, main_backpressure, NULL);
+}
+
+/* ---- FIFO with one producer ---- */
+
+struct fifo {
+    corio_chan *ch;
+    long n;
+};
+
+static void *fifo_producer(void *arg)
+{
+    struct fifo *f = arg;
+    for (long i = 0; i < f->n; i++)
+        CHECK_OK(corio_chan_send(f->ch, &i));
+    return NULL;
+}
+
+static void *main_fifo(void *arg)
+{
+    size_t caps[] = {1024, 7, 1};
+    for (size_t k = 0; k < 3; k++) {
+        /* Small capacities hand over between the loops at nearly every
+         * message: fewer of those. */
+        struct fifo f = {.n = test_scaled(caps[k] > 64 ? 300000 : 50000)};
+        CHECK_OK(corio_chan_new(&f.ch, sizeof(long), caps[k]));
+        corio_task *t;
+        CHECK_OK(corio_spawn_on(&t, (unsigned)(corio_loop_index() + 1) % 2, fifo_producer, &f));
+        for (long i = 0; i < f.n; i++) {
+            long v = -1;
+            CHECK_OK(corio_chan_recv(f.ch, &v));
+            if (v != i)
+                FAIL_("capacity %zu: message %ld received as number %ld", caps[k], v, i);
+        }
+        CHECK_OK(corio_join(t, NULL));
+        corio_chan_free(f.ch);
+    }
+    return NULL;
+}
+
+TEST(fifo_one_producer)
+{
+    run_main_checked(2, main_fifo, NULL);
+}
+
+/* ---- many to many, exactly once ---- */
+
+#define PRODUCERS 4
+#define CONSUMERS 4
+
+struct mpmc {
+    corio_chan *ch;
+    long per_producer;
+    _Atomic uint64_t *marks;     /* one bit per message */
+    _Atomic long received, duplicates, send_cancels, recv_cancels;
+    _Atomic int stop_cancelling;
+    corio_task *producers[PRODUCERS], *consumers[CONSUMERS];
+};
+
+static void *mpmc_producer(void *arg)
+{
+    struct mpmc *m = *(struct mpmc **)arg;
+    uint64_t p = (uint64_t)((intptr_t *)arg)[1];
+    for (long i = 0; i < m->per_producer; i++) {
+        uint64_t v = p << 32 | (uint64_t)i;
+        for (;;) {
+            int rc = corio_chan_send(m->ch, &v);
+            if (rc == 0)
+                break;
+            /* A cancelled send enqueued nothing: send the same again. */
+            CHECK_ERR(rc, CORIO_ECANCELED);
+            atomic_fetch_add(&m->send_cancels, 1);
+        }
+    }
+    return NULL;
+}
+
+static void *mpmc_consumer(void *arg)
+{
+    struct mpmc *m = arg;
+    long last[PRODUCERS];
+    for (int p = 0; p < PRODUCERS; p++)
+        last[p] = -1;
+    long mine = 0;
+    for (;;) {
+        uint64_t v;
+        int rc = corio_chan_recv(m->ch, &v);
+        if (rc == CORIO_EPIPE)
+            break;
+        if (rc == CORIO_ECANCELED) {
+            atomic_fetch_add(&m->recv_cancels, 1);
+            continue;
+        }
+        CHECK_OK(rc);
+        uint64_t p = v >> 32, i = v & 0xffffffffu;
+        CHECK_LT(p, PRODUCERS);
+        CHECK_LT(i, m->per_producer);
+        /* One FIFO queue: each producer's messages reach any one consumer
+         * in the order they were sent. */
+        if ((long)i <= last[p])
+            FAIL_("consumer saw producer %llu's message %llu after %ld", (unsigned long long)p,
+                  (unsigned long long)i, last[p]);
+        last[p] = (long)i;
+        uint64_t bit = p * (uint64_t)m->per_producer + i;
+        uint64_t old = atomic_fetch_or(&m->marks[bit / 64], 1ull << (bit % 64));
+        if (old & (1ull << (bit % 64)))
+            atomic_fetch_add(&m->duplicates, 1);
+        mine++;
+    }
+    atomic_fetch_add(&m->received, mine);
+    return PTR_OF(mine);
+}
+
+static void *mpmc_canceller(void *arg)
+{
+    struct mpmc *m = arg;
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    long n = 0;
+    while (!atomic_load(&m->stop_cancelling)) {
+        uint64_t r = test_rand(&seed);
+        if (r & 1)
+            CHECK_OK(corio_cancel(m->consumers[(r >> 1) % CONSUMERS]));
+        else
+            CHECK_OK(corio_cancel(m->producers[(r >> 1) % PRODUCERS]));
+        n++;
+        if (n % 4 == 0)
+            CHECK_OK(corio_sleep(20 * CORIO_USEC));
+        else
+            CHECK_OK(corio_yield());
+    }
+    return PTR_OF(n);
+}
+
+static void *main_mpmc(void *arg)
+{
+    bool cancelling = INT_OF(arg);
+    struct mpmc m = {.per_producer = test_scaled(cancelling ? 1000000 : 2000000) / PRODUCERS};
+    long total = m.per_producer * PRODUCERS;
+    m.marks = calloc((size_t)(total + 63) / 64, sizeof *m.marks);
+    CHECK(m.marks);
+    CHECK_OK(corio_chan_new(&m.ch, sizeof(uint64_t), 64));
+    void *pargs[PRODUCERS][2];
+    /* Consumers first (so the canceller has them), two per loop. */
+    for (int c = 0; c < CONSUMERS; c++) {
+        corio_spawn_opts o = on_loop(c % 2, c >= 2);
+        CHECK_OK(corio_spawn_ex(&m.consumers[c], mpmc_consumer, &m, &o));
+    }
+    for (int p = 0; p < PRODUCERS; p++) {
+        pargs[p][0] = &m;
+        pargs[p][1] = PTR_OF(p);
+        corio_spawn_opts o = on_loop(p % 2, p >= 2);
+        CHECK_OK(corio_spawn_ex(&m.producers[p], mpmc_producer, pargs[p], &o));
+    }
+    corio_task *canceller = NULL;
+    if (cancelling)
+        CHECK_OK(corio_spawn_on(&canceller, 0, mpmc_canceller, &m));
+    CHECK_OK(corio_gather(m.producers, PRODUCERS, NULL));
+    long cancels = 0;
+    if (cancelling) {
+        atomic_store(&m.stop_cancelling, 1);
+        void *r;
+        CHECK_OK(corio_join(canceller, &r));
+        cancels = (long)INT_OF(r);
+    }
+    CHECK_OK(corio_chan_close(m.ch));
+    void *per[CONSUMERS];
+    CHECK_OK(corio_gather(m.consumers, CONSUMERS, per));
+    CHECK_EQ(atomic_load(&m.duplicates), 0);
+    CHECK_EQ(atomic_load(&m.received), total);
+    long missing = 0;
+    for (long b = 0; b < total; b++)
+        missing += !(atomic_load(&m.marks[b / 64]) & (1ull << (b % 64)));
+    CHECK_EQ(missing, 0);
+    fprintf(stderr, "   %ld messages; per consumer %ld %ld %ld %ld", total, (long)INT_OF(per[0]),
+            (long)INT_OF(per[1]), (long)INT_OF(per[2]), (long)INT_OF(per[3]));
+    if (cancelling) {
+        fprintf(stderr, "; %ld cancels: %ld sends and %ld receives cancelled", cancels,
+                atomic_load(&m.send_cancels), atomic_load(&m.recv_cancels));
+        /* The cancellations did hit waits (else this tested nothing). */
+        CHECK_GT(atomic_load(&m.send_cancels) + atomic_load(&m.recv_cancels), 0);
+    }
+    fprintf(stderr, "\n");
+    CHECK_EQ(corio_chan_len(m.ch), 0);
+    corio_chan_free(m.ch);
+    free(m.marks);
+    return NULL;
+}
+
+TEST(many_to_many_exactly_once)
+{
+    run_main_checked(2, main_mpmc, PTR_OF(0));
+}
+
+TEST(many_to_many_while_cancelled)
+{
+    run_main_checked(2, main_mpmc, PTR_OF(1));
+}
+
+/* ---- unbounded ---- */
+
+static void *main_unbounded(void *arg)
+{
+    corio_chan *ch;
+    CHECK_OK(corio_chan_new(&ch, sizeof(long), CORIO_CHAN_UNBOUNDED));
+    long n = test_scaled(300000);
+    /* No receiver at all, and a deadline that allows no waiting: every
+     * send goes through at once while the channel grows. */
+    for (long i = 0; i < n; i++)
+        CHECK_OK(corio_chan_send_until(ch, &i, corio_now()));
+    for (long i = 0; i < 1000; i++)
+        CHECK_OK(corio_chan_try_send(ch, &i));
+    CHECK_EQ(corio_chan_len(ch), n + 1000);
+    /* Growth mid-ring: take some, add more, in order throughout. */
+    long v;
+    for (long i = 0; i < n / 2; i++) {
+        CHECK_OK(corio_chan_try_recv(ch, &v));
+        CHECK_EQ(v, i);
+    }
+    for (long i = 0; i < n; i++) {
+        long w = -i;
+        CHECK_OK(corio_chan_send(ch, &w));
+    }
+    for (long i = n / 2; i < n; i++) {
+        CHECK_OK(corio_chan_recv(ch, &v));
+        CHECK_EQ(v, i);
+    }
+    for (long i = 0; i < 1000; i++) {
+        CHECK_OK(corio_chan_recv(ch, &v));
+        CHECK_EQ(v, i);
+    }
+    for (long i = 0; i < n; i++) {
+        CHECK_OK(corio_chan_recv(ch, &v));
+        CHECK_EQ(v, -i);
+    }
+    CHECK_ERR(corio_chan_try_recv(ch, &v), CORIO_EAGAIN);
+    corio_chan_free(ch);
+    return NULL;
+}
+
+TEST(unbounded_never_blocks)
+{
+    run_main_checked(2, main_unbounded, NULL);
+}
+
+/* ---- close ---- */
+
+struct closing {
+    corio_chan *ch;
+    _Atomic int blocked;
+    _Atomic int woke_epipe;
+};
+
+static void *blocked_receiver(void *arg)
+{
+    struct closing *c = arg;
+    int v;
+    atomic_fetch_add(&c->blocked, 1);
+    int rc = corio_chan_recv_until(c->ch, &v, corio_deadline_in(10 * CORIO_SEC));
+    CHECK_ERR(rc, CORIO_EPIPE);
+    atomic_fetch_add(&c->woke_epipe, 1);
+    return NULL;
+}
+
+static void *blocked_sender(void *arg)
+{
+    struct closing *c = arg;
+    int v = 99;
+    atomic_fetch_add(&c->blocked, 1);
+    int rc = corio_chan_send_until(c->ch, &v, corio_deadline_in(10 * CORIO_SEC));
+    CHECK_ERR(rc, CORIO_EPIPE);
+    atomic_fetch_add(&c->woke_epipe, 1);
+    return NULL;
+}
+
+static void *main_close(void *arg)
+{
+    int v;
+    /* Remaining elements are still received, then EPIPE. */
+    corio_chan *ch;
+    CHECK_OK(corio_chan_new(&ch, sizeof(int), 8));
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(corio_chan_send(ch, &i));
+    CHECK_OK(corio_chan_close(ch));
+    CHECK_OK(corio_chan_close(ch)); /* idempotent */
+    v = 7;
+    CHECK_ERR(corio_chan_send(ch, &v), CORIO_EPIPE);
+    CHECK_ERR(corio_chan_try_send(ch, &v), CORIO_EPIPE);
+    CHECK_ERR(corio_chan_send_until(ch, &v, corio_deadline_in(CORIO_SEC)), CORIO_EPIPE);
+    CHECK_EQ(corio_chan_len(ch), 3);
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(corio_chan_recv(ch, &v));
+        CHECK_EQ(v, i);
+    }
+    CHECK_ERR(corio_chan_recv(ch, &v), CORIO_EPIPE);
+    CHECK_ERR(corio_chan_try_recv(ch, &v), CORIO_EPIPE);
+    CHECK_ERR(corio_chan_recv_until(ch, &v, corio_now() - CORIO_SEC), CORIO_EPIPE);
+    corio_chan_free(ch);
+
+    /* Waiters blocked in recv, on both loops, woken by close. */
+    for (int round = 0; round < 2; round++) {
+        struct closing c = {0};
+        CHECK_OK(corio_chan_new(&c.ch, sizeof(int), round ? CORIO_CHAN_UNBOUNDED : 2));
+        corio_task *t[6];
+        for (int i = 0; i < 6; i++) {
+            corio_spawn_opts o = on_loop(i % 2, i >= 4);
+            CHECK_OK(corio_spawn_ex(&t[i], blocked_receiver, &c, &o));
+        }
+        while (atomic_load(&c.blocked) < 6)
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_sleep(10 * CORIO_MSEC));
+        CHECK_EQ(atomic_load(&c.woke_epipe), 0);
+        corio_time_t t0 = corio_now();
+        CHECK_OK(corio_chan_close(c.ch));
+        CHECK_OK(corio_gather(t, 6, NULL));
+        CHECK_LT(corio_now() - t0, 2 * CORIO_SEC);
+        CHECK_EQ(atomic_load(&c.woke_epipe), 6);
+        corio_chan_free(c.ch);
+    }
+
+    /* Waiters blocked in send on a full channel, woken by close; what was
+     * in the channel stays receivable. */
+    struct closing c = {0};
+    CHECK_OK(corio_chan_new(&c.ch, sizeof(int), 1));
+    v = 1;
+    CHECK_OK(corio_chan_send(c.ch, &v));
+    corio_task *t[6];
+    for (int i = 0; i < 6; i++) {
+        corio_spawn_opts o = on_loop(i % 2, i >= 4);
+        CHECK_OK(corio_spawn_ex(&t[i], blocked_sender, &c, &o));
+    }
+    while (atomic_load(&c.blocked) < 6)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_OK(corio_sleep(10 * CORIO_MSEC));
+    CHECK_EQ(atomic_load(&c.woke_epipe), 0);
+    CHECK_OK(corio_chan_close(c.ch));
+    CHECK_OK(corio_gather(t, 6, NULL));
+    CHECK_EQ(atomic_load(&c.woke_epipe), 6);
+    CHECK_EQ(corio_chan_len(c.ch), 1);
+    CHECK_OK(corio_chan_recv(c.ch, &v));
+    CHECK_EQ(v, 1);
+    CHECK_ERR(corio_chan_recv(c.ch, &v), CORIO_EPIPE);
+    corio_chan_free(c.ch);
+    return NULL;
+}
+
+TEST(close)
+{
+    run_main_checked(2, main_close, NULL);
+}
+
+/* ---- try_send / try_recv ---- */
+
+static void *try_on_pool(void *arg)
+{
+    corio_chan *ch = arg;
+    int v = 31;
+    if (corio_chan_try_send(ch, &v) != 0)
+        return PTR_OF(1);
+    if (corio_chan_try_recv(ch, &v) != 0 || v != 31)
+        return PTR_OF(2);
+    if (corio_chan_try_recv(ch, &v) != CORIO_EAGAIN)
+        return PTR_OF(3);
+    return PTR_OF(0);
+}
+
+static void *main_try(void *arg)
+{
+    corio_chan *ch = arg;
+    int v;
+    CHECK_ERR(corio_chan_try_recv(ch, &v), CORIO_EAGAIN);
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(corio_chan_try_send(ch, &i));
+    v = 3;
+    CHECK_ERR(corio_chan_try_send(ch, &v), CORIO_EAGAIN);
+    CHECK_EQ(corio_chan_len(ch), 3);
+    CHECK_OK(corio_chan_try_recv(ch, &v));
+    CHECK_EQ(v, 0);
+    CHECK_OK(corio_chan_try_send(ch, &v));
+    CHECK_ERR(corio_chan_try_send(ch, &v), CORIO_EAGAIN);
+    /* try_recv with NULL discards the element. */
+    CHECK_OK(corio_chan_try_recv(ch, NULL));
+    CHECK_OK(corio_chan_try_recv(ch, &v));
+    CHECK_EQ(v, 2);
+    CHECK_OK(corio_chan_try_recv(ch, &v));
+    CHECK_EQ(v, 0);
+    CHECK_ERR(corio_chan_try_recv(ch, &v), CORIO_EAGAIN);
+    /* From a blocking-pool thread (not a task): allowed. */
+    void *r = PTR_OF(-1);
+    CHECK_OK(corio_run_blocking(try_on_pool, ch, &r));
+    CHECK_EQ(INT_OF(r), 0);
+    return NULL;
+}
+
+TEST(try_send_try_recv)
+{
+    corio_chan *ch;
+    CHECK_OK(corio_chan_new(&ch, sizeof(int), 3));
+    run_main_checked(2, main_try, ch);
+    /* And outside any runtime; the blocking calls refuse there. */
+    int v = 5;
+    CHECK_OK(corio_chan_try_send(ch, &v));
+    CHECK_ERR(corio_chan_send(ch, &v), CORIO_EPERM);
+    CHECK_ERR(corio_chan_recv(ch, &v), CORIO_EPERM);
+    CHECK_EQ(corio_chan_len(ch), 1);
+    v = 0;
+    CHECK_OK(corio_chan_try_recv(ch, &v));
+    CHECK_EQ(v, 5);
+    corio_chan_free(ch);
+}
+
+/* ---- bad arguments ---- */
+
+TEST(bad_arguments)
+{
+    corio_chan *ch = (corio_chan *)&ch;
+    CHECK_ERR(corio_chan_new(&ch, sizeof(int), 0), CORIO_EINVAL);
+    CHECK_ERR(corio_chan_new(&ch, 0, 4), CORIO_EINVAL);
+    CHECK_ERR(corio_chan_new(&ch, 0, CORIO_CHAN_UNBOUNDED), CORIO_EINVAL);
+    CHECK_ERR(corio_chan_new(NULL, sizeof(int), 4), CORIO_EINVAL);
+    /* elem_size * capacity overflows. */
+    int rc = corio_chan_new(&ch, SIZE_MAX / 2, 4);
+    CHECK(rc == CORIO_EINVAL || rc == CORIO_ENOMEM);
+    int v = 0;
+    CHECK_ERR(corio_chan_try_send(NULL, &v), CORIO_EINVAL);
+    CHECK_ERR(corio_chan_try_recv(NULL, &v), CORIO_EINVAL);
+    CHECK_ERR(corio_chan_close(NULL), CORIO_EINVAL);
+    CHECK_EQ(corio_chan_len(NULL), 0);
+    corio_chan_free(NULL);
+    CHECK_OK(corio_chan_new(&ch, sizeof(int), 1));
+    CHECK_ERR(corio_chan_try_send(ch, NULL), CORIO_EINVAL);
+    corio_chan_free(ch);
+}
+
+/* ---- light tasks ---- */
+
+struct big_msg {
+    uint64_t id;
+    unsigned char payload[240];
+    uint64_t check;
+};
+
+struct light_run {
+    corio_chan *ch;
+    long per_sender;
+    _Atomic uint64_t sum, count;
+};
+
+static uint64_t msg_check(const struct big_msg *m)
+{
+    uint64_t h = m->id * 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < sizeof m->payload; i++)
+        h = (h ^ m->payload[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static void *light_sender(void *arg)
+{
+    struct light_run *lr = *(struct light_run **)arg;
+    uint64_t base = (uint64_t)((intptr_t *)arg)[1] * 1000000;
+    for (long i = 0; i < lr->per_sender; i++) {
+        /* The element lives on this light task's stack, which moves away
+         * whenever the task waits. */
+        struct big_msg m;
+        m.id = base + (uint64_t)i;
+        for (size_t k = 0; k < sizeof m.payload; k++)
+            m.payload[k] = (unsigned char)(m.id + k);
+        m.check = msg_check(&m);
+        CHECK_OK(corio_chan_send(lr->ch, &m));
+    }
+    return NULL;
+}
+
+static void *light_receiver(void *arg)
+{
+    struct light_run *lr = arg;
+    for (;;) {
+        struct big_msg m;
+        int rc = corio_chan_recv(lr->ch, &m);
+        if (rc == CORIO_EPIPE)
+            return NULL;
+        CHECK_OK(rc);
+        CHECK_EQ(m.check, msg_check(&m));
+        atomic_fetch_add(&lr->sum, m.id);
+        atomic_fetch_add(&lr->count, 1);
+    }
+}
+
+static void *main_light(void *arg)
+{
+    enum { SENDERS = 64, RECEIVERS = 16 };
+    struct light_run lr = {.per_sender = test_scaled(2000)};
+    CHECK_OK(corio_chan_new(&lr.ch, sizeof(struct big_msg), 3));
+    corio_task *s[SENDERS], *r[RECEIVERS];
+    void *args[SENDERS][2];
+    for (int i = 0; i < RECEIVERS; i++) {
+        corio_spawn_opts o = on_loop(i % 2, true);
+        CHECK_OK(corio_spawn_ex(&r[i], light_receiver, &lr, &o));
+    }
+    for (int i = 0; i < SENDERS; i++) {
+        args[i][0] = &lr;
+        args[i][1] = PTR_OF(i);
+        corio_spawn_opts o = on_loop(-1, true);
+        CHECK_OK(corio_spawn_ex(&s[i], light_sender, args[i], &o));
+    }
+    CHECK_OK(corio_gather(s, SENDERS, NULL));
+    CHECK_OK(corio_chan_close(lr.ch));
+    CHECK_OK(corio_gather(r, RECEIVERS, NULL));
+    uint64_t want_sum = 0;
+    for (uint64_t i = 0; i < SENDERS; i++)
+        for (uint64_t k = 0; k < (uint64_t)lr.per_sender; k++)
+            want_sum += i * 1000000 + k;
+    CHECK_EQ(atomic_load(&lr.count), SENDERS * lr.per_sender);
+    CHECK_EQ(atomic_load(&lr.sum), want_sum);
+    corio_chan_free(lr.ch);
+    return NULL;
+}
+
+TEST(light_tasks)
+{
+    run_main_checked(2, main_light, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(bounded_back_pressure);
+    RUN(fifo_one_producer);
+    RUN(many_to_many_exactly_once);
+    RUN(many_to_many_while_cancelled);
+    RUN(unbounded_never_blocks);
+    RUN(close);
+    RUN(try_send_try_recv);
+    RUN(bad_arguments);
+    RUN(light_tasks);
+    return test_summary();
+}

@@ -1,0 +1,341 @@
+/*
+ * test_config.c: corio_run's configuration (corio_config and the
+ * CORIO_LOOPS / CORIO_STACK_SIZE / CORIO_PIN environment variables) and
+ * its misuse (NULL main, nested runs).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+#include "task.h" /* corio_self()->stack.size: the stack a task really got */
+#include "test.h"
+
+static void clear_env(void)
+{
+    unsetenv("CORIO_LOOPS");
+    unsetenv("CORIO_STACK_SIZE");
+    unsetenv("CORIO_PIN");
+}
+
+static void *report_loops(void *arg) { return PTR_OF(corio_loop_count()); }
+
+static unsigned cpus_allowed(void)
+{
+    cpu_set_t set;
+    CHECK_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+    return (unsigned)CPU_COUNT(&set);
+}
+
+static int run_cfg(const corio_config *cfg, corio_fn fn, void **result)
+{
+    test_baseline base = test_baseline_take();
+    int rc = corio_run(cfg, fn, NULL, result);
+    CHECK_NO_LEAKS(base);
+    return rc;
+}
+
+TEST(loops_from_environment)
+{
+    clear_env();
+    corio_config cfg;
+    corio_config_init(&cfg);
+    CHECK_EQ(cfg.loops, 0);
+    CHECK_EQ(cfg.stack_size, 0);
+    CHECK_EQ(cfg.blocking_threads, 0);
+    CHECK_EQ(cfg.max_tasks, 0);
+    CHECK(!cfg.pin_cpus);
+    void *r;
+
+    /* Default: one loop per CPU this process may use. */
+    CHECK_OK(run_cfg(NULL, report_loops, &r));
+    CHECK_EQ(INT_OF(r), cpus_allowed());
+
+    const unsigned counts[] = {2, 3, 4, 7};
+    for (size_t i = 0; i < 4; i++) {
+        char buf[16];
+        snprintf(buf, sizeof buf, "%u", counts[i]);
+        setenv("CORIO_LOOPS", buf, 1);
+        CHECK_OK(run_cfg(&cfg, report_loops, &r));
+        CHECK_EQ(INT_OF(r), counts[i]);
+        CHECK_OK(run_cfg(NULL, report_loops, &r));
+        CHECK_EQ(INT_OF(r), counts[i]);
+    }
+    /* The configuration wins over the environment. */
+    setenv("CORIO_LOOPS", "3", 1);
+    cfg.loops = 2;
+    CHECK_OK(run_cfg(&cfg, report_loops, &r));
+    CHECK_EQ(INT_OF(r), 2);
+    /* Empty means unset. */
+    setenv("CORIO_LOOPS", "", 1);
+    cfg.loops = 0;
+    CHECK_OK(run_cfg(&cfg, report_loops, &r));
+    CHECK_EQ(INT_OF(r), cpus_allowed());
+    clear_env();
+}
+
+TEST(bad_loops)
+{
+    clear_env();
+    const char *bad[] = {"abc", "0", "99999", "-1", "2x", "4k", " -1", "1e3", "0x4"};
+    corio_config cfg;
+    corio_config_init(&cfg);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("CORIO_LOOPS", bad[i], 1);
+        void *r = PTR_OF(-1);
+        int rc = run_cfg(&cfg, report_loops, &r);
+        if (rc != CORIO_EINVAL)
+            FAIL_("CORIO_LOOPS=\"%s\": corio_run returned %s, expected EINVAL", bad[i],
+                  corio_err_name(rc));
+        CHECK_EQ(INT_OF(r), -1); /* untouched */
+    }
+    /* A bad variable does not matter when the configuration decides. */
+    setenv("CORIO_LOOPS", "abc", 1);
+    cfg.loops = 2;
+    void *r;
+    CHECK_OK(run_cfg(&cfg, report_loops, &r));
+    CHECK_EQ(INT_OF(r), 2);
+    /* Too many loops in the configuration itself. */
+    cfg.loops = 100000;
+    CHECK_ERR(run_cfg(&cfg, report_loops, &r), CORIO_EINVAL);
+    clear_env();
+}
+
+static void *report_stack_leaf(void *arg) { return PTR_OF(corio_self()->stack.size); }
+
+static void *report_stack_main(void *arg)
+{
+    corio_task *t;
+    void *r;
+    if (corio_spawn(&t, report_stack_leaf, NULL) != 0 || corio_join(t, &r) != 0)
+        return PTR_OF(-1);
+    if ((size_t)INT_OF(r) != corio_self()->stack.size)
+        return PTR_OF(-2);
+    return r;
+}
+
+TEST(stack_size_from_environment)
+{
+    clear_env();
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    void *r;
+    CHECK_OK(run_cfg(&cfg, report_stack_main, &r));
+    CHECK_EQ(INT_OF(r), 128 * 1024); /* documented default */
+
+    struct {
+        const char *env;
+        long bytes;
+    } good[] = {
+        {"256k", 256 * 1024}, {"256K", 256 * 1024}, {"1m", 1024 * 1024},
+        {"2M", 2 * 1024 * 1024}, {"65536", 65536}, {"100000", 102400 /* pages */},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        setenv("CORIO_STACK_SIZE", good[i].env, 1);
+        r = NULL;
+        CHECK_OK(run_cfg(&cfg, report_stack_main, &r));
+        if (INT_OF(r) != good[i].bytes)
+            FAIL_("CORIO_STACK_SIZE=%s: stack of %ld bytes, expected %ld", good[i].env,
+                  (long)INT_OF(r), good[i].bytes);
+    }
+    /* The configuration wins. */
+    setenv("CORIO_STACK_SIZE", "1m", 1);
+    cfg.stack_size = 192 * 1024;
+    CHECK_OK(run_cfg(&cfg, report_stack_main, &r));
+    CHECK_EQ(INT_OF(r), 192 * 1024);
+    cfg.stack_size = 0;
+
+    const char *bad[] = {"abc", "12q", "-5", "k", "0", "1mb", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("CORIO_STACK_SIZE", bad[i], 1);
+        int rc = run_cfg(&cfg, report_stack_main, &r);
+        if (rc != CORIO_EINVAL)
+            FAIL_("CORIO_STACK_SIZE=\"%s\": corio_run returned %s, expected EINVAL", bad[i],
+                  corio_err_name(rc));
+    }
+    clear_env();
+}
+
+/* ---- misuse ---- */
+
+static void *nested_run_fn(void *arg)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    void *r = PTR_OF(-1);
+    int rc = corio_run(&cfg, report_loops, NULL, &r);
+    if (INT_OF(r) != -1)
+        return PTR_OF(-1000);
+    return PTR_OF(rc);
+}
+
+static void *main_nested(void *arg)
+{
+    /* From the main task, from a spawned task on another loop, and from a
+     * blocking-pool thread. */
+    CHECK_ERR((int)INT_OF(nested_run_fn(NULL)), CORIO_EBUSY);
+    corio_task *t;
+    void *r;
+    CHECK_OK(corio_spawn_on(&t, 1, nested_run_fn, NULL));
+    CHECK_OK(corio_join(t, &r));
+    CHECK_ERR((int)INT_OF(r), CORIO_EBUSY);
+    CHECK_OK(corio_run_blocking(nested_run_fn, NULL, &r));
+    CHECK_ERR((int)INT_OF(r), CORIO_EBUSY);
+    return PTR_OF(1);
+}
+
+TEST(misuse)
+{
+    clear_env();
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    void *r = PTR_OF(-1);
+    CHECK_ERR(corio_run(&cfg, NULL, NULL, &r), CORIO_EINVAL);
+    CHECK_ERR(corio_run(NULL, NULL, NULL, NULL), CORIO_EINVAL);
+    CHECK_EQ(INT_OF(r), -1);
+    CHECK_EQ(INT_OF(run_main_checked(2, main_nested, NULL)), 1);
+    /* result may be NULL */
+    CHECK_OK(corio_run(&cfg, report_loops, NULL, NULL));
+    CHECK_EQ(corio_loop_count(), 0);
+}
+
+/* ---- several runtimes ---- */
+
+static void *small_workload(void *arg)
+{
+    enum { N = 50 };
+    corio_task *t[N];
+    void *res[N];
+    for (intptr_t i = 0; i < N; i++)
+        CHECK_OK(corio_spawn(&t[i], report_loops, NULL));
+    CHECK_OK(corio_gather(t, N, res));
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(INT_OF(res[i]), corio_loop_count());
+    CHECK_OK(corio_sleep(CORIO_MSEC));
+    return PTR_OF(corio_loop_count() * 100 + (arg ? 1 : 0));
+}
+
+TEST(runtimes_one_after_another)
+{
+    for (unsigned i = 0; i < 20; i++) {
+        unsigned loops = 2 + i % 3;
+        CHECK_EQ(INT_OF(run_main_checked(loops, small_workload, NULL)), loops * 100);
+    }
+}
+
+static void *runtime_thread(void *arg)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = (unsigned)INT_OF(arg);
+    void *r = NULL;
+    for (int i = 0; i < 10; i++) {
+        int rc = corio_run(&cfg, small_workload, PTR_OF(1), &r);
+        if (rc != 0)
+            return PTR_OF(rc);
+        if (INT_OF(r) != (intptr_t)cfg.loops * 100 + 1)
+            return PTR_OF(-1000);
+    }
+    return NULL;
+}
+
+TEST(runtimes_side_by_side)
+{
+    test_baseline base = test_baseline_take();
+    pthread_t th[2];
+    CHECK_EQ(pthread_create(&th[0], NULL, runtime_thread, PTR_OF(2)), 0);
+    CHECK_EQ(pthread_create(&th[1], NULL, runtime_thread, PTR_OF(3)), 0);
+    for (int i = 0; i < 2; i++) {
+        void *r;
+        CHECK_EQ(pthread_join(th[i], &r), 0);
+        CHECK_EQ(INT_OF(r), 0);
+    }
+    CHECK_NO_LEAKS(base);
+}
+
+/* ---- pinning ---- */
+
+static int nth_allowed_cpu(unsigned n)
+{
+    cpu_set_t set;
+    CHECK_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+    unsigned seen = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set) && seen++ == n)
+            return c;
+    return -1;
+}
+
+static int expected_cpu[8];
+
+static void *report_cpu(void *arg)
+{
+    for (int i = 0; i < 3; i++) {
+        if (sched_getcpu() != expected_cpu[corio_loop_index()])
+            return PTR_OF(-1);
+        corio_sleep(100 * CORIO_USEC);
+    }
+    return PTR_OF(sched_getcpu());
+}
+
+static void *main_pinned(void *arg)
+{
+    unsigned n = corio_loop_count();
+    unsigned ncpu = cpus_allowed();
+    corio_task *t[8];
+    for (unsigned l = 0; l < n; l++)
+        CHECK_OK(corio_spawn_on(&t[l], l, report_cpu, NULL));
+    void *res[8];
+    CHECK_OK(corio_gather(t, n, res));
+    for (unsigned l = 0; l < n; l++) {
+        if (l < ncpu) /* loops beyond the CPUs run unpinned */
+            CHECK_EQ(INT_OF(res[l]), expected_cpu[l]);
+    }
+    return PTR_OF(n);
+}
+
+static void pinned_run(unsigned loops, bool by_env)
+{
+    for (unsigned l = 0; l < 8; l++)
+        expected_cpu[l] = l < cpus_allowed() ? nth_allowed_cpu(l) : -1;
+    cpu_set_t before, after;
+    CHECK_EQ(sched_getaffinity(0, sizeof before, &before), 0);
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = loops;
+    if (by_env)
+        setenv("CORIO_PIN", "1", 1);
+    else
+        cfg.pin_cpus = true;
+    CHECK_EQ(INT_OF(run_main_cfg(&cfg, main_pinned, NULL)), loops);
+    clear_env();
+    /* The caller's thread gets its affinity back. */
+    CHECK_EQ(sched_getaffinity(0, sizeof after, &after), 0);
+    CHECK(CPU_EQUAL(&before, &after));
+}
+
+TEST(pin_cpus)
+{
+    clear_env();
+    unsigned ncpu = cpus_allowed();
+    pinned_run(ncpu < 8 ? (ncpu < 2 ? 2 : ncpu) : 8, false);
+    pinned_run(2, true);
+    /* More loops than CPUs: the extra loops run unpinned. */
+    if (ncpu + 2 <= 8)
+        pinned_run(ncpu + 2, false);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(loops_from_environment);
+    RUN(bad_loops);
+    RUN(stack_size_from_environment);
+    RUN(misuse);
+    RUN(runtimes_one_after_another);
+    RUN(runtimes_side_by_side);
+    RUN(pin_cpus);
+    return test_summary();
+}

@@ -1,0 +1,457 @@
+/*
+ * test_exhaustion.c: running out of things. The task limit, stacks that
+ * cannot be mapped, a small address-space limit, and fault injection on
+ * every wrapped allocation and syscall (src/sys.h) in turn. In every case
+ * the library must return a clean error, keep working afterwards and
+ * leave nothing allocated.
+ */
+#define _GNU_SOURCE
+#include <stdatomic.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "test.h"
+
+static void *sleep_forever(void *arg)
+{
+    int rc = corio_sleep_until(CORIO_FOREVER);
+    return PTR_OF(rc);
+}
+
+static void *ret_arg(void *arg) { return arg; }
+
+/* ---- max_tasks ---- */
+
+#define MAX_TASKS 100
+
+static void *main_max_tasks(void *arg)
+{
+    static corio_task *t[MAX_TASKS];
+    corio_spawn_opts light;
+    corio_spawn_opts_init(&light);
+    light.flags = CORIO_TASK_LIGHT;
+    /* main is task 1 of 100 */
+    for (int i = 0; i < MAX_TASKS - 1; i++) {
+        if (i % 2)
+            CHECK_OK(corio_spawn_ex(&t[i], sleep_forever, NULL, &light));
+        else
+            CHECK_OK(corio_spawn(&t[i], sleep_forever, NULL));
+    }
+    corio_task *x = (corio_task *)&x;
+    CHECK_ERR(corio_spawn(&x, ret_arg, NULL), CORIO_EAGAIN);
+    CHECK(x == NULL);
+    CHECK_ERR(corio_spawn(NULL, ret_arg, NULL), CORIO_EAGAIN);
+    CHECK_ERR(corio_spawn_ex(&x, ret_arg, NULL, &light), CORIO_EAGAIN);
+    CHECK_ERR(corio_spawn_on(&x, 1, ret_arg, NULL), CORIO_EAGAIN);
+
+    /* One finishes (not yet joined): its slot is free again. */
+    CHECK_OK(corio_cancel(t[0]));
+    int rc;
+    for (int tries = 0; (rc = corio_spawn(&x, ret_arg, PTR_OF(5))) == CORIO_EAGAIN; tries++) {
+        CHECK_LT(tries, 1000);
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    }
+    CHECK_OK(rc);
+    void *r;
+    CHECK_OK(corio_join(t[0], &r));
+    CHECK_ERR((int)INT_OF(r), CORIO_ECANCELED);
+    CHECK_OK(corio_join(x, &r)); /* a slot again once x is done */
+    CHECK_EQ(INT_OF(r), 5);
+    CHECK_OK(corio_spawn(&t[0], sleep_forever, NULL));
+    CHECK_ERR(corio_spawn(&x, ret_arg, NULL), CORIO_EAGAIN);
+
+    /* All finish: the whole budget is back. */
+    for (int i = 0; i < MAX_TASKS - 1; i++)
+        CHECK_OK(corio_cancel(t[i]));
+    CHECK_OK(corio_gather(t, MAX_TASKS - 1, NULL));
+    for (int i = 0; i < MAX_TASKS - 1; i++)
+        CHECK_OK(corio_spawn(&t[i], sleep_forever, NULL));
+    CHECK_ERR(corio_spawn(&x, ret_arg, NULL), CORIO_EAGAIN);
+    for (int i = 0; i < MAX_TASKS - 1; i++)
+        CHECK_OK(corio_cancel(t[i]));
+    static void *res[MAX_TASKS];
+    CHECK_OK(corio_gather(t, MAX_TASKS - 1, res));
+    for (int i = 0; i < MAX_TASKS - 1; i++)
+        CHECK_ERR((int)INT_OF(res[i]), CORIO_ECANCELED);
+    return PTR_OF(1);
+}
+
+TEST(max_tasks)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    cfg.max_tasks = MAX_TASKS;
+    CHECK_EQ(INT_OF(run_main_cfg(&cfg, main_max_tasks, NULL)), 1);
+}
+
+/* ---- stacks that cannot be mapped ----
+ *
+ * corio.h: the stack is taken when the task first runs; if none can be
+ * had, the task does not run and its join reports CORIO_ENOSTACK. (Older
+ * runtimes mapped it at spawn, which then failed with CORIO_ENOMEM; both
+ * are accepted.) What must not happen is a task running on some other
+ * stack, or a crash.
+ */
+static bool no_stack_error(int rc)
+{
+    return rc == CORIO_ENOMEM || test_err_is(rc, "ENOSTACK");
+}
+
+static _Atomic int huge_ran;
+
+static void *mark_huge_ran(void *arg)
+{
+    atomic_fetch_add(&huge_ran, 1);
+    return arg;
+}
+
+static void *main_huge_stack(void *arg)
+{
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    /* Above the 1 TiB a task may ask for (corio.h): refused at spawn, and
+     * bigger than any x86-64 or arm64 user address space anyway. */
+    const size_t sizes[] = {((size_t)1 << 40) + 4096, (size_t)1 << 52, (size_t)1 << 60,
+                            ((size_t)1 << 52) + (64 << 10)};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        o.stack_size = sizes[i];
+        o.loop = (int)(i % 2);
+        corio_task *t = (corio_task *)&t;
+        int rc = corio_spawn_ex(&t, mark_huge_ran, NULL, &o);
+        if (rc != CORIO_EINVAL)
+            FAIL_("stack of %zu bytes: %s, expected EINVAL", sizes[i], corio_err_name(rc));
+        CHECK(t == NULL);
+        CHECK_ERR(corio_spawn_ex(NULL, mark_huge_ran, NULL, &o), CORIO_EINVAL);
+    }
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    CHECK_EQ(atomic_load(&huge_ran), 0);
+    /* The runtime carries on. */
+    corio_task *t;
+    void *r;
+    CHECK_OK(corio_spawn(&t, ret_arg, PTR_OF(3)));
+    CHECK_OK(corio_join(t, &r));
+    CHECK_EQ(INT_OF(r), 3);
+    o.stack_size = 1 << 20;
+    CHECK_OK(corio_spawn_ex(&t, ret_arg, PTR_OF(4), &o));
+    CHECK_OK(corio_join(t, &r));
+    CHECK_EQ(INT_OF(r), 4);
+    CHECK_OK(corio_sleep(CORIO_MSEC));
+    return PTR_OF(1);
+}
+
+TEST(unmappable_stack)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    cfg.max_tasks = 10; /* the failed tasks must give their slots back */
+    atomic_store(&huge_ran, 0);
+    CHECK_EQ(INT_OF(run_main_cfg(&cfg, main_huge_stack, NULL)), 1);
+}
+
+/* ---- address-space limit (in a child process) ---- */
+
+#ifndef TEST_SANITIZED
+#define AS_MAX_TASKS 200000
+
+static long vm_size_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb * 1024;
+}
+
+static _Atomic long as_started;
+
+static void *as_sleeper(void *arg)
+{
+    atomic_fetch_add(&as_started, 1);
+    return PTR_OF(corio_sleep_until(CORIO_FOREVER));
+}
+
+/*
+ * Spawn sleeping regular tasks in batches until stacks run out, which
+ * shows either as a spawn failing with CORIO_ENOMEM or (stacks taken at
+ * first run) as tasks that end unrun, their join reporting CORIO_ENOMEM.
+ */
+static void *main_rlimit(void *arg)
+{
+    corio_task **t = calloc(AS_MAX_TASKS, sizeof *t);
+    if (!t)
+        return PTR_OF(-100);
+    long vm = vm_size_bytes();
+    if (vm <= 0)
+        return PTR_OF(-101);
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_AS, &old);
+    lim = old;
+    lim.rlim_cur = (rlim_t)vm + 48 * 1024 * 1024;
+    if (setrlimit(RLIMIT_AS, &lim) != 0)
+        return PTR_OF(-102);
+    long n = 0;
+    int rc = 0, spawn_rc = 0;
+    bool short_of_stacks = false;
+    while (!short_of_stacks) {
+        for (int b = 0; b < 50; b++) {
+            if ((rc = corio_spawn(&t[n], as_sleeper, NULL)) != 0)
+                break;
+            if (++n == AS_MAX_TASKS)
+                return PTR_OF(-103);
+        }
+        if (rc != 0) {
+            if (rc != CORIO_ENOMEM)
+                return PTR_OF(-104);
+            spawn_rc = rc;
+            short_of_stacks = true;
+        }
+        if (corio_sleep(2 * CORIO_MSEC) != 0)
+            return PTR_OF(-105);
+        if (atomic_load(&as_started) < n) {
+            /* Give stragglers a moment: not started yet is not unrun. */
+            if (corio_sleep(20 * CORIO_MSEC) != 0)
+                return PTR_OF(-106);
+            if (atomic_load(&as_started) < n)
+                short_of_stacks = true;
+        }
+    }
+    long started = atomic_load(&as_started);
+    for (long i = 0; i < n; i++)
+        corio_cancel(t[i]);
+    long cancelled = 0, unrun = 0;
+    for (long i = 0; i < n; i++) {
+        void *r = NULL;
+        rc = corio_join(t[i], &r);
+        if (rc == 0 && INT_OF(r) == CORIO_ECANCELED)
+            cancelled++;
+        else if (no_stack_error(rc))
+            unrun++;
+        else
+            return PTR_OF(-107);
+    }
+    printf("spawned %ld tasks: %ld ran (cancelled), %ld had no stack; last spawn: %s\n", n,
+           cancelled, unrun, corio_err_name(spawn_rc));
+    if (cancelled != started || cancelled < 10)
+        return PTR_OF(-108);
+    /* Spawning works again. */
+    for (long i = 0; i < 10; i++)
+        if (corio_spawn(&t[i], ret_arg, PTR_OF(i)) != 0)
+            return PTR_OF(-109);
+    void *res[10];
+    if (corio_gather(t, 10, res) != 0)
+        return PTR_OF(-110);
+    for (long i = 0; i < 10; i++)
+        if (INT_OF(res[i]) != i)
+            return PTR_OF(-111);
+    setrlimit(RLIMIT_AS, &old);
+    free(t);
+    return PTR_OF(0);
+}
+
+static int child_rlimit(void *arg)
+{
+    test_baseline base = test_baseline_take();
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    void *r = PTR_OF(-1);
+    int rc = corio_run(&cfg, main_rlimit, NULL, &r);
+    if (rc != 0) {
+        printf("corio_run: %s\n", corio_err_name(rc));
+        return 2;
+    }
+    if (INT_OF(r) != 0) {
+        printf("main failed at step %ld\n", (long)INT_OF(r));
+        return 3;
+    }
+    if (corio__live_allocs() != base.allocs || corio__live_maps() != base.maps) {
+        printf("leaked: allocs %lld -> %lld, maps %lld -> %lld\n", (long long)base.allocs,
+               (long long)corio__live_allocs(), (long long)base.maps,
+               (long long)corio__live_maps());
+        return 4;
+    }
+    return 0;
+}
+
+#endif /* !TEST_SANITIZED */
+
+TEST(address_space_limit)
+{
+#ifdef TEST_SANITIZED
+    fprintf(stderr, "   skipped: sanitizers reserve terabytes of address space\n");
+#else
+    if (TEST_ON_VALGRIND()) {
+        fprintf(stderr, "   skipped: Valgrind manages the address space itself\n");
+        return;
+    }
+    test_child c;
+    test_run_child(&c, child_rlimit, NULL);
+    fprintf(stderr, "   child: %s", c.out);
+    if (!WIFEXITED(c.status) || WEXITSTATUS(c.status) != 0)
+        FAIL_("child status 0x%x, output:\n%s", c.status, c.out);
+#endif
+}
+
+/* ---- fault injection ---- */
+
+static void *blocking_fn(void *arg) { return PTR_OF(INT_OF(arg) + 1); }
+
+/* Propagates errors instead of asserting: under fault injection any call
+ * may fail, and must do so cleanly. A wrong *result* is not an error but a
+ * bug, reported as -1000. */
+static void *scenario_child(void *arg)
+{
+    intptr_t i = INT_OF(arg);
+    int rc = corio_sleep(CORIO_MSEC / 2);
+    if (rc != 0)
+        return PTR_OF(rc);
+    void *r;
+    rc = corio_run_blocking(blocking_fn, PTR_OF(i), &r);
+    if (rc != 0)
+        return PTR_OF(rc);
+    if (INT_OF(r) != i + 1)
+        return PTR_OF(-1000);
+    rc = corio_yield();
+    if (rc != 0)
+        return PTR_OF(rc);
+    return PTR_OF(i * 10);
+}
+
+#define SCENARIO_MAX 80
+
+/* arg: how many tasks. 6 exercises each kind of call; 80 also needs a
+ * second task slab and grows the timer heap past its first 64 slots. */
+static void *scenario(void *arg)
+{
+    int N = (int)INT_OF(arg);
+    corio_task *t[SCENARIO_MAX];
+    void *res[SCENARIO_MAX];
+    int n = 0, first_err = 0;
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    for (int i = 0; i < N; i++) {
+        o.flags = i % 2 ? CORIO_TASK_LIGHT : 0;
+        o.loop = i % 6 == 5 ? 1 : -1;
+        int rc = corio_spawn_ex(&t[n], scenario_child, PTR_OF(n), &o);
+        if (rc != 0) {
+            first_err = first_err ? first_err : rc;
+            break;
+        }
+        n++;
+    }
+    int rc = corio_gather(t, (size_t)n, res);
+    bool some_unrun = test_err_is(rc, "ENOSTACK");
+    if (rc != 0 && !some_unrun)
+        return PTR_OF(rc == CORIO_ECANCELED ? -1000 : rc); /* nothing cancels main */
+    if (some_unrun && !first_err)
+        first_err = rc;
+    for (int i = 0; i < n; i++) {
+        intptr_t v = INT_OF(res[i]);
+        if (v == 0 && some_unrun)
+            continue; /* a task that could not start has a NULL result */
+        if (v < 0 && !first_err)
+            first_err = (int)v;
+        else if (v >= 0 && v != i * 10)
+            return PTR_OF(-1000);
+    }
+    if (first_err)
+        return PTR_OF(first_err);
+    rc = corio_sleep(CORIO_MSEC / 2);
+    if (rc != 0)
+        return PTR_OF(rc);
+    void *r;
+    rc = corio_run_blocking(blocking_fn, PTR_OF(41), &r);
+    if (rc != 0)
+        return PTR_OF(rc);
+    if (INT_OF(r) != 42)
+        return PTR_OF(-1000);
+    return PTR_OF(0);
+}
+
+static bool clean_error(long v)
+{
+    return v == CORIO_ENOMEM || v == CORIO_EAGAIN || v == CORIO_EMFILE ||
+           test_err_is((int)v, "ENOSTACK");
+}
+
+static void fault_injection(int ntasks)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    void *arg = PTR_OF(ntasks);
+    /* Unfaulted run first: it must succeed, and it tells how many wrapped
+     * calls a run makes. */
+    test_baseline base = test_baseline_take();
+    corio__fault_arm(0);
+    void *r = PTR_OF(-1);
+    CHECK_OK(corio_run(&cfg, scenario, arg, &r));
+    CHECK_EQ(INT_OF(r), 0);
+    CHECK_NO_LEAKS(base);
+
+    long limit = 5000, n;
+    int failed_run = 0, failed_main = 0, survived = 0;
+    for (n = 1; n <= limit; n++) {
+        snprintf(test_watchdog_note, sizeof test_watchdog_note, "fault at call %ld", n);
+        base = test_baseline_take();
+        corio__fault_arm((uint64_t)n);
+        r = PTR_OF(-1);
+        int rc = corio_run(&cfg, scenario, arg, &r);
+        bool fired = corio__fault_fired();
+        corio__fault_arm(0);
+        if (rc != 0) {
+            if (!clean_error(rc))
+                FAIL_("fault at call %ld: corio_run returned %s", n, corio_err_name(rc));
+            if (!fired)
+                FAIL_("fault at call %ld: corio_run failed (%s) with no fault", n,
+                      corio_err_name(rc));
+            failed_run++;
+        } else if (INT_OF(r) != 0) {
+            if (!clean_error(INT_OF(r)))
+                FAIL_("fault at call %ld: main's result %ld (%s)", n, (long)INT_OF(r),
+                      corio_err_name((int)INT_OF(r)));
+            failed_main++;
+        } else {
+            survived++;
+        }
+        if (corio__live_allocs() != base.allocs || corio__live_maps() != base.maps)
+            FAIL_("fault at call %ld: leaked allocs %lld -> %lld, maps %lld -> %lld", n,
+                  (long long)base.allocs, (long long)corio__live_allocs(),
+                  (long long)base.maps, (long long)corio__live_maps());
+        if (!fired)
+            break;
+    }
+    CHECK_LE(n, limit);
+    CHECK_GT(n, 10);
+    fprintf(stderr,
+            "   %d tasks: covered faults at calls 1..%ld: corio_run failed cleanly %d times, "
+            "main saw a clean error %d times, survived %d times\n",
+            ntasks, n - 1, failed_run, failed_main, survived);
+}
+
+TEST(fault_injection_small)
+{
+    fault_injection(6);
+}
+
+TEST(fault_injection_larger)
+{
+    fault_injection(SCENARIO_MAX);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(max_tasks);
+    RUN(unmappable_stack);
+    RUN(address_space_limit);
+    RUN(fault_injection_small);
+    RUN(fault_injection_larger);
+    return test_summary();
+}

@@ -1,0 +1,542 @@
+/*
+ * test_group.c: task groups (structured concurrency). Waiting for all
+ * children, the first failure (corio_group_error, kept apart from the
+ * wait's own result), cancel-on-error (sticky for the cancelled
+ * children), spawning into a cancelled group, close (cancels and waits:
+ * no child outlives its group), a timed-out wait that leaves the children
+ * running, and many children across loops.
+ */
+#define _GNU_SOURCE
+#include <stdatomic.h>
+
+#include "test.h"
+
+static corio_spawn_opts on_loop(int loop, bool light)
+{
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.loop = loop;
+    o.flags = light ? CORIO_TASK_LIGHT : 0;
+    return o;
+}
+
+/* corio_group_close(g) from a task on the other loop; fails the test if
+ * it has not returned within 3 s (rather than hanging until the
+ * watchdog). */
+struct closer_job {
+    corio_group *g;
+    _Atomic int done;
+    int rc;
+};
+
+static void *close_job(void *arg)
+{
+    struct closer_job *j = arg;
+    j->rc = corio_group_close(j->g);
+    atomic_store(&j->done, 1);
+    return NULL;
+}
+
+static int close_in_time(corio_group *g, const char *what)
+{
+    struct closer_job *j = calloc(1, sizeof *j);
+    CHECK(j);
+    j->g = g;
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, (unsigned)(corio_loop_index() + 1) % corio_loop_count(),
+                            close_job, j));
+    corio_time_t give_up = corio_deadline_in(3 * CORIO_SEC);
+    while (!atomic_load(&j->done)) {
+        if (corio_now() > give_up)
+            FAIL_("corio_group_close (%s) has not returned after 3 s", what);
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    }
+    CHECK_OK(corio_join(t, NULL));
+    int rc = j->rc;
+    free(j);
+    return rc;
+}
+
+struct fam {
+    _Atomic long started, finished, cancelled_seen, recancelled_seen;
+    corio_event *go;
+    int64_t sleep_ns;
+    int fail_rc;
+};
+
+static int ok_child(void *arg)
+{
+    struct fam *f = arg;
+    atomic_fetch_add(&f->started, 1);
+    int rc = corio_sleep(f->sleep_ns);
+    atomic_fetch_add(&f->finished, 1);
+    return rc;
+}
+
+/* ---- all succeed ---- */
+
+static void *main_all_succeed(void *arg)
+{
+    struct fam f = {.sleep_ns = 2 * CORIO_MSEC};
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, 0));
+    for (int i = 0; i < 20; i++) {
+        corio_spawn_opts o = on_loop(i % 2, i % 4 == 0);
+        CHECK_OK(corio_group_spawn_ex(g, ok_child, &f, &o));
+    }
+    CHECK_OK(corio_group_wait(g));
+    CHECK_EQ(atomic_load(&f.finished), 20);
+    CHECK_OK(corio_group_error(g));
+    /* Waiting again: nothing left, still 0. */
+    CHECK_OK(corio_group_wait(g));
+    /* A group can be reused after a wait. */
+    CHECK_OK(corio_group_spawn(g, ok_child, &f));
+    CHECK_OK(corio_group_wait(g));
+    CHECK_EQ(atomic_load(&f.finished), 21);
+    CHECK_OK(corio_group_close(g));
+    return NULL;
+}
+
+TEST(wait_all_succeed)
+{
+    run_main_checked(2, main_all_succeed, NULL);
+}
+
+/* ---- the first failure ---- */
+
+struct failing {
+    int64_t after_ns;
+    int rc;
+    _Atomic long *finished;
+};
+
+static int fail_after(void *arg)
+{
+    struct failing *fl = arg;
+    int rc = corio_sleep(fl->after_ns);
+    atomic_fetch_add(fl->finished, 1);
+    return rc != 0 ? rc : fl->rc;
+}
+
+static void *main_first_failure(void *arg)
+{
+    _Atomic long finished = 0;
+    struct failing fails[] = {
+        {60 * CORIO_MSEC, CORIO_EPROTO, &finished}, /* fails second */
+        {10 * CORIO_MSEC, CORIO_EIO, &finished},    /* fails first */
+        {100 * CORIO_MSEC, 0, &finished},           /* succeeds, late */
+        {1 * CORIO_MSEC, 0, &finished},
+    };
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, 0));
+    for (int i = 0; i < 4; i++) {
+        corio_spawn_opts o = on_loop(i % 2, i == 3);
+        CHECK_OK(corio_group_spawn_ex(g, fail_after, &fails[i], &o));
+    }
+    corio_time_t t0 = corio_now();
+    /* Without CANCEL_ON_ERROR: everyone runs to the end, the first
+     * failure in time is reported (not the first in spawn order). The
+     * wait itself succeeded: its result is kept apart from the
+     * children's. */
+    CHECK_OK(corio_group_wait(g));
+    CHECK_ERR(corio_group_error(g), CORIO_EIO);
+    CHECK_GE(corio_now() - t0, 100 * CORIO_MSEC - CORIO_MSEC);
+    CHECK_EQ(atomic_load(&finished), 4);
+    CHECK_ERR(corio_group_close(g), CORIO_EIO);
+    return NULL;
+}
+
+TEST(first_failure)
+{
+    run_main_checked(2, main_first_failure, NULL);
+}
+
+/* ---- cancel on error: sticky ---- */
+
+static int stubborn_sleeper(void *arg)
+{
+    struct fam *f = arg;
+    atomic_fetch_add(&f->started, 1);
+    int rc = corio_sleep(20 * CORIO_SEC);
+    if (rc == CORIO_ECANCELED) {
+        atomic_fetch_add(&f->cancelled_seen, 1);
+        /* Retrying does not help: every blocking call fails now. */
+        int again = 0;
+        again += corio_sleep(20 * CORIO_SEC) == CORIO_ECANCELED;
+        again += corio_sleep(CORIO_USEC) == CORIO_ECANCELED;
+        again += corio_event_wait_until(f->go, corio_deadline_in(20 * CORIO_SEC)) == CORIO_ECANCELED;
+        again += corio_yield() == CORIO_ECANCELED;
+        again += corio_sleep(20 * CORIO_SEC) == CORIO_ECANCELED;
+        if (again == 5)
+            atomic_fetch_add(&f->recancelled_seen, 1);
+    }
+    atomic_fetch_add(&f->finished, 1);
+    return rc;
+}
+
+static int fail_soon(void *arg)
+{
+    struct fam *f = arg;
+    /* Once all the sleepers are asleep. */
+    while (atomic_load(&f->started) < 10)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    return f->fail_rc;
+}
+
+static void *main_cancel_on_error(void *arg)
+{
+    struct fam f = {.fail_rc = CORIO_EIO};
+    CHECK_OK(corio_event_new(&f.go));
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, CORIO_GROUP_CANCEL_ON_ERROR));
+    for (int i = 0; i < 10; i++) {
+        corio_spawn_opts o = on_loop(i % 2, i % 3 == 0);
+        CHECK_OK(corio_group_spawn_ex(g, stubborn_sleeper, &f, &o));
+    }
+    CHECK_OK(corio_group_spawn(g, fail_soon, &f));
+    corio_time_t t0 = corio_now();
+    CHECK_OK(corio_group_wait(g));
+    CHECK_LT(corio_now() - t0, 5 * CORIO_SEC);
+    /* The first failure, not the cancelled children's ECANCELED. */
+    CHECK_ERR(corio_group_error(g), CORIO_EIO);
+    CHECK_EQ(atomic_load(&f.finished), 10);
+    CHECK_EQ(atomic_load(&f.cancelled_seen), 10);
+    CHECK_EQ(atomic_load(&f.recancelled_seen), 10);
+    /* The group is cancelled: no new children. */
+    CHECK_ERR(corio_group_spawn(g, ok_child, &f), CORIO_ECANCELED);
+    CHECK_EQ(atomic_load(&f.started), 10);
+    CHECK_ERR(corio_group_close(g), CORIO_EIO);
+    /* The stickiness was the children's, not ours. */
+    CHECK_OK(corio_sleep(CORIO_USEC));
+    corio_event_free(f.go);
+    return NULL;
+}
+
+TEST(cancel_on_error_is_sticky)
+{
+    run_main_checked(2, main_cancel_on_error, NULL);
+}
+
+/* ---- spawning into a cancelled group ---- */
+
+static void *main_spawn_cancelled(void *arg)
+{
+    struct fam f = {.sleep_ns = 20 * CORIO_SEC};
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, 0));
+    CHECK_OK(corio_group_spawn(g, ok_child, &f));
+    while (atomic_load(&f.started) < 1)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_OK(corio_group_cancel(g));
+    CHECK_ERR(corio_group_spawn(g, ok_child, &f), CORIO_ECANCELED);
+    corio_spawn_opts o = on_loop(1, true);
+    CHECK_ERR(corio_group_spawn_ex(g, ok_child, &f, &o), CORIO_ECANCELED);
+    /* The child's sleep was cancelled: its failure is the group's. */
+    CHECK_OK(corio_group_wait(g));
+    CHECK_ERR(corio_group_error(g), CORIO_ECANCELED);
+    CHECK_EQ(atomic_load(&f.started), 1);
+    CHECK_EQ(atomic_load(&f.finished), 1);
+    CHECK_ERR(close_in_time(g, "its child returned ECANCELED"), CORIO_ECANCELED);
+
+    /* Cancelled by a failure (CANCEL_ON_ERROR) likewise. */
+    f.fail_rc = CORIO_EPROTO;
+    atomic_store(&f.started, 10); /* fail_soon fails at once */
+    CHECK_OK(corio_group_new(&g, CORIO_GROUP_CANCEL_ON_ERROR));
+    CHECK_OK(corio_group_spawn(g, fail_soon, &f));
+    CHECK_OK(corio_group_wait(g));
+    CHECK_ERR(corio_group_error(g), CORIO_EPROTO);
+    CHECK_ERR(corio_group_spawn(g, ok_child, &f), CORIO_ECANCELED);
+    CHECK_ERR(corio_group_close(g), CORIO_EPROTO);
+    return NULL;
+}
+
+TEST(spawn_into_cancelled_group)
+{
+    run_main_checked(2, main_spawn_cancelled, NULL);
+}
+
+/* ---- close cancels and waits for every child ---- */
+
+struct closing {
+    long n;
+    _Atomic long started, finished;
+    int child_rc; /* what a cancelled child returns */
+};
+
+static int slow_to_die(void *arg)
+{
+    struct closing *c = arg;
+    atomic_fetch_add(&c->started, 1);
+    int rc = corio_sleep(20 * CORIO_SEC);
+    /* Cleanup that takes a while and cannot block (every blocking call
+     * fails now): it must still finish before close returns. */
+    test_spin(200000);
+    atomic_fetch_add(&c->finished, 1);
+    return rc == CORIO_ECANCELED ? c->child_rc : -1000;
+}
+
+static void *main_close(void *arg)
+{
+    for (int variant = 0; variant < 2; variant++) {
+        struct closing c = {.n = 16, .child_rc = variant ? CORIO_ECANCELED : 0};
+        corio_group *g;
+        CHECK_OK(corio_group_new(&g, 0));
+        for (long i = 0; i < c.n; i++) {
+            corio_spawn_opts o = on_loop((int)(i % 2), i % 3 == 0);
+            CHECK_OK(corio_group_spawn_ex(g, slow_to_die, &c, &o));
+        }
+        while (atomic_load(&c.started) < c.n)
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_EQ(atomic_load(&c.finished), 0);
+        int rc = close_in_time(g, variant ? "children return ECANCELED" : "children return 0");
+        /* Every child finished before close returned. */
+        CHECK_EQ(atomic_load(&c.finished), c.n);
+        CHECK_ERR(rc, c.child_rc);
+    }
+    return NULL;
+}
+
+TEST(close_cancels_and_waits)
+{
+    run_main_checked(2, main_close, NULL);
+}
+
+/* The smallest form: a child whose failure is CORIO_ECANCELED (what a
+ * cancelled blocking call returns, so what a child that just passes its
+ * error up returns when close cancels it). close must return that error,
+ * not take it for a cancellation of its own wait and wait again. */
+
+static int returns_ecanceled(void *arg) { return CORIO_ECANCELED; }
+
+static void *main_close_child_ecanceled(void *arg)
+{
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, 0));
+    CHECK_OK(corio_group_spawn(g, returns_ecanceled, NULL));
+    /* The wait succeeded (it was not cancelled); the child failed. */
+    CHECK_OK(corio_group_wait(g));
+    CHECK_ERR(corio_group_error(g), CORIO_ECANCELED);
+    CHECK_ERR(close_in_time(g, "after a child returned ECANCELED"), CORIO_ECANCELED);
+    return NULL;
+}
+
+TEST(close_after_child_failed_with_ecanceled)
+{
+    run_main_checked(2, main_close_child_ecanceled, NULL);
+}
+
+/* close while the closing task is itself cancelled (once): it still waits
+ * for every child, and the cancellation is kept for its next call. */
+
+struct self_cancel {
+    struct closing c;
+    _Atomic int closing;
+    int close_rc, next_rc, after_rc;
+};
+
+static int ignores_cancel_a_while(void *arg)
+{
+    struct closing *c = arg;
+    atomic_fetch_add(&c->started, 1);
+    corio_sleep(20 * CORIO_SEC);
+    /* 20-odd ms of work after the cancel, without blocking. */
+    corio_time_t until = corio_now() + 20 * CORIO_MSEC;
+    while (corio_now() < until)
+        test_spin(1000);
+    atomic_fetch_add(&c->finished, 1);
+    return 0;
+}
+
+static void *closer(void *arg)
+{
+    struct self_cancel *s = arg;
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, 0));
+    for (long i = 0; i < s->c.n; i++) {
+        corio_spawn_opts o = on_loop((int)(i % 2), false);
+        CHECK_OK(corio_group_spawn_ex(g, ignores_cancel_a_while, &s->c, &o));
+    }
+    while (atomic_load(&s->c.started) < s->c.n)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    atomic_store(&s->closing, 1);
+    s->close_rc = corio_group_close(g);
+    CHECK_EQ(atomic_load(&s->c.finished), s->c.n);
+    s->next_rc = corio_sleep(20 * CORIO_SEC);
+    s->after_rc = corio_sleep(CORIO_USEC);
+    return NULL;
+}
+
+static void *main_close_cancelled(void *arg)
+{
+    for (int round = 0; round < 4; round++) {
+        struct self_cancel s = {.c = {.n = 6}};
+        corio_task *t;
+        CHECK_OK(corio_spawn_on(&t, (unsigned)round % 2, closer, &s));
+        while (!atomic_load(&s.closing))
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_cancel(t));
+        CHECK_OK(corio_join(t, NULL));
+        CHECK_OK(s.close_rc);
+        CHECK_ERR(s.next_rc, CORIO_ECANCELED);
+        CHECK_OK(s.after_rc);
+    }
+    return NULL;
+}
+
+TEST(close_while_cancelled)
+{
+    run_main_checked(2, main_close_cancelled, NULL);
+}
+
+/* ---- a timed-out wait leaves the children running ---- */
+
+static int waits_for_go(void *arg)
+{
+    struct fam *f = arg;
+    atomic_fetch_add(&f->started, 1);
+    int rc = corio_event_wait_until(f->go, corio_deadline_in(20 * CORIO_SEC));
+    atomic_fetch_add(&f->finished, 1);
+    return rc;
+}
+
+static void *main_wait_timeout(void *arg)
+{
+    struct fam f = {0};
+    CHECK_OK(corio_event_new(&f.go));
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, CORIO_GROUP_CANCEL_ON_ERROR));
+    for (int i = 0; i < 8; i++) {
+        corio_spawn_opts o = on_loop(i % 2, i >= 4);
+        CHECK_OK(corio_group_spawn_ex(g, waits_for_go, &f, &o));
+    }
+    corio_time_t t0 = corio_now();
+    CHECK_ERR(corio_group_wait_until(g, corio_deadline_in(20 * CORIO_MSEC)), CORIO_ETIMEDOUT);
+    CHECK_TIME_WITHIN(corio_now() - t0, 20 * CORIO_MSEC, CORIO_MSEC, 200 * CORIO_MSEC);
+    CHECK_ERR(corio_group_wait_until(g, corio_now()), CORIO_ETIMEDOUT);
+    /* Nothing was cancelled: the children still wait, and new ones may
+     * join them. */
+    CHECK_OK(corio_sleep(10 * CORIO_MSEC));
+    CHECK_EQ(atomic_load(&f.finished), 0);
+    CHECK_OK(corio_group_spawn(g, waits_for_go, &f));
+    while (atomic_load(&f.started) < 9)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_OK(corio_event_set(f.go));
+    CHECK_OK(corio_group_wait_until(g, corio_deadline_in(10 * CORIO_SEC)));
+    CHECK_EQ(atomic_load(&f.finished), 9);
+    CHECK_OK(corio_group_error(g)); /* the timed-out waits were no failure */
+    CHECK_OK(corio_group_close(g));
+    corio_event_free(f.go);
+    return NULL;
+}
+
+TEST(wait_timeout_leaves_children_running)
+{
+    run_main_checked(2, main_wait_timeout, NULL);
+}
+
+/* ---- many children across loops, some spawning more ---- */
+
+struct many {
+    corio_group *g;
+    _Atomic long ran;
+    _Atomic long loops_seen[2];
+};
+
+static int many_child(void *arg);
+
+static int many_parent(void *arg)
+{
+    struct many *m = arg;
+    /* Children spawned while the group is being waited for are waited
+     * for too. */
+    for (int i = 0; i < 4; i++) {
+        corio_spawn_opts o = on_loop(-1, i % 2 == 0);
+        int rc = corio_group_spawn_ex(m->g, many_child, m, &o);
+        if (rc != 0)
+            return rc;
+    }
+    return many_child(arg);
+}
+
+static int many_child(void *arg)
+{
+    struct many *m = arg;
+    int rc = corio_yield();
+    if (rc != 0)
+        return rc;
+    atomic_fetch_add(&m->loops_seen[corio_loop_index()], 1);
+    atomic_fetch_add(&m->ran, 1);
+    return 0;
+}
+
+static void *main_many(void *arg)
+{
+    struct many m = {0};
+    long parents = test_scaled(4000);
+    CHECK_OK(corio_group_new(&m.g, CORIO_GROUP_CANCEL_ON_ERROR));
+    for (long i = 0; i < parents; i++) {
+        corio_spawn_opts o = on_loop(i % 5 == 0 ? -1 : (int)(i % 2), i % 2 == 1);
+        CHECK_OK(corio_group_spawn_ex(m.g, many_parent, &m, &o));
+    }
+    CHECK_OK(corio_group_wait(m.g));
+    CHECK_EQ(atomic_load(&m.ran), parents * 5);
+    CHECK_GT(atomic_load(&m.loops_seen[0]), 0);
+    CHECK_GT(atomic_load(&m.loops_seen[1]), 0);
+    CHECK_OK(corio_group_close(m.g));
+    return NULL;
+}
+
+TEST(many_children_across_loops)
+{
+    run_main_checked(2, main_many, NULL);
+}
+
+/* ---- bad arguments ---- */
+
+static int never(void *arg) { return 0; }
+
+static void *main_bad(void *arg)
+{
+    corio_group *g;
+    CHECK_ERR(corio_group_new(NULL, 0), CORIO_EINVAL);
+    CHECK_ERR(corio_group_new(&g, 0x80), CORIO_EINVAL);
+    CHECK_OK(corio_group_new(&g, 0));
+    CHECK_ERR(corio_group_spawn(g, NULL, NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_group_spawn(NULL, never, NULL), CORIO_EINVAL);
+    corio_spawn_opts o = on_loop(7, false);
+    CHECK_ERR(corio_group_spawn_ex(g, never, NULL, &o), CORIO_EINVAL);
+    CHECK_ERR(corio_group_wait(NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_group_cancel(NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_group_close(NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_group_error(NULL), CORIO_EINVAL);
+    CHECK_OK(corio_group_wait(g)); /* empty */
+    CHECK_OK(corio_group_close(g));
+    return NULL;
+}
+
+TEST(bad_arguments)
+{
+    run_main_checked(2, main_bad, NULL);
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, 0));
+    CHECK_ERR(corio_group_spawn(g, never, NULL), CORIO_EPERM); /* outside a runtime */
+    CHECK_ERR(corio_group_wait(g), CORIO_EPERM);
+    CHECK_ERR(corio_group_close(g), CORIO_EPERM);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(wait_all_succeed);
+    RUN(first_failure);
+    RUN(cancel_on_error_is_sticky);
+    RUN(spawn_into_cancelled_group);
+    RUN(close_cancels_and_waits);
+    RUN(close_after_child_failed_with_ecanceled);
+    RUN(close_while_cancelled);
+    RUN(wait_timeout_leaves_children_running);
+    RUN(many_children_across_loops);
+    RUN(bad_arguments);
+    return test_summary();
+}

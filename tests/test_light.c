@@ -1,0 +1,348 @@
+/*
+ * test_light.c: light tasks (CORIO_TASK_LIGHT), which run on their loop's
+ * shared stack and have their frames copied out while suspended and back
+ * in when they resume. Locals must survive, at the same addresses, however
+ * deep the frames and however the tasks interleave.
+ */
+#include <stdatomic.h>
+
+#include "test.h"
+
+static corio_spawn_opts light_opts(int loop)
+{
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.flags = CORIO_TASK_LIGHT;
+    o.loop = loop;
+    return o;
+}
+
+/* ---- locals across suspensions ---- */
+
+#define WORDS 48
+
+static _Atomic long pattern_errors, resumes;
+
+static void *pattern_task(void *arg)
+{
+    uint64_t seed = (uint64_t)(uintptr_t)arg * 0x9E3779B97F4A7C15ull + 1;
+    uint64_t local[WORDS];
+    uint64_t *where = local;
+    uint64_t rng = seed;
+    int home = corio_loop_index();
+    for (int i = 0; i < WORDS; i++)
+        local[i] = seed ^ ((uint64_t)i * 0x100000001b3ull);
+    for (int round = 0; round < 30; round++) {
+        int rc;
+        switch (test_rand(&rng) % 3) {
+        case 0:
+            rc = corio_yield();
+            break;
+        case 1:
+            rc = corio_sleep((int64_t)(test_rand(&rng) % 500) * CORIO_USEC);
+            break;
+        default:
+            rc = corio_sleep(0);
+            break;
+        }
+        atomic_fetch_add_explicit(&resumes, 1, memory_order_relaxed);
+        if (rc != 0 || where != local || corio_loop_index() != home)
+            atomic_fetch_add(&pattern_errors, 1);
+        for (int i = 0; i < WORDS; i++)
+            if (local[i] != (seed ^ ((uint64_t)i * 0x100000001b3ull)))
+                atomic_fetch_add(&pattern_errors, 1);
+        /* change the pattern in a way the next check knows */
+        seed += 1;
+        for (int i = 0; i < WORDS; i++)
+            local[i] = seed ^ ((uint64_t)i * 0x100000001b3ull);
+    }
+    return PTR_OF(seed - (uint64_t)(uintptr_t)arg * 0x9E3779B97F4A7C15ull - 1);
+}
+
+static void *main_patterns(void *arg)
+{
+    enum { N = 1000 };
+    static corio_task *t[N];
+    static void *res[N];
+    for (intptr_t i = 0; i < N; i++) {
+        corio_spawn_opts o = light_opts(i % 3 == 0 ? (int)(i % 2) : -1);
+        CHECK_OK(corio_spawn_ex(&t[i], pattern_task, PTR_OF(i), &o));
+    }
+    CHECK_OK(corio_gather(t, N, res));
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(INT_OF(res[i]), 30);
+    return NULL;
+}
+
+TEST(locals_survive_suspension)
+{
+    atomic_store(&pattern_errors, 0);
+    atomic_store(&resumes, 0);
+    run_main_checked(2, main_patterns, NULL);
+    CHECK_EQ(atomic_load(&resumes), 1000 * 30);
+    CHECK_EQ(atomic_load(&pattern_errors), 0);
+}
+
+/* ---- deep recursion with a suspension at the bottom ---- */
+
+#define DEPTH 2000
+
+static _Atomic long deep_errors;
+
+static __attribute__((noinline)) uint64_t descend(int depth, uint64_t tag, int how)
+{
+    volatile uint64_t frame[8]; /* ~64 bytes of locals per frame */
+    for (int i = 0; i < 8; i++)
+        frame[i] = tag * 1000003u + (uint64_t)depth * 8 + (uint64_t)i;
+    uint64_t below = 0;
+    if (depth < DEPTH) {
+        below = descend(depth + 1, tag, how);
+    } else {
+        /* the bottom: suspend with the whole chain of frames live */
+        for (int k = 0; k < 3; k++) {
+            int rc = how == 0 ? corio_sleep(2 * CORIO_MSEC) : corio_yield();
+            if (rc != 0)
+                atomic_fetch_add(&deep_errors, 1);
+        }
+    }
+    for (int i = 0; i < 8; i++)
+        if (frame[i] != tag * 1000003u + (uint64_t)depth * 8 + (uint64_t)i)
+            atomic_fetch_add(&deep_errors, 1);
+    return below + 1;
+}
+
+static void *deep_task(void *arg)
+{
+    uint64_t tag = (uint64_t)(uintptr_t)arg;
+    return PTR_OF(descend(0, tag, (int)(tag % 2)));
+}
+
+static void *main_deep(void *arg)
+{
+    /* Several deep tasks on one loop, so each suspension really moves
+     * ~200 KiB of frames out and back in. */
+    enum { N = 6 };
+    corio_task *t[N];
+    void *res[N];
+    unsigned me = (unsigned)corio_loop_index();
+    for (intptr_t i = 0; i < N; i++) {
+        corio_spawn_opts o = light_opts(i < 4 ? (int)me : -1);
+        CHECK_OK(corio_spawn_ex(&t[i], deep_task, PTR_OF(i + 1), &o));
+    }
+    CHECK_OK(corio_gather(t, N, res));
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(INT_OF(res[i]), DEPTH + 1);
+    return NULL;
+}
+
+TEST(deep_recursion)
+{
+    atomic_store(&deep_errors, 0);
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    cfg.stack_size = 2 * 1024 * 1024; /* the shared stack; room for sanitizer frames */
+    run_main_cfg(&cfg, main_deep, NULL);
+    CHECK_EQ(atomic_load(&deep_errors), 0);
+}
+
+/* ---- light and regular tasks joining each other ---- */
+
+static void *leaf(void *arg)
+{
+    corio_sleep((INT_OF(arg) % 3) * 100 * CORIO_USEC);
+    return PTR_OF(INT_OF(arg) * 2);
+}
+
+/* arg: bit 0 = child light, bit 1 = child pinned to the other loop,
+ * bits 2.. = value */
+static void *parent(void *arg)
+{
+    intptr_t v = INT_OF(arg);
+    int loop = (v & 2) ? (corio_loop_index() + 1) % (int)corio_loop_count() : -1;
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.flags = (v & 1) ? CORIO_TASK_LIGHT : 0;
+    o.loop = loop;
+    /* locals of the parent must survive the join too */
+    volatile intptr_t keep[16];
+    for (int i = 0; i < 16; i++)
+        keep[i] = v * 31 + i;
+    corio_task *c[3];
+    for (int i = 0; i < 3; i++)
+        if (corio_spawn_ex(&c[i], leaf, PTR_OF((v >> 2) + i), &o) != 0)
+            return PTR_OF(-1);
+    void *r0;
+    if (corio_join(c[0], &r0) != 0)
+        return PTR_OF(-2);
+    void *rest[2];
+    if (corio_gather(&c[1], 2, rest) != 0)
+        return PTR_OF(-3);
+    for (int i = 0; i < 16; i++)
+        if (keep[i] != v * 31 + i)
+            return PTR_OF(-4);
+    return PTR_OF(INT_OF(r0) + INT_OF(rest[0]) + INT_OF(rest[1]));
+}
+
+static void *main_mixed(void *arg)
+{
+    enum { N = 400 };
+    static corio_task *t[N];
+    static void *res[N];
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    for (intptr_t i = 0; i < N; i++) {
+        o.flags = (i & 4) ? CORIO_TASK_LIGHT : 0;
+        CHECK_OK(corio_spawn_ex(&t[i], parent, PTR_OF(i), &o));
+    }
+    CHECK_OK(corio_gather(t, N, res));
+    for (intptr_t i = 0; i < N; i++) {
+        intptr_t b = i >> 2;
+        CHECK_EQ(INT_OF(res[i]), 2 * (b + b + 1 + b + 2));
+    }
+    return NULL;
+}
+
+TEST(light_and_regular_join_each_other)
+{
+    run_main_checked(2, main_mixed, NULL);
+    run_main_checked(4, main_mixed, NULL);
+}
+
+/* main itself may wait on light tasks, and a light task can be main's
+ * only company on the loop */
+static void *main_light_company(void *arg)
+{
+    for (int i = 0; i < 200; i++) {
+        corio_spawn_opts o = light_opts(corio_loop_index());
+        corio_task *t;
+        CHECK_OK(corio_spawn_ex(&t, leaf, PTR_OF(i), &o));
+        if (i % 2)
+            CHECK_OK(corio_yield());
+        void *r;
+        CHECK_OK(corio_join(t, &r));
+        CHECK_EQ(INT_OF(r), 2 * i);
+    }
+    return NULL;
+}
+
+TEST(light_beside_main)
+{
+    run_main_checked(2, main_light_company, NULL);
+}
+
+/* ---- light tasks in run_blocking and cancellation ---- */
+
+static void *add_one(void *arg) { return PTR_OF(INT_OF(arg) + 1); }
+
+static _Atomic int light_ready;
+
+static void *light_blocking(void *arg)
+{
+    volatile intptr_t keep = INT_OF(arg) * 7;
+    void *r;
+    for (int i = 0; i < 5; i++) {
+        if (corio_run_blocking(add_one, PTR_OF(keep + i), &r) != 0)
+            return PTR_OF(-1);
+        if (INT_OF(r) != keep + i + 1)
+            return PTR_OF(-2);
+    }
+    atomic_fetch_add(&light_ready, 1);
+    int rc = corio_sleep(10 * CORIO_SEC); /* cancelled by main */
+    if (rc != CORIO_ECANCELED)
+        return PTR_OF(-3);
+    return PTR_OF(keep);
+}
+
+static void *main_light_blocking(void *arg)
+{
+    enum { N = 64 };
+    corio_task *t[N];
+    void *res[N];
+    for (intptr_t i = 0; i < N; i++) {
+        corio_spawn_opts o = light_opts(-1);
+        CHECK_OK(corio_spawn_ex(&t[i], light_blocking, PTR_OF(i), &o));
+    }
+    while (atomic_load(&light_ready) < N)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_OK(corio_sleep(CORIO_MSEC));
+    for (int i = 0; i < N; i++)
+        CHECK_OK(corio_cancel(t[i]));
+    CHECK_OK(corio_gather(t, N, res));
+    for (intptr_t i = 0; i < N; i++)
+        CHECK_EQ(INT_OF(res[i]), i * 7);
+    return NULL;
+}
+
+TEST(light_run_blocking_and_cancel)
+{
+    atomic_store(&light_ready, 0);
+    run_main_checked(2, main_light_blocking, NULL);
+}
+
+/* ---- a new light task starting over a suspended one's frames ----
+ *
+ * The newcomer's frames go where the suspended task's frames were (they
+ * have been copied out). Under ASan, the old frames' redzones must not be
+ * reported against the newcomer's locals.
+ */
+static _Atomic int first_suspended;
+
+static void *suspend_deep(void *arg)
+{
+    volatile char pad[512];
+    pad[0] = 1;
+    atomic_store(&first_suspended, 1);
+    corio_sleep(5 * CORIO_MSEC);
+    return PTR_OF(pad[0]);
+}
+
+static __attribute__((noinline)) int use_locals(int depth)
+{
+    volatile uint64_t big[96];
+    for (int i = 0; i < 96; i++)
+        big[i] = (uint64_t)(depth * 96 + i);
+    int sum = depth ? use_locals(depth - 1) : 0;
+    for (int i = 0; i < 96; i++)
+        if (big[i] != (uint64_t)(depth * 96 + i))
+            return -100000;
+    return sum + 1;
+}
+
+static void *fresh_light(void *arg) { return PTR_OF(use_locals(8)); }
+
+static void *main_fresh_over_suspended(void *arg)
+{
+    unsigned me = (unsigned)corio_loop_index();
+    for (int i = 0; i < 20; i++) {
+        atomic_store(&first_suspended, 0);
+        corio_spawn_opts o = light_opts((int)me);
+        corio_task *a, *b;
+        CHECK_OK(corio_spawn_ex(&a, suspend_deep, NULL, &o));
+        while (!atomic_load(&first_suspended))
+            CHECK_OK(corio_yield());
+        CHECK_OK(corio_spawn_ex(&b, fresh_light, NULL, &o));
+        void *rb, *ra;
+        CHECK_OK(corio_join(b, &rb));
+        CHECK_EQ(INT_OF(rb), 9);
+        CHECK_OK(corio_join(a, &ra));
+        CHECK_EQ(INT_OF(ra), 1);
+    }
+    return NULL;
+}
+
+TEST(fresh_light_task_over_suspended_one)
+{
+    run_main_checked(2, main_fresh_over_suspended, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(locals_survive_suspension);
+    RUN(deep_recursion);
+    RUN(light_and_regular_join_each_other);
+    RUN(light_beside_main);
+    RUN(light_run_blocking_and_cancel);
+    RUN(fresh_light_task_over_suspended_one);
+    return test_summary();
+}

@@ -1,0 +1,397 @@
+/*
+ * test_run_blocking.c: corio_run_blocking() and its deadline twin. The
+ * function runs on a pool thread; only the calling task waits, the loop
+ * keeps running others; deadlines and cancellation end the wait cleanly.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "test.h"
+
+/* ---- runs elsewhere, returns the result ---- */
+
+struct where {
+    pthread_t thread;
+    int loop_index;
+    corio_task *self;
+    void *arg;
+};
+
+static void *record_where(void *arg)
+{
+    struct where *w = arg;
+    w->thread = pthread_self();
+    w->loop_index = corio_loop_index();
+    w->self = corio_self();
+    return PTR_OF(4242);
+}
+
+static void *main_other_thread(void *arg)
+{
+    for (int i = 0; i < 20; i++) {
+        struct where w = {.loop_index = 99, .self = (corio_task *)&w};
+        void *r = NULL;
+        CHECK_OK(corio_run_blocking(record_where, &w, &r));
+        CHECK_EQ(INT_OF(r), 4242);
+        CHECK(!pthread_equal(w.thread, pthread_self()));
+        CHECK_EQ(w.loop_index, -1);
+        CHECK(w.self == NULL);
+        /* NULL result pointer allowed. */
+        CHECK_OK(corio_run_blocking(record_where, &w, NULL));
+    }
+    return NULL;
+}
+
+TEST(runs_on_another_thread)
+{
+    run_main_checked(2, main_other_thread, NULL);
+}
+
+/* ---- the loop keeps running other tasks ---- */
+
+static _Atomic long progress;
+static _Atomic int stop_ticker;
+
+static void *ticker(void *arg)
+{
+    /* Gives up after two seconds, so a starved loop shows as a late
+     * return from corio_run_blocking rather than a hang. */
+    corio_time_t give_up = corio_now() + 2 * CORIO_SEC;
+    while (!atomic_load(&stop_ticker) && corio_now() < give_up) {
+        atomic_fetch_add(&progress, 1);
+        if (INT_OF(arg))
+            corio_sleep(CORIO_MSEC);
+        else
+            corio_yield();
+    }
+    return NULL;
+}
+
+static void *sleep_200ms(void *arg)
+{
+    usleep(200 * 1000);
+    return PTR_OF(200);
+}
+
+static void *main_loop_keeps_running(void *arg)
+{
+    int mode = (int)INT_OF(arg); /* 1: the neighbour sleeps, 0: it yields */
+    unsigned me = (unsigned)corio_loop_index();
+    atomic_store(&progress, 0);
+    atomic_store(&stop_ticker, 0);
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, me, ticker, PTR_OF(mode)));
+    corio_time_t t0 = corio_now();
+    void *r;
+    CHECK_OK(corio_run_blocking(sleep_200ms, NULL, &r));
+    CHECK_EQ(INT_OF(r), 200);
+    CHECK_TIME_WITHIN(corio_now() - t0, 200 * CORIO_MSEC, CORIO_MSEC, 100 * CORIO_MSEC);
+    long p = atomic_load(&progress);
+    fprintf(stderr, "   ticker advanced %ld times during the call\n", p);
+    /* Sleeping 1 ms at a time for 200 ms: ~200 ticks; yielding: far
+     * more. A loop stalled by the call would show 0 or 1. */
+    CHECK_GE(p, 20);
+    atomic_store(&stop_ticker, 1);
+    CHECK_OK(corio_join(t, NULL));
+    return NULL;
+}
+
+TEST(loop_keeps_running_sleeping_neighbour)
+{
+    run_main_checked(2, main_loop_keeps_running, PTR_OF(1));
+}
+
+/* The neighbour only yields. This must not keep the loop from noticing
+ * that the blocking call finished (the pool thread's wake-up arrives in
+ * the loop's inbox, which the loop reads only when it polls). */
+TEST(loop_keeps_running_yielding_neighbour)
+{
+    run_main_checked(2, main_loop_keeps_running, PTR_OF(0));
+}
+
+/* ---- many at once ---- */
+
+static void *compute(void *arg)
+{
+    intptr_t x = INT_OF(arg);
+    if (x % 10 == 0)
+        usleep(1000);
+    if (corio_loop_index() != -1)
+        return PTR_OF(-1);
+    return PTR_OF(x * x + 1);
+}
+
+static void *many_caller(void *arg)
+{
+    intptr_t base = INT_OF(arg);
+    for (intptr_t k = 0; k < 5; k++) {
+        void *r;
+        int rc = corio_run_blocking(compute, PTR_OF(base + k), &r);
+        if (rc != 0)
+            return PTR_OF(rc);
+        if (INT_OF(r) != (base + k) * (base + k) + 1)
+            return PTR_OF(-1000);
+    }
+    return PTR_OF(0);
+}
+
+static void *main_many(void *arg)
+{
+    enum { N = 400 };
+    static corio_task *t[N];
+    static void *res[N];
+    for (intptr_t i = 0; i < N; i++)
+        CHECK_OK(corio_spawn(&t[i], many_caller, PTR_OF(i * 5)));
+    CHECK_OK(corio_gather(t, N, res));
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(INT_OF(res[i]), 0);
+    return NULL;
+}
+
+TEST(many_concurrent_calls)
+{
+    run_main_checked(2, main_many, NULL);
+    run_main_checked(4, main_many, NULL);
+}
+
+/* ---- deadline shorter than the call ---- */
+
+static _Atomic int slow_started, slow_finished;
+
+static void *slow_300ms(void *arg)
+{
+    atomic_store(&slow_started, 1);
+    usleep(300 * 1000);
+    atomic_store(&slow_finished, 1);
+    return PTR_OF(300);
+}
+
+static void *main_deadline(void *arg)
+{
+    void *r = PTR_OF(-7);
+    corio_time_t t0 = corio_now();
+    CHECK_ERR(corio_run_blocking_until(slow_300ms, NULL, &r, t0 + 30 * CORIO_MSEC),
+              CORIO_ETIMEDOUT);
+    CHECK_TIME_WITHIN(corio_now() - t0, 30 * CORIO_MSEC, CORIO_MSEC, 40 * CORIO_MSEC);
+    CHECK_EQ(INT_OF(r), -7); /* untouched */
+    CHECK_EQ(atomic_load(&slow_started), 1);
+    CHECK_EQ(atomic_load(&slow_finished), 0);
+    /* The task goes on working normally. */
+    CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_OK(corio_run_blocking(compute, PTR_OF(3), &r));
+    CHECK_EQ(INT_OF(r), 10);
+    return PTR_OF(1);
+}
+
+TEST(deadline_shorter_than_call)
+{
+    atomic_store(&slow_started, 0);
+    atomic_store(&slow_finished, 0);
+    corio_time_t t0 = corio_now();
+    CHECK_EQ(INT_OF(run_main_checked(2, main_deadline, NULL)), 1);
+    /* corio_run waited for the abandoned call to finish on its thread. */
+    CHECK_EQ(atomic_load(&slow_finished), 1);
+    CHECK_GE(corio_now() - t0, 300 * CORIO_MSEC - CORIO_MSEC);
+}
+
+/* ---- cancelled while waiting ---- */
+
+struct cancel_target {
+    corio_task *task;
+    int rc;
+    corio_time_t waited;
+};
+
+static void *blocker(void *arg)
+{
+    struct cancel_target *c = arg;
+    corio_time_t t0 = corio_now();
+    void *r = PTR_OF(-3);
+    c->rc = corio_run_blocking(slow_300ms, NULL, &r);
+    c->waited = corio_now() - t0;
+    if (c->rc == 0)
+        return r;
+    /* The cancellation was delivered once: the next call works. */
+    CHECK_OK(corio_run_blocking(compute, PTR_OF(2), &r));
+    CHECK_EQ(INT_OF(r), 5);
+    return PTR_OF(-3);
+}
+
+static void *main_cancel(void *arg)
+{
+    unsigned n = corio_loop_count();
+    for (unsigned where = 0; where < 2; where++) {
+        atomic_store(&slow_started, 0);
+        struct cancel_target c = {0};
+        unsigned loop = (unsigned)corio_loop_index();
+        if (where)
+            loop = (loop + 1) % n;
+        CHECK_OK(corio_spawn_on(&c.task, loop, blocker, &c));
+        while (!atomic_load(&slow_started))
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_sleep(20 * CORIO_MSEC));
+        CHECK_OK(corio_cancel(c.task));
+        void *r;
+        CHECK_OK(corio_join(c.task, &r));
+        CHECK_ERR(c.rc, CORIO_ECANCELED);
+        CHECK_LT(c.waited, 250 * CORIO_MSEC);
+        CHECK_EQ(INT_OF(r), -3);
+    }
+    return NULL;
+}
+
+TEST(cancelled_while_waiting)
+{
+    run_main_checked(2, main_cancel, NULL);
+    CHECK_EQ(atomic_load(&slow_finished), 1);
+}
+
+/* ---- one pool thread: calls queue ---- */
+
+static _Atomic int in_flight, max_in_flight, never_run_ran;
+
+static void *serial_fn(void *arg)
+{
+    int now = atomic_fetch_add(&in_flight, 1) + 1;
+    int prev = atomic_load(&max_in_flight);
+    while (now > prev && !atomic_compare_exchange_weak(&max_in_flight, &prev, now))
+        ;
+    usleep(2000);
+    atomic_fetch_sub(&in_flight, 1);
+    return PTR_OF(INT_OF(arg) + 1);
+}
+
+static void *mark_ran(void *arg)
+{
+    atomic_store(&never_run_ran, 1);
+    return NULL;
+}
+
+static void *serial_caller(void *arg)
+{
+    void *r;
+    int rc = corio_run_blocking(serial_fn, arg, &r);
+    if (rc != 0)
+        return PTR_OF(rc);
+    return r;
+}
+
+static void *occupy_pool(void *arg)
+{
+    void *r;
+    return PTR_OF(corio_run_blocking(sleep_200ms, NULL, &r));
+}
+
+static void *main_one_thread(void *arg)
+{
+    enum { N = 40 };
+    corio_task *t[N];
+    void *res[N];
+    for (intptr_t i = 0; i < N; i++)
+        CHECK_OK(corio_spawn(&t[i], serial_caller, PTR_OF(i * 10)));
+    CHECK_OK(corio_gather(t, N, res));
+    for (intptr_t i = 0; i < N; i++)
+        CHECK_EQ(INT_OF(res[i]), i * 10 + 1);
+    CHECK_EQ(atomic_load(&max_in_flight), 1);
+
+    /* With the only thread busy, a call that times out while queued never
+     * runs at all. */
+    corio_task *busy;
+    CHECK_OK(corio_spawn(&busy, occupy_pool, NULL));
+    CHECK_OK(corio_sleep(20 * CORIO_MSEC));
+    corio_time_t t0 = corio_now();
+    CHECK_ERR(corio_run_blocking_until(mark_ran, NULL, NULL, t0 + 20 * CORIO_MSEC),
+              CORIO_ETIMEDOUT);
+    CHECK_TIME_WITHIN(corio_now() - t0, 20 * CORIO_MSEC, CORIO_MSEC, 40 * CORIO_MSEC);
+    void *r;
+    CHECK_OK(corio_join(busy, &r));
+    CHECK_EQ(INT_OF(r), 0);
+    return NULL;
+}
+
+TEST(one_pool_thread)
+{
+    atomic_store(&max_in_flight, 0);
+    atomic_store(&never_run_ran, 0);
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    cfg.blocking_threads = 1;
+    run_main_cfg(&cfg, main_one_thread, NULL);
+    CHECK_EQ(atomic_load(&never_run_ran), 0);
+}
+
+/* ---- a cancellation pending before the call ----
+ *
+ * corio.h: "If the wait times out or is cancelled before fn started, fn
+ * never runs", and a blocking call made with a cancellation pending fails
+ * with CORIO_ECANCELED. So fn must not run at all here.
+ */
+static _Atomic int marks;
+
+static void *mark_fn(void *arg)
+{
+    atomic_fetch_add(&marks, 1);
+    return arg;
+}
+
+static _Atomic int keeper_stop;
+
+static void *nop_fn(void *arg) { return arg; }
+
+/* Keeps a pool thread awake and looking for work, as in a busy program. */
+static void *pool_keeper(void *arg)
+{
+    while (!atomic_load(&keeper_stop))
+        if (corio_run_blocking(nop_fn, NULL, NULL) != 0)
+            break;
+    return NULL;
+}
+
+static void *main_pending_cancel(void *arg)
+{
+    atomic_store(&keeper_stop, 0);
+    corio_task *keeper;
+    CHECK_OK(corio_spawn_on(&keeper, (unsigned)(corio_loop_index() + 1) % corio_loop_count(),
+                            pool_keeper, NULL));
+    /* Not scaled: depending on how awake the pool is, the race shows in
+     * 0.1% to 30% of calls. */
+    int n = 20000, wrong_rc = 0;
+    for (int i = 0; i < n; i++) {
+        CHECK_OK(corio_cancel(corio_self()));
+        int rc = corio_run_blocking(mark_fn, NULL, NULL);
+        if (rc != CORIO_ECANCELED) {
+            wrong_rc++;
+            corio_yield(); /* take the cancellation the call did not */
+        }
+        CHECK_OK(corio_sleep(0));
+    }
+    atomic_store(&keeper_stop, 1);
+    CHECK_OK(corio_join(keeper, NULL));
+    int ran = atomic_load(&marks);
+    if (ran || wrong_rc)
+        FAIL_("%d calls made with a cancellation pending: fn ran %d times, %d calls "
+              "returned something else than ECANCELED", n, ran, wrong_rc);
+    return NULL;
+}
+
+TEST(cancel_pending_before_call)
+{
+    atomic_store(&marks, 0);
+    run_main_checked(2, main_pending_cancel, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(runs_on_another_thread);
+    RUN(loop_keeps_running_sleeping_neighbour);
+    RUN(many_concurrent_calls);
+    RUN(deadline_shorter_than_call);
+    RUN(cancelled_while_waiting);
+    RUN(one_pool_thread);
+    RUN(cancel_pending_before_call);
+    RUN(loop_keeps_running_yielding_neighbour);
+    return test_summary();
+}

@@ -1,0 +1,283 @@
+/*
+ * test_sleep.c: sleeping. Never early (a timer fires at or after its
+ * deadline), late only by scheduling noise; many sleepers at once; past
+ * deadlines and sleep(0) act as a yield.
+ */
+#include <stdatomic.h>
+
+#include "test.h"
+
+/* Tolerances: epoll_pwait2 has nanosecond timeouts, but a 1 ms slack
+ * early allows for clock granularity; 30 ms late for a loaded machine. */
+#define EARLY (1 * CORIO_MSEC)
+#define LATE (30 * CORIO_MSEC)
+
+static void *main_accuracy(void *arg)
+{
+    const int64_t durations_ms[] = {1, 10, 50, 1, 10, 50, 5, 20};
+    for (size_t i = 0; i < sizeof durations_ms / sizeof durations_ms[0]; i++) {
+        int64_t ns = durations_ms[i] * CORIO_MSEC;
+        corio_time_t t0 = corio_now();
+        CHECK_OK(corio_sleep(ns));
+        CHECK_TIME_WITHIN(corio_now() - t0, ns, EARLY, LATE);
+        /* And by absolute deadline. */
+        corio_time_t dl = corio_now() + ns;
+        CHECK_OK(corio_sleep_until(dl));
+        CHECK_GE(corio_now(), dl);
+        CHECK_LT(corio_now() - dl, LATE * TEST_SLOW);
+    }
+    return NULL;
+}
+
+TEST(accuracy)
+{
+    run_main_checked(2, main_accuracy, NULL);
+}
+
+static _Atomic int other_ran;
+
+static void *set_flag(void *arg)
+{
+    atomic_store(&other_ran, 1);
+    return NULL;
+}
+
+static void *main_past_and_zero(void *arg)
+{
+    /* Deadlines in the past return at once, successfully. */
+    corio_time_t t0 = corio_now();
+    for (int i = 0; i < 1000; i++) {
+        CHECK_OK(corio_sleep_until(t0 - CORIO_SEC));
+        CHECK_OK(corio_sleep_until(0));
+        CHECK_OK(corio_sleep(0));
+        CHECK_OK(corio_sleep(-5));
+    }
+    CHECK_LT(corio_now() - t0, 200 * CORIO_MSEC * TEST_SLOW);
+
+    /* sleep(0) yields: a ready task on this loop runs meanwhile. */
+    for (int i = 0; i < 100; i++) {
+        atomic_store(&other_ran, 0);
+        corio_task *t;
+        CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), set_flag, NULL));
+        CHECK_EQ(atomic_load(&other_ran), 0);
+        CHECK_OK(corio_sleep(0));
+        CHECK_EQ(atomic_load(&other_ran), 1);
+        CHECK_OK(corio_join(t, NULL));
+
+        /* A past deadline is a yield too. */
+        atomic_store(&other_ran, 0);
+        CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), set_flag, NULL));
+        CHECK_OK(corio_sleep_until(corio_now() - CORIO_MSEC));
+        CHECK_EQ(atomic_load(&other_ran), 1);
+        CHECK_OK(corio_join(t, NULL));
+    }
+    return NULL;
+}
+
+TEST(past_deadline_and_zero)
+{
+    run_main_checked(2, main_past_and_zero, NULL);
+}
+
+/* ---- many sleepers ---- */
+
+#define SLEEPERS 1000
+
+static _Atomic int woke, woke_early;
+static _Atomic int64_t worst_late;
+
+static void *sleeper(void *arg)
+{
+    intptr_t i = INT_OF(arg);
+    /* 1..100 ms, in a shuffled order so the timer heap sees every shape. */
+    int64_t ns = (int64_t)((i * 37) % 100 + 1) * CORIO_MSEC + (i % 7) * 13 * CORIO_USEC;
+    corio_time_t dl = corio_now() + ns;
+    if (i % 2)
+        CHECK_OK(corio_sleep_until(dl));
+    else
+        CHECK_OK(corio_sleep(ns));
+    corio_time_t now = corio_now();
+    if (now < dl)
+        atomic_fetch_add(&woke_early, 1);
+    int64_t late = now - dl, prev = atomic_load(&worst_late);
+    while (late > prev && !atomic_compare_exchange_weak(&worst_late, &prev, late))
+        ;
+    atomic_fetch_add(&woke, 1);
+    return PTR_OF(i);
+}
+
+static void *main_many(void *arg)
+{
+    static corio_task *t[SLEEPERS];
+    static void *res[SLEEPERS];
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    for (intptr_t i = 0; i < SLEEPERS; i++) {
+        o.flags = (i % 3 == 0) ? CORIO_TASK_LIGHT : 0;
+        CHECK_OK(corio_spawn_ex(&t[i], sleeper, PTR_OF(i), &o));
+    }
+    corio_time_t t0 = corio_now();
+    CHECK_OK(corio_gather(t, SLEEPERS, res));
+    for (intptr_t i = 0; i < SLEEPERS; i++)
+        CHECK_EQ(INT_OF(res[i]), i);
+    /* The longest sleep is ~100 ms; all ran concurrently. */
+    CHECK_LT(corio_now() - t0, 2 * CORIO_SEC * TEST_SLOW);
+    return NULL;
+}
+
+TEST(many_sleepers)
+{
+    for (unsigned loops = 2; loops <= 4; loops += 2) {
+        atomic_store(&woke, 0);
+        atomic_store(&woke_early, 0);
+        atomic_store(&worst_late, 0);
+        run_main_checked(loops, main_many, NULL);
+        CHECK_EQ(atomic_load(&woke), SLEEPERS);
+        CHECK_EQ(atomic_load(&woke_early), 0);
+        fprintf(stderr, "   %u loops: worst lateness %.3f ms\n", loops,
+                atomic_load(&worst_late) / 1e6);
+        CHECK_LT(atomic_load(&worst_late), 200 * CORIO_MSEC * TEST_SLOW);
+    }
+}
+
+/* ---- a sleeper is not delayed by a busy loop ---- */
+
+static _Atomic int stop_spinning;
+
+static void *yield_spinner(void *arg)
+{
+    while (!atomic_load(&stop_spinning))
+        corio_yield();
+    return NULL;
+}
+
+static void *main_sleep_while_others_yield(void *arg)
+{
+    atomic_store(&stop_spinning, 0);
+    unsigned me = (unsigned)corio_loop_index();
+    corio_task *t[4];
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(corio_spawn_on(&t[i], me, yield_spinner, NULL));
+    for (int i = 0; i < 5; i++) {
+        corio_time_t t0 = corio_now();
+        CHECK_OK(corio_sleep(10 * CORIO_MSEC));
+        CHECK_TIME_WITHIN(corio_now() - t0, 10 * CORIO_MSEC, EARLY, LATE);
+    }
+    atomic_store(&stop_spinning, 1);
+    CHECK_OK(corio_gather(t, 4, NULL));
+    return NULL;
+}
+
+TEST(sleep_beside_yielding_tasks)
+{
+    run_main_checked(2, main_sleep_while_others_yield, NULL);
+}
+
+/* ---- durations too long to add to the clock ----
+ *
+ * corio_sleep(INT64_MAX) means "sleep as long as possible": it must still
+ * be sleeping when cancelled 20 ms later, not return at once because
+ * now + ns overflowed.
+ */
+static _Atomic int long_sleep_rc;
+
+static void *sleep_ns(void *arg)
+{
+    int64_t ns = (int64_t)(intptr_t)arg;
+    atomic_store(&long_sleep_rc, 1);
+    int rc = corio_sleep(ns);
+    atomic_store(&long_sleep_rc, rc);
+    return NULL;
+}
+
+static void *sleep_until_max(void *arg)
+{
+    atomic_store(&long_sleep_rc, 1);
+    int rc = corio_sleep_until(INT64_MAX);
+    atomic_store(&long_sleep_rc, rc);
+    return NULL;
+}
+
+static void *main_huge_durations(void *arg)
+{
+    const int64_t durations[] = {INT64_MAX, INT64_MAX - 1, INT64_MAX / 2 + INT64_MAX / 4};
+    for (int i = 0; i < 4; i++) {
+        atomic_store(&long_sleep_rc, 0);
+        corio_task *t;
+        if (i < 3)
+            CHECK_OK(corio_spawn(&t, sleep_ns, (void *)(intptr_t)durations[i]));
+        else
+            CHECK_OK(corio_spawn(&t, sleep_until_max, NULL));
+        CHECK_OK(corio_sleep(20 * CORIO_MSEC));
+        int still = atomic_load(&long_sleep_rc);
+        if (still != 1)
+            FAIL_("case %d: the long sleep already returned %s", i, corio_err_name(still));
+        CHECK_OK(corio_cancel(t));
+        CHECK_OK(corio_join(t, NULL));
+        CHECK_ERR(atomic_load(&long_sleep_rc), CORIO_ECANCELED);
+    }
+    /* The deadline helper does not wrap around either. */
+    corio_time_t dl = corio_deadline_in(INT64_MAX);
+    CHECK(dl == CORIO_FOREVER || dl > corio_now());
+    return NULL;
+}
+
+TEST(huge_durations)
+{
+    run_main_checked(2, main_huge_durations, NULL);
+}
+
+/* ---- one task yielding in a loop must not starve the loop's polling ----
+ *
+ * The minimal case: a single task on the loop calls corio_yield() until a
+ * flag is set, and the task that sets the flag sleeps 10 ms first. The
+ * loop has to poll its timers now and then although a task is always
+ * ready (DESIGN.md: "a loop runs a bounded batch of ready tasks, then
+ * polls IO and timers, so no woken task waits behind an endless stream of
+ * yields").
+ */
+static _Atomic int lone_stop;
+static _Atomic long lone_yields;
+
+static void *lone_yielder(void *arg)
+{
+    /* Gives up after a second, so a starved loop shows as a late wake-up
+     * rather than a hang. */
+    corio_time_t give_up = corio_now() + CORIO_SEC;
+    while (!atomic_load(&lone_stop) && corio_now() < give_up) {
+        corio_yield();
+        atomic_fetch_add(&lone_yields, 1);
+    }
+    return NULL;
+}
+
+static void *main_lone_yielder(void *arg)
+{
+    atomic_store(&lone_stop, 0);
+    atomic_store(&lone_yields, 0);
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), lone_yielder, NULL));
+    corio_time_t t0 = corio_now();
+    CHECK_OK(corio_sleep(10 * CORIO_MSEC));
+    CHECK_TIME_WITHIN(corio_now() - t0, 10 * CORIO_MSEC, EARLY, LATE);
+    atomic_store(&lone_stop, 1);
+    CHECK_OK(corio_join(t, NULL));
+    CHECK_GT(atomic_load(&lone_yields), 0);
+    return NULL;
+}
+
+TEST(sleep_beside_one_yielding_task)
+{
+    run_main_checked(2, main_lone_yielder, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(accuracy);
+    RUN(past_deadline_and_zero);
+    RUN(many_sleepers);
+    RUN(sleep_beside_yielding_tasks);
+    RUN(huge_durations);
+    RUN(sleep_beside_one_yielding_task);
+    return test_summary();
+}

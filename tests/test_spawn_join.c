@@ -1,0 +1,436 @@
+/*
+ * test_spawn_join.c: spawn, join, gather, detach, and the calls' error
+ * cases (outside a runtime, bad arguments, self-join, deadlines).
+ */
+#define _GNU_SOURCE
+#include <stdatomic.h>
+
+#include "test.h"
+
+static void *ret_arg(void *arg) { return arg; }
+
+static void *ret_after_sleep(void *arg)
+{
+    intptr_t ms = INT_OF(arg);
+    if (corio_sleep(ms * CORIO_MSEC) != 0)
+        return PTR_OF(-1);
+    return PTR_OF(ms * 1000 + 7);
+}
+
+/* ---- spawn and join ---- */
+
+static void *main_spawn_join(void *arg)
+{
+    enum { N = 500 };
+    static corio_task *t[N];
+    for (intptr_t i = 0; i < N; i++)
+        CHECK_OK(corio_spawn(&t[i], ret_arg, PTR_OF(i * 3 + 1)));
+    /* Join in reverse: some are done, some not yet started. */
+    for (intptr_t i = N - 1; i >= 0; i--) {
+        void *r = NULL;
+        CHECK_OK(corio_join(t[i], &r));
+        CHECK_EQ(INT_OF(r), i * 3 + 1);
+    }
+    /* NULL result pointer is allowed. */
+    corio_task *u;
+    CHECK_OK(corio_spawn(&u, ret_arg, PTR_OF(5)));
+    CHECK_OK(corio_join(u, NULL));
+    return PTR_OF(99);
+}
+
+TEST(spawn_join_results)
+{
+    CHECK_EQ(INT_OF(run_main_checked(2, main_spawn_join, NULL)), 99);
+    CHECK_EQ(INT_OF(run_main_checked(4, main_spawn_join, NULL)), 99);
+}
+
+/* ---- gather keeps the order given ---- */
+
+#define GATHER_N 300
+
+static _Atomic int finish_seq;
+static int finish_order[GATHER_N];
+
+static void *sleep_random_then_return(void *arg)
+{
+    intptr_t i = INT_OF(arg);
+    uint64_t rng = (uint64_t)i * 0x9E3779B97F4A7C15ull + 1;
+    int64_t us = (int64_t)(test_rand(&rng) % 20000);
+    CHECK_OK(corio_sleep(us * CORIO_USEC));
+    finish_order[atomic_fetch_add(&finish_seq, 1)] = (int)i;
+    return PTR_OF(i * 11 + 3);
+}
+
+static void *main_gather(void *arg)
+{
+    static corio_task *t[GATHER_N];
+    static void *res[GATHER_N];
+    atomic_store(&finish_seq, 0);
+    for (intptr_t i = 0; i < GATHER_N; i++)
+        CHECK_OK(corio_spawn(&t[i], sleep_random_then_return, PTR_OF(i)));
+    memset(res, 0, sizeof res);
+    CHECK_OK(corio_gather(t, GATHER_N, res));
+    for (intptr_t i = 0; i < GATHER_N; i++)
+        CHECK_EQ(INT_OF(res[i]), i * 11 + 3);
+    CHECK_EQ(atomic_load(&finish_seq), GATHER_N);
+    /* They really did finish out of order. */
+    int inversions = 0;
+    for (int i = 1; i < GATHER_N; i++)
+        inversions += finish_order[i] < finish_order[i - 1];
+    CHECK_GT(inversions, 0);
+    /* Empty gather is fine. */
+    CHECK_OK(corio_gather(NULL, 0, NULL));
+    return NULL;
+}
+
+TEST(gather_in_order)
+{
+    run_main_checked(4, main_gather, NULL);
+}
+
+/* ---- join across loops ---- */
+
+static void *report_loop_after_sleep(void *arg)
+{
+    CHECK_OK(corio_sleep(INT_OF(arg) * CORIO_MSEC));
+    return PTR_OF(corio_loop_index());
+}
+
+static void *main_join_other_loop(void *arg)
+{
+    unsigned n = corio_loop_count();
+    CHECK_EQ(n, 4);
+    for (int round = 0; round < 50; round++) {
+        unsigned me = (unsigned)corio_loop_index();
+        unsigned other = (me + 1 + (unsigned)round % (n - 1)) % n;
+        corio_task *t;
+        CHECK_OK(corio_spawn_on(&t, other, report_loop_after_sleep, PTR_OF(round % 3)));
+        corio_time_t t0 = corio_now();
+        void *r;
+        CHECK_OK(corio_join(t, &r));
+        CHECK_EQ(INT_OF(r), other);
+        /* The wake-up came through the other loop's finish, promptly. */
+        CHECK_LT(corio_now() - t0, 1 * CORIO_SEC);
+    }
+    return NULL;
+}
+
+TEST(join_task_on_other_loop)
+{
+    run_main_checked(4, main_join_other_loop, NULL);
+}
+
+/* ---- detach ---- */
+
+static _Atomic int detached_ran;
+
+static void *count_after_sleep(void *arg)
+{
+    if (INT_OF(arg))
+        corio_sleep(INT_OF(arg) * CORIO_MSEC);
+    atomic_fetch_add(&detached_ran, 1);
+    return NULL;
+}
+
+static void *main_detach(void *arg)
+{
+    atomic_store(&detached_ran, 0);
+    /* 1: spawned detached (NULL handle). */
+    for (int i = 0; i < 20; i++)
+        CHECK_OK(corio_spawn(NULL, count_after_sleep, PTR_OF(i % 3)));
+    /* 2: detached right after spawning, before it ran. */
+    for (int i = 0; i < 20; i++) {
+        corio_task *t;
+        CHECK_OK(corio_spawn(&t, count_after_sleep, PTR_OF(i % 3)));
+        CHECK_OK(corio_detach(t));
+    }
+    /* 3: detached after it finished. */
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, count_after_sleep, PTR_OF(0)));
+    while (atomic_load(&detached_ran) < 41)
+        CHECK_OK(corio_sleep(1 * CORIO_MSEC));
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    CHECK_OK(corio_detach(t));
+    CHECK_EQ(atomic_load(&detached_ran), 41);
+    CHECK_ERR(corio_detach(NULL), CORIO_EINVAL);
+    /* 4: pinned and detached. */
+    CHECK_OK(corio_spawn_on(NULL, corio_loop_count() - 1, count_after_sleep, PTR_OF(1)));
+    while (atomic_load(&detached_ran) < 42)
+        CHECK_OK(corio_sleep(1 * CORIO_MSEC));
+    return NULL;
+}
+
+TEST(detach)
+{
+    run_main_checked(2, main_detach, NULL);
+    run_main_checked(4, main_detach, NULL);
+}
+
+/* ---- self-join, bad arguments ---- */
+
+static void *join_self(void *arg)
+{
+    void *r = PTR_OF(123);
+    CHECK_ERR(corio_join(corio_self(), &r), CORIO_EDEADLK);
+    CHECK_ERR(corio_join_until(corio_self(), &r, corio_deadline_in(CORIO_MSEC)), CORIO_EDEADLK);
+    corio_task *me = corio_self();
+    CHECK_ERR(corio_gather(&me, 1, NULL), CORIO_EDEADLK);
+    CHECK_EQ(INT_OF(r), 123); /* untouched */
+    return PTR_OF(1);
+}
+
+static void *main_bad_args(void *arg)
+{
+    corio_task *t = (corio_task *)&t; /* must be reset to NULL on failure */
+    CHECK_ERR(corio_spawn(&t, NULL, NULL), CORIO_EINVAL);
+    CHECK(t == NULL);
+    unsigned n = corio_loop_count();
+    CHECK_ERR(corio_spawn_on(&t, n, ret_arg, NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_on(&t, n + 1000, ret_arg, NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_on(&t, (unsigned)-1, ret_arg, NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_on(NULL, n, ret_arg, NULL), CORIO_EINVAL);
+
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    CHECK_EQ(o.loop, -1);
+    CHECK_EQ(o.flags, 0);
+    CHECK_EQ(o.stack_size, 0);
+    o.flags = 1u << 7;
+    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, &o), CORIO_EINVAL);
+    o.flags = CORIO_TASK_LIGHT | (1u << 1);
+    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, &o), CORIO_EINVAL);
+    corio_spawn_opts_init(&o);
+    o.loop = -2;
+    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, &o), CORIO_EINVAL);
+    o.loop = (int)n;
+    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, &o), CORIO_EINVAL);
+    corio_spawn_opts_init(&o);
+    o.flags = CORIO_TASK_LIGHT;
+    o.stack_size = 64 * 1024; /* light tasks have no own stack */
+    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, &o), CORIO_EINVAL);
+    corio_spawn_opts_init(&o);
+    o.stack_size = SIZE_MAX;
+    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, &o), CORIO_EINVAL);
+
+    CHECK_ERR(corio_join(NULL, NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_gather(NULL, 3, NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_run_blocking(NULL, NULL, NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_cancel(NULL), CORIO_EINVAL);
+
+    /* Valid options work: NULL opts, explicit defaults, a pinned light
+     * task, a custom stack size. */
+    void *r;
+    CHECK_OK(corio_spawn_ex(&t, ret_arg, PTR_OF(8), NULL));
+    CHECK_OK(corio_join(t, &r));
+    CHECK_EQ(INT_OF(r), 8);
+    corio_spawn_opts_init(&o);
+    o.loop = (int)n - 1;
+    o.flags = CORIO_TASK_LIGHT;
+    CHECK_OK(corio_spawn_ex(&t, ret_arg, PTR_OF(9), &o));
+    CHECK_OK(corio_join(t, &r));
+    CHECK_EQ(INT_OF(r), 9);
+    corio_spawn_opts_init(&o);
+    o.stack_size = 1000; /* rounded up to the minimum */
+    CHECK_OK(corio_spawn_ex(&t, ret_arg, PTR_OF(10), &o));
+    CHECK_OK(corio_join(t, &r));
+    CHECK_EQ(INT_OF(r), 10);
+
+    /* Self-join, from main and from a spawned task. */
+    CHECK_EQ(INT_OF(join_self(NULL)), 1);
+    CHECK_OK(corio_spawn(&t, join_self, NULL));
+    CHECK_OK(corio_join(t, &r));
+    CHECK_EQ(INT_OF(r), 1);
+    return NULL;
+}
+
+TEST(bad_arguments)
+{
+    run_main_checked(2, main_bad_args, NULL);
+}
+
+/* ---- outside a runtime ---- */
+
+static void check_not_in_task(bool on_pool_thread)
+{
+    corio_task *t = (corio_task *)&t;
+    CHECK_ERR(corio_spawn(&t, ret_arg, NULL), CORIO_EPERM);
+    CHECK(t == NULL);
+    CHECK_ERR(corio_spawn(NULL, ret_arg, NULL), CORIO_EPERM);
+    CHECK_ERR(corio_spawn_on(&t, 0, ret_arg, NULL), CORIO_EPERM);
+    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, NULL), CORIO_EPERM);
+    CHECK_ERR(corio_sleep(CORIO_MSEC), CORIO_EPERM);
+    CHECK_ERR(corio_sleep(0), CORIO_EPERM);
+    CHECK_ERR(corio_sleep_until(CORIO_FOREVER), CORIO_EPERM);
+    CHECK_ERR(corio_yield(), CORIO_EPERM);
+    CHECK_ERR(corio_join(NULL, NULL), CORIO_EPERM);
+    CHECK_ERR(corio_join_until(NULL, NULL, 0), CORIO_EPERM);
+    CHECK_ERR(corio_gather(NULL, 0, NULL), CORIO_EPERM);
+    CHECK_ERR(corio_run_blocking(ret_arg, NULL, NULL), CORIO_EPERM);
+    CHECK(corio_self() == NULL);
+    CHECK_EQ(corio_task_id(NULL), 0);
+    CHECK_EQ(corio_loop_index(), -1);
+    if (!on_pool_thread)
+        CHECK_EQ(corio_loop_count(), 0);
+}
+
+static void *pool_fn_not_in_task(void *arg)
+{
+    check_not_in_task(true);
+    return PTR_OF(77);
+}
+
+static void *main_pool_thread_eperm(void *arg)
+{
+    void *r;
+    CHECK_OK(corio_run_blocking(pool_fn_not_in_task, NULL, &r));
+    CHECK_EQ(INT_OF(r), 77);
+    return NULL;
+}
+
+TEST(outside_runtime)
+{
+    check_not_in_task(false);
+    /* A blocking-pool thread belongs to a runtime but is not a task. */
+    run_main_checked(2, main_pool_thread_eperm, NULL);
+    check_not_in_task(false);
+}
+
+/* ---- identity ---- */
+
+#define ID_N 2000
+
+static uint64_t ids_seen[ID_N + 1];
+static uint64_t ids_from_handle[ID_N + 1];
+static _Atomic int bad_index;
+
+static void *record_identity(void *arg)
+{
+    intptr_t i = INT_OF(arg);
+    corio_task *me = corio_self();
+    CHECK(me != NULL);
+    ids_seen[i] = corio_task_id(me);
+    int li = corio_loop_index();
+    if (li < 0 || (unsigned)li >= corio_loop_count() || corio_loop_count() != 4)
+        atomic_fetch_add(&bad_index, 1);
+    if (i % 2)
+        corio_yield();
+    if (corio_self() != me || corio_task_id(corio_self()) != ids_seen[i])
+        atomic_fetch_add(&bad_index, 1);
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void *main_identity(void *arg)
+{
+    static corio_task *t[ID_N];
+    atomic_store(&bad_index, 0);
+    for (intptr_t i = 0; i < ID_N; i++) {
+        CHECK_OK(corio_spawn(&t[i], record_identity, PTR_OF(i)));
+        ids_from_handle[i] = corio_task_id(t[i]);
+    }
+    ids_from_handle[ID_N] = corio_task_id(corio_self());
+    CHECK_OK(corio_gather(t, ID_N, NULL));
+    ids_seen[ID_N] = ids_from_handle[ID_N];
+    for (int i = 0; i <= ID_N; i++) {
+        CHECK_NE(ids_seen[i], 0);
+        CHECK_EQ(ids_seen[i], ids_from_handle[i]);
+    }
+    qsort(ids_seen, ID_N + 1, sizeof ids_seen[0], cmp_u64);
+    for (int i = 1; i <= ID_N; i++)
+        CHECK_NE(ids_seen[i], ids_seen[i - 1]);
+    CHECK_EQ(atomic_load(&bad_index), 0);
+    return NULL;
+}
+
+static uint64_t first_run_main_id;
+
+static void *main_id_only(void *arg)
+{
+    first_run_main_id = corio_task_id(corio_self());
+    return NULL;
+}
+
+TEST(identity)
+{
+    run_main_checked(4, main_identity, NULL);
+    /* Ids stay unique across runtimes of one process. */
+    uint64_t before = ids_from_handle[ID_N];
+    run_main_checked(2, main_id_only, NULL);
+    CHECK_NE(first_run_main_id, 0);
+    CHECK_NE(first_run_main_id, before);
+}
+
+/* ---- deadlines on join and gather ---- */
+
+static void *main_join_deadlines(void *arg)
+{
+    corio_task *slow;
+    CHECK_OK(corio_spawn(&slow, ret_after_sleep, PTR_OF(200)));
+    void *r = PTR_OF(-5);
+
+    /* A deadline already past: fails at once. */
+    corio_time_t t0 = corio_now();
+    CHECK_ERR(corio_join_until(slow, &r, t0 - CORIO_MSEC), CORIO_ETIMEDOUT);
+    CHECK_ERR(corio_join_until(slow, &r, 0), CORIO_ETIMEDOUT);
+    CHECK_LT(corio_now() - t0, 20 * CORIO_MSEC * TEST_SLOW);
+    /* A short deadline: fails when it passes. */
+    t0 = corio_now();
+    CHECK_ERR(corio_join_until(slow, &r, t0 + 20 * CORIO_MSEC), CORIO_ETIMEDOUT);
+    CHECK_TIME_WITHIN(corio_now() - t0, 20 * CORIO_MSEC, CORIO_MSEC, 40 * CORIO_MSEC);
+    CHECK_EQ(INT_OF(r), -5); /* untouched */
+    /* The handle is still ours: join for real. */
+    CHECK_OK(corio_join(slow, &r));
+    CHECK_EQ(INT_OF(r), 200 * 1000 + 7);
+
+    /* A finished task joins even with a past deadline. */
+    corio_task *quick;
+    CHECK_OK(corio_spawn(&quick, ret_arg, PTR_OF(31)));
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    CHECK_OK(corio_join_until(quick, &r, corio_now() - CORIO_SEC));
+    CHECK_EQ(INT_OF(r), 31);
+
+    /* gather_until: times out on the slow one and releases nothing,
+     * not even the handles of tasks that had finished. */
+    corio_task *g[3];
+    CHECK_OK(corio_spawn(&g[0], ret_arg, PTR_OF(1)));
+    CHECK_OK(corio_spawn(&g[1], ret_after_sleep, PTR_OF(150)));
+    CHECK_OK(corio_spawn(&g[2], ret_arg, PTR_OF(3)));
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    void *res[3] = {PTR_OF(-1), PTR_OF(-1), PTR_OF(-1)};
+    t0 = corio_now();
+    CHECK_ERR(corio_gather_until(g, 3, res, t0 + 10 * CORIO_MSEC), CORIO_ETIMEDOUT);
+    CHECK_TIME_WITHIN(corio_now() - t0, 10 * CORIO_MSEC, CORIO_MSEC, 40 * CORIO_MSEC);
+    CHECK_ERR(corio_gather_until(g, 3, res, 0), CORIO_ETIMEDOUT);
+    /* The finished tasks' handles are still joinable one by one... */
+    CHECK_OK(corio_join(g[2], &res[2]));
+    CHECK_EQ(INT_OF(res[2]), 3);
+    /* ...and the rest gathers. */
+    CHECK_OK(corio_gather(g, 2, res));
+    CHECK_EQ(INT_OF(res[0]), 1);
+    CHECK_EQ(INT_OF(res[1]), 150 * 1000 + 7);
+    return NULL;
+}
+
+TEST(join_and_gather_deadlines)
+{
+    run_main_checked(2, main_join_deadlines, NULL);
+    run_main_checked(4, main_join_deadlines, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(spawn_join_results);
+    RUN(gather_in_order);
+    RUN(join_task_on_other_loop);
+    RUN(detach);
+    RUN(bad_arguments);
+    RUN(outside_runtime);
+    RUN(identity);
+    RUN(join_and_gather_deadlines);
+    return test_summary();
+}

@@ -1,0 +1,246 @@
+/*
+ * test_stack_overflow.c: a task that runs off its stack dies of SIGSEGV
+ * as it would without corio, after one line on stderr naming the task
+ * (src/overflow.c). Each case runs in a forked child.
+ */
+#define _GNU_SOURCE
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "test.h"
+
+static volatile int keep_going = 1;
+
+/* Not a tail call, and a volatile frame the compiler must keep. */
+static __attribute__((noinline)) int recurse(int depth)
+{
+    volatile char frame[256];
+    frame[0] = (char)depth;
+    frame[255] = (char)(depth >> 8);
+    if (!keep_going)
+        return 0;
+    return recurse(depth + 1) + frame[0] + frame[255];
+}
+
+static void say_id(void)
+{
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "ID=%llu\n",
+                     (unsigned long long)corio_task_id(corio_self()));
+    ssize_t w = write(STDERR_FILENO, buf, (size_t)n);
+    (void)w;
+}
+
+static void *overflow_task(void *arg)
+{
+    say_id();
+    return PTR_OF(recurse(0));
+}
+
+/* Not NULL (UBSan would catch that first), but never mapped. */
+static volatile int *volatile wild_address = (volatile int *)(uintptr_t)16;
+
+static void *segv_task(void *arg)
+{
+    say_id();
+    *wild_address = 1;
+    return NULL;
+}
+
+static void *segv_blocking_fn(void *arg)
+{
+    *wild_address = 1;
+    return NULL;
+}
+
+static void *idle_company(void *arg)
+{
+    corio_sleep(3600 * CORIO_SEC);
+    return NULL;
+}
+
+static void *segv_in_pool(void *arg)
+{
+    say_id();
+    corio_run_blocking(segv_blocking_fn, NULL, NULL);
+    return NULL;
+}
+
+enum kind { REGULAR, LIGHT, SMALL_STACK, MAIN_ITSELF, WILD_WRITE, WILD_WRITE_POOL };
+
+static void *child_main(void *arg)
+{
+    enum kind k = (enum kind)INT_OF(arg);
+    if (k == MAIN_ITSELF)
+        return overflow_task(NULL);
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    corio_fn fn = overflow_task;
+    if (k == LIGHT)
+        o.flags = CORIO_TASK_LIGHT;
+    if (k == SMALL_STACK)
+        o.stack_size = 64 * 1024;
+    if (k == WILD_WRITE)
+        fn = segv_task;
+    if (k == WILD_WRITE_POOL)
+        fn = segv_in_pool;
+    /* Some company on the loops, so the dying task is not alone. */
+    for (int i = 0; i < 10; i++)
+        corio_spawn(NULL, idle_company, NULL);
+    corio_task *t;
+    if (corio_spawn_ex(&t, fn, NULL, &o) != 0)
+        return PTR_OF(10);
+    corio_join(t, NULL);
+    return PTR_OF(11); /* not reached */
+}
+
+static int child(void *arg)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    void *r = NULL;
+    int rc = corio_run(&cfg, child_main, arg, &r);
+    fprintf(stderr, "corio_run returned %d, result %ld\n", rc, (long)INT_OF(r));
+    return 1;
+}
+
+static unsigned long long parse_id(const char *out)
+{
+    const char *p = strstr(out, "ID=");
+    CHECK(p != NULL);
+    return strtoull(p + 3, NULL, 10);
+}
+
+static void expect_overflow(enum kind k, const char *stack_words)
+{
+    test_child c;
+    test_run_child(&c, child, PTR_OF(k));
+    unsigned long long id = parse_id(c.out);
+    CHECK_NE(id, 0);
+    char want[128];
+    snprintf(want, sizeof want, "corio: task %llu overflowed its ", id);
+    CHECK_STR_CONTAINS(c.out, want);
+    if (stack_words)
+        CHECK_STR_CONTAINS(c.out, stack_words);
+    CHECK_STR_CONTAINS(c.out, "guard page");
+    if (!WIFSIGNALED(c.status) || WTERMSIG(c.status) != SIGSEGV)
+        FAIL_("child should die of SIGSEGV; status 0x%x, output:\n%s", c.status, c.out);
+    /* Exactly one report. */
+    const char *first = strstr(c.out, "overflowed its");
+    CHECK(strstr(first + 1, "overflowed its") == NULL);
+}
+
+TEST(regular_task_overflow)
+{
+    expect_overflow(REGULAR, "-byte stack");
+}
+
+TEST(light_task_overflow)
+{
+    expect_overflow(LIGHT, "shared (light) stack");
+}
+
+TEST(custom_stack_size_overflow)
+{
+    expect_overflow(SMALL_STACK, "its 65536-byte stack");
+}
+
+TEST(main_task_overflow)
+{
+    expect_overflow(MAIN_ITSELF, "-byte stack");
+}
+
+static void expect_plain_segv(enum kind k)
+{
+    test_child c;
+    test_run_child(&c, child, PTR_OF(k));
+    CHECK_NE(parse_id(c.out), 0);
+    if (strstr(c.out, "overflowed"))
+        FAIL_("a wild write was reported as an overflow:\n%s", c.out);
+    CHECK(strstr(c.out, "corio_run returned") == NULL);
+#ifdef TEST_SANITIZED
+    /* The sanitizer's own SEGV handler reports it and exits. */
+    CHECK(WIFSIGNALED(c.status) || (WIFEXITED(c.status) && WEXITSTATUS(c.status) != 0));
+#else
+    if (!WIFSIGNALED(c.status) || WTERMSIG(c.status) != SIGSEGV)
+        FAIL_("child should die of SIGSEGV; status 0x%x, output:\n%s", c.status, c.out);
+#endif
+}
+
+TEST(wild_write_is_not_an_overflow)
+{
+    expect_plain_segv(WILD_WRITE);
+}
+
+TEST(wild_write_on_pool_thread)
+{
+    expect_plain_segv(WILD_WRITE_POOL);
+}
+
+/* ---- the handler that was there before corio's ---- */
+
+static void custom_segv(int sig)
+{
+    static const char msg[] = "custom handler\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    _exit(42);
+}
+
+#ifndef TEST_SANITIZED
+static int child_with_handler(void *arg)
+{
+    signal(SIGSEGV, custom_segv);
+    return child(arg);
+}
+#endif
+
+/* A wild write inside a task goes to the handler the program had. */
+TEST(previous_handler_is_chained)
+{
+#ifdef TEST_SANITIZED
+    fprintf(stderr, "   skipped: the sanitizer owns SIGSEGV\n");
+#else
+    if (TEST_ON_VALGRIND()) {
+        /* It reports the wild write itself and changes the exit status. */
+        fprintf(stderr, "   skipped under Valgrind\n");
+        return;
+    }
+    test_child c;
+    test_run_child(&c, child_with_handler, PTR_OF(WILD_WRITE));
+    CHECK_STR_CONTAINS(c.out, "custom handler");
+    CHECK(strstr(c.out, "overflowed") == NULL);
+    if (!WIFEXITED(c.status) || WEXITSTATUS(c.status) != 42)
+        FAIL_("child status 0x%x, output:\n%s", c.status, c.out);
+#endif
+}
+
+static void *nothing(void *arg) { return arg; }
+
+/* corio_run puts the previous SIGSEGV disposition back when it returns. */
+TEST(handler_restored_after_run)
+{
+    struct sigaction before, after;
+    signal(SIGSEGV, custom_segv);
+    CHECK_EQ(sigaction(SIGSEGV, NULL, &before), 0);
+    CHECK(before.sa_handler == custom_segv);
+    run_main_checked(2, nothing, NULL);
+    CHECK_EQ(sigaction(SIGSEGV, NULL, &after), 0);
+    CHECK(after.sa_handler == custom_segv);
+    CHECK_EQ(after.sa_flags & SA_SIGINFO, before.sa_flags & SA_SIGINFO);
+    signal(SIGSEGV, SIG_DFL);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(regular_task_overflow);
+    RUN(light_task_overflow);
+    RUN(custom_stack_size_overflow);
+    RUN(main_task_overflow);
+    RUN(wild_write_is_not_an_overflow);
+    RUN(wild_write_on_pool_thread);
+    RUN(previous_handler_is_chained);
+    RUN(handler_restored_after_run);
+    return test_summary();
+}

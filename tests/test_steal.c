@@ -1,0 +1,250 @@
+/*
+ * test_steal.c: work stealing. Never-run tasks spread to idle loops;
+ * pinned tasks (corio_spawn_on) never move; a task that has started stays
+ * on its loop for good.
+ */
+#include <stdatomic.h>
+
+#include "test.h"
+
+#define LOOPS 4
+
+/* ---- unpinned tasks spread over the loops ---- */
+
+struct spread {
+    long n;
+    _Atomic int *runs;   /* per task: how many times it ran */
+    int *loop_of;        /* per task: where it ran */
+};
+
+static struct spread sp;
+
+static void *spread_task(void *arg)
+{
+    intptr_t i = INT_OF(arg);
+    atomic_fetch_add(&sp.runs[i], 1);
+    sp.loop_of[i] = corio_loop_index();
+    test_spin(20000);
+    return PTR_OF(i);
+}
+
+static void *main_spread(void *arg)
+{
+    corio_task **t = calloc((size_t)sp.n, sizeof *t);
+    void **res = calloc((size_t)sp.n, sizeof *res);
+    CHECK(t && res);
+    for (long i = 0; i < sp.n; i++)
+        CHECK_OK(corio_spawn(&t[i], spread_task, PTR_OF(i)));
+    CHECK_OK(corio_gather(t, (size_t)sp.n, res));
+    for (long i = 0; i < sp.n; i++)
+        CHECK_EQ(INT_OF(res[i]), i);
+    free(t);
+    free(res);
+    return NULL;
+}
+
+TEST(spawned_tasks_are_stolen)
+{
+    sp.n = test_scaled(10000);
+    if (sp.n < 400)
+        sp.n = 400;
+    sp.runs = calloc((size_t)sp.n, sizeof *sp.runs);
+    sp.loop_of = calloc((size_t)sp.n, sizeof *sp.loop_of);
+    CHECK(sp.runs && sp.loop_of);
+    run_main_checked(LOOPS, main_spread, NULL);
+    long per_loop[LOOPS] = {0};
+    for (long i = 0; i < sp.n; i++) {
+        CHECK_EQ(atomic_load(&sp.runs[i]), 1);
+        CHECK_GE(sp.loop_of[i], 0);
+        CHECK_LT(sp.loop_of[i], LOOPS);
+        per_loop[sp.loop_of[i]]++;
+    }
+    int loops_used = 0;
+    for (int l = 0; l < LOOPS; l++) {
+        fprintf(stderr, "   loop %d ran %ld tasks\n", l, per_loop[l]);
+        loops_used += per_loop[l] > 0;
+    }
+    CHECK_GT(loops_used, 1);
+    free(sp.runs);
+    free(sp.loop_of);
+}
+
+/* ---- pinned tasks stay where they were put ---- */
+
+static _Atomic long pinned_wrong, pinned_ran;
+
+static void *pinned_task(void *arg)
+{
+    int want = (int)INT_OF(arg);
+    atomic_fetch_add(&pinned_ran, 1);
+    if (corio_loop_index() != want)
+        atomic_fetch_add(&pinned_wrong, 1);
+    test_spin(2000); /* keep the target loop busy so the others go idle */
+    if (want % 2)
+        corio_yield();
+    else
+        corio_sleep(CORIO_USEC * 100);
+    if (corio_loop_index() != want)
+        atomic_fetch_add(&pinned_wrong, 1);
+    return PTR_OF(want);
+}
+
+static void *main_pinned(void *arg)
+{
+    long rounds = test_scaled(40);
+    enum { BATCH = 500 };
+    static corio_task *t[BATCH];
+    static void *res[BATCH];
+    for (long r = 0; r < rounds; r++) {
+        unsigned target = (unsigned)(r % LOOPS);
+        for (int i = 0; i < BATCH; i++)
+            CHECK_OK(corio_spawn_on(&t[i], target, pinned_task, PTR_OF(target)));
+        CHECK_OK(corio_gather(t, BATCH, res));
+        for (int i = 0; i < BATCH; i++)
+            CHECK_EQ(INT_OF(res[i]), target);
+    }
+    /* Pinned light tasks too, spawned with corio_spawn_ex. */
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.flags = CORIO_TASK_LIGHT;
+    for (int target = 0; target < LOOPS; target++) {
+        o.loop = target;
+        for (int i = 0; i < BATCH; i++)
+            CHECK_OK(corio_spawn_ex(&t[i], pinned_task, PTR_OF(target), &o));
+        CHECK_OK(corio_gather(t, BATCH, res));
+    }
+    return PTR_OF(rounds);
+}
+
+TEST(pinned_tasks_never_stolen)
+{
+    atomic_store(&pinned_wrong, 0);
+    atomic_store(&pinned_ran, 0);
+    long rounds = INT_OF(run_main_checked(LOOPS, main_pinned, NULL));
+    CHECK_EQ(atomic_load(&pinned_ran), (rounds + LOOPS) * 500);
+    CHECK_EQ(atomic_load(&pinned_wrong), 0);
+}
+
+/* ---- started tasks never move ---- */
+
+static _Atomic long moved, checks;
+
+static void *stay_home(void *arg)
+{
+    uint64_t rng = (uint64_t)INT_OF(arg) * 2654435761u + 1;
+    int home = corio_loop_index();
+    for (int i = 0; i < 10; i++) {
+        switch (test_rand(&rng) % 3) {
+        case 0:
+            CHECK_OK(corio_yield());
+            break;
+        case 1:
+            CHECK_OK(corio_sleep((int64_t)(test_rand(&rng) % 2000) * CORIO_USEC));
+            break;
+        default:
+            test_spin(5000);
+            break;
+        }
+        atomic_fetch_add(&checks, 1);
+        if (corio_loop_index() != home)
+            atomic_fetch_add(&moved, 1);
+    }
+    return NULL;
+}
+
+/* Spawns from several loops at once so every loop has stealable work
+ * while the started tasks sleep and yield. */
+static void *spawner(void *arg)
+{
+    long n = INT_OF(arg);
+    corio_task **t = calloc((size_t)n, sizeof *t);
+    CHECK(t);
+    for (long i = 0; i < n; i++)
+        CHECK_OK(corio_spawn(&t[i], stay_home, PTR_OF(i + 1)));
+    CHECK_OK(corio_gather(t, (size_t)n, NULL));
+    free(t);
+    return NULL;
+}
+
+static void *main_stay_home(void *arg)
+{
+    long n = test_scaled(2000);
+    corio_task *s[LOOPS];
+    for (unsigned l = 0; l < LOOPS; l++)
+        CHECK_OK(corio_spawn_on(&s[l], l, spawner, PTR_OF(n)));
+    CHECK_OK(corio_gather(s, LOOPS, NULL));
+    return PTR_OF(n * LOOPS * 10);
+}
+
+TEST(started_tasks_never_move)
+{
+    atomic_store(&moved, 0);
+    atomic_store(&checks, 0);
+    long expect = INT_OF(run_main_checked(LOOPS, main_stay_home, NULL));
+    CHECK_EQ(atomic_load(&checks), expect);
+    CHECK_EQ(atomic_load(&moved), 0);
+}
+
+/* ---- bursts of spawns into a full run queue, with many thieves ----
+ *
+ * One task spawns far more tasks than the run queue's ring holds, so the
+ * ring spills half of itself to the overflow list again and again, while
+ * more loops than CPUs steal from it (the spawner is preempted at random
+ * points, thieves drain the ring meanwhile). Every task must run exactly
+ * once.
+ */
+#define BURST_LOOPS 8
+
+static _Atomic int *burst_runs;
+static _Atomic long burst_bad;
+
+static void *burst_task(void *arg)
+{
+    if (atomic_fetch_add(&burst_runs[INT_OF(arg)], 1) != 0)
+        atomic_fetch_add(&burst_bad, 1);
+    return arg;
+}
+
+static void *main_burst(void *arg)
+{
+    long n = INT_OF(arg);
+    enum { WINDOW = 20000 };
+    static corio_task *t[WINDOW];
+    static void *res[WINDOW];
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    for (long base = 0; base < n; base += WINDOW) {
+        long m = n - base < WINDOW ? n - base : WINDOW;
+        for (long i = 0; i < m; i++) {
+            o.flags = (i % 4 == 0) ? CORIO_TASK_LIGHT : 0;
+            CHECK_OK(corio_spawn_ex(&t[i], burst_task, PTR_OF(base + i), &o));
+        }
+        CHECK_OK(corio_gather(t, (size_t)m, res));
+        for (long i = 0; i < m; i++)
+            CHECK_EQ(INT_OF(res[i]), base + i);
+    }
+    return NULL;
+}
+
+TEST(burst_spawns_with_many_thieves)
+{
+    long n = test_scaled(200000);
+    burst_runs = calloc((size_t)n, sizeof *burst_runs);
+    CHECK(burst_runs);
+    atomic_store(&burst_bad, 0);
+    run_main_checked(BURST_LOOPS, main_burst, PTR_OF(n));
+    CHECK_EQ(atomic_load(&burst_bad), 0);
+    for (long i = 0; i < n; i++)
+        if (atomic_load(&burst_runs[i]) != 1)
+            FAIL_("task %ld ran %d times", i, atomic_load(&burst_runs[i]));
+    free(burst_runs);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(spawned_tasks_are_stolen);
+    RUN(pinned_tasks_never_stolen);
+    RUN(started_tasks_never_move);
+    RUN(burst_spawns_with_many_thieves);
+    return test_summary();
+}

@@ -1,0 +1,499 @@
+/*
+ * test_sync.c: mutex, semaphore, event and wait group between tasks on
+ * two loops: mutual exclusion (an exact non-atomic count), ownership
+ * rules, the permit bound, FIFO hand-off, wake-all, and a wake-up storm of
+ * thousands of waiters.
+ */
+#define _GNU_SOURCE
+#include <stdatomic.h>
+
+#include "test.h"
+
+static corio_spawn_opts on_loop(int loop, bool light)
+{
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.loop = loop;
+    o.flags = light ? CORIO_TASK_LIGHT : 0;
+    return o;
+}
+
+/* ---- mutex: an exact count ---- */
+
+#define LOCKERS 8
+
+struct counting {
+    corio_mutex *m;
+    long per_task;
+    long counter;         /* plain: only the mutex protects it */
+    _Atomic int inside;   /* tasks inside the critical section */
+};
+
+static void *locker(void *arg)
+{
+    struct counting *c = arg;
+    for (long i = 0; i < c->per_task; i++) {
+        CHECK_OK(corio_mutex_lock(c->m));
+        if (atomic_fetch_add(&c->inside, 1) != 0)
+            FAIL_("%s", "two tasks inside the mutex at once");
+        long v = c->counter;
+        /* Now and then hold the lock across a suspension, so others queue
+         * up behind it (and light lockers move their stacks). */
+        if (i % 512 == 0)
+            CHECK_OK(corio_yield());
+        c->counter = v + 1;
+        atomic_fetch_sub(&c->inside, 1);
+        CHECK_OK(corio_mutex_unlock(c->m));
+    }
+    return NULL;
+}
+
+static void *main_mutex_count(void *arg)
+{
+    /* 25,000 each, 200,000 contended acquisitions in all. Under
+     * contention every unlock hands the lock to the first waiter (sem.c),
+     * so each acquisition is a task switch, half of them across loops:
+     * 100,000 each took 2.5-10 s on the 2-core test machines. */
+    struct counting c = {.per_task = test_scaled(25000)};
+    CHECK_OK(corio_mutex_new(&c.m));
+    corio_task *t[LOCKERS];
+    for (int i = 0; i < LOCKERS; i++) {
+        corio_spawn_opts o = on_loop(i % 2, i % 4 == 3);
+        CHECK_OK(corio_spawn_ex(&t[i], locker, &c, &o));
+    }
+    CHECK_OK(corio_gather(t, LOCKERS, NULL));
+    CHECK_EQ(c.counter, c.per_task * LOCKERS);
+    /* Unlocked at the end. */
+    CHECK_OK(corio_mutex_try_lock(c.m));
+    CHECK_OK(corio_mutex_unlock(c.m));
+    corio_mutex_free(c.m);
+    return NULL;
+}
+
+TEST(mutex_exact_count)
+{
+    run_main_checked(2, main_mutex_count, NULL);
+}
+
+/* ---- mutex: ownership ---- */
+
+struct owner {
+    corio_mutex *m;
+    _Atomic int locked;
+};
+
+static void *not_the_owner(void *arg)
+{
+    struct owner *o = arg;
+    CHECK_ERR(corio_mutex_unlock(o->m), CORIO_EPERM);
+    CHECK_ERR(corio_mutex_try_lock(o->m), CORIO_EBUSY);
+    CHECK_ERR(corio_mutex_lock_until(o->m, corio_deadline_in(5 * CORIO_MSEC)), CORIO_ETIMEDOUT);
+    return NULL;
+}
+
+static void *unlock_on_pool(void *arg)
+{
+    return PTR_OF(corio_mutex_unlock(arg));
+}
+
+static void *hold_until_told(void *arg)
+{
+    struct owner *o = arg;
+    CHECK_OK(corio_mutex_lock(o->m));
+    atomic_store(&o->locked, 1);
+    while (atomic_load(&o->locked) == 1)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_OK(corio_mutex_unlock(o->m));
+    return NULL;
+}
+
+static void *main_mutex_owner(void *arg)
+{
+    struct owner o = {0};
+    CHECK_OK(corio_mutex_new(&o.m));
+    /* Unlocking a mutex nobody holds. */
+    CHECK_ERR(corio_mutex_unlock(o.m), CORIO_EPERM);
+    CHECK_OK(corio_mutex_lock(o.m));
+    /* Relocking by the owner would deadlock: refused. */
+    CHECK_ERR(corio_mutex_try_lock(o.m), CORIO_EDEADLK);
+    CHECK_ERR(corio_mutex_lock(o.m), CORIO_EDEADLK);
+    for (int loop = 0; loop < 2; loop++) {
+        corio_task *t;
+        CHECK_OK(corio_spawn_on(&t, (unsigned)loop, not_the_owner, &o));
+        CHECK_OK(corio_join(t, NULL));
+    }
+    /* Not from a pool thread either (no task there). */
+    void *rc = NULL;
+    CHECK_OK(corio_run_blocking(unlock_on_pool, o.m, &rc));
+    CHECK_ERR((int)INT_OF(rc), CORIO_EPERM);
+    /* Still ours after all that. */
+    CHECK_OK(corio_mutex_unlock(o.m));
+    CHECK_ERR(corio_mutex_unlock(o.m), CORIO_EPERM);
+
+    /* Held by a task on the other loop: try_lock is EBUSY here. */
+    corio_task *h;
+    CHECK_OK(corio_spawn_on(&h, (unsigned)(corio_loop_index() + 1) % 2, hold_until_told, &o));
+    while (!atomic_load(&o.locked))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_ERR(corio_mutex_try_lock(o.m), CORIO_EBUSY);
+    CHECK_ERR(corio_mutex_unlock(o.m), CORIO_EPERM);
+    atomic_store(&o.locked, 2);
+    CHECK_OK(corio_mutex_lock_until(o.m, corio_deadline_in(5 * CORIO_SEC)));
+    CHECK_OK(corio_join(h, NULL));
+    CHECK_OK(corio_mutex_unlock(o.m));
+    CHECK_ERR(corio_mutex_new(NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_mutex_lock(NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_mutex_unlock(NULL), CORIO_EINVAL);
+    corio_mutex_free(o.m);
+    return NULL;
+}
+
+TEST(mutex_ownership)
+{
+    run_main_checked(2, main_mutex_owner, NULL);
+    /* Outside any runtime the blocking call refuses. */
+    corio_mutex *m;
+    CHECK_OK(corio_mutex_new(&m));
+    CHECK_ERR(corio_mutex_lock(m), CORIO_EPERM);
+    CHECK_ERR(corio_mutex_try_lock(m), CORIO_EPERM);
+    CHECK_ERR(corio_mutex_unlock(m), CORIO_EPERM);
+    corio_mutex_free(m);
+}
+
+/* ---- semaphore: never more than its permits ---- */
+
+#define SEM_TASKS 24
+#define PERMITS 3
+
+struct bounded {
+    corio_sem *sem;
+    long rounds;
+    _Atomic int in_use, max_in_use;
+    _Atomic long entries;
+};
+
+static void *sem_user(void *arg)
+{
+    struct bounded *b = arg;
+    uint64_t seed = corio_task_id(corio_self()) * 2 + 1;
+    for (long i = 0; i < b->rounds; i++) {
+        if (i % 3 == 0) {
+            int rc;
+            while ((rc = corio_sem_acquire_until(b->sem, corio_deadline_in(50 * CORIO_USEC))) ==
+                   CORIO_ETIMEDOUT)
+                ; /* a timed-out acquire holds nothing: try again */
+            CHECK_OK(rc);
+        } else {
+            CHECK_OK(corio_sem_acquire(b->sem));
+        }
+        int now = atomic_fetch_add(&b->in_use, 1) + 1;
+        if (now > PERMITS)
+            FAIL_("%d holders of a %d-permit semaphore", now, PERMITS);
+        int m = atomic_load(&b->max_in_use);
+        while (now > m && !atomic_compare_exchange_weak(&b->max_in_use, &m, now))
+            ;
+        atomic_fetch_add(&b->entries, 1);
+        if (test_rand(&seed) % 4 == 0)
+            CHECK_OK(corio_yield());
+        else
+            test_spin(200);
+        atomic_fetch_sub(&b->in_use, 1);
+        CHECK_OK(corio_sem_release(b->sem));
+    }
+    return NULL;
+}
+
+static void *main_sem_bound(void *arg)
+{
+    struct bounded b = {.rounds = test_scaled(3000)};
+    CHECK_OK(corio_sem_new(&b.sem, PERMITS));
+    CHECK_EQ(corio_sem_available(b.sem), PERMITS);
+    corio_task *t[SEM_TASKS];
+    for (int i = 0; i < SEM_TASKS; i++) {
+        corio_spawn_opts o = on_loop(i % 2, i % 3 == 0);
+        CHECK_OK(corio_spawn_ex(&t[i], sem_user, &b, &o));
+    }
+    CHECK_OK(corio_gather(t, SEM_TASKS, NULL));
+    CHECK_EQ(atomic_load(&b.entries), b.rounds * SEM_TASKS);
+    CHECK_LE(atomic_load(&b.max_in_use), PERMITS);
+    CHECK_GE(atomic_load(&b.max_in_use), 2);
+    /* Every permit came back. */
+    CHECK_EQ(corio_sem_available(b.sem), PERMITS);
+    for (int i = 0; i < PERMITS; i++)
+        CHECK_OK(corio_sem_try_acquire(b.sem));
+    CHECK_ERR(corio_sem_try_acquire(b.sem), CORIO_EAGAIN);
+    CHECK_EQ(corio_sem_available(b.sem), 0);
+    CHECK_ERR(corio_sem_acquire_until(b.sem, corio_deadline_in(5 * CORIO_MSEC)), CORIO_ETIMEDOUT);
+    for (int i = 0; i < PERMITS; i++)
+        CHECK_OK(corio_sem_release(b.sem));
+    CHECK_EQ(corio_sem_available(b.sem), PERMITS);
+    corio_sem_free(b.sem);
+    return NULL;
+}
+
+TEST(semaphore_bound)
+{
+    run_main_checked(2, main_sem_bound, NULL);
+}
+
+/* ---- semaphore: FIFO hand-off ---- */
+
+struct fifo_sem {
+    corio_sem *sem;
+    _Atomic int queued, order_next;
+    int order[6];
+};
+
+static void *fifo_waiter(void *arg)
+{
+    struct fifo_sem *f = *(struct fifo_sem **)arg;
+    int me = (int)((intptr_t *)arg)[1];
+    atomic_fetch_add(&f->queued, 1);
+    CHECK_OK(corio_sem_acquire_until(f->sem, corio_deadline_in(10 * CORIO_SEC)));
+    f->order[atomic_fetch_add(&f->order_next, 1)] = me;
+    return NULL;
+}
+
+static void *main_sem_fifo(void *arg)
+{
+    struct fifo_sem f = {0};
+    CHECK_OK(corio_sem_new(&f.sem, 0));
+    corio_task *t[6];
+    void *args[6][2];
+    /* Queue six waiters in a known order, alternating loops. */
+    for (int i = 0; i < 6; i++) {
+        args[i][0] = &f;
+        args[i][1] = PTR_OF(i);
+        corio_spawn_opts o = on_loop(i % 2, i >= 3);
+        CHECK_OK(corio_spawn_ex(&t[i], fifo_waiter, args[i], &o));
+        while (atomic_load(&f.queued) < i + 1)
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_sleep(2 * CORIO_MSEC));
+    }
+    /* One permit at a time: each goes to the longest waiter, directly
+     * (no barging: the count stays at zero). */
+    for (int i = 0; i < 6; i++) {
+        CHECK_OK(corio_sem_release(f.sem));
+        CHECK_EQ(corio_sem_available(f.sem), 0);
+        CHECK_OK(corio_join(t[i], NULL));
+        CHECK_EQ(f.order[i], i);
+    }
+    CHECK_EQ(corio_sem_available(f.sem), 0);
+    corio_sem_free(f.sem);
+    return NULL;
+}
+
+TEST(semaphore_fifo_handoff)
+{
+    run_main_checked(2, main_sem_fifo, NULL);
+    CHECK_ERR(corio_sem_new(NULL, 1), CORIO_EINVAL);
+    corio_sem *s;
+    CHECK_OK(corio_sem_new(&s, 0));
+    CHECK_ERR(corio_sem_acquire(s), CORIO_EPERM); /* outside a task */
+    CHECK_OK(corio_sem_release(s));               /* allowed anywhere */
+    CHECK_OK(corio_sem_try_acquire(s));
+    CHECK_ERR(corio_sem_try_acquire(s), CORIO_EAGAIN);
+    corio_sem_free(s);
+}
+
+/* ---- event ---- */
+
+struct ev {
+    corio_event *e;
+    _Atomic int waiting, woken;
+};
+
+static void *ev_waiter(void *arg)
+{
+    struct ev *v = arg;
+    atomic_fetch_add(&v->waiting, 1);
+    CHECK_OK(corio_event_wait_until(v->e, corio_deadline_in(10 * CORIO_SEC)));
+    atomic_fetch_add(&v->woken, 1);
+    return NULL;
+}
+
+static void *set_on_pool(void *arg) { return PTR_OF(corio_event_set(arg)); }
+
+static void *main_event(void *arg)
+{
+    struct ev v = {0};
+    CHECK_OK(corio_event_new(&v.e));
+    CHECK(!corio_event_is_set(v.e));
+    for (int round = 0; round < 3; round++) {
+        atomic_store(&v.waiting, 0);
+        atomic_store(&v.woken, 0);
+        corio_task *t[8];
+        for (int i = 0; i < 8; i++) {
+            corio_spawn_opts o = on_loop(i % 2, i >= 4);
+            CHECK_OK(corio_spawn_ex(&t[i], ev_waiter, &v, &o));
+        }
+        while (atomic_load(&v.waiting) < 8)
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_sleep(10 * CORIO_MSEC));
+        CHECK_EQ(atomic_load(&v.woken), 0);
+        if (round == 2) {
+            /* set from a thread that is no task at all */
+            void *rc = PTR_OF(-1);
+            CHECK_OK(corio_run_blocking(set_on_pool, v.e, &rc));
+            CHECK_OK((int)INT_OF(rc));
+        } else {
+            CHECK_OK(corio_event_set(v.e));
+        }
+        CHECK_OK(corio_gather(t, 8, NULL));
+        CHECK_EQ(atomic_load(&v.woken), 8);
+        /* Stays set: a wait returns at once, even with a past deadline. */
+        CHECK(corio_event_is_set(v.e));
+        corio_time_t t0 = corio_now();
+        CHECK_OK(corio_event_wait(v.e));
+        CHECK_OK(corio_event_wait_until(v.e, corio_now() - CORIO_SEC));
+        CHECK_OK(corio_event_set(v.e)); /* setting again: no change */
+        CHECK_LT(corio_now() - t0, 20 * CORIO_MSEC);
+        /* Cleared: waits block again. */
+        CHECK_OK(corio_event_clear(v.e));
+        CHECK(!corio_event_is_set(v.e));
+        CHECK_ERR(corio_event_wait_until(v.e, corio_deadline_in(5 * CORIO_MSEC)), CORIO_ETIMEDOUT);
+        CHECK_OK(corio_event_clear(v.e));
+    }
+    corio_event_free(v.e);
+    return NULL;
+}
+
+TEST(event_set_wakes_all_and_clear)
+{
+    run_main_checked(2, main_event, NULL);
+    CHECK_ERR(corio_event_new(NULL), CORIO_EINVAL);
+    corio_event *e;
+    CHECK_OK(corio_event_new(&e));
+    CHECK_ERR(corio_event_wait(e), CORIO_EPERM); /* outside a task */
+    CHECK_OK(corio_event_set(e));
+    CHECK(corio_event_is_set(e));
+    corio_event_free(e);
+}
+
+/* ---- wait group ---- */
+
+struct wgrun {
+    corio_waitgroup *wg;
+    _Atomic int finished, waiters_back;
+};
+
+static void *wg_worker(void *arg)
+{
+    struct wgrun *w = arg;
+    CHECK_OK(corio_sleep((int64_t)(corio_task_id(corio_self()) % 7) * CORIO_MSEC));
+    atomic_fetch_add(&w->finished, 1);
+    CHECK_OK(corio_waitgroup_done(w->wg));
+    return NULL;
+}
+
+static void *wg_waiter(void *arg)
+{
+    struct wgrun *w = arg;
+    CHECK_OK(corio_waitgroup_wait_until(w->wg, corio_deadline_in(10 * CORIO_SEC)));
+    /* Only once every worker is done. */
+    CHECK_EQ(atomic_load(&w->finished), 40);
+    atomic_fetch_add(&w->waiters_back, 1);
+    return NULL;
+}
+
+static void *main_waitgroup(void *arg)
+{
+    struct wgrun w = {0};
+    CHECK_OK(corio_waitgroup_new(&w.wg));
+    /* Zero: a wait returns at once. */
+    CHECK_OK(corio_waitgroup_wait_until(w.wg, corio_now()));
+    CHECK_OK(corio_waitgroup_add(w.wg, 40));
+    corio_task *waiters[4];
+    for (int i = 0; i < 4; i++) {
+        corio_spawn_opts o = on_loop(i % 2, i >= 2);
+        CHECK_OK(corio_spawn_ex(&waiters[i], wg_waiter, &w, &o));
+    }
+    for (int i = 0; i < 40; i++) {
+        corio_spawn_opts o = on_loop(i % 2, i % 3 == 0);
+        CHECK_OK(corio_spawn_ex(NULL, wg_worker, &w, &o));
+    }
+    CHECK_OK(corio_waitgroup_wait(w.wg));
+    CHECK_EQ(atomic_load(&w.finished), 40);
+    CHECK_OK(corio_gather(waiters, 4, NULL));
+    CHECK_EQ(atomic_load(&w.waiters_back), 4);
+    /* Below zero: refused, counter unchanged. */
+    CHECK_ERR(corio_waitgroup_add(w.wg, -1), CORIO_EINVAL);
+    CHECK_ERR(corio_waitgroup_done(w.wg), CORIO_EINVAL);
+    CHECK_OK(corio_waitgroup_add(w.wg, 2));
+    CHECK_ERR(corio_waitgroup_add(w.wg, -3), CORIO_EINVAL);
+    CHECK_ERR(corio_waitgroup_wait_until(w.wg, corio_deadline_in(5 * CORIO_MSEC)), CORIO_ETIMEDOUT);
+    CHECK_OK(corio_waitgroup_add(w.wg, -2));
+    CHECK_OK(corio_waitgroup_wait_until(w.wg, corio_now()));
+    corio_waitgroup_free(w.wg);
+    return NULL;
+}
+
+TEST(waitgroup)
+{
+    run_main_checked(2, main_waitgroup, NULL);
+    CHECK_ERR(corio_waitgroup_new(NULL), CORIO_EINVAL);
+    corio_waitgroup *wg;
+    CHECK_OK(corio_waitgroup_new(&wg));
+    CHECK_OK(corio_waitgroup_add(wg, 1));
+    CHECK_ERR(corio_waitgroup_wait(wg), CORIO_EPERM); /* outside a task */
+    CHECK_OK(corio_waitgroup_done(wg));
+    corio_waitgroup_free(wg);
+}
+
+/* ---- wake-up storm ---- */
+
+struct storm {
+    corio_event *e;
+    _Atomic long waiting, resumed;
+};
+
+static void *storm_waiter(void *arg)
+{
+    struct storm *s = arg;
+    atomic_fetch_add(&s->waiting, 1);
+    CHECK_OK(corio_event_wait_until(s->e, corio_deadline_in(30 * CORIO_SEC)));
+    atomic_fetch_add(&s->resumed, 1);
+    return NULL;
+}
+
+static void *main_storm(void *arg)
+{
+    long n = test_scaled(10000);
+    struct storm s = {0};
+    CHECK_OK(corio_event_new(&s.e));
+    corio_task **t = calloc((size_t)n, sizeof *t);
+    CHECK(t);
+    for (long i = 0; i < n; i++) {
+        corio_spawn_opts o = on_loop((int)(i % 2), i % 2 == 0 || i % 3 == 0);
+        CHECK_OK(corio_spawn_ex(&t[i], storm_waiter, &s, &o));
+    }
+    corio_time_t give_up = corio_deadline_in(20 * CORIO_SEC);
+    while (atomic_load(&s.waiting) < n && corio_now() < give_up)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_EQ(atomic_load(&s.waiting), n);
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    CHECK_EQ(atomic_load(&s.resumed), 0);
+    CHECK_OK(corio_event_set(s.e));
+    CHECK_OK(corio_gather(t, (size_t)n, NULL));
+    CHECK_EQ(atomic_load(&s.resumed), n);
+    free(t);
+    corio_event_free(s.e);
+    return NULL;
+}
+
+TEST(wake_up_storm)
+{
+    run_main_checked(2, main_storm, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(mutex_exact_count);
+    RUN(mutex_ownership);
+    RUN(semaphore_bound);
+    RUN(semaphore_fifo_handoff);
+    RUN(event_set_wakes_all_and_clear);
+    RUN(waitgroup);
+    RUN(wake_up_storm);
+    return test_summary();
+}
