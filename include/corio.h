@@ -348,8 +348,9 @@ CORIO_API int corio_group_error(corio_group *group);
  * CORIO_GROUP_CANCEL_ON_ERROR). */
 CORIO_API int corio_group_cancel(corio_group *group);
 /* Cancel what still runs, wait for all children (even if the caller is
- * being cancelled), free the group. Returns corio_group_error(). From a
- * task only. */
+ * being cancelled), free the group. Returns corio_group_error(). Outside a
+ * task only a group with no child left to join can be closed (else
+ * CORIO_EPERM). */
 CORIO_API int corio_group_close(corio_group *group);
 
 /* ------------------------------------------------------------------------ */

@@ -23,7 +23,7 @@ lanes=("$@")
 
 declare -A result
 run_lane() {
-    local lane=$1 dir="build-$1" cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BUILD_TOOLS=ON) env=()
+    local lane=$1 dir="build-$1" cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BUILD_TOOLS=ON -DCORIO_BUILD_TESTS=ON) env=()
     case "$lane" in
         normal) ;;
         asan)     cmake_args+=(-DCORIO_SANITIZE=address)
@@ -33,7 +33,7 @@ run_lane() {
                   env=(TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 CORIO_TEST_SCALE=10) ;;
         valgrind) cmake_args+=(-DCORIO_VALGRIND=ON
                                "-DCORIO_TEST_WRAPPER=valgrind;--quiet;--error-exitcode=99;--leak-check=full;--errors-for-leak-kinds=definite;--track-fds=no;--suppressions=$PWD/tests/valgrind.supp")
-                  env=(CORIO_TEST_SCALE=50 CORIO_TEST_SLOW=1) ;;
+                  env=(CORIO_TEST_SCALE=50 CORIO_TEST_SLOW=1 CORIO_TEST_VALGRIND=1) ;;
         ucontext) cmake_args+=(-DCORIO_CONTEXT=ucontext)
                   env=(CORIO_TEST_SCALE=4) ;;
         arm64)    scripts/deps.sh qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross || return 1
@@ -41,7 +41,7 @@ run_lane() {
                                -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc
                                -DCMAKE_ASM_COMPILER=aarch64-linux-gnu-gcc
                                "-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64;-L;/usr/aarch64-linux-gnu")
-                  env=(CORIO_TEST_SCALE=10 CORIO_TEST_SLOW=1) ;;
+                  env=(CORIO_TEST_SCALE=10 CORIO_TEST_SLOW=1 CORIO_TEST_QEMU=1) ;;
         *) echo "test.sh: unknown lane '$lane' (normal asan tsan valgrind ucontext arm64)"; return 2 ;;
     esac
     echo "=== lane $lane: build"
@@ -51,7 +51,12 @@ run_lane() {
         return 1
     fi
     echo "=== lane $lane: test"
-    (cd "$dir" && env "${env[@]}" ctest --output-on-failure -j"$jobs")
+    local skip=()
+    # Under qemu-user an emulated process cannot exec the aarch64 example
+    # servers (no binfmt handler on a fresh machine); the other lanes run
+    # the examples test.
+    [ "$lane" = arm64 ] && skip=(-E '^examples$')
+    (cd "$dir" && env "${env[@]}" ctest --output-on-failure --no-tests=error -j"$jobs" "${skip[@]}")
 }
 
 status=0

@@ -6,6 +6,7 @@
  */
 #include "ctx.h"
 
+#include <fenv.h>
 #include <stdint.h>
 
 /* makecontext passes only int arguments: split the two pointers. */
@@ -15,6 +16,9 @@ static void ucontext_entry(unsigned e_hi, unsigned e_lo, unsigned a_hi,
     corio__ctx_entry entry =
         (corio__ctx_entry)(uintptr_t)(((uint64_t)e_hi << 32) | e_lo);
     void *arg = (void *)(uintptr_t)(((uint64_t)a_hi << 32) | a_lo);
+    /* getcontext captured its caller's floating-point environment; a new
+     * context starts from the defaults, as with the assembly backends. */
+    fesetenv(FE_DFL_ENV);
     entry(arg);
 }
 

@@ -163,13 +163,27 @@ int corio_group_cancel(corio_group *group)
     return 0;
 }
 
+static int group_free(corio_group *group)
+{
+    int rc = atomic_load(&group->first_error);
+    corio__free(group->children);
+    corio__free(group->ctx);
+    corio__free(group);
+    return rc;
+}
+
 int corio_group_close(corio_group *group)
 {
     if (!group)
         return CORIO_EINVAL;
     corio_task *self = corio__current_task();
-    if (!self)
-        return CORIO_EPERM;
+    if (!self) {
+        /* Outside a task nothing can be waited for: only a group with no
+         * child left to join can be closed there. */
+        if (group->joined != group->count)
+            return CORIO_EPERM;
+        return group_free(group);
+    }
     cancel_children(group);
     /* Wait for every child even if we are cancelled ourselves: a group
      * never leaks a running child. A one-shot cancellation of ours is
@@ -190,8 +204,6 @@ int corio_group_close(corio_group *group)
     rc = atomic_load(&group->first_error);
     if (cancel_again)
         corio__cancel_repend(self);
-    corio__free(group->children);
-    corio__free(group->ctx);
-    corio__free(group);
-    return rc;
+    (void)rc;
+    return group_free(group);
 }

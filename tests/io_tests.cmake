@@ -25,6 +25,6 @@ if(TARGET hello-server AND TARGET echo-server AND TARGET echo-client)
     ECHO_SERVER="$<TARGET_FILE:echo-server>"
     ECHO_CLIENT="$<TARGET_FILE:echo-client>")
   add_dependencies(test_examples hello-server echo-server echo-client)
-  add_test(NAME examples COMMAND ${CORIO_TEST_WRAPPER} $<TARGET_FILE:test_examples>)
+  add_test(NAME examples COMMAND ${corio_test_runner} $<TARGET_FILE:test_examples>)
   set_tests_properties(examples PROPERTIES TIMEOUT 180 LABELS core)
 endif()

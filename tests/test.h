@@ -95,6 +95,39 @@ static inline long test_slow(void)
 }
 #define TEST_SLOW test_slow()
 
+/* Set by the Valgrind lane (scripts/test.sh): Valgrind runs one thread at
+ * a time and manages the descriptor table itself, so the few checks that
+ * measure exactly those are skipped there, each saying why. */
+static inline int test_under_valgrind(void)
+{
+    const char *s = getenv("CORIO_TEST_VALGRIND");
+    return s && *s && strcmp(s, "0") != 0;
+}
+
+/* Set by the arm64 lane: the programs run under qemu-user, which emulates
+ * neither MADV_GUARD_INSTALL guard pages nor RLIMIT_AS for its guest. */
+static inline int test_under_qemu(void)
+{
+    const char *s = getenv("CORIO_TEST_QEMU");
+    return s && *s && strcmp(s, "0") != 0;
+}
+
+#define TEST_SKIP_UNDER_QEMU(why)                                               \
+    do {                                                                        \
+        if (test_under_qemu()) {                                                \
+            fprintf(stderr, "   skipped under qemu-user: %s\n", why);          \
+            return;                                                             \
+        }                                                                       \
+    } while (0)
+
+#define TEST_SKIP_UNDER_VALGRIND(why)                                           \
+    do {                                                                        \
+        if (test_under_valgrind()) {                                            \
+            fprintf(stderr, "   skipped under Valgrind: %s\n", why);           \
+            return;                                                             \
+        }                                                                       \
+    } while (0)
+
 #define TEST(name) static void test_##name(void)
 #define RUN(name) test_run_one(#name, test_##name, argc, argv)
 

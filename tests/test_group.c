@@ -523,7 +523,8 @@ TEST(bad_arguments)
     CHECK_OK(corio_group_new(&g, 0));
     CHECK_ERR(corio_group_spawn(g, never, NULL), CORIO_EPERM); /* outside a runtime */
     CHECK_ERR(corio_group_wait(g), CORIO_EPERM);
-    CHECK_ERR(corio_group_close(g), CORIO_EPERM);
+    /* Nothing to wait for: it can be closed (and freed) here. */
+    CHECK_OK(corio_group_close(g));
 }
 
 int main(int argc, char **argv)

@@ -224,7 +224,14 @@ static void *memory_main(void *arg)
     long end = rss_kib();
     fprintf(stderr, "memory_flat: RSS %ld KiB after warm-up, %ld KiB after %ld cycles\n", warm,
             end, cycles);
+#ifndef TEST_SANITIZED
     CHECK_LE(end, warm + warm / 10 + 8 * 1024);
+#else
+    /* ASan keeps freed memory in quarantine (256 MB by default) and TSan
+     * keeps shadow memory: their RSS grows by design. The normal lane
+     * checks this. */
+    (void)warm;
+#endif
     free(t);
     return NULL;
 }
