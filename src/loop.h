@@ -39,6 +39,10 @@ enum corio__switch_reason {
     CORIO__SWITCH_EXIT,    /* finished: release its stack, publish DONE */
 };
 
+/* A loop polls (inbox, timers, descriptors) every this many tasks run,
+ * even when busy. 61 is the interval Tokio and Go settled on. */
+#define CORIO__POLL_INTERVAL 61u
+
 typedef struct corio__loop {
     /* --- owner --- */
     struct corio__runtime *rt;
@@ -51,7 +55,6 @@ typedef struct corio__loop {
     size_t live_count;
     int switch_reason;             /* enum corio__switch_reason */
     unsigned tick;                 /* tasks run since the last poll */
-    unsigned direct_budget;        /* task-to-task switches left before polling */
     corio_time_t now;              /* cached at the last poll */
     bool stopping;                 /* runtime shutdown seen by this loop */
     bool shutdown_counted;         /* left rt->active_loops */

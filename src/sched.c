@@ -48,7 +48,7 @@
 #include "sys.h"
 #include "task.h"
 
-#define EVENT_INTERVAL 61u
+#define EVENT_INTERVAL CORIO__POLL_INTERVAL
 
 /* ---- light tasks: the shared stack ---- */
 
@@ -268,11 +268,10 @@ void corio__loop_suspend(corio__loop *l, corio_task *self)
      * it has run before (starting one may fail and needs the scheduler's
      * error path) and its frames are where they belong. */
     corio_task *next = l->ready_head;
-    if (l->direct_budget > 0 && !(self->flags & CORIO__TF_LIGHT) && next &&
+    if (l->tick < EVENT_INTERVAL && !(self->flags & CORIO__TF_LIGHT) && next &&
         next->state != CORIO__TASK_NEW && direct_ok(l, next)) {
         /* Counted even when the next task is the caller itself (a lone
-         * yielder): the budget is what makes the loop poll again. */
-        l->direct_budget--;
+         * yielder): the count is what makes the loop poll again. */
         l->tick++;
         ready_pop(l);
         if (next == self) {
@@ -377,7 +376,6 @@ static void poll_events(corio__loop *l)
     if (!l->stopping && atomic_load_explicit(&l->rt->stopping, memory_order_acquire))
         enter_stopping(l);
     l->tick = 0;
-    l->direct_budget = EVENT_INTERVAL;
     l->light_stalled = false;
 }
 
