@@ -17,6 +17,8 @@
  *   sleepers_1m_rss_mb   peak RSS of the process that ran the sleepers.
  *   seed_efficiency      the reference experiment (10,000 tasks, work
  *                        scale 10) on all loops with stealing: bound/wall.
+ *   seed_offload_efficiency  the same, each task handing its summation to
+ *                        a fresh task (corio-demo --mode offload).
  *   chan_pingpong_local_ns   one message between two tasks on one loop
  *                            through capacity-1 channels; ns per message.
  *   chan_pingpong_cross_ns   the same with the tasks on two loops.
@@ -187,20 +189,27 @@ static void bench_sleepers(void)
 
 /* ---- the reference experiment ---- */
 
-static void bench_seed(void)
+static void bench_seed_mode(enum demo_mode mode, const char *eff_name, const char *wall_name)
 {
     struct workload w;
     if (workload_generate(&w, 10000, 10.0, 1) != 0)
         die("workload", CORIO_ENOMEM);
     struct run_result r;
-    int rc = experiment_run(&w, MODE_STEAL, 0, 5, &r);
+    int rc = experiment_run(&w, mode, 0, 5, &r);
     if (rc != 0)
         die("experiment", rc);
     if (!r.results_ok)
         die("experiment results", CORIO_EPROTO);
-    emit("seed_efficiency", r.efficiency, "ratio");
-    emit("seed_wall_s", r.wall_s, "s");
+    emit(eff_name, r.efficiency, "ratio");
+    emit(wall_name, r.wall_s, "s");
     workload_free(&w);
+}
+
+static void bench_seed(void) { bench_seed_mode(MODE_STEAL, "seed_efficiency", "seed_wall_s"); }
+
+static void bench_seed_offload(void)
+{
+    bench_seed_mode(MODE_OFFLOAD, "seed_offload_efficiency", "seed_offload_wall_s");
 }
 
 /* ---- channels ---- */
@@ -325,6 +334,7 @@ static const struct bench benches[] = {
     {"sleepers_1m_wall_s", bench_sleepers},
     {"sleepers_1m_rss_mb", bench_sleepers},
     {"seed_efficiency", bench_seed},
+    {"seed_offload_efficiency", bench_seed_offload},
     {"chan_pingpong_local_ns", bench_pingpong_local},
     {"chan_pingpong_cross_ns", bench_pingpong_cross},
     {"sem_spawn_ns", bench_sem_spawn},

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 need=()
-for pkg in build-essential cmake pkg-config valgrind curl python3 libcurl4-openssl-dev; do
+for pkg in build-essential cmake pkg-config valgrind gdb curl python3 libcurl4-openssl-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 for pkg in "$@"; do

@@ -18,7 +18,15 @@ static size_t load_of(corio__loop *v)
 
 size_t corio__balance_own_load(corio__loop *l)
 {
-    return l->live_count + corio__runq_len(&l->runq);
+    return corio__loop_load(l) + corio__runq_len(&l->runq);
+}
+
+/* How far ahead of another loop a loop may get: 1% of its started tasks,
+ * at least CORIO__BALANCE_MIN_SLACK. */
+static size_t slack_of(corio__loop *l)
+{
+    size_t slack = corio__loop_load(l) / 100;
+    return slack < CORIO__BALANCE_MIN_SLACK ? CORIO__BALANCE_MIN_SLACK : slack;
 }
 
 size_t corio__balance_steal_allowance(corio__loop *l, corio__loop *v, size_t mine)
@@ -28,24 +36,32 @@ size_t corio__balance_steal_allowance(corio__loop *l, corio__loop *v, size_t min
         return 0;
     if (is_stale(l, v))
         return queued;
-    size_t theirs = atomic_load_explicit(&v->load, memory_order_relaxed) + queued;
-    return theirs > mine + 1 ? (theirs - mine) / 2 : 0;
+    size_t v_live = atomic_load_explicit(&v->load, memory_order_relaxed);
+    size_t theirs = v_live + queued;
+    if (theirs > mine + 1)
+        return (theirs - mine) / 2;
+    /* Level already, and we are idle (nothing else calls this): take one
+     * task at a time, unless we already carry more load than v. This is
+     * what spreads CPU work that tasks hand to fresh tasks over the loops
+     * as they free up, and lets a faster CPU do more of it. (Without the
+     * load condition, a burst of spawned sleepers ended up to 58% on one
+     * loop again.) */
+    return corio__loop_load(l) <= v_live + slack_of(l) ? 1 : 0;
 }
 
 bool corio__balance_may_start_new(corio__loop *l)
 {
     corio__runtime *rt = l->rt;
     /* Cheap exit for the common case of short tasks: nothing to level. */
-    if (rt->nloops < 2 || l->live_count < CORIO__BALANCE_MIN_SLACK)
+    size_t mine = corio__loop_load(l);
+    if (rt->nloops < 2 || mine < CORIO__BALANCE_MIN_SLACK)
         return true;
-    size_t slack = l->live_count / 100;
-    if (slack < CORIO__BALANCE_MIN_SLACK)
-        slack = CORIO__BALANCE_MIN_SLACK;
+    size_t slack = slack_of(l);
     for (unsigned i = 0; i < rt->nloops; i++) {
         corio__loop *v = rt->loops[i];
         if (v == l || is_stale(l, v))
             continue;
-        if (l->live_count >= load_of(v) + slack) {
+        if (mine >= load_of(v) + slack) {
             corio__loop_wake(v);
             return false;
         }

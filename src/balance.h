@@ -13,8 +13,10 @@
  * tasks queued to start. Two rules keep loads level:
  *
  *   steal    a thief takes half the difference between the victim's load
- *            and its own (classic steal-half when the victim is stuck, see
- *            below);
+ *            and its own; when loads are level, an idle thief takes one
+ *            task at a time, as long as it has not started more tasks than
+ *            the victim (so short CPU tasks spread over whichever loops are
+ *            free; classic steal-half when the victim is stuck, see below);
  *   hold     a loop does not start its own queued tasks while it has 1%
  *            (at least 4) more started tasks than some other loop's load;
  *            it wakes that loop and leaves the tasks to be stolen. (With a

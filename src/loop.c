@@ -153,7 +153,7 @@ void corio__notify_idle(corio__runtime *rt, corio__loop *from)
         return;
     unsigned n = rt->nloops;
     unsigned start = from->index + 1;
-    size_t mine = from->live_count + corio__runq_len(&from->runq);
+    size_t mine = corio__loop_load(from) + corio__runq_len(&from->runq);
     for (unsigned i = 0; i < n; i++) {
         corio__loop *l = rt->loops[(start + i) % n];
         if (l == from || !atomic_load(&l->parked))

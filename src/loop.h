@@ -53,6 +53,7 @@ typedef struct corio__loop {
     struct corio_task *ready_head, *ready_tail; /* started tasks ready to run */
     struct corio_task *live;       /* started, unfinished tasks homed here */
     size_t live_count;
+    size_t joining;                /* live tasks blocked joining another task */
     int switch_reason;             /* enum corio__switch_reason */
     unsigned tick;                 /* tasks run since the last poll */
     corio_time_t now;              /* cached at the last poll */
@@ -86,7 +87,7 @@ typedef struct corio__loop {
     corio__runq runq;
 
     /* --- published by the owner (relaxed) for thieves and spawners --- */
-    _Alignas(CORIO__CACHE_LINE) _Atomic size_t load; /* = live_count */
+    _Alignas(CORIO__CACHE_LINE) _Atomic size_t load; /* corio__loop_load() */
     _Atomic int64_t activity_ns;   /* time of the last poll or spawn burst */
     unsigned spawn_count;          /* owner: spawns, to pace activity_ns */
 
@@ -142,6 +143,23 @@ void corio__runtime_wake_all(corio__runtime *rt);
 /* Give up the CPU from the current task; returns when it runs again.
  * The task must already be queued somewhere or be waiting (wait.c). */
 void corio__loop_suspend(corio__loop *l, struct corio_task *self);
+
+/*
+ * The loop's load for placement (balance.h): started, unfinished tasks,
+ * minus those blocked joining another task. A task waiting for a child it
+ * handed CPU work to will need next to no CPU itself; counting it made
+ * idle loops refuse that very work. Owner only; corio__loop_publish_load
+ * copies it where other loops read it.
+ */
+static inline size_t corio__loop_load(const corio__loop *l)
+{
+    return l->live_count - l->joining;
+}
+
+static inline void corio__loop_publish_load(corio__loop *l)
+{
+    atomic_store_explicit(&l->load, corio__loop_load(l), memory_order_relaxed);
+}
 
 /* Loop internals shared by loop.c, sched.c and task.c. */
 void corio__set_thread_loop(corio__loop *l);

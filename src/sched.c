@@ -152,7 +152,7 @@ static void live_insert(corio__loop *l, corio_task *t)
         l->live->live_prev = t;
     l->live = t;
     l->live_count++;
-    atomic_store_explicit(&l->load, l->live_count, memory_order_relaxed);
+    corio__loop_publish_load(l);
 }
 
 static void live_remove(corio__loop *l, corio_task *t)
@@ -165,7 +165,7 @@ static void live_remove(corio__loop *l, corio_task *t)
         t->live_next->live_prev = t->live_prev;
     t->live_prev = t->live_next = NULL;
     l->live_count--;
-    atomic_store_explicit(&l->load, l->live_count, memory_order_relaxed);
+    corio__loop_publish_load(l);
 }
 
 enum start_result { STARTED, START_LATER, START_FAILED };

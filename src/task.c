@@ -336,7 +336,12 @@ static int wait_done(corio_task *self, corio_task *t, corio_time_t deadline, con
         corio__wait_disarm(self, token);
         return rc;
     }
+    corio__loop *l = self->home;
+    l->joining++;
+    corio__loop_publish_load(l);
     rc = corio__wait_commit(self, token, deadline, what);
+    l->joining--;
+    corio__loop_publish_load(l);
     if (rc != 0 && !join_unregister(t, self)) {
         /* It finished as the wait ended: the join succeeds after all. */
         if (rc == CORIO_ECANCELED)

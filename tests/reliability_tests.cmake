@@ -6,3 +6,15 @@ list(APPEND corio_tests
 )
 set(corio_test_timeout_faults 600)
 set(corio_test_timeout_stress 600)
+
+# The gdb commands (tools/gdb/corio.py) against a program with suspended
+# tasks. Native builds with gdb only; not under a wrapper or emulator.
+find_program(CORIO_GDB gdb)
+if(CORIO_GDB AND NOT corio_test_runner)
+  add_executable(gdb_target gdb_target.c)
+  target_link_libraries(gdb_target PRIVATE corio_static)
+  target_compile_options(gdb_target PRIVATE -O0 -g)
+  add_test(NAME gdb COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/test_gdb.sh
+           $<TARGET_FILE:gdb_target> ${PROJECT_SOURCE_DIR}/tools/gdb/corio.py)
+  set_tests_properties(gdb PROPERTIES TIMEOUT 120 LABELS core)
+endif()

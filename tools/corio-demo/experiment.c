@@ -15,6 +15,7 @@ const char *mode_name(enum demo_mode mode)
     switch (mode) {
     case MODE_SINGLE: return "single";
     case MODE_STEAL: return "steal";
+    case MODE_OFFLOAD: return "offload";
     case MODE_BATCHES: return "batches";
     }
     return "?";
@@ -118,16 +119,34 @@ struct job {
     int64_t work_ns; /* how long the summation took */
 };
 
-static void *seed_task(void *arg)
+static void *sum_task(void *arg)
 {
     struct job *job = arg;
-    int rc = corio_sleep(job->delay_ns);
-    if (rc != 0)
-        return NULL; /* counted as a wrong result */
     corio_time_t t0 = corio_now();
     uint64_t sum = opaque_sum(job->units);
     job->work_ns = corio_now() - t0;
     return (void *)(uintptr_t)sum;
+}
+
+static void *seed_task(void *arg)
+{
+    struct job *job = arg;
+    if (corio_sleep(job->delay_ns) != 0)
+        return NULL; /* counted as a wrong result */
+    return sum_task(job);
+}
+
+/* The same work, the summation handed to a fresh task. */
+static void *seed_task_offload(void *arg)
+{
+    struct job *job = arg;
+    if (corio_sleep(job->delay_ns) != 0)
+        return NULL;
+    corio_task *summer;
+    void *sum = NULL;
+    if (corio_spawn(&summer, sum_task, job) != 0 || corio_join(summer, &sum) != 0)
+        return NULL;
+    return sum;
 }
 
 struct run_ctx {
@@ -157,7 +176,9 @@ static void *experiment_main(void *arg)
             rc = corio_spawn_on(&ctx->tasks[i], (unsigned)(batch % loops), seed_task,
                                 &ctx->jobs[i]);
         } else {
-            rc = corio_spawn(&ctx->tasks[i], seed_task, &ctx->jobs[i]);
+            rc = corio_spawn(&ctx->tasks[i],
+                             ctx->mode == MODE_OFFLOAD ? seed_task_offload : seed_task,
+                             &ctx->jobs[i]);
         }
         if (rc != 0) {
             ctx->error = rc;

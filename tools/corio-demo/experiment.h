@@ -18,7 +18,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum demo_mode { MODE_SINGLE, MODE_STEAL, MODE_BATCHES };
+/*
+ * single   one loop
+ * steal    all loops; each task sums where it slept (its home loop)
+ * offload  all loops; each task hands its summation to a fresh task and
+ *          waits for it: corio's idiom for CPU work after a wait, since a
+ *          task that has run never moves but a fresh one goes to whichever
+ *          loop is free (ARCHITECTURE.md, "Placement")
+ * batches  all loops; the Python workaround, B static batches pinned
+ *          round-robin, no stealing
+ */
+enum demo_mode { MODE_SINGLE, MODE_STEAL, MODE_OFFLOAD, MODE_BATCHES };
 
 struct workload {
     size_t tasks;

@@ -55,8 +55,8 @@ int main(int argc, char **argv)
     double calib_unit_ns = calibrate_unit_ns();
     double cpu_s = workload_cpu_s(&w, calib_unit_ns);
 
-    enum demo_mode modes[3] = {MODE_SINGLE, MODE_STEAL, MODE_BATCHES};
-    size_t nmodes = 3;
+    enum demo_mode modes[4] = {MODE_SINGLE, MODE_STEAL, MODE_OFFLOAD, MODE_BATCHES};
+    size_t nmodes = 4;
     if (!opt.all_modes) {
         modes[0] = opt.mode;
         nmodes = 1;

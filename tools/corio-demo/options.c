@@ -11,14 +11,16 @@
 #include <string.h>
 
 static const char usage[] =
-    "usage: corio-demo [--tasks N] [--loops N] [--work-scale K] [--mode single|steal|batches]\n"
+    "usage: corio-demo [--tasks N] [--loops N] [--work-scale K]\n"
+    "                  [--mode single|steal|offload|batches]\n"
     "                  [--batches B] [--seed S] [--json]\n"
     "\n"
     "Runs DESIGN.md's reference experiment: N tasks (default 10000) each sleep a\n"
     "random 200-1000 ms, then sum the integers below a random 100,000-500,000 times\n"
-    "K (default 10), and are gathered in order. Without --mode it runs three ways\n"
-    "(1 loop; all loops with work stealing; all loops with 5 static batches) and\n"
-    "prints one table. --json prints one JSON object per run instead.\n";
+    "K (default 6), and are gathered in order. Without --mode it runs four ways\n"
+    "(1 loop; all loops with each task summing where it slept; all loops with each\n"
+    "sum handed to a fresh task; all loops with 5 static batches) and prints one\n"
+    "table. --json prints one JSON object per run instead.\n";
 
 static int bad(const char *opt, const char *want, const char *got)
 {
@@ -118,10 +120,12 @@ int parse_options(int argc, char **argv, struct demo_options *opt)
                 opt->mode = MODE_SINGLE;
             else if (!strcmp(value, "steal"))
                 opt->mode = MODE_STEAL;
+            else if (!strcmp(value, "offload"))
+                opt->mode = MODE_OFFLOAD;
             else if (!strcmp(value, "batches"))
                 opt->mode = MODE_BATCHES;
             else
-                return bad(name, "single, steal or batches", value);
+                return bad(name, "single, steal, offload or batches", value);
             opt->all_modes = false;
         }
     }

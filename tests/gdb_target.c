@@ -1,0 +1,45 @@
+/*
+ * gdb_target.c: a program for tests/test_gdb.sh: tasks suspended in a
+ * sleep, a channel receive and a join on two loops, then a SIGTRAP so gdb
+ * stops with all of them in place.
+ */
+#include <signal.h>
+
+#include "corio.h"
+
+static corio_chan *chan;
+
+static void *sleeper_in_depth(void *arg)
+{
+    corio_sleep(60 * CORIO_SEC);
+    return arg;
+}
+
+static void *gdb_sleeper(void *arg) { return sleeper_in_depth(arg); }
+
+static void *gdb_receiver(void *arg)
+{
+    long v;
+    corio_chan_recv(chan, &v);
+    return NULL;
+}
+
+static void *gdb_main(void *arg)
+{
+    corio_task *t[3];
+    corio_chan_new(&chan, sizeof(long), 1);
+    corio_spawn_on(&t[0], 0, gdb_sleeper, NULL);
+    corio_spawn_on(&t[1], 1, gdb_sleeper, NULL);
+    corio_spawn_on(&t[2], 1, gdb_receiver, NULL);
+    corio_sleep(100 * CORIO_MSEC);
+    raise(SIGTRAP);
+    return NULL;
+}
+
+int main(void)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    return corio_run(&cfg, gdb_main, NULL, NULL) != 0;
+}

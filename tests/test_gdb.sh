@@ -1,0 +1,24 @@
+#!/bin/sh
+# test_gdb.sh: tools/gdb/corio.py lists the tasks of a stopped program and
+# unwinds a suspended one down to its task function, ending cleanly at the
+# entry trampoline.
+#   test_gdb.sh <gdb_target program> <corio.py>
+set -u
+target=$1 script=$2
+out=$(gdb -q -batch -nx -ex run -ex "source $script" -ex "corio tasks" \
+      -ex 'python
+import gdb
+ids = [l.split()[0] for l in gdb.execute("corio tasks", to_string=True).splitlines()
+       if "gdb_sleeper" in l and "waiting" in l]
+gdb.execute("corio bt " + ids[0])
+gdb.execute("corio bt " + ids[1])
+' "$target" 2>&1)
+fail() { echo "test_gdb: $1"; echo "$out"; exit 1; }
+echo "$out" | grep -q "running  -              stack gdb_main" || fail "main task not listed as running"
+[ "$(echo "$out" | grep -c 'waiting  sleep          stack gdb_sleeper')" -ge 2 ] || fail "sleepers not listed"
+echo "$out" | grep -q "waiting  chan recv      stack gdb_receiver" || fail "receiver not listed"
+echo "$out" | grep -q "4 started task(s)" || fail "task count"
+[ "$(echo "$out" | grep -c 'in sleeper_in_depth')" -ge 2 ] || fail "no frame of the task function in the backtraces"
+[ "$(echo "$out" | grep -c 'corio__ctx_trampoline')" -ge 2 ] || fail "backtraces do not end at the trampoline"
+echo "$out" | grep -qi "corrupt\|previous frame identical" && fail "unwinding went wrong"
+echo "test_gdb: ok"
