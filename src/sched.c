@@ -175,7 +175,6 @@ enum start_result { STARTED, START_LATER, START_FAILED };
  * be had for a regular task. */
 static enum start_result task_start(corio__loop *l, corio_task *t)
 {
-    t->timer_slot = 0;
     t->wait_what = NULL;
     t->saved = NULL;
     t->saved_len = t->saved_cap = 0;
@@ -325,9 +324,9 @@ static void fire_due_timers(corio__loop *l)
 {
     if (corio__timers_next(&l->timers) == CORIO_FOREVER)
         return;
-    corio_task *t;
-    while ((t = corio__timers_pop_due(&l->timers, l->now)) != NULL)
-        corio__task_fire_any(t, CORIO_ETIMEDOUT);
+    corio__timer_entry e;
+    while (corio__timers_pop_due(&l->timers, l->now, &e))
+        corio__task_fire(e.task, e.token, CORIO_ETIMEDOUT); /* fails if stale */
 }
 
 static void enter_stopping(corio__loop *l)

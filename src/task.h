@@ -105,7 +105,6 @@ struct corio_task {
     int exit_error;               /* why an UNRUN task never ran: CORIO_ESHUTDOWN,
                                    * CORIO_ENOSTACK */
     int wake_result;              /* any thread: set by the waker that fired */
-    uint32_t timer_slot;          /* index + 1 in home's timer heap, 0: none */
     bool wq_queued;               /* in a wait queue (under its lock) */
     corio__san san;               /* checker state (sanitize.h) */
 } __attribute__((aligned(64)));

@@ -1,17 +1,22 @@
 /*
- * timer.c: the per-loop 4-ary deadline heap (see timer.h).
+ * timer.c: the per-loop 4-ary deadline heap with lazy deletion (timer.h).
  */
 #include "timer.h"
+
+#include <stdatomic.h>
 
 #include "sys.h"
 #include "task.h"
 
 #define ARITY 4
+/* Heaps smaller than this are never swept: the sweep would cost more. */
+#define SWEEP_MIN 4096
 
 void corio__timers_init(corio__timers *tm)
 {
     tm->heap = NULL;
     tm->len = tm->cap = 0;
+    tm->armed = 0;
 }
 
 void corio__timers_destroy(corio__timers *tm)
@@ -20,23 +25,16 @@ void corio__timers_destroy(corio__timers *tm)
     corio__timers_init(tm);
 }
 
-/* Put e at index i and record the index in its task (slot = index + 1). */
-static inline void place(corio__timers *tm, size_t i, corio__timer_entry e)
-{
-    tm->heap[i] = e;
-    e.task->timer_slot = (uint32_t)(i + 1);
-}
-
 static void sift_up(corio__timers *tm, size_t i, corio__timer_entry e)
 {
     while (i > 0) {
         size_t parent = (i - 1) / ARITY;
         if (tm->heap[parent].deadline <= e.deadline)
             break;
-        place(tm, i, tm->heap[parent]);
+        tm->heap[i] = tm->heap[parent];
         i = parent;
     }
-    place(tm, i, e);
+    tm->heap[i] = e;
 }
 
 static void sift_down(corio__timers *tm, size_t i, corio__timer_entry e)
@@ -52,53 +50,54 @@ static void sift_down(corio__timers *tm, size_t i, corio__timer_entry e)
                 min = c;
         if (e.deadline <= tm->heap[min].deadline)
             break;
-        place(tm, i, tm->heap[min]);
+        tm->heap[i] = tm->heap[min];
         i = min;
     }
-    place(tm, i, e);
+    tm->heap[i] = e;
 }
 
-int corio__timers_add(corio__timers *tm, corio_task *t, corio_time_t deadline)
+/* Drop the entries whose wait is over and rebuild the heap. */
+static void sweep(corio__timers *tm)
 {
+    size_t kept = 0;
+    for (size_t i = 0; i < tm->len; i++) {
+        corio__timer_entry e = tm->heap[i];
+        if (atomic_load_explicit(&e.task->wait, memory_order_relaxed) == e.token)
+            tm->heap[kept++] = e;
+    }
+    tm->len = kept;
+    for (size_t i = kept / ARITY + 1; i-- > 0;)
+        if (i < tm->len)
+            sift_down(tm, i, tm->heap[i]);
+}
+
+int corio__timers_add(corio__timers *tm, corio_task *t, uint64_t token, corio_time_t deadline)
+{
+    if (tm->len >= SWEEP_MIN && tm->len > 2 * tm->armed)
+        sweep(tm);
     if (tm->len == tm->cap) {
         size_t cap = tm->cap ? tm->cap * 2 : 64;
-        if (cap > UINT32_MAX - 1)
-            return CORIO_ENOMEM;
         corio__timer_entry *heap = corio__realloc(tm->heap, cap * sizeof *heap);
         if (!heap)
             return CORIO_ENOMEM;
         tm->heap = heap;
         tm->cap = cap;
     }
-    corio__timer_entry e = {deadline, t};
+    corio__timer_entry e = {deadline, t, token};
     sift_up(tm, tm->len++, e);
+    tm->armed++;
     return 0;
 }
 
-/* Remove the entry at index i. */
-static void remove_at(corio__timers *tm, size_t i)
-{
-    tm->heap[i].task->timer_slot = 0;
-    corio__timer_entry last = tm->heap[--tm->len];
-    if (i == tm->len)
-        return;
-    if (i > 0 && last.deadline < tm->heap[(i - 1) / ARITY].deadline)
-        sift_up(tm, i, last);
-    else
-        sift_down(tm, i, last);
-}
+void corio__timers_wait_over(corio__timers *tm) { tm->armed--; }
 
-void corio__timers_remove(corio__timers *tm, corio_task *t)
-{
-    if (t->timer_slot)
-        remove_at(tm, t->timer_slot - 1);
-}
-
-corio_task *corio__timers_pop_due(corio__timers *tm, corio_time_t now)
+int corio__timers_pop_due(corio__timers *tm, corio_time_t now, corio__timer_entry *out)
 {
     if (tm->len == 0 || tm->heap[0].deadline > now)
-        return NULL;
-    corio_task *t = tm->heap[0].task;
-    remove_at(tm, 0);
-    return t;
+        return 0;
+    *out = tm->heap[0];
+    corio__timer_entry last = tm->heap[--tm->len];
+    if (tm->len)
+        sift_down(tm, 0, last);
+    return 1;
 }

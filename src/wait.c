@@ -82,7 +82,6 @@ static int consume_wakeup(corio_task *self)
     corio__loop *l = self->home;
     self->state = CORIO__TASK_WAITING;
     corio__loop_suspend(l, self);
-    corio__timers_remove(&l->timers, self);
     self->wait_what = NULL;
     /* FIRED -> IDLE, keeping a CANCEL that arrived after the fire. */
     atomic_fetch_and_explicit(&self->wait, ~(uint64_t)CORIO__WAIT_STATE_MASK,
@@ -108,12 +107,13 @@ int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
 {
     corio__loop *l = self->home;
     int early = 0;
+    bool timed = false;
     if (cancelled_for_good(self))
         early = CORIO_ECANCELED;
     else if (deadline != CORIO_FOREVER && deadline <= corio_now())
         early = CORIO_ETIMEDOUT;
     else if (deadline != CORIO_FOREVER)
-        early = corio__timers_add(&l->timers, self, deadline);
+        timed = (early = corio__timers_add(&l->timers, self, token, deadline)) == 0;
 
     if (early) {
         uint64_t expect = token;
@@ -122,7 +122,10 @@ int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
         /* A waker got there first: take its wake-up instead. */
     }
     self->wait_what = what;
-    return consume_wakeup(self);
+    int rc = consume_wakeup(self);
+    if (timed)
+        corio__timers_wait_over(&l->timers); /* its entry, if queued, is stale */
+    return rc;
 }
 
 bool corio__task_fire(corio_task *t, uint64_t token, int result)
