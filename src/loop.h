@@ -57,6 +57,7 @@ typedef struct corio__loop {
     int switch_reason;             /* enum corio__switch_reason */
     unsigned tick;                 /* tasks run since the last poll */
     corio_time_t now;              /* cached at the last poll */
+    corio_time_t inbox_seen_ns;    /* last poll that found tasks in the inbox */
     bool stopping;                 /* runtime shutdown seen by this loop */
     bool shutdown_counted;         /* left rt->active_loops */
     bool searching;                /* counted in rt->nsearching */
