@@ -28,3 +28,10 @@ if(TARGET hello-server AND TARGET echo-server AND TARGET echo-client)
   add_test(NAME examples COMMAND ${corio_test_runner} $<TARGET_FILE:test_examples>)
   set_tests_properties(examples PROPERTIES TIMEOUT 180 LABELS core)
 endif()
+
+# corio-demo's contract (modes, JSON fields, bad options). Runs the demo
+# natively: not in cross builds, and not under the test wrapper.
+if(TARGET corio-demo AND NOT CMAKE_CROSSCOMPILING)
+  add_test(NAME demo COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/test_demo.sh $<TARGET_FILE:corio-demo>)
+  set_tests_properties(demo PROPERTIES TIMEOUT 120 LABELS core)
+endif()

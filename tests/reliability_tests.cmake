@@ -18,3 +18,11 @@ if(CORIO_GDB AND NOT corio_test_runner)
            $<TARGET_FILE:gdb_target> ${PROJECT_SOURCE_DIR}/tools/gdb/corio.py)
   set_tests_properties(gdb PROPERTIES TIMEOUT 120 LABELS core)
 endif()
+
+# Installing: header, libraries, pkg-config, CMake package, exports.
+# Native builds only (it compiles and runs consumers with the host cc).
+if(NOT CMAKE_CROSSCOMPILING AND NOT CORIO_TEST_WRAPPER AND CORIO_SANITIZE STREQUAL "none")
+  add_test(NAME install COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/test_install.sh
+           ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR})
+  set_tests_properties(install PROPERTIES TIMEOUT 300 LABELS core)
+endif()

@@ -1,0 +1,37 @@
+#!/bin/sh
+# test_install.sh: what `cmake --install` puts down is usable: the header,
+# the shared and static libraries, the pkg-config file and the CMake
+# package; and the shared library exports corio's public API only.
+#   test_install.sh <build dir> <source dir>
+set -u
+build=$1 src=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "test_install: $1"; exit 1; }
+
+cmake --install "$build" --prefix "$tmp/prefix" >/dev/null || fail "cmake --install failed"
+lib=$(find "$tmp/prefix" -name 'libcorio.so.*' | head -1)
+[ -n "$lib" ] || fail "no shared library installed"
+[ -f "$tmp/prefix/include/corio.h" ] || fail "no header installed"
+others=$(nm -D --defined-only "$lib" | awk '{print $3}' | grep -v '^corio_')
+[ -z "$others" ] || fail "exports beyond the public API: $others"
+nm -D --defined-only "$lib" | grep -q ' corio_run$' || fail "corio_run not exported"
+
+# pkg-config, shared and static.
+pcdir=$(dirname "$(find "$tmp/prefix" -name corio.pc | head -1)")
+export PKG_CONFIG_PATH="$pcdir"
+cc -o "$tmp/ex_pc" "$src/tests/install/example.c" $(pkg-config --cflags --libs corio) \
+    -Wl,-rpath,"$(dirname "$lib")" || fail "build with pkg-config failed"
+[ "$("$tmp/ex_pc")" = 1998 ] || fail "pkg-config build ran wrong"
+cc -o "$tmp/ex_pc_static" "$src/tests/install/example.c" $(pkg-config --cflags corio) \
+    "$(dirname "$lib")/libcorio.a" $(pkg-config --libs-only-other --static corio) -lpthread \
+    || fail "static build with pkg-config failed"
+[ "$("$tmp/ex_pc_static")" = 1998 ] || fail "static pkg-config build ran wrong"
+
+# find_package(corio).
+cmake -S "$src/tests/install" -B "$tmp/consumer" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null \
+    || fail "find_package(corio) failed"
+cmake --build "$tmp/consumer" >/dev/null || fail "consumer build failed"
+[ "$("$tmp/consumer/example_shared")" = 1998 ] || fail "CMake shared build ran wrong"
+[ "$("$tmp/consumer/example_static")" = 1998 ] || fail "CMake static build ran wrong"
+echo "test_install: ok"
