@@ -19,9 +19,10 @@
 #include <strings.h>
 
 #include "corio.h"
+#include "accept_loops.h"
 #include "example_args.h"
 
-static uint16_t port = 8080;
+static const uint16_t default_port = 8080;
 
 static const char response[] = "HTTP/1.1 200 OK\r\n"
                                "Server: corio\r\n"
@@ -174,55 +175,17 @@ static void *serve_connection(void *arg)
     return NULL;
 }
 
-static void *accept_loop(void *arg)
-{
-    int listener = (int)(intptr_t)arg;
-    unsigned here = (unsigned)corio_loop_index();
-    for (;;) {
-        int fd = corio_accept(listener, NULL, NULL);
-        if (fd == CORIO_EMFILE || fd == CORIO_ENFILE) {
-            corio_sleep(10 * CORIO_MSEC); /* wait for descriptors to free */
-            continue;
-        }
-        if (fd < 0) {
-            fprintf(stderr, "hello-server: accept: %s\n", corio_strerror(fd));
-            return NULL;
-        }
-        if (corio_spawn_on(NULL, here, serve_connection, (void *)(intptr_t)fd) != 0)
-            corio_close(fd);
-    }
-}
-
-static void *server_main(void *arg)
-{
-    unsigned loops = corio_loop_count();
-    corio_task **acceptors = calloc(loops, sizeof *acceptors);
-    for (unsigned i = 0; i < loops; i++) {
-        int fd = corio_listen_tcp("127.0.0.1", port, 4096, CORIO_LISTEN_REUSEPORT);
-        if (fd < 0) {
-            fprintf(stderr, "hello-server: cannot listen on port %u: %s\n", port,
-                    corio_strerror(fd));
-            exit(1);
-        }
-        corio_spawn_on(&acceptors[i], i, accept_loop, (void *)(intptr_t)fd);
-    }
-    printf("hello-server: listening on 127.0.0.1:%u with %u loops\n", port, loops);
-    fflush(stdout);
-    corio_gather(acceptors, loops, NULL);
-    free(acceptors);
-    return NULL;
-}
-
 int main(int argc, char **argv)
 {
     corio_config cfg;
     corio_config_init(&cfg);
+    struct server server = {"hello-server", default_port, serve_connection};
     struct example_arg args[] = {
-        {"--port", &port, ARG_PORT},
+        {"--port", &server.port, ARG_PORT},
         {"--loops", &cfg.loops, ARG_LOOPS},
     };
     parse_example_args("hello-server", argc, argv, args, sizeof args / sizeof args[0]);
-    int rc = corio_run(&cfg, server_main, NULL, NULL);
+    int rc = corio_run(&cfg, run_server, &server, NULL);
     if (rc != 0) {
         fprintf(stderr, "hello-server: %s\n", corio_strerror(rc));
         return 1;

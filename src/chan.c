@@ -129,27 +129,15 @@ int corio_chan_try_send(corio_chan *chan, const void *elem)
     return rc;
 }
 
+static int try_put(void *chan, void *elem) { return put(chan, elem); }
+static int try_take(void *chan, void *elem) { return take(chan, elem); }
+
 int corio_chan_send_until(corio_chan *chan, const void *elem, corio_time_t deadline)
 {
     if (!chan || !elem)
         return CORIO_EINVAL;
-    for (;;) {
-        corio_task *self;
-        uint64_t token;
-        int rc = corio__sync_arm(&self, &token);
-        if (rc != 0)
-            return rc;
-        corio__spin_lock(&chan->lock);
-        rc = put(chan, elem);
-        if (rc != CORIO_EAGAIN) {
-            corio__spin_unlock(&chan->lock);
-            corio__wait_disarm(self, token);
-            return rc;
-        }
-        rc = corio__sync_block(&chan->lock, &chan->senders, self, token, deadline, "chan send");
-        if (rc != 0)
-            return rc;
-    }
+    return corio__sync_call(&chan->lock, &chan->senders, try_put, chan, (void *)elem, true,
+                            deadline, "chan send");
 }
 
 int corio_chan_send(corio_chan *chan, const void *elem)
@@ -171,23 +159,8 @@ int corio_chan_recv_until(corio_chan *chan, void *elem, corio_time_t deadline)
 {
     if (!chan)
         return CORIO_EINVAL;
-    for (;;) {
-        corio_task *self;
-        uint64_t token;
-        int rc = corio__sync_arm(&self, &token);
-        if (rc != 0)
-            return rc;
-        corio__spin_lock(&chan->lock);
-        rc = take(chan, elem);
-        if (rc != CORIO_EAGAIN) {
-            corio__spin_unlock(&chan->lock);
-            corio__wait_disarm(self, token);
-            return rc;
-        }
-        rc = corio__sync_block(&chan->lock, &chan->receivers, self, token, deadline, "chan recv");
-        if (rc != 0)
-            return rc;
-    }
+    return corio__sync_call(&chan->lock, &chan->receivers, try_take, chan, elem, true, deadline,
+                            "chan recv");
 }
 
 int corio_chan_recv(corio_chan *chan, void *elem)

@@ -56,22 +56,18 @@ bool corio_event_is_set(corio_event *event)
     return set;
 }
 
+static int event_is_set(void *obj, void *unused)
+{
+    (void)unused;
+    return ((corio_event *)obj)->set ? 0 : CORIO_EAGAIN;
+}
+
 int corio_event_wait_until(corio_event *event, corio_time_t deadline)
 {
     if (!event)
         return CORIO_EINVAL;
-    corio_task *self;
-    uint64_t token;
-    int rc = corio__sync_arm(&self, &token);
-    if (rc != 0)
-        return rc;
-    corio__spin_lock(&event->lock);
-    if (event->set) {
-        corio__spin_unlock(&event->lock);
-        corio__wait_disarm(self, token);
-        return 0;
-    }
-    return corio__sync_block(&event->lock, &event->waiters, self, token, deadline, "event");
+    return corio__sync_call(&event->lock, &event->waiters, event_is_set, event, NULL, false,
+                            deadline, "event");
 }
 
 int corio_event_wait(corio_event *event) { return corio_event_wait_until(event, CORIO_FOREVER); }
@@ -112,22 +108,18 @@ int corio_waitgroup_add(corio_waitgroup *wg, long delta)
 
 int corio_waitgroup_done(corio_waitgroup *wg) { return corio_waitgroup_add(wg, -1); }
 
+static int wg_is_zero(void *obj, void *unused)
+{
+    (void)unused;
+    return ((corio_waitgroup *)obj)->count == 0 ? 0 : CORIO_EAGAIN;
+}
+
 int corio_waitgroup_wait_until(corio_waitgroup *wg, corio_time_t deadline)
 {
     if (!wg)
         return CORIO_EINVAL;
-    corio_task *self;
-    uint64_t token;
-    int rc = corio__sync_arm(&self, &token);
-    if (rc != 0)
-        return rc;
-    corio__spin_lock(&wg->lock);
-    if (wg->count == 0) {
-        corio__spin_unlock(&wg->lock);
-        corio__wait_disarm(self, token);
-        return 0;
-    }
-    return corio__sync_block(&wg->lock, &wg->waiters, self, token, deadline, "waitgroup");
+    return corio__sync_call(&wg->lock, &wg->waiters, wg_is_zero, wg, NULL, false, deadline,
+                            "waitgroup");
 }
 
 int corio_waitgroup_wait(corio_waitgroup *wg)

@@ -35,14 +35,24 @@ int corio_sem_new(corio_sem **sem, size_t permits)
 
 void corio_sem_free(corio_sem *sem) { corio__free(sem); }
 
+/* Under the lock: take a free permit, unless tasks queued before us (a
+ * release hands permits to the queue first: no barging past it). */
+static int take_permit(void *obj, void *unused)
+{
+    corio_sem *sem = obj;
+    (void)unused;
+    if (!sem->permits || !corio__waitq_empty(&sem->waiters))
+        return CORIO_EAGAIN;
+    sem->permits--;
+    return 0;
+}
+
 int corio_sem_try_acquire(corio_sem *sem)
 {
     if (!sem)
         return CORIO_EINVAL;
     corio__spin_lock(&sem->lock);
-    int rc = sem->permits ? 0 : CORIO_EAGAIN;
-    if (rc == 0)
-        sem->permits--;
+    int rc = take_permit(sem, NULL);
     corio__spin_unlock(&sem->lock);
     return rc;
 }
@@ -51,21 +61,9 @@ int corio_sem_acquire_until(corio_sem *sem, corio_time_t deadline)
 {
     if (!sem)
         return CORIO_EINVAL;
-    corio_task *self;
-    uint64_t token;
-    int rc = corio__sync_arm(&self, &token);
-    if (rc != 0)
-        return rc;
-    corio__spin_lock(&sem->lock);
-    /* Free permits go to queued waiters first: no barging past them. */
-    if (sem->permits && corio__waitq_empty(&sem->waiters)) {
-        sem->permits--;
-        corio__spin_unlock(&sem->lock);
-        corio__wait_disarm(self, token);
-        return 0;
-    }
-    /* 0: the releaser handed us its permit. */
-    return corio__sync_block(&sem->lock, &sem->waiters, self, token, deadline, "semaphore");
+    /* Woken means the releaser handed us its permit. */
+    return corio__sync_call(&sem->lock, &sem->waiters, take_permit, sem, NULL, false, deadline,
+                            "semaphore");
 }
 
 int corio_sem_acquire(corio_sem *sem) { return corio_sem_acquire_until(sem, CORIO_FOREVER); }
@@ -109,6 +107,16 @@ int corio_mutex_new(corio_mutex **mutex)
 
 void corio_mutex_free(corio_mutex *mutex) { corio__free(mutex); }
 
+/* Under the lock: become the owner if there is none. */
+static int take_mutex(void *obj, void *self)
+{
+    corio_mutex *mutex = obj;
+    if (mutex->owner)
+        return mutex->owner == self ? CORIO_EDEADLK : CORIO_EAGAIN;
+    mutex->owner = self;
+    return 0;
+}
+
 int corio_mutex_try_lock(corio_mutex *mutex)
 {
     corio_task *self = corio__current_task();
@@ -117,33 +125,18 @@ int corio_mutex_try_lock(corio_mutex *mutex)
     if (!mutex)
         return CORIO_EINVAL;
     corio__spin_lock(&mutex->lock);
-    int rc = mutex->owner ? (mutex->owner == self ? CORIO_EDEADLK : CORIO_EBUSY) : 0;
-    if (rc == 0)
-        mutex->owner = self;
+    int rc = take_mutex(mutex, self);
     corio__spin_unlock(&mutex->lock);
-    return rc;
+    return rc == CORIO_EAGAIN ? CORIO_EBUSY : rc;
 }
 
 int corio_mutex_lock_until(corio_mutex *mutex, corio_time_t deadline)
 {
     if (!mutex)
         return CORIO_EINVAL;
-    corio_task *self;
-    uint64_t token;
-    int rc = corio__sync_arm(&self, &token);
-    if (rc != 0)
-        return rc;
-    corio__spin_lock(&mutex->lock);
-    if (!mutex->owner || mutex->owner == self) {
-        rc = mutex->owner ? CORIO_EDEADLK : 0;
-        if (rc == 0)
-            mutex->owner = self;
-        corio__spin_unlock(&mutex->lock);
-        corio__wait_disarm(self, token);
-        return rc;
-    }
-    /* 0: the unlocker made us the owner. */
-    return corio__sync_block(&mutex->lock, &mutex->waiters, self, token, deadline, "mutex");
+    /* Woken means the unlocker made us the owner. */
+    return corio__sync_call(&mutex->lock, &mutex->waiters, take_mutex, mutex,
+                            corio__current_task(), false, deadline, "mutex");
 }
 
 int corio_mutex_lock(corio_mutex *mutex) { return corio_mutex_lock_until(mutex, CORIO_FOREVER); }

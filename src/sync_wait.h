@@ -39,4 +39,36 @@ static inline int corio__sync_arm(corio_task **self, uint64_t *token)
     return corio__wait_arm(*self, token);
 }
 
+/*
+ * The one shape of a blocking call on a cross-loop object. Under the
+ * object's lock, attempt(obj, arg) either completes the call (returns 0 or
+ * an error other than CORIO_EAGAIN) or says the caller must wait
+ * (CORIO_EAGAIN): the task then queues and blocks. With `retry`, a wake-up
+ * means "try again" (channels: the woken task competes for the element);
+ * without, the wake-up is the result (semaphores and mutexes hand their
+ * permit to the task they wake; events and wait groups release everyone).
+ */
+static inline int corio__sync_call(corio__spin *lock, corio__waitq *q,
+                                   int (*attempt)(void *obj, void *arg), void *obj, void *arg,
+                                   bool retry, corio_time_t deadline, const char *what)
+{
+    for (;;) {
+        corio_task *self;
+        uint64_t token;
+        int rc = corio__sync_arm(&self, &token);
+        if (rc != 0)
+            return rc;
+        corio__spin_lock(lock);
+        rc = attempt(obj, arg);
+        if (rc != CORIO_EAGAIN) {
+            corio__spin_unlock(lock);
+            corio__wait_disarm(self, token);
+            return rc;
+        }
+        rc = corio__sync_block(lock, q, self, token, deadline, what);
+        if (rc != 0 || !retry)
+            return rc;
+    }
+}
+
 #endif /* CORIO_SYNC_WAIT_H */
