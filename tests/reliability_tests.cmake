@@ -15,7 +15,8 @@ if(CORIO_GDB AND NOT corio_test_runner)
   target_link_libraries(gdb_target PRIVATE corio_static)
   target_compile_options(gdb_target PRIVATE -O0 -g)
   add_test(NAME gdb COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/test_gdb.sh
-           $<TARGET_FILE:gdb_target> ${PROJECT_SOURCE_DIR}/tools/gdb/corio.py)
+           $<TARGET_FILE:gdb_target> ${PROJECT_SOURCE_DIR}/tools/gdb/corio.py
+           ${corio_ctx_backend})
   set_tests_properties(gdb PROPERTIES TIMEOUT 120 LABELS core)
 endif()
 

@@ -23,9 +23,9 @@ export PKG_CONFIG_PATH="$pcdir"
 cc -o "$tmp/ex_pc" "$src/tests/install/example.c" $(pkg-config --cflags --libs corio) \
     -Wl,-rpath,"$(dirname "$lib")" || fail "build with pkg-config failed"
 [ "$("$tmp/ex_pc")" = 1998 ] || fail "pkg-config build ran wrong"
+static_libs=$(pkg-config --static --libs corio | sed 's/-lcorio//')
 cc -o "$tmp/ex_pc_static" "$src/tests/install/example.c" $(pkg-config --cflags corio) \
-    "$(dirname "$lib")/libcorio.a" $(pkg-config --libs-only-other --static corio) -lpthread \
-    || fail "static build with pkg-config failed"
+    "$(dirname "$lib")/libcorio.a" $static_libs || fail "static build with pkg-config failed"
 [ "$("$tmp/ex_pc_static")" = 1998 ] || fail "static pkg-config build ran wrong"
 
 # find_package(corio).

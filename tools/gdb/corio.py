@@ -125,17 +125,11 @@ class CorioBt(gdb.Command):
 
     def backtrace(self, t):
         arch = gdb.selected_frame().architecture().name()
-        sp = int(t["ctx"]["sp"])
-        u64 = gdb.lookup_type("unsigned long long").pointer()
-        slot = lambda i: int(gdb.Value(sp + 8 * i).cast(u64).dereference())
-        if "x86-64" in arch:
-            regs = {"rsp": sp + 64, "rip": slot(7), "rbp": slot(6), "rbx": slot(5),
-                    "r12": slot(4), "r13": slot(3), "r14": slot(2), "r15": slot(1)}
-        elif "aarch64" in arch:
-            regs = {"sp": sp + 176, "pc": slot(11), "x29": slot(10), "x30": slot(11),
-                    "x19": slot(0), "x20": slot(1)}
+        ctx = t["ctx"]
+        if "uc" in [f.name for f in ctx.type.fields()]:
+            regs = self.ucontext_regs(ctx["uc"], arch)
         else:
-            raise gdb.GdbError("corio bt supports x86-64 and aarch64, not %s" % arch)
+            regs = self.switch_frame_regs(int(ctx["sp"]), arch)
         gdb.execute("select-frame 0")
         saved = {name: int(gdb.parse_and_eval("$" + name)) for name in regs}
         try:
@@ -146,6 +140,36 @@ class CorioBt(gdb.Command):
             gdb.execute("select-frame 0")
             for name, value in saved.items():
                 gdb.execute("set $%s = %d" % (name, value))
+
+    @staticmethod
+    def ucontext_regs(uc, arch):
+        """Registers saved by swapcontext (the ucontext backend)."""
+        if "x86-64" in arch:
+            g = uc["uc_mcontext"]["gregs"]
+            # glibc's REG_* indices: R12..R15 4..7, RBP 10, RBX 11, RSP 15, RIP 16
+            names = {"r12": 4, "r13": 5, "r14": 6, "r15": 7, "rbp": 10, "rbx": 11,
+                     "rsp": 15, "rip": 16}
+            return {n: int(g[i]) & 0xFFFFFFFFFFFFFFFF for n, i in names.items()}
+        if "aarch64" in arch:
+            m = uc["uc_mcontext"]
+            return {"sp": int(m["sp"]), "pc": int(m["pc"]), "x29": int(m["regs"][29]),
+                    "x30": int(m["regs"][30])}
+        raise gdb.GdbError("corio bt supports x86-64 and aarch64, not %s" % arch)
+
+    @staticmethod
+    def switch_frame_regs(sp, arch):
+        """Registers the assembly switch left above the saved stack pointer."""
+        u64 = gdb.lookup_type("unsigned long long").pointer()
+        slot = lambda i: int(gdb.Value(sp + 8 * i).cast(u64).dereference())
+        if "x86-64" in arch:
+            regs = {"rsp": sp + 64, "rip": slot(7), "rbp": slot(6), "rbx": slot(5),
+                    "r12": slot(4), "r13": slot(3), "r14": slot(2), "r15": slot(1)}
+        elif "aarch64" in arch:
+            regs = {"sp": sp + 176, "pc": slot(11), "x29": slot(10), "x30": slot(11),
+                    "x19": slot(0), "x20": slot(1)}
+        else:
+            raise gdb.GdbError("corio bt supports x86-64 and aarch64, not %s" % arch)
+        return regs
 
 
 CorioPrefix()
