@@ -49,22 +49,40 @@ size_t corio__balance_steal_allowance(corio__loop *l, corio__loop *v, size_t min
     return corio__loop_load(l) <= v_live + slack_of(l) ? 1 : 0;
 }
 
+/*
+ * Reading another loop's load costs a cache miss or two, once per task
+ * started; with a million sleepers starting that was ~5% of the start-up.
+ * So a check that passes leaves credit: the loop may start that many more
+ * of its tasks unchecked, no more than it had room for under the slack
+ * when it looked, and at most a quarter of the slack, so a loop that
+ * others catch up with overshoots its slack by a quarter at worst. Credit
+ * lapses at the loop's next poll (sched.c), so it never outlives a burst.
+ */
 bool corio__balance_may_start_new(corio__loop *l)
 {
     corio__runtime *rt = l->rt;
+    if (l->start_credit) {
+        l->start_credit--;
+        return true;
+    }
     /* Cheap exit for the common case of short tasks: nothing to level. */
     size_t mine = corio__loop_load(l);
     if (rt->nloops < 2 || mine < CORIO__BALANCE_MIN_SLACK)
         return true;
     size_t slack = slack_of(l);
+    size_t room = slack / 4;
     for (unsigned i = 0; i < rt->nloops; i++) {
         corio__loop *v = rt->loops[i];
         if (v == l || is_stale(l, v))
             continue;
-        if (mine >= load_of(v) + slack) {
+        size_t limit = load_of(v) + slack;
+        if (mine >= limit) {
             corio__loop_wake(v);
             return false;
         }
+        if (limit - mine - 1 < room)
+            room = limit - mine - 1;
     }
+    l->start_credit = room;
     return true;
 }

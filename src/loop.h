@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "arena.h"
 #include "corio.h"
 #include "ctx.h"
 #include "io.h"
@@ -66,9 +67,11 @@ typedef struct corio__loop {
     corio__stack_pool stacks;
     struct corio_task *free_tasks; /* recycled task objects */
     size_t free_count;
-    void *slabs;                   /* task slabs this loop allocated */
+    corio__arena arena;            /* task slabs, light tasks' saved stacks */
     uint64_t id_next, id_end;      /* block of task ids being handed out */
     uint64_t rng;                  /* victim choice */
+    unsigned spawn_count;          /* spawns, to pace activity_ns */
+    size_t start_credit;           /* own tasks balance lets start unchecked */
     int coop_budget;               /* IO calls left before a forced yield */
     corio__poll poll;              /* epoll + wake-up eventfd */
     corio__io io;                  /* descriptor table */
@@ -90,7 +93,6 @@ typedef struct corio__loop {
     /* --- published by the owner (relaxed) for thieves and spawners --- */
     _Alignas(CORIO__CACHE_LINE) _Atomic size_t load; /* corio__loop_load() */
     _Atomic int64_t activity_ns;   /* time of the last poll or spawn burst */
-    unsigned spawn_count;          /* owner: spawns, to pace activity_ns */
 
     /* --- any thread: push tasks to make ready; parked flag --- */
     _Alignas(CORIO__CACHE_LINE) _Atomic(struct corio_task *) inbox;

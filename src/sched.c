@@ -74,6 +74,21 @@ static void copy_stack_bytes(void *dst, const void *src, size_t len)
 #endif
 }
 
+/* Give t a save buffer of at least `need` bytes in place of its old one,
+ * whose contents are dead. Buffers come from the loop's arena (light
+ * tasks never leave their loop), in its size classes. */
+static bool saved_resize(corio__loop *l, corio_task *t, size_t need)
+{
+    size_t cap = corio__arena_small(need) ? corio__arena_round(need) : need;
+    void *buf = corio__arena_alloc(&l->arena, cap);
+    if (!buf)
+        return false;
+    corio__arena_free(&l->arena, t->saved, t->saved_cap);
+    t->saved = buf;
+    t->saved_cap = (uint32_t)cap;
+    return true;
+}
+
 /* Move the frames of the light task occupying the shared stack to its
  * buffer. false if the buffer could not be grown (only possible when the
  * reservation made at arm time fell short and memory ran out). */
@@ -88,13 +103,8 @@ static bool light_save_owner(corio__loop *l)
         low = l->shared_stack.lo;
     size_t len = (size_t)(top - low);
     corio__sanitize_stack_readable(low, len);
-    if (len > o->saved_cap) {
-        void *buf = corio__realloc(o->saved, len);
-        if (!buf)
-            return false;
-        o->saved = buf;
-        o->saved_cap = (uint32_t)len;
-    }
+    if (len > o->saved_cap && !saved_resize(l, o, len))
+        return false;
     copy_stack_bytes(o->saved, low, len);
     o->saved_len = (uint32_t)len;
     l->shared_owner = NULL;
@@ -123,12 +133,7 @@ int corio__light_reserve(corio_task *self)
     if (need <= self->saved_cap)
         return 0;
     /* The old contents are dead: the buffer only matters while suspended. */
-    void *buf = corio__realloc(self->saved, need);
-    if (!buf)
-        return CORIO_ENOMEM;
-    self->saved = buf;
-    self->saved_cap = (uint32_t)need;
-    return 0;
+    return saved_resize(l, self, need) ? 0 : CORIO_ENOMEM;
 }
 
 /* ---- starting and ending tasks ---- */
@@ -214,7 +219,7 @@ static void task_exit(corio__loop *l, corio_task *t)
     if (t->flags & CORIO__TF_LIGHT) {
         if (l->shared_owner == t)
             l->shared_owner = NULL;
-        corio__free(t->saved);
+        corio__arena_free(&l->arena, t->saved, t->saved_cap);
         t->saved = NULL;
         t->saved_len = t->saved_cap = 0;
     } else {
@@ -378,6 +383,7 @@ static void poll_events(corio__loop *l)
         enter_stopping(l);
     l->tick = 0;
     l->light_stalled = false;
+    l->start_credit = 0; /* credit is for a burst, not for later */
 }
 
 /* ---- choosing work ---- */

@@ -111,6 +111,25 @@ void *corio__mmap_anon(size_t len)
     return p;
 }
 
+void *corio__mmap_aligned(size_t len, size_t align)
+{
+    if (corio__fault(ENOMEM))
+        return MAP_FAILED;
+    /* Map enough to contain an aligned range, then trim both ends. The
+     * trims cannot fail: they only split a mapping we just made. */
+    char *p = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return MAP_FAILED;
+    char *aligned = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+    if (aligned > p)
+        munmap(p, (size_t)(aligned - p));
+    if (aligned + len < p + len + align)
+        munmap(aligned + len, (size_t)(p + len + align - (aligned + len)));
+    atomic_fetch_add_explicit(&live_maps, 1, memory_order_relaxed);
+    return aligned;
+}
+
 int corio__munmap(void *p, size_t len)
 {
     /* munmap of a mapping we made cannot fail for a reason a caller could

@@ -56,6 +56,9 @@ void corio__free(void *p);
 void *corio__aligned_alloc(size_t align, size_t size);
 
 void *corio__mmap_anon(size_t len); /* PROT_READ|WRITE, private anonymous */
+/* Like corio__mmap_anon, at an address that is a multiple of `align` (a
+ * power of two, a multiple of the page size). */
+void *corio__mmap_aligned(size_t len, size_t align);
 int corio__munmap(void *p, size_t len);
 int corio__madvise(void *p, size_t len, int advice);
 int corio__mprotect(void *p, size_t len, int prot);

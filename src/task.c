@@ -2,12 +2,12 @@
  * task.c: spawning, joining, gathering, detaching and cancelling tasks,
  * and the memory task objects live in.
  *
- * Task objects come from per-loop slabs of SLAB_TASKS and are recycled
- * through per-loop free lists; slabs go back to malloc only when the
- * runtime ends. That keeps spawn free of malloc and makes task memory
- * type-stable, which the wait protocol relies on (task.h). A task released
- * on loop B goes to B's free list even if A's slab holds it: all slabs
- * are freed together.
+ * Task objects come from per-loop slabs of SLAB_TASKS, carved from the
+ * loop's arena (arena.h), and are recycled through per-loop free lists;
+ * slabs go back only when the runtime ends. That keeps spawn free of
+ * malloc and makes task memory type-stable, which the wait protocol relies
+ * on (task.h). A task released on loop B goes to B's free list even if
+ * A's slab holds it: all arenas are released together.
  *
  * The join handshake (task.h has the states). The finisher locks the join
  * word (JOIN_LOCK bit), reads the joiner's token, stores DONE, and only
@@ -36,7 +36,6 @@
 #define ID_BLOCK 1024
 
 struct task_slab {
-    struct task_slab *next;
     corio_task tasks[SLAB_TASKS];
 };
 
@@ -64,11 +63,9 @@ void corio_spawn_opts_init(corio_spawn_opts *opts)
 static corio_task *task_alloc(corio__loop *l)
 {
     if (!l->free_tasks) {
-        struct task_slab *slab = corio__aligned_alloc(64, sizeof *slab);
+        struct task_slab *slab = corio__arena_carve(&l->arena, sizeof *slab);
         if (!slab)
             return NULL;
-        slab->next = l->slabs;
-        l->slabs = slab;
         for (int i = SLAB_TASKS - 1; i >= 0; i--) {
             corio_task *t = &slab->tasks[i];
             atomic_init(&t->wait, 0);
@@ -93,14 +90,9 @@ void corio__task_release(corio__loop *l, corio_task *t)
 
 void corio__task_slabs_free(corio__loop *l)
 {
-    struct task_slab *slab = l->slabs;
-    while (slab) {
-        struct task_slab *next = slab->next;
-        /* Light tasks' save buffers went at their exit. */
-        corio__free(slab);
-        slab = next;
-    }
-    l->slabs = NULL;
+    /* Light tasks' save buffers went at their exit; the slabs go with the
+     * arena. */
+    corio__arena_release(&l->arena);
     l->free_tasks = NULL;
     l->free_count = 0;
 }
