@@ -59,6 +59,7 @@ typedef struct corio__loop {
     unsigned tick;                 /* tasks run since the last poll */
     corio_time_t now;              /* cached at the last poll */
     corio_time_t inbox_seen_ns;    /* last poll that found tasks in the inbox */
+    corio_time_t stole_ns;         /* last successful steal (time of last poll) */
     bool stopping;                 /* runtime shutdown seen by this loop */
     bool shutdown_counted;         /* left rt->active_loops */
     bool searching;                /* counted in rt->nsearching */

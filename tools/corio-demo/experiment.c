@@ -117,6 +117,7 @@ struct job {
     int64_t delay_ns;
     uint64_t units;
     int64_t work_ns; /* how long the summation took */
+    int loop;        /* where it ran */
 };
 
 static void *sum_task(void *arg)
@@ -125,6 +126,7 @@ static void *sum_task(void *arg)
     corio_time_t t0 = corio_now();
     uint64_t sum = opaque_sum(job->units);
     job->work_ns = corio_now() - t0;
+    job->loop = corio_loop_index();
     return (void *)(uintptr_t)sum;
 }
 
@@ -194,6 +196,43 @@ static void *experiment_main(void *arg)
     return NULL;
 }
 
+/* How evenly the summations fell on the loops: the busiest loop's share
+ * of the units against an even share, and the least and most summation
+ * time any loop did. Tells placement (uneven units) from speed (even
+ * units, uneven time) when efficiency falls short. */
+static void loop_spread(const struct job *jobs, size_t n, struct run_result *out)
+{
+    unsigned loops = out->loops;
+    double *units = calloc(loops, sizeof *units);
+    double *work = calloc(loops, sizeof *work);
+    if (!units || !work) {
+        free(units);
+        free(work);
+        return;
+    }
+    double total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (jobs[i].loop < 0 || (unsigned)jobs[i].loop >= loops)
+            continue;
+        units[jobs[i].loop] += (double)jobs[i].units;
+        work[jobs[i].loop] += jobs[i].work_ns / 1e9;
+        total += (double)jobs[i].units;
+    }
+    double max_units = 0;
+    out->loop_work_s_min = loops ? work[0] : 0;
+    for (unsigned l = 0; l < loops; l++) {
+        if (units[l] > max_units)
+            max_units = units[l];
+        if (work[l] < out->loop_work_s_min)
+            out->loop_work_s_min = work[l];
+        if (work[l] > out->loop_work_s_max)
+            out->loop_work_s_max = work[l];
+    }
+    out->loop_units_share_max = total > 0 ? max_units / (total / loops) : 0;
+    free(units);
+    free(work);
+}
+
 int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops,
                    unsigned batches, struct run_result *out)
 {
@@ -212,7 +251,7 @@ int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++)
-        ctx.jobs[i] = (struct job){w->delay_ns[i], w->units[i], 0};
+        ctx.jobs[i] = (struct job){w->delay_ns[i], w->units[i], 0, -1};
 
     corio_config cfg;
     corio_config_init(&cfg);
@@ -241,6 +280,7 @@ int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops
         out->cpu_s = workload_cpu_s(w, out->unit_ns);
         out->bound_s = workload_bound_s(w, out->unit_ns, out->loops);
         out->efficiency = out->wall_s > 0 ? out->bound_s / out->wall_s : 0;
+        loop_spread(ctx.jobs, n, out);
     }
     free(ctx.jobs);
     free(ctx.tasks);

@@ -49,6 +49,11 @@ struct run_result {
     double cpu_s;      /* the workload's CPU time at that cost */
     double bound_s;
     double efficiency;
+    /* Where the summations ran: the busiest loop's units over an even
+     * share (1.0: perfectly even), and the least and most summation
+     * seconds of any loop. */
+    double loop_units_share_max;
+    double loop_work_s_min, loop_work_s_max;
 };
 
 /* Fill w with tasks generated from seed. 0, or -ENOMEM. */
