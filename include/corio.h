@@ -200,9 +200,9 @@ enum corio_spawn_flags {
     /*
      * A light task runs on its loop's shared stack; when it suspends, the
      * part of the stack it uses (typically a few hundred bytes) is copied
-     * to the heap, and copied back when it resumes. Spawning one allocates
-     * no stack, so a million sleeping light tasks fit in well under a
-     * gigabyte. The price: while a light task is suspended, its stack
+     * to a buffer of its loop's, and copied back when it resumes. Spawning
+     * one allocates no stack, so a million sleeping light tasks fit in well
+     * under a gigabyte. The price: while a light task is suspended, its stack
      * variables are not at their addresses, so no other task or thread may
      * use a pointer to them. Everything corio does on a task's behalf
      * respects this.

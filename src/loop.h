@@ -183,12 +183,15 @@ void corio__notify_idle(corio__runtime *rt, corio__loop *from);
  * leave the stack pointer. corio__light_reserve measures the depth at the
  * call and adds this margin for the frames between there and the switch
  * (wait commit, suspend, the switch's own 64..176 bytes). Measured on
- * x86-64 with gcc -O2, a task asleep in corio_sleep: 96 bytes deep at the
- * reservation, 208 saved, so 112 below it. A miss is corrected by growing
- * the buffer at save time; every byte of margin is a megabyte per million
- * sleeping tasks.
+ * x86-64 with gcc -O2, a task asleep in corio_sleep: 112 bytes deep at
+ * the reservation, 224 saved, so 112 below it; the margin adds 32 bytes of
+ * slack and makes the request 256 bytes, exactly one of the arena's size
+ * classes (a margin of 160 made it 272, so 320 bytes a task: 60 MB more
+ * per million sleepers). A miss is corrected by growing the buffer at
+ * save time; every byte of margin is a megabyte per million sleeping
+ * tasks.
  */
-#define CORIO__LIGHT_SAVE_MARGIN 160
+#define CORIO__LIGHT_SAVE_MARGIN 144
 int corio__light_reserve(struct corio_task *self);
 
 #endif /* CORIO_LOOP_H */
