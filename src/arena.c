@@ -25,7 +25,7 @@ static bool arena_grow(corio__arena *a)
     /* Only a loop that outgrew its first chunk is worth a 2 MiB page at a
      * time. Advice that is refused (no THP in this kernel) changes
      * nothing but speed. */
-    if (a->nchunks > 0)
+    if (a->huge_pages && a->nchunks > 0)
         corio__madvise(map, CORIO__ARENA_CHUNK, MADV_HUGEPAGE);
 #endif
     struct corio__arena_chunk *c = (struct corio__arena_chunk *)map;
@@ -85,5 +85,5 @@ void corio__arena_release(corio__arena *a)
         corio__munmap(c, CORIO__ARENA_CHUNK);
         c = next;
     }
-    *a = (corio__arena){0};
+    *a = (corio__arena){.huge_pages = a->huge_pages};
 }

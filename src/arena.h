@@ -10,7 +10,8 @@
  * once a loop has outgrown its first chunk, asks for transparent huge
  * pages (MADV_HUGEPAGE), so the kernel faults in 2 MiB at a time: touching
  * 184 MiB took 35 ms instead of 102 ms. A loop that never outgrows its
- * first chunk keeps ordinary pages and touches only what it uses.
+ * first chunk keeps ordinary pages and touches only what it uses, and so
+ * does every loop of a runtime configured with small_pages.
  *
  * Blocks up to CORIO__ARENA_MAX_BLOCK come in size classes of
  * CORIO__ARENA_GRAIN bytes with a free list each; bigger ones go to
@@ -36,6 +37,7 @@ typedef struct corio__arena {
     char *next, *end;                  /* bump region of the newest chunk */
     struct corio__arena_chunk *chunks; /* every chunk, newest first */
     size_t nchunks;
+    bool huge_pages;                   /* may ask for THP past the first chunk */
     void *free[CORIO__ARENA_CLASSES];  /* recycled blocks by size class */
 } corio__arena;
 

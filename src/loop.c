@@ -61,6 +61,7 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     atomic_init(&l->inbox, NULL);
     atomic_init(&l->parked, 0);
     corio__timers_init(&l->timers);
+    l->arena.huge_pages = rt->huge_pages;
     corio__stack_pool_init(&l->stacks, rt->stack_size, STACK_POOL_LIMIT);
 
     int rc = corio__runq_init(&l->runq);

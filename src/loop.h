@@ -106,6 +106,7 @@ typedef struct corio__runtime {
     size_t stack_size;             /* default for tasks */
     size_t max_tasks;              /* 0: no limit */
     bool pin_cpus;
+    bool huge_pages;               /* arenas may ask for THP (corio_config) */
     unsigned blocking_threads;
     struct corio__blocking_pool *pool;
     void *main_result;

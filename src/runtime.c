@@ -121,6 +121,8 @@ static int resolve_config(const corio_config *cfg, corio__runtime *rt, cpu_set_t
     if (!stack)
         return CORIO_EINVAL;
 
+    const char *huge = getenv("CORIO_HUGE_PAGES");
+    rt->huge_pages = !cfg->small_pages && !(huge && strcmp(huge, "0") == 0);
     env = getenv("CORIO_PIN");
     rt->nloops = loops;
     rt->stack_size = stack;

@@ -502,13 +502,18 @@ static void cpu_relax(void)
 #endif
 }
 
-/* Queued tasks on some other loop (a hint, as balance reads it). */
+/* Queued tasks on some other loop that balance would let us take (a
+ * hint: a queue that is merely non-empty may be one we must leave alone,
+ * and returning for it would only spin the scheduler round). */
 static bool stealable_somewhere(corio__loop *l)
 {
     corio__runtime *rt = l->rt;
-    for (unsigned i = 0; i < rt->nloops; i++)
-        if (rt->loops[i] != l && corio__runq_len(&rt->loops[i]->runq))
+    size_t mine = corio__balance_own_load(l);
+    for (unsigned i = 0; i < rt->nloops; i++) {
+        corio__loop *v = rt->loops[i];
+        if (v != l && corio__balance_steal_allowance(l, v, mine))
             return true;
+    }
     return false;
 }
 

@@ -2,8 +2,9 @@
  * test_arena.c: the per-loop arena (src/arena.h) that task slabs and light
  * tasks' saved stacks come from: alignment, no overlap across chunks,
  * recycling by size class, big blocks through malloc, huge-page advice
- * from the second chunk on, clean failure when mapping fails, nothing left
- * mapped after release. Then the same memory under a running runtime: a
+ * from the second chunk on (and none when the runtime is told
+ * small_pages or CORIO_HUGE_PAGES=0), clean failure when mapping fails,
+ * nothing left mapped after release. Then the same memory under a running runtime: a
  * million light sleepers and a million spawn+join, leaving nothing behind.
  */
 #define _GNU_SOURCE
@@ -141,7 +142,7 @@ TEST(huge_pages_from_the_second_chunk)
         printf("  skipped: this kernel has no transparent huge pages\n");
         return;
     }
-    corio__arena a = {0};
+    corio__arena a = {.huge_pages = true};
     char *first = corio__arena_carve(&a, 64);
     CHECK(first != NULL);
     CHECK_EQ((uintptr_t)(first - CORIO__ARENA_GRAIN) % CORIO__ARENA_CHUNK, 0);
@@ -158,6 +159,80 @@ TEST(huge_pages_from_the_second_chunk)
     vm_flags_of(second, flags, sizeof flags);
     CHECK_STR_CONTAINS(flags, " hg");
     corio__arena_release(&a);
+
+    /* Told not to (corio_config.small_pages), it never asks. */
+    corio__arena small = {.huge_pages = false};
+    while (small.nchunks < 3)
+        CHECK(corio__arena_carve(&small, CORIO__ARENA_CHUNK / 4) != NULL);
+    vm_flags_of(small.next - 1, flags, sizeof flags);
+    CHECK(flags[0] != 0);
+    CHECK(strstr(flags, " hg") == NULL);
+    corio__arena_release(&small);
+}
+
+/* ---- the runtime's setting ---- */
+
+static void *empty(void *arg) { return arg; }
+
+/* Mappings of this process the kernel was asked to back with huge pages. */
+static int hugepage_mappings(void)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmFlags:", 8) == 0 && strstr(line, " hg"))
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* Task objects that outgrow the spawning loop's first chunk (10,880 fit
+ * in it): the loop's arena then has a second chunk, huge pages or not. */
+#define BURST 16000
+
+/* Count huge-page mappings after a burst of spawns (arena memory stays
+ * until the runtime ends, so the tasks need not be alive). */
+static void *main_count_huge(void *arg)
+{
+    corio_task **t = malloc(BURST * sizeof *t);
+    CHECK(t != NULL);
+    for (long i = 0; i < BURST; i++)
+        CHECK_OK(corio_spawn(&t[i], empty, PTR_OF(i)));
+    CHECK_OK(corio_gather(t, BURST, NULL));
+    *(int *)arg = hugepage_mappings();
+    free(t);
+    return NULL;
+}
+
+static int huge_mappings_with(bool small_pages, const char *env)
+{
+    if (env)
+        setenv("CORIO_HUGE_PAGES", env, 1);
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    cfg.small_pages = small_pages;
+    int n = -1;
+    run_main_cfg(&cfg, main_count_huge, &n);
+    unsetenv("CORIO_HUGE_PAGES");
+    return n;
+}
+
+TEST(runtime_asks_for_huge_pages_unless_told_not_to)
+{
+    TEST_SKIP_UNDER_QEMU("its /proc/self/smaps shows the emulator's own mappings");
+    if (!kernel_takes_hugepage_advice()) {
+        printf("  skipped: this kernel has no transparent huge pages\n");
+        return;
+    }
+    int before = hugepage_mappings();
+    CHECK_GT(huge_mappings_with(false, NULL), before);
+    CHECK_EQ(huge_mappings_with(true, NULL), before);
+    CHECK_EQ(huge_mappings_with(false, "0"), before);
+    CHECK_GT(huge_mappings_with(false, "1"), before);
 }
 
 /* ---- failure ---- */
@@ -186,8 +261,6 @@ static void *sleeper(void *arg)
     corio_sleep(20 * CORIO_MSEC);
     return arg;
 }
-
-static void *empty(void *arg) { return arg; }
 
 static void *main_many(void *arg)
 {
@@ -232,6 +305,7 @@ int main(int argc, char **argv)
     RUN(big_blocks_go_to_malloc);
     RUN(huge_pages_from_the_second_chunk);
     RUN(mapping_failure_is_a_clean_null);
+    RUN(runtime_asks_for_huge_pages_unless_told_not_to);
     RUN(million_light_sleepers_leave_nothing);
     RUN(million_spawn_join_leave_nothing);
     return test_summary();
