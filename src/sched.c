@@ -521,8 +521,9 @@ static bool spin_for_work(corio__loop *l)
 {
     corio__runtime *rt = l->rt;
     bool inbox = l->now - l->inbox_seen_ns < SPIN_IF_WORK_WITHIN_NS;
+    unsigned searching = (unsigned)atomic_load_explicit(&rt->nsearching, memory_order_relaxed);
     bool steals = l->now - l->stole_ns < SPIN_IF_WORK_WITHIN_NS && l->searching &&
-                  (unsigned)atomic_load_explicit(&rt->nsearching, memory_order_relaxed) * 2 <= rt->nloops;
+                  searching * 2 <= rt->nloops;
     if (!inbox && !steals)
         return false;
     corio_time_t until = corio_now() + SPIN_BEFORE_PARK_NS;

@@ -2,9 +2,9 @@
  * test_arena.c: the per-loop arena (src/arena.h) that task slabs and light
  * tasks' saved stacks come from: alignment, no overlap across chunks,
  * recycling by size class, big blocks through malloc, huge-page advice
- * from the second chunk on (and none when the runtime is told
- * small_pages or CORIO_HUGE_PAGES=0), clean failure when mapping fails,
- * nothing left mapped after release. Then the same memory under a running runtime: a
+ * from the second chunk on (and none when the runtime is told small_pages
+ * or CORIO_HUGE_PAGES=0), clean failure when mapping fails, nothing left
+ * mapped after release. Then the same memory under a running runtime: a
  * million light sleepers and a million spawn+join, leaving nothing behind.
  */
 #define _GNU_SOURCE
