@@ -48,10 +48,17 @@ static inline bool corio__arena_small(size_t size)
     return size <= CORIO__ARENA_MAX_BLOCK;
 }
 
-/* The size a block of `size` bytes really has (its class). */
+/* `size` rounded up to a whole number of grains. */
 static inline size_t corio__arena_round(size_t size)
 {
     return (size + CORIO__ARENA_GRAIN - 1) & ~(size_t)(CORIO__ARENA_GRAIN - 1);
+}
+
+/* The usable size of corio__arena_alloc(size): its size class, or `size`
+ * itself for a block that comes from malloc. */
+static inline size_t corio__arena_block_size(size_t size)
+{
+    return corio__arena_small(size) ? corio__arena_round(size) : size;
 }
 
 /* A block of `size` bytes (at most CORIO__ARENA_CHUNK / 4) that is never

@@ -201,9 +201,7 @@ int corio_group_close(corio_group *group)
             corio__free(group->ctx[group->joined]);
         }
     }
-    rc = atomic_load(&group->first_error);
     if (cancel_again)
         corio__cancel_repend(self);
-    (void)rc;
     return group_free(group);
 }

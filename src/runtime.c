@@ -36,11 +36,7 @@ corio_time_t corio_now(void)
 
 corio_time_t corio_deadline_in(int64_t ns)
 {
-    if (ns < 0)
-        return CORIO_FOREVER;
-    corio_time_t now = corio_now();
-    /* Further than the clock can count: no deadline at all. */
-    return ns > INT64_MAX - now ? CORIO_FOREVER : now + ns;
+    return ns < 0 ? CORIO_FOREVER : corio__deadline_after(corio_now(), ns);
 }
 
 void corio_config_init(corio_config *cfg) { memset(cfg, 0, sizeof *cfg); }

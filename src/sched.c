@@ -5,16 +5,16 @@
  * handle whatever made it switch back, repeat. What to run, in order:
  *
  *   1. the ready list: started tasks that were woken, and tasks pinned to
- *      this loop (every EVENT_INTERVAL picks the run queue goes first, so
- *      a stream of wake-ups cannot starve never-run tasks);
+ *      this loop (every CORIO__POLL_INTERVAL picks the run queue goes
+ *      first, so a stream of wake-ups cannot starve never-run tasks);
  *   2. the run queue: never-run tasks, FIFO;
  *   3. when both are empty: poll (inbox, timers), then steal half of
  *      another loop's never-run tasks, then park in epoll_wait until the
  *      next deadline or a wake-up.
  *
- * Every EVENT_INTERVAL tasks the loop polls even when busy, so timers and
- * wake-ups from other loops are never delayed behind a long run of ready
- * tasks. 61 is the interval Tokio and Go settled on for the same job.
+ * Every CORIO__POLL_INTERVAL (61) tasks the loop polls even when busy, so
+ * timers and wake-ups from other loops are never delayed behind a long run
+ * of ready tasks.
  *
  * Switching. A task that waits or yields switches straight to the next
  * ready task when it can (one switch instead of two through the
@@ -48,8 +48,6 @@
 #include "sys.h"
 #include "task.h"
 
-#define EVENT_INTERVAL CORIO__POLL_INTERVAL
-
 /* ---- light tasks: the shared stack ---- */
 
 static char *shared_top(corio__loop *l)
@@ -79,7 +77,7 @@ static void copy_stack_bytes(void *dst, const void *src, size_t len)
  * tasks never leave their loop), in its size classes. */
 static bool saved_resize(corio__loop *l, corio_task *t, size_t need)
 {
-    size_t cap = corio__arena_small(need) ? corio__arena_round(need) : need;
+    size_t cap = corio__arena_block_size(need);
     void *buf = corio__arena_alloc(&l->arena, cap);
     if (!buf)
         return false;
@@ -272,7 +270,7 @@ void corio__loop_suspend(corio__loop *l, corio_task *self)
      * it has run before (starting one may fail and needs the scheduler's
      * error path) and its frames are where they belong. */
     corio_task *next = l->ready_head;
-    if (l->tick < EVENT_INTERVAL && !(self->flags & CORIO__TF_LIGHT) && next &&
+    if (l->tick < CORIO__POLL_INTERVAL && !(self->flags & CORIO__TF_LIGHT) && next &&
         next->state != CORIO__TASK_NEW && direct_ok(l, next)) {
         /* Counted even when the next task is the caller itself (a lone
          * yielder): the count is what makes the loop poll again. */
@@ -400,7 +398,7 @@ static corio_task *pop_new(corio__loop *l)
 static corio_task *next_runnable(corio__loop *l)
 {
     corio_task *t = NULL;
-    if (l->tick % EVENT_INTERVAL == EVENT_INTERVAL - 1)
+    if (l->tick % CORIO__POLL_INTERVAL == CORIO__POLL_INTERVAL - 1)
         t = pop_new(l);
     if (!t && !l->light_stalled)
         t = ready_pop(l);
@@ -437,6 +435,25 @@ static corio_task *steal_any(corio__loop *l)
     return NULL;
 }
 
+/* Queued tasks on some other loop that balance would let us take. Sets
+ * *held_back (if not NULL) when some loop has queued tasks we may not
+ * take yet. A hint either way: loads are read without locks. */
+static bool stealable_somewhere(corio__loop *l, bool *held_back)
+{
+    corio__runtime *rt = l->rt;
+    size_t mine = corio__balance_own_load(l);
+    for (unsigned i = 0; i < rt->nloops; i++) {
+        corio__loop *v = rt->loops[i];
+        if (v == l || !corio__runq_len(&v->runq))
+            continue;
+        if (corio__balance_steal_allowance(l, v, mine))
+            return true;
+        if (held_back)
+            *held_back = true;
+    }
+    return false;
+}
+
 /* Anything to do, as seen after announcing ourselves parked? Sets
  * *queued_elsewhere when some loop has queued tasks we may not take yet
  * (we must look again once its owner could have gone stale). */
@@ -457,16 +474,7 @@ static bool work_visible(corio__loop *l, bool *queued_elsewhere)
         *queued_elsewhere = true; /* held back: look again soon */
         return false;
     }
-    size_t mine = corio__balance_own_load(l);
-    for (unsigned i = 0; i < rt->nloops; i++) {
-        corio__loop *v = rt->loops[i];
-        if (v == l || !corio__runq_len(&v->runq))
-            continue;
-        if (corio__balance_steal_allowance(l, v, mine))
-            return true;
-        *queued_elsewhere = true;
-    }
-    return false;
+    return stealable_somewhere(l, queued_elsewhere);
 }
 
 /*
@@ -502,21 +510,6 @@ static void cpu_relax(void)
 #endif
 }
 
-/* Queued tasks on some other loop that balance would let us take (a
- * hint: a queue that is merely non-empty may be one we must leave alone,
- * and returning for it would only spin the scheduler round). */
-static bool stealable_somewhere(corio__loop *l)
-{
-    corio__runtime *rt = l->rt;
-    size_t mine = corio__balance_own_load(l);
-    for (unsigned i = 0; i < rt->nloops; i++) {
-        corio__loop *v = rt->loops[i];
-        if (v != l && corio__balance_steal_allowance(l, v, mine))
-            return true;
-    }
-    return false;
-}
-
 static bool spin_for_work(corio__loop *l)
 {
     corio__runtime *rt = l->rt;
@@ -533,7 +526,9 @@ static bool spin_for_work(corio__loop *l)
                 return true;
             cpu_relax();
         }
-        if (steals && stealable_somewhere(l))
+        /* Only work balance lets us take: returning for a queue we must
+         * leave alone would just spin the scheduler round. */
+        if (steals && stealable_somewhere(l, NULL))
             return true;
     } while (corio_now() < until);
     return false;
@@ -609,7 +604,7 @@ void corio__loop_run(corio__loop *l)
     corio__runtime *rt = l->rt;
     poll_events(l);
     for (;;) {
-        if (l->tick >= EVENT_INTERVAL)
+        if (l->tick >= CORIO__POLL_INTERVAL)
             poll_events(l);
         corio_task *t = next_runnable(l);
         if (!t) {

@@ -100,12 +100,18 @@ void corio__free(void *p)
     free(p);
 }
 
+/* The one kind of mapping corio makes: private, anonymous, read-write. */
+static void *map_anon(size_t len)
+{
+    return mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                -1, 0);
+}
+
 void *corio__mmap_anon(size_t len)
 {
     if (corio__fault(ENOMEM))
         return MAP_FAILED;
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *p = map_anon(len);
     if (p != MAP_FAILED)
         atomic_fetch_add_explicit(&live_maps, 1, memory_order_relaxed);
     return p;
@@ -117,8 +123,7 @@ void *corio__mmap_aligned(size_t len, size_t align)
         return MAP_FAILED;
     /* Map enough to contain an aligned range, then trim both ends. The
      * trims cannot fail: they only split a mapping we just made. */
-    char *p = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    char *p = map_anon(len + align);
     if (p == MAP_FAILED)
         return MAP_FAILED;
     char *aligned = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));

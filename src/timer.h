@@ -52,6 +52,12 @@ int corio__timers_add(corio__timers *tm, struct corio_task *t, uint64_t token,
 /* A timed wait is over (however it ended): its entry, if still queued, is
  * now stale. */
 void corio__timers_wait_over(corio__timers *tm);
+/* The deadline ns >= 0 after now; further than the clock can count is no
+ * deadline at all. */
+static inline corio_time_t corio__deadline_after(corio_time_t now, int64_t ns)
+{
+    return ns > INT64_MAX - now ? CORIO_FOREVER : now + ns;
+}
 /* The earliest deadline, or CORIO_FOREVER if none. */
 static inline corio_time_t corio__timers_next(const corio__timers *tm)
 {

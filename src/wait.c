@@ -246,10 +246,5 @@ int corio_sleep_until(corio_time_t deadline)
 int corio_sleep(int64_t ns)
 {
     corio_time_t now = corio_now();
-    corio_time_t deadline;
-    if (ns <= 0)
-        deadline = now;
-    else /* further than the clock can count: no deadline at all */
-        deadline = ns > INT64_MAX - now ? CORIO_FOREVER : now + ns;
-    return sleep_at(deadline, now);
+    return sleep_at(ns <= 0 ? now : corio__deadline_after(now, ns), now);
 }

@@ -95,38 +95,33 @@ static inline long test_slow(void)
 }
 #define TEST_SLOW test_slow()
 
-/* Set by the Valgrind lane (scripts/test.sh): Valgrind runs one thread at
- * a time and manages the descriptor table itself, so the few checks that
- * measure exactly those are skipped there, each saying why. */
-static inline int test_under_valgrind(void)
+/* Whether the lane running us set this CORIO_TEST_* flag (scripts/test.sh). */
+static inline int test_lane_flag(const char *name)
 {
-    const char *s = getenv("CORIO_TEST_VALGRIND");
+    const char *s = getenv(name);
     return s && *s && strcmp(s, "0") != 0;
 }
 
-/* Set by the arm64 lane: the programs run under qemu-user, which emulates
+/* The Valgrind lane: Valgrind runs one thread at a time and manages the
+ * descriptor table itself, so the few checks that measure exactly those
+ * are skipped there, each saying why. */
+static inline int test_under_valgrind(void) { return test_lane_flag("CORIO_TEST_VALGRIND"); }
+
+/* The arm64 lane: the programs run under qemu-user, which emulates
  * neither MADV_GUARD_INSTALL guard pages nor RLIMIT_AS for its guest. */
-static inline int test_under_qemu(void)
-{
-    const char *s = getenv("CORIO_TEST_QEMU");
-    return s && *s && strcmp(s, "0") != 0;
-}
+static inline int test_under_qemu(void) { return test_lane_flag("CORIO_TEST_QEMU"); }
 
-#define TEST_SKIP_UNDER_QEMU(why)                                               \
+/* End the current TEST early, saying where and why it does not apply. */
+#define TEST_SKIP_IF(cond, where, why)                                          \
     do {                                                                        \
-        if (test_under_qemu()) {                                                \
-            fprintf(stderr, "   skipped under qemu-user: %s\n", why);          \
+        if (cond) {                                                             \
+            fprintf(stderr, "   skipped %s: %s\n", where, why);               \
             return;                                                             \
         }                                                                       \
     } while (0)
 
-#define TEST_SKIP_UNDER_VALGRIND(why)                                           \
-    do {                                                                        \
-        if (test_under_valgrind()) {                                            \
-            fprintf(stderr, "   skipped under Valgrind: %s\n", why);           \
-            return;                                                             \
-        }                                                                       \
-    } while (0)
+#define TEST_SKIP_UNDER_QEMU(why) TEST_SKIP_IF(test_under_qemu(), "under qemu-user", why)
+#define TEST_SKIP_UNDER_VALGRIND(why) TEST_SKIP_IF(test_under_valgrind(), "under Valgrind", why)
 
 #define TEST(name) static void test_##name(void)
 #define RUN(name) test_run_one(#name, test_##name, argc, argv)

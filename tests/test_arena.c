@@ -135,13 +135,18 @@ static bool kernel_takes_hugepage_advice(void)
 #endif
 }
 
+/* Huge-page advice shows in /proc/self/smaps only on a real kernel that
+ * has transparent huge pages. */
+#define SKIP_UNLESS_HUGE_PAGES_SEEN()                                           \
+    do {                                                                        \
+        TEST_SKIP_UNDER_QEMU("its /proc/self/smaps shows the emulator's own mappings"); \
+        TEST_SKIP_IF(!kernel_takes_hugepage_advice(), "here",                   \
+                     "this kernel has no transparent huge pages");              \
+    } while (0)
+
 TEST(huge_pages_from_the_second_chunk)
 {
-    TEST_SKIP_UNDER_QEMU("its /proc/self/smaps shows the emulator's own mappings");
-    if (!kernel_takes_hugepage_advice()) {
-        printf("  skipped: this kernel has no transparent huge pages\n");
-        return;
-    }
+    SKIP_UNLESS_HUGE_PAGES_SEEN();
     corio__arena a = {.huge_pages = true};
     char *first = corio__arena_carve(&a, 64);
     CHECK(first != NULL);
@@ -223,11 +228,7 @@ static int huge_mappings_with(bool small_pages, const char *env)
 
 TEST(runtime_asks_for_huge_pages_unless_told_not_to)
 {
-    TEST_SKIP_UNDER_QEMU("its /proc/self/smaps shows the emulator's own mappings");
-    if (!kernel_takes_hugepage_advice()) {
-        printf("  skipped: this kernel has no transparent huge pages\n");
-        return;
-    }
+    SKIP_UNLESS_HUGE_PAGES_SEEN();
     int before = hugepage_mappings();
     CHECK_GT(huge_mappings_with(false, NULL), before);
     CHECK_EQ(huge_mappings_with(true, NULL), before);
