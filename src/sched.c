@@ -136,11 +136,15 @@ int corio__light_reserve(corio_task *self)
 
 /* ---- starting and ending tasks ---- */
 
-static void task_entry(void *arg)
+static void task_entry(void *task)
 {
-    corio_task *t = arg;
+    corio_task *t = task;
     corio__san_first_entry();
-    t->result = t->fn(t->arg);
+    /* fn and arg share memory with fields used from here on (task.h). */
+    corio_fn fn = t->fn;
+    void *arg = t->arg;
+    t->wq_prev = t->wq_next = NULL;
+    t->result = fn(arg);
     corio__loop *l = t->home;
     l->switch_reason = CORIO__SWITCH_EXIT;
     corio__san_switch(&t->ctx, &t->san, &l->sched_ctx, &l->sched_san, 1);
@@ -179,23 +183,26 @@ enum start_result { STARTED, START_LATER, START_FAILED };
 static enum start_result task_start(corio__loop *l, corio_task *t)
 {
     t->wait_what = NULL;
-    t->saved = NULL;
-    t->saved_len = t->saved_cap = 0;
-    t->wq_queued = false;
     memset(&t->san, 0, sizeof t->san);
     if (t->flags & CORIO__TF_LIGHT) {
         if (!light_save_owner(l))
             return START_LATER;
+        t->saved = NULL;
+        t->saved_len = t->saved_cap = 0;
         corio__sanitize_stack_reuse(l->shared_stack.lo, l->shared_stack.size);
         corio__ctx_make(&t->ctx, l->shared_stack.lo, l->shared_stack.size, task_entry, t);
         corio__san_set_stack(&t->san, l->shared_stack.lo, l->shared_stack.size);
         l->shared_owner = t;
     } else {
-        if (corio__stack_get(&l->stacks, &t->stack,
-                             (size_t)t->stack_pages * CORIO__STACK_UNIT) != 0)
+        corio__stack st;
+        if (corio__stack_get(&l->stacks, &st, (size_t)t->stack_pages * CORIO__STACK_UNIT) != 0)
             return START_FAILED;
-        corio__ctx_make(&t->ctx, t->stack.lo, t->stack.size, task_entry, t);
-        corio__san_set_stack(&t->san, t->stack.lo, t->stack.size);
+        t->stack_lo = st.lo;
+#ifdef CORIO_VALGRIND
+        t->stack_vg_id = st.vg_id;
+#endif
+        corio__ctx_make(&t->ctx, st.lo, st.size, task_entry, t);
+        corio__san_set_stack(&t->san, st.lo, st.size);
     }
     corio__san_task_begin(&t->san);
     t->home = l;
@@ -221,7 +228,8 @@ static void task_exit(corio__loop *l, corio_task *t)
         t->saved = NULL;
         t->saved_len = t->saved_cap = 0;
     } else {
-        corio__stack_put(&l->stacks, &t->stack);
+        corio__stack st = corio__task_stack(t);
+        corio__stack_put(&l->stacks, &st);
     }
     t->state = CORIO__TASK_DONE;
     live_count_drop(l->rt);
@@ -234,7 +242,7 @@ static void task_exit(corio__loop *l, corio_task *t)
 static void task_finish_unrun(corio__loop *l, corio_task *t, int error)
 {
     t->flags |= CORIO__TF_UNRUN;
-    t->exit_error = error;
+    t->wake_result = error;
     t->state = CORIO__TASK_DONE;
     t->result = NULL;
     live_count_drop(l->rt);

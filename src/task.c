@@ -357,7 +357,7 @@ static int join_check(corio_task *self, corio_task *t)
 /* Release a joined task and report how it ended. */
 static int join_take(corio__loop *l, corio_task *t, void **result)
 {
-    int rc = (t->flags & CORIO__TF_UNRUN) ? t->exit_error : 0;
+    int rc = (t->flags & CORIO__TF_UNRUN) ? t->wake_result : 0;
     if (result)
         *result = t->result;
     corio__task_release(l, t);

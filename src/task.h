@@ -74,42 +74,79 @@ enum corio__task_flag {
 
 struct corio_task {
     /*
-     * Line 1: everything a spawn writes. With a million tasks alive, every
-     * cache line of a task that a spawn touches is a miss; measured, the
-     * three lines the first layout touched were most of a spawn's cost.
+     * Line 1: everything a spawn writes, and everything a join reads. With
+     * a million tasks alive, every cache line of a task that a spawn
+     * touches is a miss; measured, the three lines the first layout
+     * touched were most of a spawn's cost. The whole object is two lines
+     * (128 bytes; static_assert below): a million tasks spawned and not
+     * yet joined are 122 MiB the kernel must hand over zeroed, and that
+     * zeroing was 41% of spawn+join's time at 192 bytes a task.
+     *
+     * Two pairs of fields share their memory, one member used before the
+     * task first runs, the other after: `fn`/`result` (the function is
+     * not needed once it has returned; debuggers still see `fn` while the
+     * task lives) and `arg`/`wq_prev` (task_entry reads the argument
+     * before the task can wait on anything).
      */
     struct corio_task *next;      /* link of the one queue the task is in */
-    corio_fn fn;
-    void *arg;
+    union {
+        corio_fn fn;              /* until it returns */
+        void *result;             /* written before DONE is published */
+    };
+    union {
+        void *arg;                /* until task_entry has read it */
+        struct corio_task *wq_prev; /* place in a sync object's wait queue */
+    };
     struct corio__loop *home;     /* set at first run (at spawn if pinned) */
     uint64_t id;
     _Atomic uintptr_t join;       /* see "Join word" above */
     _Atomic uint64_t wait;        /* generation | IDLE/ARMED/FIRED */
-    uint32_t stack_pages;         /* its own stack's size, in 4 KiB units */
+    union {
+        uint32_t stack_pages;     /* regular task: its stack's size, 4 KiB units */
+        uint32_t saved_cap;       /* light task: bytes its save buffer holds */
+    };
     uint8_t state;                /* enum corio__task_state; home loop only */
     uint8_t flags;                /* enum corio__task_flag */
     _Atomic bool cancel_sticky;   /* every wait fails from now on (group cancel) */
+    corio__san san;               /* checker state (sanitize.h); 1 byte unless
+                                   * a sanitizer is built in */
 
     /* Set up when the task first runs (sched.c: task_start); home loop
      * only unless marked. */
     corio__ctx ctx;               /* saved context while not running */
-    void *result;                 /* written before DONE is published */
-    corio__stack stack;           /* own stack; none for light tasks */
+    union {
+        void *stack_lo;           /* regular task: its stack (size: stack_pages) */
+        void *saved;              /* light task: copy of its stack while out */
+    };
     _Atomic uint64_t join_token;  /* any thread: the joiner's wait token */
     const char *wait_what;        /* what it waits on, for debuggers */
     struct corio_task *live_prev, *live_next; /* home's started tasks */
-    struct corio_task *wq_prev, *wq_next; /* place in a sync object's wait
-                                   * queue (waitq.h), under that object's lock */
-    void *saved;                  /* light task: copy of its stack while out */
-    uint32_t saved_len, saved_cap;
-    int exit_error;               /* why an UNRUN task never ran: CORIO_ESHUTDOWN,
-                                   * CORIO_ENOSTACK */
-    int wake_result;              /* any thread: set by the waker that fired */
-    bool wq_queued;               /* in a wait queue (under its lock) */
-    corio__san san;               /* checker state (sanitize.h) */
+    struct corio_task *wq_next;   /* wait queue (waitq.h), under its lock */
+    uint32_t saved_len;           /* light task: bytes in `saved` */
+    int wake_result;              /* any thread: set by the waker that fired;
+                                   * for an UNRUN task, why it never ran
+                                   * (CORIO_ESHUTDOWN, CORIO_ENOSTACK) */
+#ifdef CORIO_VALGRIND
+    unsigned stack_vg_id;         /* Valgrind's id for its stack */
+#endif
 } __attribute__((aligned(64)));
 
 #define CORIO__STACK_UNIT 4096u
+
+#if !defined(CORIO__ASAN) && !defined(CORIO__TSAN) && !defined(CORIO_VALGRIND) && \
+    !defined(CORIO_CTX_UCONTEXT)
+_Static_assert(sizeof(struct corio_task) == 128, "a task is two cache lines");
+#endif
+
+/* A regular task's own stack, as the stack pool describes it. */
+static inline corio__stack corio__task_stack(const struct corio_task *t)
+{
+    corio__stack st = {.lo = t->stack_lo, .size = (size_t)t->stack_pages * CORIO__STACK_UNIT};
+#ifdef CORIO_VALGRIND
+    st.vg_id = t->stack_vg_id;
+#endif
+    return st;
+}
 
 /* ---- wait protocol (wait.c) ---- */
 

@@ -24,7 +24,6 @@ typedef struct corio__waitq {
 
 static inline void corio__waitq_push(corio__waitq *q, corio_task *t)
 {
-    t->wq_queued = true;
     t->wq_next = NULL;
     t->wq_prev = q->tail;
     if (q->tail)
@@ -34,9 +33,16 @@ static inline void corio__waitq_push(corio__waitq *q, corio_task *t)
     q->tail = t;
 }
 
+/* Is t in q? Its links are NULL whenever it is in no queue (task_entry
+ * clears them, removal clears them), and only q's head has no prev. */
+static inline bool corio__waitq_contains(const corio__waitq *q, const corio_task *t)
+{
+    return t->wq_prev != NULL || q->head == t;
+}
+
 static inline void corio__waitq_remove(corio__waitq *q, corio_task *t)
 {
-    if (!t->wq_queued)
+    if (!corio__waitq_contains(q, t))
         return;
     if (t->wq_prev)
         t->wq_prev->wq_next = t->wq_next;
@@ -46,7 +52,6 @@ static inline void corio__waitq_remove(corio__waitq *q, corio_task *t)
         t->wq_next->wq_prev = t->wq_prev;
     else
         q->tail = t->wq_prev;
-    t->wq_queued = false;
     t->wq_next = t->wq_prev = NULL;
 }
 

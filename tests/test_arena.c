@@ -14,6 +14,7 @@
 
 #include "arena.h"
 #include "sys.h"
+#include "task.h"
 #include "test.h"
 
 /* ---- carving ---- */
@@ -194,9 +195,10 @@ static int hugepage_mappings(void)
     return n;
 }
 
-/* Task objects that outgrow the spawning loop's first chunk (10,880 fit
- * in it): the loop's arena then has a second chunk, huge pages or not. */
-#define BURST 16000
+/* Task objects that outgrow the spawning loop's first chunk (a chunk
+ * holds fewer than CHUNK / sizeof(task) of them: slabs have headers): the
+ * loop's arena then has a second chunk, huge pages or not. */
+#define BURST (3 * (long)(CORIO__ARENA_CHUNK / sizeof(struct corio_task)) / 2)
 
 /* Count huge-page mappings after a burst of spawns (arena memory stays
  * until the runtime ends, so the tasks need not be alive). */

@@ -8,7 +8,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 
-#include "task.h" /* corio_self()->stack.size: the stack a task really got */
+#include "task.h" /* corio__task_stack(): the stack a task really got */
 #include "test.h"
 
 static void clear_env(void)
@@ -101,7 +101,7 @@ TEST(bad_loops)
     clear_env();
 }
 
-static void *report_stack_leaf(void *arg) { return PTR_OF(corio_self()->stack.size); }
+static void *report_stack_leaf(void *arg) { return PTR_OF(corio__task_stack(corio_self()).size); }
 
 static void *report_stack_main(void *arg)
 {
@@ -109,7 +109,7 @@ static void *report_stack_main(void *arg)
     void *r;
     if (corio_spawn(&t, report_stack_leaf, NULL) != 0 || corio_join(t, &r) != 0)
         return PTR_OF(-1);
-    if ((size_t)INT_OF(r) != corio_self()->stack.size)
+    if ((size_t)INT_OF(r) != corio__task_stack(corio_self()).size)
         return PTR_OF(-2);
     return r;
 }
