@@ -1,0 +1,200 @@
+/*
+ * test_timers.c: a loop's deadlines (src/timer.h), without a runtime: the
+ * 4-ary heap and the sorted run together give every entry back exactly
+ * once, earliest first, whatever order deadlines arrive in; nothing later
+ * than "now" comes out; the earliest deadline is always reported; stale
+ * entries (their wait is over) are swept and only live ones are kept; a
+ * failed allocation leaves the timers as they were.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sys.h"
+#include "task.h"
+#include "test.h"
+#include "timer.h"
+
+/* Stand-ins for waiting tasks: the timers read only the wait word (to
+ * tell live entries from stale ones). */
+static corio_task *fake_tasks(size_t n)
+{
+    corio_task *t = aligned_alloc(64, n * sizeof *t);
+    CHECK(t != NULL);
+    memset(t, 0, n * sizeof *t);
+    return t;
+}
+
+static uint64_t rng_state = 88172645463325252u;
+
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* Deadlines in one of three shapes: increasing (the run's case), random
+ * (the heap's), or increasing with every fourth one out of order. */
+enum shape { INCREASING, RANDOM, MOSTLY_INCREASING };
+
+static corio_time_t deadline_for(enum shape s, size_t i)
+{
+    switch (s) {
+    case INCREASING:
+        return 1000 + (corio_time_t)i * 3 + (corio_time_t)(rng() % 3);
+    case RANDOM:
+        return 1000 + (corio_time_t)(rng() % 100000);
+    case MOSTLY_INCREASING:
+        return i % 4 == 3 ? 1000 + (corio_time_t)(rng() % 100000) : 1000 + (corio_time_t)i * 30;
+    }
+    return 0;
+}
+
+/* Add n deadlines of one shape (each task armed with token i + 1), then
+ * pop them in steps of "now": every one comes out once, never early,
+ * never after a later one, and next() always names the earliest left. */
+static void check_order(enum shape s, size_t n)
+{
+    test_baseline base = test_baseline_take();
+    corio_task *t = fake_tasks(n);
+    corio_time_t *when = malloc(n * sizeof *when);
+    bool *seen = calloc(n, sizeof *seen);
+    CHECK(when && seen);
+    corio__timers tm;
+    corio__timers_init(&tm);
+    corio_time_t min = INT64_MAX;
+    for (size_t i = 0; i < n; i++) {
+        when[i] = deadline_for(s, i);
+        atomic_store(&t[i].wait, i + 1);
+        CHECK_OK(corio__timers_add(&tm, &t[i], i + 1, when[i]));
+        if (when[i] < min)
+            min = when[i];
+        CHECK_EQ(corio__timers_next(&tm), min);
+    }
+    size_t popped = 0;
+    corio_time_t last = 0;
+    for (corio_time_t now = 0; popped < n; now += 997) {
+        corio__timer_entry e;
+        while (corio__timers_pop_due(&tm, now, &e)) {
+            size_t i = (size_t)(e.task - t);
+            CHECK(i < n);
+            CHECK_EQ(e.token, i + 1);
+            CHECK(!seen[i]);
+            seen[i] = true;
+            CHECK_EQ(e.deadline, when[i]);
+            CHECK(e.deadline <= now);
+            CHECK(e.deadline >= last);
+            last = e.deadline;
+            popped++;
+            corio__timers_wait_over(&tm);
+        }
+        corio_time_t next = corio__timers_next(&tm);
+        CHECK(popped == n ? next == CORIO_FOREVER : next > now);
+    }
+    CHECK_EQ(corio__timers_next(&tm), CORIO_FOREVER);
+    corio__timers_destroy(&tm);
+    free(seen);
+    free(when);
+    free(t);
+    CHECK_NO_LEAKS(base);
+}
+
+TEST(increasing_deadlines_come_out_in_order) { check_order(INCREASING, 100000); }
+TEST(random_deadlines_come_out_in_order) { check_order(RANDOM, 100000); }
+TEST(mixed_deadlines_come_out_in_order) { check_order(MOSTLY_INCREASING, 100000); }
+
+/* Waits that ended early leave stale entries; once they outnumber the
+ * live ones an add sweeps them, and only live entries ever come out. */
+TEST(stale_entries_are_swept)
+{
+    test_baseline base = test_baseline_take();
+    size_t n = 20000;
+    corio_task *t = fake_tasks(n);
+    corio__timers tm;
+    corio__timers_init(&tm);
+    for (size_t i = 0; i < n; i++) {
+        atomic_store(&t[i].wait, 7);
+        /* Half in order (the run), half not (the heap). */
+        corio_time_t d = i % 2 ? 500000 - (corio_time_t)i : 1000 + (corio_time_t)i;
+        CHECK_OK(corio__timers_add(&tm, &t[i], 7, d));
+    }
+    /* Every wait but each tenth ends early: its entry goes stale. */
+    size_t live = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i % 10 == 0) {
+            live++;
+            continue;
+        }
+        atomic_store(&t[i].wait, 8);
+        corio__timers_wait_over(&tm);
+    }
+    CHECK_EQ(tm.len + tm.run_len, n);
+    /* The next add sweeps. */
+    corio_task *extra = fake_tasks(1);
+    atomic_store(&extra->wait, 1);
+    CHECK_OK(corio__timers_add(&tm, extra, 1, 2000000));
+    CHECK_EQ(tm.len + tm.run_len, live + 1);
+    size_t popped = 0;
+    corio_time_t last = 0;
+    corio__timer_entry e;
+    while (corio__timers_pop_due(&tm, INT64_MAX, &e)) {
+        CHECK_EQ(atomic_load(&e.task->wait), e.token);
+        CHECK(e.deadline >= last);
+        last = e.deadline;
+        popped++;
+    }
+    CHECK_EQ(popped, live + 1);
+    corio__timers_destroy(&tm);
+    free(extra);
+    free(t);
+    CHECK_NO_LEAKS(base);
+}
+
+/* Growing either structure can fail: the add says so and nothing else
+ * changes. */
+TEST(allocation_failure_changes_nothing)
+{
+    test_baseline base = test_baseline_take();
+    size_t n = 64; /* both structures' first capacity */
+    corio_task *t = fake_tasks(n + 2);
+    corio__timers tm;
+    corio__timers_init(&tm);
+    for (size_t i = 0; i < n; i++) {
+        atomic_store(&t[i].wait, 1);
+        CHECK_OK(corio__timers_add(&tm, &t[i], 1, 1000 + (corio_time_t)i)); /* run */
+    }
+    for (size_t i = 0; i < n; i++)
+        CHECK_OK(corio__timers_add(&tm, &t[i], 1, 10 + (corio_time_t)i)); /* heap */
+    size_t armed = tm.armed;
+    corio__fault_arm(1);
+    CHECK_EQ(corio__timers_add(&tm, &t[n], 1, 5000), CORIO_ENOMEM); /* run full */
+    corio__fault_arm(1);
+    CHECK_EQ(corio__timers_add(&tm, &t[n], 1, 5), CORIO_ENOMEM); /* heap full */
+    corio__fault_arm(0);
+    CHECK_EQ(tm.armed, armed);
+    CHECK_EQ(corio__timers_next(&tm), 10);
+    atomic_store(&t[n].wait, 1);
+    CHECK_OK(corio__timers_add(&tm, &t[n], 1, 5));
+    CHECK_EQ(corio__timers_next(&tm), 5);
+    size_t popped = 0;
+    corio__timer_entry e;
+    while (corio__timers_pop_due(&tm, INT64_MAX, &e))
+        popped++;
+    CHECK_EQ(popped, 2 * n + 1);
+    corio__timers_destroy(&tm);
+    free(t);
+    CHECK_NO_LEAKS(base);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(increasing_deadlines_come_out_in_order);
+    RUN(random_deadlines_come_out_in_order);
+    RUN(mixed_deadlines_come_out_in_order);
+    RUN(stale_entries_are_swept);
+    RUN(allocation_failure_changes_nothing);
+    return test_summary();
+}
