@@ -150,7 +150,9 @@ typedef struct corio_config {
      * set, else the number of CPUs this process may run on. */
     unsigned loops;
     /* Default stack size of a task in bytes, rounded up to whole pages.
-     * 0: CORIO_STACK_SIZE from the environment if set, else 128 KiB. */
+     * 0: CORIO_STACK_SIZE from the environment if set, else 128 KiB. The
+     * runtime keeps a task's bookkeeping in the top 64 bytes (more in
+     * sanitizer builds); the rest is the task's. */
     size_t stack_size;
     /* Most threads in the blocking pool behind corio_run_blocking().
      * 0: 64. Threads start on demand. */

@@ -197,7 +197,7 @@ int corio__run_blocking_owned(corio_fn fn, void *arg, void (*abandoned)(void *ar
         return rc;
     }
 
-    rc = corio__wait_commit(self, token, deadline, "run_blocking");
+    rc = corio__wait_commit(self, token, deadline, CORIO__WAITS_BLOCKING);
     if (rc != 0) {
         pthread_mutex_lock(&pool->lock);
         switch (job->state) {

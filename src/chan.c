@@ -137,7 +137,7 @@ int corio_chan_send_until(corio_chan *chan, const void *elem, corio_time_t deadl
     if (!chan || !elem)
         return CORIO_EINVAL;
     return corio__sync_call(&chan->lock, &chan->senders, try_put, chan, (void *)elem, true,
-                            deadline, "chan send");
+                            deadline, CORIO__WAITS_CHAN_SEND);
 }
 
 int corio_chan_send(corio_chan *chan, const void *elem)
@@ -160,7 +160,7 @@ int corio_chan_recv_until(corio_chan *chan, void *elem, corio_time_t deadline)
     if (!chan)
         return CORIO_EINVAL;
     return corio__sync_call(&chan->lock, &chan->receivers, try_take, chan, elem, true, deadline,
-                            "chan recv");
+                            CORIO__WAITS_CHAN_RECV);
 }
 
 int corio_chan_recv(corio_chan *chan, void *elem)

@@ -67,7 +67,7 @@ int corio_event_wait_until(corio_event *event, corio_time_t deadline)
     if (!event)
         return CORIO_EINVAL;
     return corio__sync_call(&event->lock, &event->waiters, event_is_set, event, NULL, false,
-                            deadline, "event");
+                            deadline, CORIO__WAITS_EVENT);
 }
 
 int corio_event_wait(corio_event *event) { return corio_event_wait_until(event, CORIO_FOREVER); }
@@ -119,7 +119,7 @@ int corio_waitgroup_wait_until(corio_waitgroup *wg, corio_time_t deadline)
     if (!wg)
         return CORIO_EINVAL;
     return corio__sync_call(&wg->lock, &wg->waiters, wg_is_zero, wg, NULL, false, deadline,
-                            "waitgroup");
+                            CORIO__WAITS_WAITGROUP);
 }
 
 int corio_waitgroup_wait(corio_waitgroup *wg)

@@ -24,6 +24,7 @@
 
 #include "corio.h"
 #include "poller.h"
+#include "wait_kind.h"
 
 struct corio__loop;
 struct corio__runtime;
@@ -72,7 +73,7 @@ void corio__fd_gens_destroy(corio__fd_gens *g);
  * fd and direction), CORIO_ENOMEM.
  */
 int corio__io_wait(struct corio_task *self, int fd, int dir, corio_time_t deadline,
-                   const char *what);
+                   enum corio__wait_kind what);
 /*
  * Before the first system call on fd in a call: make sure this loop has
  * fd registered (and so non-blocking: a blocking descriptor would block

@@ -66,8 +66,8 @@ typedef struct corio__loop {
     bool light_stalled;            /* a light task could not get the shared stack */
     corio__timers timers;
     corio__stack_pool stacks;
-    struct corio_task *free_tasks; /* recycled task objects */
-    size_t free_count;
+    struct corio_task *free_tasks; /* recycled regular task objects */
+    struct corio_task *free_light; /* recycled light task objects */
     corio__arena arena;            /* task slabs, light tasks' saved stacks */
     uint64_t id_next, id_end;      /* block of task ids being handed out */
     uint64_t rng;                  /* victim choice */

@@ -41,7 +41,7 @@ int corio_wait_fd(int fd, unsigned events, corio_time_t deadline)
     if (poll(&pfd, 1, 0) > 0)
         return 0;
     return corio__io_wait(self, fd, events == CORIO_READABLE ? CORIO__IO_IN : CORIO__IO_OUT,
-                          deadline, "fd");
+                          deadline, CORIO__WAITS_FD);
 }
 
 int corio_socket(int domain, int type, int protocol)
@@ -64,7 +64,7 @@ int corio_connect_until(int fd, const struct sockaddr *addr, socklen_t len, cori
         return 0;
     if (errno != EINPROGRESS && errno != EINTR)
         return -errno;
-    rc = corio__io_wait(self, fd, CORIO__IO_OUT, deadline, "connect");
+    rc = corio__io_wait(self, fd, CORIO__IO_OUT, deadline, CORIO__WAITS_CONNECT);
     if (rc != 0)
         return rc;
     int err = 0;
@@ -99,7 +99,7 @@ int corio_accept_until(int listener, struct sockaddr *addr, socklen_t *len, cori
             continue;
         if (errno != EAGAIN)
             return -errno;
-        int rc = corio__io_wait(self, listener, CORIO__IO_IN, deadline, "accept");
+        int rc = corio__io_wait(self, listener, CORIO__IO_IN, deadline, CORIO__WAITS_ACCEPT);
         if (rc != 0)
             return rc;
     }
@@ -127,7 +127,7 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
     int timed_out = 0;
     for (;;) {
         if (op != OP_RECVFROM && !timed_out && corio__io_known_unready(l, fd, CORIO__IO_IN)) {
-            rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, "read");
+            rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, CORIO__WAITS_READ);
             /* Timed out on knowledge alone: still look once, data may
              * have come in the same instant. */
             if (rc == CORIO_ETIMEDOUT)
@@ -153,7 +153,7 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
             return -errno;
         if (timed_out)
             return timed_out;
-        rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, "read");
+        rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, CORIO__WAITS_READ);
         if (rc != 0)
             return rc;
     }
@@ -219,7 +219,7 @@ static ssize_t send_once(corio_task *self, int fd, const void *buf, size_t len, 
             continue;
         if (errno != EAGAIN)
             return -errno;
-        int rc = corio__io_wait(self, fd, CORIO__IO_OUT, deadline, "write");
+        int rc = corio__io_wait(self, fd, CORIO__IO_OUT, deadline, CORIO__WAITS_WRITE);
         if (rc != 0)
             return rc;
     }

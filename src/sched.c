@@ -81,8 +81,8 @@ static bool saved_resize(corio__loop *l, corio_task *t, size_t need)
     void *buf = corio__arena_alloc(&l->arena, cap);
     if (!buf)
         return false;
-    corio__arena_free(&l->arena, t->saved, t->saved_cap);
-    t->saved = buf;
+    corio__arena_free(&l->arena, t->run->saved, t->saved_cap);
+    t->run->saved = buf;
     t->saved_cap = (uint32_t)cap;
     return true;
 }
@@ -95,7 +95,7 @@ static bool light_save_owner(corio__loop *l)
     corio_task *o = l->shared_owner;
     if (!o)
         return true;
-    char *low = corio__ctx_stack_low(&o->ctx);
+    char *low = corio__ctx_stack_low(&o->run->ctx);
     char *top = shared_top(l);
     if (low < (char *)l->shared_stack.lo)
         low = l->shared_stack.lo;
@@ -103,8 +103,8 @@ static bool light_save_owner(corio__loop *l)
     corio__sanitize_stack_readable(low, len);
     if (len > o->saved_cap && !saved_resize(l, o, len))
         return false;
-    copy_stack_bytes(o->saved, low, len);
-    o->saved_len = (uint32_t)len;
+    copy_stack_bytes(o->run->saved, low, len);
+    o->run->saved_len = (uint32_t)len;
     l->shared_owner = NULL;
     return true;
 }
@@ -115,10 +115,11 @@ static bool light_swap_in(corio__loop *l, corio_task *t)
         return true;
     if (!light_save_owner(l))
         return false;
-    char *dst = shared_top(l) - t->saved_len;
+    struct corio__task_run *r = t->run;
+    char *dst = shared_top(l) - r->saved_len;
     corio__sanitize_stack_reuse(l->shared_stack.lo, l->shared_stack.size);
-    corio__sanitize_stack_writable(dst, t->saved_len);
-    copy_stack_bytes(dst, t->saved, t->saved_len);
+    corio__sanitize_stack_writable(dst, r->saved_len);
+    copy_stack_bytes(dst, r->saved, r->saved_len);
     l->shared_owner = t;
     return true;
 }
@@ -142,21 +143,21 @@ static void task_entry(void *task)
     corio__san_first_entry();
     /* fn and arg share memory with fields used from here on (task.h). */
     corio_fn fn = t->fn;
-    void *arg = t->arg;
-    t->wq_prev = t->wq_next = NULL;
+    void *arg = t->run->arg;
+    t->run->wq_prev = t->run->wq_next = NULL;
     t->result = fn(arg);
     corio__loop *l = t->home;
     l->switch_reason = CORIO__SWITCH_EXIT;
-    corio__san_switch(&t->ctx, &t->san, &l->sched_ctx, &l->sched_san, 1);
+    corio__san_switch(&t->run->ctx, &t->run->san, &l->sched_ctx, &l->sched_san, 1);
     __builtin_unreachable();
 }
 
 static void live_insert(corio__loop *l, corio_task *t)
 {
-    t->live_prev = NULL;
-    t->live_next = l->live;
+    t->run->live_prev = NULL;
+    t->run->live_next = l->live;
     if (l->live)
-        l->live->live_prev = t;
+        l->live->run->live_prev = t;
     l->live = t;
     l->live_count++;
     corio__loop_publish_load(l);
@@ -164,47 +165,57 @@ static void live_insert(corio__loop *l, corio_task *t)
 
 static void live_remove(corio__loop *l, corio_task *t)
 {
-    if (t->live_prev)
-        t->live_prev->live_next = t->live_next;
+    struct corio__task_run *r = t->run;
+    if (r->live_prev)
+        r->live_prev->run->live_next = r->live_next;
     else
-        l->live = t->live_next;
-    if (t->live_next)
-        t->live_next->live_prev = t->live_prev;
-    t->live_prev = t->live_next = NULL;
+        l->live = r->live_next;
+    if (r->live_next)
+        r->live_next->run->live_prev = r->live_prev;
+    r->live_prev = r->live_next = NULL;
     l->live_count--;
     corio__loop_publish_load(l);
 }
 
 enum start_result { STARTED, START_LATER, START_FAILED };
 
-/* Give a never-run task its stack and first frame. START_LATER: the shared
- * stack could not be freed for a light task; START_FAILED: no stack could
- * be had for a regular task. */
+/* Give a never-run task its stack, run state and first frame.
+ * START_LATER: the shared stack could not be freed for a light task;
+ * START_FAILED: no stack could be had for a regular task. */
 static enum start_result task_start(corio__loop *l, corio_task *t)
 {
-    t->wait_what = NULL;
-    memset(&t->san, 0, sizeof t->san);
+    struct corio__task_run *r;
+    void *lo;
+    size_t size;
     if (t->flags & CORIO__TF_LIGHT) {
         if (!light_save_owner(l))
             return START_LATER;
-        t->saved = NULL;
-        t->saved_len = t->saved_cap = 0;
+        r = &((struct corio__light_task *)t)->run;
+        r->saved = NULL;
+        r->saved_len = t->saved_cap = 0;
+        lo = l->shared_stack.lo;
+        size = l->shared_stack.size;
         corio__sanitize_stack_reuse(l->shared_stack.lo, l->shared_stack.size);
-        corio__ctx_make(&t->ctx, l->shared_stack.lo, l->shared_stack.size, task_entry, t);
-        corio__san_set_stack(&t->san, l->shared_stack.lo, l->shared_stack.size);
         l->shared_owner = t;
     } else {
+        /* The run state takes the top of the stack, above the first frame. */
         corio__stack st;
         if (corio__stack_get(&l->stacks, &st, (size_t)t->stack_pages * CORIO__STACK_UNIT) != 0)
             return START_FAILED;
-        t->stack_lo = st.lo;
+        lo = st.lo;
+        size = st.size - CORIO__RUN_ROOM;
+        r = (struct corio__task_run *)((char *)st.lo + size);
 #ifdef CORIO_VALGRIND
-        t->stack_vg_id = st.vg_id;
+        r->stack_vg_id = st.vg_id;
 #endif
-        corio__ctx_make(&t->ctx, st.lo, st.size, task_entry, t);
-        corio__san_set_stack(&t->san, st.lo, st.size);
     }
-    corio__san_task_begin(&t->san);
+    r->arg = t->arg; /* t->arg becomes t->run */
+    t->run = r;
+    t->wait_what = CORIO__WAITS_NOTHING;
+    memset(&r->san, 0, sizeof r->san);
+    corio__ctx_make(&r->ctx, lo, size, task_entry, t);
+    corio__san_set_stack(&r->san, lo, size);
+    corio__san_task_begin(&r->san);
     t->home = l;
     live_insert(l, t);
     return STARTED;
@@ -220,13 +231,13 @@ static void live_count_drop(corio__runtime *rt)
 static void task_exit(corio__loop *l, corio_task *t)
 {
     live_remove(l, t);
-    corio__san_task_end(&t->san);
+    corio__san_task_end(&t->run->san);
     if (t->flags & CORIO__TF_LIGHT) {
         if (l->shared_owner == t)
             l->shared_owner = NULL;
-        corio__arena_free(&l->arena, t->saved, t->saved_cap);
-        t->saved = NULL;
-        t->saved_len = t->saved_cap = 0;
+        corio__arena_free(&l->arena, t->run->saved, t->saved_cap);
+        t->run->saved = NULL;
+        t->run->saved_len = t->saved_cap = 0;
     } else {
         corio__stack st = corio__task_stack(t);
         corio__stack_put(&l->stacks, &st);
@@ -242,7 +253,7 @@ static void task_exit(corio__loop *l, corio_task *t)
 static void task_finish_unrun(corio__loop *l, corio_task *t, int error)
 {
     t->flags |= CORIO__TF_UNRUN;
-    t->wake_result = error;
+    t->exit_error = error;
     t->state = CORIO__TASK_DONE;
     t->result = NULL;
     live_count_drop(l->rt);
@@ -290,11 +301,11 @@ void corio__loop_suspend(corio__loop *l, corio_task *self)
         }
         next->state = CORIO__TASK_RUNNING;
         l->current = next;
-        corio__san_switch(&self->ctx, &self->san, &next->ctx, &next->san, 0);
+        corio__san_switch(&self->run->ctx, &self->run->san, &next->run->ctx, &next->run->san, 0);
         return;
     }
     l->switch_reason = CORIO__SWITCH_SUSPEND;
-    corio__san_switch(&self->ctx, &self->san, &l->sched_ctx, &l->sched_san, 0);
+    corio__san_switch(&self->run->ctx, &self->run->san, &l->sched_ctx, &l->sched_san, 0);
 }
 
 /* Switch from the scheduler to t and deal with whatever comes back. */
@@ -319,7 +330,7 @@ static void run_task(corio__loop *l, corio_task *t)
     }
     t->state = CORIO__TASK_RUNNING;
     l->current = t;
-    corio__san_switch(&l->sched_ctx, &l->sched_san, &t->ctx, &t->san, 0);
+    corio__san_switch(&l->sched_ctx, &l->sched_san, &t->run->ctx, &t->run->san, 0);
 
     corio_task *cur = l->current;
     l->current = NULL;
@@ -343,7 +354,7 @@ static void fire_due_timers(corio__loop *l)
 static void enter_stopping(corio__loop *l)
 {
     l->stopping = true;
-    for (corio_task *t = l->live; t; t = t->live_next)
+    for (corio_task *t = l->live; t; t = t->run->live_next)
         corio__task_fire_any(t, CORIO_ECANCELED);
 }
 

@@ -63,7 +63,7 @@ int corio_sem_acquire_until(corio_sem *sem, corio_time_t deadline)
         return CORIO_EINVAL;
     /* Woken means the releaser handed us its permit. */
     return corio__sync_call(&sem->lock, &sem->waiters, take_permit, sem, NULL, false, deadline,
-                            "semaphore");
+                            CORIO__WAITS_SEMAPHORE);
 }
 
 int corio_sem_acquire(corio_sem *sem) { return corio_sem_acquire_until(sem, CORIO_FOREVER); }
@@ -136,7 +136,7 @@ int corio_mutex_lock_until(corio_mutex *mutex, corio_time_t deadline)
         return CORIO_EINVAL;
     /* Woken means the unlocker made us the owner. */
     return corio__sync_call(&mutex->lock, &mutex->waiters, take_mutex, mutex,
-                            corio__current_task(), false, deadline, "mutex");
+                            corio__current_task(), false, deadline, CORIO__WAITS_MUTEX);
 }
 
 int corio_mutex_lock(corio_mutex *mutex) { return corio_mutex_lock_until(mutex, CORIO_FOREVER); }

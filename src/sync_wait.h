@@ -17,7 +17,7 @@
 
 /* Returns the wait's result: 0 when a waker fired us, else the error. */
 static inline int corio__sync_block(corio__spin *lock, corio__waitq *q, corio_task *self,
-                                    uint64_t token, corio_time_t deadline, const char *what)
+                                    uint64_t token, corio_time_t deadline, enum corio__wait_kind what)
 {
     corio__waitq_push(q, self);
     corio__spin_unlock(lock);
@@ -50,7 +50,7 @@ static inline int corio__sync_arm(corio_task **self, uint64_t *token)
  */
 static inline int corio__sync_call(corio__spin *lock, corio__waitq *q,
                                    int (*attempt)(void *obj, void *arg), void *obj, void *arg,
-                                   bool retry, corio_time_t deadline, const char *what)
+                                   bool retry, corio_time_t deadline, enum corio__wait_kind what)
 {
     for (;;) {
         corio_task *self;

@@ -3,7 +3,9 @@
  * and the memory task objects live in.
  *
  * Task objects come from per-loop slabs of SLAB_TASKS, carved from the
- * loop's arena (arena.h), and are recycled through per-loop free lists;
+ * loop's arena (arena.h), and are recycled through per-loop free lists
+ * (one for regular tasks' 64-byte handles, one for light tasks' 128-byte
+ * handle + run state);
  * slabs go back only when the runtime ends. That keeps spawn free of
  * malloc and makes task memory type-stable, which the wait protocol relies
  * on (task.h). A task released on loop B goes to B's free list even if
@@ -35,9 +37,6 @@
  * touch a shared counter. */
 #define ID_BLOCK 1024
 
-struct task_slab {
-    corio_task tasks[SLAB_TASKS];
-};
 
 static _Atomic uint64_t next_id_block = 1;
 
@@ -60,32 +59,40 @@ void corio_spawn_opts_init(corio_spawn_opts *opts)
 
 /* ---- task memory ---- */
 
-static corio_task *task_alloc(corio__loop *l)
+/* Carve a slab of n objects of `size` bytes and put them on *list. */
+static bool slab_carve(corio__loop *l, corio_task **list, size_t size)
 {
-    if (!l->free_tasks) {
-        struct task_slab *slab = corio__arena_carve(&l->arena, sizeof *slab);
-        if (!slab)
-            return NULL;
-        for (int i = SLAB_TASKS - 1; i >= 0; i--) {
-            corio_task *t = &slab->tasks[i];
-            atomic_init(&t->wait, 0);
-            t->next = l->free_tasks;
-            l->free_tasks = t;
-        }
-        l->free_count += SLAB_TASKS;
+    char *slab = corio__arena_carve(&l->arena, size * SLAB_TASKS);
+    if (!slab)
+        return false;
+    for (int i = SLAB_TASKS - 1; i >= 0; i--) {
+        corio_task *t = (corio_task *)(slab + (size_t)i * size);
+        atomic_init(&t->wait, 0);
+        t->next = *list;
+        *list = t;
     }
-    corio_task *t = l->free_tasks;
-    l->free_tasks = t->next;
-    l->free_count--;
+    return true;
+}
+
+/* Regular tasks are a handle alone (their run state goes on their stack);
+ * light tasks carry theirs, so they come from slabs of their own. */
+static corio_task *task_alloc(corio__loop *l, bool light)
+{
+    corio_task **list = light ? &l->free_light : &l->free_tasks;
+    if (!*list && !slab_carve(l, list, light ? sizeof(struct corio__light_task)
+                                             : sizeof(corio_task)))
+        return NULL;
+    corio_task *t = *list;
+    *list = t->next;
     return t;
 }
 
 void corio__task_release(corio__loop *l, corio_task *t)
 {
+    corio_task **list = (t->flags & CORIO__TF_LIGHT) ? &l->free_light : &l->free_tasks;
     t->state = CORIO__TASK_DONE;
-    t->next = l->free_tasks;
-    l->free_tasks = t;
-    l->free_count++;
+    t->next = *list;
+    *list = t;
 }
 
 void corio__task_slabs_free(corio__loop *l)
@@ -93,8 +100,7 @@ void corio__task_slabs_free(corio__loop *l)
     /* Light tasks' save buffers went at their exit; the slabs go with the
      * arena. */
     corio__arena_release(&l->arena);
-    l->free_tasks = NULL;
-    l->free_count = 0;
+    l->free_tasks = l->free_light = NULL;
 }
 
 static uint64_t next_task_id(corio__loop *l)
@@ -140,7 +146,7 @@ int corio__task_create(corio__loop *l, corio_task **out, corio_fn fn, void *arg,
             return CORIO_EAGAIN;
         }
     }
-    corio_task *t = task_alloc(l);
+    corio_task *t = task_alloc(l, flags & CORIO__TF_LIGHT);
     if (!t)
         goto fail;
     task_init(l, t, fn, arg, flags, detached);
@@ -262,10 +268,14 @@ void corio__task_finish(corio__loop *l, corio_task *t)
         corio__task_release(l, t);
         return;
     }
-    uint64_t token = atomic_load_explicit(&t->join_token, memory_order_relaxed);
+    /* The joiner cannot leave its join while we hold the lock, so its run
+     * state is there to read. */
+    corio_task *joiner = v != CORIO__JOIN_NONE ? (corio_task *)v : NULL;
+    uint64_t token =
+        joiner ? atomic_load_explicit(&joiner->run->join_token, memory_order_relaxed) : 0;
     atomic_store_explicit(&t->join, CORIO__JOIN_DONE, memory_order_release);
-    if (v != CORIO__JOIN_NONE)
-        corio__task_fire((corio_task *)v, token, 0);
+    if (joiner)
+        corio__task_fire(joiner, token, 0);
 }
 
 static bool is_done(corio_task *t)
@@ -277,7 +287,7 @@ static bool is_done(corio_task *t)
  * CORIO_EINVAL: the handle is detached or being joined by another task. */
 static int join_register(corio_task *t, corio_task *self, uint64_t token)
 {
-    atomic_store_explicit(&t->join_token, token, memory_order_relaxed);
+    atomic_store_explicit(&self->run->join_token, token, memory_order_relaxed);
     uintptr_t v = CORIO__JOIN_NONE;
     unsigned spins = 0;
     for (;;) {
@@ -315,7 +325,7 @@ static bool join_unregister(corio_task *t, corio_task *self)
 }
 
 /* Wait until t is done without releasing it. */
-static int wait_done(corio_task *self, corio_task *t, corio_time_t deadline, const char *what)
+static int wait_done(corio_task *self, corio_task *t, corio_time_t deadline, enum corio__wait_kind what)
 {
     if (is_done(t))
         return 0;
@@ -357,7 +367,7 @@ static int join_check(corio_task *self, corio_task *t)
 /* Release a joined task and report how it ended. */
 static int join_take(corio__loop *l, corio_task *t, void **result)
 {
-    int rc = (t->flags & CORIO__TF_UNRUN) ? t->wake_result : 0;
+    int rc = (t->flags & CORIO__TF_UNRUN) ? t->exit_error : 0;
     if (result)
         *result = t->result;
     corio__task_release(l, t);
@@ -370,7 +380,7 @@ int corio_join_until(corio_task *task, void **result, corio_time_t deadline)
     int rc = join_check(self, task);
     if (rc != 0)
         return rc;
-    rc = wait_done(self, task, deadline, "join");
+    rc = wait_done(self, task, deadline, CORIO__WAITS_JOIN);
     if (rc != 0)
         return rc;
     return join_take(self->home, task, result);
@@ -406,7 +416,7 @@ int corio_gather_until(corio_task *const *tasks, size_t n, void **results,
             return rc;
     }
     for (size_t i = 0; i < n; i++) {
-        int rc = wait_done(self, tasks[i], deadline, "gather");
+        int rc = wait_done(self, tasks[i], deadline, CORIO__WAITS_GATHER);
         if (rc != 0)
             return rc;
     }

@@ -17,8 +17,8 @@
  * through `join` instead, which other threads read.
  *
  * Waiting (wait.c). A task blocks on one thing at a time, so all its wait
- * state lives in the task itself, never on its stack (light tasks' stacks
- * move while suspended). `wait` is a 64-bit word: a generation count in the
+ * state lives in the task object and its run state, never in its frames
+ * (light tasks' frames move while suspended). `wait` is a 64-bit word: a generation count in the
  * high bits, a pending-cancellation bit, IDLE/ARMED/FIRED in the low two. Arming a wait bumps the
  * generation and yields a token; a waker fires the task with
  * CAS(token -> FIRED) and only the one CAS that succeeds may enqueue it.
@@ -28,7 +28,7 @@
  * changes nothing.
  *
  * Join word: JOIN_NONE, JOIN_DONE, JOIN_DETACHED, or the address of the one
- * task waiting to join (whose token is in join_token). The task's memory is
+ * task waiting to join (whose token is in its run state's join_token). The task's memory is
  * recycled when it is DONE and its handle has been joined or detached,
  * whichever comes last; the exchange on this word decides who does it.
  */
@@ -43,6 +43,7 @@
 #include "ctx.h"
 #include "sanitize.h"
 #include "stack.h"
+#include "wait_kind.h"
 
 struct corio__loop;
 
@@ -72,30 +73,32 @@ enum corio__task_flag {
 #define CORIO__JOIN_DONE ((uintptr_t)1)
 #define CORIO__JOIN_DETACHED ((uintptr_t)2)
 
+struct corio__task_run;
+
+/*
+ * The task object is the handle: one cache line (64 bytes; static_assert
+ * below) holding everything a spawn writes and a join reads. With a
+ * million tasks spawned and not yet joined, those million objects are
+ * memory the kernel hands over zeroed on first touch, and that zeroing
+ * was 40% of spawn+join's time on our VMs (192 bytes a task: 183 MiB;
+ * now 61 MiB). What only a started task needs is its run state (below),
+ * which a regular task keeps at the top of its own stack and a light task
+ * right after its handle (a light task's object is two lines).
+ *
+ * Fields that share memory are used one before the task first runs and
+ * the other after: `fn`/`result` (the function is not needed once it has
+ * returned; debuggers still see `fn` while the task lives), `arg`/`run`
+ * (task_start moves the argument into the run state).
+ */
 struct corio_task {
-    /*
-     * Line 1: everything a spawn writes, and everything a join reads. With
-     * a million tasks alive, every cache line of a task that a spawn
-     * touches is a miss; measured, the three lines the first layout
-     * touched were most of a spawn's cost. The whole object is two lines
-     * (128 bytes; static_assert below): a million tasks spawned and not
-     * yet joined are 122 MiB the kernel must hand over zeroed, and that
-     * zeroing was 41% of spawn+join's time at 192 bytes a task.
-     *
-     * Two pairs of fields share their memory, one member used before the
-     * task first runs, the other after: `fn`/`result` (the function is
-     * not needed once it has returned; debuggers still see `fn` while the
-     * task lives) and `arg`/`wq_prev` (task_entry reads the argument
-     * before the task can wait on anything).
-     */
     struct corio_task *next;      /* link of the one queue the task is in */
     union {
         corio_fn fn;              /* until it returns */
         void *result;             /* written before DONE is published */
     };
     union {
-        void *arg;                /* until task_entry has read it */
-        struct corio_task *wq_prev; /* place in a sync object's wait queue */
+        void *arg;                /* until task_start */
+        struct corio__task_run *run; /* from task_start until it exits */
     };
     struct corio__loop *home;     /* set at first run (at spawn if pinned) */
     uint64_t id;
@@ -104,46 +107,70 @@ struct corio_task {
     union {
         uint32_t stack_pages;     /* regular task: its stack's size, 4 KiB units */
         uint32_t saved_cap;       /* light task: bytes its save buffer holds */
+        int32_t exit_error;       /* UNRUN task: why it never ran
+                                   * (CORIO_ESHUTDOWN, CORIO_ENOSTACK) */
     };
     uint8_t state;                /* enum corio__task_state; home loop only */
     uint8_t flags;                /* enum corio__task_flag */
     _Atomic bool cancel_sticky;   /* every wait fails from now on (group cancel) */
-    corio__san san;               /* checker state (sanitize.h); 1 byte unless
-                                   * a sanitizer is built in */
+    uint8_t wait_what;            /* enum corio__wait_kind; home loop only */
+} __attribute__((aligned(64)));
 
-    /* Set up when the task first runs (sched.c: task_start); home loop
-     * only unless marked. */
+/*
+ * A started task's run state; valid from task_start until the task exits
+ * (a regular task's stack, where it lives, then goes back to the pool).
+ * Home loop only unless marked. Other threads reach it only while the
+ * task is certainly alive: a waker after its CAS on the wait word won
+ * (the task is waiting), a sync object for a task in its wait queue (the
+ * task leaves the queue before it can exit), a finisher for the joiner it
+ * found under its join lock (the joiner cannot leave its join meanwhile).
+ */
+struct corio__task_run {
     corio__ctx ctx;               /* saved context while not running */
     union {
-        void *stack_lo;           /* regular task: its stack (size: stack_pages) */
-        void *saved;              /* light task: copy of its stack while out */
+        void *arg;                /* until task_entry has read it */
+        struct corio_task *wq_prev; /* place in a sync object's wait queue */
     };
-    _Atomic uint64_t join_token;  /* any thread: the joiner's wait token */
-    const char *wait_what;        /* what it waits on, for debuggers */
-    struct corio_task *live_prev, *live_next; /* home's started tasks */
     struct corio_task *wq_next;   /* wait queue (waitq.h), under its lock */
+    struct corio_task *live_prev, *live_next; /* home's started tasks */
+    _Atomic uint64_t join_token;  /* this task's wait token while it waits
+                                   * to join another (read by that one's
+                                   * finisher) */
+    void *saved;                  /* light task: copy of its stack while out */
     uint32_t saved_len;           /* light task: bytes in `saved` */
-    int wake_result;              /* any thread: set by the waker that fired;
-                                   * for an UNRUN task, why it never ran
-                                   * (CORIO_ESHUTDOWN, CORIO_ENOSTACK) */
+    int wake_result;              /* any thread: set by the waker that fired */
+    corio__san san;               /* checker state (sanitize.h); empty unless
+                                   * a sanitizer is built in */
 #ifdef CORIO_VALGRIND
     unsigned stack_vg_id;         /* Valgrind's id for its stack */
 #endif
+};
+
+/* A light task: handle and run state together. */
+struct corio__light_task {
+    struct corio_task task;
+    struct corio__task_run run;
 } __attribute__((aligned(64)));
+
+/* Bytes at the top of a regular task's stack taken by its run state. */
+#define CORIO__RUN_ROOM ((sizeof(struct corio__task_run) + 63) & ~(size_t)63)
 
 #define CORIO__STACK_UNIT 4096u
 
+_Static_assert(sizeof(struct corio_task) == 64, "a task handle is one cache line");
 #if !defined(CORIO__ASAN) && !defined(CORIO__TSAN) && !defined(CORIO_VALGRIND) && \
     !defined(CORIO_CTX_UCONTEXT)
-_Static_assert(sizeof(struct corio_task) == 128, "a task is two cache lines");
+_Static_assert(sizeof(struct corio__light_task) == 128, "a light task is two cache lines");
 #endif
 
-/* A regular task's own stack, as the stack pool describes it. */
+/* A started regular task's own stack, as the stack pool describes it (its
+ * run state is the top CORIO__RUN_ROOM bytes). */
 static inline corio__stack corio__task_stack(const struct corio_task *t)
 {
-    corio__stack st = {.lo = t->stack_lo, .size = (size_t)t->stack_pages * CORIO__STACK_UNIT};
+    size_t size = (size_t)t->stack_pages * CORIO__STACK_UNIT;
+    corio__stack st = {.lo = (char *)t->run + CORIO__RUN_ROOM - size, .size = size};
 #ifdef CORIO_VALGRIND
-    st.vg_id = t->stack_vg_id;
+    st.vg_id = t->run->stack_vg_id;
 #endif
     return st;
 }
@@ -164,7 +191,7 @@ int corio__wait_disarm(corio_task *self, uint64_t token);
  * passed. The caller then unregisters from its sources if needed.
  */
 int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
-                       const char *what);
+                       enum corio__wait_kind what);
 /* Any thread: wake t if it still waits with this token. True if this call
  * woke it. */
 bool corio__task_fire(corio_task *t, uint64_t token, int result);

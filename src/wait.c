@@ -35,6 +35,25 @@
 #include "sys.h"
 #include "task.h"
 
+const char *const corio__wait_names[CORIO__WAITS_KINDS] = {
+    [CORIO__WAITS_NOTHING] = "-",
+    [CORIO__WAITS_SLEEP] = "sleep",
+    [CORIO__WAITS_JOIN] = "join",
+    [CORIO__WAITS_GATHER] = "gather",
+    [CORIO__WAITS_READ] = "read",
+    [CORIO__WAITS_WRITE] = "write",
+    [CORIO__WAITS_CONNECT] = "connect",
+    [CORIO__WAITS_ACCEPT] = "accept",
+    [CORIO__WAITS_FD] = "fd",
+    [CORIO__WAITS_CHAN_SEND] = "chan send",
+    [CORIO__WAITS_CHAN_RECV] = "chan recv",
+    [CORIO__WAITS_SEMAPHORE] = "semaphore",
+    [CORIO__WAITS_MUTEX] = "mutex",
+    [CORIO__WAITS_EVENT] = "event",
+    [CORIO__WAITS_WAITGROUP] = "waitgroup",
+    [CORIO__WAITS_BLOCKING] = "run_blocking",
+};
+
 #define STATE(w) ((w) & CORIO__WAIT_STATE_MASK)
 #define GEN(w) ((w) & ~(uint64_t)(CORIO__WAIT_STATE_MASK | CORIO__WAIT_CANCEL))
 
@@ -82,11 +101,11 @@ static int consume_wakeup(corio_task *self)
     corio__loop *l = self->home;
     self->state = CORIO__TASK_WAITING;
     corio__loop_suspend(l, self);
-    self->wait_what = NULL;
+    self->wait_what = CORIO__WAITS_NOTHING;
     /* FIRED -> IDLE, keeping a CANCEL that arrived after the fire. */
     atomic_fetch_and_explicit(&self->wait, ~(uint64_t)CORIO__WAIT_STATE_MASK,
                               memory_order_relaxed);
-    return self->wake_result;
+    return self->run->wake_result;
 }
 
 int corio__wait_disarm(corio_task *self, uint64_t token)
@@ -108,7 +127,7 @@ int corio__wait_disarm(corio_task *self, uint64_t token)
  * next poll; a clock read costs ~40 ns on our VMs, and a sleep used to
  * take three. */
 static int wait_commit_at(corio_task *self, uint64_t token, corio_time_t deadline,
-                          corio_time_t now, const char *what)
+                          corio_time_t now, enum corio__wait_kind what)
 {
     corio__loop *l = self->home;
     int early = 0;
@@ -126,7 +145,7 @@ static int wait_commit_at(corio_task *self, uint64_t token, corio_time_t deadlin
             return early;
         /* A waker got there first: take its wake-up instead. */
     }
-    self->wait_what = what;
+    self->wait_what = (uint8_t)what;
     int rc = consume_wakeup(self);
     if (timed)
         corio__timers_wait_over(&l->timers); /* its entry, if queued, is stale */
@@ -138,7 +157,7 @@ bool corio__task_fire(corio_task *t, uint64_t token, int result)
     uint64_t expect = token;
     if (!atomic_compare_exchange_strong(&t->wait, &expect, GEN(token) | CORIO__WAIT_FIRED))
         return false;
-    t->wake_result = result;
+    t->run->wake_result = result;
     corio__loop_make_ready(t);
     return true;
 }
@@ -148,7 +167,7 @@ bool corio__task_fire_any(corio_task *t, int result)
     uint64_t w = atomic_load(&t->wait);
     while (STATE(w) == CORIO__WAIT_ARMED) {
         if (atomic_compare_exchange_weak(&t->wait, &w, GEN(w) | CORIO__WAIT_FIRED)) {
-            t->wake_result = result;
+            t->run->wake_result = result;
             corio__loop_make_ready(t);
             return true;
         }
@@ -166,7 +185,7 @@ int corio_cancel(corio_task *task)
             /* Waiting: deliver now. (ARMED never carries CANCEL: arming
              * consumes it.) */
             if (atomic_compare_exchange_weak(&task->wait, &w, GEN(w) | CORIO__WAIT_FIRED)) {
-                task->wake_result = CORIO_ECANCELED;
+                task->run->wake_result = CORIO_ECANCELED;
                 corio__loop_make_ready(task);
                 return 0;
             }
@@ -215,7 +234,7 @@ int corio_yield(void)
 }
 
 int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
-                       const char *what)
+                       enum corio__wait_kind what)
 {
     return wait_commit_at(self, token, deadline, 0, what);
 }
@@ -234,7 +253,7 @@ static int sleep_at(corio_time_t deadline, corio_time_t now)
     int rc = corio__wait_arm(self, &token);
     if (rc != 0)
         return rc;
-    rc = wait_commit_at(self, token, deadline, now, "sleep");
+    rc = wait_commit_at(self, token, deadline, now, CORIO__WAITS_SLEEP);
     return rc == CORIO_ETIMEDOUT ? 0 : rc;
 }
 

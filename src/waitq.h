@@ -2,8 +2,8 @@
  * waitq.h: FIFO queues of waiting tasks, for channels, semaphores,
  * mutexes, events and wait groups.
  *
- * The queue links live in the task (a task waits on one thing at a time),
- * never on its stack, so light tasks can wait too. All operations run
+ * The queue links live in the task's run state (a task waits on one thing
+ * at a time), never in its frames, so light tasks can wait too. All operations run
  * under the owning object's spinlock. A task is in a queue only while its
  * wait is armed for that queue (it leaves under the lock before waiting on
  * anything else), so waking fires whatever wait it has armed. If the fire
@@ -24,10 +24,10 @@ typedef struct corio__waitq {
 
 static inline void corio__waitq_push(corio__waitq *q, corio_task *t)
 {
-    t->wq_next = NULL;
-    t->wq_prev = q->tail;
+    t->run->wq_next = NULL;
+    t->run->wq_prev = q->tail;
     if (q->tail)
-        q->tail->wq_next = t;
+        q->tail->run->wq_next = t;
     else
         q->head = t;
     q->tail = t;
@@ -37,22 +37,23 @@ static inline void corio__waitq_push(corio__waitq *q, corio_task *t)
  * clears them, removal clears them), and only q's head has no prev. */
 static inline bool corio__waitq_contains(const corio__waitq *q, const corio_task *t)
 {
-    return t->wq_prev != NULL || q->head == t;
+    return t->run->wq_prev != NULL || q->head == t;
 }
 
 static inline void corio__waitq_remove(corio__waitq *q, corio_task *t)
 {
     if (!corio__waitq_contains(q, t))
         return;
-    if (t->wq_prev)
-        t->wq_prev->wq_next = t->wq_next;
+    struct corio__task_run *r = t->run;
+    if (r->wq_prev)
+        r->wq_prev->run->wq_next = r->wq_next;
     else
-        q->head = t->wq_next;
-    if (t->wq_next)
-        t->wq_next->wq_prev = t->wq_prev;
+        q->head = r->wq_next;
+    if (r->wq_next)
+        r->wq_next->run->wq_prev = r->wq_prev;
     else
-        q->tail = t->wq_prev;
-    t->wq_next = t->wq_prev = NULL;
+        q->tail = r->wq_prev;
+    r->wq_next = r->wq_prev = NULL;
 }
 
 /* Wake the first task still waiting; returns it, or NULL if none was. */

@@ -43,7 +43,7 @@ def started_tasks():
             t = loop["live"]
             while int(t) != 0:
                 yield loop, t
-                t = t["live_next"]
+                t = t["run"]["live_next"]
 
 
 def function_name(addr):
@@ -56,11 +56,10 @@ def function_name(addr):
     return sym[0] if sym else "0x%x" % int(addr)
 
 
-def c_string(ptr):
-    if int(ptr) == 0:
-        return "-"
+def wait_name(t):
+    """What a started task waits on (src/wait_kind.h)."""
     try:
-        return ptr.string()
+        return gdb.parse_and_eval("corio__wait_names")[int(t["wait_what"])].string()
     except gdb.error:
         return "?"
 
@@ -87,7 +86,7 @@ class CorioTasks(gdb.Command):
                 state = "running"
             kind = "light" if int(t["flags"]) & FLAG_LIGHT else "stack"
             print("%-8d %-5d %-8s %-14s %-5s %s" % (int(t["id"]), int(loop["index"]), state,
-                                                 c_string(t["wait_what"]), kind,
+                                                 wait_name(t), kind,
                                                  function_name(t["fn"])))
             count += 1
         for rt in runtimes():
@@ -125,7 +124,7 @@ class CorioBt(gdb.Command):
 
     def backtrace(self, t):
         arch = gdb.selected_frame().architecture().name()
-        ctx = t["ctx"]
+        ctx = t["run"]["ctx"]
         if "uc" in [f.name for f in ctx.type.fields()]:
             regs = self.ucontext_regs(ctx["uc"], arch)
         else:
