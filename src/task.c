@@ -112,7 +112,7 @@ static uint64_t next_task_id(corio__loop *l)
     return l->id_next++;
 }
 
-/* Fill a recycled object for a new task: line 1 only (task.h); the rest
+/* Fill a recycled object for a new task: the handle only (task.h); the rest
  * is set up when the task first runs. The wait word keeps its generation:
  * a late waker's old token must keep failing. */
 static void task_init(corio__loop *l, corio_task *t, corio_fn fn, void *arg, unsigned flags,

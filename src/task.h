@@ -18,9 +18,10 @@
  *
  * Waiting (wait.c). A task blocks on one thing at a time, so all its wait
  * state lives in the task object and its run state, never in its frames
- * (light tasks' frames move while suspended). `wait` is a 64-bit word: a generation count in the
- * high bits, a pending-cancellation bit, IDLE/ARMED/FIRED in the low two. Arming a wait bumps the
- * generation and yields a token; a waker fires the task with
+ * (light tasks' frames move while suspended). `wait` is a 64-bit word: a
+ * generation count in the high bits, a pending-cancellation bit,
+ * IDLE/ARMED/FIRED in the low two. Arming a wait bumps the generation and
+ * yields a token; a waker fires the task with
  * CAS(token -> FIRED) and only the one CAS that succeeds may enqueue it.
  * The generation makes a late waker holding an old token harmless: task
  * memory is never returned to malloc while the runtime lives (task slabs,
@@ -28,9 +29,10 @@
  * changes nothing.
  *
  * Join word: JOIN_NONE, JOIN_DONE, JOIN_DETACHED, or the address of the one
- * task waiting to join (whose token is in its run state's join_token). The task's memory is
- * recycled when it is DONE and its handle has been joined or detached,
- * whichever comes last; the exchange on this word decides who does it.
+ * task waiting to join (whose token is in its run state's join_token). The
+ * task's memory is recycled when it is DONE and its handle has been joined
+ * or detached, whichever comes last; the exchange on this word decides who
+ * does it.
  */
 #ifndef CORIO_TASK_H
 #define CORIO_TASK_H
