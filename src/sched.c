@@ -205,9 +205,7 @@ static enum start_result task_start(corio__loop *l, corio_task *t)
         lo = st.lo;
         size = st.size - CORIO__RUN_ROOM;
         r = (struct corio__task_run *)((char *)st.lo + size);
-#ifdef CORIO_VALGRIND
         r->stack_vg_id = st.vg_id;
-#endif
     }
     r->arg = t->arg; /* t->arg becomes t->run */
     t->run = r;

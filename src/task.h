@@ -138,14 +138,15 @@ struct corio__task_run {
     _Atomic uint64_t join_token;  /* this task's wait token while it waits
                                    * to join another (read by that one's
                                    * finisher) */
-    void *saved;                  /* light task: copy of its stack while out */
+    union {
+        void *saved;              /* light task: copy of its stack while out */
+        unsigned stack_vg_id;     /* regular task: Valgrind's id for its stack
+                                   * (0 unless built with CORIO_VALGRIND) */
+    };
     uint32_t saved_len;           /* light task: bytes in `saved` */
     int wake_result;              /* any thread: set by the waker that fired */
     corio__san san;               /* checker state (sanitize.h); empty unless
                                    * a sanitizer is built in */
-#ifdef CORIO_VALGRIND
-    unsigned stack_vg_id;         /* Valgrind's id for its stack */
-#endif
 };
 
 /* A light task: handle and run state together. */
@@ -160,8 +161,7 @@ struct corio__light_task {
 #define CORIO__STACK_UNIT 4096u
 
 _Static_assert(sizeof(struct corio_task) == 64, "a task handle is one cache line");
-#if !defined(CORIO__ASAN) && !defined(CORIO__TSAN) && !defined(CORIO_VALGRIND) && \
-    !defined(CORIO_CTX_UCONTEXT)
+#if !defined(CORIO__ASAN) && !defined(CORIO__TSAN) && !defined(CORIO_CTX_UCONTEXT)
 _Static_assert(sizeof(struct corio__light_task) == 128, "a light task is two cache lines");
 #endif
 
@@ -170,11 +170,9 @@ _Static_assert(sizeof(struct corio__light_task) == 128, "a light task is two cac
 static inline corio__stack corio__task_stack(const struct corio_task *t)
 {
     size_t size = (size_t)t->stack_pages * CORIO__STACK_UNIT;
-    corio__stack st = {.lo = (char *)t->run + CORIO__RUN_ROOM - size, .size = size};
-#ifdef CORIO_VALGRIND
-    st.vg_id = t->run->stack_vg_id;
-#endif
-    return st;
+    return (corio__stack){.lo = (char *)t->run + CORIO__RUN_ROOM - size,
+                          .size = size,
+                          .vg_id = t->run->stack_vg_id};
 }
 
 /* ---- wait protocol (wait.c) ---- */
