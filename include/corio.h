@@ -152,7 +152,8 @@ typedef struct corio_config {
     /* Default stack size of a task in bytes, rounded up to whole pages.
      * 0: CORIO_STACK_SIZE from the environment if set, else 128 KiB. The
      * runtime keeps a task's bookkeeping in the top 64 bytes (more in
-     * sanitizer builds); the rest is the task's. */
+     * sanitizer builds, about 1 KiB with the ucontext fallback); the rest
+     * is the task's. */
     size_t stack_size;
     /* Most threads in the blocking pool behind corio_run_blocking().
      * 0: 64. Threads start on demand. */

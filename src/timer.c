@@ -124,7 +124,9 @@ int corio__timers_add(corio__timers *tm, corio_task *t, uint64_t token, corio_ti
         sweep(tm);
     corio__timer_entry e = {deadline, t, token};
     bool in_order = !tm->run_len || run_at(tm, tm->run_len - 1)->deadline <= deadline;
-    int rc = in_order ? run_add(tm, e) : heap_add(tm, e);
+    int rc = in_order ? run_add(tm, e) : CORIO_ENOMEM;
+    if (rc != 0) /* out of order, or the ring could not grow: the heap takes it */
+        rc = heap_add(tm, e);
     if (rc == 0)
         tm->armed++;
     return rc;

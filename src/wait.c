@@ -35,7 +35,8 @@
 #include "sys.h"
 #include "task.h"
 
-const char *const corio__wait_names[CORIO__WAITS_KINDS] = {
+/* Read only by the gdb script: kept even if nothing in C refers to it. */
+__attribute__((used)) const char *const corio__wait_names[CORIO__WAITS_KINDS] = {
     [CORIO__WAITS_NOTHING] = "-",
     [CORIO__WAITS_SLEEP] = "sleep",
     [CORIO__WAITS_JOIN] = "join",

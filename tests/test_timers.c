@@ -153,8 +153,8 @@ TEST(stale_entries_are_swept)
     CHECK_NO_LEAKS(base);
 }
 
-/* Growing either structure can fail: the add says so and nothing else
- * changes. */
+/* Growing either structure can fail: the ring's failure falls back to the
+ * heap; the heap's is reported and nothing else changes. */
 TEST(allocation_failure_changes_nothing)
 {
     test_baseline base = test_baseline_take();
@@ -169,21 +169,32 @@ TEST(allocation_failure_changes_nothing)
     for (size_t i = 0; i < n; i++)
         CHECK_OK(corio__timers_add(&tm, &t[i], 1, 10 + (corio_time_t)i)); /* heap */
     size_t armed = tm.armed;
+    atomic_store(&t[n].wait, 1);
+    atomic_store(&t[n + 1].wait, 1);
+    /* Out of order with the heap full: nowhere to put it. */
     corio__fault_arm(1);
-    CHECK_EQ(corio__timers_add(&tm, &t[n], 1, 5000), CORIO_ENOMEM); /* run full */
-    corio__fault_arm(1);
-    CHECK_EQ(corio__timers_add(&tm, &t[n], 1, 5), CORIO_ENOMEM); /* heap full */
+    CHECK_EQ(corio__timers_add(&tm, &t[n], 1, 5), CORIO_ENOMEM);
     corio__fault_arm(0);
     CHECK_EQ(tm.armed, armed);
     CHECK_EQ(corio__timers_next(&tm), 10);
-    atomic_store(&t[n].wait, 1);
-    CHECK_OK(corio__timers_add(&tm, &t[n], 1, 5));
+    /* In order with the ring full: the heap takes it instead. */
+    corio__fault_arm(1);
+    CHECK_OK(corio__timers_add(&tm, &t[n], 1, 5000));
+    CHECK(corio__fault_fired());
+    corio__fault_arm(0);
+    CHECK_EQ(tm.len, n + 1);
+    CHECK_EQ(tm.run_len, n);
+    CHECK_OK(corio__timers_add(&tm, &t[n + 1], 1, 5));
     CHECK_EQ(corio__timers_next(&tm), 5);
     size_t popped = 0;
+    corio_time_t last = 0;
     corio__timer_entry e;
-    while (corio__timers_pop_due(&tm, INT64_MAX, &e))
+    while (corio__timers_pop_due(&tm, INT64_MAX, &e)) {
+        CHECK(e.deadline >= last);
+        last = e.deadline;
         popped++;
-    CHECK_EQ(popped, 2 * n + 1);
+    }
+    CHECK_EQ(popped, 2 * n + 2);
     corio__timers_destroy(&tm);
     free(t);
     CHECK_NO_LEAKS(base);
