@@ -123,7 +123,8 @@ int corio__io_prepare(corio__loop *l, int fd)
     return ensure_registered(l, e, fd);
 }
 
-int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline, enum corio__wait_kind what)
+int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
+                   enum corio__wait_kind what)
 {
     if (fd < 0 || fd >= CORIO__FD_MAX)
         return CORIO_EBADF;

@@ -77,10 +77,12 @@ static void on_segv(int sig, siginfo_t *info, void *uctx)
     corio__loop *l = corio__loop_current();
     corio_task *t = l ? l->current : NULL;
     if (t) {
-        corio__stack own = {0};
-        if (!(t->flags & CORIO__TF_LIGHT))
+        corio__stack own;
+        const corio__stack *st = &l->shared_stack;
+        if (!(t->flags & CORIO__TF_LIGHT)) {
             own = corio__task_stack(t);
-        const corio__stack *st = (t->flags & CORIO__TF_LIGHT) ? &l->shared_stack : &own;
+            st = &own;
+        }
         if (corio__stack_guard_hit(st, info->si_addr)) {
             report(t, st, info->si_addr);
             /* Die of the SIGSEGV, as without corio: returning re-runs the

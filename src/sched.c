@@ -195,7 +195,7 @@ static enum start_result task_start(corio__loop *l, corio_task *t)
         r->saved_len = t->saved_cap = 0;
         lo = l->shared_stack.lo;
         size = l->shared_stack.size;
-        corio__sanitize_stack_reuse(l->shared_stack.lo, l->shared_stack.size);
+        corio__sanitize_stack_reuse(lo, size);
         l->shared_owner = t;
     } else {
         /* The run state takes the top of the stack, above the first frame. */

@@ -17,7 +17,8 @@
 
 /* Returns the wait's result: 0 when a waker fired us, else the error. */
 static inline int corio__sync_block(corio__spin *lock, corio__waitq *q, corio_task *self,
-                                    uint64_t token, corio_time_t deadline, enum corio__wait_kind what)
+                                    uint64_t token, corio_time_t deadline,
+                                    enum corio__wait_kind what)
 {
     corio__waitq_push(q, self);
     corio__spin_unlock(lock);

@@ -5,8 +5,7 @@
  * Task objects come from per-loop slabs of SLAB_TASKS, carved from the
  * loop's arena (arena.h), and are recycled through per-loop free lists
  * (one for regular tasks' 64-byte handles, one for light tasks' 128-byte
- * handle + run state);
- * slabs go back only when the runtime ends. That keeps spawn free of
+ * handle + run state); slabs go back only when the runtime ends. That keeps spawn free of
  * malloc and makes task memory type-stable, which the wait protocol relies
  * on (task.h). A task released on loop B goes to B's free list even if
  * A's slab holds it: all arenas are released together.
@@ -37,7 +36,6 @@
  * touch a shared counter. */
 #define ID_BLOCK 1024
 
-
 static _Atomic uint64_t next_id_block = 1;
 
 corio_task *corio__current_task(void)
@@ -59,7 +57,7 @@ void corio_spawn_opts_init(corio_spawn_opts *opts)
 
 /* ---- task memory ---- */
 
-/* Carve a slab of n objects of `size` bytes and put them on *list. */
+/* Carve a slab of SLAB_TASKS objects of `size` bytes onto *list. */
 static bool slab_carve(corio__loop *l, corio_task **list, size_t size)
 {
     char *slab = corio__arena_carve(&l->arena, size * SLAB_TASKS);
@@ -76,9 +74,14 @@ static bool slab_carve(corio__loop *l, corio_task **list, size_t size)
 
 /* Regular tasks are a handle alone (their run state goes on their stack);
  * light tasks carry theirs, so they come from slabs of their own. */
+static corio_task **free_list(corio__loop *l, bool light)
+{
+    return light ? &l->free_light : &l->free_tasks;
+}
+
 static corio_task *task_alloc(corio__loop *l, bool light)
 {
-    corio_task **list = light ? &l->free_light : &l->free_tasks;
+    corio_task **list = free_list(l, light);
     if (!*list && !slab_carve(l, list, light ? sizeof(struct corio__light_task)
                                              : sizeof(corio_task)))
         return NULL;
@@ -89,7 +92,7 @@ static corio_task *task_alloc(corio__loop *l, bool light)
 
 void corio__task_release(corio__loop *l, corio_task *t)
 {
-    corio_task **list = (t->flags & CORIO__TF_LIGHT) ? &l->free_light : &l->free_tasks;
+    corio_task **list = free_list(l, t->flags & CORIO__TF_LIGHT);
     t->state = CORIO__TASK_DONE;
     t->next = *list;
     *list = t;
@@ -325,7 +328,8 @@ static bool join_unregister(corio_task *t, corio_task *self)
 }
 
 /* Wait until t is done without releasing it. */
-static int wait_done(corio_task *self, corio_task *t, corio_time_t deadline, enum corio__wait_kind what)
+static int wait_done(corio_task *self, corio_task *t, corio_time_t deadline,
+                     enum corio__wait_kind what)
 {
     if (is_done(t))
         return 0;

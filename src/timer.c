@@ -136,9 +136,9 @@ void corio__timers_wait_over(corio__timers *tm) { tm->armed--; }
 
 int corio__timers_pop_due(corio__timers *tm, corio_time_t now, corio__timer_entry *out)
 {
-    if (tm->run_len && tm->run[tm->run_head].deadline <= now &&
-        (tm->len == 0 || tm->run[tm->run_head].deadline <= tm->heap[0].deadline)) {
-        *out = tm->run[tm->run_head];
+    if (tm->run_len && run_at(tm, 0)->deadline <= now &&
+        (tm->len == 0 || run_at(tm, 0)->deadline <= tm->heap[0].deadline)) {
+        *out = *run_at(tm, 0);
         tm->run_head = (tm->run_head + 1) & (tm->run_cap - 1);
         tm->run_len--;
         return 1;

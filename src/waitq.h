@@ -3,12 +3,13 @@
  * mutexes, events and wait groups.
  *
  * The queue links live in the task's run state (a task waits on one thing
- * at a time), never in its frames, so light tasks can wait too. All operations run
- * under the owning object's spinlock. A task is in a queue only while its
- * wait is armed for that queue (it leaves under the lock before waiting on
- * anything else), so waking fires whatever wait it has armed. If the fire
- * fails, the task's wait already ended (deadline, cancellation) and the
- * next one is tried: a wake-up is never spent on a task no longer waiting.
+ * at a time), never in its frames, so light tasks can wait too. All
+ * operations run under the owning object's spinlock. A task is in a queue
+ * only while its wait is armed for that queue (it leaves under the lock
+ * before waiting on anything else), so waking fires whatever wait it has
+ * armed. If the fire fails, the task's wait already ended (deadline,
+ * cancellation) and the next one is tried: a wake-up is never spent on a
+ * task no longer waiting.
  */
 #ifndef CORIO_WAITQ_H
 #define CORIO_WAITQ_H
