@@ -2,9 +2,15 @@
  * sync_wait.h: the one way a task blocks on a cross-loop object.
  *
  * The caller holds the object's spinlock and has found it must wait. This
- * queues the task, drops the lock, blocks, and on an early end (deadline,
- * cancellation) takes the lock again to leave the queue, so a waker never
- * finds it there afterwards. The token was armed before the lock was
+ * queues the task, drops the lock, blocks, and then takes the lock once
+ * more: on an early end (deadline, cancellation) to leave the queue, so a
+ * waker never finds it there afterwards; when woken, to wait until the
+ * waker has let go of the object. A waker fires us while holding the lock
+ * and touches the object until it unlocks (the rest of an event's
+ * waiters, the lock word itself), and once our wait returns the caller may
+ * free the object: wait for a wait group, then free it, is the usual
+ * pattern (as POSIX requires of sem_wait and sem_destroy). Without this,
+ * a woken task on another loop could free it under the waker. The token was armed before the lock was
  * taken (arming may fail for a light task, and must not fail under a
  * lock).
  */
@@ -23,11 +29,10 @@ static inline int corio__sync_block(corio__spin *lock, corio__waitq *q, corio_ta
     corio__waitq_push(q, self);
     corio__spin_unlock(lock);
     int rc = corio__wait_commit(self, token, deadline, what);
-    if (rc != 0) {
-        corio__spin_lock(lock);
+    corio__spin_lock(lock);
+    if (rc != 0)
         corio__waitq_remove(q, self);
-        corio__spin_unlock(lock);
-    }
+    corio__spin_unlock(lock);
     return rc;
 }
 

@@ -486,6 +486,94 @@ TEST(wake_up_storm)
     run_main_checked(2, main_storm, NULL);
 }
 
+/* ---- freeing an object as soon as a wait on it returns ----
+ *
+ * The waker (on the other loop, detached, so nobody joins it) is still
+ * inside its call when the woken task returns from its wait, and the
+ * woken task frees the object at once: legal, as POSIX makes it for
+ * sem_wait and sem_destroy. The wait must not return before the waker has
+ * let go of the object. Under ASan a premature return is a
+ * heap-use-after-free report; the window is short, hence the rounds.
+ */
+enum { FREE_WG, FREE_EVENT, FREE_SEM, FREE_MUTEX, FREE_KINDS };
+
+struct free_round {
+    int kind;
+    void *obj;
+    _Atomic int locked; /* FREE_MUTEX: the waker holds the mutex */
+};
+
+static void *free_waker(void *arg)
+{
+    struct free_round *r = arg;
+    switch (r->kind) {
+    case FREE_WG:
+        CHECK_OK(corio_waitgroup_done(r->obj));
+        break;
+    case FREE_EVENT:
+        CHECK_OK(corio_event_set(r->obj));
+        break;
+    case FREE_SEM:
+        CHECK_OK(corio_sem_release(r->obj));
+        break;
+    default:
+        CHECK_OK(corio_mutex_lock(r->obj));
+        atomic_store(&r->locked, 1);
+        test_spin(2000); /* let the main task block on the mutex */
+        CHECK_OK(corio_mutex_unlock(r->obj));
+        break;
+    }
+    return NULL;
+}
+
+static void *main_free_after_wait(void *arg)
+{
+    long rounds = INT_OF(arg);
+    unsigned other = (unsigned)(corio_loop_index() + 1) % corio_loop_count();
+    for (long i = 0; i < rounds; i++) {
+        /* Static: the waker may still be returning after we go on. */
+        static struct free_round r;
+        r.kind = (int)(i % FREE_KINDS);
+        atomic_store(&r.locked, 0);
+        switch (r.kind) {
+        case FREE_WG:
+            CHECK_OK(corio_waitgroup_new((corio_waitgroup **)&r.obj));
+            CHECK_OK(corio_waitgroup_add(r.obj, 1));
+            CHECK_OK(corio_spawn_on(NULL, other, free_waker, &r));
+            CHECK_OK(corio_waitgroup_wait(r.obj));
+            corio_waitgroup_free(r.obj);
+            break;
+        case FREE_EVENT:
+            CHECK_OK(corio_event_new((corio_event **)&r.obj));
+            CHECK_OK(corio_spawn_on(NULL, other, free_waker, &r));
+            CHECK_OK(corio_event_wait(r.obj));
+            corio_event_free(r.obj);
+            break;
+        case FREE_SEM:
+            CHECK_OK(corio_sem_new((corio_sem **)&r.obj, 0));
+            CHECK_OK(corio_spawn_on(NULL, other, free_waker, &r));
+            CHECK_OK(corio_sem_acquire(r.obj));
+            corio_sem_free(r.obj);
+            break;
+        default:
+            CHECK_OK(corio_mutex_new((corio_mutex **)&r.obj));
+            CHECK_OK(corio_spawn_on(NULL, other, free_waker, &r));
+            while (!atomic_load(&r.locked))
+                CHECK_OK(corio_yield());
+            CHECK_OK(corio_mutex_lock(r.obj));
+            CHECK_OK(corio_mutex_unlock(r.obj));
+            corio_mutex_free(r.obj);
+            break;
+        }
+    }
+    return NULL;
+}
+
+TEST(free_right_after_wait)
+{
+    run_main_checked(2, main_free_after_wait, PTR_OF(test_scaled(40000)));
+}
+
 int main(int argc, char **argv)
 {
     RUN(mutex_exact_count);
@@ -495,5 +583,6 @@ int main(int argc, char **argv)
     RUN(event_set_wakes_all_and_clear);
     RUN(waitgroup);
     RUN(wake_up_storm);
+    RUN(free_right_after_wait);
     return test_summary();
 }
