@@ -19,6 +19,8 @@
  *                        scale 10) on all loops with stealing: bound/wall.
  *   seed_offload_efficiency  the same, each task handing its summation to
  *                        a fresh task (corio-demo --mode offload).
+ *   seed_migrate_efficiency  the same, tasks spawned CORIO_TASK_MIGRATE
+ *                        (corio-demo --mode migrate).
  *   chan_pingpong_local_ns   one message between two tasks on one loop
  *                            through capacity-1 channels; ns per message.
  *   chan_pingpong_cross_ns   the same with the tasks on two loops.
@@ -212,6 +214,11 @@ static void bench_seed_offload(void)
     bench_seed_mode(MODE_OFFLOAD, "seed_offload_efficiency", "seed_offload_wall_s");
 }
 
+static void bench_seed_migrate(void)
+{
+    bench_seed_mode(MODE_MIGRATE, "seed_migrate_efficiency", "seed_migrate_wall_s");
+}
+
 /* ---- channels ---- */
 
 #define PINGS 1000000
@@ -335,6 +342,7 @@ static const struct bench benches[] = {
     {"sleepers_1m_rss_mb", bench_sleepers},
     {"seed_efficiency", bench_seed},
     {"seed_offload_efficiency", bench_seed_offload},
+    {"seed_migrate_efficiency", bench_seed_migrate},
     {"chan_pingpong_local_ns", bench_pingpong_local},
     {"chan_pingpong_cross_ns", bench_pingpong_cross},
     {"sem_spawn_ns", bench_sem_spawn},

@@ -218,6 +218,27 @@ enum corio_spawn_flags {
      * respects this.
      */
     CORIO_TASK_LIGHT = 1u << 0,
+    /*
+     * A migrating task may change loops after it has run: when it is woken
+     * from a sleep, a join or gather, a run_blocking call, or a channel,
+     * semaphore, mutex, event or wait-group wait and its loop is busy, an idle loop may take it and
+     * become its home. This is what lets CPU work that follows a wait
+     * spread over all cores even when the cores run at different speeds
+     * (Go and Tokio move every task this way). A task resumed after a
+     * descriptor wait or a yield stays where it is.
+     *
+     * The contract, which is the caller's to keep: the task's own code holds
+     * no thread-local address across a corio call that can wait. Compilers
+     * may compute such an address once per function (errno's, through
+     * glibc's const __errno_location, or any _Thread_local variable's) and
+     * reuse it after the call, on what is by then another thread. Code that
+     * reads errno or thread-locals and also waits should do the two in
+     * separate functions that are not inlined into each other, or not use
+     * this flag. corio_loop_index() may change across a wait. Not with
+     * CORIO_TASK_LIGHT (a light task's frames belong to its loop's shared
+     * stack) or a chosen loop: CORIO_EINVAL.
+     */
+    CORIO_TASK_MIGRATE = 1u << 1,
 };
 
 typedef struct corio_spawn_opts {
@@ -233,7 +254,7 @@ CORIO_API void corio_spawn_opts_init(corio_spawn_opts *opts);
  * asyncio.create_task: create a task running fn(arg) and return at once.
  * It starts on the caller's loop or, if another loop is idle, may be
  * stolen by that loop before it first runs; once it has run it stays on
- * that loop. *task receives the handle; pass task == NULL for a detached
+ * that loop (unless spawned with CORIO_TASK_MIGRATE). *task receives the handle; pass task == NULL for a detached
  * task. Must be called from a task. Returns 0, CORIO_ENOMEM (no memory
  * for the task), CORIO_EAGAIN (max_tasks reached), CORIO_ESHUTDOWN
  * (runtime stopping), CORIO_EINVAL or CORIO_EPERM (not in a task).

@@ -67,6 +67,11 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     int rc = corio__runq_init(&l->runq);
     if (rc != 0)
         return rc;
+    rc = corio__runq_init(&l->roam);
+    if (rc != 0) {
+        corio__runq_destroy(&l->runq);
+        return rc;
+    }
     rc = corio__poll_init(&l->poll);
     if (rc != 0)
         goto fail;
@@ -98,6 +103,7 @@ void corio__loop_destroy(corio__loop *l)
     corio__io_destroy(&l->io);
     corio__poll_destroy(&l->poll);
     corio__runq_destroy(&l->runq);
+    corio__runq_destroy(&l->roam);
 }
 
 void corio__loop_wake(corio__loop *l)
@@ -122,8 +128,24 @@ static void inbox_push(corio__loop *l, corio_task *t)
     corio__loop_wake(l);
 }
 
+/* Does t, being made ready on its home l, go to the roam queue instead?
+ * A started migrating task woken from a wait it may move after, not the
+ * caller itself (a task that queues itself is still on the CPU: a thief
+ * must not take it before it has switched out), and not once the runtime
+ * stops (shutdown counts each loop's live tasks). */
+static bool roams(corio__loop *l, const corio_task *t)
+{
+    return (t->flags & CORIO__TF_MIGRATE) && t->state != CORIO__TASK_NEW && t != l->current &&
+           !l->stopping && l->rt->nloops > 1 &&
+           corio__wait_kind_movable((enum corio__wait_kind)t->wait_what);
+}
+
 void corio__ready_push(corio__loop *l, corio_task *t)
 {
+    if (__builtin_expect(t->flags & CORIO__TF_MIGRATE, 0) && roams(l, t)) {
+        corio__roam_push(l, t);
+        return;
+    }
     t->next = NULL;
     if (t->state != CORIO__TASK_NEW)
         t->state = CORIO__TASK_READY;
@@ -148,18 +170,17 @@ void corio__loop_make_ready(corio_task *t)
  * for it), and only one whose load is low enough that it would steal
  * (sched.c, steal_allowance): waking a loop that then declines costs a
  * syscall per spawn. */
-void corio__notify_idle(corio__runtime *rt, corio__loop *from)
+void corio__notify_idle(corio__runtime *rt, corio__loop *from, size_t below)
 {
     if (atomic_load(&rt->nsearching) != 0 || atomic_load(&rt->nparked) == 0)
         return;
     unsigned n = rt->nloops;
     unsigned start = from->index + 1;
-    size_t mine = corio__loop_load(from) + corio__runq_len(&from->runq);
     for (unsigned i = 0; i < n; i++) {
         corio__loop *l = rt->loops[(start + i) % n];
         if (l == from || !atomic_load(&l->parked))
             continue;
-        if (atomic_load_explicit(&l->load, memory_order_relaxed) + 1 >= mine)
+        if (below != SIZE_MAX && atomic_load_explicit(&l->load, memory_order_relaxed) + 1 >= below)
             continue;
         if (atomic_exchange(&l->parked, 0)) {
             corio__poll_wake(&l->poll);
@@ -179,7 +200,7 @@ void corio__loop_push_new(corio__loop *l, corio_task *t)
      * then, so thieves keep stealing for balance, not for rescue. */
     if ((++l->spawn_count & 63) == 0)
         atomic_store_explicit(&l->activity_ns, corio_now(), memory_order_relaxed);
-    corio__notify_idle(l->rt, l);
+    corio__notify_idle(l->rt, l, corio__loop_load(l) + corio__runq_len(&l->runq));
 }
 
 /* A new task from a thread that is not l's: pinned or not, it goes through

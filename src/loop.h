@@ -98,6 +98,11 @@ typedef struct corio__loop {
     /* --- any thread: push tasks to make ready; parked flag --- */
     _Alignas(CORIO__CACHE_LINE) _Atomic(struct corio_task *) inbox;
     _Alignas(CORIO__CACHE_LINE) _Atomic int parked; /* 1 while in (or entering) epoll_wait */
+
+    /* --- other loops: steal (head) --- Started migrating tasks, woken here
+     * and homeless until a loop (this one or a thief) takes them and
+     * adopts them (sched.c). Empty unless CORIO_TASK_MIGRATE is used. */
+    corio__runq roam;
 } corio__loop;
 
 typedef struct corio__runtime {
@@ -108,6 +113,9 @@ typedef struct corio__runtime {
     bool pin_cpus;
     bool huge_pages;               /* arenas may ask for THP (corio_config) */
     unsigned blocking_threads;
+    /* Set (never cleared) by the first CORIO_TASK_MIGRATE spawn: until then
+     * no loop looks at other loops' roam queues. */
+    _Atomic bool migrating;
     struct corio__blocking_pool *pool;
     void *main_result;
 
@@ -175,8 +183,13 @@ void corio__loop_push_new_remote(corio__loop *l, struct corio_task *t);
 /* Owner: take the inbox, oldest first, as a list linked by `next`. */
 struct corio_task *corio__inbox_take(corio__loop *l);
 /* New stealable work was queued on `from`: wake a parked loop if no loop
- * is already searching. */
-void corio__notify_idle(corio__runtime *rt, corio__loop *from);
+ * is already searching, one whose load is below `below` (a never-run task
+ * is only worth waking a loop that balance would let steal it; a woken
+ * migrating task is worth any idle loop: SIZE_MAX). */
+void corio__notify_idle(corio__runtime *rt, corio__loop *from, size_t below);
+/* Owner: t, a started migrating task just woken here, leaves this loop
+ * for its roam queue, settling what its wait left on the loop. */
+void corio__roam_push(corio__loop *l, struct corio_task *t);
 
 /*
  * Light tasks: before a light task may suspend, its save buffer must hold

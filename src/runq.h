@@ -60,6 +60,16 @@ struct corio_task *corio__runq_pop(corio__runq *q);
 /* Any thread: a hint of how many tasks wait (ring + overflow). */
 size_t corio__runq_len(corio__runq *q);
 
+/* Owner only: is the queue empty? Exact for the owner, who alone adds
+ * (head only grows, so a stale head can only make it look fuller), and
+ * three relaxed loads: for queues that are empty nearly always. */
+static inline bool corio__runq_owner_empty(corio__runq *q)
+{
+    return atomic_load_explicit(&q->head, memory_order_relaxed) ==
+               atomic_load_explicit(&q->tail, memory_order_relaxed) &&
+           atomic_load_explicit(&q->overflow_len, memory_order_relaxed) == 0;
+}
+
 /*
  * Called by the owner of `dst`: take half of victim's tasks (ring first,
  * then overflow), but at most `max`, into dst's ring and return one of

@@ -177,6 +177,35 @@ static void live_remove(corio__loop *l, corio_task *t)
     corio__loop_publish_load(l);
 }
 
+/* ---- migrating tasks ---- */
+
+void corio__roam_push(corio__loop *l, corio_task *t)
+{
+    live_remove(l, t);
+    /* What the task would undo on resuming here (wait.c, task.c). */
+    if (t->flags & CORIO__TF_TIMED)
+        corio__timers_wait_over(&l->timers);
+    if (t->flags & CORIO__TF_JOINING) {
+        l->joining--;
+        corio__loop_publish_load(l);
+    }
+    t->flags &= (uint8_t) ~(CORIO__TF_TIMED | CORIO__TF_JOINING);
+    t->state = CORIO__TASK_READY;
+    t->home = NULL;
+    corio__runq_push(&l->roam, t);
+    /* One task waiting is what this loop runs next anyway; a backlog is
+     * CPU work for whichever loop is idle. */
+    if (corio__runq_len(&l->roam) > 1)
+        corio__notify_idle(l->rt, l, SIZE_MAX);
+}
+
+/* A homeless migrating task taken from a roam queue: l is its home now. */
+static void adopt(corio__loop *l, corio_task *t)
+{
+    t->home = l;
+    live_insert(l, t);
+}
+
 enum start_result { STARTED, START_LATER, START_FAILED };
 
 /* Give a never-run task its stack, run state and first frame.
@@ -321,6 +350,8 @@ static void run_task(corio__loop *l, corio_task *t)
             l->light_stalled = true;
             return;
         }
+    } else if (!t->home) {
+        adopt(l, t);
     } else if ((t->flags & CORIO__TF_LIGHT) && !light_swap_in(l, t)) {
         corio__ready_push(l, t);
         l->light_stalled = true;
@@ -412,13 +443,27 @@ static corio_task *pop_new(corio__loop *l)
     return corio__runq_pop(&l->runq);
 }
 
+/* A woken migrating task from our own roam queue, or NULL. */
+static corio_task *roam_pop(corio__loop *l)
+{
+    return corio__runq_owner_empty(&l->roam) ? NULL : corio__runq_pop(&l->roam);
+}
+
+/* Ready tasks first, then woken migrating tasks, then never-run tasks;
+ * once per poll interval the other way round, so that neither queue can
+ * starve behind a stream of wake-ups. */
 static corio_task *next_runnable(corio__loop *l)
 {
     corio_task *t = NULL;
-    if (l->tick % CORIO__POLL_INTERVAL == CORIO__POLL_INTERVAL - 1)
+    if (l->tick % CORIO__POLL_INTERVAL == CORIO__POLL_INTERVAL - 1) {
         t = pop_new(l);
+        if (!t)
+            t = roam_pop(l);
+    }
     if (!t && !l->light_stalled)
         t = ready_pop(l);
+    if (!t)
+        t = roam_pop(l);
     if (!t)
         t = pop_new(l);
     return t;
@@ -438,8 +483,19 @@ static corio_task *steal_any(corio__loop *l)
     unsigned n = rt->nloops;
     if (n < 2)
         return NULL;
-    size_t mine = corio__balance_own_load(l);
     unsigned start = (unsigned)(rng_next(l) % n);
+    /* Woken migrating tasks first: they wait for a CPU now. Half of a
+     * victim's, as Go's and Tokio's thieves take. */
+    bool migrating = atomic_load_explicit(&rt->migrating, memory_order_relaxed);
+    for (unsigned i = 0; migrating && i < n; i++) {
+        corio__loop *v = rt->loops[(start + i) % n];
+        if (v == l || !corio__runq_len(&v->roam))
+            continue;
+        corio_task *t = corio__runq_steal(&l->roam, &v->roam, SIZE_MAX);
+        if (t)
+            return t;
+    }
+    size_t mine = corio__balance_own_load(l);
     for (unsigned i = 0; i < n; i++) {
         corio__loop *v = rt->loops[(start + i) % n];
         if (v == l)
@@ -459,8 +515,11 @@ static bool stealable_somewhere(corio__loop *l, bool *held_back)
 {
     corio__runtime *rt = l->rt;
     size_t mine = corio__balance_own_load(l);
+    bool migrating = atomic_load_explicit(&rt->migrating, memory_order_relaxed);
     for (unsigned i = 0; i < rt->nloops; i++) {
         corio__loop *v = rt->loops[i];
+        if (migrating && v != l && corio__runq_len(&v->roam))
+            return true;
         if (v == l || !corio__runq_len(&v->runq))
             continue;
         if (corio__balance_steal_allowance(l, v, mine))
@@ -477,7 +536,7 @@ static bool stealable_somewhere(corio__loop *l, bool *held_back)
 static bool work_visible(corio__loop *l, bool *queued_elsewhere)
 {
     *queued_elsewhere = false;
-    if (atomic_load(&l->inbox))
+    if (atomic_load(&l->inbox) || !corio__runq_owner_empty(&l->roam))
         return true;
     corio__runtime *rt = l->rt;
     if (!l->stopping && atomic_load(&rt->stopping))
@@ -599,7 +658,8 @@ static void park(corio__loop *l)
 static bool shutdown_step(corio__loop *l)
 {
     corio__runtime *rt = l->rt;
-    if (l->live_count == 0 && !l->shutdown_counted) {
+    /* Migrating tasks in the roam queue are started but on no live list. */
+    if (l->live_count == 0 && corio__runq_owner_empty(&l->roam) && !l->shutdown_counted) {
         l->shutdown_counted = true;
         if (atomic_fetch_sub(&rt->active_loops, 1) == 1)
             corio__runtime_wake_all(rt);
@@ -655,8 +715,12 @@ void corio__loop_run(corio__loop *l)
             l->stole_ns = l->now;
             /* The last searcher to find work wakes another loop if work is
              * left, so a burst of spawns spreads over all idle loops. */
-            if (atomic_fetch_sub(&rt->nsearching, 1) == 1 && corio__runq_len(&l->runq))
-                corio__notify_idle(rt, l);
+            if (atomic_fetch_sub(&rt->nsearching, 1) == 1) {
+                if (corio__runq_len(&l->roam))
+                    corio__notify_idle(rt, l, SIZE_MAX);
+                else if (corio__runq_len(&l->runq))
+                    corio__notify_idle(rt, l, corio__balance_own_load(l));
+            }
             run_task(l, t);
             continue;
         }

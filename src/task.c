@@ -184,11 +184,14 @@ int corio_spawn_ex(corio_task **task, corio_fn fn, void *arg, const corio_spawn_
         return CORIO_EPERM;
     corio__runtime *rt = l->rt;
     if (!fn || opts->loop < -1 || (opts->loop >= 0 && (unsigned)opts->loop >= rt->nloops) ||
-        (opts->flags & ~(unsigned)CORIO_TASK_LIGHT))
+        (opts->flags & ~(unsigned)(CORIO_TASK_LIGHT | CORIO_TASK_MIGRATE)))
         return CORIO_EINVAL;
     bool light = opts->flags & CORIO_TASK_LIGHT;
+    bool migrate = opts->flags & CORIO_TASK_MIGRATE;
     if (light && opts->stack_size)
         return CORIO_EINVAL; /* light tasks run on the loop's shared stack */
+    if (migrate && (light || opts->loop >= 0))
+        return CORIO_EINVAL; /* frames tied to a loop's stack; a chosen loop */
     size_t stack_size = rt->stack_size;
     if (opts->stack_size) {
         stack_size = corio__stack_round(opts->stack_size);
@@ -198,7 +201,9 @@ int corio_spawn_ex(corio_task **task, corio_fn fn, void *arg, const corio_spawn_
     if (l->stopping || atomic_load_explicit(&rt->stopping, memory_order_relaxed))
         return CORIO_ESHUTDOWN;
 
-    unsigned flags = light ? CORIO__TF_LIGHT : 0;
+    unsigned flags = (light ? CORIO__TF_LIGHT : 0) | (migrate ? CORIO__TF_MIGRATE : 0);
+    if (migrate && !atomic_load_explicit(&rt->migrating, memory_order_relaxed))
+        atomic_store_explicit(&rt->migrating, true, memory_order_relaxed);
     if (opts->loop >= 0)
         flags |= CORIO__TF_PINNED;
     corio_task *t;
@@ -345,9 +350,16 @@ static int wait_done(corio_task *self, corio_task *t, corio_time_t deadline,
     corio__loop *l = self->home;
     l->joining++;
     corio__loop_publish_load(l);
+    self->flags |= CORIO__TF_JOINING;
     rc = corio__wait_commit(self, token, deadline, what);
-    l->joining--;
-    corio__loop_publish_load(l);
+    /* Our loop now, which need not be the one we waited on: a migrating
+     * task's old loop undid the count when it let us go. */
+    if (self->flags & CORIO__TF_JOINING) {
+        self->flags &= (uint8_t)~CORIO__TF_JOINING;
+        l = self->home;
+        l->joining--;
+        corio__loop_publish_load(l);
+    }
     if (rc != 0 && !join_unregister(t, self)) {
         /* It finished as the wait ended: the join succeeds after all. */
         if (rc == CORIO_ECANCELED)

@@ -12,7 +12,10 @@
  * A NEW task may be stolen by any loop; the loop that first runs it becomes
  * its home for good (DESIGN.md: compilers cache thread-local addresses such
  * as errno's across calls, so moving a started C stack to another thread
- * would break correct code). `state` is written only by the home loop; it
+ * would break correct code), unless it was spawned CORIO_TASK_MIGRATE: such
+ * a task, woken from a wait that leaves nothing behind on its loop, goes
+ * to its loop's roam queue without a home, and the loop that takes it from
+ * there (its old one or a thief) adopts it (sched.c). `state` is written only by the home loop; it
  * serves scheduling asserts and the gdb script. Completion is published
  * through `join` instead, which other threads read.
  *
@@ -62,6 +65,12 @@ enum corio__task_flag {
     CORIO__TF_PINNED = 1u << 1,     /* spawned onto a chosen loop: never stolen */
     CORIO__TF_UNRUN = 1u << 2,      /* finished without running (exit_error says why) */
     CORIO__TF_MAIN = 1u << 3,       /* corio_run's main task */
+    CORIO__TF_MIGRATE = 1u << 4,    /* may change loops when woken (CORIO_TASK_MIGRATE) */
+    /* Bookkeeping a wait left on the loop it waited on, undone by that
+     * loop: by the task when it resumes there, or by the loop when it lets
+     * the task migrate (sched.c, roam_push). */
+    CORIO__TF_TIMED = 1u << 5,      /* counted in its loop's timers.armed */
+    CORIO__TF_JOINING = 1u << 6,    /* counted in its loop's `joining` */
 };
 
 #define CORIO__WAIT_IDLE 0u

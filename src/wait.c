@@ -132,13 +132,13 @@ static int wait_commit_at(corio_task *self, uint64_t token, corio_time_t deadlin
 {
     corio__loop *l = self->home;
     int early = 0;
-    bool timed = false;
     if (cancelled_for_good(self))
         early = CORIO_ECANCELED;
     else if (deadline != CORIO_FOREVER && deadline <= (now ? now : corio_now()))
         early = CORIO_ETIMEDOUT;
-    else if (deadline != CORIO_FOREVER)
-        timed = (early = corio__timers_add(&l->timers, self, token, deadline)) == 0;
+    else if (deadline != CORIO_FOREVER &&
+             (early = corio__timers_add(&l->timers, self, token, deadline)) == 0)
+        self->flags |= CORIO__TF_TIMED;
 
     if (early) {
         uint64_t expect = token;
@@ -148,8 +148,13 @@ static int wait_commit_at(corio_task *self, uint64_t token, corio_time_t deadlin
     }
     self->wait_what = (uint8_t)what;
     int rc = consume_wakeup(self);
-    if (timed)
-        corio__timers_wait_over(&l->timers); /* its entry, if queued, is stale */
+    /* Its entry, if still queued, is stale now. The loop we waited on
+     * counts it; a migrating task's old loop settled that as it let us go
+     * (sched.c), so only a task still flagged does it, on its own loop. */
+    if (self->flags & CORIO__TF_TIMED) {
+        self->flags &= (uint8_t)~CORIO__TF_TIMED;
+        corio__timers_wait_over(&self->home->timers);
+    }
     return rc;
 }
 

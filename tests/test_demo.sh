@@ -12,7 +12,7 @@ echo "$out" | python3 -c '
 import json, sys
 runs = [json.loads(l) for l in sys.stdin if l.strip()]
 modes = [r["mode"] for r in runs]
-assert modes == ["single", "steal", "offload", "batches"], modes
+assert modes == ["single", "steal", "migrate", "offload", "batches"], modes
 need = ["system", "mode", "loops", "tasks", "work_scale", "seed", "results_ok",
         "wall_s", "bound_s", "efficiency", "cpu_s", "unit_ns", "calib_unit_ns"]
 for r in runs:
@@ -23,7 +23,7 @@ for r in runs:
     assert r["loops"] == (1 if r["mode"] == "single" else 2), r
     assert 0.2 <= r["bound_s"] <= r["wall_s"] * 1.05, r
     assert 0 < r["efficiency"] <= 1.05, r
-assert runs[3]["batches"] == 5
+assert runs[4]["batches"] == 5
 ' || fail "JSON output wrong: $out"
 
 table=$("$demo" --tasks 200 --work-scale 0.2 --mode offload) || fail "table run exited $?"

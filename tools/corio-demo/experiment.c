@@ -16,6 +16,7 @@ const char *mode_name(enum demo_mode mode)
     case MODE_SINGLE: return "single";
     case MODE_STEAL: return "steal";
     case MODE_OFFLOAD: return "offload";
+    case MODE_MIGRATE: return "migrate";
     case MODE_BATCHES: return "batches";
     }
     return "?";
@@ -178,9 +179,13 @@ static void *experiment_main(void *arg)
             rc = corio_spawn_on(&ctx->tasks[i], (unsigned)(batch % loops), seed_task,
                                 &ctx->jobs[i]);
         } else {
-            rc = corio_spawn(&ctx->tasks[i],
-                             ctx->mode == MODE_OFFLOAD ? seed_task_offload : seed_task,
-                             &ctx->jobs[i]);
+            corio_spawn_opts opts;
+            corio_spawn_opts_init(&opts);
+            if (ctx->mode == MODE_MIGRATE)
+                opts.flags = CORIO_TASK_MIGRATE;
+            rc = corio_spawn_ex(&ctx->tasks[i],
+                                ctx->mode == MODE_OFFLOAD ? seed_task_offload : seed_task,
+                                &ctx->jobs[i], &opts);
         }
         if (rc != 0) {
             ctx->error = rc;

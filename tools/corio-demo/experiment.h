@@ -25,10 +25,14 @@
  *          waits for it: corio's idiom for CPU work after a wait, since a
  *          task that has run never moves but a fresh one goes to whichever
  *          loop is free (ARCHITECTURE.md, "Placement")
+ * migrate  all loops; as steal, but the tasks are spawned CORIO_TASK_MIGRATE:
+ *          a task woken from its sleep while its loop is busy is taken by
+ *          an idle loop, as Go and Tokio move theirs (the demo's task keeps
+ *          no thread-local address across its sleep, the flag's contract)
  * batches  all loops; the Python workaround, B static batches pinned
  *          round-robin, no stealing
  */
-enum demo_mode { MODE_SINGLE, MODE_STEAL, MODE_OFFLOAD, MODE_BATCHES };
+enum demo_mode { MODE_SINGLE, MODE_STEAL, MODE_OFFLOAD, MODE_MIGRATE, MODE_BATCHES };
 
 struct workload {
     size_t tasks;

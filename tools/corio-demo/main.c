@@ -1,12 +1,15 @@
 /*
  * corio-demo: the reference experiment of DESIGN.md, run on corio.
  *
- * With no arguments it runs the experiment three ways on the same seeded
+ * With no arguments it runs the experiment five ways on the same seeded
  * workload and prints one table:
  *   single   everything on one loop (what asyncio gives you);
- *   steal    all loops, tasks spread by work stealing;
+ *   steal    all loops, never-run tasks spread by work stealing;
+ *   migrate  as steal, and a woken task may move to an idle loop;
+ *   offload  as steal, each task handing its summation to a fresh task;
  *   batches  all loops, the Python workaround: B equal batches pinned
  *            round-robin to loops, no stealing.
+ * (experiment.h says more about each.)
  * Efficiency = lower bound / wall, the bound computed from the generated
  * delays and the measured CPU cost per unit of work (experiment.h).
  *
@@ -59,8 +62,8 @@ int main(int argc, char **argv)
     double calib_unit_ns = calibrate_unit_ns();
     double cpu_s = workload_cpu_s(&w, calib_unit_ns);
 
-    enum demo_mode modes[4] = {MODE_SINGLE, MODE_STEAL, MODE_OFFLOAD, MODE_BATCHES};
-    size_t nmodes = 4;
+    enum demo_mode modes[] = {MODE_SINGLE, MODE_STEAL, MODE_MIGRATE, MODE_OFFLOAD, MODE_BATCHES};
+    size_t nmodes = sizeof modes / sizeof modes[0];
     if (!opt.all_modes) {
         modes[0] = opt.mode;
         nmodes = 1;

@@ -12,7 +12,7 @@
 
 static const char usage[] =
     "usage: corio-demo [--tasks N] [--loops N] [--work-scale K]\n"
-    "                  [--mode single|steal|offload|batches]\n"
+    "                  [--mode single|steal|offload|migrate|batches]\n"
     "                  [--batches B] [--seed S] [--json]\n"
     "\n"
     "Runs DESIGN.md's reference experiment: N tasks (default 10000) each sleep a\n"
@@ -122,10 +122,12 @@ int parse_options(int argc, char **argv, struct demo_options *opt)
                 opt->mode = MODE_STEAL;
             else if (!strcmp(value, "offload"))
                 opt->mode = MODE_OFFLOAD;
+            else if (!strcmp(value, "migrate"))
+                opt->mode = MODE_MIGRATE;
             else if (!strcmp(value, "batches"))
                 opt->mode = MODE_BATCHES;
             else
-                return bad(name, "single, steal, offload or batches", value);
+                return bad(name, "single, steal, offload, migrate or batches", value);
             opt->all_modes = false;
         }
     }

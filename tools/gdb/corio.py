@@ -95,6 +95,13 @@ class CorioTasks(gdb.Command):
                 queued = int(q["tail"]) - int(q["head"]) + int(q["overflow_len"])
                 if queued:
                     print("loop %d: %d never-run tasks queued" % (int(loop["index"]), queued))
+                q = loop["roam"]
+                roaming = int(q["tail"]) - int(q["head"]) + int(q["overflow_len"])
+                if roaming:
+                    # Woken CORIO_TASK_MIGRATE tasks between loops: on no
+                    # live list until a loop adopts them (sched.c).
+                    print("loop %d: %d woken migrating tasks queued, not listed above"
+                          % (int(loop["index"]), roaming))
         print("%d started task(s)" % count)
 
 

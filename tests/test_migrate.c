@@ -1,0 +1,383 @@
+/*
+ * test_migrate.c: tasks spawned CORIO_TASK_MIGRATE. A migrating task woken
+ * while its loop is busy runs on an idle loop instead; what its waits left
+ * on the loop it waited on (join and timer counts) is settled whichever
+ * loop it resumes on; a runtime stops cleanly while such tasks are
+ * between loops; the flag is refused where it cannot work.
+ */
+#include <stdatomic.h>
+
+#include "loop.h"
+#include "test.h"
+
+static corio_spawn_opts migrate_opts(void)
+{
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.flags = CORIO_TASK_MIGRATE;
+    return o;
+}
+
+/* ---- woken tasks leave a busy loop ----
+ *
+ * Waiters start on both loops and wait on one event. The task that sets
+ * the event is pinned to loop 0 and then keeps loop 0's CPU, without
+ * yielding, until every waiter has run again: the waiters homed on loop 0
+ * can only have run if loop 1 took them.
+ */
+#define WAITERS 400
+
+struct waiter_log {
+    int first_loop[WAITERS], woke_loop[WAITERS];
+    _Atomic int started, woke;
+    corio_event *go;
+};
+
+static struct waiter_log wl;
+
+static void *waiter(void *arg)
+{
+    intptr_t i = INT_OF(arg);
+    wl.first_loop[i] = corio_loop_index();
+    atomic_fetch_add(&wl.started, 1);
+    CHECK_OK(corio_event_wait(wl.go));
+    wl.woke_loop[i] = corio_loop_index();
+    atomic_fetch_add(&wl.woke, 1);
+    return arg;
+}
+
+static void *hog_after_setting(void *arg)
+{
+    (void)arg;
+    corio_spawn_opts o = migrate_opts();
+    static corio_task *t[WAITERS];
+    for (intptr_t i = 0; i < WAITERS; i++)
+        CHECK_OK(corio_spawn_ex(&t[i], waiter, PTR_OF(i), &o));
+    corio_time_t give_up = corio_now() + 60 * CORIO_SEC;
+    while (atomic_load(&wl.started) < WAITERS && corio_now() < give_up)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_EQ(atomic_load(&wl.started), WAITERS);
+
+    CHECK_OK(corio_event_set(wl.go));
+    /* Keep the CPU (a hang guard, not a timing assertion). */
+    while (atomic_load(&wl.woke) < WAITERS && corio_now() < give_up)
+        test_spin(1000);
+    CHECK_EQ(atomic_load(&wl.woke), WAITERS);
+    CHECK_OK(corio_gather(t, WAITERS, NULL));
+    return NULL;
+}
+
+static void *main_busy_loop(void *arg)
+{
+    (void)arg;
+    CHECK_OK(corio_event_new(&wl.go));
+    corio_task *host;
+    CHECK_OK(corio_spawn_on(&host, 0, hog_after_setting, NULL));
+    CHECK_OK(corio_join(host, NULL));
+    corio_event_free(wl.go);
+    return NULL;
+}
+
+TEST(woken_tasks_leave_a_busy_loop)
+{
+    TEST_SKIP_UNDER_VALGRIND("Valgrind runs one thread at a time: whether loop 1 gets the CPU "
+                             "while loop 0 spins is up to its scheduler");
+    memset(&wl, 0, sizeof wl);
+    run_main_checked(2, main_busy_loop, NULL);
+    int homed_busy = 0;
+    for (int i = 0; i < WAITERS; i++) {
+        CHECK_EQ(wl.woke_loop[i], 1);
+        homed_busy += wl.first_loop[i] == 0;
+    }
+    fprintf(stderr, "   %d of %d waiters started on the busy loop and moved\n", homed_busy,
+            WAITERS);
+    CHECK_GT(homed_busy, 0);
+}
+
+/* ---- bookkeeping follows the task ----
+ *
+ * Migrating tasks sleep, time out, join and gather children, pass a
+ * channel token, take a semaphore, lock a mutex, call run_blocking and
+ * spin, in a random order, while pinned
+ * hogs keep loops busy in bursts so that wake-ups move. Afterwards each
+ * loop's count of tasks blocked in a join and of timed waits in progress
+ * must be back to zero: a migrating task's old loop settles them when it
+ * lets the task go, or the task does on resuming at home, never both.
+ */
+#define MIX_LOOPS 4
+
+struct mix {
+    corio_chan *chan;
+    corio_sem *sem;
+    corio_mutex *mutex;
+    corio_event *never;
+    _Atomic long ops, moves, hogs_left, locked;
+    long shared; /* under mutex */
+};
+
+static struct mix mx;
+
+static void *child(void *arg)
+{
+    test_spin(200);
+    return arg;
+}
+
+static void *mixer(void *arg)
+{
+    uint64_t rng = (uint64_t)INT_OF(arg) * 0x9E3779B97F4A7C15ull + 1;
+    int rounds = (int)test_scaled(60) + 2;
+    corio_spawn_opts o = migrate_opts();
+    int loop = corio_loop_index();
+    for (int r = 0; r < rounds; r++) {
+        switch (test_rand(&rng) % 9) {
+        case 0:
+            CHECK_OK(corio_sleep((int64_t)(test_rand(&rng) % 300) * CORIO_USEC));
+            break;
+        case 1:
+            CHECK_ERR(corio_event_wait_until(mx.never, corio_now() + 100 * CORIO_USEC),
+                      CORIO_ETIMEDOUT);
+            break;
+        case 2: {
+            corio_task *c;
+            void *res;
+            CHECK_OK(corio_spawn_ex(&c, child, PTR_OF(r), &o));
+            CHECK_OK(corio_join(c, &res));
+            CHECK_EQ(INT_OF(res), r);
+            break;
+        }
+        case 3: {
+            int token;
+            CHECK_OK(corio_chan_send(mx.chan, &r));
+            CHECK_OK(corio_chan_recv(mx.chan, &token));
+            break;
+        }
+        case 4:
+            CHECK_OK(corio_sem_acquire_until(mx.sem, corio_now() + 10 * CORIO_SEC));
+            test_spin(300);
+            CHECK_OK(corio_sem_release(mx.sem));
+            break;
+        case 5:
+            CHECK_OK(corio_mutex_lock(mx.mutex));
+            mx.shared++;
+            CHECK_OK(corio_mutex_unlock(mx.mutex));
+            atomic_fetch_add(&mx.locked, 1);
+            break;
+        case 6: {
+            void *res;
+            CHECK_OK(corio_run_blocking(child, PTR_OF(r), &res));
+            CHECK_EQ(INT_OF(res), r);
+            break;
+        }
+        case 7: {
+            corio_task *c[2];
+            void *res[2];
+            CHECK_OK(corio_spawn_ex(&c[0], child, PTR_OF(r), &o));
+            CHECK_OK(corio_spawn_ex(&c[1], child, PTR_OF(r + 1), &o));
+            CHECK_OK(corio_gather(c, 2, res));
+            CHECK_EQ(INT_OF(res[0]) + 1, INT_OF(res[1]));
+            break;
+        }
+        default:
+            test_spin((unsigned)(test_rand(&rng) % 3000));
+            break;
+        }
+        atomic_fetch_add(&mx.ops, 1);
+        int now = corio_loop_index();
+        if (now != loop)
+            atomic_fetch_add(&mx.moves, 1);
+        loop = now;
+    }
+    return NULL;
+}
+
+/* Busy for a while without yielding, then sleeps, a few times over. */
+static void *hog(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 5; i++) {
+        corio_time_t until = corio_now() + 2 * CORIO_MSEC;
+        while (corio_now() < until)
+            test_spin(500);
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    }
+    atomic_fetch_sub(&mx.hogs_left, 1);
+    return NULL;
+}
+
+struct loop_counts {
+    corio_waitgroup *done;
+    size_t joining[MIX_LOOPS], armed[MIX_LOOPS];
+};
+
+static struct loop_counts lc;
+
+/* Pinned to loop i: read that loop's own counters on its own thread. */
+static void *read_counts(void *arg)
+{
+    corio__loop *l = corio__loop_current();
+    CHECK_EQ((intptr_t)l->index, INT_OF(arg));
+    lc.joining[l->index] = l->joining;
+    lc.armed[l->index] = l->timers.armed;
+    CHECK_OK(corio_waitgroup_done(lc.done));
+    return NULL;
+}
+
+static void *main_mix(void *arg)
+{
+    long n = INT_OF(arg);
+    CHECK_OK(corio_chan_new(&mx.chan, sizeof(int), 8));
+    CHECK_OK(corio_sem_new(&mx.sem, 3));
+    CHECK_OK(corio_mutex_new(&mx.mutex));
+    CHECK_OK(corio_event_new(&mx.never));
+    atomic_store(&mx.hogs_left, MIX_LOOPS);
+    for (unsigned l = 0; l < MIX_LOOPS; l++)
+        CHECK_OK(corio_spawn_on(NULL, l, hog, NULL));
+    corio_spawn_opts o = migrate_opts();
+    corio_task **t = calloc((size_t)n, sizeof *t);
+    CHECK(t);
+    for (long i = 0; i < n; i++)
+        CHECK_OK(corio_spawn_ex(&t[i], mixer, PTR_OF(i + 1), &o));
+    CHECK_OK(corio_gather(t, (size_t)n, NULL));
+    free(t);
+    while (atomic_load(&mx.hogs_left) > 0)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+
+    /* Every loop quiet now but for the readers and this task, whose wait
+     * for them is neither a join nor a timed wait. */
+    CHECK_OK(corio_waitgroup_new(&lc.done));
+    CHECK_OK(corio_waitgroup_add(lc.done, MIX_LOOPS));
+    for (unsigned l = 0; l < MIX_LOOPS; l++)
+        CHECK_OK(corio_spawn_on(NULL, l, read_counts, PTR_OF(l)));
+    CHECK_OK(corio_waitgroup_wait(lc.done));
+    corio_waitgroup_free(lc.done);
+    corio_chan_free(mx.chan);
+    corio_sem_free(mx.sem);
+    corio_mutex_free(mx.mutex);
+    corio_event_free(mx.never);
+    return NULL;
+}
+
+TEST(bookkeeping_follows_the_task)
+{
+    long n = test_scaled(2000) + 20;
+    memset(&mx, 0, sizeof mx);
+    run_main_checked(MIX_LOOPS, main_mix, PTR_OF(n));
+    for (int l = 0; l < MIX_LOOPS; l++) {
+        CHECK_EQ(lc.joining[l], 0);
+        CHECK_EQ(lc.armed[l], 0);
+    }
+    fprintf(stderr, "   %ld waits, %ld resumed on another loop\n", atomic_load(&mx.ops),
+            atomic_load(&mx.moves));
+    CHECK_GT(atomic_load(&mx.ops), n);
+    CHECK_EQ(mx.shared, atomic_load(&mx.locked)); /* no increment lost under the mutex */
+}
+
+/* ---- stopping while tasks are between loops ---- */
+
+static _Atomic long roamers_in, roamers_out;
+
+static void *roamer(void *arg)
+{
+    uint64_t rng = (uint64_t)INT_OF(arg) + 1;
+    atomic_fetch_add(&roamers_in, 1);
+    /* Sleeps until the runtime stops it (its sleep fails then). */
+    while (corio_sleep((int64_t)(test_rand(&rng) % 1000) * CORIO_USEC) == 0)
+        test_spin((unsigned)(test_rand(&rng) % 1000));
+    atomic_fetch_add(&roamers_out, 1);
+    return NULL;
+}
+
+static void *main_stop(void *arg)
+{
+    long n = INT_OF(arg);
+    corio_spawn_opts o = migrate_opts();
+    for (long i = 0; i < n; i++)
+        CHECK_OK(corio_spawn_ex(NULL, roamer, PTR_OF(i), &o));
+    CHECK_OK(corio_sleep(20 * CORIO_MSEC));
+    return arg;
+}
+
+TEST(stop_while_tasks_roam)
+{
+    /* Under Valgrind, which runs one thread at a time some 50x slower,
+     * 500 tasks waking every half millisecond are an overload that takes
+     * minutes to stop (with or without the flag); 50 are not. */
+    long rounds = test_scaled(20) + 2, n = test_under_valgrind() ? 50 : 500, fewest = n;
+    for (long r = 0; r < rounds; r++) {
+        atomic_store(&roamers_in, 0);
+        atomic_store(&roamers_out, 0);
+        run_main_checked(3, main_stop, PTR_OF(n));
+        /* Every task that started was stopped and returned: none was lost
+         * in a queue between loops. (Tasks not started by the time main
+         * returned are dropped unrun, asyncio.run's rule.) */
+        CHECK_GT(atomic_load(&roamers_in), 0);
+        CHECK_EQ(atomic_load(&roamers_out), atomic_load(&roamers_in));
+        if (atomic_load(&roamers_in) < fewest)
+            fewest = atomic_load(&roamers_in);
+    }
+    fprintf(stderr, "   %ld rounds; at least %ld of %ld tasks started in each\n", rounds, fewest, n);
+}
+
+/* ---- where the flag is refused ---- */
+
+static void *nothing(void *arg) { return arg; }
+
+static void *main_refused(void *arg)
+{
+    (void)arg;
+    corio_spawn_opts o = migrate_opts();
+    corio_task *t = (corio_task *)&o; /* must be cleared on failure */
+    o.flags = CORIO_TASK_MIGRATE | CORIO_TASK_LIGHT;
+    CHECK_ERR(corio_spawn_ex(&t, nothing, NULL, &o), CORIO_EINVAL);
+    CHECK(t == NULL);
+    o.flags = CORIO_TASK_MIGRATE;
+    o.loop = 0;
+    CHECK_ERR(corio_spawn_ex(&t, nothing, NULL, &o), CORIO_EINVAL);
+    o.loop = -1;
+    CHECK_OK(corio_spawn_ex(&t, nothing, PTR_OF(7), &o));
+    void *res;
+    CHECK_OK(corio_join(t, &res));
+    CHECK_EQ(INT_OF(res), 7);
+    return NULL;
+}
+
+TEST(flag_refused_with_light_or_chosen_loop) { run_main_checked(2, main_refused, NULL); }
+
+/* ---- on one loop the flag changes nothing ---- */
+
+static void *main_one_loop(void *arg)
+{
+    (void)arg;
+    corio_spawn_opts o = migrate_opts();
+    corio_task *t[50];
+    for (int i = 0; i < 50; i++)
+        CHECK_OK(corio_spawn_ex(&t[i], mixer, PTR_OF(i + 1), &o));
+    CHECK_OK(corio_gather(t, 50, NULL));
+    return NULL;
+}
+
+TEST(one_loop)
+{
+    memset(&mx, 0, sizeof mx);
+    CHECK_OK(corio_chan_new(&mx.chan, sizeof(int), 8));
+    CHECK_OK(corio_sem_new(&mx.sem, 3));
+    CHECK_OK(corio_mutex_new(&mx.mutex));
+    CHECK_OK(corio_event_new(&mx.never));
+    run_main_checked(1, main_one_loop, NULL);
+    CHECK_EQ(atomic_load(&mx.moves), 0);
+    corio_chan_free(mx.chan);
+    corio_sem_free(mx.sem);
+    corio_mutex_free(mx.mutex);
+    corio_event_free(mx.never);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(woken_tasks_leave_a_busy_loop);
+    RUN(bookkeeping_follows_the_task);
+    RUN(stop_while_tasks_roam);
+    RUN(flag_refused_with_light_or_chosen_loop);
+    RUN(one_loop);
+    return test_summary();
+}
