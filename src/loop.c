@@ -62,7 +62,7 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     atomic_init(&l->parked, 0);
     corio__timers_init(&l->timers);
     l->arena.huge_pages = rt->huge_pages;
-    corio__stack_pool_init(&l->stacks, rt->stack_size, STACK_POOL_LIMIT);
+    corio__stack_pool_init(&l->stacks, rt->stack_size, STACK_POOL_LIMIT, &rt->stack_spill);
 
     int rc = corio__runq_init(&l->runq);
     if (rc != 0)
@@ -131,8 +131,11 @@ static void inbox_push(corio__loop *l, corio_task *t)
 /* Does t, being made ready on its home l, go to the roam queue instead?
  * A started migrating task woken from a wait it may move after, not the
  * caller itself (a task that queues itself is still on the CPU: a thief
- * must not take it before it has switched out), and not once the runtime
- * stops (shutdown counts each loop's live tasks). */
+ * must not take it before it has switched out), and not once this loop
+ * has seen the runtime stop (shutdown counts each loop's live tasks). A
+ * task that moves between the runtime's stop and this loop's next poll is
+ * adopted by a loop that has not counted itself finished, and fails its
+ * next wait there. */
 static bool roams(corio__loop *l, const corio_task *t)
 {
     return (t->flags & CORIO__TF_MIGRATE) && t->state != CORIO__TASK_NEW && t != l->current &&

@@ -57,6 +57,8 @@ typedef struct corio__loop {
     size_t joining;                /* live tasks blocked joining another task */
     int switch_reason;             /* enum corio__switch_reason */
     unsigned tick;                 /* tasks run since the last poll */
+    bool queues_first;             /* the first pick after a poll prefers the
+                                    * run and roam queues (sched.c) */
     corio_time_t now;              /* cached at the last poll */
     corio_time_t inbox_seen_ns;    /* last poll that found tasks in the inbox */
     corio_time_t stole_ns;         /* last successful steal (time of last poll) */
@@ -125,6 +127,7 @@ typedef struct corio__runtime {
     _Alignas(CORIO__CACHE_LINE) _Atomic int nparked;    /* loops parked (hint) */
     _Atomic int nsearching;        /* loops looking for work to steal */
     corio__fd_gens fd_gens;        /* descriptor generations (io.h) */
+    corio__stack_spill stack_spill; /* surplus stacks of the loops' pools (stack.h) */
     struct corio__runtime *debug_next; /* corio__debug_runtimes list */
 } corio__runtime;
 

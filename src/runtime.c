@@ -236,11 +236,12 @@ static void debug_unregister(corio__runtime *rt)
 static void runtime_free(corio__runtime *rt)
 {
     if (rt->loops) {
-        /* Stacks wander between loops' pools: every pool forgets its
-         * stacks before any pool unmaps its chunks. */
+        /* Stacks wander between loops' pools: every pool, and the spill
+         * list, forgets its stacks before any pool unmaps its chunks. */
         for (unsigned i = 0; i < rt->nloops; i++)
             if (rt->loops[i])
                 corio__stack_pool_forget(&rt->loops[i]->stacks);
+        corio__stack_spill_forget(&rt->stack_spill);
         for (unsigned i = 0; i < rt->nloops; i++) {
             corio__loop *l = rt->loops[i];
             if (!l)

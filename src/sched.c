@@ -5,12 +5,13 @@
  * handle whatever made it switch back, repeat. What to run, in order:
  *
  *   1. the ready list: started tasks that were woken, and tasks pinned to
- *      this loop (every CORIO__POLL_INTERVAL picks the run queue goes
+ *      this loop (the first pick after each poll takes the run queue
  *      first, so a stream of wake-ups cannot starve never-run tasks);
- *   2. the run queue: never-run tasks, FIFO;
- *   3. when both are empty: poll (inbox, timers), then steal half of
- *      another loop's never-run tasks, then park in epoll_wait until the
- *      next deadline or a wake-up.
+ *   2. the roam queue: woken migrating tasks (CORIO_TASK_MIGRATE);
+ *   3. the run queue: never-run tasks, FIFO;
+ *   4. when all are empty: poll (inbox, timers), then steal half of
+ *      another loop's woken migrating or never-run tasks, then park in
+ *      epoll_wait until the next deadline or a wake-up.
  *
  * Every CORIO__POLL_INTERVAL (61) tasks the loop polls even when busy, so
  * timers and wake-ups from other loops are never delayed behind a long run
@@ -428,6 +429,7 @@ static void poll_events(corio__loop *l)
     if (!l->stopping && atomic_load_explicit(&l->rt->stopping, memory_order_acquire))
         enter_stopping(l);
     l->tick = 0;
+    l->queues_first = true;
     l->light_stalled = false;
     l->start_credit = 0; /* credit is for a burst, not for later */
 }
@@ -450,12 +452,16 @@ static corio_task *roam_pop(corio__loop *l)
 }
 
 /* Ready tasks first, then woken migrating tasks, then never-run tasks;
- * once per poll interval the other way round, so that neither queue can
- * starve behind a stream of wake-ups. */
+ * the first pick after each poll the other way round, so that neither
+ * queue can starve behind a stream of wake-ups or a task that keeps
+ * yielding. (A count of picks modulo the poll interval did not do it: a
+ * lone yielder switches straight back to itself until the loop polls,
+ * and the scheduler's first pick after the poll is at count 0.) */
 static corio_task *next_runnable(corio__loop *l)
 {
     corio_task *t = NULL;
-    if (l->tick % CORIO__POLL_INTERVAL == CORIO__POLL_INTERVAL - 1) {
+    if (l->queues_first) {
+        l->queues_first = false;
         t = pop_new(l);
         if (!t)
             t = roam_pop(l);

@@ -107,9 +107,65 @@ void corio__stack_unmap(corio__stack *st)
     st->lo = NULL;
 }
 
-void corio__stack_pool_init(corio__stack_pool *pool, size_t size, size_t warm_limit)
+void corio__stack_pool_init(corio__stack_pool *pool, size_t size, size_t warm_limit,
+                            corio__stack_spill *spill)
 {
-    *pool = (corio__stack_pool){.size = size, .warm_limit = warm_limit};
+    *pool = (corio__stack_pool){.size = size, .warm_limit = warm_limit, .spill = spill};
+}
+
+void corio__stack_spill_forget(corio__stack_spill *spill)
+{
+    corio__spin_lock(&spill->lock);
+    while (spill->head) {
+        struct corio__pooled_stack *p = spill->head;
+        spill->head = p->next;
+        corio__sanitize_stack_deregister(p->vg_id);
+    }
+    atomic_store_explicit(&spill->count, 0, memory_order_relaxed);
+    corio__spin_unlock(&spill->lock);
+}
+
+/* The header of an idle stack lives in its top bytes. */
+static struct corio__pooled_stack *header_of(const corio__stack *st)
+{
+    return (struct corio__pooled_stack *)((char *)st->lo + st->size) - 1;
+}
+
+/* A stack this pool has no room for: to the spill list, memory given
+ * back but for the page its header is on. */
+static void spill_push(corio__stack_spill *spill, corio__stack *st)
+{
+    size_t keep = page_size();
+    if (st->size > keep) /* failure only means the memory stays resident */
+        corio__madvise(st->lo, st->size - keep, MADV_DONTNEED);
+    struct corio__pooled_stack *p = header_of(st);
+    p->lo = st->lo;
+    p->vg_id = st->vg_id;
+    corio__spin_lock(&spill->lock);
+    p->next = spill->head;
+    spill->head = p;
+    atomic_fetch_add_explicit(&spill->count, 1, memory_order_relaxed);
+    corio__spin_unlock(&spill->lock);
+    st->lo = NULL;
+}
+
+static bool spill_pop(corio__stack_spill *spill, corio__stack *st, size_t size)
+{
+    if (!atomic_load_explicit(&spill->count, memory_order_relaxed))
+        return false;
+    corio__spin_lock(&spill->lock);
+    struct corio__pooled_stack *p = spill->head;
+    if (p) {
+        spill->head = p->next;
+        atomic_fetch_sub_explicit(&spill->count, 1, memory_order_relaxed);
+    }
+    corio__spin_unlock(&spill->lock);
+    if (!p)
+        return false;
+    st->lo = p->lo;
+    st->size = size;
+    st->vg_id = p->vg_id;
+    return true;
 }
 
 void corio__stack_pool_forget(corio__stack_pool *pool)
@@ -165,6 +221,7 @@ static int carve(corio__stack_pool *pool, corio__stack *st)
      * whole at the end. */
     pool->carve_next += stride;
     pool->carve_left--;
+    pool->carved++;
     int rc = install_guard(slot);
     if (rc != 0)
         return rc;
@@ -191,6 +248,8 @@ int corio__stack_get(corio__stack_pool *pool, corio__stack *st, size_t size)
         *st = pool->cold[--pool->cold_count];
         return 0;
     }
+    if (pool->spill && spill_pop(pool->spill, st, size))
+        return 0;
     return carve(pool, st);
 }
 
@@ -203,11 +262,14 @@ void corio__stack_put(corio__stack_pool *pool, corio__stack *st)
         return;
     }
     corio__sanitize_stack_reuse(st->lo, st->size);
+    if (pool->spill && pool->warm_count + pool->cold_count >= pool->carved) {
+        spill_push(pool->spill, st);
+        return;
+    }
     if (pool->warm_count < pool->warm_limit) {
         /* The header lives at the top of the stack, where the next task's
          * first frame will go: that page is resident already. */
-        struct corio__pooled_stack *p =
-            (struct corio__pooled_stack *)((char *)st->lo + st->size) - 1;
+        struct corio__pooled_stack *p = header_of(st);
         p->lo = st->lo;
         p->vg_id = st->vg_id;
         p->next = pool->warm;

@@ -26,16 +26,26 @@
  * and nothing is unmapped until the runtime ends.
  *
  * A stack may be taken from one loop's pool and given back to another's
- * (a stolen task exits on the thief's loop); it is just memory. Chunks are
- * unmapped only when the runtime ends, after every pool has forgotten its
- * stacks (corio__stack_pool_forget, then corio__stack_pool_destroy).
- * Stacks of other sizes are mapped and unmapped one by one.
+ * (a migrating task, CORIO_TASK_MIGRATE, exits where it was last woken);
+ * it is just memory. A steady flow of such tasks from one loop to another
+ * would have the first carve chunk after chunk while the second piles
+ * them up, so a pool keeps at most as many idle stacks as it has carved
+ * and puts the surplus on the runtime's spill list, which a pool empties
+ * before it carves. (Without migration a task exits on the loop that
+ * gave it its stack, and nothing ever spills.) Chunks are unmapped only
+ * when the runtime ends, after every pool and the spill list have
+ * forgotten their stacks (corio__stack_pool_forget,
+ * corio__stack_spill_forget, then corio__stack_pool_destroy). Stacks of
+ * other sizes are mapped and unmapped one by one.
  */
 #ifndef CORIO_STACK_H
 #define CORIO_STACK_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "spin.h"
 
 /* Bytes of guard below every stack. Bigger than a page so that a frame
  * with a few KiB of locals cannot step over it; virtual only. */
@@ -50,6 +60,14 @@ typedef struct corio__stack {
 struct corio__pooled_stack;
 struct corio__stack_chunk;
 
+/* Surplus stacks of the runtime's default size, shared by its loops'
+ * pools (any thread, under `lock`; `count` is also read as a hint). */
+typedef struct corio__stack_spill {
+    corio__spin lock;
+    struct corio__pooled_stack *head; /* headers at the stacks' tops */
+    _Atomic size_t count;
+} corio__stack_spill;
+
 typedef struct corio__stack_pool {
     size_t size;                       /* usable size of the stacks pooled */
     struct corio__pooled_stack *warm;  /* list, headers at the stacks' tops */
@@ -59,6 +77,8 @@ typedef struct corio__stack_pool {
     struct corio__stack_chunk *chunks; /* mappings this pool made */
     char *carve_next;                  /* next unused slot of the newest chunk */
     size_t carve_left;                 /* slots left in it */
+    size_t carved;                     /* stacks carved: most idle ones kept */
+    corio__stack_spill *spill;         /* where the surplus goes (may be NULL) */
 } corio__stack_pool;
 
 /* Largest stack a task may ask for: 1 TiB. */
@@ -73,7 +93,11 @@ size_t corio__stack_round(size_t size);
 int corio__stack_map(corio__stack *st, size_t size);
 void corio__stack_unmap(corio__stack *st);
 
-void corio__stack_pool_init(corio__stack_pool *pool, size_t size, size_t warm_limit);
+void corio__stack_pool_init(corio__stack_pool *pool, size_t size, size_t warm_limit,
+                            corio__stack_spill *spill);
+/* Drop every stack from the spill list (runtime teardown, with the pools'
+ * corio__stack_pool_forget). */
+void corio__stack_spill_forget(corio__stack_spill *spill);
 /* Drop every stack from the pool's lists (they all lie in some pool's
  * chunks). Call for every pool before any pool is destroyed. */
 void corio__stack_pool_forget(corio__stack_pool *pool);

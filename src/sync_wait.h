@@ -7,12 +7,15 @@
  * waker never finds it there afterwards; when woken, to wait until the
  * waker has let go of the object. A waker fires us while holding the lock
  * and touches the object until it unlocks (the rest of an event's
- * waiters, the lock word itself), and once our wait returns the caller may
- * free the object: wait for a wait group, then free it, is the usual
+ * waiters, the lock word itself), and once our wait returns the caller
+ * may free the object: wait for a wait group, then free it, is the usual
  * pattern (as POSIX requires of sem_wait and sem_destroy). Without this,
- * a woken task on another loop could free it under the waker. The token was armed before the lock was
- * taken (arming may fail for a light task, and must not fail under a
- * lock).
+ * a woken task on another loop could free it under the waker. A caller
+ * that takes the lock again right after a wake-up anyway (a channel
+ * retrying its operation) passes `relocks` and saves the round trip.
+ *
+ * The token was armed before the lock was taken (arming may fail for a
+ * light task, and must not fail under a lock).
  */
 #ifndef CORIO_SYNC_WAIT_H
 #define CORIO_SYNC_WAIT_H
@@ -24,15 +27,17 @@
 /* Returns the wait's result: 0 when a waker fired us, else the error. */
 static inline int corio__sync_block(corio__spin *lock, corio__waitq *q, corio_task *self,
                                     uint64_t token, corio_time_t deadline,
-                                    enum corio__wait_kind what)
+                                    enum corio__wait_kind what, bool relocks)
 {
     corio__waitq_push(q, self);
     corio__spin_unlock(lock);
     int rc = corio__wait_commit(self, token, deadline, what);
-    corio__spin_lock(lock);
-    if (rc != 0)
-        corio__waitq_remove(q, self);
-    corio__spin_unlock(lock);
+    if (rc != 0 || !relocks) {
+        corio__spin_lock(lock);
+        if (rc != 0)
+            corio__waitq_remove(q, self);
+        corio__spin_unlock(lock);
+    }
     return rc;
 }
 
@@ -58,12 +63,17 @@ static inline int corio__sync_call(corio__spin *lock, corio__waitq *q,
                                    int (*attempt)(void *obj, void *arg), void *obj, void *arg,
                                    bool retry, corio_time_t deadline, enum corio__wait_kind what)
 {
-    for (;;) {
+    for (bool woken = false;; woken = true) {
         corio_task *self;
         uint64_t token;
         int rc = corio__sync_arm(&self, &token);
-        if (rc != 0)
+        if (rc != 0) {
+            if (woken) { /* not relocking after all: let the waker finish */
+                corio__spin_lock(lock);
+                corio__spin_unlock(lock);
+            }
             return rc;
+        }
         corio__spin_lock(lock);
         rc = attempt(obj, arg);
         if (rc != CORIO_EAGAIN) {
@@ -71,7 +81,7 @@ static inline int corio__sync_call(corio__spin *lock, corio__waitq *q,
             corio__wait_disarm(self, token);
             return rc;
         }
-        rc = corio__sync_block(lock, q, self, token, deadline, what);
+        rc = corio__sync_block(lock, q, self, token, deadline, what, retry);
         if (rc != 0 || !retry)
             return rc;
     }

@@ -209,7 +209,8 @@ int corio_cancel(corio_task *task)
 int corio__yield_now(corio_task *self)
 {
     corio__loop *l = self->home;
-    if (!l->ready_head && corio__runq_len(&l->runq) == 0 && l->tick + 1 < CORIO__POLL_INTERVAL) {
+    if (!l->ready_head && corio__runq_len(&l->runq) == 0 && corio__runq_owner_empty(&l->roam) &&
+        l->tick + 1 < CORIO__POLL_INTERVAL) {
         /* Nobody else to run: keep the CPU, but count it as a task run so
          * that a yield loop still lets the loop poll on time. */
         l->tick++;

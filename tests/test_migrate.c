@@ -94,6 +94,108 @@ TEST(woken_tasks_leave_a_busy_loop)
     CHECK_GT(homed_busy, 0);
 }
 
+/* ---- stacks do not pile up on the loop tasks migrate to ----
+ *
+ * Round after round, tasks take their stacks on loop 0 and exit on loop 1
+ * (the woken_tasks pattern above). Loop 1's pool must not hoard them
+ * while loop 0 maps new chunks for every round: the mappings alive after
+ * the last round are those of the first few.
+ */
+static void *stack_rounds(void *arg)
+{
+    long rounds = INT_OF(arg);
+    int64_t maps_early = 0;
+    for (long r = 0; r < rounds; r++) {
+        memset(&wl, 0, sizeof wl);
+        CHECK_OK(corio_event_new(&wl.go));
+        hog_after_setting(NULL);
+        corio_event_free(wl.go);
+        if (r == 2)
+            maps_early = corio__live_maps();
+    }
+    int64_t maps_late = corio__live_maps();
+    fprintf(stderr, "   live mappings after round 3: %lld, after round %ld: %lld\n",
+            (long long)maps_early, rounds, (long long)maps_late);
+    /* Without the spill list loop 0 mapped ~3 chunks a round. */
+    CHECK_LE(maps_late, maps_early + 4);
+    return NULL;
+}
+
+static void *main_stack_rounds(void *arg)
+{
+    corio_task *host;
+    CHECK_OK(corio_spawn_on(&host, 0, stack_rounds, arg));
+    CHECK_OK(corio_join(host, NULL));
+    return NULL;
+}
+
+TEST(stacks_do_not_pile_up)
+{
+    TEST_SKIP_UNDER_VALGRIND("the rounds rely on loop 1 running while loop 0 spins");
+    run_main_checked(2, main_stack_rounds, PTR_OF(test_scaled(40) + 5));
+}
+
+/* ---- a task that keeps yielding does not starve a woken one ----
+ *
+ * A migrating task woken on the yielder's own loop goes to the roam
+ * queue, not the ready list; the yielder's loop must still run it (the
+ * other loop is idle and not told about a single woken task).
+ */
+static _Atomic int yw_home, yw_done;
+
+static void *yield_waiter(void *arg)
+{
+    atomic_store(&yw_home, corio_loop_index() + 1);
+    CHECK_OK(corio_event_wait(arg));
+    atomic_store(&yw_done, 1);
+    return NULL;
+}
+
+static void *yielder(void *arg)
+{
+    (void)arg;
+    corio_spawn_opts o = migrate_opts();
+    int tries = 0;
+    for (;;) {
+        corio_event *ev;
+        CHECK_OK(corio_event_new(&ev));
+        atomic_store(&yw_home, 0);
+        atomic_store(&yw_done, 0);
+        corio_task *t;
+        CHECK_OK(corio_spawn_ex(&t, yield_waiter, ev, &o));
+        while (!atomic_load(&yw_home))
+            CHECK_OK(corio_sleep(100 * CORIO_USEC));
+        CHECK_OK(corio_sleep(CORIO_MSEC)); /* let it block on the event */
+        bool here = atomic_load(&yw_home) - 1 == corio_loop_index();
+        CHECK_OK(corio_event_set(ev));
+        corio_time_t give_up = corio_now() + 30 * CORIO_SEC;
+        while (!atomic_load(&yw_done) && corio_now() < give_up)
+            CHECK_OK(corio_yield());
+        CHECK_EQ(atomic_load(&yw_done), 1);
+        CHECK_OK(corio_join(t, NULL));
+        corio_event_free(ev);
+        if (here)
+            return PTR_OF(tries);
+        CHECK_LT(++tries, 200); /* it kept starting on the other loop */
+    }
+}
+
+static void *main_yielder(void *arg)
+{
+    (void)arg;
+    corio_task *y;
+    CHECK_OK(corio_spawn_on(&y, 0, yielder, NULL));
+    CHECK_OK(corio_join(y, NULL));
+    return NULL;
+}
+
+TEST(yielder_does_not_starve_a_woken_task)
+{
+    TEST_SKIP_UNDER_VALGRIND("a task spinning on yield holds Valgrind's one running thread while "
+                             "the other loop's waits");
+    run_main_checked(2, main_yielder, NULL);
+}
+
 /* ---- bookkeeping follows the task ----
  *
  * Migrating tasks sleep, time out, join and gather children, pass a
@@ -270,6 +372,8 @@ TEST(bookkeeping_follows_the_task)
     fprintf(stderr, "   %ld waits, %ld resumed on another loop\n", atomic_load(&mx.ops),
             atomic_load(&mx.moves));
     CHECK_GT(atomic_load(&mx.ops), n);
+    if (!test_under_valgrind()) /* one thread at a time: moves are up to its scheduler */
+        CHECK_GT(atomic_load(&mx.moves), 0);
     CHECK_EQ(mx.shared, atomic_load(&mx.locked)); /* no increment lost under the mutex */
 }
 
@@ -375,6 +479,8 @@ TEST(one_loop)
 int main(int argc, char **argv)
 {
     RUN(woken_tasks_leave_a_busy_loop);
+    RUN(stacks_do_not_pile_up);
+    RUN(yielder_does_not_starve_a_woken_task);
     RUN(bookkeeping_follows_the_task);
     RUN(stop_while_tasks_roam);
     RUN(flag_refused_with_light_or_chosen_loop);

@@ -422,6 +422,40 @@ TEST(join_and_gather_deadlines)
     run_main_checked(4, main_join_deadlines, NULL);
 }
 
+/* ---- a task that keeps yielding lets never-run tasks start ----
+ *
+ * asyncio.sleep(0) semantics on one loop: a task spinning on yield until
+ * a task it spawned has run must see it run (it used to switch straight
+ * back to itself forever, the fairness pick never coming round).
+ */
+static _Atomic int ran_child;
+
+static void *set_flag(void *arg)
+{
+    (void)arg;
+    atomic_store(&ran_child, 1);
+    return NULL;
+}
+
+static void *main_yield_until_child(void *arg)
+{
+    (void)arg;
+    for (int round = 0; round < 100; round++) {
+        atomic_store(&ran_child, 0);
+        CHECK_OK(corio_spawn(NULL, set_flag, NULL));
+        long yields = 0;
+        while (!atomic_load(&ran_child) && yields < 1000000) {
+            CHECK_OK(corio_yield());
+            yields++;
+        }
+        CHECK_EQ(atomic_load(&ran_child), 1);
+        CHECK_LE(yields, 1000); /* a poll interval is 61 picks */
+    }
+    return NULL;
+}
+
+TEST(yield_lets_new_tasks_run) { run_main_checked(1, main_yield_until_child, NULL); }
+
 int main(int argc, char **argv)
 {
     RUN(spawn_join_results);
@@ -432,5 +466,6 @@ int main(int argc, char **argv)
     RUN(outside_runtime);
     RUN(identity);
     RUN(join_and_gather_deadlines);
+    RUN(yield_lets_new_tasks_run);
     return test_summary();
 }
