@@ -6,6 +6,7 @@
  * between loops; the flag is refused where it cannot work.
  */
 #include <stdatomic.h>
+#include <sys/socket.h>
 
 #include "loop.h"
 #include "test.h"
@@ -377,6 +378,94 @@ TEST(bookkeeping_follows_the_task)
     CHECK_EQ(mx.shared, atomic_load(&mx.locked)); /* no increment lost under the mutex */
 }
 
+/* ---- descriptors of a task that moves ----
+ *
+ * A migrating task's descriptor waits do not move it, but its sleeps do,
+ * so it reads and writes the same socket from several loops in turn: each
+ * loop it waits on registers the descriptor with its own epoll. Pairs of
+ * such tasks stream counters through socket pairs while hogs keep loops
+ * busy; every value must arrive in order, and descriptor numbers are
+ * reused round after round (corio_close) while older registrations of
+ * them linger on other loops.
+ */
+#define IO_PAIRS 8
+
+static _Atomic long io_moves;
+
+static void *io_writer(void *arg)
+{
+    int fd = (int)INT_OF(arg);
+    uint64_t rng = (uint64_t)fd * 7919 + 1;
+    int loop = corio_loop_index();
+    for (uint64_t i = 0; i < 200; i++) {
+        if (test_rand(&rng) % 4 == 0)
+            CHECK_OK(corio_sleep((int64_t)(test_rand(&rng) % 200) * CORIO_USEC));
+        CHECK_EQ(corio_write(fd, &i, sizeof i), (ssize_t)sizeof i);
+        if (corio_loop_index() != loop)
+            atomic_fetch_add(&io_moves, 1);
+        loop = corio_loop_index();
+    }
+    CHECK_OK(corio_close(fd));
+    return NULL;
+}
+
+static void *io_reader(void *arg)
+{
+    int fd = (int)INT_OF(arg);
+    uint64_t rng = (uint64_t)fd * 104729 + 1;
+    int loop = corio_loop_index();
+    for (uint64_t i = 0; i < 200; i++) {
+        uint64_t v;
+        size_t got = 0;
+        while (got < sizeof v) {
+            ssize_t n = corio_read(fd, (char *)&v + got, sizeof v - got);
+            CHECK_GT(n, 0);
+            got += (size_t)n;
+        }
+        CHECK_EQ(v, i);
+        if (test_rand(&rng) % 4 == 0)
+            CHECK_OK(corio_sleep((int64_t)(test_rand(&rng) % 200) * CORIO_USEC));
+        if (corio_loop_index() != loop)
+            atomic_fetch_add(&io_moves, 1);
+        loop = corio_loop_index();
+    }
+    char end;
+    CHECK_EQ(corio_read(fd, &end, 1), 0); /* the writer closed its end */
+    CHECK_OK(corio_close(fd));
+    return NULL;
+}
+
+static void *main_io(void *arg)
+{
+    long rounds = INT_OF(arg);
+    corio_spawn_opts o = migrate_opts();
+    for (long r = 0; r < rounds; r++) {
+        atomic_store(&mx.hogs_left, MIX_LOOPS);
+        for (unsigned l = 0; l < MIX_LOOPS; l++)
+            CHECK_OK(corio_spawn_on(NULL, l, hog, NULL));
+        corio_task *t[2 * IO_PAIRS];
+        for (int p = 0; p < IO_PAIRS; p++) {
+            int sv[2];
+            CHECK_OK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+            CHECK_OK(corio_spawn_ex(&t[2 * p], io_writer, PTR_OF(sv[0]), &o));
+            CHECK_OK(corio_spawn_ex(&t[2 * p + 1], io_reader, PTR_OF(sv[1]), &o));
+        }
+        CHECK_OK(corio_gather(t, 2 * IO_PAIRS, NULL));
+        while (atomic_load(&mx.hogs_left) > 0)
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+    }
+    return NULL;
+}
+
+TEST(descriptors_of_a_moving_task)
+{
+    atomic_store(&io_moves, 0);
+    run_main_checked(MIX_LOOPS, main_io, PTR_OF(test_scaled(20) + 2));
+    fprintf(stderr, "   %ld resumptions on another loop\n", atomic_load(&io_moves));
+    if (!test_under_valgrind())
+        CHECK_GT(atomic_load(&io_moves), 0);
+}
+
 /* ---- stopping while tasks are between loops ---- */
 
 static _Atomic long roamers_in, roamers_out;
@@ -482,6 +571,7 @@ int main(int argc, char **argv)
     RUN(stacks_do_not_pile_up);
     RUN(yielder_does_not_starve_a_woken_task);
     RUN(bookkeeping_follows_the_task);
+    RUN(descriptors_of_a_moving_task);
     RUN(stop_while_tasks_roam);
     RUN(flag_refused_with_light_or_chosen_loop);
     RUN(one_loop);
