@@ -395,7 +395,12 @@ CORIO_API int corio_group_close(corio_group *group);
  * message, an acquire holds no permit, a lock is not held. The blocking
  * calls must come from tasks; the others (release, unlock, set, done,
  * close, try_*) may come from any thread of the runtime. Objects are not
- * tied to a runtime but must not be freed while a task waits on them.
+ * tied to a runtime. Free one only when no call on it is in progress,
+ * with one exception: a task whose wait on it has returned may free it at
+ * once, even if the call that woke it has not yet returned (wait for a
+ * wait group, then free it). Freeing right after a set or release while
+ * the tasks it woke have not yet returned from their waits is not
+ * allowed: they still touch the object's lock on their way out.
  */
 
 /* Channels: FIFO queues of fixed-size elements, copied in and out. */

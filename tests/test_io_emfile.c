@@ -23,7 +23,7 @@
 struct server {
     int listener;
     corio_event *release; /* set: handlers close their connections */
-    _Atomic long accepted, emfile, served;
+    _Atomic long accepted, emfile, served, finished;
     _Atomic int stop;
 };
 
@@ -45,6 +45,7 @@ static void *handler(void *arg)
     atomic_fetch_add(&ha.s->served, 1);
     CHECK_OK(corio_event_wait_until(ha.s->release, corio_deadline_in(20 * CORIO_SEC)));
     CHECK_OK(corio_close(ha.fd));
+    atomic_fetch_add(&ha.s->finished, 1);
     return NULL;
 }
 
@@ -202,6 +203,10 @@ static void *main_emfile(void *arg)
     CHECK_OK(corio_close(s.listener));
     if (spare >= 0)
         close(spare);
+    /* Every handler has returned from its wait on the event before it is
+     * freed (corio.h: a sync object outlives the calls in progress on it,
+     * but a task whose wait has returned may free it). */
+    wait_for(&s.finished, n, corio_deadline_in(5 * CORIO_SEC), "handlers finished");
     corio_event_free(s.release);
     return NULL;
 }
