@@ -173,17 +173,18 @@ void corio__loop_make_ready(corio_task *t)
  * for it), and only one whose load is low enough that it would steal
  * (sched.c, steal_allowance): waking a loop that then declines costs a
  * syscall per spawn. */
-void corio__notify_idle(corio__runtime *rt, corio__loop *from, size_t below)
+void corio__notify_idle(corio__runtime *rt, corio__loop *from, bool started)
 {
     if (atomic_load(&rt->nsearching) != 0 || atomic_load(&rt->nparked) == 0)
         return;
     unsigned n = rt->nloops;
     unsigned start = from->index + 1;
+    size_t mine = corio__loop_load(from) + corio__runq_len(&from->runq);
     for (unsigned i = 0; i < n; i++) {
         corio__loop *l = rt->loops[(start + i) % n];
         if (l == from || !atomic_load(&l->parked))
             continue;
-        if (below != SIZE_MAX && atomic_load_explicit(&l->load, memory_order_relaxed) + 1 >= below)
+        if (!started && atomic_load_explicit(&l->load, memory_order_relaxed) + 1 >= mine)
             continue;
         if (atomic_exchange(&l->parked, 0)) {
             corio__poll_wake(&l->poll);
@@ -203,7 +204,7 @@ void corio__loop_push_new(corio__loop *l, corio_task *t)
      * then, so thieves keep stealing for balance, not for rescue. */
     if ((++l->spawn_count & 63) == 0)
         atomic_store_explicit(&l->activity_ns, corio_now(), memory_order_relaxed);
-    corio__notify_idle(l->rt, l, corio__loop_load(l) + corio__runq_len(&l->runq));
+    corio__notify_idle(l->rt, l, false);
 }
 
 /* A new task from a thread that is not l's: pinned or not, it goes through

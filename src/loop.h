@@ -186,10 +186,10 @@ void corio__loop_push_new_remote(corio__loop *l, struct corio_task *t);
 /* Owner: take the inbox, oldest first, as a list linked by `next`. */
 struct corio_task *corio__inbox_take(corio__loop *l);
 /* New stealable work was queued on `from`: wake a parked loop if no loop
- * is already searching, one whose load is below `below` (a never-run task
- * is only worth waking a loop that balance would let steal it; a woken
- * migrating task is worth any idle loop: SIZE_MAX). */
-void corio__notify_idle(corio__runtime *rt, corio__loop *from, size_t below);
+ * is already searching. Never-run tasks are only worth waking a loop whose
+ * load is low enough that balance lets it steal them; woken migrating
+ * tasks (`started`) are worth any idle loop. */
+void corio__notify_idle(corio__runtime *rt, corio__loop *from, bool started);
 /* Owner: t, a started migrating task just woken here, leaves this loop
  * for its roam queue, settling what its wait left on the loop. */
 void corio__roam_push(corio__loop *l, struct corio_task *t);

@@ -183,21 +183,14 @@ static void live_remove(corio__loop *l, corio_task *t)
 void corio__roam_push(corio__loop *l, corio_task *t)
 {
     live_remove(l, t);
-    /* What the task would undo on resuming here (wait.c, task.c). */
-    if (t->flags & CORIO__TF_TIMED)
-        corio__timers_wait_over(&l->timers);
-    if (t->flags & CORIO__TF_JOINING) {
-        l->joining--;
-        corio__loop_publish_load(l);
-    }
-    t->flags &= (uint8_t) ~(CORIO__TF_TIMED | CORIO__TF_JOINING);
+    corio__wait_settle(t); /* what it would undo on resuming here */
     t->state = CORIO__TASK_READY;
     t->home = NULL;
     corio__runq_push(&l->roam, t);
     /* One task waiting is what this loop runs next anyway; a backlog is
      * CPU work for whichever loop is idle. */
     if (corio__runq_len(&l->roam) > 1)
-        corio__notify_idle(l->rt, l, SIZE_MAX);
+        corio__notify_idle(l->rt, l, true);
 }
 
 /* A homeless migrating task taken from a roam queue: l is its home now. */
@@ -722,10 +715,10 @@ void corio__loop_run(corio__loop *l)
             /* The last searcher to find work wakes another loop if work is
              * left, so a burst of spawns spreads over all idle loops. */
             if (atomic_fetch_sub(&rt->nsearching, 1) == 1) {
-                if (corio__runq_len(&l->roam))
-                    corio__notify_idle(rt, l, SIZE_MAX);
+                if (!corio__runq_owner_empty(&l->roam))
+                    corio__notify_idle(rt, l, true);
                 else if (corio__runq_len(&l->runq))
-                    corio__notify_idle(rt, l, corio__balance_own_load(l));
+                    corio__notify_idle(rt, l, false);
             }
             run_task(l, t);
             continue;

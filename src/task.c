@@ -352,14 +352,11 @@ static int wait_done(corio_task *self, corio_task *t, corio_time_t deadline,
     corio__loop_publish_load(l);
     self->flags |= CORIO__TF_JOINING;
     rc = corio__wait_commit(self, token, deadline, what);
-    /* Our loop now, which need not be the one we waited on: a migrating
-     * task's old loop undid the count when it let us go. */
-    if (self->flags & CORIO__TF_JOINING) {
-        self->flags &= (uint8_t)~CORIO__TF_JOINING;
-        l = self->home;
-        l->joining--;
-        corio__loop_publish_load(l);
-    }
+    /* On our loop now, which need not be the one we waited on: a migrating
+     * task's old loop settled the count as it let us go. The commit
+     * settles it when it suspended; this covers the waits that ended
+     * before suspending. */
+    corio__wait_settle(self);
     if (rc != 0 && !join_unregister(t, self)) {
         /* It finished as the wait ended: the join succeeds after all. */
         if (rc == CORIO_ECANCELED)

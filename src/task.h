@@ -204,6 +204,11 @@ int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
 /* Any thread: wake t if it still waits with this token. True if this call
  * woke it. */
 bool corio__task_fire(corio_task *t, uint64_t token, int result);
+/* Undo what a wait left counted on t's home loop (CORIO__TF_TIMED,
+ * CORIO__TF_JOINING) and clear those flags; nothing if already done. On
+ * the home loop's thread: by the task once its wait is over, or by the
+ * loop as it lets a migrating task go (sched.c, corio__roam_push). */
+void corio__wait_settle(corio_task *t);
 /* A wait ended by cancellation, but its operation completed anyway: the
  * cancellation applies to the task's next blocking call instead. */
 void corio__cancel_repend(corio_task *self);

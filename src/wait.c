@@ -148,14 +148,20 @@ static int wait_commit_at(corio_task *self, uint64_t token, corio_time_t deadlin
     }
     self->wait_what = (uint8_t)what;
     int rc = consume_wakeup(self);
-    /* Its entry, if still queued, is stale now. The loop we waited on
-     * counts it; a migrating task's old loop settled that as it let us go
-     * (sched.c), so only a task still flagged does it, on its own loop. */
-    if (self->flags & CORIO__TF_TIMED) {
-        self->flags &= (uint8_t)~CORIO__TF_TIMED;
-        corio__timers_wait_over(&self->home->timers);
-    }
+    corio__wait_settle(self); /* its timer entry, if still queued, is stale */
     return rc;
+}
+
+void corio__wait_settle(corio_task *t)
+{
+    corio__loop *l = t->home;
+    if (t->flags & CORIO__TF_TIMED)
+        corio__timers_wait_over(&l->timers);
+    if (t->flags & CORIO__TF_JOINING) {
+        l->joining--;
+        corio__loop_publish_load(l);
+    }
+    t->flags &= (uint8_t) ~(CORIO__TF_TIMED | CORIO__TF_JOINING);
 }
 
 bool corio__task_fire(corio_task *t, uint64_t token, int result)
