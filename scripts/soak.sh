@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# scripts/soak.sh: run one test binary over and over, in parallel, to catch
+# failures that show up once in hundreds of runs (a lost wake-up, a race).
+#
+#   scripts/soak.sh [-j WORKERS] [-t SECONDS] [-k KEEP] BINARY [TEST...]
+#
+# WORKERS processes (default: online CPUs) each run `BINARY TEST...` in a
+# loop until SECONDS (default 60) have passed. Every failing run's output is
+# kept, up to KEEP logs (default 5), in $SOAK_DIR (default
+# /tmp/corio-soak). A hung run is killed by the harness's watchdog
+# (CORIO_TEST_WATCHDOG, default here 30 s), which names the test that hung.
+# Prints runs and failures; exits 1 if any run failed, 2 on bad usage.
+set -u
+
+workers=$(nproc)
+seconds=60
+keep=5
+usage() { echo "usage: scripts/soak.sh [-j WORKERS] [-t SECONDS] [-k KEEP] BINARY [TEST...]" >&2; exit 2; }
+while getopts "j:t:k:" opt; do
+    case $opt in
+        j) workers=$OPTARG ;;
+        t) seconds=$OPTARG ;;
+        k) keep=$OPTARG ;;
+        *) usage ;;
+    esac
+done
+shift $((OPTIND - 1))
+[ $# -ge 1 ] || usage
+for n in "$workers" "$seconds" "$keep"; do
+    [[ $n =~ ^[0-9]+$ ]] || { echo "soak: not a number: $n" >&2; exit 2; }
+done
+[ -x "$1" ] || { echo "soak: not an executable: $1" >&2; exit 2; }
+
+dir=${SOAK_DIR:-/tmp/corio-soak}
+mkdir -p "$dir" || exit 2
+export CORIO_TEST_WATCHDOG=${CORIO_TEST_WATCHDOG:-30}
+end=$((SECONDS + seconds))
+
+# Each worker appends one line per run to its own tally file: "ok" or the
+# name of the log it kept (or "fail" once KEEP logs exist).
+worker() {
+    local id=$1; shift
+    local tally="$dir/tally.$id" run=0 log
+    : >"$tally"
+    while [ $SECONDS -lt $end ]; do
+        run=$((run + 1))
+        log="$dir/run.$id.$run"
+        if "$@" >"$log" 2>&1; then
+            echo ok >>"$tally"
+            rm -f "$log"
+        else
+            # mkdir is atomic: the first KEEP failures claim a slot.
+            local slot
+            for slot in $(seq 1 "$keep") ""; do
+                [ -n "$slot" ] && mkdir "$dir/slot.$slot" 2>/dev/null && break
+            done
+            if [ -n "$slot" ]; then
+                mv "$log" "$dir/fail-$slot.log"
+                echo "fail-$slot.log" >>"$tally"
+            else
+                rm -f "$log"
+                echo fail >>"$tally"
+            fi
+        fi
+    done
+}
+
+rm -rf "$dir"/slot.* "$dir"/tally.* "$dir"/fail-*.log
+for i in $(seq 1 "$workers"); do
+    worker "$i" "$@" &
+done
+wait
+
+runs=$(cat "$dir"/tally.* | wc -l)
+fails=$(grep -vc '^ok$' "$dir"/tally.* | awk -F: '{s += $NF} END {print s + 0}')
+rm -rf "$dir"/slot.* "$dir"/tally.*
+echo "soak: $* : $runs runs in ${seconds} s on $workers workers, $fails failed"
+if [ "$fails" -gt 0 ]; then
+    for f in "$dir"/fail-*.log; do
+        echo "--- $f (last lines)"
+        tail -n 5 "$f"
+    done
+    exit 1
+fi
+exit 0
