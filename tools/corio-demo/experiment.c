@@ -117,14 +117,17 @@ double workload_bound_s(const struct workload *w, double unit_ns, unsigned cores
 struct job {
     int64_t delay_ns;
     uint64_t units;
-    int64_t work_ns; /* how long the summation took */
-    int loop;        /* where it ran */
+    int64_t work_ns;       /* how long the summation took */
+    int loop;              /* where it ran */
+    corio_time_t slept_at; /* when the task began its sleep */
+    corio_time_t work_at;  /* when the summation began */
 };
 
 static void *sum_task(void *arg)
 {
     struct job *job = arg;
     corio_time_t t0 = corio_now();
+    job->work_at = t0;
     uint64_t sum = opaque_sum(job->units);
     job->work_ns = corio_now() - t0;
     job->loop = corio_loop_index();
@@ -134,6 +137,7 @@ static void *sum_task(void *arg)
 static void *seed_task(void *arg)
 {
     struct job *job = arg;
+    job->slept_at = corio_now();
     if (corio_sleep(job->delay_ns) != 0)
         return NULL; /* counted as a wrong result */
     return sum_task(job);
@@ -143,6 +147,7 @@ static void *seed_task(void *arg)
 static void *seed_task_offload(void *arg)
 {
     struct job *job = arg;
+    job->slept_at = corio_now();
     if (corio_sleep(job->delay_ns) != 0)
         return NULL;
     corio_task *summer;
@@ -161,6 +166,7 @@ struct run_ctx {
     void **results;
     int error;
     unsigned loops; /* as the runtime resolved it */
+    corio_time_t t0; /* the clock's start: just before the first spawn */
     corio_time_t wall_ns;
 };
 
@@ -171,6 +177,7 @@ static void *experiment_main(void *arg)
     unsigned loops = corio_loop_count();
     ctx->loops = loops;
     corio_time_t t0 = corio_now();
+    ctx->t0 = t0;
     for (size_t i = 0; i < n; i++) {
         int rc;
         if (ctx->mode == MODE_BATCHES) {
@@ -238,6 +245,67 @@ static void loop_spread(const struct job *jobs, size_t n, struct run_result *out
     free(work);
 }
 
+/* Where the wall went that the bound does not count: how long the tasks
+ * took to get to their sleeps, when the first and last summation ran, and
+ * the time each loop spent not summing between its first summation and
+ * its last (scheduling overhead plus idling for want of ready work). */
+static void timeline(const struct job *jobs, size_t n, corio_time_t t0, struct run_result *out)
+{
+    unsigned loops = out->loops;
+    corio_time_t *first = malloc(loops * sizeof *first);
+    corio_time_t *last = malloc(loops * sizeof *last);
+    double *work = calloc(loops, sizeof *work);
+    if (!first || !last || !work) {
+        free(first);
+        free(last);
+        free(work);
+        return;
+    }
+    for (unsigned l = 0; l < loops; l++) {
+        first[l] = INT64_MAX;
+        last[l] = INT64_MIN;
+    }
+    corio_time_t last_sleep = t0, first_work = INT64_MAX, last_end = t0;
+    for (size_t i = 0; i < n; i++) {
+        const struct job *j = &jobs[i];
+        if (j->loop < 0 || (unsigned)j->loop >= loops)
+            continue;
+        corio_time_t end = j->work_at + j->work_ns;
+        if (j->slept_at > last_sleep)
+            last_sleep = j->slept_at;
+        if (j->work_at < first_work)
+            first_work = j->work_at;
+        if (end > last_end)
+            last_end = end;
+        if (j->work_at < first[j->loop])
+            first[j->loop] = j->work_at;
+        if (end > last[j->loop])
+            last[j->loop] = end;
+        work[j->loop] += j->work_ns / 1e9;
+    }
+    double gap_sum = 0;
+    unsigned busy = 0;
+    out->loop_end_s_min = (last_end - t0) / 1e9;
+    for (unsigned l = 0; l < loops; l++) {
+        if (first[l] == INT64_MAX)
+            continue;
+        double gap = (last[l] - first[l]) / 1e9 - work[l];
+        gap_sum += gap;
+        busy++;
+        if (gap > out->loop_gap_s_max)
+            out->loop_gap_s_max = gap;
+        if ((last[l] - t0) / 1e9 < out->loop_end_s_min)
+            out->loop_end_s_min = (last[l] - t0) / 1e9;
+    }
+    out->loop_gap_s_mean = busy ? gap_sum / busy : 0;
+    out->last_sleep_s = (last_sleep - t0) / 1e9;
+    out->first_work_s = first_work == INT64_MAX ? 0 : (first_work - t0) / 1e9;
+    out->last_work_end_s = (last_end - t0) / 1e9;
+    free(first);
+    free(last);
+    free(work);
+}
+
 int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops,
                    unsigned batches, struct run_result *out)
 {
@@ -256,7 +324,7 @@ int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++)
-        ctx.jobs[i] = (struct job){w->delay_ns[i], w->units[i], 0, -1};
+        ctx.jobs[i] = (struct job){.delay_ns = w->delay_ns[i], .units = w->units[i], .loop = -1};
 
     corio_config cfg;
     corio_config_init(&cfg);
@@ -286,6 +354,7 @@ int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops
         out->bound_s = workload_bound_s(w, out->unit_ns, out->loops);
         out->efficiency = out->wall_s > 0 ? out->bound_s / out->wall_s : 0;
         loop_spread(ctx.jobs, n, out);
+        timeline(ctx.jobs, n, ctx.t0, out);
     }
     free(ctx.jobs);
     free(ctx.tasks);

@@ -58,6 +58,15 @@ struct run_result {
      * seconds of any loop. */
     double loop_units_share_max;
     double loop_work_s_min, loop_work_s_max;
+    /* The run's timeline, seconds from the first spawn: when the last
+     * task began its sleep, when the first summation began, when the last
+     * one ended and when the first loop to finish ended its last; and the
+     * time a loop spent not summing between its first summation and its
+     * last (mean and most over loops). The bound assumes summing can start
+     * at the shortest sleep and never pauses; these say where a run lost
+     * that (a slow start, gaps, or a ragged end). */
+    double last_sleep_s, first_work_s, last_work_end_s, loop_end_s_min;
+    double loop_gap_s_mean, loop_gap_s_max;
 };
 
 /* Fill w with tasks generated from seed. 0, or -ENOMEM. */

@@ -33,10 +33,15 @@ static void print_json(const struct demo_options *opt, const struct run_result *
            mode_name(r->mode), r->loops, opt->tasks, opt->work_scale,
            (unsigned long long)opt->seed, r->results_ok ? "true" : "false", r->wall_s,
            r->bound_s, r->efficiency, r->cpu_s, r->unit_ns, calib_unit_ns);
-    if (r->results_ok)
+    if (r->results_ok) {
         printf(",\"loop_units_share_max\":%.4f,\"loop_work_s_min\":%.4f,"
                "\"loop_work_s_max\":%.4f",
                r->loop_units_share_max, r->loop_work_s_min, r->loop_work_s_max);
+        printf(",\"last_sleep_s\":%.4f,\"first_work_s\":%.4f,\"last_work_end_s\":%.4f,"
+               "\"loop_end_s_min\":%.4f,\"loop_gap_s_mean\":%.4f,\"loop_gap_s_max\":%.4f",
+               r->last_sleep_s, r->first_work_s, r->last_work_end_s, r->loop_end_s_min,
+               r->loop_gap_s_mean, r->loop_gap_s_max);
+    }
     if (r->mode == MODE_BATCHES)
         printf(",\"batches\":%u", opt->batches);
     if (r->error)
