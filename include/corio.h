@@ -171,6 +171,14 @@ typedef struct corio_config {
      * may compact memory on a fault. Also switched on by
      * CORIO_HUGE_PAGES=0 in the environment. */
     bool small_pages;
+    /* Memory of idle task stacks: each loop keeps up to 256 idle stacks
+     * resident; the memory of the others is handed back to the kernel
+     * when the loop has had nothing to do for 20 ms, or, on a loop that
+     * stays busy, once they have been idle this long (milliseconds).
+     * Handing it back interrupts every CPU running the process, so it is
+     * done in batches, not as each task exits. 0: CORIO_STACK_RETAIN_MS
+     * from the environment if set, else 10,000. */
+    unsigned stack_retain_ms;
 } corio_config;
 
 /* Fill *cfg with the defaults (all zero). */

@@ -62,6 +62,7 @@ typedef struct corio__loop {
     corio_time_t now;              /* cached at the last poll */
     corio_time_t inbox_seen_ns;    /* last poll that found tasks in the inbox */
     corio_time_t stole_ns;         /* last successful steal (time of last poll) */
+    corio_time_t stack_trim_at;    /* busy trim due (0: no surplus seen) */
     bool stopping;                 /* runtime shutdown seen by this loop */
     bool shutdown_counted;         /* left rt->active_loops */
     bool searching;                /* counted in rt->nsearching */
@@ -111,6 +112,7 @@ typedef struct corio__runtime {
     unsigned nloops;
     corio__loop **loops;
     size_t stack_size;             /* default for tasks */
+    corio_time_t stack_retain_ns;  /* a busy loop's idle-stack surplus lasts */
     size_t max_tasks;              /* 0: no limit */
     bool pin_cpus;
     bool huge_pages;               /* arenas may ask for THP (corio_config) */

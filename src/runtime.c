@@ -25,6 +25,7 @@
 
 #define DEFAULT_STACK_SIZE ((size_t)128 * 1024)
 #define DEFAULT_BLOCKING_THREADS 64
+#define DEFAULT_STACK_RETAIN_MS 10000
 #define MAX_LOOPS 1024
 
 corio_time_t corio_now(void)
@@ -117,11 +118,23 @@ static int resolve_config(const corio_config *cfg, corio__runtime *rt, cpu_set_t
     if (!stack)
         return CORIO_EINVAL;
 
+    unsigned retain_ms = cfg->stack_retain_ms;
+    env = getenv("CORIO_STACK_RETAIN_MS");
+    if (!retain_ms && env && *env) {
+        size_t v = parse_size(env);
+        if (v == 0 || v > UINT32_MAX)
+            return CORIO_EINVAL;
+        retain_ms = (unsigned)v;
+    }
+    if (!retain_ms)
+        retain_ms = DEFAULT_STACK_RETAIN_MS;
+
     const char *huge = getenv("CORIO_HUGE_PAGES");
     rt->huge_pages = !cfg->small_pages && !(huge && strcmp(huge, "0") == 0);
     env = getenv("CORIO_PIN");
     rt->nloops = loops;
     rt->stack_size = stack;
+    rt->stack_retain_ns = (corio_time_t)retain_ms * CORIO_MSEC;
     rt->max_tasks = cfg->max_tasks;
     rt->blocking_threads = cfg->blocking_threads ? cfg->blocking_threads : DEFAULT_BLOCKING_THREADS;
     rt->pin_cpus = cfg->pin_cpus || (env && strcmp(env, "1") == 0);

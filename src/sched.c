@@ -411,6 +411,26 @@ static void poll_io(corio__loop *l)
     } while (n == 64);
 }
 
+/* How long a loop must have been idle before it gives the memory of its
+ * surplus idle stacks back (stack.h): long enough that a lull between
+ * bursts does not cost the next burst its stacks' pages, and that loops
+ * finishing early do not interrupt the busy ones with TLB shootdowns. */
+#define STACK_TRIM_IDLE_NS (20 * CORIO_MSEC)
+
+/* A loop that never idles trims once the surplus has lasted the
+ * runtime's retention time (corio_config.stack_retain_ms). */
+static void stack_trim_tick(corio__loop *l)
+{
+    if (!corio__stack_pool_surplus(&l->stacks)) {
+        l->stack_trim_at = 0;
+    } else if (!l->stack_trim_at) {
+        l->stack_trim_at = l->now + l->rt->stack_retain_ns;
+    } else if (l->now >= l->stack_trim_at) {
+        corio__stack_pool_trim(&l->stacks);
+        l->stack_trim_at = 0;
+    }
+}
+
 static void poll_events(corio__loop *l)
 {
     drain_inbox(l);
@@ -419,6 +439,7 @@ static void poll_events(corio__loop *l)
     l->now = corio_now();
     atomic_store_explicit(&l->activity_ns, l->now, memory_order_relaxed);
     fire_due_timers(l);
+    stack_trim_tick(l);
     if (!l->stopping && atomic_load_explicit(&l->rt->stopping, memory_order_acquire))
         enter_stopping(l);
     l->tick = 0;
@@ -635,6 +656,16 @@ static void park(corio__loop *l)
         if (deadline == CORIO_FOREVER || recheck < deadline)
             deadline = recheck;
     }
+    /* Idle for STACK_TRIM_IDLE_NS with a surplus of idle stacks: wake up
+     * to give their memory back (below), unless something comes first. */
+    bool trim = false;
+    if (!l->stopping && corio__stack_pool_surplus(&l->stacks)) {
+        corio_time_t trim_at = l->now + STACK_TRIM_IDLE_NS;
+        if (deadline == CORIO_FOREVER || trim_at <= deadline) {
+            deadline = trim_at;
+            trim = true;
+        }
+    }
     struct timespec ts, *tsp = NULL;
     if (deadline != CORIO_FOREVER) {
         corio_time_t wait = deadline - corio_now();
@@ -651,6 +682,8 @@ static void park(corio__loop *l)
 
     atomic_exchange(&l->parked, 0);
     atomic_fetch_sub(&rt->nparked, 1);
+    if (trim && n == 0)
+        corio__stack_pool_trim(&l->stacks);
 }
 
 /* Stopping, with nothing runnable here. True when the loop may exit. */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -34,6 +35,7 @@ struct corio__pooled_stack {
     struct corio__pooled_stack *next;
     void *lo;
     unsigned vg_id;
+    bool dirty; /* on the spill list, memory not yet given back */
 };
 
 struct corio__stack_chunk {
@@ -122,6 +124,7 @@ void corio__stack_spill_forget(corio__stack_spill *spill)
         corio__sanitize_stack_deregister(p->vg_id);
     }
     atomic_store_explicit(&spill->count, 0, memory_order_relaxed);
+    atomic_store_explicit(&spill->dirty, 0, memory_order_relaxed);
     corio__spin_unlock(&spill->lock);
 }
 
@@ -131,20 +134,19 @@ static struct corio__pooled_stack *header_of(const corio__stack *st)
     return (struct corio__pooled_stack *)((char *)st->lo + st->size) - 1;
 }
 
-/* A stack this pool has no room for: to the spill list, memory given
- * back but for the page its header is on. */
+/* A stack this pool has no room for: to the spill list, memory and all
+ * (a trim gives it back, corio__stack_pool_trim). */
 static void spill_push(corio__stack_spill *spill, corio__stack *st)
 {
-    size_t keep = page_size();
-    if (st->size > keep) /* failure only means the memory stays resident */
-        corio__madvise(st->lo, st->size - keep, MADV_DONTNEED);
     struct corio__pooled_stack *p = header_of(st);
     p->lo = st->lo;
     p->vg_id = st->vg_id;
+    p->dirty = true;
     corio__spin_lock(&spill->lock);
     p->next = spill->head;
     spill->head = p;
     atomic_fetch_add_explicit(&spill->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&spill->dirty, 1, memory_order_relaxed);
     corio__spin_unlock(&spill->lock);
     st->lo = NULL;
 }
@@ -158,6 +160,8 @@ static bool spill_pop(corio__stack_spill *spill, corio__stack *st, size_t size)
     if (p) {
         spill->head = p->next;
         atomic_fetch_sub_explicit(&spill->count, 1, memory_order_relaxed);
+        if (p->dirty)
+            atomic_fetch_sub_explicit(&spill->dirty, 1, memory_order_relaxed);
     }
     corio__spin_unlock(&spill->lock);
     if (!p)
@@ -266,33 +270,116 @@ void corio__stack_put(corio__stack_pool *pool, corio__stack *st)
         spill_push(pool->spill, st);
         return;
     }
-    if (pool->warm_count < pool->warm_limit) {
-        /* The header lives at the top of the stack, where the next task's
-         * first frame will go: that page is resident already. */
-        struct corio__pooled_stack *p = header_of(st);
-        p->lo = st->lo;
-        p->vg_id = st->vg_id;
-        p->next = pool->warm;
-        pool->warm = p;
-        pool->warm_count++;
-        st->lo = NULL;
-        return;
-    }
-    if (pool->cold_count == pool->cold_cap) {
-        size_t cap = pool->cold_cap ? pool->cold_cap * 2 : 256;
-        corio__stack *cold = corio__realloc(pool->cold, cap * sizeof *cold);
-        if (!cold) {
-            /* Nowhere to remember it: it stays mapped, unused, until its
-             * chunk goes at the end of the runtime. */
-            corio__sanitize_stack_deregister(st->vg_id);
-            st->lo = NULL;
-            return;
-        }
+    /* The header lives at the top of the stack, where the next task's
+     * first frame will go: that page is resident already. No system call
+     * here, however many are idle: corio__stack_pool_trim gives the
+     * surplus back later, in one go. */
+    struct corio__pooled_stack *p = header_of(st);
+    p->lo = st->lo;
+    p->vg_id = st->vg_id;
+    p->next = pool->warm;
+    pool->warm = p;
+    pool->warm_count++;
+    st->lo = NULL;
+}
+
+bool corio__stack_pool_surplus(const corio__stack_pool *pool)
+{
+    return pool->warm_count > pool->warm_limit ||
+           (pool->spill && atomic_load_explicit(&pool->spill->dirty, memory_order_relaxed));
+}
+
+/* Room in the cold array for n more; returns how many fit (fewer when
+ * memory is short). */
+static size_t cold_reserve(corio__stack_pool *pool, size_t n)
+{
+    if (pool->cold_cap - pool->cold_count >= n)
+        return n;
+    size_t cap = pool->cold_cap ? pool->cold_cap * 2 : 256;
+    if (cap < pool->cold_count + n)
+        cap = pool->cold_count + n;
+    corio__stack *cold = corio__realloc(pool->cold, cap * sizeof *cold);
+    if (cold) {
         pool->cold = cold;
         pool->cold_cap = cap;
+        return n;
     }
-    /* Failure only means the memory stays resident. */
-    corio__madvise(st->lo, st->size, MADV_DONTNEED);
-    pool->cold[pool->cold_count++] = *st;
-    st->lo = NULL;
+    return pool->cold_cap - pool->cold_count;
+}
+
+static int by_address(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const corio__stack *)a)->lo;
+    uintptr_t y = (uintptr_t)((const corio__stack *)b)->lo;
+    return (x > y) - (x < y);
+}
+
+/* MADV_DONTNEED the stacks (sorted by address) with one call per run of
+ * neighbours in a chunk: each call costs a TLB shootdown on every CPU
+ * running the process, whatever its length. The guards between
+ * neighbours are in the range: MADV_GUARD_INSTALL markers and PROT_NONE
+ * both survive MADV_DONTNEED (guard pages are never populated). */
+static void release_runs(const corio__stack *st, size_t n, size_t size)
+{
+    for (size_t i = 0; i < n;) {
+        char *lo = st[i].lo, *end = lo + size;
+        size_t j = i + 1;
+        while (j < n && (char *)st[j].lo == end + CORIO__STACK_GUARD) {
+            end = (char *)st[j].lo + size;
+            j++;
+        }
+        /* Failure only means the memory stays resident. */
+        corio__madvise(lo, (size_t)(end - lo), MADV_DONTNEED);
+        i = j;
+    }
+}
+
+/* Give back the memory of the spill list's dirty stacks, but for the page
+ * each one's header is on. The list is taken whole while this runs (a
+ * pool finding it empty meanwhile carves: harmless). */
+static void spill_clean(corio__stack_spill *spill, size_t size)
+{
+    if (!atomic_load_explicit(&spill->dirty, memory_order_relaxed))
+        return;
+    corio__spin_lock(&spill->lock);
+    struct corio__pooled_stack *head = spill->head;
+    size_t count = atomic_load_explicit(&spill->count, memory_order_relaxed);
+    spill->head = NULL;
+    atomic_store_explicit(&spill->count, 0, memory_order_relaxed);
+    atomic_store_explicit(&spill->dirty, 0, memory_order_relaxed);
+    corio__spin_unlock(&spill->lock);
+    if (!head)
+        return;
+    size_t keep = page_size();
+    struct corio__pooled_stack *tail = head;
+    for (struct corio__pooled_stack *p = head; p; p = p->next) {
+        if (p->dirty && size > keep)
+            corio__madvise(p->lo, size - keep, MADV_DONTNEED);
+        p->dirty = false;
+        tail = p;
+    }
+    corio__spin_lock(&spill->lock);
+    tail->next = spill->head;
+    spill->head = head;
+    atomic_fetch_add_explicit(&spill->count, count, memory_order_relaxed);
+    corio__spin_unlock(&spill->lock);
+}
+
+void corio__stack_pool_trim(corio__stack_pool *pool)
+{
+    if (pool->warm_count > pool->warm_limit) {
+        size_t n = cold_reserve(pool, pool->warm_count - pool->warm_limit);
+        corio__stack *batch = pool->cold + pool->cold_count;
+        for (size_t i = 0; i < n; i++) {
+            struct corio__pooled_stack *p = pool->warm;
+            pool->warm = p->next;
+            batch[i] = (corio__stack){.lo = p->lo, .size = pool->size, .vg_id = p->vg_id};
+        }
+        pool->warm_count -= n;
+        qsort(batch, n, sizeof *batch, by_address);
+        release_runs(batch, n, pool->size);
+        pool->cold_count += n;
+    }
+    if (pool->spill)
+        spill_clean(pool->spill, pool->size);
 }

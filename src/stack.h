@@ -14,10 +14,23 @@
  * Stacks of the runtime's default size come from a per-loop pool, owned by
  * the loop's thread (no lock), in three tiers:
  *
- *   warm   recently used, memory resident; reused first, costs nothing.
- *   cold   given back to the kernel with MADV_DONTNEED once more than
- *          `warm_limit` are idle; reused with one page fault.
+ *   warm   idle, memory resident; reused first (newest first), costs
+ *          nothing.
+ *   cold   memory given back to the kernel (MADV_DONTNEED); reused with
+ *          a page fault or two.
  *   chunk  new stacks are carved from mappings of CHUNK_STACKS stacks.
+ *
+ * A task's exit never makes a system call: its stack goes on the warm
+ * list, however long it is. Giving memory back costs more than it looks:
+ * every MADV_DONTNEED interrupts every CPU running the process to flush
+ * its TLB (measured on the reference experiment, 2 vCPUs: ~8 us of the
+ * exiting loop's time per stack, 1.2% of the run's wall when every exit
+ * past the 256th did it). So the warm stacks beyond the first
+ * `warm_limit` are moved to cold in one batch, by corio__stack_pool_trim,
+ * which the loop calls when it has been idle for a while or when the
+ * surplus has lasted its retention time (sched.c); sorted by address, a
+ * run of neighbours costs one call. Memory held is bounded by the loop's
+ * peak of live tasks, which held it anyway.
  *
  * Why chunks: mmap and munmap take the process-wide mmap lock for writing,
  * and two loops mapping a stack per task serialise on it. Measured here
@@ -66,6 +79,7 @@ typedef struct corio__stack_spill {
     corio__spin lock;
     struct corio__pooled_stack *head; /* headers at the stacks' tops */
     _Atomic size_t count;
+    _Atomic size_t dirty; /* of them, memory not given back yet */
 } corio__stack_spill;
 
 typedef struct corio__stack_pool {
@@ -109,6 +123,12 @@ int corio__stack_get(corio__stack_pool *pool, corio__stack *st, size_t size);
 /* Give a stack back: into the pool when it has the pool's size, else
  * unmapped. */
 void corio__stack_put(corio__stack_pool *pool, corio__stack *st);
+/* Whether a trim would give memory back: more than `warm_limit` warm
+ * stacks, or spilled stacks whose memory is still resident. */
+bool corio__stack_pool_surplus(const corio__stack_pool *pool);
+/* Give back the memory of the warm stacks beyond `warm_limit` (they turn
+ * cold) and of the spill list's stacks. The pool's owner only. */
+void corio__stack_pool_trim(corio__stack_pool *pool);
 
 /* Whether `addr` lies in the guard region below `st`. */
 static inline bool corio__stack_guard_hit(const corio__stack *st, const void *addr)

@@ -145,10 +145,14 @@ int corio__munmap(void *p, size_t len)
     return rc;
 }
 
+static _Atomic uint64_t dontneed_calls;
+
 int corio__madvise(void *p, size_t len, int advice)
 {
     if (corio__fault(ENOMEM))
         return -1;
+    if (advice == MADV_DONTNEED)
+        atomic_fetch_add_explicit(&dontneed_calls, 1, memory_order_relaxed);
     return madvise(p, len, advice);
 }
 
@@ -223,3 +227,4 @@ int corio__epoll_wait(int epfd, struct epoll_event *events, int max,
 
 int64_t corio__live_allocs(void) { return atomic_load(&live_allocs); }
 int64_t corio__live_maps(void) { return atomic_load(&live_maps); }
+uint64_t corio__dontneed_calls(void) { return atomic_load(&dontneed_calls); }

@@ -84,5 +84,8 @@ int corio__epoll_wait(int epfd, struct epoll_event *events, int max,
 
 int64_t corio__live_allocs(void);
 int64_t corio__live_maps(void);
+/* MADV_DONTNEED calls made so far, process-wide: each one interrupts every
+ * CPU running the process (a TLB shootdown), so tests count them. */
+uint64_t corio__dontneed_calls(void);
 
 #endif /* CORIO_SYS_H */

@@ -1,6 +1,7 @@
 /*
  * test_config.c: corio_run's configuration (corio_config and the
- * CORIO_LOOPS / CORIO_STACK_SIZE / CORIO_PIN environment variables) and
+ * CORIO_LOOPS / CORIO_STACK_SIZE / CORIO_STACK_RETAIN_MS / CORIO_PIN
+ * environment variables) and
  * its misuse (NULL main, nested runs).
  */
 #define _GNU_SOURCE
@@ -8,6 +9,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 
+#include "loop.h" /* the runtime's resolved settings */
 #include "task.h" /* corio__task_stack(): the stack a task really got */
 #include "test.h"
 
@@ -15,6 +17,7 @@ static void clear_env(void)
 {
     unsetenv("CORIO_LOOPS");
     unsetenv("CORIO_STACK_SIZE");
+    unsetenv("CORIO_STACK_RETAIN_MS");
     unsetenv("CORIO_PIN");
 }
 
@@ -153,6 +156,38 @@ TEST(stack_size_from_environment)
         if (rc != CORIO_EINVAL)
             FAIL_("CORIO_STACK_SIZE=\"%s\": corio_run returned %s, expected EINVAL", bad[i],
                   corio_err_name(rc));
+    }
+    clear_env();
+}
+
+static void *report_retain_main(void *arg)
+{
+    return PTR_OF(corio__loop_current()->rt->stack_retain_ns / CORIO_MSEC);
+}
+
+TEST(stack_retention_from_environment)
+{
+    clear_env();
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 1;
+    void *r;
+    CHECK_OK(run_cfg(&cfg, report_retain_main, &r));
+    CHECK_EQ(INT_OF(r), 10000); /* documented default */
+    setenv("CORIO_STACK_RETAIN_MS", "250", 1);
+    CHECK_OK(run_cfg(&cfg, report_retain_main, &r));
+    CHECK_EQ(INT_OF(r), 250);
+    cfg.stack_retain_ms = 40; /* the configuration wins */
+    CHECK_OK(run_cfg(&cfg, report_retain_main, &r));
+    CHECK_EQ(INT_OF(r), 40);
+    cfg.stack_retain_ms = 0;
+    const char *bad[] = {"abc", "0", "-1", "5000000000", "12q"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("CORIO_STACK_RETAIN_MS", bad[i], 1);
+        int rc = run_cfg(&cfg, report_retain_main, &r);
+        if (rc != CORIO_EINVAL)
+            FAIL_("CORIO_STACK_RETAIN_MS=\"%s\": corio_run returned %s, expected EINVAL",
+                  bad[i], corio_err_name(rc));
     }
     clear_env();
 }
@@ -333,6 +368,7 @@ int main(int argc, char **argv)
     RUN(loops_from_environment);
     RUN(bad_loops);
     RUN(stack_size_from_environment);
+    RUN(stack_retention_from_environment);
     RUN(misuse);
     RUN(runtimes_one_after_another);
     RUN(runtimes_side_by_side);

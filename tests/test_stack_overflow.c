@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include "sys.h"
 #include "test.h"
 
 static volatile int keep_going = 1;
@@ -66,7 +67,56 @@ static void *segv_in_pool(void *arg)
     return NULL;
 }
 
-enum kind { REGULAR, LIGHT, SMALL_STACK, MAIN_ITSELF, WILD_WRITE, WILD_WRITE_POOL };
+enum kind { REGULAR, LIGHT, SMALL_STACK, MAIN_ITSELF, WILD_WRITE, WILD_WRITE_POOL, TRIMMED_STACK };
+
+struct holders {
+    corio_waitgroup *started;
+    corio_event *release;
+};
+
+static void *holder(void *arg)
+{
+    struct holders *h = arg;
+    volatile char dirty[8192];
+    dirty[0] = dirty[sizeof dirty - 1] = 1;
+    corio_waitgroup_done(h->started);
+    corio_event_wait(h->release);
+    return NULL;
+}
+
+/* n holders alive at once on this (only) loop; returns their handles. */
+static corio_task **hold(struct holders *h, int n)
+{
+    corio_task **t = malloc((size_t)n * sizeof *t);
+    if (!t || corio_waitgroup_new(&h->started) != 0 || corio_event_new(&h->release) != 0 ||
+        corio_waitgroup_add(h->started, n) != 0)
+        abort();
+    for (int i = 0; i < n; i++)
+        if (corio_spawn(&t[i], holder, h) != 0)
+            abort();
+    corio_waitgroup_wait(h->started);
+    return t;
+}
+
+/* Leave the loop's pool with stacks a trim gave back in one call over
+ * several neighbours and the guards between them (stack.c, release_runs),
+ * and only those to hand out next: 600 tasks come and go (they wake and
+ * exit in spawn order, so the 344 beyond the 256 kept warm are 344
+ * neighbours in carve order), the idle loop trims, and 300 holders take
+ * the 256 warm stacks and the 44 at the top of the cold ones. The task
+ * spawned next gets a trimmed stack whose guard was in a released range. */
+static void leave_only_trimmed_stacks(void)
+{
+    struct holders wave, company;
+    corio_task **t = hold(&wave, 600);
+    uint64_t calls = corio__dontneed_calls();
+    corio_event_set(wave.release);
+    corio_gather(t, 600, NULL);
+    free(t);
+    while (corio__dontneed_calls() == calls)
+        corio_sleep(50 * CORIO_MSEC);
+    hold(&company, 300); /* never released: the child dies first */
+}
 
 static void *child_main(void *arg)
 {
@@ -84,6 +134,8 @@ static void *child_main(void *arg)
         fn = segv_task;
     if (k == WILD_WRITE_POOL)
         fn = segv_in_pool;
+    if (k == TRIMMED_STACK)
+        leave_only_trimmed_stacks();
     /* Some company on the loops, so the dying task is not alone. */
     for (int i = 0; i < 10; i++)
         corio_spawn(NULL, idle_company, NULL);
@@ -98,7 +150,7 @@ static int child(void *arg)
 {
     corio_config cfg;
     corio_config_init(&cfg);
-    cfg.loops = 2;
+    cfg.loops = INT_OF(arg) == TRIMMED_STACK ? 1 : 2;
     void *r = NULL;
     int rc = corio_run(&cfg, child_main, arg, &r);
     fprintf(stderr, "corio_run returned %d, result %ld\n", rc, (long)INT_OF(r));
@@ -151,6 +203,12 @@ TEST(custom_stack_size_overflow)
 TEST(main_task_overflow)
 {
     expect_overflow(MAIN_ITSELF, "-byte stack");
+}
+
+/* The guard survives the memory behind it being given back. */
+TEST(trimmed_stack_overflow)
+{
+    expect_overflow(TRIMMED_STACK, "-byte stack");
 }
 
 static void expect_plain_segv(enum kind k)
@@ -240,6 +298,7 @@ int main(int argc, char **argv)
     RUN(light_task_overflow);
     RUN(custom_stack_size_overflow);
     RUN(main_task_overflow);
+    RUN(trimmed_stack_overflow);
     RUN(wild_write_is_not_an_overflow);
     RUN(wild_write_on_pool_thread);
     RUN(previous_handler_is_chained);

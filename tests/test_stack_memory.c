@@ -1,0 +1,190 @@
+/*
+ * test_stack_memory.c: what happens to the memory of exited tasks' stacks
+ * (src/stack.h). A task's exit makes no system call; the memory of the
+ * idle stacks beyond a loop's first 256 goes back to the kernel in one
+ * batch, when the loop has been idle for a while, or, on a loop that
+ * never idles, once the runtime's retention time has passed.
+ *
+ * Each wave below has CROWD tasks alive at once (so each has a stack of
+ * its own), each dirtying TOUCH bytes of its stack, then lets them all
+ * exit on one loop.
+ */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "sys.h"
+#include "test.h"
+
+enum { CROWD = 1000, TOUCH = 32 * 1024 };
+
+struct wave {
+    corio_waitgroup *started; /* every task has dirtied its stack */
+    corio_event *release;     /* then they may exit */
+};
+
+static __attribute__((noinline)) void dirty_stack(void)
+{
+    volatile char bytes[TOUCH];
+    for (size_t i = 0; i < sizeof bytes; i += 512)
+        bytes[i] = (char)i;
+}
+
+static void *crowd_member(void *arg)
+{
+    struct wave *w = arg;
+    dirty_stack();
+    CHECK_OK(corio_waitgroup_done(w->started));
+    CHECK_OK(corio_event_wait(w->release));
+    return NULL;
+}
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, resident = 0;
+    CHECK(f && fscanf(f, "%ld %ld", &pages, &resident) == 2);
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* CROWD tasks alive at once, then all exited. Returns the MADV_DONTNEED
+ * calls made while they exited (from the release to the last join): none
+ * on one loop, which always has a task to run until the last has gone.
+ * *released: the count of calls just before the release. */
+static uint64_t run_wave(uint64_t *released)
+{
+    struct wave w;
+    CHECK_OK(corio_waitgroup_new(&w.started));
+    CHECK_OK(corio_event_new(&w.release));
+    CHECK_OK(corio_waitgroup_add(w.started, CROWD));
+    corio_task **t = malloc(CROWD * sizeof *t);
+    CHECK(t != NULL);
+    for (int i = 0; i < CROWD; i++)
+        CHECK_OK(corio_spawn(&t[i], crowd_member, &w));
+    CHECK_OK(corio_waitgroup_wait(w.started));
+    uint64_t before = corio__dontneed_calls();
+    if (released)
+        *released = before;
+    CHECK_OK(corio_event_set(w.release));
+    CHECK_OK(corio_gather(t, CROWD, NULL));
+    uint64_t calls = corio__dontneed_calls() - before;
+    free(t);
+    corio_waitgroup_free(w.started);
+    corio_event_free(w.release); /* every waiter has returned: joined */
+    return calls;
+}
+
+/* Wait until a trim has given memory back (the DONTNEED count moves past
+ * `since`), letting the loops idle (sleeping) or keeping the only loop
+ * busy (yielding); fails after a generous bound. */
+static void await_trim(uint64_t since, bool stay_busy)
+{
+    int64_t bound = 20 * CORIO_SEC * TEST_SLOW;
+    corio_time_t give_up = corio_deadline_in(bound);
+    while (corio__dontneed_calls() == since) {
+        if (corio_now() >= give_up)
+            FAIL_("no trim came within %lld s", (long long)(bound / CORIO_SEC));
+        if (stay_busy)
+            corio_yield();
+        else
+            CHECK_OK(corio_sleep(50 * CORIO_MSEC));
+    }
+}
+
+static void *idle_main(void *arg)
+{
+    long before = rss_kib();
+    CHECK_EQ(run_wave(NULL), 0);
+    long peak = rss_kib();
+    uint64_t calls = corio__dontneed_calls();
+    await_trim(calls, false);
+    long after = rss_kib();
+    fprintf(stderr, "idle trim: RSS %ld KiB before the wave, %ld after it, %ld after the trim\n",
+            before, peak, after);
+    /* Valgrind and the sanitizers keep shadow memory of their own for the
+     * stacks, and under qemu-user the figure is the emulator's: the count
+     * of calls above is the check there. */
+    if (!TEST_ON_VALGRIND() && !test_under_qemu()) {
+#ifndef TEST_SANITIZED
+        /* At least half of what the tasks beyond the 256 kept warm
+         * dirtied is back with the kernel. */
+        CHECK_GE(peak - after, (long)(CROWD - 256) * (TOUCH / 1024) / 2);
+#endif
+    }
+    return NULL;
+}
+
+TEST(exits_make_no_calls_and_an_idle_loop_gives_memory_back)
+{
+    run_main_checked(1, idle_main, NULL);
+}
+
+static void *busy_main(void *arg)
+{
+    /* Not checked for no calls: a wave that outlasts the 50 ms retention
+     * (sanitizer and Valgrind lanes) may see the trim already. */
+    uint64_t released;
+    run_wave(&released);
+    /* The loop never idles from here: this task is always ready. */
+    await_trim(released, true);
+    return NULL;
+}
+
+TEST(a_busy_loop_gives_memory_back_after_the_retention_time)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 1;
+    cfg.stack_retain_ms = 50;
+    run_main_cfg(&cfg, busy_main, NULL);
+}
+
+/* After a trim the stacks are reused, faulting their pages back in,
+ * with the same contents a fresh stack has. */
+static void *reuse_checker(void *arg)
+{
+    volatile char bytes[TOUCH];
+    for (size_t i = 0; i < sizeof bytes; i += 512)
+        bytes[i] = (char)(i + 1);
+    long sum = 0;
+    for (size_t i = 0; i < sizeof bytes; i += 512)
+        sum += bytes[i] == (char)(i + 1);
+    return PTR_OF(sum);
+}
+
+static void *reuse_main(void *arg)
+{
+    for (int round = 0; round < 3; round++) {
+        /* With two loops, one may idle, and trim, while the other still
+         * has tasks exiting, or before this task has looked: so the trim
+         * awaited is any since the release. */
+        snprintf(test_watchdog_note, sizeof test_watchdog_note, "round %d, wave", round);
+        uint64_t released;
+        run_wave(&released);
+        snprintf(test_watchdog_note, sizeof test_watchdog_note, "round %d, awaiting a trim", round);
+        await_trim(released, false);
+        snprintf(test_watchdog_note, sizeof test_watchdog_note, "round %d, reuse", round);
+        corio_task *t[CROWD];
+        for (int i = 0; i < CROWD; i++)
+            CHECK_OK(corio_spawn(&t[i], reuse_checker, NULL));
+        for (int i = 0; i < CROWD; i++) {
+            void *r;
+            CHECK_OK(corio_join(t[i], &r));
+            CHECK_EQ(INT_OF(r), TOUCH / 512);
+        }
+    }
+    return NULL;
+}
+
+TEST(trimmed_stacks_are_reused)
+{
+    run_main_checked(2, reuse_main, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(exits_make_no_calls_and_an_idle_loop_gives_memory_back);
+    RUN(a_busy_loop_gives_memory_back_after_the_retention_time);
+    RUN(trimmed_stacks_are_reused);
+    return test_summary();
+}
