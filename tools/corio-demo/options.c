@@ -17,9 +17,10 @@ static const char usage[] =
     "\n"
     "Runs DESIGN.md's reference experiment: N tasks (default 10000) each sleep a\n"
     "random 200-1000 ms, then sum the integers below a random 100,000-500,000 times\n"
-    "K (default 6), and are gathered in order. Without --mode it runs four ways\n"
-    "(1 loop; all loops with each task summing where it slept; all loops with each\n"
-    "sum handed to a fresh task; all loops with 5 static batches) and prints one\n"
+    "K (default 4), and are gathered in order. Without --mode it runs five ways\n"
+    "(1 loop; all loops with each task summing where it slept; the same with\n"
+    "tasks that may move to an idle loop when woken; all loops with each sum\n"
+    "handed to a fresh task; all loops with 5 static batches) and prints one\n"
     "table. --json prints one JSON object per run instead.\n";
 
 static int bad(const char *opt, const char *want, const char *got)

@@ -8,11 +8,12 @@
 
 #include "experiment.h"
 
-/* Chosen so that the four default runs take 20-28 s on a 2-core machine
- * of ours (measured 0.38-0.60 ns per unit, so 10,000 tasks at scale 6 are
- * 7-11 s of CPU) while the CPU share dwarfs the 1 s of waiting, which is
+/* Chosen so that the five default runs take under 30 s on a 2-core
+ * machine of ours even in its slow phases (measured 0.38-0.64 ns per
+ * unit, so 10,000 tasks at scale 4 are 4.6-7.7 s of CPU; scale 6 took
+ * 25-39 s) while the CPU share still dwarfs the 1 s of waiting, which is
  * what makes the multi-core effect plain. */
-#define DEMO_DEFAULT_WORK_SCALE 6.0
+#define DEMO_DEFAULT_WORK_SCALE 4.0
 #define DEMO_DEFAULT_TASKS 10000
 #define DEMO_DEFAULT_BATCHES 5
 
