@@ -208,102 +208,84 @@ static void *experiment_main(void *arg)
     return NULL;
 }
 
-/* How evenly the summations fell on the loops: the busiest loop's share
- * of the units against an even share, and the least and most summation
- * time any loop did. Tells placement (uneven units) from speed (even
- * units, uneven time) when efficiency falls short. */
-static void loop_spread(const struct job *jobs, size_t n, struct run_result *out)
-{
-    unsigned loops = out->loops;
-    double *units = calloc(loops, sizeof *units);
-    double *work = calloc(loops, sizeof *work);
-    if (!units || !work) {
-        free(units);
-        free(work);
-        return;
-    }
-    double total = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (jobs[i].loop < 0 || (unsigned)jobs[i].loop >= loops)
-            continue;
-        units[jobs[i].loop] += (double)jobs[i].units;
-        work[jobs[i].loop] += jobs[i].work_ns / 1e9;
-        total += (double)jobs[i].units;
-    }
-    double max_units = 0;
-    out->loop_work_s_min = loops ? work[0] : 0;
-    for (unsigned l = 0; l < loops; l++) {
-        if (units[l] > max_units)
-            max_units = units[l];
-        if (work[l] < out->loop_work_s_min)
-            out->loop_work_s_min = work[l];
-        if (work[l] > out->loop_work_s_max)
-            out->loop_work_s_max = work[l];
-    }
-    out->loop_units_share_max = total > 0 ? max_units / (total / loops) : 0;
-    free(units);
-    free(work);
-}
+/* What each loop did: the units it summed, for how long, and when its
+ * first summation began and its last ended. */
+struct loop_tally {
+    double units, work_s;
+    corio_time_t first, last;
+};
 
-/* Where the wall went that the bound does not count: how long the tasks
- * took to get to their sleeps, when the first and last summation ran, and
- * the time each loop spent not summing between its first summation and
- * its last (scheduling overhead plus idling for want of ready work). */
-static void timeline(const struct job *jobs, size_t n, corio_time_t t0, struct run_result *out)
+/*
+ * Where the summations ran and where the wall went, from the jobs' own
+ * records (run_result says what each figure is):
+ * - placement against speed: the busiest loop's share of the units against
+ *   an even share, and the least and most summation time of any loop
+ *   (uneven units: placement; even units, uneven time: core speeds);
+ * - the timeline from t0: when the last task began its sleep, when the
+ *   first summation began and the last ended, when the first loop to
+ *   finish ended, and each loop's time not summing between its first
+ *   summation and its last (scheduling overhead plus idling).
+ */
+static void loop_stats(const struct job *jobs, size_t n, corio_time_t t0, struct run_result *out)
 {
     unsigned loops = out->loops;
-    corio_time_t *first = malloc(loops * sizeof *first);
-    corio_time_t *last = malloc(loops * sizeof *last);
-    double *work = calloc(loops, sizeof *work);
-    if (!first || !last || !work) {
-        free(first);
-        free(last);
-        free(work);
+    struct loop_tally *tally = calloc(loops, sizeof *tally);
+    if (!tally)
         return;
-    }
     for (unsigned l = 0; l < loops; l++) {
-        first[l] = INT64_MAX;
-        last[l] = INT64_MIN;
+        tally[l].first = INT64_MAX;
+        tally[l].last = INT64_MIN;
     }
+    double total_units = 0;
     corio_time_t last_sleep = t0, first_work = INT64_MAX, last_end = t0;
     for (size_t i = 0; i < n; i++) {
         const struct job *j = &jobs[i];
         if (j->loop < 0 || (unsigned)j->loop >= loops)
             continue;
+        struct loop_tally *t = &tally[j->loop];
         corio_time_t end = j->work_at + j->work_ns;
+        t->units += (double)j->units;
+        t->work_s += j->work_ns / 1e9;
+        if (j->work_at < t->first)
+            t->first = j->work_at;
+        if (end > t->last)
+            t->last = end;
+        total_units += (double)j->units;
         if (j->slept_at > last_sleep)
             last_sleep = j->slept_at;
         if (j->work_at < first_work)
             first_work = j->work_at;
         if (end > last_end)
             last_end = end;
-        if (j->work_at < first[j->loop])
-            first[j->loop] = j->work_at;
-        if (end > last[j->loop])
-            last[j->loop] = end;
-        work[j->loop] += j->work_ns / 1e9;
     }
-    double gap_sum = 0;
+    double max_units = 0, gap_sum = 0;
     unsigned busy = 0;
+    out->loop_work_s_min = loops ? tally[0].work_s : 0;
     out->loop_end_s_min = (last_end - t0) / 1e9;
     for (unsigned l = 0; l < loops; l++) {
-        if (first[l] == INT64_MAX)
-            continue;
-        double gap = (last[l] - first[l]) / 1e9 - work[l];
+        const struct loop_tally *t = &tally[l];
+        if (t->units > max_units)
+            max_units = t->units;
+        if (t->work_s < out->loop_work_s_min)
+            out->loop_work_s_min = t->work_s;
+        if (t->work_s > out->loop_work_s_max)
+            out->loop_work_s_max = t->work_s;
+        if (t->first == INT64_MAX)
+            continue; /* summed nothing */
+        double gap = (t->last - t->first) / 1e9 - t->work_s;
         gap_sum += gap;
         busy++;
         if (gap > out->loop_gap_s_max)
             out->loop_gap_s_max = gap;
-        if ((last[l] - t0) / 1e9 < out->loop_end_s_min)
-            out->loop_end_s_min = (last[l] - t0) / 1e9;
+        if ((t->last - t0) / 1e9 < out->loop_end_s_min)
+            out->loop_end_s_min = (t->last - t0) / 1e9;
     }
+    out->loop_units_share_max = total_units > 0 ? max_units / (total_units / loops) : 0;
     out->loop_gap_s_mean = busy ? gap_sum / busy : 0;
     out->last_sleep_s = (last_sleep - t0) / 1e9;
     out->first_work_s = first_work == INT64_MAX ? 0 : (first_work - t0) / 1e9;
     out->last_work_end_s = (last_end - t0) / 1e9;
-    free(first);
-    free(last);
-    free(work);
+    free(tally);
 }
 
 int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops,
@@ -353,8 +335,7 @@ int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops
         out->cpu_s = workload_cpu_s(w, out->unit_ns);
         out->bound_s = workload_bound_s(w, out->unit_ns, out->loops);
         out->efficiency = out->wall_s > 0 ? out->bound_s / out->wall_s : 0;
-        loop_spread(ctx.jobs, n, out);
-        timeline(ctx.jobs, n, ctx.t0, out);
+        loop_stats(ctx.jobs, n, ctx.t0, out);
     }
     free(ctx.jobs);
     free(ctx.tasks);
