@@ -89,55 +89,48 @@ static unsigned usable_cpus(cpu_set_t *set)
     return 1;
 }
 
+/* A numeric setting: the configuration's value if non-zero, else the
+ * environment variable `name` if set (a positive number with an optional
+ * k/m/g suffix, at most `max`; CORIO_EINVAL otherwise), else `fallback`. */
+static int setting(size_t configured, const char *name, size_t max, size_t fallback,
+                   size_t *out)
+{
+    const char *env = getenv(name);
+    *out = configured;
+    if (!*out && env && *env) {
+        *out = parse_size(env);
+        if (*out == 0 || *out > max)
+            return CORIO_EINVAL;
+    }
+    if (!*out)
+        *out = fallback;
+    return 0;
+}
+
 static int resolve_config(const corio_config *cfg, corio__runtime *rt, cpu_set_t *cpus)
 {
     unsigned ncpu = usable_cpus(cpus);
-    unsigned loops = cfg->loops;
-    const char *env = getenv("CORIO_LOOPS");
-    if (!loops && env && *env) {
-        size_t v = parse_size(env);
-        if (v == 0 || v > MAX_LOOPS)
-            return CORIO_EINVAL;
-        loops = (unsigned)v;
-    }
-    if (!loops)
-        loops = ncpu;
-    if (loops > MAX_LOOPS)
+    size_t loops, stack, retain_ms;
+    if (setting(cfg->loops, "CORIO_LOOPS", MAX_LOOPS, ncpu, &loops) != 0 || loops > MAX_LOOPS)
         return CORIO_EINVAL;
-
-    size_t stack = cfg->stack_size;
-    env = getenv("CORIO_STACK_SIZE");
-    if (!stack && env && *env) {
-        stack = parse_size(env);
-        if (!stack)
-            return CORIO_EINVAL;
-    }
-    if (!stack)
-        stack = DEFAULT_STACK_SIZE;
+    if (setting(cfg->stack_size, "CORIO_STACK_SIZE", SIZE_MAX, DEFAULT_STACK_SIZE, &stack) != 0)
+        return CORIO_EINVAL;
     stack = corio__stack_round(stack);
     if (!stack)
         return CORIO_EINVAL;
-
-    unsigned retain_ms = cfg->stack_retain_ms;
-    env = getenv("CORIO_STACK_RETAIN_MS");
-    if (!retain_ms && env && *env) {
-        size_t v = parse_size(env);
-        if (v == 0 || v > UINT32_MAX)
-            return CORIO_EINVAL;
-        retain_ms = (unsigned)v;
-    }
-    if (!retain_ms)
-        retain_ms = DEFAULT_STACK_RETAIN_MS;
+    if (setting(cfg->stack_retain_ms, "CORIO_STACK_RETAIN_MS", UINT32_MAX,
+                DEFAULT_STACK_RETAIN_MS, &retain_ms) != 0)
+        return CORIO_EINVAL;
 
     const char *huge = getenv("CORIO_HUGE_PAGES");
     rt->huge_pages = !cfg->small_pages && !(huge && strcmp(huge, "0") == 0);
-    env = getenv("CORIO_PIN");
-    rt->nloops = loops;
+    const char *pin = getenv("CORIO_PIN");
+    rt->nloops = (unsigned)loops;
     rt->stack_size = stack;
     rt->stack_retain_ns = (corio_time_t)retain_ms * CORIO_MSEC;
     rt->max_tasks = cfg->max_tasks;
     rt->blocking_threads = cfg->blocking_threads ? cfg->blocking_threads : DEFAULT_BLOCKING_THREADS;
-    rt->pin_cpus = cfg->pin_cpus || (env && strcmp(env, "1") == 0);
+    rt->pin_cpus = cfg->pin_cpus || (pin && strcmp(pin, "1") == 0);
     return 0;
 }
 
