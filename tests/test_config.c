@@ -38,6 +38,22 @@ static int run_cfg(const corio_config *cfg, corio_fn fn, void **result)
     return rc;
 }
 
+/* corio_run must refuse each of these values of the environment variable
+ * `name` with CORIO_EINVAL, without running main. */
+static void expect_rejected(const char *name, const char *const *bad, size_t n,
+                            const corio_config *cfg)
+{
+    for (size_t i = 0; i < n; i++) {
+        setenv(name, bad[i], 1);
+        void *r = PTR_OF(-1);
+        int rc = run_cfg(cfg, report_loops, &r);
+        if (rc != CORIO_EINVAL)
+            FAIL_("%s=\"%s\": corio_run returned %s, expected EINVAL", name, bad[i],
+                  corio_err_name(rc));
+        CHECK_EQ(INT_OF(r), -1); /* untouched */
+    }
+}
+
 TEST(loops_from_environment)
 {
     clear_env();
@@ -83,15 +99,7 @@ TEST(bad_loops)
     const char *bad[] = {"abc", "0", "99999", "-1", "2x", "4k", " -1", "1e3", "0x4"};
     corio_config cfg;
     corio_config_init(&cfg);
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        setenv("CORIO_LOOPS", bad[i], 1);
-        void *r = PTR_OF(-1);
-        int rc = run_cfg(&cfg, report_loops, &r);
-        if (rc != CORIO_EINVAL)
-            FAIL_("CORIO_LOOPS=\"%s\": corio_run returned %s, expected EINVAL", bad[i],
-                  corio_err_name(rc));
-        CHECK_EQ(INT_OF(r), -1); /* untouched */
-    }
+    expect_rejected("CORIO_LOOPS", bad, sizeof bad / sizeof bad[0], &cfg);
     /* A bad variable does not matter when the configuration decides. */
     setenv("CORIO_LOOPS", "abc", 1);
     cfg.loops = 2;
@@ -150,13 +158,7 @@ TEST(stack_size_from_environment)
     cfg.stack_size = 0;
 
     const char *bad[] = {"abc", "12q", "-5", "k", "0", "1mb", "99999999999999999999999"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        setenv("CORIO_STACK_SIZE", bad[i], 1);
-        int rc = run_cfg(&cfg, report_stack_main, &r);
-        if (rc != CORIO_EINVAL)
-            FAIL_("CORIO_STACK_SIZE=\"%s\": corio_run returned %s, expected EINVAL", bad[i],
-                  corio_err_name(rc));
-    }
+    expect_rejected("CORIO_STACK_SIZE", bad, sizeof bad / sizeof bad[0], &cfg);
     clear_env();
 }
 
@@ -182,13 +184,7 @@ TEST(stack_retention_from_environment)
     CHECK_EQ(INT_OF(r), 40);
     cfg.stack_retain_ms = 0;
     const char *bad[] = {"abc", "0", "-1", "5000000000", "12q"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        setenv("CORIO_STACK_RETAIN_MS", bad[i], 1);
-        int rc = run_cfg(&cfg, report_retain_main, &r);
-        if (rc != CORIO_EINVAL)
-            FAIL_("CORIO_STACK_RETAIN_MS=\"%s\": corio_run returned %s, expected EINVAL",
-                  bad[i], corio_err_name(rc));
-    }
+    expect_rejected("CORIO_STACK_RETAIN_MS", bad, sizeof bad / sizeof bad[0], &cfg);
     clear_env();
 }
 
