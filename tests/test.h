@@ -385,6 +385,16 @@ static inline void *run_main_checked(unsigned loops, corio_fn fn, void *arg)
 
 /* ---- small helpers ------------------------------------------------------ */
 
+/* This process's resident memory now, KiB. */
+static inline long test_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, resident = 0;
+    CHECK(f && fscanf(f, "%ld %ld", &pages, &resident) == 2);
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
 /* xorshift64*: cheap per-task randomness (seed must be non-zero). */
 static inline uint64_t test_rand(uint64_t *state)
 {

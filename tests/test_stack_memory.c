@@ -9,9 +9,6 @@
  * its own), each dirtying TOUCH bytes of its stack, then lets them all
  * exit on one loop.
  */
-#include <stdio.h>
-#include <unistd.h>
-
 #include "sys.h"
 #include "test.h"
 
@@ -36,15 +33,6 @@ static void *crowd_member(void *arg)
     CHECK_OK(corio_waitgroup_done(w->started));
     CHECK_OK(corio_event_wait(w->release));
     return NULL;
-}
-
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long pages = 0, resident = 0;
-    CHECK(f && fscanf(f, "%ld %ld", &pages, &resident) == 2);
-    fclose(f);
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 /* CROWD tasks alive at once, then all exited. Returns the MADV_DONTNEED
@@ -93,12 +81,12 @@ static void await_trim(uint64_t since, bool stay_busy)
 
 static void *idle_main(void *arg)
 {
-    long before = rss_kib();
+    long before = test_rss_kib();
     CHECK_EQ(run_wave(NULL), 0);
-    long peak = rss_kib();
+    long peak = test_rss_kib();
     uint64_t calls = corio__dontneed_calls();
     await_trim(calls, false);
-    long after = rss_kib();
+    long after = test_rss_kib();
     fprintf(stderr, "idle trim: RSS %ld KiB before the wave, %ld after it, %ld after the trim\n",
             before, peak, after);
     /* Valgrind and the sanitizers keep shadow memory of their own for the

@@ -191,15 +191,6 @@ TEST(cancel_storm) { run_main_checked(2, cancel_storm_main, NULL); }
 
 /* ---- memory stays flat ---- */
 
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long pages = 0, resident = 0;
-    CHECK(f && fscanf(f, "%ld %ld", &pages, &resident) == 2);
-    fclose(f);
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static void *short_sleeper(void *arg)
 {
     corio_sleep(INT_OF(arg) % 3 == 0 ? CORIO_MSEC / 10 : 0);
@@ -219,9 +210,9 @@ static void *memory_main(void *arg)
         }
         CHECK_OK(corio_gather(t, (size_t)per, NULL));
         if (c == 10)
-            warm = rss_kib();
+            warm = test_rss_kib();
     }
-    long end = rss_kib();
+    long end = test_rss_kib();
     fprintf(stderr, "memory_flat: RSS %ld KiB after warm-up, %ld KiB after %ld cycles\n", warm,
             end, cycles);
 #ifndef TEST_SANITIZED
