@@ -327,20 +327,24 @@ CORIO_API corio_task *corio_self(void);
 CORIO_API uint64_t corio_task_id(const corio_task *task);
 
 /* Let other ready tasks on this loop run. Returns 0, or CORIO_ECANCELED if
- * a cancellation was pending (yield is a cancellation point). */
+ * a cancellation was pending (yield is a cancellation point). A light task
+ * may also get CORIO_ENOMEM (no memory to keep its frames while it waits);
+ * so may every blocking call of a light task. */
 CORIO_API int corio_yield(void);
 
 /* Suspend the calling task for `ns` nanoseconds / until `deadline`.
- * Returns 0 when the time has come, CORIO_ECANCELED if cancelled first. */
+ * Returns 0 when the time has come, CORIO_ECANCELED if cancelled first,
+ * CORIO_ENOMEM (light task, see corio_yield). */
 CORIO_API int corio_sleep(int64_t ns);
 CORIO_API int corio_sleep_until(corio_time_t deadline);
 
 /*
  * loop.run_in_executor: run fn(arg) on the runtime's blocking thread pool;
  * only the calling task waits, its loop keeps running others. *result gets
- * fn's return value. If the wait times out or is cancelled before fn
- * started, fn never runs; if fn is already running it finishes on its
- * thread and its result is dropped.
+ * fn's return value. If the wait times out or is cancelled (or, for a
+ * light task, fails with CORIO_ENOMEM) before fn started, fn never runs;
+ * if fn is already running it finishes on its thread and its result is
+ * dropped.
  */
 CORIO_API int corio_run_blocking(corio_fn fn, void *arg, void **result);
 CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,

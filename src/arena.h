@@ -3,7 +3,7 @@
  * that live until the runtime ends or go back to the same loop: task slabs
  * and light tasks' saved stacks.
  *
- * Why not malloc: a million sleeping tasks are ~450 MB of fresh memory,
+ * Why not malloc: a million sleeping tasks are ~340 MB of fresh memory,
  * and on our VMs a first-touch page fault costs 2-3.5 us, so faults were a
  * third of spawn+join and most of the time it took to start a million
  * sleepers (bench/RESULTS.md). The arena maps 2 MiB-aligned chunks and,

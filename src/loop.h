@@ -200,17 +200,29 @@ void corio__roam_push(corio__loop *l, struct corio_task *t);
  * Light tasks: before a light task may suspend, its save buffer must hold
  * everything from the shared stack's top down to where the switch will
  * leave the stack pointer. corio__light_reserve measures the depth at the
- * call and adds this margin for the frames between there and the switch
- * (wait commit, suspend, the switch's own 64..176 bytes). Measured on
- * x86-64 with gcc -O2, a task asleep in corio_sleep: 112 bytes deep at
- * the reservation, 224 saved, so 112 below it; the margin adds 32 bytes of
- * slack and makes the request 256 bytes, exactly one of the arena's size
- * classes (a margin of 160 made it 272, so 320 bytes a task: 60 MB more
- * per million sleepers). A miss is corrected by growing the buffer at
- * save time; every byte of margin is a megabyte per million sleeping
- * tasks.
+ * call and adds this margin for the frames between there and the switch.
+ * It is called where every wait commits (wait.c, wait_commit_at) and
+ * where a yield suspends, so what lies below is always the same short
+ * path: the call into the scheduler and the switch's own 64 bytes
+ * (x86-64; 176 on aarch64). Measured on x86-64 with gcc -O2, a task
+ * asleep in corio_sleep: 128 bytes deep at the reservation, 176 saved, so
+ * 48 below it; the margin adds 16 bytes of slack and makes the request
+ * 192 bytes, one of the arena's size classes (test_light checks it:
+ * reserving at arm time, as corio did before, meant 256: 64 MB more per
+ * million sleepers). A miss is corrected by growing the buffer at save
+ * time; every byte of margin is a megabyte per million sleeping tasks.
+ * Measured the same way: aarch64 160 deep, 288 saved (the switch keeps
+ * 176 bytes), so 128 below plus 16 makes 304, in the 320 class; the
+ * ucontext backend counts a kilobyte below its switch for swapcontext's
+ * frame (ctx_ucontext.c), 1,025 bytes below.
  */
+#if defined(CORIO_CTX_UCONTEXT)
+#define CORIO__LIGHT_SAVE_MARGIN 1040
+#elif defined(__aarch64__)
 #define CORIO__LIGHT_SAVE_MARGIN 144
+#else
+#define CORIO__LIGHT_SAVE_MARGIN 64
+#endif
 int corio__light_reserve(struct corio_task *self);
 
 #endif /* CORIO_LOOP_H */

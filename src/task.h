@@ -187,8 +187,7 @@ static inline corio__stack corio__task_stack(const struct corio_task *t)
 /* ---- wait protocol (wait.c) ---- */
 
 /* Arm a wait of the current task and store the token to hand to sources.
- * 0, CORIO_ECANCELED (a cancellation was pending: it is consumed), or
- * CORIO_ENOMEM (a light task's save buffer could not be reserved). */
+ * 0 or CORIO_ECANCELED (a cancellation was pending: it is consumed). */
 int corio__wait_arm(corio_task *self, uint64_t *token);
 /* Abandon an armed wait that never needed to block. Returns 0, or the
  * wake result if a waker had already fired (the task then is, or will be,
@@ -197,7 +196,10 @@ int corio__wait_disarm(corio_task *self, uint64_t token);
 /*
  * Block until fired, the deadline passes (-ETIMEDOUT) or a cancellation is
  * delivered (-ECANCELED). Returns the wake result: 0 or what the waker
- * passed. The caller then unregisters from its sources if needed.
+ * passed, or CORIO_ENOMEM without blocking (a light task's save buffer
+ * could not be reserved; reserved here, where every wait passes just
+ * before the switch, see loop.h). The caller then unregisters from its
+ * sources if needed.
  */
 int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
                        enum corio__wait_kind what);
