@@ -229,8 +229,8 @@ enum corio_spawn_flags {
     /*
      * A migrating task may change loops after it has run: when it is woken
      * from a sleep, a join or gather, a run_blocking call, or a channel,
-     * semaphore, mutex, event or wait-group wait and its loop is busy, an idle loop may take it and
-     * become its home. This is what lets CPU work that follows a wait
+     * semaphore, mutex, event or wait-group wait and its loop is busy, an
+     * idle loop may take it and become its home. This is what lets CPU work that follows a wait
      * spread over all cores even when the cores run at different speeds
      * (Go and Tokio move every task this way). A task resumed after a
      * descriptor wait or a yield stays where it is.
@@ -262,10 +262,11 @@ CORIO_API void corio_spawn_opts_init(corio_spawn_opts *opts);
  * asyncio.create_task: create a task running fn(arg) and return at once.
  * It starts on the caller's loop or, if another loop is idle, may be
  * stolen by that loop before it first runs; once it has run it stays on
- * that loop (unless spawned with CORIO_TASK_MIGRATE). *task receives the handle; pass task == NULL for a detached
- * task. Must be called from a task. Returns 0, CORIO_ENOMEM (no memory
- * for the task), CORIO_EAGAIN (max_tasks reached), CORIO_ESHUTDOWN
- * (runtime stopping), CORIO_EINVAL or CORIO_EPERM (not in a task).
+ * that loop (unless spawned with CORIO_TASK_MIGRATE). *task receives the
+ * handle; pass task == NULL for a detached task. Must be called from a
+ * task. Returns 0, CORIO_ENOMEM (no memory for the task), CORIO_EAGAIN
+ * (max_tasks reached), CORIO_ESHUTDOWN (runtime stopping), CORIO_EINVAL
+ * or CORIO_EPERM (not in a task).
  *
  * The task's stack is taken when it first runs, from its loop's pool (a
  * fresh stack costs microseconds, a spawn tens of nanoseconds, and a short

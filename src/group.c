@@ -151,7 +151,10 @@ int corio_group_wait_until(corio_group *group, corio_time_t deadline)
     return 0;
 }
 
-int corio_group_error(corio_group *group) { return group ? atomic_load(&group->first_error) : CORIO_EINVAL; }
+int corio_group_error(corio_group *group)
+{
+    return group ? atomic_load(&group->first_error) : CORIO_EINVAL;
+}
 
 int corio_group_wait(corio_group *group) { return corio_group_wait_until(group, CORIO_FOREVER); }
 

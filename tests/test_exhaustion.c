@@ -93,10 +93,6 @@ TEST(max_tasks)
  * are accepted.) What must not happen is a task running on some other
  * stack, or a crash.
  */
-static bool no_stack_error(int rc)
-{
-    return rc == CORIO_ENOMEM || test_err_is(rc, "ENOSTACK");
-}
 
 static _Atomic int huge_ran;
 
@@ -154,6 +150,13 @@ TEST(unmappable_stack)
 
 #ifndef TEST_SANITIZED
 #define AS_MAX_TASKS 200000
+
+/* A task that could not have its stack (see "stacks that cannot be
+ * mapped" above). */
+static bool no_stack_error(int rc)
+{
+    return rc == CORIO_ENOMEM || test_err_is(rc, "ENOSTACK");
+}
 
 static long vm_size_bytes(void)
 {
