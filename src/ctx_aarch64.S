@@ -39,17 +39,21 @@ corio__ctx_switch:
     stp d10, d11, [sp, #112]
     stp d12, d13, [sp, #128]
     stp d14, d15, [sp, #144]
-    mrs x9, fpcr
-    str x9, [sp, #160]
+    mrs x10, fpcr            /* the control register in force now */
+    str x10, [sp, #160]
 
     mov x9, sp
     str x9, [x0]             /* from->sp = sp */
     ldr x9, [x1]
     mov sp, x9               /* sp = to->sp */
 
+    /* Write the target's FPCR only where it differs (it almost never
+     * does; a write may synchronise the FP pipeline). */
     ldr x9, [sp, #160]
+    cmp x9, x10
+    b.eq 1f
     msr fpcr, x9
-    ldp d14, d15, [sp, #144]
+1:  ldp d14, d15, [sp, #144]
     ldp d12, d13, [sp, #128]
     ldp d10, d11, [sp, #112]
     ldp d8, d9, [sp, #96]

@@ -377,6 +377,7 @@ static void *main_sleeper_buffer(void *arg)
                    cap);
         CHECK(len > 0 && len <= cap);
         CHECK_EQ(cap, corio__arena_block_size(len));
+        CHECK(reserved > 0 && reserved <= cap); /* reserved before it suspended */
 #ifndef CORIO__TSAN /* its instrumentation deepens the path below the commit */
         CHECK_EQ(reserved, cap); /* the reservation held them: no growth at save */
 #endif
