@@ -89,8 +89,10 @@ static bool saved_resize(corio__loop *l, corio_task *t, size_t need)
 }
 
 /* Move the frames of the light task occupying the shared stack to its
- * buffer. false if the buffer could not be grown (only possible when the
- * reservation made at arm time fell short and memory ran out). */
+ * buffer. false if the buffer could not be grown (only possible when
+ * memory ran out and the task suspended without a big enough
+ * reservation: the margin fell short in an unusual build, or it took a
+ * wake-up that beat its commit, wait.c). */
 static bool light_save_owner(corio__loop *l)
 {
     corio_task *o = l->shared_owner;
