@@ -385,6 +385,9 @@ static inline void *run_main_checked(unsigned loops, corio_fn fn, void *arg)
 
 /* ---- small helpers ------------------------------------------------------ */
 
+/* The task that does nothing: returns its argument. */
+static inline void *test_ret_arg(void *arg) { return arg; }
+
 /* This process's resident memory now, KiB. */
 static inline long test_rss_kib(void)
 {

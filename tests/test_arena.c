@@ -178,8 +178,6 @@ TEST(huge_pages_from_the_second_chunk)
 
 /* ---- the runtime's setting ---- */
 
-static void *empty(void *arg) { return arg; }
-
 /* Mappings of this process the kernel was asked to back with huge pages. */
 static int hugepage_mappings(void)
 {
@@ -207,7 +205,7 @@ static void *main_count_huge(void *arg)
     corio_task **t = malloc(BURST * sizeof *t);
     CHECK(t != NULL);
     for (long i = 0; i < BURST; i++)
-        CHECK_OK(corio_spawn(&t[i], empty, PTR_OF(i)));
+        CHECK_OK(corio_spawn(&t[i], test_ret_arg, PTR_OF(i)));
     CHECK_OK(corio_gather(t, BURST, NULL));
     *(int *)arg = hugepage_mappings();
     free(t);
@@ -273,7 +271,7 @@ static void *main_many(void *arg)
     corio_spawn_opts o;
     corio_spawn_opts_init(&o);
     o.flags = (uintptr_t)arg ? CORIO_TASK_LIGHT : 0;
-    corio_fn fn = (uintptr_t)arg ? sleeper : empty;
+    corio_fn fn = (uintptr_t)arg ? sleeper : test_ret_arg;
     for (long i = 0; i < n; i++)
         CHECK_OK(corio_spawn_ex(&t[i], fn, PTR_OF(i + 1), &o));
     for (long i = 0; i < n; i++) {

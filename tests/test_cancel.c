@@ -9,8 +9,6 @@
 
 #include "test.h"
 
-static void *ret_arg(void *arg) { return arg; }
-
 /* ---- a sleeping task ---- */
 
 static _Atomic int sleeping;
@@ -160,7 +158,7 @@ static void *main_self_cancel(void *arg)
     CHECK_OK(corio_yield());
     /* yield with another ready task around, and without */
     corio_task *t;
-    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), ret_arg, NULL));
+    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), test_ret_arg, NULL));
     CHECK_OK(corio_cancel(corio_self()));
     CHECK_ERR(corio_yield(), CORIO_ECANCELED);
     CHECK_OK(corio_join(t, NULL));
@@ -237,7 +235,7 @@ static void *main_cancel_join(void *arg)
     atomic_store(&release_slow, 0);
     atomic_store(&joiner_waiting, 0);
     corio_task *targets[2], *g;
-    CHECK_OK(corio_spawn(&targets[0], ret_arg, PTR_OF(3)));
+    CHECK_OK(corio_spawn(&targets[0], test_ret_arg, PTR_OF(3)));
     CHECK_OK(corio_spawn(&targets[1], slow_value, NULL));
     CHECK_OK(corio_spawn(&g, gather_joiner, targets));
     while (!atomic_load(&joiner_waiting))
@@ -271,7 +269,7 @@ TEST(cancel_joining_task)
 static void *main_cancel_finished(void *arg)
 {
     corio_task *t;
-    CHECK_OK(corio_spawn(&t, ret_arg, PTR_OF(9)));
+    CHECK_OK(corio_spawn(&t, test_ret_arg, PTR_OF(9)));
     CHECK_OK(corio_sleep(5 * CORIO_MSEC));
     CHECK_OK(corio_cancel(t));
     CHECK_OK(corio_cancel(t));
@@ -280,7 +278,7 @@ static void *main_cancel_finished(void *arg)
     CHECK_EQ(INT_OF(r), 9);
     /* The cancel did not leak to whoever reuses the task object. */
     for (int i = 0; i < 200; i++) {
-        CHECK_OK(corio_spawn(&t, ret_arg, PTR_OF(i)));
+        CHECK_OK(corio_spawn(&t, test_ret_arg, PTR_OF(i)));
         CHECK_OK(corio_join(t, &r));
         CHECK_EQ(INT_OF(r), i);
     }

@@ -110,8 +110,6 @@ static void *child_waits(void *arg)
     return PTR_OF(77);
 }
 
-static void *child_returns(void *arg) { return arg; }
-
 static int group_child(void *arg)
 {
     struct ctx *c = arg;
@@ -159,7 +157,7 @@ static void *victim(void *arg)
         CHECK_OK(corio_spawn(&kids[0], child_waits, c));
         break;
     case K_GATHER:
-        CHECK_OK(corio_spawn(&kids[0], child_returns, PTR_OF(10)));
+        CHECK_OK(corio_spawn(&kids[0], test_ret_arg, PTR_OF(10)));
         CHECK_OK(corio_spawn(&kids[1], child_waits, c));
         CHECK_OK(corio_spawn(&kids[2], child_waits, c));
         break;
@@ -464,7 +462,7 @@ static void run_case(enum kind kind, enum mode mode, bool light)
         CHECK_OK(corio_join(blocker, NULL));
         /* The pool is FIFO: had the cancelled job stayed queued, it would
          * run before this one. */
-        CHECK_OK(corio_run_blocking(child_returns, NULL, NULL));
+        CHECK_OK(corio_run_blocking(test_ret_arg, NULL, NULL));
         CHECK_EQ(atomic_load(&c.marker_ran), 0);
         break;
     case K_GROUP:

@@ -18,8 +18,6 @@ static void *sleep_forever(void *arg)
     return PTR_OF(rc);
 }
 
-static void *ret_arg(void *arg) { return arg; }
-
 /* ---- max_tasks ---- */
 
 #define MAX_TASKS 100
@@ -38,16 +36,16 @@ static void *main_max_tasks(void *arg)
             CHECK_OK(corio_spawn(&t[i], sleep_forever, NULL));
     }
     corio_task *x = (corio_task *)&x;
-    CHECK_ERR(corio_spawn(&x, ret_arg, NULL), CORIO_EAGAIN);
+    CHECK_ERR(corio_spawn(&x, test_ret_arg, NULL), CORIO_EAGAIN);
     CHECK(x == NULL);
-    CHECK_ERR(corio_spawn(NULL, ret_arg, NULL), CORIO_EAGAIN);
-    CHECK_ERR(corio_spawn_ex(&x, ret_arg, NULL, &light), CORIO_EAGAIN);
-    CHECK_ERR(corio_spawn_on(&x, 1, ret_arg, NULL), CORIO_EAGAIN);
+    CHECK_ERR(corio_spawn(NULL, test_ret_arg, NULL), CORIO_EAGAIN);
+    CHECK_ERR(corio_spawn_ex(&x, test_ret_arg, NULL, &light), CORIO_EAGAIN);
+    CHECK_ERR(corio_spawn_on(&x, 1, test_ret_arg, NULL), CORIO_EAGAIN);
 
     /* One finishes (not yet joined): its slot is free again. */
     CHECK_OK(corio_cancel(t[0]));
     int rc;
-    for (int tries = 0; (rc = corio_spawn(&x, ret_arg, PTR_OF(5))) == CORIO_EAGAIN; tries++) {
+    for (int tries = 0; (rc = corio_spawn(&x, test_ret_arg, PTR_OF(5))) == CORIO_EAGAIN; tries++) {
         CHECK_LT(tries, 1000);
         CHECK_OK(corio_sleep(CORIO_MSEC));
     }
@@ -58,7 +56,7 @@ static void *main_max_tasks(void *arg)
     CHECK_OK(corio_join(x, &r)); /* a slot again once x is done */
     CHECK_EQ(INT_OF(r), 5);
     CHECK_OK(corio_spawn(&t[0], sleep_forever, NULL));
-    CHECK_ERR(corio_spawn(&x, ret_arg, NULL), CORIO_EAGAIN);
+    CHECK_ERR(corio_spawn(&x, test_ret_arg, NULL), CORIO_EAGAIN);
 
     /* All finish: the whole budget is back. */
     for (int i = 0; i < MAX_TASKS - 1; i++)
@@ -66,7 +64,7 @@ static void *main_max_tasks(void *arg)
     CHECK_OK(corio_gather(t, MAX_TASKS - 1, NULL));
     for (int i = 0; i < MAX_TASKS - 1; i++)
         CHECK_OK(corio_spawn(&t[i], sleep_forever, NULL));
-    CHECK_ERR(corio_spawn(&x, ret_arg, NULL), CORIO_EAGAIN);
+    CHECK_ERR(corio_spawn(&x, test_ret_arg, NULL), CORIO_EAGAIN);
     for (int i = 0; i < MAX_TASKS - 1; i++)
         CHECK_OK(corio_cancel(t[i]));
     static void *res[MAX_TASKS];
@@ -125,11 +123,11 @@ static void *main_huge_stack(void *arg)
     /* The runtime carries on. */
     corio_task *t;
     void *r;
-    CHECK_OK(corio_spawn(&t, ret_arg, PTR_OF(3)));
+    CHECK_OK(corio_spawn(&t, test_ret_arg, PTR_OF(3)));
     CHECK_OK(corio_join(t, &r));
     CHECK_EQ(INT_OF(r), 3);
     o.stack_size = 1 << 20;
-    CHECK_OK(corio_spawn_ex(&t, ret_arg, PTR_OF(4), &o));
+    CHECK_OK(corio_spawn_ex(&t, test_ret_arg, PTR_OF(4), &o));
     CHECK_OK(corio_join(t, &r));
     CHECK_EQ(INT_OF(r), 4);
     CHECK_OK(corio_sleep(CORIO_MSEC));
@@ -245,7 +243,7 @@ static void *main_rlimit(void *arg)
         return PTR_OF(-108);
     /* Spawning works again. */
     for (long i = 0; i < 10; i++)
-        if (corio_spawn(&t[i], ret_arg, PTR_OF(i)) != 0)
+        if (corio_spawn(&t[i], test_ret_arg, PTR_OF(i)) != 0)
             return PTR_OF(-109);
     void *res[10];
     if (corio_gather(t, 10, res) != 0)

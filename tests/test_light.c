@@ -356,8 +356,6 @@ static void *sleep_long(void *arg)
     return PTR_OF(corio_sleep(60 * CORIO_SEC));
 }
 
-static void *nothing(void *arg) { return arg; }
-
 static void *main_sleeper_buffer(void *arg)
 {
     corio_spawn_opts o = light_opts(corio_loop_index());
@@ -369,7 +367,7 @@ static void *main_sleeper_buffer(void *arg)
             CHECK_OK(corio_yield());
         size_t reserved = sleeper->saved_cap; /* asleep: its wait has committed */
         /* Another light task on the loop moves the sleeper's frames out. */
-        CHECK_OK(corio_spawn_ex(&other, nothing, NULL, &o));
+        CHECK_OK(corio_spawn_ex(&other, test_ret_arg, NULL, &o));
         CHECK_OK(corio_join(other, NULL));
         size_t len = sleeper->run->saved_len, cap = sleeper->saved_cap;
         if (i == 0)

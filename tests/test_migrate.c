@@ -514,21 +514,19 @@ TEST(stop_while_tasks_roam)
 
 /* ---- where the flag is refused ---- */
 
-static void *nothing(void *arg) { return arg; }
-
 static void *main_refused(void *arg)
 {
     (void)arg;
     corio_spawn_opts o = migrate_opts();
     corio_task *t = (corio_task *)&o; /* must be cleared on failure */
     o.flags = CORIO_TASK_MIGRATE | CORIO_TASK_LIGHT;
-    CHECK_ERR(corio_spawn_ex(&t, nothing, NULL, &o), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_ex(&t, test_ret_arg, NULL, &o), CORIO_EINVAL);
     CHECK(t == NULL);
     o.flags = CORIO_TASK_MIGRATE;
     o.loop = 0;
-    CHECK_ERR(corio_spawn_ex(&t, nothing, NULL, &o), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_ex(&t, test_ret_arg, NULL, &o), CORIO_EINVAL);
     o.loop = -1;
-    CHECK_OK(corio_spawn_ex(&t, nothing, PTR_OF(7), &o));
+    CHECK_OK(corio_spawn_ex(&t, test_ret_arg, PTR_OF(7), &o));
     void *res;
     CHECK_OK(corio_join(t, &res));
     CHECK_EQ(INT_OF(res), 7);

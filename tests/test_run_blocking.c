@@ -360,13 +360,11 @@ static void *mark_fn(void *arg)
 
 static _Atomic int keeper_stop;
 
-static void *nop_fn(void *arg) { return arg; }
-
 /* Keeps a pool thread awake and looking for work, as in a busy program. */
 static void *pool_keeper(void *arg)
 {
     while (!atomic_load(&keeper_stop))
-        if (corio_run_blocking(nop_fn, NULL, NULL) != 0)
+        if (corio_run_blocking(test_ret_arg, NULL, NULL) != 0)
             break;
     return NULL;
 }

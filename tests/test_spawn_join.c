@@ -7,8 +7,6 @@
 
 #include "test.h"
 
-static void *ret_arg(void *arg) { return arg; }
-
 static void *ret_after_sleep(void *arg)
 {
     intptr_t ms = INT_OF(arg);
@@ -24,7 +22,7 @@ static void *main_spawn_join(void *arg)
     enum { N = 500 };
     static corio_task *t[N];
     for (intptr_t i = 0; i < N; i++)
-        CHECK_OK(corio_spawn(&t[i], ret_arg, PTR_OF(i * 3 + 1)));
+        CHECK_OK(corio_spawn(&t[i], test_ret_arg, PTR_OF(i * 3 + 1)));
     /* Join in reverse: some are done, some not yet started. */
     for (intptr_t i = N - 1; i >= 0; i--) {
         void *r = NULL;
@@ -33,7 +31,7 @@ static void *main_spawn_join(void *arg)
     }
     /* NULL result pointer is allowed. */
     corio_task *u;
-    CHECK_OK(corio_spawn(&u, ret_arg, PTR_OF(5)));
+    CHECK_OK(corio_spawn(&u, test_ret_arg, PTR_OF(5)));
     CHECK_OK(corio_join(u, NULL));
     return PTR_OF(99);
 }
@@ -185,10 +183,10 @@ static void *main_bad_args(void *arg)
     CHECK_ERR(corio_spawn(&t, NULL, NULL), CORIO_EINVAL);
     CHECK(t == NULL);
     unsigned n = corio_loop_count();
-    CHECK_ERR(corio_spawn_on(&t, n, ret_arg, NULL), CORIO_EINVAL);
-    CHECK_ERR(corio_spawn_on(&t, n + 1000, ret_arg, NULL), CORIO_EINVAL);
-    CHECK_ERR(corio_spawn_on(&t, (unsigned)-1, ret_arg, NULL), CORIO_EINVAL);
-    CHECK_ERR(corio_spawn_on(NULL, n, ret_arg, NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_on(&t, n, test_ret_arg, NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_on(&t, n + 1000, test_ret_arg, NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_on(&t, (unsigned)-1, test_ret_arg, NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_on(NULL, n, test_ret_arg, NULL), CORIO_EINVAL);
 
     corio_spawn_opts o;
     corio_spawn_opts_init(&o);
@@ -196,21 +194,21 @@ static void *main_bad_args(void *arg)
     CHECK_EQ(o.flags, 0);
     CHECK_EQ(o.stack_size, 0);
     o.flags = 1u << 7;
-    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, &o), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_ex(&t, test_ret_arg, NULL, &o), CORIO_EINVAL);
     o.flags = CORIO_TASK_LIGHT | (1u << 1);
-    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, &o), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_ex(&t, test_ret_arg, NULL, &o), CORIO_EINVAL);
     corio_spawn_opts_init(&o);
     o.loop = -2;
-    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, &o), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_ex(&t, test_ret_arg, NULL, &o), CORIO_EINVAL);
     o.loop = (int)n;
-    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, &o), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_ex(&t, test_ret_arg, NULL, &o), CORIO_EINVAL);
     corio_spawn_opts_init(&o);
     o.flags = CORIO_TASK_LIGHT;
     o.stack_size = 64 * 1024; /* light tasks have no own stack */
-    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, &o), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_ex(&t, test_ret_arg, NULL, &o), CORIO_EINVAL);
     corio_spawn_opts_init(&o);
     o.stack_size = SIZE_MAX;
-    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, &o), CORIO_EINVAL);
+    CHECK_ERR(corio_spawn_ex(&t, test_ret_arg, NULL, &o), CORIO_EINVAL);
 
     CHECK_ERR(corio_join(NULL, NULL), CORIO_EINVAL);
     CHECK_ERR(corio_gather(NULL, 3, NULL), CORIO_EINVAL);
@@ -220,18 +218,18 @@ static void *main_bad_args(void *arg)
     /* Valid options work: NULL opts, explicit defaults, a pinned light
      * task, a custom stack size. */
     void *r;
-    CHECK_OK(corio_spawn_ex(&t, ret_arg, PTR_OF(8), NULL));
+    CHECK_OK(corio_spawn_ex(&t, test_ret_arg, PTR_OF(8), NULL));
     CHECK_OK(corio_join(t, &r));
     CHECK_EQ(INT_OF(r), 8);
     corio_spawn_opts_init(&o);
     o.loop = (int)n - 1;
     o.flags = CORIO_TASK_LIGHT;
-    CHECK_OK(corio_spawn_ex(&t, ret_arg, PTR_OF(9), &o));
+    CHECK_OK(corio_spawn_ex(&t, test_ret_arg, PTR_OF(9), &o));
     CHECK_OK(corio_join(t, &r));
     CHECK_EQ(INT_OF(r), 9);
     corio_spawn_opts_init(&o);
     o.stack_size = 1000; /* rounded up to the minimum */
-    CHECK_OK(corio_spawn_ex(&t, ret_arg, PTR_OF(10), &o));
+    CHECK_OK(corio_spawn_ex(&t, test_ret_arg, PTR_OF(10), &o));
     CHECK_OK(corio_join(t, &r));
     CHECK_EQ(INT_OF(r), 10);
 
@@ -253,11 +251,11 @@ TEST(bad_arguments)
 static void check_not_in_task(bool on_pool_thread)
 {
     corio_task *t = (corio_task *)&t;
-    CHECK_ERR(corio_spawn(&t, ret_arg, NULL), CORIO_EPERM);
+    CHECK_ERR(corio_spawn(&t, test_ret_arg, NULL), CORIO_EPERM);
     CHECK(t == NULL);
-    CHECK_ERR(corio_spawn(NULL, ret_arg, NULL), CORIO_EPERM);
-    CHECK_ERR(corio_spawn_on(&t, 0, ret_arg, NULL), CORIO_EPERM);
-    CHECK_ERR(corio_spawn_ex(&t, ret_arg, NULL, NULL), CORIO_EPERM);
+    CHECK_ERR(corio_spawn(NULL, test_ret_arg, NULL), CORIO_EPERM);
+    CHECK_ERR(corio_spawn_on(&t, 0, test_ret_arg, NULL), CORIO_EPERM);
+    CHECK_ERR(corio_spawn_ex(&t, test_ret_arg, NULL, NULL), CORIO_EPERM);
     CHECK_ERR(corio_sleep(CORIO_MSEC), CORIO_EPERM);
     CHECK_ERR(corio_sleep(0), CORIO_EPERM);
     CHECK_ERR(corio_sleep_until(CORIO_FOREVER), CORIO_EPERM);
@@ -265,7 +263,7 @@ static void check_not_in_task(bool on_pool_thread)
     CHECK_ERR(corio_join(NULL, NULL), CORIO_EPERM);
     CHECK_ERR(corio_join_until(NULL, NULL, 0), CORIO_EPERM);
     CHECK_ERR(corio_gather(NULL, 0, NULL), CORIO_EPERM);
-    CHECK_ERR(corio_run_blocking(ret_arg, NULL, NULL), CORIO_EPERM);
+    CHECK_ERR(corio_run_blocking(test_ret_arg, NULL, NULL), CORIO_EPERM);
     CHECK(corio_self() == NULL);
     CHECK_EQ(corio_task_id(NULL), 0);
     CHECK_EQ(corio_loop_index(), -1);
@@ -389,7 +387,7 @@ static void *main_join_deadlines(void *arg)
 
     /* A finished task joins even with a past deadline. */
     corio_task *quick;
-    CHECK_OK(corio_spawn(&quick, ret_arg, PTR_OF(31)));
+    CHECK_OK(corio_spawn(&quick, test_ret_arg, PTR_OF(31)));
     CHECK_OK(corio_sleep(5 * CORIO_MSEC));
     CHECK_OK(corio_join_until(quick, &r, corio_now() - CORIO_SEC));
     CHECK_EQ(INT_OF(r), 31);
@@ -397,9 +395,9 @@ static void *main_join_deadlines(void *arg)
     /* gather_until: times out on the slow one and releases nothing,
      * not even the handles of tasks that had finished. */
     corio_task *g[3];
-    CHECK_OK(corio_spawn(&g[0], ret_arg, PTR_OF(1)));
+    CHECK_OK(corio_spawn(&g[0], test_ret_arg, PTR_OF(1)));
     CHECK_OK(corio_spawn(&g[1], ret_after_sleep, PTR_OF(150)));
-    CHECK_OK(corio_spawn(&g[2], ret_arg, PTR_OF(3)));
+    CHECK_OK(corio_spawn(&g[2], test_ret_arg, PTR_OF(3)));
     CHECK_OK(corio_sleep(5 * CORIO_MSEC));
     void *res[3] = {PTR_OF(-1), PTR_OF(-1), PTR_OF(-1)};
     t0 = corio_now();

@@ -276,8 +276,6 @@ TEST(previous_handler_is_chained)
 #endif
 }
 
-static void *nothing(void *arg) { return arg; }
-
 /* corio_run puts the previous SIGSEGV disposition back when it returns. */
 TEST(handler_restored_after_run)
 {
@@ -285,7 +283,7 @@ TEST(handler_restored_after_run)
     signal(SIGSEGV, custom_segv);
     CHECK_EQ(sigaction(SIGSEGV, NULL, &before), 0);
     CHECK(before.sa_handler == custom_segv);
-    run_main_checked(2, nothing, NULL);
+    run_main_checked(2, test_ret_arg, NULL);
     CHECK_EQ(sigaction(SIGSEGV, NULL, &after), 0);
     CHECK(after.sa_handler == custom_segv);
     CHECK_EQ(after.sa_flags & SA_SIGINFO, before.sa_flags & SA_SIGINFO);

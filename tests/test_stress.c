@@ -21,8 +21,6 @@
 
 /* ---- 10M spawn + join ---- */
 
-static void *ret_arg(void *arg) { return arg; }
-
 static void *spawn_join_main(void *arg)
 {
     long total = test_scaled(10000000), window = 100000;
@@ -36,7 +34,7 @@ static void *spawn_join_main(void *arg)
             corio_spawn_opts opts;
             corio_spawn_opts_init(&opts);
             opts.flags = (i & 1) ? CORIO_TASK_LIGHT : 0;
-            CHECK_OK(corio_spawn_ex(&t[i], ret_arg, PTR_OF(done + i), &opts));
+            CHECK_OK(corio_spawn_ex(&t[i], test_ret_arg, PTR_OF(done + i), &opts));
         }
         CHECK_OK(corio_gather(t, (size_t)window, r));
         for (long i = 0; i < window; i++)
