@@ -230,10 +230,10 @@ enum corio_spawn_flags {
      * A migrating task may change loops after it has run: when it is woken
      * from a sleep, a join or gather, a run_blocking call, or a channel,
      * semaphore, mutex, event or wait-group wait and its loop is busy, an
-     * idle loop may take it and become its home. This is what lets CPU work that follows a wait
-     * spread over all cores even when the cores run at different speeds
-     * (Go and Tokio move every task this way). A task resumed after a
-     * descriptor wait or a yield stays where it is.
+     * idle loop may take it and become its home. This is what lets CPU
+     * work that follows a wait spread over all cores even when the cores
+     * run at different speeds (Go and Tokio move every task this way). A
+     * task resumed after a descriptor wait or a yield stays where it is.
      *
      * The contract, which is the caller's to keep: the task's own code holds
      * no thread-local address across a corio call that can wait. Compilers

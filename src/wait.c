@@ -291,7 +291,9 @@ static int sleep_at(corio_time_t deadline, corio_time_t now)
         return a.rc;
     /* A tail call: a light task sleeps with no frame of sleep's own on its
      * stack, which keeps its save buffer in the arena's 192-byte class
-     * (a frame here made it 256: 64 MB more per million sleepers). */
+     * (a frame here made it 256: 64 MB more per million sleepers). The
+     * commit cannot time out before suspending (deadline > now, the same
+     * reading), so consume_wakeup is where a sleep's timeout becomes 0. */
     return wait_commit_at(self, a.token, deadline, now, CORIO__WAITS_SLEEP);
 }
 
