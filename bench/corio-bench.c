@@ -332,7 +332,10 @@ struct bench {
 };
 
 static void run_spawn_join(void) { bench_spawn_join("spawn_join_ns", 0); }
-static void run_spawn_join_light(void) { bench_spawn_join("spawn_join_light_ns", CORIO_TASK_LIGHT); }
+static void run_spawn_join_light(void)
+{
+    bench_spawn_join("spawn_join_light_ns", CORIO_TASK_LIGHT);
+}
 
 static const struct bench benches[] = {
     {"spawn_join_ns", run_spawn_join},

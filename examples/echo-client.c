@@ -36,7 +36,8 @@ static void *one_connection(void *arg)
             goto done;
         size_t got = 0;
         while (got < size) {
-            ssize_t n = corio_read_until(fd, in + got, size - got, corio_deadline_in(10 * CORIO_SEC));
+            corio_time_t deadline = corio_deadline_in(10 * CORIO_SEC);
+            ssize_t n = corio_read_until(fd, in + got, size - got, deadline);
             if (n <= 0) {
                 fprintf(stderr, "echo-client: connection %u: read: %s\n", id,
                         n == 0 ? "connection closed" : corio_strerror((int)n));

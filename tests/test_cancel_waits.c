@@ -87,7 +87,8 @@ static void read_full(int fd, void *buf, size_t n)
 {
     size_t got = 0;
     while (got < n) {
-        ssize_t r = corio_read_until(fd, (char *)buf + got, n - got, corio_deadline_in(5 * CORIO_SEC));
+        corio_time_t deadline = corio_deadline_in(5 * CORIO_SEC);
+        ssize_t r = corio_read_until(fd, (char *)buf + got, n - got, deadline);
         if (r <= 0)
             FAIL_("read_full: %zu of %zu, then %s", got, n,
                   r == 0 ? "end of stream" : corio_err_name((int)r));
@@ -203,7 +204,8 @@ static void *victim(void *arg)
     }
     if (rc != CORIO_ECANCELED)
         FAIL_("%s (%s): returned %s, expected ECANCELED", kind_names[c->kind],
-              c->mode == BEFORE_FIRST_CALL ? "cancelled before the call" : "cancelled while blocked",
+              c->mode == BEFORE_FIRST_CALL ? "cancelled before the call"
+                                           : "cancelled while blocked",
               rc >= 0 ? "success" : corio_err_name(rc));
     CHECK_LT(corio_now() - t0, 10 * CORIO_SEC);
 

@@ -47,9 +47,18 @@ static int op_chan_send(struct dctx *c, corio_time_t dl)
     int v = 9;
     return corio_chan_send_until(c->full, &v, dl);
 }
-static int op_sem(struct dctx *c, corio_time_t dl) { return corio_sem_acquire_until(c->sem, dl); }
-static int op_mutex(struct dctx *c, corio_time_t dl) { return corio_mutex_lock_until(c->mutex, dl); }
-static int op_event(struct dctx *c, corio_time_t dl) { return corio_event_wait_until(c->event, dl); }
+static int op_sem(struct dctx *c, corio_time_t dl)
+{
+    return corio_sem_acquire_until(c->sem, dl);
+}
+static int op_mutex(struct dctx *c, corio_time_t dl)
+{
+    return corio_mutex_lock_until(c->mutex, dl);
+}
+static int op_event(struct dctx *c, corio_time_t dl)
+{
+    return corio_event_wait_until(c->event, dl);
+}
 static int op_waitgroup(struct dctx *c, corio_time_t dl)
 {
     return corio_waitgroup_wait_until(c->wg, dl);
@@ -76,7 +85,10 @@ static int op_gather(struct dctx *c, corio_time_t dl)
 {
     return corio_gather_until(&c->child, 1, NULL, dl);
 }
-static int op_group(struct dctx *c, corio_time_t dl) { return corio_group_wait_until(c->group, dl); }
+static int op_group(struct dctx *c, corio_time_t dl)
+{
+    return corio_group_wait_until(c->group, dl);
+}
 
 static void *slow_fn(void *arg)
 {

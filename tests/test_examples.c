@@ -172,7 +172,8 @@ static void server_start(struct proc *p, const char *path, const char *name, uin
         char line[256];
         if (read_line(p->out, line, sizeof line, 10000)) {
             char want[128];
-            snprintf(want, sizeof want, "%s: listening on 127.0.0.1:%u with 2 loops\n", name, *port);
+            snprintf(want, sizeof want, "%s: listening on 127.0.0.1:%u with 2 loops\n", name,
+                     *port);
             CHECK_STR_EQ(line, want);
             return;
         }
@@ -256,7 +257,8 @@ static void recv_exact(int fd, char *buf, size_t n)
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
-            FAIL_("recv_exact: %zu of %zu bytes, then %s", len, n, r == 0 ? "EOF" : strerror(errno));
+            FAIL_("recv_exact: %zu of %zu bytes, then %s", len, n,
+                  r == 0 ? "EOF" : strerror(errno));
         len += (size_t)r;
     }
     buf[n] = '\0';

@@ -113,7 +113,12 @@ static void *scenario_io(void *arg)
         if (n >= 0)
             n = corio_read_until(fd, buf, sizeof buf, corio_deadline_in(STEP_NS));
         /* End of stream: the server gave up after a fault of its own. */
-        rc = n < 0 ? n : n == 0 ? CORIO_EPIPE : (n == 4 && memcmp(buf, "ping", 4) == 0) ? 0 : CORIO_EPROTO;
+        if (n < 0)
+            rc = (int)n;
+        else if (n == 0)
+            rc = CORIO_EPIPE;
+        else
+            rc = n == 4 && memcmp(buf, "ping", 4) == 0 ? 0 : CORIO_EPROTO;
         corio_close(fd);
     }
     void *server_rc = NULL;
@@ -159,8 +164,10 @@ static void *scenario_chan(void *arg)
     if (c) {
         void *got = NULL;
         int jrc = corio_join(c, &got);
-        if (rc == 0)
-            rc = jrc ? jrc : (INT_OF(got) == expect ? 0 : INT_OF(got) < 0 ? INT_OF(got) : CORIO_EPROTO);
+        if (rc == 0 && jrc != 0)
+            rc = jrc;
+        else if (rc == 0 && INT_OF(got) != expect)
+            rc = INT_OF(got) < 0 ? INT_OF(got) : CORIO_EPROTO;
     }
     corio_chan_free(bounded);
     corio_chan_free(unbounded);

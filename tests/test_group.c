@@ -164,7 +164,8 @@ static int stubborn_sleeper(void *arg)
         int again = 0;
         again += corio_sleep(20 * CORIO_SEC) == CORIO_ECANCELED;
         again += corio_sleep(CORIO_USEC) == CORIO_ECANCELED;
-        again += corio_event_wait_until(f->go, corio_deadline_in(20 * CORIO_SEC)) == CORIO_ECANCELED;
+        corio_time_t deadline = corio_deadline_in(20 * CORIO_SEC);
+        again += corio_event_wait_until(f->go, deadline) == CORIO_ECANCELED;
         again += corio_yield() == CORIO_ECANCELED;
         again += corio_sleep(20 * CORIO_SEC) == CORIO_ECANCELED;
         if (again == 5)

@@ -509,7 +509,8 @@ TEST(stop_while_tasks_roam)
         if (atomic_load(&roamers_in) < fewest)
             fewest = atomic_load(&roamers_in);
     }
-    fprintf(stderr, "   %ld rounds; at least %ld of %ld tasks started in each\n", rounds, fewest, n);
+    fprintf(stderr, "   %ld rounds; at least %ld of %ld tasks started in each\n", rounds, fewest,
+            n);
 }
 
 /* ---- where the flag is refused ---- */
