@@ -51,6 +51,7 @@ struct corio__blocking_pool {
     struct blocking_job *head, *tail;    /* queued jobs, under lock */
     struct blocking_thread *threads;     /* all started threads, under lock */
     unsigned nthreads, idle, max;        /* under lock */
+    unsigned queued;                     /* jobs in the queue, under lock */
     bool stopping;                       /* under lock */
 };
 
@@ -92,6 +93,7 @@ static void *pool_thread(void *arg)
         pool->head = job->next;
         if (!pool->head)
             pool->tail = NULL;
+        pool->queued--;
         job->state = JOB_RUNNING;
         pthread_mutex_unlock(&pool->lock);
 
@@ -113,11 +115,16 @@ static void *pool_thread(void *arg)
     return NULL;
 }
 
-/* Under lock: start another thread if every thread is busy. 0, or an
- * error if no thread at all could be started. */
+/* Under lock, before queueing a job: start another thread unless an idle
+ * one is left for it. A thread signalled for an earlier job still counts
+ * as idle until it wakes, so the jobs already queued are set against the
+ * idle threads: without that, a burst of jobs would all see the one idle
+ * thread and run one after another (and a job that waits for another
+ * queued behind it would never return). 0, or an error if no thread at
+ * all could be started. */
 static int maybe_grow(struct corio__blocking_pool *pool)
 {
-    if (pool->idle > 0 || pool->nthreads >= pool->max)
+    if (pool->idle > pool->queued || pool->nthreads >= pool->max)
         return 0;
     struct blocking_thread *th = corio__malloc(sizeof *th);
     int err = th ? corio__thread_create(&th->thread, pool_thread, pool, 0) : ENOMEM;
@@ -144,6 +151,7 @@ static void queue_remove(struct corio__blocking_pool *pool, struct blocking_job 
     *pp = job->next;
     if (pool->tail == job)
         pool->tail = prev;
+    pool->queued--;
 }
 
 int corio_run_blocking_until(corio_fn fn, void *arg, void **result, corio_time_t deadline)
@@ -186,6 +194,7 @@ int corio__run_blocking_owned(corio_fn fn, void *arg, void (*abandoned)(void *ar
         else
             pool->head = job;
         pool->tail = job;
+        pool->queued++;
         pthread_cond_signal(&pool->work);
     }
     pthread_mutex_unlock(&pool->lock);

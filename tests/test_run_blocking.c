@@ -402,6 +402,56 @@ TEST(cancel_pending_before_call)
     run_main_checked(2, main_pending_cancel, NULL);
 }
 
+/* ---- a burst of calls gets threads, not one idle thread's queue ----
+ *
+ * Jobs that need each other: each waits (up to 10 s) until every job of
+ * its burst has started. A pool that queued the burst behind its one idle
+ * thread would run them one at a time, and each would give up waiting.
+ */
+#define BURST 4
+
+static _Atomic int burst_started;
+
+static void *rendezvous(void *arg)
+{
+    atomic_fetch_add(&burst_started, 1);
+    for (int ms = 0; ms < 10000 && atomic_load(&burst_started) < BURST; ms++)
+        usleep(1000);
+    return PTR_OF(atomic_load(&burst_started) >= BURST);
+}
+
+static void *burst_caller(void *arg)
+{
+    void *met = NULL;
+    CHECK_OK(corio_run_blocking(rendezvous, NULL, &met));
+    return met;
+}
+
+static void *main_burst(void *arg)
+{
+    long rounds = test_scaled(20);
+    for (long round = 0; round < rounds; round++) {
+        atomic_store(&burst_started, 0);
+        /* Leave exactly the pool's threads idle, then call in a burst. */
+        CHECK_OK(corio_run_blocking(test_ret_arg, NULL, NULL));
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+        corio_task *t[BURST];
+        unsigned here = (unsigned)corio_loop_index();
+        for (int i = 0; i < BURST; i++)
+            CHECK_OK(corio_spawn_on(&t[i], here, burst_caller, NULL));
+        void *met[BURST];
+        CHECK_OK(corio_gather(t, BURST, met));
+        for (int i = 0; i < BURST; i++)
+            CHECK_EQ(INT_OF(met[i]), 1);
+    }
+    return NULL;
+}
+
+TEST(burst_of_calls_gets_threads)
+{
+    run_main_checked(1, main_burst, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(runs_on_another_thread);
@@ -412,5 +462,6 @@ int main(int argc, char **argv)
     RUN(one_pool_thread);
     RUN(cancel_pending_before_call);
     RUN(loop_keeps_running_yielding_neighbour);
+    RUN(burst_of_calls_gets_threads);
     return test_summary();
 }
