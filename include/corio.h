@@ -499,7 +499,14 @@ CORIO_API int corio_waitgroup_wait_until(corio_waitgroup *wg, corio_time_t deadl
  *  - On each loop, at most one task waits to read and one to write a
  *    given descriptor (a second gets CORIO_EBUSY). A task blocked on a
  *    descriptor is woken with CORIO_EBADF when a task of the same loop
- *    closes it; to wake one on another loop, corio_shutdown() first.
+ *    closes it; to wake one on another loop, corio_shutdown() first. A
+ *    task whose wait had just ended when the descriptor was closed (on
+ *    any loop) gets CORIO_EBADF too, never the file that reuses the
+ *    number.
+ *  - Regular files and directories, which epoll cannot watch, are always
+ *    ready: the calls make the system call directly (a slow disk holds
+ *    the loop meanwhile; corio_run_blocking is for that), and
+ *    corio_wait_fd returns at once.
  *  - Descriptor numbers must be below 2^20.
  *
  * Fairness: a task whose IO calls keep completing without waiting yields
@@ -516,7 +523,10 @@ CORIO_API int corio_wait_fd(int fd, unsigned events, corio_time_t deadline);
 CORIO_API int corio_socket(int domain, int type, int protocol);
 
 /* Connect a socket from corio_socket. A timeout or cancellation leaves the
- * socket half-connected: close it. */
+ * socket half-connected: close it. When the system says EAGAIN (a Unix-
+ * domain listener's backlog is full), no event announces room, so the
+ * connect is tried again after pauses growing from 1 ms to 64 ms, up to
+ * the deadline. */
 CORIO_API int corio_connect(int fd, const struct sockaddr *addr, socklen_t len);
 CORIO_API int corio_connect_until(int fd, const struct sockaddr *addr, socklen_t len,
                                   corio_time_t deadline);

@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 
 #include "loop.h"
 #include "sys.h"
@@ -28,31 +27,40 @@ void corio__io_destroy(corio__io *io)
     memset(io, 0, sizeof *io);
 }
 
-void corio__fd_gens_destroy(corio__fd_gens *g)
-{
-    for (size_t i = 0; i < CORIO__FD_MAX / CORIO__FD_GEN_PAGE; i++) {
-        _Atomic uint32_t *page = atomic_load_explicit(&g->pages[i], memory_order_relaxed);
-        corio__free((void *)page);
-        atomic_store_explicit(&g->pages[i], NULL, memory_order_relaxed);
-    }
-}
+/*
+ * Descriptor generations, one table for the process (io.h): two levels,
+ * pages allocated on first use with a CAS, so any thread can read and
+ * bump without a lock. Pages live as long as the process: runtimes may
+ * run side by side, and a descriptor outlives the runtime that opened it.
+ * At most 4 MiB, for a process that used every number below 2^20.
+ */
+#define FD_GEN_PAGE 4096
+static _Atomic(_Atomic uint32_t *) fd_gen_pages[CORIO__FD_MAX / FD_GEN_PAGE];
 
-/* The generation slot of fd, allocating its page on first use. */
-static _Atomic uint32_t *gen_slot(corio__fd_gens *g, int fd)
+/* The generation slot of fd; its page is allocated on first use if
+ * `create`, otherwise NULL means nobody has registered this number yet. */
+static _Atomic uint32_t *gen_slot(int fd, bool create)
 {
-    size_t page_index = (size_t)fd / CORIO__FD_GEN_PAGE;
-    _Atomic uint32_t *page = atomic_load_explicit(&g->pages[page_index], memory_order_acquire);
-    if (!page) {
-        _Atomic uint32_t *fresh = corio__calloc(CORIO__FD_GEN_PAGE, sizeof *fresh);
+    _Atomic(_Atomic uint32_t *) *pagep = &fd_gen_pages[(size_t)fd / FD_GEN_PAGE];
+    _Atomic uint32_t *page = atomic_load_explicit(pagep, memory_order_acquire);
+    if (!page && create) {
+        _Atomic uint32_t *fresh = corio__calloc_permanent(FD_GEN_PAGE, sizeof *fresh);
         if (!fresh)
             return NULL;
-        if (atomic_compare_exchange_strong_explicit(&g->pages[page_index], &page, fresh,
-                                                    memory_order_acq_rel, memory_order_acquire))
+        if (atomic_compare_exchange_strong_explicit(pagep, &page, fresh, memory_order_acq_rel,
+                                                    memory_order_acquire))
             page = fresh;
         else
-            corio__free((void *)fresh);
+            corio__free_permanent((void *)fresh);
     }
-    return &page[(size_t)fd % CORIO__FD_GEN_PAGE];
+    return page ? &page[(size_t)fd % FD_GEN_PAGE] : NULL;
+}
+
+/* fd's generation now (0 before anything was registered under it). */
+static uint32_t gen_now(int fd)
+{
+    _Atomic uint32_t *slot = gen_slot(fd, false);
+    return slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
 }
 
 static corio__fd_entry *entry_of(corio__io *io, int fd)
@@ -73,22 +81,23 @@ static corio__fd_entry *entry_of(corio__io *io, int fd)
     return &fds[fd];
 }
 
-/* Is fd a byte stream, where a short read proves the buffer drained?
- * (Not so for datagrams: one read returns one datagram.) */
+/* Is fd a byte-stream socket, where a short read proves the buffer
+ * drained? Not so for datagrams (one read returns one datagram), nor for
+ * pipes: a pipe whose writer opened it O_DIRECT is in packet mode, one
+ * read per write, and the read end cannot tell (its flags do not show
+ * it), so for pipes a short read proves nothing and the next read tries
+ * the system call. */
 static bool is_stream(int fd)
 {
     int type;
     socklen_t len = sizeof type;
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0)
-        return type == SOCK_STREAM;
-    struct stat st;
-    return errno == ENOTSOCK && fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
 }
 
 /* Make sure fd is registered with this loop under its current generation. */
 static int ensure_registered(corio__loop *l, corio__fd_entry *e, int fd)
 {
-    _Atomic uint32_t *slot = gen_slot(&l->rt->fd_gens, fd);
+    _Atomic uint32_t *slot = gen_slot(fd, true);
     if (!slot)
         return CORIO_ENOMEM;
     uint32_t gen = atomic_load_explicit(slot, memory_order_acquire);
@@ -101,15 +110,20 @@ static int ensure_registered(corio__loop *l, corio__fd_entry *e, int fd)
     if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
         return -errno;
     int rc = corio__poll_add(&l->poll, fd, TAG(fd, gen));
-    if (rc != 0)
+    /* EPERM: a file epoll cannot watch (io.h, "direct"). */
+    bool direct = rc == CORIO_EPERM;
+    if (rc != 0 && !direct)
         return rc;
-    if (!e->registered)
+    if (e->registered && !e->direct)
+        l->io.registered--;
+    if (!direct)
         l->io.registered++;
     e->registered = 1;
     e->gen = gen;
-    e->ready = 0;
-    e->hup = 0;
-    e->stream = is_stream(fd);
+    e->direct = direct;
+    e->ready = direct ? 3 : 0;
+    e->hup = direct;
+    e->stream = !direct && is_stream(fd);
     return 0;
 }
 
@@ -135,6 +149,8 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
     int rc = ensure_registered(l, e, fd);
     if (rc != 0)
         return rc;
+    if (e->direct)
+        return CORIO_EOPNOTSUPP;
     /* The caller just saw EAGAIN: whatever we knew is out of date. */
     e->ready &= (uint8_t) ~(1u << dir);
     if (e->waiter[dir])
@@ -143,6 +159,7 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
     rc = corio__wait_arm(self, &token);
     if (rc != 0)
         return rc;
+    uint32_t gen = e->gen;
     e->waiter[dir] = self;
     e->token[dir] = token;
     rc = corio__wait_commit(self, token, deadline, what);
@@ -150,6 +167,11 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
     e = &l->io.fds[fd];
     if (e->waiter[dir] == self)
         e->waiter[dir] = NULL;
+    /* Woken by readiness, then the number was closed (by a task of this
+     * loop that ran first, or on another loop) and maybe reused: the
+     * caller's file is gone, whatever file has the number now. */
+    if (rc == 0 && (!e->registered || e->gen != gen || gen_now(fd) != gen))
+        rc = CORIO_EBADF;
     return rc;
 }
 
@@ -194,11 +216,12 @@ void corio__io_dispatch(corio__loop *l, const corio__poll_event *ev, int n)
     }
 }
 
-void corio__io_forget_remote(corio__runtime *rt, int fd)
+void corio__fd_invalidate(int fd)
 {
     if (fd < 0 || fd >= CORIO__FD_MAX)
         return;
-    _Atomic uint32_t *slot = gen_slot(&rt->fd_gens, fd);
+    /* No page: no loop ever registered a number of it, nothing to undo. */
+    _Atomic uint32_t *slot = gen_slot(fd, false);
     if (slot)
         atomic_fetch_add_explicit(slot, 1, memory_order_acq_rel);
 }
@@ -207,14 +230,18 @@ void corio__io_forget(corio__loop *l, int fd)
 {
     if (fd < 0 || fd >= CORIO__FD_MAX)
         return;
-    corio__io_forget_remote(l->rt, fd);
+    corio__fd_invalidate(fd);
     if ((uint32_t)fd >= l->io.nfds)
         return;
     corio__fd_entry *e = &l->io.fds[fd];
-    for (int dir = 0; dir < 2; dir++)
+    for (int dir = 0; dir < 2; dir++) {
         if (e->waiter[dir])
             corio__task_fire(e->waiter[dir], e->token[dir], CORIO_EBADF);
-    if (e->registered)
+        /* Free the slot now: the number may be reused, and waited on, by
+         * a task that runs before the one just woken. */
+        e->waiter[dir] = NULL;
+    }
+    if (e->registered && !e->direct)
         l->io.registered--;
     e->registered = 0;
     e->ready = 0;

@@ -8,12 +8,21 @@
  * per direction.
  *
  * Descriptor numbers are reused by the kernel. corio_close() bumps a
- * per-runtime generation count for the number; a loop whose entry carries
- * an older generation registers the descriptor again before waiting, and
- * events carry the generation so a late event for the old file is
- * ignored. A descriptor closed with plain close() instead leaves stale
- * entries behind: hence the rule that descriptors corio waits on are
- * closed with corio_close().
+ * generation count for the number, one table for the whole process (the
+ * numbers are the process's, and corio_close may be called from any
+ * thread, inside a runtime or not); a loop whose entry carries an older
+ * generation registers the descriptor again before waiting, events carry
+ * the generation so a late event for the old file is ignored, and a task
+ * woken by readiness that finds the generation changed under it gets
+ * CORIO_EBADF instead of using whatever file now has the number. A
+ * descriptor closed with plain close() instead leaves stale entries
+ * behind: hence the rule that descriptors corio waits on are closed with
+ * corio_close().
+ *
+ * Files epoll cannot watch (regular files, directories: epoll_ctl says
+ * EPERM) are "direct": always ready, so the calls just make the system
+ * call, which never says EAGAIN for them. A slow disk then holds the
+ * loop, as it would any C program; corio_run_blocking is for that.
  */
 #ifndef CORIO_IO_H
 #define CORIO_IO_H
@@ -38,11 +47,12 @@ struct corio_task;
 
 typedef struct corio__fd_entry {
     uint32_t gen;         /* generation when registered */
-    uint8_t registered;   /* in this loop's epoll */
+    uint8_t registered;   /* in this loop's epoll, or direct */
     uint8_t ready;        /* bit per direction: known ready */
-    uint8_t stream;       /* byte stream: a short read means drained */
-    uint8_t hup;          /* end of stream, reset or error seen: no edge
+    uint8_t stream : 1;   /* stream socket: a short read means drained */
+    uint8_t hup : 1;      /* end of stream, reset or error seen: no edge
                            * will follow, always try the system call */
+    uint8_t direct : 1;   /* epoll cannot watch it: never wait, just call */
     struct corio_task *waiter[2];
     uint64_t token[2];
 } corio__fd_entry;
@@ -53,24 +63,16 @@ typedef struct corio__io {
     uint32_t registered;  /* descriptors registered: poll only if any */
 } corio__io;
 
-/* Per-runtime descriptor generations: two levels, pages allocated on
- * first use with a CAS, so any loop can read and corio_close can bump
- * without a lock. */
-#define CORIO__FD_GEN_PAGE 4096
-typedef struct corio__fd_gens {
-    _Atomic(_Atomic uint32_t *) pages[CORIO__FD_MAX / CORIO__FD_GEN_PAGE];
-} corio__fd_gens;
-
 void corio__io_init(corio__io *io);
 void corio__io_destroy(corio__io *io);
-void corio__fd_gens_destroy(corio__fd_gens *g);
 
 /*
  * Wait until fd is ready in direction dir (CORIO__IO_IN/OUT), the deadline
  * passes or the task is cancelled. Call after the system call said EAGAIN.
  * 0, CORIO_ETIMEDOUT, CORIO_ECANCELED, CORIO_EBADF (fd closed meanwhile or
  * out of range), CORIO_EBUSY (another task of this loop waits on the same
- * fd and direction), CORIO_ENOMEM.
+ * fd and direction), CORIO_ENOMEM, CORIO_EOPNOTSUPP (a direct file: it
+ * can never become ready by waiting).
  */
 int corio__io_wait(struct corio_task *self, int fd, int dir, corio_time_t deadline,
                    enum corio__wait_kind what);
@@ -83,17 +85,18 @@ int corio__io_prepare(struct corio__loop *l, int fd);
 /* Is fd known not ready in dir (so the system call can be skipped)? */
 bool corio__io_known_unready(struct corio__loop *l, int fd, int dir);
 /* A stream read returned less than asked (n > 0): the descriptor is
- * drained. n == 0: end of stream, never skip a read again. */
+ * drained. n == 0: end of stream, never skip a read again. Not for reads
+ * that leave the data queued (MSG_PEEK) or read another queue (MSG_OOB). */
 void corio__io_note_read(struct corio__loop *l, int fd, size_t n, size_t asked);
 
 /* Scheduler: deliver polled events to waiting tasks. */
 void corio__io_dispatch(struct corio__loop *l, const corio__poll_event *ev, int n);
-/* corio_close: forget fd on this loop, fail its waiters here with
- * CORIO_EBADF, and invalidate it on every loop. */
+/* corio_close on a loop: forget fd on this loop, fail its waiters here
+ * with CORIO_EBADF, and invalidate it on every loop of every runtime. */
 void corio__io_forget(struct corio__loop *l, int fd);
 
-/* corio_close from a thread that is not a loop: invalidate fd everywhere. */
-void corio__io_forget_remote(struct corio__runtime *rt, int fd);
+/* corio_close from any other thread: invalidate fd everywhere. */
+void corio__fd_invalidate(int fd);
 
 /* Cooperative budget: every IO call that completes without blocking
  * spends one unit; when the loop's budget runs out the task yields, so a

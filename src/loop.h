@@ -128,7 +128,6 @@ typedef struct corio__runtime {
     _Atomic size_t live_tasks;     /* maintained only when max_tasks != 0 */
     _Alignas(CORIO__CACHE_LINE) _Atomic int nparked;    /* loops parked (hint) */
     _Atomic int nsearching;        /* loops looking for work to steal */
-    corio__fd_gens fd_gens;        /* descriptor generations (io.h) */
     corio__stack_spill stack_spill; /* surplus stacks of the loops' pools (stack.h) */
     struct corio__runtime *debug_next; /* corio__debug_runtimes list */
 } corio__runtime;

@@ -5,7 +5,7 @@
  * Every call has the same shape: try the system call; on EAGAIN wait for
  * readiness on the task's loop (io.c) and try again. Trying first means a
  * ready descriptor costs one system call and no switch, and it also means
- * an edge-triggered event is never needed twice. For byte streams, a read
+ * an edge-triggered event is never needed twice. For stream sockets, a read
  * shorter than asked proves the buffer drained, so the next read waits at
  * once instead of spending a system call to hear EAGAIN.
  */
@@ -52,6 +52,35 @@ int corio_socket(int domain, int type, int protocol)
     return fd >= 0 ? fd : -errno;
 }
 
+/* The longest pause between connect attempts that said EAGAIN. */
+#define CONNECT_PAUSE_MAX (64 * CORIO_MSEC)
+
+/* connect(2), trying again while it says EAGAIN: a Unix-domain listener's
+ * backlog is full (for IP: no local port free). No readiness event
+ * announces the end of that, so the retries come after pauses growing
+ * from 1 ms to CONNECT_PAUSE_MAX, up to the deadline. 0, -errno of the
+ * last attempt, or the error of a pause (CORIO_ETIMEDOUT at the deadline,
+ * CORIO_ECANCELED). */
+static int connect_retrying(int fd, const struct sockaddr *addr, socklen_t len,
+                            corio_time_t deadline)
+{
+    corio_time_t pause = CORIO_MSEC;
+    for (;;) {
+        if (connect(fd, addr, len) == 0)
+            return 0;
+        if (errno != EAGAIN)
+            return -errno;
+        corio_time_t now = corio_now();
+        if (now >= deadline)
+            return CORIO_ETIMEDOUT;
+        int rc = corio_sleep_until(deadline - now > pause ? now + pause : deadline);
+        if (rc != 0)
+            return rc;
+        if (pause < CONNECT_PAUSE_MAX)
+            pause *= 2;
+    }
+}
+
 int corio_connect_until(int fd, const struct sockaddr *addr, socklen_t len, corio_time_t deadline)
 {
     corio_task *self = self_or_null();
@@ -60,10 +89,9 @@ int corio_connect_until(int fd, const struct sockaddr *addr, socklen_t len, cori
     int rc = corio__io_prepare(self->home, fd);
     if (rc != 0)
         return rc;
-    if (connect(fd, addr, len) == 0)
-        return 0;
-    if (errno != EINPROGRESS && errno != EINTR)
-        return -errno;
+    rc = connect_retrying(fd, addr, len, deadline);
+    if (rc != CORIO_EINPROGRESS && rc != CORIO_EINTR)
+        return rc;
     rc = corio__io_wait(self, fd, CORIO__IO_OUT, deadline, CORIO__WAITS_CONNECT);
     if (rc != 0)
         return rc;
@@ -142,7 +170,7 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
         default: n = recvfrom(fd, buf, len, flags, from, fromlen); break;
         }
         if (n >= 0) {
-            if (op != OP_RECVFROM)
+            if (op != OP_RECVFROM && !(flags & (MSG_PEEK | MSG_OOB)))
                 corio__io_note_read(l, fd, (size_t)n, len);
             corio__io_coop(self);
             return n;
@@ -293,7 +321,7 @@ int corio_close(int fd)
     corio__loop *l = corio__loop_current();
     if (l)
         corio__io_forget(l, fd);
-    else if (corio__runtime_current())
-        corio__io_forget_remote(corio__runtime_current(), fd);
+    else
+        corio__fd_invalidate(fd);
     return close(fd) == 0 ? 0 : -errno;
 }

@@ -259,7 +259,6 @@ static void runtime_free(corio__runtime *rt)
         corio__free(rt->loops);
     }
     corio__blocking_pool_destroy(rt->pool);
-    corio__fd_gens_destroy(&rt->fd_gens);
     corio__free(rt);
 }
 

@@ -92,6 +92,15 @@ void *corio__realloc(void *p, size_t size)
     return q;
 }
 
+void *corio__calloc_permanent(size_t n, size_t size)
+{
+    if (corio__fault(ENOMEM))
+        return NULL;
+    return calloc(n, size);
+}
+
+void corio__free_permanent(void *p) { free(p); }
+
 void corio__free(void *p)
 {
     if (!p)

@@ -54,6 +54,11 @@ void *corio__calloc(size_t n, size_t size);
 void *corio__realloc(void *p, size_t size);
 void corio__free(void *p);
 void *corio__aligned_alloc(size_t align, size_t size);
+/* For tables that live as long as the process (never freed, so not
+ * counted by corio__live_allocs; failures are injected all the same).
+ * Free with corio__free_permanent only a block that was never used. */
+void *corio__calloc_permanent(size_t n, size_t size);
+void corio__free_permanent(void *p);
 
 void *corio__mmap_anon(size_t len); /* PROT_READ|WRITE, private anonymous */
 /* Like corio__mmap_anon, at an address that is a multiple of `align` (a

@@ -2,6 +2,7 @@
 # appended to the one list in CMakeLists.txt.
 list(APPEND corio_tests
   io_fd
+  io_edges
   io_tcp
   io_reset
   io_emfile

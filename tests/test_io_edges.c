@@ -1,0 +1,380 @@
+/*
+ * test_io_edges.c: the descriptor layer's edge cases. A number closed
+ * and reused while tasks wait on it (the waiter woken by readiness just
+ * before the close, the waiter slot free for the new file at once, a
+ * close from a thread outside every runtime); reads that leave the data
+ * queued (MSG_PEEK) or return one packet (O_DIRECT pipes) and so prove
+ * nothing drained; regular files, which epoll cannot watch; a connect to
+ * a Unix listener whose backlog is full.
+ *
+ * Where a bug would make a call wait for an event that never comes, the
+ * test waits for it with a generous deadline (10 s) and fails on
+ * CORIO_ETIMEDOUT: no check depends on how fast the machine is.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "test.h"
+
+#define PATIENCE (10 * CORIO_SEC)
+
+static void stream_pair(int sv[2])
+{
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+}
+
+struct reader {
+    int fd;
+    _Atomic int waiting;
+    ssize_t n;
+    char buf[32];
+};
+
+static void *read_forever(void *arg)
+{
+    struct reader *r = arg;
+    atomic_store(&r->waiting, 1);
+    r->n = corio_read(r->fd, r->buf, sizeof r->buf);
+    return NULL;
+}
+
+/* Spawn a reader of fd on this loop and return once it waits. */
+static corio_task *reader_waiting(struct reader *r)
+{
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), read_forever, r));
+    while (!atomic_load(&r->waiting))
+        CHECK_OK(corio_yield());
+    CHECK_OK(corio_sleep(CORIO_MSEC)); /* now in its wait, not just before */
+    return t;
+}
+
+/* ---- woken by readiness, then the number is closed and reused ---- */
+
+struct woken_close {
+    int a[2], b[2];
+    int fresh[2]; /* the connection B opens, which gets A's number */
+    ssize_t a_n;
+    char a_buf[8];
+};
+
+static void *woken_reader_a(void *arg)
+{
+    struct woken_close *w = arg;
+    w->a_n = corio_read(w->a[0], w->a_buf, sizeof w->a_buf);
+    return NULL;
+}
+
+/* Woken in the same poll as A, but runs first: closes A's descriptor and
+ * opens a new connection, which gets the same number, with data queued. */
+static void *woken_closer_b(void *arg)
+{
+    struct woken_close *w = arg;
+    char c;
+    CHECK_EQ(corio_read(w->b[0], &c, 1), 1);
+    CHECK_OK(corio_close(w->a[0]));
+    stream_pair(w->fresh);
+    CHECK_EQ(w->fresh[0], w->a[0]); /* the kernel hands out the lowest free number */
+    CHECK_EQ(write(w->fresh[1], "NEW", 3), 3);
+    return NULL;
+}
+
+static void *main_woken_then_closed(void *arg)
+{
+    long rounds = test_scaled(200), ebadf = 0;
+    unsigned here = (unsigned)corio_loop_index();
+    for (long i = 0; i < rounds; i++) {
+        struct woken_close w = {.a_n = 12345};
+        stream_pair(w.b);
+        stream_pair(w.a);
+        corio_task *a, *b;
+        CHECK_OK(corio_spawn_on(&b, here, woken_closer_b, &w));
+        CHECK_OK(corio_spawn_on(&a, here, woken_reader_a, &w));
+        CHECK_OK(corio_sleep(CORIO_MSEC)); /* both wait now */
+        /* Both readable before the loop polls again, B's edge first. */
+        CHECK_EQ(write(w.b[1], "b", 1), 1);
+        CHECK_EQ(write(w.a[1], "old", 3), 3);
+        CHECK_OK(corio_join(b, NULL));
+        CHECK_OK(corio_join(a, NULL));
+        /* A's file was closed under it: EBADF, never the new file's data
+         * (its own data only if it ran before B after all). */
+        if (w.a_n >= 0) {
+            CHECK_EQ(w.a_n, 3);
+            CHECK(memcmp(w.a_buf, "old", 3) == 0);
+        } else {
+            CHECK_ERR((int)w.a_n, CORIO_EBADF);
+            ebadf++;
+        }
+        int fds[] = {w.a[1], w.b[0], w.b[1], w.fresh[0], w.fresh[1]};
+        for (size_t k = 0; k < sizeof fds / sizeof fds[0]; k++)
+            CHECK_OK(corio_close(fds[k]));
+    }
+    /* B's edge comes first in the poll (nearly) every time: the case
+     * this test is about did happen. */
+    CHECK_GE(ebadf, rounds / 2);
+    return NULL;
+}
+
+TEST(woken_then_closed_is_ebadf)
+{
+    run_main_checked(1, main_woken_then_closed, NULL);
+}
+
+/* ---- the waiter slot is free for the new file at once ---- */
+
+static void *main_slot_freed_at_close(void *arg)
+{
+    long rounds = test_scaled(200);
+    for (long i = 0; i < rounds; i++) {
+        int sv[2];
+        stream_pair(sv);
+        struct reader r = {.fd = sv[0], .n = 12345};
+        corio_task *t = reader_waiting(&r);
+        /* Close it (the reader is queued with EBADF but has not run) and
+         * reuse the number before the reader runs. */
+        CHECK_OK(corio_close(sv[0]));
+        int nv[2];
+        stream_pair(nv);
+        CHECK_EQ(nv[0], sv[0]);
+        char c;
+        CHECK_ERR((int)corio_read_until(nv[0], &c, 1, corio_now()), CORIO_ETIMEDOUT);
+        CHECK_ERR(corio_wait_fd(nv[0], CORIO_READABLE, corio_now()), CORIO_ETIMEDOUT);
+        CHECK_EQ(write(nv[1], "z", 1), 1);
+        CHECK_EQ(corio_read_until(nv[0], &c, 1, corio_deadline_in(PATIENCE)), 1);
+        CHECK_OK(corio_join(t, NULL));
+        CHECK_ERR((int)r.n, CORIO_EBADF);
+        CHECK_OK(corio_close(nv[0]));
+        CHECK_OK(corio_close(nv[1]));
+        CHECK_OK(corio_close(sv[1]));
+    }
+    return NULL;
+}
+
+TEST(waiter_slot_freed_at_close)
+{
+    run_main_checked(1, main_slot_freed_at_close, NULL);
+}
+
+/* ---- corio_close from a thread outside every runtime ---- */
+
+static void *plain_thread_close(void *arg)
+{
+    return PTR_OF(corio_close((int)INT_OF(arg)));
+}
+
+static void *late_writer(void *arg)
+{
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    CHECK_EQ(write((int)INT_OF(arg), "y", 1), 1);
+    return NULL;
+}
+
+static void *main_foreign_close(void *arg)
+{
+    long rounds = test_scaled(100);
+    for (long i = 0; i < rounds; i++) {
+        int sv[2];
+        stream_pair(sv);
+        char c;
+        /* Registered with this loop (and marked drained). */
+        CHECK_ERR((int)corio_read_until(sv[0], &c, 1, corio_now()), CORIO_ETIMEDOUT);
+        /* Closed by a thread that belongs to no runtime. Joining it
+         * blocks this loop for a moment: fine in a test. */
+        pthread_t th;
+        void *rc = PTR_OF(-1);
+        CHECK_EQ(pthread_create(&th, NULL, plain_thread_close, PTR_OF(sv[0])), 0);
+        CHECK_EQ(pthread_join(th, &rc), 0);
+        CHECK_OK((int)INT_OF(rc));
+        /* The number comes back as a new file: it must be registered
+         * afresh, or the wait below would never wake. */
+        int nv[2];
+        stream_pair(nv);
+        CHECK_EQ(nv[0], sv[0]);
+        corio_task *w;
+        CHECK_OK(corio_spawn(&w, late_writer, PTR_OF(nv[1])));
+        CHECK_EQ(corio_read_until(nv[0], &c, 1, corio_deadline_in(PATIENCE)), 1);
+        CHECK_EQ(c, 'y');
+        CHECK_OK(corio_join(w, NULL));
+        CHECK_OK(corio_close(nv[0]));
+        CHECK_OK(corio_close(nv[1]));
+        CHECK_OK(corio_close(sv[1]));
+    }
+    return NULL;
+}
+
+TEST(close_from_plain_thread)
+{
+    run_main_checked(1, main_foreign_close, NULL);
+}
+
+/* ---- reads that prove nothing drained ---- */
+
+static void *main_peek(void *arg)
+{
+    int sv[2];
+    stream_pair(sv);
+    CHECK_EQ(write(sv[1], "hello", 5), 5);
+    char buf[64];
+    /* Shorter than asked, but the bytes are still queued: no edge will
+     * come for them, so the reads below must not wait for one. */
+    CHECK_EQ(corio_recv_until(sv[0], buf, sizeof buf, MSG_PEEK, corio_deadline_in(PATIENCE)),
+             5);
+    struct reader r = {.fd = sv[0], .n = 12345};
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, read_forever, &r));
+    CHECK_OK(corio_join_until(t, NULL, corio_deadline_in(PATIENCE)));
+    CHECK_EQ(r.n, 5);
+    CHECK(memcmp(r.buf, "hello", 5) == 0);
+    CHECK_OK(corio_close(sv[0]));
+    CHECK_OK(corio_close(sv[1]));
+    return NULL;
+}
+
+TEST(peek_leaves_data_readable)
+{
+    run_main_checked(1, main_peek, NULL);
+}
+
+static void *main_packet_pipe(void *arg)
+{
+    int p[2];
+    if (pipe2(p, O_DIRECT | O_NONBLOCK | O_CLOEXEC) != 0) {
+        fprintf(stderr, "   no O_DIRECT pipes here (%s): skipped\n", strerror(errno));
+        return NULL;
+    }
+    /* Two packets: each read returns one, however much room it has. */
+    CHECK_EQ(write(p[1], "ab", 2), 2);
+    CHECK_EQ(write(p[1], "cd", 2), 2);
+    char buf[16];
+    CHECK_EQ(corio_read_until(p[0], buf, sizeof buf, corio_deadline_in(PATIENCE)), 2);
+    CHECK(memcmp(buf, "ab", 2) == 0);
+    struct reader r = {.fd = p[0], .n = 12345};
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, read_forever, &r));
+    CHECK_OK(corio_join_until(t, NULL, corio_deadline_in(PATIENCE)));
+    CHECK_EQ(r.n, 2);
+    CHECK(memcmp(r.buf, "cd", 2) == 0);
+    CHECK_OK(corio_close(p[0]));
+    CHECK_OK(corio_close(p[1]));
+    return NULL;
+}
+
+TEST(packet_pipe_reads_are_not_drains)
+{
+    run_main_checked(1, main_packet_pipe, NULL);
+}
+
+/* ---- regular files: epoll cannot watch them, the calls just work ---- */
+
+static void *main_regular_file(void *arg)
+{
+    char path[] = "/tmp/corio-io-edges-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK_GE(fd, 0);
+    CHECK_EQ(unlink(path), 0);
+    for (int round = 0; round < 2; round++) {
+        CHECK_EQ(corio_write(fd, "file data", 9), 9);
+        CHECK_EQ(lseek(fd, 0, SEEK_SET), 0);
+        char buf[32];
+        CHECK_EQ(corio_read_until(fd, buf, sizeof buf, corio_deadline_in(PATIENCE)), 9);
+        CHECK(memcmp(buf, "file data", 9) == 0);
+        CHECK_EQ(corio_read(fd, buf, sizeof buf), 0); /* end of file, at once */
+        CHECK_OK(corio_wait_fd(fd, CORIO_READABLE, corio_deadline_in(PATIENCE)));
+        CHECK_OK(corio_wait_fd(fd, CORIO_WRITABLE, corio_deadline_in(PATIENCE)));
+        CHECK_EQ(ftruncate(fd, 0), 0);
+        CHECK_EQ(lseek(fd, 0, SEEK_SET), 0);
+    }
+    CHECK_OK(corio_close(fd));
+    return NULL;
+}
+
+TEST(regular_file)
+{
+    run_main_checked(2, main_regular_file, NULL);
+}
+
+/* ---- a Unix listener with a full backlog ---- */
+
+struct unix_server {
+    struct sockaddr_un addr;
+    int listener;
+};
+
+static void *accept_later(void *arg)
+{
+    struct unix_server *s = arg;
+    CHECK_OK(corio_sleep(20 * CORIO_MSEC));
+    int fds[8], n = 0;
+    for (; n < 8; n++) {
+        fds[n] = corio_accept_until(s->listener, NULL, NULL, corio_deadline_in(100 * CORIO_MSEC));
+        if (fds[n] < 0)
+            break;
+    }
+    CHECK_GE(n, 2);
+    for (int i = 0; i < n; i++)
+        CHECK_OK(corio_close(fds[i]));
+    return NULL;
+}
+
+static void *main_unix_backlog(void *arg)
+{
+    struct unix_server s = {.addr = {.sun_family = AF_UNIX}};
+    snprintf(s.addr.sun_path, sizeof s.addr.sun_path, "/tmp/corio-io-edges-%d.sock",
+             (int)getpid());
+    unlink(s.addr.sun_path);
+    s.listener = corio_socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK_GE(s.listener, 0);
+    CHECK_EQ(bind(s.listener, (struct sockaddr *)&s.addr, sizeof s.addr), 0);
+    CHECK_EQ(listen(s.listener, 0), 0);
+    /* Fill the backlog: with no accept, connects soon stop succeeding. */
+    int clients[8], n = 0, full = 0;
+    for (; n < 8 && !full; n++) {
+        clients[n] = corio_socket(AF_UNIX, SOCK_STREAM, 0);
+        CHECK_GE(clients[n], 0);
+        int rc = corio_connect_until(clients[n], (struct sockaddr *)&s.addr, sizeof s.addr,
+                                     corio_deadline_in(5 * CORIO_MSEC));
+        if (rc == CORIO_ETIMEDOUT)
+            full = 1; /* never CORIO_EAGAIN: the calls wait instead */
+        else
+            CHECK_OK(rc);
+    }
+    CHECK(full);
+    /* A connect that starts while the backlog is full completes once the
+     * server accepts. */
+    corio_task *server;
+    CHECK_OK(corio_spawn(&server, accept_later, &s));
+    int late = corio_socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK_GE(late, 0);
+    CHECK_OK(corio_connect_until(late, (struct sockaddr *)&s.addr, sizeof s.addr,
+                                 corio_deadline_in(PATIENCE)));
+    CHECK_OK(corio_join(server, NULL));
+    CHECK_OK(corio_close(late));
+    for (int i = 0; i < n; i++)
+        CHECK_OK(corio_close(clients[i]));
+    CHECK_OK(corio_close(s.listener));
+    unlink(s.addr.sun_path);
+    return NULL;
+}
+
+TEST(connect_waits_for_full_unix_backlog)
+{
+    run_main_checked(1, main_unix_backlog, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    RUN(woken_then_closed_is_ebadf);
+    RUN(waiter_slot_freed_at_close);
+    RUN(close_from_plain_thread);
+    RUN(peek_leaves_data_readable);
+    RUN(packet_pipe_reads_are_not_drains);
+    RUN(regular_file);
+    RUN(connect_waits_for_full_unix_backlog);
+    return test_summary();
+}
