@@ -11,6 +11,15 @@ static bool is_stale(corio__loop *l, corio__loop *v)
     return idle_for > CORIO__BALANCE_STALE_NS;
 }
 
+/* Will v come for our queued tasks? Only a loop that runs out of work
+ * steals; one that has not looked for any within the stale time is busy
+ * with tasks of its own (or stuck), however often it polls. */
+static bool seeks_work(corio__loop *l, corio__loop *v)
+{
+    int64_t since = l->now - atomic_load_explicit(&v->seek_ns, memory_order_relaxed);
+    return since <= CORIO__BALANCE_STALE_NS;
+}
+
 static size_t load_of(corio__loop *v)
 {
     return atomic_load_explicit(&v->load, memory_order_relaxed) + corio__runq_len(&v->runq);
@@ -73,7 +82,7 @@ bool corio__balance_may_start_new(corio__loop *l)
     size_t room = slack / 4;
     for (unsigned i = 0; i < rt->nloops; i++) {
         corio__loop *v = rt->loops[i];
-        if (v == l || is_stale(l, v))
+        if (v == l || is_stale(l, v) || !seeks_work(l, v))
             continue;
         size_t limit = load_of(v) + slack;
         if (mine >= limit) {

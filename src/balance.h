@@ -27,7 +27,12 @@
  *
  * A loop that has not polled for CORIO__BALANCE_STALE_NS is stuck in a
  * long computation: nobody holds back for it, and thieves rescue its queue
- * with plain steal-half, since its tasks would otherwise wait.
+ * with plain steal-half, since its tasks would otherwise wait. Nor does
+ * anyone hold back for a loop that polls but has not looked for work to
+ * steal within that time (seek_ns): it is busy with ready tasks of its
+ * own, a yielding computation for instance, and would never come for the
+ * tasks held for it. Once the runtime stops, nothing is held back at all
+ * (the tasks are only discarded).
  *
  * Loads are published by each owner with relaxed stores (loop.h: load,
  * activity_ns) and read by the others: a stale read only makes one

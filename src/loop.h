@@ -97,6 +97,8 @@ typedef struct corio__loop {
     /* --- published by the owner (relaxed) for thieves and spawners --- */
     _Alignas(CORIO__CACHE_LINE) _Atomic size_t load; /* corio__loop_load() */
     _Atomic int64_t activity_ns;   /* time of the last poll or spawn burst */
+    _Atomic int64_t seek_ns;       /* when it last looked for tasks to steal
+                                    * (balance.h: who is worth holding for) */
 
     /* --- any thread: push tasks to make ready; parked flag --- */
     _Alignas(CORIO__CACHE_LINE) _Atomic(struct corio_task *) inbox;

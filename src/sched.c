@@ -453,10 +453,16 @@ static void poll_events(corio__loop *l)
 /* ---- choosing work ---- */
 
 /* A never-run task from our own queue, unless balance says to leave it
- * for a less loaded loop (balance.c). */
+ * for a less loaded loop (balance.c). Once the runtime stops, the task is
+ * only going to be discarded (corio__loop_run), so balance has no say:
+ * holding it back would keep it, and its joiner, waiting for a loop that
+ * has stopped stealing. */
 static corio_task *pop_new(corio__loop *l)
 {
-    if (!corio__runq_len(&l->runq) || !corio__balance_may_start_new(l))
+    if (!corio__runq_len(&l->runq))
+        return NULL;
+    if (!l->stopping && !atomic_load_explicit(&l->rt->stopping, memory_order_acquire) &&
+        !corio__balance_may_start_new(l))
         return NULL;
     return corio__runq_pop(&l->runq);
 }
@@ -743,6 +749,7 @@ void corio__loop_run(corio__loop *l)
             l->searching = true;
             atomic_fetch_add(&rt->nsearching, 1);
         }
+        atomic_store_explicit(&l->seek_ns, l->now, memory_order_relaxed);
         t = steal_any(l);
         if (t) {
             l->searching = false;
@@ -755,7 +762,14 @@ void corio__loop_run(corio__loop *l)
                 else if (corio__runq_len(&l->runq))
                     corio__notify_idle(rt, l, false);
             }
-            run_task(l, t);
+            /* As for our own queue: the main task may have returned since
+             * this loop last polled, and a task that had not started by
+             * then never starts. (Roaming tasks have started: they run.) */
+            if (t->state == CORIO__TASK_NEW &&
+                atomic_load_explicit(&rt->stopping, memory_order_acquire))
+                task_finish_unrun(l, t, CORIO_ESHUTDOWN);
+            else
+                run_task(l, t);
             continue;
         }
         park(l);

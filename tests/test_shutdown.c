@@ -289,11 +289,62 @@ TEST(start_stop_cycles)
     }
 }
 
+/* ---- never-run tasks queued behind a busy loop at shutdown ----
+ *
+ * Tasks on main's loop close a group whose child sits unstarted in that
+ * loop's queue; the other loop is busy yielding (it never steals). When
+ * main returns, the closers wait for the children, uncancellably. Balance
+ * must not hold the children back for the other loop then: they are to
+ * be discarded, and holding them kept shutdown spinning for seconds.
+ */
+static int group_child(void *arg) { return 0; }
+
+static void *close_group_at_shutdown(void *arg)
+{
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, 0));
+    CHECK_OK(corio_group_spawn(g, group_child, NULL));
+    CHECK_ERR(corio_sleep(HOUR), CORIO_ECANCELED);
+    corio_group_close(g);
+    return NULL;
+}
+
+static void *yield_while_alive(void *arg)
+{
+    while (corio_yield() == 0)
+        test_spin(1000);
+    return NULL;
+}
+
+static void *main_queued_behind_busy(void *arg)
+{
+    unsigned me = (unsigned)corio_loop_index(), other = 1 - me;
+    CHECK_OK(corio_spawn_on(NULL, other, yield_while_alive, NULL));
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    for (int i = 0; i < 8; i++)
+        CHECK_OK(corio_spawn_on(NULL, me, close_group_at_shutdown, NULL));
+    CHECK_OK(corio_sleep(20 * CORIO_MSEC));
+    *(corio_time_t *)arg = corio_now();
+    return NULL;
+}
+
+TEST(shutdown_with_tasks_queued_behind_busy_loop)
+{
+    for (int round = 0; round < 5; round++) {
+        corio_time_t t_return = 0;
+        run_main_checked(2, main_queued_behind_busy, &t_return);
+        int64_t took = corio_now() - t_return;
+        fprintf(stderr, "   round %d: shutdown took %.3f ms\n", round, took / 1e6);
+        CHECK_LT(took, 5 * CORIO_SEC);
+    }
+}
+
 int main(int argc, char **argv)
 {
     RUN(main_returns_while_tasks_sleep);
     RUN(shutdown_is_prompt);
     RUN(start_stop_cycles);
     RUN(unstarted_tasks_never_run);
+    RUN(shutdown_with_tasks_queued_behind_busy_loop);
     return test_summary();
 }

@@ -242,8 +242,62 @@ TEST(burst_spawns_with_many_thieves)
     free(burst_runs);
 }
 
+/* ---- a task is not held for a loop that never comes for it ----
+ *
+ * Balance (balance.h) leaves a loop's queued tasks for a less loaded loop
+ * to steal. Here main's loop carries 8 sleeping tasks and the other loop
+ * (load 1) runs a computation that yields often: it polls, but it never
+ * runs out of work, so it never steals. A task main spawns must still
+ * start, on whichever loop, not wait for the sleepers to end.
+ */
+static _Atomic int yielder_stop;
+
+static void *sleep_long(void *arg)
+{
+    corio_sleep(3600 * CORIO_SEC); /* until cancelled */
+    return NULL;
+}
+
+static void *yield_until_stopped(void *arg)
+{
+    while (!atomic_load(&yielder_stop) && corio_yield() == 0)
+        test_spin(1000);
+    return NULL;
+}
+
+static void *main_not_held_for_busy(void *arg)
+{
+    unsigned me = (unsigned)corio_loop_index(), other = 1 - me;
+    corio_task *sleepers[8], *busy;
+    for (int i = 0; i < 8; i++)
+        CHECK_OK(corio_spawn_on(&sleepers[i], me, sleep_long, NULL));
+    CHECK_OK(corio_spawn_on(&busy, other, yield_until_stopped, NULL));
+    CHECK_OK(corio_sleep(20 * CORIO_MSEC)); /* all started */
+    for (int round = 0; round < 20; round++) {
+        corio_task *t;
+        CHECK_OK(corio_spawn(&t, test_ret_arg, PTR_OF(round)));
+        void *r = NULL;
+        CHECK_OK(corio_join_until(t, &r, corio_deadline_in(10 * CORIO_SEC)));
+        CHECK_EQ(INT_OF(r), round);
+    }
+    atomic_store(&yielder_stop, 1);
+    CHECK_OK(corio_join(busy, NULL));
+    for (int i = 0; i < 8; i++) {
+        CHECK_OK(corio_cancel(sleepers[i]));
+        CHECK_OK(corio_join(sleepers[i], NULL));
+    }
+    return NULL;
+}
+
+TEST(not_held_for_a_loop_that_never_steals)
+{
+    atomic_store(&yielder_stop, 0);
+    run_main_checked(2, main_not_held_for_busy, NULL);
+}
+
 int main(int argc, char **argv)
 {
+    RUN(not_held_for_a_loop_that_never_steals);
     RUN(spawned_tasks_are_stolen);
     RUN(pinned_tasks_never_stolen);
     RUN(started_tasks_never_move);
