@@ -68,8 +68,14 @@ static inline int corio__sync_call(corio__spin *lock, corio__waitq *q,
         uint64_t token;
         int rc = corio__sync_arm(&self, &token);
         if (rc != 0) {
-            if (woken) { /* not relocking after all: let the waker finish */
+            if (woken) {
+                /* Woken to try again, but a cancellation came first: we
+                 * leave without trying, so pass the wake-up on, or the
+                 * element (or slot) it announced would wait for the next
+                 * send (or receive) while other tasks wait for it.
+                 * Taking the lock also lets the waker finish. */
                 corio__spin_lock(lock);
+                corio__waitq_wake_one(q, 0);
                 corio__spin_unlock(lock);
             }
             return rc;

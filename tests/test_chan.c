@@ -600,6 +600,77 @@ TEST(light_tasks)
     run_main_checked(2, main_light, NULL);
 }
 
+/* ---- a woken waiter cancelled before it runs passes the wake-up on ----
+ *
+ * A and B wait on the same side of a channel, A first. The other side
+ * wakes A (for an element, or a free slot), and A is cancelled before it
+ * runs (same loop: main does both without yielding). A fails with
+ * CORIO_ECANCELED and takes nothing; B must get what A was woken for,
+ * not wait for the next operation.
+ */
+struct pass_on {
+    corio_chan *chan;
+    int rc, value;
+};
+
+static void *pass_on_recv(void *arg)
+{
+    struct pass_on *p = arg;
+    p->rc = corio_chan_recv_until(p->chan, &p->value, corio_deadline_in(10 * CORIO_SEC));
+    return NULL;
+}
+
+static void *pass_on_send(void *arg)
+{
+    struct pass_on *p = arg;
+    p->rc = corio_chan_send_until(p->chan, &p->value, corio_deadline_in(10 * CORIO_SEC));
+    return NULL;
+}
+
+static void *main_pass_on(void *arg)
+{
+    unsigned here = (unsigned)corio_loop_index();
+    for (int round = 0; round < 50; round++) {
+        bool receivers = round % 2 == 0;
+        corio_chan *c;
+        CHECK_OK(corio_chan_new(&c, sizeof(int), 1));
+        int one = 1;
+        if (!receivers)
+            CHECK_OK(corio_chan_try_send(c, &one)); /* full: senders wait */
+        struct pass_on a = {.chan = c, .rc = 1, .value = 10}, b = {.chan = c, .rc = 1, .value = 20};
+        corio_fn fn = receivers ? pass_on_recv : pass_on_send;
+        corio_task *ta, *tb;
+        CHECK_OK(corio_spawn_on(&ta, here, fn, &a));
+        CHECK_OK(corio_sleep(CORIO_MSEC)); /* A queues first */
+        CHECK_OK(corio_spawn_on(&tb, here, fn, &b));
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+        int got = 0;
+        if (receivers)
+            CHECK_OK(corio_chan_try_send(c, &one)); /* wakes A */
+        else
+            CHECK_OK(corio_chan_try_recv(c, &got)); /* frees a slot: wakes A */
+        CHECK_OK(corio_cancel(ta));
+        CHECK_OK(corio_join(ta, NULL));
+        CHECK_OK(corio_join(tb, NULL));
+        CHECK_ERR(a.rc, CORIO_ECANCELED);
+        CHECK_OK(b.rc);
+        if (receivers) {
+            CHECK_EQ(b.value, 1);
+            CHECK_EQ(corio_chan_len(c), 0);
+        } else {
+            CHECK_EQ(corio_chan_try_recv(c, &got), 0);
+            CHECK_EQ(got, 20); /* B's element, not A's */
+        }
+        corio_chan_free(c);
+    }
+    return NULL;
+}
+
+TEST(cancelled_waiter_passes_wakeup_on)
+{
+    run_main_checked(1, main_pass_on, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(bounded_back_pressure);
@@ -611,5 +682,6 @@ int main(int argc, char **argv)
     RUN(try_send_try_recv);
     RUN(bad_arguments);
     RUN(light_tasks);
+    RUN(cancelled_waiter_passes_wakeup_on);
     return test_summary();
 }
