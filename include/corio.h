@@ -363,7 +363,10 @@ CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,
  * a negative error for failure (Go's errgroup). With
  * CORIO_GROUP_CANCEL_ON_ERROR the first failure cancels the other
  * children: from then on each of their blocking calls fails with
- * CORIO_ECANCELED, every time, so they unwind.
+ * CORIO_ECANCELED, every time, so they unwind. Any task may spawn into a
+ * group or cancel it; one task at a time may wait on it or close it (a
+ * second gets CORIO_EBUSY, and a close that gets it leaves the group as
+ * it is).
  */
 typedef struct corio_group corio_group;
 typedef int (*corio_group_fn)(void *arg);
@@ -473,8 +476,8 @@ CORIO_API int corio_event_wait_until(corio_event *event, corio_time_t deadline);
 typedef struct corio_waitgroup corio_waitgroup;
 CORIO_API int corio_waitgroup_new(corio_waitgroup **wg);
 CORIO_API void corio_waitgroup_free(corio_waitgroup *wg);
-/* Add delta (may be negative); CORIO_EINVAL if the counter would go
- * below zero. */
+/* Add delta (may be negative); CORIO_EINVAL, counter unchanged, if it
+ * would go below zero or past LONG_MAX. */
 CORIO_API int corio_waitgroup_add(corio_waitgroup *wg, long delta);
 CORIO_API int corio_waitgroup_done(corio_waitgroup *wg);
 CORIO_API int corio_waitgroup_wait(corio_waitgroup *wg);

@@ -95,11 +95,12 @@ int corio_waitgroup_add(corio_waitgroup *wg, long delta)
     if (!wg)
         return CORIO_EINVAL;
     corio__spin_lock(&wg->lock);
-    if (wg->count + delta < 0) {
+    long count;
+    if (__builtin_add_overflow(wg->count, delta, &count) || count < 0) {
         corio__spin_unlock(&wg->lock);
         return CORIO_EINVAL;
     }
-    wg->count += delta;
+    wg->count = count;
     if (wg->count == 0)
         corio__waitq_wake_all(&wg->waiters, 0);
     corio__spin_unlock(&wg->lock);

@@ -8,6 +8,14 @@
  * cancel_sticky): every later blocking call of the child fails, so a child
  * that retries cannot outlive its group. Waiting joins the children in
  * order; children spawned while a wait runs are waited for too.
+ *
+ * Joining is done in two halves so that no other thread ever sees a
+ * released handle: wait until the child is done, then, under the lock,
+ * move `joined` past it, and only then release it. (cancel_children on
+ * another loop walks children[joined..count) under the same lock; a
+ * handle released before `joined` moved could already be a new task of
+ * this loop's, which that walk would cancel.) One task at a time waits
+ * (`waiter`): two would join the same child twice.
  */
 #include <stdatomic.h>
 
@@ -29,7 +37,8 @@ struct corio_group {
     corio_task **children;  /* handles not yet joined, in spawn order */
     struct group_child **ctx; /* their wrapper arguments */
     size_t count, cap;
-    size_t joined;          /* children[0..joined) already released */
+    size_t joined;          /* children[0..joined) released or being released */
+    corio_task *waiter;     /* the task in wait or close, or NULL */
     _Atomic int first_error;
     _Atomic bool cancelled;
 };
@@ -122,33 +131,73 @@ int corio_group_spawn(corio_group *group, corio_group_fn fn, void *arg)
     return corio_group_spawn_ex(group, fn, arg, NULL);
 }
 
+/* Become the group's one waiter: 0, or CORIO_EBUSY. */
+static int claim_waiter(corio_group *g, corio_task *self)
+{
+    corio__spin_lock(&g->lock);
+    int rc = g->waiter ? CORIO_EBUSY : 0;
+    if (!rc)
+        g->waiter = self;
+    corio__spin_unlock(&g->lock);
+    return rc;
+}
+
+static void release_waiter(corio_group *g)
+{
+    corio__spin_lock(&g->lock);
+    g->waiter = NULL;
+    corio__spin_unlock(&g->lock);
+}
+
+/* The next child to join, or NULL when all are joined. */
+static corio_task *next_child(corio_group *g)
+{
+    corio__spin_lock(&g->lock);
+    corio_task *t = g->joined < g->count ? g->children[g->joined] : NULL;
+    corio__spin_unlock(&g->lock);
+    return t;
+}
+
+/* The next child is done: take it out of cancel_children's sight, then
+ * release it (a child that never ran, dropped by shutdown or for want of
+ * a stack, is released all the same). */
+static void retire_next_child(corio_group *g)
+{
+    corio__spin_lock(&g->lock);
+    corio_task *t = g->children[g->joined];
+    struct group_child *c = g->ctx[g->joined];
+    g->joined++;
+    corio__spin_unlock(&g->lock);
+    corio__join_take(t);
+    corio__free(c);
+}
+
+/* Join the children until none is left or a wait fails (its error). */
+static int join_children(corio_group *g, corio_time_t deadline)
+{
+    corio_task *t;
+    while ((t = next_child(g))) {
+        int rc = corio__join_wait(t, deadline);
+        if (rc != 0)
+            return rc; /* the child runs on; the handle is still ours */
+        retire_next_child(g);
+    }
+    return 0;
+}
+
 int corio_group_wait_until(corio_group *group, corio_time_t deadline)
 {
     if (!group)
         return CORIO_EINVAL;
-    if (!corio__current_task())
+    corio_task *self = corio__current_task();
+    if (!self)
         return CORIO_EPERM;
-    for (;;) {
-        corio__spin_lock(&group->lock);
-        if (group->joined == group->count) {
-            corio__spin_unlock(&group->lock);
-            break;
-        }
-        corio_task *t = group->children[group->joined];
-        struct group_child *c = group->ctx[group->joined];
-        corio__spin_unlock(&group->lock);
-
-        int rc = corio_join_until(t, NULL, deadline);
-        if (rc != 0 && rc != CORIO_ESHUTDOWN && rc != CORIO_ENOSTACK)
-            return rc; /* the wait failed; the handle is still ours */
-        /* Joined: the handle is released (also for a child that never
-         * ran: dropped by shutdown, or no stack for it). */
-        corio__free(c);
-        corio__spin_lock(&group->lock);
-        group->joined++;
-        corio__spin_unlock(&group->lock);
-    }
-    return 0;
+    int rc = claim_waiter(group, self);
+    if (rc != 0)
+        return rc;
+    rc = join_children(group, deadline);
+    release_waiter(group);
+    return rc;
 }
 
 int corio_group_error(corio_group *group)
@@ -183,25 +232,30 @@ int corio_group_close(corio_group *group)
     if (!self) {
         /* Outside a task nothing can be waited for: only a group with no
          * child left to join can be closed there. */
-        if (group->joined != group->count)
-            return CORIO_EPERM;
-        return group_free(group);
+        corio__spin_lock(&group->lock);
+        int rc = group->waiter ? CORIO_EBUSY : group->joined != group->count ? CORIO_EPERM : 0;
+        corio__spin_unlock(&group->lock);
+        return rc ? rc : group_free(group);
     }
+    int rc = claim_waiter(group, self);
+    if (rc != 0)
+        return rc;
     cancel_children(group);
     /* Wait for every child even if we are cancelled ourselves: a group
      * never leaks a running child. A one-shot cancellation of ours is
      * consumed by a wait here and set again for the caller's next call. */
     bool cancel_again = false;
-    int rc;
-    while ((rc = corio_group_wait(group)) == CORIO_ECANCELED && !self->home->stopping &&
-           !atomic_load(&self->cancel_sticky))
+    while ((rc = join_children(group, CORIO_FOREVER)) == CORIO_ECANCELED &&
+           !self->home->stopping && !atomic_load(&self->cancel_sticky))
         cancel_again = true;
-    if (rc == CORIO_ECANCELED) {
-        /* Shutdown or a sticky cancel of our own: no wait can block now.
+    if (rc != 0) {
+        /* Shutdown or a sticky cancel of our own (no wait can block now),
+         * or a light task out of memory for its wait: wait by yielding.
          * The children are cancelled as well and finish soon. */
-        for (; group->joined < group->count; group->joined++) {
-            corio__join_uncancellable(group->children[group->joined]);
-            corio__free(group->ctx[group->joined]);
+        corio_task *t;
+        while ((t = next_child(group))) {
+            corio__join_wait_uncancellable(t);
+            retire_next_child(group);
         }
     }
     if (cancel_again)

@@ -387,6 +387,13 @@ static int join_take(corio__loop *l, corio_task *t, void **result)
     return rc;
 }
 
+int corio__join_wait(corio_task *t, corio_time_t deadline)
+{
+    return wait_done(corio__current_task(), t, deadline, CORIO__WAITS_JOIN);
+}
+
+int corio__join_take(corio_task *t) { return join_take(corio__current_task()->home, t, NULL); }
+
 int corio_join_until(corio_task *task, void **result, corio_time_t deadline)
 {
     corio_task *self = corio__current_task();
@@ -399,7 +406,7 @@ int corio_join_until(corio_task *task, void **result, corio_time_t deadline)
     return join_take(self->home, task, result);
 }
 
-void corio__join_uncancellable(corio_task *t)
+void corio__join_wait_uncancellable(corio_task *t)
 {
     corio_task *self = corio__current_task();
     while (!is_done(t)) {
@@ -407,7 +414,6 @@ void corio__join_uncancellable(corio_task *t)
         if (!is_done(t))
             sched_yield(); /* it runs on another loop: let that thread in */
     }
-    join_take(self->home, t, NULL);
 }
 
 int corio_join(corio_task *task, void **result)

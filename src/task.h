@@ -233,9 +233,15 @@ void corio__task_release(struct corio__loop *loop, corio_task *t);
  * 0, CORIO_ENOMEM or CORIO_EAGAIN (max_tasks). */
 int corio__task_create(struct corio__loop *l, corio_task **out, corio_fn fn, void *arg,
                        size_t stack_size, unsigned flags, bool detached);
-/* Join t from the current task without any wait that cancellation could
- * end (group close during shutdown): yields until t is done. */
-void corio__join_uncancellable(corio_task *t);
+/* The two halves of a join, for a caller that must stop others from
+ * seeing t between them (task groups): wait until t is done without
+ * releasing it (corio_join_until's results, from the current task), then
+ * release it (0, or why it never ran: CORIO_ESHUTDOWN, CORIO_ENOSTACK). */
+int corio__join_wait(corio_task *t, corio_time_t deadline);
+int corio__join_take(corio_task *t);
+/* Wait until t is done without any wait that cancellation (or a light
+ * task's lack of memory) could end: yields until then. No release. */
+void corio__join_wait_uncancellable(corio_task *t);
 /* Free every task slab of a loop (runtime teardown). */
 void corio__task_slabs_free(struct corio__loop *l);
 

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <stdatomic.h>
 
+#include "sys.h" /* corio__fault_arm */
 #include "test.h"
 
 static corio_spawn_opts on_loop(int loop, bool light)
@@ -528,6 +529,156 @@ TEST(bad_arguments)
     CHECK_OK(corio_group_close(g));
 }
 
+/* ---- one waiter at a time ----
+ *
+ * Two tasks on different loops wait on one group at once: one of them
+ * gets CORIO_EBUSY (joining every child twice would release each twice),
+ * and a close meanwhile gets CORIO_EBUSY and leaves the group alone. */
+static int quick_child(void *arg) { return 0; }
+
+struct two_waiters {
+    corio_group *g;
+    _Atomic int go;
+    int rc;
+};
+
+static void *wait_on_group(void *arg)
+{
+    struct two_waiters *w = arg;
+    while (!atomic_load(&w->go))
+        corio_yield();
+    w->rc = corio_group_wait(w->g);
+    return NULL;
+}
+
+static void *main_two_waiters(void *arg)
+{
+    long rounds = test_scaled(200);
+    int busy_seen = 0;
+    for (long round = 0; round < rounds; round++) {
+        corio_group *g;
+        CHECK_OK(corio_group_new(&g, 0));
+        for (int i = 0; i < 200; i++)
+            CHECK_OK(corio_group_spawn(g, quick_child, NULL));
+        struct two_waiters w[2] = {{.g = g}, {.g = g}};
+        corio_task *t[2];
+        for (int i = 0; i < 2; i++)
+            CHECK_OK(corio_spawn_on(&t[i], (unsigned)i, wait_on_group, &w[i]));
+        atomic_store(&w[0].go, 1);
+        atomic_store(&w[1].go, 1);
+        CHECK_OK(corio_gather(t, 2, NULL));
+        for (int i = 0; i < 2; i++) {
+            if (w[i].rc == CORIO_EBUSY)
+                busy_seen++;
+            else
+                CHECK_OK(w[i].rc);
+        }
+        CHECK(w[0].rc == 0 || w[1].rc == 0);
+        CHECK_OK(corio_group_close(g));
+    }
+    fprintf(stderr, "   %d of %ld rounds had the waits overlap (EBUSY)\n", busy_seen, rounds);
+    return NULL;
+}
+
+static _Atomic int hold_child;
+
+static int held_child(void *arg)
+{
+    while (atomic_load(&hold_child))
+        if (corio_sleep(CORIO_MSEC) != 0)
+            return CORIO_ECANCELED;
+    return 0;
+}
+
+static void *main_close_while_waited(void *arg)
+{
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, 0));
+    atomic_store(&hold_child, 1);
+    CHECK_OK(corio_group_spawn(g, held_child, NULL));
+    struct two_waiters w = {.g = g, .go = 1, .rc = 1};
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, wait_on_group, &w));
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    CHECK_ERR(corio_group_close(g), CORIO_EBUSY);
+    CHECK_ERR(corio_group_wait(g), CORIO_EBUSY);
+    atomic_store(&hold_child, 0);
+    CHECK_OK(corio_join(t, NULL));
+    CHECK_OK(w.rc);
+    CHECK_OK(corio_group_close(g));
+    return NULL;
+}
+
+TEST(one_waiter_at_a_time)
+{
+    run_main_checked(2, main_two_waiters, NULL);
+    run_main_checked(2, main_close_while_waited, NULL);
+}
+
+/* ---- close waits for every child even when its wait cannot block ----
+ *
+ * A light task closes a group with a deep frame, so its wait needs a
+ * save buffer from malloc, and that allocation fails: close must still
+ * wait for the running child (by yielding), not free the group under it.
+ */
+static _Atomic int spinner_done;
+
+static int spin_then_fail(void *arg)
+{
+    corio_time_t end = corio_now() + 100 * CORIO_MSEC;
+    while (corio_now() < end)
+        test_spin(1000); /* no corio call: cancellation cannot stop it */
+    atomic_store(&spinner_done, 1);
+    return -5;
+}
+
+__attribute__((noinline)) static void close_deep(corio_group *g, int *rc, bool *fired)
+{
+    volatile char frame[8192]; /* the save buffer must come from malloc */
+    memset((char *)frame, 1, sizeof frame);
+    corio__fault_arm(1);
+    *rc = corio_group_close(g);
+    *fired = corio__fault_fired();
+    corio__fault_arm(0);
+    CHECK_EQ(frame[100], 1);
+}
+
+static void *light_closer(void *arg)
+{
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, 0));
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.loop = 1;
+    CHECK_OK(corio_group_spawn_ex(g, spin_then_fail, NULL, &o));
+    CHECK_OK(corio_sleep(10 * CORIO_MSEC)); /* shallow: a small buffer */
+    int rc = 0;
+    bool fired = false;
+    close_deep(g, &rc, &fired);
+    CHECK(fired);
+    CHECK_EQ(atomic_load(&spinner_done), 1);
+    CHECK_EQ(rc, -5);
+    return NULL;
+}
+
+static void *main_close_without_memory(void *arg)
+{
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.flags = CORIO_TASK_LIGHT;
+    o.loop = 0;
+    corio_task *t;
+    CHECK_OK(corio_spawn_ex(&t, light_closer, NULL, &o));
+    CHECK_OK(corio_join(t, NULL));
+    return NULL;
+}
+
+TEST(close_waits_when_its_wait_fails)
+{
+    atomic_store(&spinner_done, 0);
+    run_main_checked(2, main_close_without_memory, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(wait_all_succeed);
@@ -540,5 +691,7 @@ int main(int argc, char **argv)
     RUN(wait_timeout_leaves_children_running);
     RUN(many_children_across_loops);
     RUN(bad_arguments);
+    RUN(one_waiter_at_a_time);
+    RUN(close_waits_when_its_wait_fails);
     return test_summary();
 }

@@ -5,6 +5,7 @@
  * thousands of waiters.
  */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <stdatomic.h>
 
 #include "test.h"
@@ -423,6 +424,12 @@ static void *main_waitgroup(void *arg)
     CHECK_ERR(corio_waitgroup_add(w.wg, -3), CORIO_EINVAL);
     CHECK_ERR(corio_waitgroup_wait_until(w.wg, corio_deadline_in(5 * CORIO_MSEC)), CORIO_ETIMEDOUT);
     CHECK_OK(corio_waitgroup_add(w.wg, -2));
+    CHECK_OK(corio_waitgroup_wait_until(w.wg, corio_now()));
+    /* Past LONG_MAX: refused (no signed overflow), counter unchanged. */
+    CHECK_OK(corio_waitgroup_add(w.wg, 1));
+    CHECK_ERR(corio_waitgroup_add(w.wg, LONG_MAX), CORIO_EINVAL);
+    CHECK_ERR(corio_waitgroup_add(w.wg, LONG_MIN), CORIO_EINVAL);
+    CHECK_OK(corio_waitgroup_done(w.wg));
     CHECK_OK(corio_waitgroup_wait_until(w.wg, corio_now()));
     corio_waitgroup_free(w.wg);
     return NULL;
