@@ -25,10 +25,13 @@
  *
  * Ownership of a task handle: the corio_task pointer returned by a spawn is
  * owned by the spawner and must be released exactly once, either by a
- * successful join (corio_join / corio_gather returning 0) or by
- * corio_detach(). A join that fails (timeout, cancellation) does not release
- * the handle. Spawning with a NULL handle pointer creates a detached task.
- * All handles become invalid when corio_run() returns.
+ * join that ends the wait (corio_join / corio_gather returning 0,
+ * CORIO_ENOSTACK or CORIO_ESHUTDOWN) or by corio_detach(). A join whose
+ * wait fails (timeout, cancellation) does not release the handle. A handle
+ * used again after its release gets CORIO_EINVAL while its memory has not
+ * been reused by a spawn; after that, the behaviour is undefined, as for
+ * any freed pointer. Spawning with a NULL handle pointer creates a detached
+ * task. All handles become invalid when corio_run() returns.
  */
 #ifndef CORIO_H
 #define CORIO_H
@@ -196,8 +199,9 @@ CORIO_API void corio_config_init(corio_config *cfg);
  * running are waited for. Another runtime may be started afterwards.
  *
  * Returns 0, CORIO_EINVAL for a bad configuration, CORIO_ENOMEM /
- * CORIO_EAGAIN when memory or threads run out, CORIO_EBUSY when called
- * from inside a running corio task.
+ * CORIO_EAGAIN when memory or threads run out, CORIO_ENOSTACK when no
+ * stack could be had for main (it never ran; *result is NULL),
+ * CORIO_EBUSY when called from inside a running corio task.
  */
 CORIO_API int corio_run(const corio_config *cfg, corio_fn main, void *arg,
                         void **result);
@@ -293,7 +297,8 @@ CORIO_API int corio_spawn_ex(corio_task **task, corio_fn fn, void *arg,
  *   CORIO_ETIMEDOUT, CORIO_ECANCELED, CORIO_ENOMEM (a light joiner could
  *                    not reserve memory to wait)  the wait failed; the
  *                    handle stays valid
- *   CORIO_EDEADLK    a task joined itself; CORIO_EINVAL: a detached handle
+ *   CORIO_EDEADLK    a task joined itself; CORIO_EINVAL: a detached or
+ *                    released handle
  */
 CORIO_API int corio_join(corio_task *task, void **result);
 CORIO_API int corio_join_until(corio_task *task, void **result,
@@ -304,14 +309,18 @@ CORIO_API int corio_join_until(corio_task *task, void **result,
  * results in task order in results[0..n-1] (may be NULL) and release every
  * handle. Returns 0, or CORIO_ENOSTACK / CORIO_ESHUTDOWN if some task
  * never ran (its result is NULL; all handles are released all the same).
- * If the wait fails (timeout, cancellation) no handle is released.
+ * If the wait fails (timeout, cancellation) no handle is released. A
+ * handle given twice is CORIO_EINVAL: every handle is released once, and
+ * the later places of the duplicate get NULL results.
  */
 CORIO_API int corio_gather(corio_task *const *tasks, size_t n, void **results);
 CORIO_API int corio_gather_until(corio_task *const *tasks, size_t n,
                                  void **results, corio_time_t deadline);
 
 /* Release a handle without waiting; the task runs on and its memory is
- * freed when it finishes. */
+ * freed when it finishes. From a task or loop thread only (CORIO_EPERM
+ * elsewhere, e.g. in a blocking-pool function); CORIO_EINVAL for a handle
+ * already detached, released or being joined. */
 CORIO_API int corio_detach(corio_task *task);
 
 /*
@@ -335,7 +344,8 @@ CORIO_API int corio_yield(void);
 
 /* Suspend the calling task for `ns` nanoseconds / until `deadline`.
  * Returns 0 when the time has come, CORIO_ECANCELED if cancelled first,
- * CORIO_ENOMEM (light task, see corio_yield). */
+ * CORIO_ENOMEM (light task, see corio_yield; or, for any task, no memory
+ * to keep one more timer: every call with a deadline can return it). */
 CORIO_API int corio_sleep(int64_t ns);
 CORIO_API int corio_sleep_until(corio_time_t deadline);
 

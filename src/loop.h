@@ -124,6 +124,7 @@ typedef struct corio__runtime {
     _Atomic bool migrating;
     struct corio__blocking_pool *pool;
     void *main_result;
+    int main_error;                /* why the main task never ran, or 0 */
 
     _Alignas(CORIO__CACHE_LINE) _Atomic bool stopping; /* main task finished */
     _Atomic unsigned active_loops; /* loops still with live tasks after stop */

@@ -395,6 +395,7 @@ int corio_run(const corio_config *cfg, corio_fn main_fn, void *arg, void **resul
     corio__overflow_uninstall();
     if (result)
         *result = rt->main_result;
+    rc = rt->main_error;
     runtime_free(rt);
-    return 0;
+    return rc;
 }

@@ -93,6 +93,7 @@ static corio_task *task_alloc(corio__loop *l, bool light)
 void corio__task_release(corio__loop *l, corio_task *t)
 {
     corio_task **list = free_list(l, t->flags & CORIO__TF_LIGHT);
+    atomic_store_explicit(&t->join, CORIO__JOIN_RELEASED, memory_order_relaxed);
     t->state = CORIO__TASK_DONE;
     t->next = *list;
     *list = t;
@@ -268,6 +269,7 @@ void corio__task_finish(corio__loop *l, corio_task *t)
     if (t->flags & CORIO__TF_MAIN) {
         corio__runtime *rt = l->rt;
         rt->main_result = t->result;
+        rt->main_error = (t->flags & CORIO__TF_UNRUN) ? t->exit_error : 0;
         atomic_store_explicit(&rt->stopping, true, memory_order_release);
         corio__runtime_wake_all(rt);
     }
@@ -292,7 +294,8 @@ static bool is_done(corio_task *t)
 }
 
 /* Register self as t's joiner. 1: registered; 0: t is already done;
- * CORIO_EINVAL: the handle is detached or being joined by another task. */
+ * CORIO_EINVAL: the handle is detached, released, or being joined by
+ * another task. */
 static int join_register(corio_task *t, corio_task *self, uint64_t token)
 {
     atomic_store_explicit(&self->run->join_token, token, memory_order_relaxed);
@@ -441,8 +444,17 @@ int corio_gather_until(corio_task *const *tasks, size_t n, void **results,
     }
     int status = 0;
     for (size_t i = 0; i < n; i++) {
+        /* A handle given twice: released by its first place already (no
+         * spawn can reuse it before this loop ends: we do not yield). */
+        if (atomic_load_explicit(&tasks[i]->join, memory_order_relaxed) ==
+            CORIO__JOIN_RELEASED) {
+            if (results)
+                results[i] = NULL;
+            status = CORIO_EINVAL;
+            continue;
+        }
         int rc = join_take(self->home, tasks[i], results ? &results[i] : NULL);
-        if (rc != 0)
+        if (rc != 0 && status != CORIO_EINVAL)
             status = rc;
     }
     return status;
@@ -457,6 +469,12 @@ int corio_detach(corio_task *task)
 {
     if (!task)
         return CORIO_EINVAL;
+    /* A finished task goes back to the free list of the loop calling
+     * (owner only), so the caller must be on one; refused elsewhere even
+     * when the task still runs, so the answer does not depend on timing. */
+    corio__loop *l = corio__loop_current();
+    if (!l)
+        return CORIO_EPERM;
     uintptr_t v = CORIO__JOIN_NONE;
     unsigned spins = 0;
     for (;;) {
@@ -464,9 +482,6 @@ int corio_detach(corio_task *task)
                                                   memory_order_acq_rel, memory_order_acquire))
             return 0;
         if (v == CORIO__JOIN_DONE) {
-            corio__loop *l = corio__loop_current();
-            if (!l)
-                return CORIO_EPERM;
             corio__task_release(l, task);
             return 0;
         }

@@ -35,7 +35,10 @@
  * task waiting to join (whose token is in its run state's join_token). The
  * task's memory is recycled when it is DONE and its handle has been joined
  * or detached, whichever comes last; the exchange on this word decides who
- * does it.
+ * does it. A recycled object reads JOIN_RELEASED until a spawn reuses it,
+ * so a handle used again after its release (joined twice, given twice to
+ * one gather) gets CORIO_EINVAL instead of being released twice, as long
+ * as its memory has not been reused.
  */
 #ifndef CORIO_TASK_H
 #define CORIO_TASK_H
@@ -83,6 +86,7 @@ enum corio__task_flag {
 #define CORIO__JOIN_NONE ((uintptr_t)0)
 #define CORIO__JOIN_DONE ((uintptr_t)1)
 #define CORIO__JOIN_DETACHED ((uintptr_t)2)
+#define CORIO__JOIN_RELEASED ((uintptr_t)3)
 
 struct corio__task_run;
 

@@ -331,8 +331,11 @@ static void *scenario_child(void *arg)
 
 /* arg: how many tasks. 6 exercises each kind of call; 80 also needs a
  * second task slab and grows the timer heap past its first 64 slots. */
+static _Atomic int scenario_ran;
+
 static void *scenario(void *arg)
 {
+    atomic_store(&scenario_ran, 1);
     int N = (int)INT_OF(arg);
     corio_task *t[SCENARIO_MAX];
     void *res[SCENARIO_MAX];
@@ -406,9 +409,14 @@ static void fault_injection(int ntasks)
         base = test_baseline_take();
         corio__fault_arm((uint64_t)n);
         r = PTR_OF(-1);
+        atomic_store(&scenario_ran, 0);
         int rc = corio_run(&cfg, scenario, arg, &r);
         bool fired = corio__fault_fired();
         corio__fault_arm(0);
+        /* corio_run's 0 says main ran (the fault may have cost it its
+         * stack: that must be an error, not a NULL result). */
+        if (rc == 0 && !atomic_load(&scenario_ran))
+            FAIL_("fault at call %ld: corio_run returned 0 but main never ran", n);
         if (rc != 0) {
             if (!clean_error(rc))
                 FAIL_("fault at call %ld: corio_run returned %s", n, corio_err_name(rc));

@@ -454,6 +454,62 @@ static void *main_yield_until_child(void *arg)
 
 TEST(yield_lets_new_tasks_run) { run_main_checked(1, main_yield_until_child, NULL); }
 
+/* ---- a handle used after its release ----
+ *
+ * corio.h: CORIO_EINVAL while the memory has not been reused by a spawn
+ * (this test spawns nothing in between), never a second release: that
+ * would put the object on the free list twice and hand it to two spawns.
+ */
+static void *detach_here(void *arg) { return PTR_OF(corio_detach(arg)); }
+
+static void *main_released_handles(void *arg)
+{
+    for (int round = 0; round < 50; round++) {
+        corio_task *t, *u;
+        CHECK_OK(corio_spawn(&t, test_ret_arg, PTR_OF(1)));
+        CHECK_OK(corio_spawn(&u, test_ret_arg, PTR_OF(2)));
+        if (round % 2)
+            CHECK_OK(corio_sleep(CORIO_MSEC)); /* both finished first */
+        /* Given twice to one gather: each released once. */
+        corio_task *dup[] = {t, u, t};
+        void *res[3] = {PTR_OF(-1), PTR_OF(-1), PTR_OF(-1)};
+        CHECK_ERR(corio_gather(dup, 3, res), CORIO_EINVAL);
+        CHECK_EQ(INT_OF(res[0]), 1);
+        CHECK_EQ(INT_OF(res[1]), 2);
+        CHECK(res[2] == NULL);
+        /* Released: joining or detaching again is refused. */
+        CHECK_ERR(corio_join(t, NULL), CORIO_EINVAL);
+        CHECK_ERR(corio_detach(u), CORIO_EINVAL);
+        CHECK_ERR(corio_gather(&u, 1, NULL), CORIO_EINVAL);
+        /* And the two objects come back to two different spawns. */
+        corio_task *a, *b;
+        CHECK_OK(corio_spawn(&a, test_ret_arg, PTR_OF(3)));
+        CHECK_OK(corio_spawn(&b, test_ret_arg, PTR_OF(4)));
+        CHECK(a != b);
+        void *r[2];
+        corio_task *ab[] = {a, b};
+        CHECK_OK(corio_gather(ab, 2, r));
+        CHECK_EQ(INT_OF(r[0]), 3);
+        CHECK_EQ(INT_OF(r[1]), 4);
+    }
+    /* Detach is for tasks and loop threads: refused in a blocking-pool
+     * function whether the task still runs or not, and the handle is
+     * still the caller's. */
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, test_ret_arg, NULL));
+    void *rc = NULL;
+    CHECK_OK(corio_run_blocking(detach_here, t, &rc));
+    CHECK_ERR((int)INT_OF(rc), CORIO_EPERM);
+    CHECK_OK(corio_join(t, NULL));
+    CHECK_ERR(corio_detach(t), CORIO_EINVAL);
+    return NULL;
+}
+
+TEST(released_handle_is_einval)
+{
+    run_main_checked(1, main_released_handles, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(spawn_join_results);
@@ -465,5 +521,6 @@ int main(int argc, char **argv)
     RUN(identity);
     RUN(join_and_gather_deadlines);
     RUN(yield_lets_new_tasks_run);
+    RUN(released_handle_is_einval);
     return test_summary();
 }
