@@ -221,7 +221,10 @@ int corio__epoll_wait(int epfd, struct epoll_event *events, int max,
     if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
         /* Called through syscall(): glibc's wrapper needs 2.35 headers. */
         long n = syscall(SYS_epoll_pwait2, epfd, events, max, timeout, NULL, (size_t)8);
-        if (n >= 0 || errno != ENOSYS)
+        /* EPERM: container seccomp profiles older than the call answer
+         * unknown system calls with it instead of ENOSYS. (epoll_pwait2
+         * itself never fails with EPERM.) */
+        if (n >= 0 || (errno != ENOSYS && errno != EPERM))
             return (int)n;
         atomic_store_explicit(&no_pwait2, 1, memory_order_relaxed);
     }
