@@ -3,7 +3,12 @@
  * deadline), late only by scheduling noise; many sleepers at once; past
  * deadlines and sleep(0) act as a yield.
  */
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 #include "test.h"
 
@@ -271,6 +276,90 @@ TEST(sleep_beside_one_yielding_task)
     run_main_checked(2, main_lone_yielder, NULL);
 }
 
+/* ---- a kernel (or sandbox) that refuses epoll_pwait2 ----
+ *
+ * Container seccomp profiles older than the call answer it with EPERM
+ * rather than ENOSYS; the loops must fall back to epoll_wait either way.
+ * The filter binds this test's process only (each test runs in its own).
+ */
+static bool refuse_epoll_pwait2(int err)
+{
+#ifdef SYS_epoll_pwait2
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_epoll_pwait2, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned)err),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+           prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+#else
+    (void)err;
+    return false;
+#endif
+}
+
+static void *wake_other_loop(void *arg)
+{
+    CHECK_OK(corio_sleep(2 * CORIO_MSEC));
+    return arg;
+}
+
+static void *main_sleeps_and_wakes(void *arg)
+{
+    for (int i = 0; i < 20; i++) {
+        corio_time_t t0 = corio_now();
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_GE(corio_now() - t0, CORIO_MSEC);
+        /* A task on the other loop, which parks in between. */
+        corio_task *t;
+        void *r = NULL;
+        CHECK_OK(corio_spawn_on(&t, (unsigned)(corio_loop_index() + 1) % 2, wake_other_loop,
+                                PTR_OF(i)));
+        CHECK_OK(corio_join_until(t, &r, corio_deadline_in(10 * CORIO_SEC)));
+        CHECK_EQ(INT_OF(r), i);
+    }
+    /* Both loops idle for 300 ms: parked in the kernel, not polling in a
+     * loop. Spinning, two loops would burn ~600 ms of CPU; parked, a few. */
+    struct timespec c0, c1;
+    CHECK_EQ(clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0), 0);
+    CHECK_OK(corio_sleep(300 * CORIO_MSEC));
+    CHECK_EQ(clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1), 0);
+    int64_t cpu = (c1.tv_sec - c0.tv_sec) * CORIO_SEC + (c1.tv_nsec - c0.tv_nsec);
+    fprintf(stderr, "   CPU used while idle for 300 ms: %.1f ms\n", cpu / 1e6);
+    CHECK_LT(cpu, 150 * CORIO_MSEC);
+    return NULL;
+}
+
+TEST(idle_loops_burn_no_cpu)
+{
+    run_main_checked(2, main_sleeps_and_wakes, NULL);
+}
+
+TEST(epoll_pwait2_refused)
+{
+    TEST_SKIP_UNDER_QEMU("seccomp filters are not passed to the guest");
+    const int errs[] = {EPERM, ENOSYS};
+    for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
+        pid_t pid = fork();
+        CHECK_GE(pid, 0);
+        if (pid == 0) {
+            if (!refuse_epoll_pwait2(errs[i])) {
+                fprintf(stderr, "   no seccomp filter here (%s): skipped\n", strerror(errno));
+                _exit(0);
+            }
+            run_main_checked(2, main_sleeps_and_wakes, NULL);
+            _exit(0);
+        }
+        int status = 0;
+        CHECK_EQ(waitpid(pid, &status, 0), pid);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            FAIL_("with epoll_pwait2 refused (%s), the runtime failed (status %#x)",
+                  strerror(errs[i]), status);
+    }
+}
+
 int main(int argc, char **argv)
 {
     RUN(accuracy);
@@ -279,5 +368,7 @@ int main(int argc, char **argv)
     RUN(sleep_beside_yielding_tasks);
     RUN(huge_durations);
     RUN(sleep_beside_one_yielding_task);
+    RUN(idle_loops_burn_no_cpu);
+    RUN(epoll_pwait2_refused);
     return test_summary();
 }
