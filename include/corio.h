@@ -31,7 +31,10 @@
  * used again after its release gets CORIO_EINVAL while its memory has not
  * been reused by a spawn; after that, the behaviour is undefined, as for
  * any freed pointer. Spawning with a NULL handle pointer creates a detached
- * task. All handles become invalid when corio_run() returns.
+ * task. Handles belong to their runtime: one passed to a task of another
+ * runtime running side by side is not to be joined or detached there
+ * (CORIO_EINVAL where it can be told, once the task has finished). All
+ * handles become invalid when corio_run() returns.
  */
 #ifndef CORIO_H
 #define CORIO_H
@@ -165,14 +168,16 @@ typedef struct corio_config {
      * past the limit returns CORIO_EAGAIN. */
     size_t max_tasks;
     /* Pin loop i to the i-th CPU this process may run on. Also switched on
-     * by CORIO_PIN=1 in the environment. */
+     * by CORIO_PIN=1 in the environment (0 or unset: off; any other value
+     * makes corio_run fail with CORIO_EINVAL, as for the numbers). */
     bool pin_cpus;
     /* Keep task memory in ordinary pages. By default a loop that outgrows
      * its first 2 MiB of task objects and light tasks' saved stacks asks
      * the kernel for transparent huge pages (fewer page faults: a million
      * tasks start ~20% faster), which with THP defrag set to "madvise"
      * may compact memory on a fault. Also switched on by
-     * CORIO_HUGE_PAGES=0 in the environment. */
+     * CORIO_HUGE_PAGES=0 in the environment (1 or unset: huge pages; any
+     * other value: CORIO_EINVAL). */
     bool small_pages;
     /* Memory of idle task stacks: each loop keeps up to 256 idle stacks
      * resident; the memory of the others is handed back to the kernel
@@ -227,7 +232,8 @@ enum corio_spawn_flags {
      * under a gigabyte. The price: while a light task is suspended, its stack
      * variables are not at their addresses, so no other task or thread may
      * use a pointer to them. Everything corio does on a task's behalf
-     * respects this.
+     * respects this. A light task whose frames are deeper than 4 GiB when
+     * it would suspend gets CORIO_ENOMEM instead.
      */
     CORIO_TASK_LIGHT = 1u << 0,
     /*
@@ -310,8 +316,8 @@ CORIO_API int corio_join_until(corio_task *task, void **result,
  * handle. Returns 0, or CORIO_ENOSTACK / CORIO_ESHUTDOWN if some task
  * never ran (its result is NULL; all handles are released all the same).
  * If the wait fails (timeout, cancellation) no handle is released. A
- * handle given twice is CORIO_EINVAL: every handle is released once, and
- * the later places of the duplicate get NULL results.
+ * handle given twice (or NULL, detached, released) is CORIO_EINVAL, and
+ * then no handle is released either.
  */
 CORIO_API int corio_gather(corio_task *const *tasks, size_t n, void **results);
 CORIO_API int corio_gather_until(corio_task *const *tasks, size_t n,
@@ -374,9 +380,10 @@ CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,
  * CORIO_GROUP_CANCEL_ON_ERROR the first failure cancels the other
  * children: from then on each of their blocking calls fails with
  * CORIO_ECANCELED, every time, so they unwind. Any task may spawn into a
- * group or cancel it; one task at a time may wait on it or close it (a
- * second gets CORIO_EBUSY, and a close that gets it leaves the group as
- * it is).
+ * group or cancel it; one task at a time may wait on it (a second waiter
+ * gets CORIO_EBUSY; a close waits for it to leave, which the close's
+ * cancellation makes happen soon). A child of the group may not wait on
+ * it or close it: CORIO_EDEADLK, and the group is left as it is.
  */
 typedef struct corio_group corio_group;
 typedef int (*corio_group_fn)(void *arg);
@@ -393,8 +400,9 @@ CORIO_API int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *
                                    const corio_spawn_opts *opts);
 /* Wait until every child spawned so far has returned: 0, or
  * CORIO_ETIMEDOUT / CORIO_ECANCELED if the wait itself ended early (the
- * children run on and can be waited for again). How the children did is
- * corio_group_error()'s answer. */
+ * children run on and can be waited for again), CORIO_EBUSY or
+ * CORIO_EDEADLK (see above). How the children did is corio_group_error()'s
+ * answer. */
 CORIO_API int corio_group_wait(corio_group *group);
 CORIO_API int corio_group_wait_until(corio_group *group, corio_time_t deadline);
 /* The first failure a child returned, or 0. (A child cancelled by the
@@ -405,9 +413,12 @@ CORIO_API int corio_group_error(corio_group *group);
  * CORIO_GROUP_CANCEL_ON_ERROR). */
 CORIO_API int corio_group_cancel(corio_group *group);
 /* Cancel what still runs, wait for all children (even if the caller is
- * being cancelled), free the group. Returns corio_group_error(). Outside a
- * task only a group with no child left to join can be closed (else
- * CORIO_EPERM). */
+ * being cancelled), free the group. Returns corio_group_error(). Not
+ * freed, in two cases of misuse: called by a child of the group
+ * (CORIO_EDEADLK; tell it from a child's own failure by
+ * corio_group_error(), which the group still answers), and outside a
+ * task with children left to join (CORIO_EPERM; only a group with none
+ * can be closed there, or CORIO_EBUSY while a task waits on it). */
 CORIO_API int corio_group_close(corio_group *group);
 
 /* ------------------------------------------------------------------------ */

@@ -17,6 +17,7 @@
  * this loop's, which that walk would cancel.) One task at a time waits
  * (`waiter`): two would join the same child twice.
  */
+#include <sched.h>
 #include <stdatomic.h>
 
 #include "corio.h"
@@ -131,11 +132,20 @@ int corio_group_spawn(corio_group *group, corio_group_fn fn, void *arg)
     return corio_group_spawn_ex(group, fn, arg, NULL);
 }
 
-/* Become the group's one waiter: 0, or CORIO_EBUSY. */
+/* Become the group's one waiter: 0, CORIO_EBUSY (another task waits) or
+ * CORIO_EDEADLK (self is a child of the group not joined yet: it would
+ * wait for itself). */
 static int claim_waiter(corio_group *g, corio_task *self)
 {
     corio__spin_lock(&g->lock);
-    int rc = g->waiter ? CORIO_EBUSY : 0;
+    int rc = 0;
+    /* Deadlock first: a child told "busy" would close by waiting for the
+     * waiter, which waits for the child. */
+    for (size_t i = g->joined; i < g->count && !rc; i++)
+        if (g->children[i] == self)
+            rc = CORIO_EDEADLK;
+    if (!rc && g->waiter)
+        rc = CORIO_EBUSY;
     if (!rc)
         g->waiter = self;
     corio__spin_unlock(&g->lock);
@@ -237,9 +247,20 @@ int corio_group_close(corio_group *group)
         corio__spin_unlock(&group->lock);
         return rc ? rc : group_free(group);
     }
-    int rc = claim_waiter(group, self);
+    int rc;
+    /* Another task waiting on the group leaves once the children are
+     * cancelled; wait for it (close has no "busy" answer: its result is
+     * the children's first error, which could be any code). */
+    bool cancelled = false;
+    while ((rc = claim_waiter(group, self)) == CORIO_EBUSY) {
+        if (!cancelled)
+            cancel_children(group);
+        cancelled = true;
+        corio__yield_now(self);
+        sched_yield(); /* the waiter may run on another loop */
+    }
     if (rc != 0)
-        return rc;
+        return rc; /* EDEADLK: a child closing its own group */
     cancel_children(group);
     /* Wait for every child even if we are cancelled ourselves: a group
      * never leaks a running child. A one-shot cancellation of ours is

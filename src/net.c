@@ -71,9 +71,10 @@ static int connect_retrying(int fd, const struct sockaddr *addr, socklen_t len,
         if (errno != EAGAIN)
             return -errno;
         corio_time_t now = corio_now();
-        if (now >= deadline)
+        bool forever = deadline == CORIO_FOREVER; /* -1: compare with care */
+        if (!forever && now >= deadline)
             return CORIO_ETIMEDOUT;
-        int rc = corio_sleep_until(deadline - now > pause ? now + pause : deadline);
+        int rc = corio_sleep_until(forever || deadline - now > pause ? now + pause : deadline);
         if (rc != 0)
             return rc;
         if (pause < CONNECT_PAUSE_MAX)

@@ -62,10 +62,13 @@ unsigned corio_loop_count(void)
 /* Parse a positive size with an optional k/m/g suffix. 0 if malformed. */
 static size_t parse_size(const char *s)
 {
+    /* strtoull would skip blanks and accept a sign (" -1" wraps). */
+    if (*s < '0' || *s > '9')
+        return 0;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || s[0] == '-')
+    if (errno || end == s)
         return 0;
     unsigned long long mult = 1;
     switch (*end) {
@@ -107,6 +110,21 @@ static int setting(size_t configured, const char *name, size_t max, size_t fallb
     return 0;
 }
 
+/* An on/off setting from the environment: "1" or "0" (unset or empty:
+ * `fallback`); anything else is CORIO_EINVAL, so that "true" or "no" do
+ * not silently mean whatever the default is. */
+static int flag_setting(const char *name, bool fallback, bool *out)
+{
+    const char *env = getenv(name);
+    *out = fallback;
+    if (!env || !*env)
+        return 0;
+    if (strcmp(env, "0") != 0 && strcmp(env, "1") != 0)
+        return CORIO_EINVAL;
+    *out = env[0] == '1';
+    return 0;
+}
+
 static int resolve_config(const corio_config *cfg, corio__runtime *rt, cpu_set_t *cpus)
 {
     unsigned ncpu = usable_cpus(cpus);
@@ -122,15 +140,17 @@ static int resolve_config(const corio_config *cfg, corio__runtime *rt, cpu_set_t
                 DEFAULT_STACK_RETAIN_MS, &retain_ms) != 0)
         return CORIO_EINVAL;
 
-    const char *huge = getenv("CORIO_HUGE_PAGES");
-    rt->huge_pages = !cfg->small_pages && !(huge && strcmp(huge, "0") == 0);
-    const char *pin = getenv("CORIO_PIN");
+    bool huge_env, pin_env;
+    if (flag_setting("CORIO_HUGE_PAGES", true, &huge_env) != 0 ||
+        flag_setting("CORIO_PIN", false, &pin_env) != 0)
+        return CORIO_EINVAL;
+    rt->huge_pages = !cfg->small_pages && huge_env;
     rt->nloops = (unsigned)loops;
     rt->stack_size = stack;
     rt->stack_retain_ns = (corio_time_t)retain_ms * CORIO_MSEC;
     rt->max_tasks = cfg->max_tasks;
     rt->blocking_threads = cfg->blocking_threads ? cfg->blocking_threads : DEFAULT_BLOCKING_THREADS;
-    rt->pin_cpus = cfg->pin_cpus || (pin && strcmp(pin, "1") == 0);
+    rt->pin_cpus = cfg->pin_cpus || pin_env;
     return 0;
 }
 

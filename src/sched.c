@@ -75,9 +75,13 @@ static void copy_stack_bytes(void *dst, const void *src, size_t len)
 
 /* Give t a save buffer of at least `need` bytes in place of its old one,
  * whose contents are dead. Buffers come from the loop's arena (light
- * tasks never leave their loop), in its size classes. */
+ * tasks never leave their loop), in its size classes. Sizes are kept in
+ * 32 bits (task.h), so frames deeper than 4 GiB (stack_size allows up to
+ * 1 TiB) cannot be saved: refused as if memory had run out. */
 static bool saved_resize(corio__loop *l, corio_task *t, size_t need)
 {
+    if (need > UINT32_MAX)
+        return false;
     size_t cap = corio__arena_block_size(need);
     void *buf = corio__arena_alloc(&l->arena, cap);
     if (!buf)
@@ -277,6 +281,7 @@ static void task_finish_unrun(corio__loop *l, corio_task *t, int error)
 {
     t->flags |= CORIO__TF_UNRUN;
     t->exit_error = error;
+    t->home = l; /* every finished task names its runtime (task.c) */
     t->state = CORIO__TASK_DONE;
     t->result = NULL;
     live_count_drop(l->rt);

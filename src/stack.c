@@ -24,8 +24,14 @@
  * little room for the task. */
 #define STACK_MIN ((size_t)16 * 1024)
 /* Stacks per chunk mapping: 64 default stacks are 9 MiB of address space,
- * and one mmap instead of 64. */
+ * and one mmap instead of 64. Huge stacks (stack_size may be up to 1 TiB)
+ * come fewer to a chunk, so that a chunk stays within CHUNK_BYTES of
+ * address space: 64 stacks of 1 TiB would not fit in a 47-bit address
+ * space at all. */
 #define CHUNK_STACKS 64
+#define CHUNK_BYTES ((size_t)1 << 30)
+/* The guard, where pages are no bigger than it. */
+#define GUARD_MIN ((size_t)16 * 1024)
 
 /* 0: untried, 1: MADV_GUARD_INSTALL works, 2: use mprotect. Shared by all
  * runtimes of the process; racing first uses settle on the same answer. */
@@ -55,6 +61,12 @@ static size_t page_size(void)
     return p;
 }
 
+size_t corio__stack_guard(void)
+{
+    size_t page = page_size();
+    return page > GUARD_MIN ? page : GUARD_MIN;
+}
+
 size_t corio__stack_round(size_t size)
 {
     size_t page = page_size();
@@ -65,12 +77,12 @@ size_t corio__stack_round(size_t size)
     return (size + page - 1) & ~(page - 1);
 }
 
-/* Make [guard, guard + CORIO__STACK_GUARD) fault on any access. */
+/* Make [guard, guard + corio__stack_guard()) fault on any access. */
 static int install_guard(char *guard)
 {
     int mode = atomic_load_explicit(&guard_mode, memory_order_relaxed);
     if (mode != 2) {
-        if (corio__madvise(guard, CORIO__STACK_GUARD, MADV_GUARD_INSTALL) == 0) {
+        if (corio__madvise(guard, corio__stack_guard(), MADV_GUARD_INSTALL) == 0) {
             if (mode == 0)
                 atomic_store_explicit(&guard_mode, 1, memory_order_relaxed);
             return 0;
@@ -80,12 +92,12 @@ static int install_guard(char *guard)
         atomic_store_explicit(&guard_mode, 2, memory_order_relaxed);
     }
     /* ENOMEM here is vm.max_map_count: still "no stack". */
-    return corio__mprotect(guard, CORIO__STACK_GUARD, PROT_NONE) == 0 ? 0 : CORIO_ENOMEM;
+    return corio__mprotect(guard, corio__stack_guard(), PROT_NONE) == 0 ? 0 : CORIO_ENOMEM;
 }
 
 int corio__stack_map(corio__stack *st, size_t size)
 {
-    size_t total = size + CORIO__STACK_GUARD;
+    size_t total = size + corio__stack_guard();
     char *map = corio__mmap_anon(total);
     st->lo = NULL;
     if (map == MAP_FAILED)
@@ -94,7 +106,7 @@ int corio__stack_map(corio__stack *st, size_t size)
         corio__munmap(map, total);
         return CORIO_ENOMEM;
     }
-    st->lo = map + CORIO__STACK_GUARD;
+    st->lo = map + corio__stack_guard();
     st->size = size;
     st->vg_id = corio__sanitize_stack_register(st->lo, size);
     return 0;
@@ -105,7 +117,7 @@ void corio__stack_unmap(corio__stack *st)
     if (!st->lo)
         return;
     corio__sanitize_stack_deregister(st->vg_id);
-    corio__munmap((char *)st->lo - CORIO__STACK_GUARD, st->size + CORIO__STACK_GUARD);
+    corio__munmap((char *)st->lo - corio__stack_guard(), st->size + corio__stack_guard());
     st->lo = NULL;
 }
 
@@ -204,13 +216,21 @@ void corio__stack_pool_destroy(corio__stack_pool *pool)
  * if needed. */
 static int carve(corio__stack_pool *pool, corio__stack *st)
 {
-    size_t stride = pool->size + CORIO__STACK_GUARD;
+    size_t stride = pool->size + corio__stack_guard();
     if (pool->carve_left == 0) {
         struct corio__stack_chunk *c = corio__malloc(sizeof *c);
         if (!c)
             return CORIO_ENOMEM;
-        c->len = stride * CHUNK_STACKS;
+        size_t n = CHUNK_BYTES / stride;
+        n = n < 1 ? 1 : n > CHUNK_STACKS ? CHUNK_STACKS : n;
+        c->len = stride * n;
         c->map = corio__mmap_anon(c->len);
+        if (c->map == MAP_FAILED && n > 1) {
+            /* Address space short: one stack may still fit. */
+            n = 1;
+            c->len = stride;
+            c->map = corio__mmap_anon(c->len);
+        }
         if (c->map == MAP_FAILED) {
             corio__free(c);
             return CORIO_ENOMEM;
@@ -218,7 +238,7 @@ static int carve(corio__stack_pool *pool, corio__stack *st)
         c->next = pool->chunks;
         pool->chunks = c;
         pool->carve_next = c->map;
-        pool->carve_left = CHUNK_STACKS;
+        pool->carve_left = n;
     }
     char *slot = pool->carve_next;
     /* The slot is used up even if its guard fails: the chunk is unmapped
@@ -229,7 +249,7 @@ static int carve(corio__stack_pool *pool, corio__stack *st)
     int rc = install_guard(slot);
     if (rc != 0)
         return rc;
-    st->lo = slot + CORIO__STACK_GUARD;
+    st->lo = slot + corio__stack_guard();
     st->size = pool->size;
     st->vg_id = corio__sanitize_stack_register(st->lo, st->size);
     return 0;
@@ -324,7 +344,7 @@ static void release_runs(const corio__stack *st, size_t n, size_t size)
     for (size_t i = 0; i < n;) {
         char *lo = st[i].lo, *end = lo + size;
         size_t j = i + 1;
-        while (j < n && (char *)st[j].lo == end + CORIO__STACK_GUARD) {
+        while (j < n && (char *)st[j].lo == end + corio__stack_guard()) {
             end = (char *)st[j].lo + size;
             j++;
         }

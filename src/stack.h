@@ -18,7 +18,8 @@
  *          nothing.
  *   cold   memory given back to the kernel (MADV_DONTNEED); reused with
  *          a page fault or two.
- *   chunk  new stacks are carved from mappings of CHUNK_STACKS stacks.
+ *   chunk  new stacks are carved from mappings of up to CHUNK_STACKS
+ *          stacks (fewer for huge stacks, one if a chunk cannot be had).
  *
  * A task's exit never makes a system call: its stack goes on the warm
  * list, however long it is. Giving memory back costs more than it looks:
@@ -60,9 +61,12 @@
 
 #include "spin.h"
 
-/* Bytes of guard below every stack. Bigger than a page so that a frame
- * with a few KiB of locals cannot step over it; virtual only. */
-#define CORIO__STACK_GUARD ((size_t)16 * 1024)
+/* Bytes of guard below every stack: 16 KiB, bigger than a 4 KiB page so
+ * that a frame with a few KiB of locals cannot step over it, or one page
+ * where pages are bigger (64 KiB on some arm64 kernels: guards and stacks
+ * must start on page boundaries, or the kernel refuses the guard). Virtual
+ * only. Cached once known; safe in a signal handler from then on. */
+size_t corio__stack_guard(void);
 
 typedef struct corio__stack {
     void *lo;       /* lowest usable byte, just above the guard; NULL: none */
@@ -134,7 +138,7 @@ void corio__stack_pool_trim(corio__stack_pool *pool);
 static inline bool corio__stack_guard_hit(const corio__stack *st, const void *addr)
 {
     const char *a = (const char *)addr, *lo = (const char *)st->lo;
-    return st->lo && a < lo && a >= lo - CORIO__STACK_GUARD;
+    return st->lo && a < lo && a >= lo - corio__stack_guard();
 }
 
 #endif /* CORIO_STACK_H */

@@ -32,6 +32,9 @@
 
 #define SLAB_TASKS 64
 #define JOIN_LOCK ((uintptr_t)4)
+/* corio_gather's mark on a DONE task it is about to release (only ever
+ * seen by that gather: it finds a handle given twice). */
+#define JOIN_GATHERED ((uintptr_t)(JOIN_LOCK | CORIO__JOIN_RELEASED))
 /* Task ids are handed out to loops in blocks so that spawning does not
  * touch a shared counter. */
 #define ID_BLOCK 1024
@@ -380,9 +383,19 @@ static int join_check(corio_task *self, corio_task *t)
     return 0;
 }
 
+/* Whether finished task t belongs to l's runtime. A handle of another
+ * runtime's (corio.h: handles do not cross runtimes) must not go on l's
+ * free list: that runtime unmaps its memory when it ends. */
+static bool ours(corio__loop *l, corio_task *t)
+{
+    return t->home && t->home->rt == l->rt;
+}
+
 /* Release a joined task and report how it ended. */
 static int join_take(corio__loop *l, corio_task *t, void **result)
 {
+    if (!ours(l, t))
+        return CORIO_EINVAL;
     int rc = (t->flags & CORIO__TF_UNRUN) ? t->exit_error : 0;
     if (result)
         *result = t->result;
@@ -442,19 +455,22 @@ int corio_gather_until(corio_task *const *tasks, size_t n, void **results,
         if (rc != 0)
             return rc;
     }
+    /* Every task is DONE now, and ours: nobody else writes their join
+     * words. Mark each one; meeting a mark means a handle given twice,
+     * refused before anything is released (the marks are undone). */
+    for (size_t i = 0; i < n; i++) {
+        if (atomic_load_explicit(&tasks[i]->join, memory_order_relaxed) == JOIN_GATHERED ||
+            !ours(self->home, tasks[i])) {
+            for (size_t k = 0; k < i; k++)
+                atomic_store_explicit(&tasks[k]->join, CORIO__JOIN_DONE, memory_order_relaxed);
+            return CORIO_EINVAL;
+        }
+        atomic_store_explicit(&tasks[i]->join, JOIN_GATHERED, memory_order_relaxed);
+    }
     int status = 0;
     for (size_t i = 0; i < n; i++) {
-        /* A handle given twice: released by its first place already (no
-         * spawn can reuse it before this loop ends: we do not yield). */
-        if (atomic_load_explicit(&tasks[i]->join, memory_order_relaxed) ==
-            CORIO__JOIN_RELEASED) {
-            if (results)
-                results[i] = NULL;
-            status = CORIO_EINVAL;
-            continue;
-        }
         int rc = join_take(self->home, tasks[i], results ? &results[i] : NULL);
-        if (rc != 0 && status != CORIO_EINVAL)
+        if (rc != 0)
             status = rc;
     }
     return status;
@@ -482,6 +498,8 @@ int corio_detach(corio_task *task)
                                                   memory_order_acq_rel, memory_order_acquire))
             return 0;
         if (v == CORIO__JOIN_DONE) {
+            if (!ours(l, task))
+                return CORIO_EINVAL;
             corio__task_release(l, task);
             return 0;
         }

@@ -1,8 +1,8 @@
 /*
  * test_config.c: corio_run's configuration (corio_config and the
- * CORIO_LOOPS / CORIO_STACK_SIZE / CORIO_STACK_RETAIN_MS / CORIO_PIN
- * environment variables) and
- * its misuse (NULL main, nested runs).
+ * CORIO_LOOPS / CORIO_STACK_SIZE / CORIO_STACK_RETAIN_MS / CORIO_PIN /
+ * CORIO_HUGE_PAGES environment variables) and its misuse (NULL main,
+ * nested runs).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -19,6 +19,7 @@ static void clear_env(void)
     unsetenv("CORIO_STACK_SIZE");
     unsetenv("CORIO_STACK_RETAIN_MS");
     unsetenv("CORIO_PIN");
+    unsetenv("CORIO_HUGE_PAGES");
 }
 
 static void *report_loops(void *arg) { return PTR_OF(corio_loop_count()); }
@@ -96,7 +97,9 @@ TEST(loops_from_environment)
 TEST(bad_loops)
 {
     clear_env();
-    const char *bad[] = {"abc", "0", "99999", "-1", "2x", "4k", " -1", "1e3", "0x4"};
+    const char *bad[] = {"abc", "0",   "99999", "-1",   "2x",   "4k",
+                         " -1", "1e3", "0x4",   " 2",   "+2",   " -18446744073709551615",
+                         "-18446744073709551615"};
     corio_config cfg;
     corio_config_init(&cfg);
     expect_rejected("CORIO_LOOPS", bad, sizeof bad / sizeof bad[0], &cfg);
@@ -157,7 +160,8 @@ TEST(stack_size_from_environment)
     CHECK_EQ(INT_OF(r), 192 * 1024);
     cfg.stack_size = 0;
 
-    const char *bad[] = {"abc", "12q", "-5", "k", "0", "1mb", "99999999999999999999999"};
+    const char *bad[] = {"abc", "12q", "-5", "k", "0", "1mb", "99999999999999999999999",
+                         " -18446744073709551615", " 64k"};
     expect_rejected("CORIO_STACK_SIZE", bad, sizeof bad / sizeof bad[0], &cfg);
     clear_env();
 }
@@ -183,7 +187,7 @@ TEST(stack_retention_from_environment)
     CHECK_OK(run_cfg(&cfg, report_retain_main, &r));
     CHECK_EQ(INT_OF(r), 40);
     cfg.stack_retain_ms = 0;
-    const char *bad[] = {"abc", "0", "-1", "5000000000", "12q"};
+    const char *bad[] = {"abc", "0", "-1", "5000000000", "12q", " -18446744073709551615"};
     expect_rejected("CORIO_STACK_RETAIN_MS", bad, sizeof bad / sizeof bad[0], &cfg);
     clear_env();
 }
@@ -348,6 +352,30 @@ static void pinned_run(unsigned loops, bool by_env)
     CHECK(CPU_EQUAL(&before, &after));
 }
 
+/* On/off variables take 1 or 0: "true" or "no" must not silently mean
+ * the default. */
+TEST(bad_flags)
+{
+    clear_env();
+    const char *bad[] = {"true", "no", "2", " 1", "1 ", "-1", "on"};
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    expect_rejected("CORIO_PIN", bad, sizeof bad / sizeof bad[0], &cfg);
+    clear_env();
+    expect_rejected("CORIO_HUGE_PAGES", bad, sizeof bad / sizeof bad[0], &cfg);
+    clear_env();
+    const char *good[] = {"0", "1", ""};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        void *r = NULL;
+        setenv("CORIO_PIN", good[i], 1);
+        setenv("CORIO_HUGE_PAGES", good[i], 1);
+        CHECK_OK(run_cfg(&cfg, report_loops, &r));
+        CHECK_EQ(INT_OF(r), 2);
+    }
+    clear_env();
+}
+
 TEST(pin_cpus)
 {
     clear_env();
@@ -369,5 +397,6 @@ int main(int argc, char **argv)
     RUN(runtimes_one_after_another);
     RUN(runtimes_side_by_side);
     RUN(pin_cpus);
+    RUN(bad_flags);
     return test_summary();
 }

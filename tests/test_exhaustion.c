@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "task.h" /* corio__task_stack(): the stack a task really got */
 #include "test.h"
 
 static void *sleep_forever(void *arg)
@@ -283,6 +284,52 @@ static int child_rlimit(void *arg)
 
 #endif /* !TEST_SANITIZED */
 
+/* ---- the biggest default stack, on every loop ----
+ *
+ * corio.h allows a default stack of 1 TiB. Pools map stacks in chunks;
+ * 64 such stacks to a chunk would not fit in a 47-bit address space, and
+ * every task of the second loop failed with CORIO_ENOSTACK. */
+#ifndef TEST_SANITIZED
+static void *where_and_how_big(void *arg)
+{
+    return PTR_OF(corio__task_stack(corio_self()).size >= ((size_t)1 << 40) - 4096
+                      ? corio_loop_index()
+                      : -100);
+}
+
+static void *main_tib_stacks(void *arg)
+{
+    for (unsigned round = 0; round < 3; round++) {
+        for (unsigned loop = 0; loop < corio_loop_count(); loop++) {
+            corio_task *t;
+            void *r = PTR_OF(-1);
+            CHECK_OK(corio_spawn_on(&t, loop, where_and_how_big, NULL));
+            CHECK_OK(corio_join(t, &r));
+            CHECK_EQ(INT_OF(r), loop);
+        }
+    }
+    return NULL;
+}
+#endif
+
+TEST(terabyte_default_stacks_on_every_loop)
+{
+    TEST_SKIP_UNDER_QEMU("qemu-user's guest address space is smaller");
+#ifdef TEST_SANITIZED
+    fprintf(stderr, "   skipped: sanitizers reserve terabytes of address space\n");
+#else
+    if (TEST_ON_VALGRIND()) {
+        fprintf(stderr, "   skipped: Valgrind manages the address space itself\n");
+        return;
+    }
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    cfg.stack_size = (size_t)1 << 40;
+    run_main_cfg(&cfg, main_tib_stacks, NULL);
+#endif
+}
+
 TEST(address_space_limit)
 {
     TEST_SKIP_UNDER_QEMU("qemu-user reserves the guest's address space up front, so "
@@ -462,6 +509,7 @@ int main(int argc, char **argv)
     RUN(max_tasks);
     RUN(unmappable_stack);
     RUN(address_space_limit);
+    RUN(terabyte_default_stacks_on_every_loop);
     RUN(fault_injection_small);
     RUN(fault_injection_larger);
     return test_summary();

@@ -532,8 +532,10 @@ TEST(bad_arguments)
 /* ---- one waiter at a time ----
  *
  * Two tasks on different loops wait on one group at once: one of them
- * gets CORIO_EBUSY (joining every child twice would release each twice),
- * and a close meanwhile gets CORIO_EBUSY and leaves the group alone. */
+ * gets CORIO_EBUSY (joining every child twice would release each twice).
+ * A close meanwhile cancels the children, waits for the waiter to leave,
+ * then frees the group. A child may neither wait on nor close its own
+ * group (it would wait for itself): CORIO_EDEADLK, group untouched. */
 static int quick_child(void *arg) { return 0; }
 
 struct two_waiters {
@@ -600,12 +602,41 @@ static void *main_close_while_waited(void *arg)
     corio_task *t;
     CHECK_OK(corio_spawn(&t, wait_on_group, &w));
     CHECK_OK(corio_sleep(5 * CORIO_MSEC));
-    CHECK_ERR(corio_group_close(g), CORIO_EBUSY);
     CHECK_ERR(corio_group_wait(g), CORIO_EBUSY);
-    atomic_store(&hold_child, 0);
+    /* The held child ends when cancelled, so the waiter leaves. */
+    CHECK_ERR(corio_group_close(g), CORIO_ECANCELED);
     CHECK_OK(corio_join(t, NULL));
     CHECK_OK(w.rc);
-    CHECK_OK(corio_group_close(g));
+    atomic_store(&hold_child, 0);
+    return NULL;
+}
+
+struct own_group {
+    corio_group *g;
+    int wait_rc, close_rc;
+};
+
+static int use_own_group(void *arg)
+{
+    struct own_group *o = arg;
+    o->wait_rc = corio_group_wait_until(o->g, corio_deadline_in(10 * CORIO_SEC));
+    o->close_rc = corio_group_close(o->g);
+    return 0;
+}
+
+static void *main_own_group(void *arg)
+{
+    for (int round = 0; round < 20; round++) {
+        corio_group *g;
+        CHECK_OK(corio_group_new(&g, 0));
+        struct own_group o = {.g = g, .wait_rc = 1, .close_rc = 1};
+        CHECK_OK(corio_group_spawn(g, quick_child, NULL));
+        CHECK_OK(corio_group_spawn(g, use_own_group, &o));
+        CHECK_OK(corio_group_wait(g));
+        CHECK_ERR(o.wait_rc, CORIO_EDEADLK);
+        CHECK_ERR(o.close_rc, CORIO_EDEADLK);
+        CHECK_OK(corio_group_close(g));
+    }
     return NULL;
 }
 
@@ -613,6 +644,7 @@ TEST(one_waiter_at_a_time)
 {
     run_main_checked(2, main_two_waiters, NULL);
     run_main_checked(2, main_close_while_waited, NULL);
+    run_main_checked(2, main_own_group, NULL);
 }
 
 /* ---- close waits for every child even when its wait cannot block ----
