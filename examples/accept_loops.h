@@ -2,12 +2,16 @@
  * accept_loops.h: the server skeleton the examples share: one listener per
  * corio loop on the same port (SO_REUSEPORT, so the kernel spreads the
  * connections), each with an accept loop that hands every connection to a
- * task pinned to that loop. Running out of descriptors pauses accepting
- * for 10 ms instead of stopping the server.
+ * task pinned to that loop. Errors that accept(2) documents as transient
+ * (out of descriptors or buffers, a connection that failed while it
+ * waited in the backlog) pause accepting for 10 ms instead of stopping
+ * the server; any other error stops every loop and the server fails.
  */
 #ifndef CORIO_EXAMPLE_ACCEPT_LOOPS_H
 #define CORIO_EXAMPLE_ACCEPT_LOOPS_H
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +20,7 @@
 
 struct server {
     const char *name; /* for messages */
-    uint16_t port;
+    uint16_t port;    /* 0: any free port, the same for every loop */
     corio_fn serve;   /* serve(fd as intptr_t): one connection, then close it */
 };
 
@@ -25,57 +29,116 @@ struct accept_args {
     int listener;
 };
 
-static void *accept_loop(void *arg)
+/* run_server's result when the server failed (it printed why). */
+static char server_failed;
+
+/* Errors after which accepting again can succeed: out of descriptors or
+ * memory (the connection waits in the backlog until some are free), and
+ * the network errors Linux passes on from a pending connection that
+ * accept(2) says to treat like EAGAIN; EPERM is a firewall's refusal. */
+static bool accept_error_is_transient(int err)
+{
+    switch (-err) {
+    case EMFILE: case ENFILE: case ENOBUFS: case ENOMEM:
+    case ECONNABORTED: case EPROTO: case ENOPROTOOPT: case EOPNOTSUPP:
+    case ENETDOWN: case ENETUNREACH: case ENONET:
+    case EHOSTDOWN: case EHOSTUNREACH: case ETIMEDOUT: case EPERM: case EINTR:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* A child of run_server's group: accept until a fatal error (returned,
+ * which cancels the other loops) or until the group cancels it. */
+static int accept_loop(void *arg)
 {
     struct accept_args *a = arg;
     unsigned here = (unsigned)corio_loop_index();
     for (;;) {
         int fd = corio_accept(a->listener, NULL, NULL);
-        if (fd == CORIO_EMFILE || fd == CORIO_ENFILE) {
-            /* The connection waits in the backlog until some close. */
-            corio_sleep(10 * CORIO_MSEC);
+        if (fd >= 0) {
+            if (corio_spawn_on(NULL, here, a->server->serve, (void *)(intptr_t)fd) != 0)
+                corio_close(fd);
             continue;
         }
-        if (fd < 0) {
+        if (fd == CORIO_ECANCELED)
+            return fd; /* another loop failed; it said why */
+        if (!accept_error_is_transient(fd)) {
             fprintf(stderr, "%s: accept: %s\n", a->server->name, corio_strerror(fd));
-            return NULL;
+            return fd;
         }
-        if (corio_spawn_on(NULL, here, a->server->serve, (void *)(intptr_t)fd) != 0)
-            corio_close(fd);
+        if (corio_sleep(10 * CORIO_MSEC) == CORIO_ECANCELED)
+            return CORIO_ECANCELED;
     }
 }
 
 /* corio_run's main: start the accept loops, print a "listening" line, run
- * until killed. */
+ * until killed. Returns only on failure, &server_failed, having printed
+ * one line: the server could not start or an accept loop met a fatal
+ * error. */
 static void *run_server(void *arg)
 {
     const struct server *s = arg;
     unsigned loops = corio_loop_count();
-    corio_task **acceptors = calloc(loops, sizeof *acceptors);
     struct accept_args *args = calloc(loops, sizeof *args);
-    if (!acceptors || !args) {
-        fprintf(stderr, "%s: out of memory\n", s->name);
-        exit(1);
+    corio_group *group = NULL;
+    int rc = args ? corio_group_new(&group, CORIO_GROUP_CANCEL_ON_ERROR) : CORIO_ENOMEM;
+    if (rc != 0) {
+        fprintf(stderr, "%s: cannot start: %s\n", s->name, corio_strerror(rc));
+        free(args);
+        return &server_failed;
     }
-    for (unsigned i = 0; i < loops; i++) {
-        int fd = corio_listen_tcp("127.0.0.1", s->port, 4096, CORIO_LISTEN_REUSEPORT);
+    uint16_t port = s->port;
+    unsigned opened = 0; /* listeners to close */
+    bool started = true;
+    for (unsigned i = 0; started && i < loops; i++) {
+        int fd = corio_listen_tcp("127.0.0.1", port, 4096, CORIO_LISTEN_REUSEPORT);
         if (fd < 0) {
-            fprintf(stderr, "%s: cannot listen on port %u: %s\n", s->name, s->port,
+            fprintf(stderr, "%s: cannot listen on port %u: %s\n", s->name, port,
                     corio_strerror(fd));
-            exit(1);
+            started = false;
+            break;
         }
-        args[i] = (struct accept_args){s, fd};
-        if (corio_spawn_on(&acceptors[i], i, accept_loop, &args[i]) != 0) {
-            fprintf(stderr, "%s: cannot start accept loop %u\n", s->name, i);
-            exit(1);
+        args[opened++] = (struct accept_args){s, fd};
+        if (port == 0) {
+            /* The kernel chose a port for the first listener; the others
+             * share it, as they would a port given on the command line. */
+            rc = corio_local_port(fd);
+            if (rc <= 0) {
+                fprintf(stderr, "%s: cannot read the listening port: %s\n", s->name,
+                        corio_strerror(rc < 0 ? rc : CORIO_EINVAL));
+                started = false;
+                break;
+            }
+            port = (uint16_t)rc;
+        }
+        corio_spawn_opts opts;
+        corio_spawn_opts_init(&opts);
+        opts.loop = (int)i;
+        rc = corio_group_spawn_ex(group, accept_loop, &args[i], &opts);
+        if (rc != 0) {
+            fprintf(stderr, "%s: cannot start accept loop %u: %s\n", s->name, i,
+                    corio_strerror(rc));
+            started = false;
         }
     }
-    printf("%s: listening on 127.0.0.1:%u with %u loops\n", s->name, s->port, loops);
-    fflush(stdout);
-    corio_gather(acceptors, loops, NULL);
-    free(acceptors);
+    if (started) {
+        printf("%s: listening on 127.0.0.1:%u with %u loops\n", s->name, port, loops);
+        fflush(stdout);
+        /* Returns once every loop has stopped: after a fatal error, which
+         * cancels the others. */
+        rc = corio_group_wait(group);
+        if (rc != 0)
+            fprintf(stderr, "%s: waiting for the accept loops: %s\n", s->name,
+                    corio_strerror(rc));
+    }
+    corio_group_close(group); /* cancels and waits for what still runs */
+    for (unsigned i = 0; i < opened; i++)
+        corio_close(args[i].listener);
     free(args);
-    return NULL;
+    /* The accept loops stop only on failure, which has been reported. */
+    return &server_failed;
 }
 
 #endif

@@ -4,79 +4,189 @@
  *
  *   echo-client [--port P] [--connections C] [--messages M] [--size S]
  *
- * Each connection is a task: write a message, read until the same number
- * of bytes came back, compare, repeat. Exit status 0 only if every
+ * Each connection is a task: send a message, read until the same number
+ * of bytes came back, compare, repeat. A second task writes each message
+ * while the first reads, so a message of any size flows through the
+ * socket buffers instead of filling them. Exit status 0 only if every
  * connection echoed every message exactly.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "corio.h"
 #include "example_args.h"
 
+#define CHUNK 65536 /* the most one write waits for under one deadline */
+#define IO_TIMEOUT (10 * CORIO_SEC)
+
 static uint16_t port = 7000;
 static unsigned connections = 100, messages = 100, size = 1000;
+
+/* A connection's result: where it echoed everything, or where it failed.
+ * Neither is NULL, the result of a task that never ran (no stack). */
+static char connection_ok, connection_failed;
+
+static void report(unsigned id, const char *what, int err)
+{
+    /* A cancelled connection was stopped by client_main, which says why. */
+    if (err != CORIO_ECANCELED)
+        fprintf(stderr, "echo-client: connection %u: %s: %s\n", id, what, corio_strerror(err));
+}
+
+struct message {
+    int fd;
+    const char *buf;
+    size_t len;
+};
+
+/* Write one message while the connection's task reads the echo. Chunk by
+ * chunk, each with its own deadline: a peer that stops reading fails the
+ * write, a slow one that keeps up does not. The result is 0 or an error. */
+static void *write_message(void *arg)
+{
+    const struct message *msg = arg;
+    for (size_t off = 0; off < msg->len; off += CHUNK) {
+        size_t len = msg->len - off < CHUNK ? msg->len - off : CHUNK;
+        ssize_t n = corio_write_until(msg->fd, msg->buf + off, len,
+                                      corio_deadline_in(IO_TIMEOUT));
+        if (n < 0) {
+            /* The reader would wait for an echo that cannot come: its
+             * read now sees end of stream, and the join says why. */
+            corio_shutdown(msg->fd, SHUT_RD);
+            return (void *)(intptr_t)n;
+        }
+    }
+    return NULL;
+}
 
 static void *one_connection(void *arg)
 {
     unsigned id = (unsigned)(uintptr_t)arg;
-    intptr_t status = 1; /* failure unless proven otherwise */
+    void *status = &connection_failed; /* unless proven otherwise */
     char *out = malloc(size), *in = malloc(size);
-    int fd = corio_connect_tcp("127.0.0.1", port, corio_deadline_in(10 * CORIO_SEC));
-    if (fd < 0 || !out || !in) {
-        fprintf(stderr, "echo-client: connection %u: %s\n", id,
-                fd < 0 ? corio_strerror(fd) : "out of memory");
+    int fd = CORIO_ENOMEM;
+    if (!out || !in) {
+        report(id, "buffers", CORIO_ENOMEM);
+        goto done;
+    }
+    fd = corio_connect_tcp("127.0.0.1", port, corio_deadline_in(IO_TIMEOUT));
+    if (fd < 0) {
+        report(id, "connect", fd);
         goto done;
     }
     for (unsigned m = 0; m < messages; m++) {
         for (unsigned b = 0; b < size; b++)
             out[b] = (char)(id * 31 + m * 7 + b);
-        if (corio_write(fd, out, size) < 0)
+        /* Write and read at once: written first, a message larger than
+         * the socket buffers would leave client and server both blocked
+         * writing to a peer that does not read. */
+        struct message msg = {fd, out, size};
+        corio_task *writer;
+        int rc = corio_spawn_on(&writer, (unsigned)corio_loop_index(), write_message, &msg);
+        if (rc != 0) {
+            report(id, "write", rc);
             goto done;
+        }
         size_t got = 0;
+        ssize_t n = 1;
         while (got < size) {
-            corio_time_t deadline = corio_deadline_in(10 * CORIO_SEC);
-            ssize_t n = corio_read_until(fd, in + got, size - got, deadline);
-            if (n <= 0) {
-                fprintf(stderr, "echo-client: connection %u: read: %s\n", id,
-                        n == 0 ? "connection closed" : corio_strerror((int)n));
-                goto done;
-            }
+            n = corio_read_until(fd, in + got, size - got, corio_deadline_in(IO_TIMEOUT));
+            if (n <= 0)
+                break;
             got += (size_t)n;
         }
+        if (got < size)
+            corio_cancel(writer);
+        void *werr = NULL;
+        /* Cancelled (client_main stopping us, once: never for good, so
+         * the next join waits): stop the writer too, and wait for it, as
+         * it uses our buffers. */
+        while ((rc = corio_join(writer, &werr)) == CORIO_ECANCELED)
+            corio_cancel(writer);
+        if (rc == 0)
+            rc = (int)(intptr_t)werr;
+        if (rc != 0 && rc != CORIO_ECANCELED) {
+            report(id, "write", rc);
+            goto done;
+        }
+        if (got < size) {
+            if (n == 0)
+                fprintf(stderr, "echo-client: connection %u: read: connection closed\n", id);
+            else
+                report(id, "read", (int)n);
+            goto done;
+        }
         if (memcmp(in, out, size) != 0) {
-            fprintf(stderr, "echo-client: connection %u: message %u came back different\n", id, m);
+            fprintf(stderr, "echo-client: connection %u: message %u came back different\n", id,
+                    m);
             goto done;
         }
     }
-    status = 0;
+    status = &connection_ok;
 done:
     if (fd >= 0)
         corio_close(fd);
     free(out);
     free(in);
-    return (void *)status;
+    return status;
 }
 
 static void *client_main(void *arg)
 {
     corio_task **tasks = calloc(connections, sizeof *tasks);
     void **results = calloc(connections, sizeof *results);
+    if (!tasks || !results) {
+        fprintf(stderr, "echo-client: out of memory for %u connections\n", connections);
+        free(tasks);
+        free(results);
+        return (void *)1;
+    }
     corio_time_t t0 = corio_now();
+    unsigned spawned = 0;
+    int rc = 0;
+    while (spawned < connections) {
+        rc = corio_spawn(&tasks[spawned], one_connection, (void *)(uintptr_t)spawned);
+        if (rc != 0)
+            break;
+        spawned++;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "echo-client: cannot start connection %u: %s\n", spawned,
+                corio_strerror(rc));
+        /* Stop the ones already started and release their handles. */
+        for (unsigned i = 0; i < spawned; i++)
+            corio_cancel(tasks[i]);
+        corio_gather(tasks, spawned, NULL);
+        free(tasks);
+        free(results);
+        return (void *)1;
+    }
+    rc = corio_gather(tasks, connections, results);
+    if (rc != 0 && rc != CORIO_ENOSTACK && rc != CORIO_ESHUTDOWN) {
+        /* The wait itself failed: no result is known. */
+        fprintf(stderr, "echo-client: waiting for the connections: %s\n", corio_strerror(rc));
+        free(tasks);
+        free(results);
+        return (void *)1;
+    }
+    unsigned failed = 0, unrun = 0;
     for (unsigned i = 0; i < connections; i++)
-        if (corio_spawn(&tasks[i], one_connection, (void *)(uintptr_t)i) != 0)
-            return (void *)1;
-    corio_gather(tasks, connections, results);
-    unsigned failed = 0;
-    for (unsigned i = 0; i < connections; i++)
-        failed += results[i] != NULL;
+        failed += results[i] != &connection_ok;
+    if (rc != 0) {
+        /* Some tasks never ran; their results are NULL, counted above. */
+        for (unsigned i = 0; i < connections; i++)
+            unrun += results[i] == NULL;
+        fprintf(stderr, "echo-client: %u connections never ran: %s\n", unrun,
+                corio_strerror(rc));
+    }
     double s = (corio_now() - t0) / 1e9;
     printf("echo-client: %u connections x %u messages x %u bytes: %u failed, %.3f s, %.0f msg/s\n",
            connections, messages, size, failed, s, connections * (double)messages / s);
     free(tasks);
     free(results);
-    return (void *)(uintptr_t)(failed != 0);
+    return (void *)(uintptr_t)(failed != 0 || rc != 0);
 }
 
 int main(int argc, char **argv)
@@ -84,7 +194,7 @@ int main(int argc, char **argv)
     corio_config cfg;
     corio_config_init(&cfg);
     struct example_arg args[] = {
-        {"--port", &port, ARG_PORT},
+        {"--port", &port, ARG_PEER_PORT},
         {"--connections", &connections, ARG_COUNT},
         {"--messages", &messages, ARG_COUNT},
         {"--size", &size, ARG_COUNT},

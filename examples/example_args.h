@@ -5,17 +5,21 @@
 #ifndef CORIO_EXAMPLE_ARGS_H
 #define CORIO_EXAMPLE_ARGS_H
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum arg_kind { ARG_PORT, ARG_LOOPS, ARG_COUNT };
+/* ARG_PORT: a port to listen on, 0 for any free one; ARG_PEER_PORT: a
+ * port to connect to, where 0 means nothing. */
+enum arg_kind { ARG_PORT, ARG_PEER_PORT, ARG_LOOPS, ARG_COUNT };
 
 struct example_arg {
     const char *name;
-    void *target; /* uint16_t for ARG_PORT, unsigned otherwise */
+    void *target; /* uint16_t for ARG_PORT and ARG_PEER_PORT, unsigned otherwise */
     enum arg_kind kind;
 };
 
@@ -39,14 +43,17 @@ static inline void parse_example_args(const char *prog, int argc, char **argv,
         char *end;
         errno = 0;
         unsigned long n = strtoul(v, &end, 10);
-        unsigned long max = a->kind == ARG_PORT ? 65535 : a->kind == ARG_LOOPS ? 1024 : 100000000;
+        bool port = a->kind == ARG_PORT || a->kind == ARG_PEER_PORT;
+        unsigned long max = port ? 65535 : a->kind == ARG_LOOPS ? 1024 : 100000000;
         unsigned long min = a->kind == ARG_PORT ? 0 : 1;
-        if (errno || *end || !*v || v[0] == '-' || n < min || n > max) {
+        /* Digits only: strtoul would also take leading blanks and signs
+         * (" -1" as ULONG_MAX). */
+        if (!isdigit((unsigned char)v[0]) || errno || *end || n < min || n > max) {
             fprintf(stderr, "%s: %s needs an integer from %lu to %lu, got '%s'\n", prog, a->name,
                     min, max, v);
             exit(2);
         }
-        if (a->kind == ARG_PORT)
+        if (port)
             *(uint16_t *)a->target = (uint16_t)n;
         else
             *(unsigned *)a->target = (unsigned)n;

@@ -9,10 +9,13 @@
  * One accept loop per corio loop (SO_REUSEPORT), each connection a task
  * on the loop that accepted it. "Connection: close", or HTTP/1.0 without
  * "Connection: keep-alive", closes after the response. Requests may carry
- * a Content-Length body, which is read and ignored.
+ * a Content-Length body, which is read and ignored. Runs until killed;
+ * exits 1 if it cannot listen, or accept fails for good. --port 0: any
+ * free port, which the "listening" line names.
  */
 #define _GNU_SOURCE /* memmem */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,9 +103,14 @@ static long parse_request(const char *req, size_t head_len, int *keep_alive)
         return -1;
     memcpy(num, cl, vlen);
     num[vlen] = '\0';
+    /* Digits only (no sign or blank, which strtol would take), and within
+     * a long: strtol saturates an overflow to LONG_MAX. */
+    if (!isdigit((unsigned char)num[0]))
+        return -1;
     char *stop;
+    errno = 0;
     long body = strtol(num, &stop, 10);
-    return (*stop || body < 0) ? -1 : body;
+    return (*stop || errno == ERANGE || body < 0) ? -1 : body;
 }
 
 #define BUF_SIZE 16384
@@ -185,10 +193,11 @@ int main(int argc, char **argv)
         {"--loops", &cfg.loops, ARG_LOOPS},
     };
     parse_example_args("hello-server", argc, argv, args, sizeof args / sizeof args[0]);
-    int rc = corio_run(&cfg, run_server, &server, NULL);
+    void *failed = NULL; /* run_server returns only on failure, having said why */
+    int rc = corio_run(&cfg, run_server, &server, &failed);
     if (rc != 0) {
         fprintf(stderr, "hello-server: %s\n", corio_strerror(rc));
         return 1;
     }
-    return 0;
+    return failed ? 1 : 0;
 }

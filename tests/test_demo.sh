@@ -32,13 +32,32 @@ echo "$table" | grep -q "WRONG" && fail "wrong results: $table"
 
 "$demo" --help | grep -q "usage: corio-demo" || fail "--help"
 
-for bad in "--tasks 0" "--tasks x" "--loops 0" "--work-scale -1" "--mode fast" \
-           "--batches 0" "--seed -3" "--bogus" "--tasks" "stray" "--tasks 5 --batches 9"; do
-    # shellcheck disable=SC2086
-    err=$("$demo" $bad 2>&1 >/dev/null)
+# Fewer tasks than the default 5 batches: fine when --batches was not given
+# (the batches run, if any, uses one batch per task).
+out=$("$demo" --tasks 3 --work-scale 0.05 --mode single) || fail "--tasks 3 --mode single exited $?"
+echo "$out" | grep -q "^single *1 *3 " || fail "--tasks 3 --mode single: row missing: $out"
+out=$("$demo" --tasks 3 --work-scale 0.05 --mode batches --json) ||
+    fail "--tasks 3 --mode batches exited $?"
+echo "$out" | grep -q '"results_ok":true' || fail "--tasks 3 --mode batches: $out"
+echo "$out" | grep -q '"batches":3' || fail "--tasks 3 --mode batches: not 3 batches: $out"
+
+check_bad() {
+    err=$("$demo" "$@" 2>&1 >/dev/null)
     rc=$?
-    [ "$rc" -eq 2 ] || fail "'$bad' exited $rc, not 2"
-    [ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "'$bad' printed more than one line: $err"
-    case "$err" in corio-demo:*) ;; *) fail "'$bad' message not prefixed: $err" ;; esac
+    [ "$rc" -eq 2 ] || fail "'$*' exited $rc, not 2"
+    [ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "'$*' printed more than one line: $err"
+    case "$err" in corio-demo:*) ;; *) fail "'$*' message not prefixed: $err" ;; esac
+}
+for bad in "--tasks 0" "--tasks x" "--loops 0" "--work-scale -1" "--mode fast" \
+           "--batches 0" "--seed -3" "--bogus" "--tasks" "stray" "--tasks 5 --batches 9" \
+           "--tasks 3 --batches 5 --mode batches" "--seed +3" "--work-scale inf" "--work-scale 0x1"; do
+    # shellcheck disable=SC2086
+    check_bad $bad
+done
+# Leading blanks, which strtoull and strtod would skip (" -1": UINT64_MAX).
+for opt in --seed --tasks --loops --batches --work-scale; do
+    check_bad "$opt" " -1"
+    check_bad "$opt" " 1"
+    check_bad "$opt=+1"
 done
 echo "test_demo: ok"

@@ -8,6 +8,10 @@
  *    and a malformed request answered with 400;
  *  - echo-server + echo-client --connections 200 --messages 50: the
  *    client exits 0;
+ *  - echo-server --port 0: every loop listens on the one port the kernel
+ *    chose, which the "listening" line names; echo-client sends it one
+ *    16 MB message, far more than the socket buffers hold (the client
+ *    writes while it reads, or both sides would block on full buffers);
  *  - bad options: exit status 2 and one line on stderr.
  *
  * The paths of the programs come from CMake (compile definitions). The
@@ -322,6 +326,9 @@ static void hello_raw(uint16_t port)
         "BLAH\r\n\r\n",
         "GET / FTP/1.1\r\n\r\n",
         "GET / HTTP/1.1\r\nContent-Length: lots\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", /* > LONG_MAX */
+        "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         fd = connect_port(port);
@@ -425,6 +432,57 @@ TEST(echo_server_and_client)
     server_stop(&p, "echo-server");
 }
 
+/* Listening TCP sockets on 127.0.0.1:port, from /proc/net/tcp. */
+static int listeners_on(uint16_t port)
+{
+    FILE *f = fopen("/proc/net/tcp", "r");
+    CHECK(f != NULL);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned addr, lport, state;
+        /* "  sl  local_address rem_address   st ...": 0100007F:1F90 ... 0A */
+        if (sscanf(line, " %*d: %x:%x %*x:%*x %x", &addr, &lport, &state) == 3 &&
+            lport == port && state == 0x0A && addr == htonl(INADDR_LOOPBACK))
+            n++;
+    }
+    fclose(f);
+    return n;
+}
+
+TEST(echo_port_zero_large_message)
+{
+    struct proc p;
+    char *server_argv[] = {ECHO_SERVER, "--port", "0", "--loops", "2", NULL};
+    proc_start(&p, server_argv);
+    char line[256];
+    if (!read_line(p.out, line, sizeof line, 10000)) {
+        char err[1024];
+        read_all(p.err, err, sizeof err, 500);
+        FAIL_("echo-server --port 0 did not start: %s", err);
+    }
+    unsigned port = 0;
+    char rest[64] = "";
+    CHECK_EQ(sscanf(line, "echo-server: listening on 127.0.0.1:%u with %63[^\n]", &port, rest),
+             2);
+    CHECK_STR_EQ(rest, "2 loops");
+    CHECK(port > 0 && port <= 65535);
+    CHECK_EQ(listeners_on((uint16_t)port), 2);
+
+    char port_s[16];
+    snprintf(port_s, sizeof port_s, "%u", port);
+    char *argv[] = {ECHO_CLIENT, "--port", port_s, "--connections", "1", "--messages", "1",
+                    "--size", "16000000", "--loops", "2", NULL};
+    static char out[8192], err[8192];
+    int status = run_capture(argv, out, sizeof out, err, sizeof err, 60000);
+    if (status == -1)
+        FAIL_("echo-client did not finish in 60 s; stderr:\n%s", err);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        FAIL_("echo-client failed (status %d):\n%s%s", status, out, err);
+    CHECK_STR_CONTAINS(out, "1 connections x 1 messages x 16000000 bytes: 0 failed");
+    server_stop(&p, "echo-server");
+}
+
 /* ---- bad options ---- */
 
 static void expect_usage_error(char *const argv[])
@@ -468,9 +526,15 @@ TEST(bad_options)
     char *c1[] = {ECHO_CLIENT, "--connections", "0", NULL};
     char *c2[] = {ECHO_CLIENT, "--messages", "-1", NULL};
     char *c3[] = {ECHO_CLIENT, "--size", "99999999999999999999", NULL};
+    char *c4[] = {ECHO_CLIENT, "--port", "0", NULL}; /* nothing to connect to */
+    char *c5[] = {ECHO_CLIENT, "--size", " 5", NULL};
+    char *c6[] = {ECHO_CLIENT, "--messages", "+5", NULL};
     expect_usage_error(c1);
     expect_usage_error(c2);
     expect_usage_error(c3);
+    expect_usage_error(c4);
+    expect_usage_error(c5);
+    expect_usage_error(c6);
 }
 
 int main(int argc, char **argv)
@@ -478,6 +542,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN); /* the raw-socket client uses MSG_NOSIGNAL anyway */
     RUN(hello_server);
     RUN(echo_server_and_client);
+    RUN(echo_port_zero_large_message);
     RUN(bad_options);
     return test_summary();
 }

@@ -4,6 +4,7 @@
  */
 #include "options.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -31,7 +32,9 @@ static int bad(const char *opt, const char *want, const char *got)
 
 static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
-    if (!*s || *s == '-' || *s == '+')
+    /* Digits only: strtoull would also take leading blanks and a sign,
+     * and turn " -1" into UINT64_MAX. */
+    if (!isdigit((unsigned char)*s))
         return false;
     char *end;
     errno = 0;
@@ -52,6 +55,7 @@ int parse_options(int argc, char **argv, struct demo_options *opt)
         .batches = DEMO_DEFAULT_BATCHES,
         .seed = 1,
     };
+    bool batches_given = false;
     for (int i = 1; i < argc; i++) {
         char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -105,15 +109,21 @@ int parse_options(int argc, char **argv, struct demo_options *opt)
             if (!parse_u64(value, 1, 1000000, &v))
                 return bad(name, "an integer from 1 to 1000000", value);
             opt->batches = (unsigned)v;
+            batches_given = true;
         } else if (!strcmp(name, "--seed")) {
             if (!parse_u64(value, 0, UINT64_MAX, &v))
                 return bad(name, "an unsigned 64-bit integer", value);
             opt->seed = v;
         } else if (!strcmp(name, "--work-scale")) {
+            /* A plain decimal, as for the integers: no blank, sign,
+             * "inf", "nan" or hexadecimal, which strtod would take. */
+            bool plain = (isdigit((unsigned char)value[0]) ||
+                          (value[0] == '.' && isdigit((unsigned char)value[1]))) &&
+                         !strpbrk(value, "xX");
             char *end;
             errno = 0;
-            double k = strtod(value, &end);
-            if (errno || *end || !*value || !isfinite(k) || k <= 0 || k > 1000)
+            double k = plain ? strtod(value, &end) : 0;
+            if (!plain || errno || *end || !isfinite(k) || k <= 0 || k > 1000)
                 return bad(name, "a number greater than 0 and at most 1000", value);
             opt->work_scale = k;
         } else { /* --mode */
@@ -132,10 +142,14 @@ int parse_options(int argc, char **argv, struct demo_options *opt)
             opt->all_modes = false;
         }
     }
-    if (opt->batches > opt->tasks) {
+    if (batches_given && opt->batches > opt->tasks) {
         fprintf(stderr, "corio-demo: --batches %u is more than --tasks %zu\n", opt->batches,
                 opt->tasks);
         return 2;
     }
+    /* The default fits itself to fewer tasks than batches: an empty batch
+     * would only skew the batches run, and other modes do not use it. */
+    if (opt->batches > opt->tasks)
+        opt->batches = (unsigned)opt->tasks;
     return 0;
 }
