@@ -6,7 +6,7 @@
 #
 # WORKERS processes (default: online CPUs) each run `BINARY TEST...` in a
 # loop until SECONDS (default 60) have passed. Every failing run's output is
-# kept, up to KEEP logs (default 5), in $SOAK_DIR (default
+# kept, up to KEEP logs (default 5; 0 keeps none), in $SOAK_DIR (default
 # /tmp/corio-soak). A hung run is killed by the harness's watchdog
 # (CORIO_TEST_WATCHDOG, default 45 s, stretched for sanitizer builds:
 # tests/test.h), which names the test that hung. (A 30 s default here
@@ -28,9 +28,19 @@ while getopts "j:t:k:" opt; do
 done
 shift $((OPTIND - 1))
 [ $# -ge 1 ] || usage
-for n in "$workers" "$seconds" "$keep"; do
-    [[ $n =~ ^[0-9]+$ ]] || { echo "soak: not a number: $n" >&2; exit 2; }
-done
+# WORKERS and SECONDS at least 1: none would report "0 runs, 0 failed" as
+# a pass. KEEP may be 0 (count failures, keep no logs). At most 9 digits,
+# within shell arithmetic; at most 4096 workers, which fork at once.
+number() { # number OPT VALUE MIN MAX
+    if ! [[ $2 =~ ^[0-9]{1,9}$ ]] || [ "$((10#$2))" -lt "$3" ] || [ "$((10#$2))" -gt "$4" ]; then
+        echo "soak: $1 needs an integer from $3 to $4, got '$2'" >&2
+        exit 2
+    fi
+}
+number -j "$workers" 1 4096
+number -t "$seconds" 1 999999999
+number -k "$keep" 0 999999999
+workers=$((10#$workers)) seconds=$((10#$seconds)) keep=$((10#$keep))
 [ -x "$1" ] || { echo "soak: not an executable: $1" >&2; exit 2; }
 
 dir=${SOAK_DIR:-/tmp/corio-soak}
@@ -78,6 +88,7 @@ rm -rf "$dir"/slot.* "$dir"/tally.*
 echo "soak: $* : $runs runs in ${seconds} s on $workers workers, $fails failed"
 if [ "$fails" -gt 0 ]; then
     for f in "$dir"/fail-*.log; do
+        [ -e "$f" ] || { echo "--- no logs kept (-k $keep)"; break; }
         echo "--- $f (last lines)"
         tail -n 5 "$f"
     done
