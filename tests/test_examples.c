@@ -413,22 +413,36 @@ TEST(hello_server)
 
 /* ---- echo ---- */
 
-TEST(echo_server_and_client)
+/* Run echo-client against the server on `port` with `connections`,
+ * `messages` and `size` (NULL: its default), two loops; it must exit 0
+ * and report `expect`. */
+static void echo_client_ok(unsigned port, const char *connections, const char *messages,
+                           const char *size, const char *expect)
 {
-    struct proc p;
-    uint16_t port;
-    server_start(&p, ECHO_SERVER, "echo-server", &port);
     char port_s[16];
     snprintf(port_s, sizeof port_s, "%u", port);
-    char *argv[] = {ECHO_CLIENT, "--port", port_s, "--connections", "200", "--messages", "50",
-                    "--loops", "2", NULL};
+    char *argv[12] = {ECHO_CLIENT, "--port", port_s, "--connections", (char *)connections,
+                      "--messages", (char *)messages, "--loops", "2"};
+    if (size) {
+        argv[9] = "--size";
+        argv[10] = (char *)size;
+    }
     static char out[8192], err[8192];
     int status = run_capture(argv, out, sizeof out, err, sizeof err, 60000);
     if (status == -1)
         FAIL_("echo-client did not finish in 60 s; stderr:\n%s", err);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         FAIL_("echo-client failed (status %d):\n%s%s", status, out, err);
-    CHECK_STR_CONTAINS(out, "200 connections x 50 messages x 1000 bytes: 0 failed");
+    CHECK_STR_CONTAINS(out, expect);
+}
+
+TEST(echo_server_and_client)
+{
+    struct proc p;
+    uint16_t port;
+    server_start(&p, ECHO_SERVER, "echo-server", &port);
+    echo_client_ok(port, "200", "50", NULL,
+                   "200 connections x 50 messages x 1000 bytes: 0 failed");
     server_stop(&p, "echo-server");
 }
 
@@ -468,18 +482,8 @@ TEST(echo_port_zero_large_message)
     CHECK_STR_EQ(rest, "2 loops");
     CHECK(port > 0 && port <= 65535);
     CHECK_EQ(listeners_on((uint16_t)port), 2);
-
-    char port_s[16];
-    snprintf(port_s, sizeof port_s, "%u", port);
-    char *argv[] = {ECHO_CLIENT, "--port", port_s, "--connections", "1", "--messages", "1",
-                    "--size", "16000000", "--loops", "2", NULL};
-    static char out[8192], err[8192];
-    int status = run_capture(argv, out, sizeof out, err, sizeof err, 60000);
-    if (status == -1)
-        FAIL_("echo-client did not finish in 60 s; stderr:\n%s", err);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        FAIL_("echo-client failed (status %d):\n%s%s", status, out, err);
-    CHECK_STR_CONTAINS(out, "1 connections x 1 messages x 16000000 bytes: 0 failed");
+    echo_client_ok(port, "1", "1", "16000000",
+                   "1 connections x 1 messages x 16000000 bytes: 0 failed");
     server_stop(&p, "echo-server");
 }
 

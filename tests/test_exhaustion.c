@@ -312,16 +312,27 @@ static void *main_tib_stacks(void *arg)
 }
 #endif
 
+/* Tests of the address space itself: not where something else manages
+ * it (qemu-user's guest, the sanitizers' shadow, Valgrind). */
+#ifdef TEST_SANITIZED
+#define SKIP_UNLESS_OWN_ADDRESS_SPACE(qemu_why)                                 \
+    do {                                                                        \
+        fprintf(stderr, "   skipped: sanitizers reserve terabytes of address space\n"); \
+        return;                                                                 \
+    } while (0)
+#else
+#define SKIP_UNLESS_OWN_ADDRESS_SPACE(qemu_why)                                 \
+    do {                                                                        \
+        TEST_SKIP_UNDER_QEMU(qemu_why);                                         \
+        TEST_SKIP_IF(TEST_ON_VALGRIND(), "under Valgrind",                      \
+                     "Valgrind manages the address space itself");              \
+    } while (0)
+#endif
+
 TEST(terabyte_default_stacks_on_every_loop)
 {
-    TEST_SKIP_UNDER_QEMU("qemu-user's guest address space is smaller");
-#ifdef TEST_SANITIZED
-    fprintf(stderr, "   skipped: sanitizers reserve terabytes of address space\n");
-#else
-    if (TEST_ON_VALGRIND()) {
-        fprintf(stderr, "   skipped: Valgrind manages the address space itself\n");
-        return;
-    }
+    SKIP_UNLESS_OWN_ADDRESS_SPACE("qemu-user's guest address space is smaller");
+#ifndef TEST_SANITIZED
     corio_config cfg;
     corio_config_init(&cfg);
     cfg.loops = 2;
@@ -332,15 +343,9 @@ TEST(terabyte_default_stacks_on_every_loop)
 
 TEST(address_space_limit)
 {
-    TEST_SKIP_UNDER_QEMU("qemu-user reserves the guest's address space up front, so "
-                         "RLIMIT_AS does not limit the guest's mappings");
-#ifdef TEST_SANITIZED
-    fprintf(stderr, "   skipped: sanitizers reserve terabytes of address space\n");
-#else
-    if (TEST_ON_VALGRIND()) {
-        fprintf(stderr, "   skipped: Valgrind manages the address space itself\n");
-        return;
-    }
+    SKIP_UNLESS_OWN_ADDRESS_SPACE("qemu-user reserves the guest's address space up front, so "
+                                  "RLIMIT_AS does not limit the guest's mappings");
+#ifndef TEST_SANITIZED
     test_child c;
     test_run_child(&c, child_rlimit, NULL);
     fprintf(stderr, "   child: %s", c.out);
