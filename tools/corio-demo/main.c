@@ -95,8 +95,11 @@ int main(int argc, char **argv)
             continue;
         }
         if (r.error) {
-            printf("%-8s %5u %7zu   failed: %s\n", mode_name(r.mode), r.loops, opt.tasks,
-                   corio_strerror(r.error));
+            /* corio_run's EINVAL, with the options checked already, can
+             * only be a CORIO_* environment variable: say so. */
+            printf("%-8s %5u %7zu   failed: %s%s\n", mode_name(r.mode), r.loops, opt.tasks,
+                   corio_strerror(r.error),
+                   r.error == CORIO_EINVAL ? " (check the CORIO_* environment variables)" : "");
             continue;
         }
         if (r.mode == MODE_SINGLE)
