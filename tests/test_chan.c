@@ -600,11 +600,89 @@ TEST(light_tasks)
     run_main_checked(2, main_light, NULL);
 }
 
+/* ---- waiters are served in the order they came ----
+ *
+ * corio.h: waits are FIFO. Six receivers queue on an empty channel (six
+ * senders on a full one) in a known order, alternating loops; main then
+ * sends (receives) one element at a time, and the longest waiter gets it. */
+struct fifo_chan {
+    corio_chan *chan;
+    _Atomic int queued;
+    int value;
+};
+
+static void *fifo_recv(void *arg)
+{
+    struct fifo_chan *f = arg;
+    atomic_fetch_add(&f->queued, 1);
+    int v = -1;
+    CHECK_OK(corio_chan_recv_until(f->chan, &v, corio_deadline_in(10 * CORIO_SEC)));
+    return PTR_OF(v);
+}
+
+static void *fifo_send(void *arg)
+{
+    struct fifo_chan *f = arg;
+    int v = f->value;
+    atomic_fetch_add(&f->queued, 1);
+    CHECK_OK(corio_chan_send_until(f->chan, &v, corio_deadline_in(10 * CORIO_SEC)));
+    return NULL;
+}
+
+static void *main_chan_fifo(void *arg)
+{
+    for (int senders = 0; senders < 2; senders++) {
+        corio_chan *c;
+        CHECK_OK(corio_chan_new(&c, sizeof(int), 1));
+        int filler = 100;
+        if (senders)
+            CHECK_OK(corio_chan_try_send(c, &filler));
+        struct fifo_chan f[6];
+        corio_task *t[6];
+        for (int i = 0; i < 6; i++) {
+            f[i] = (struct fifo_chan){.chan = c, .value = i};
+            corio_spawn_opts o;
+            corio_spawn_opts_init(&o);
+            o.loop = i % 2;
+            CHECK_OK(corio_spawn_ex(&t[i], senders ? fifo_send : fifo_recv, &f[i], &o));
+            while (!atomic_load(&f[i].queued))
+                CHECK_OK(corio_sleep(CORIO_MSEC));
+            CHECK_OK(corio_sleep(2 * CORIO_MSEC)); /* in its wait now */
+        }
+        for (int i = 0; i < 6; i++) {
+            void *r = NULL;
+            if (senders) {
+                int got = -1;
+                CHECK_OK(corio_chan_recv_until(c, &got, corio_deadline_in(10 * CORIO_SEC)));
+                CHECK_EQ(got, i == 0 ? filler : i - 1);
+                CHECK_OK(corio_join(t[i], NULL)); /* its element is in, or taken */
+            } else {
+                CHECK_OK(corio_chan_try_send(c, &i));
+                CHECK_OK(corio_join(t[i], &r));
+                CHECK_EQ(INT_OF(r), i);
+            }
+        }
+        if (senders) {
+            int last = -1;
+            CHECK_OK(corio_chan_try_recv(c, &last));
+            CHECK_EQ(last, 5);
+        }
+        corio_chan_free(c);
+    }
+    return NULL;
+}
+
+TEST(waiters_served_in_order)
+{
+    run_main_checked(2, main_chan_fifo, NULL);
+}
+
 /* ---- a woken waiter cancelled before it runs passes the wake-up on ----
  *
  * A and B wait on the same side of a channel, A first. The other side
- * wakes A (for an element, or a free slot), and A is cancelled before it
- * runs (same loop: main does both without yielding). A fails with
+ * wakes A (for an element, or a free slot: the longest waiter, as
+ * waiters_served_in_order checks), and A is cancelled before it runs
+ * (same loop: main does both without yielding). A fails with
  * CORIO_ECANCELED and takes nothing; B must get what A was woken for,
  * not wait for the next operation.
  */
@@ -682,6 +760,7 @@ int main(int argc, char **argv)
     RUN(try_send_try_recv);
     RUN(bad_arguments);
     RUN(light_tasks);
+    RUN(waiters_served_in_order);
     RUN(cancelled_waiter_passes_wakeup_on);
     return test_summary();
 }

@@ -291,7 +291,7 @@ static void *main_read_deadline(void *arg)
         t0 = corio_now();
         CHECK_ERR(corio_read_until(p[0], buf, sizeof buf, corio_now() - CORIO_MSEC),
                   CORIO_ETIMEDOUT);
-        CHECK_LT(corio_now() - t0, 20 * CORIO_MSEC);
+        CHECK_LT(corio_now() - t0, CORIO_SEC * TEST_SLOW); /* loose: a loaded machine */
         /* Data written afterwards arrives whole. */
         CHECK_EQ(corio_write(p[1], "hello, pipe", 11), 11);
         ssize_t n = corio_read_until(p[0], buf, sizeof buf, corio_deadline_in(CORIO_SEC));
@@ -775,6 +775,45 @@ TEST(blocking_mode_descriptor)
               WIFSIGNALED(c.status) ? WTERMSIG(c.status) : WEXITSTATUS(c.status), c.out);
 }
 
+/* ---- fairness: a task whose IO never waits still lets others run ----
+ *
+ * corio.h: such a task yields every 128 calls. On one loop, a reader of
+ * /dev/zero (always ready) reads until a neighbour task has run; the
+ * neighbour must get the CPU within a few budgets, not after the reader
+ * gives up. */
+static _Atomic int neighbour_ran;
+
+static void *set_neighbour_ran(void *arg)
+{
+    atomic_store(&neighbour_ran, 1);
+    return NULL;
+}
+
+static void *main_io_budget(void *arg)
+{
+    int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    CHECK_GE(fd, 0);
+    atomic_store(&neighbour_ran, 0);
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), set_neighbour_ran, NULL));
+    long reads = 0;
+    char buf[64];
+    while (!atomic_load(&neighbour_ran) && reads < 100000) {
+        CHECK_EQ(corio_read(fd, buf, sizeof buf), (ssize_t)sizeof buf);
+        reads++;
+    }
+    fprintf(stderr, "   the neighbour ran after %ld reads\n", reads);
+    CHECK_LE(reads, 2 * 128);
+    CHECK_OK(corio_join(t, NULL));
+    CHECK_OK(corio_close(fd));
+    return NULL;
+}
+
+TEST(busy_reader_lets_neighbours_run)
+{
+    run_main_checked(1, main_io_budget, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(wait_readable_blocks_until_written);
@@ -790,5 +829,6 @@ int main(int argc, char **argv)
     RUN(bad_arguments);
     RUN(io_outside_a_task);
     RUN(blocking_mode_descriptor);
+    RUN(busy_reader_lets_neighbours_run);
     return test_summary();
 }
