@@ -641,9 +641,7 @@ static void *main_chan_fifo(void *arg)
         corio_task *t[6];
         for (int i = 0; i < 6; i++) {
             f[i] = (struct fifo_chan){.chan = c, .value = i};
-            corio_spawn_opts o;
-            corio_spawn_opts_init(&o);
-            o.loop = i % 2;
+            corio_spawn_opts o = on_loop(i % 2, false);
             CHECK_OK(corio_spawn_ex(&t[i], senders ? fifo_send : fifo_recv, &f[i], &o));
             while (!atomic_load(&f[i].queued))
                 CHECK_OK(corio_sleep(CORIO_MSEC));

@@ -688,9 +688,7 @@ static void *light_closer(void *arg)
     atomic_store(&spinner_done, 0);
     corio_group *g;
     CHECK_OK(corio_group_new(&g, 0));
-    corio_spawn_opts o;
-    corio_spawn_opts_init(&o);
-    o.loop = 1;
+    corio_spawn_opts o = on_loop(1, false);
     CHECK_OK(corio_group_spawn_ex(g, spin_then_fail, NULL, &o));
     CHECK_OK(corio_sleep(10 * CORIO_MSEC)); /* shallow: a small buffer */
     int rc = 0;
@@ -706,10 +704,7 @@ static void *light_closer(void *arg)
  * wait (seen in 1 run of 4), and that round proves less. */
 static void *main_close_without_memory(void *arg)
 {
-    corio_spawn_opts o;
-    corio_spawn_opts_init(&o);
-    o.flags = CORIO_TASK_LIGHT;
-    o.loop = 0;
+    corio_spawn_opts o = on_loop(0, true);
     bool fired = false;
     for (int round = 0; round < 10 && !fired; round++) {
         corio_task *t;

@@ -237,50 +237,72 @@ TEST(semaphore_bound)
     run_main_checked(2, main_sem_bound, NULL);
 }
 
-/* ---- semaphore: FIFO hand-off ---- */
+/* ---- FIFO hand-off: six waiters queued in a known order ---- */
 
-struct fifo_sem {
-    corio_sem *sem;
+#define FIFO_WAITERS 6
+
+struct fifo_order {
+    void *obj; /* the semaphore or mutex waited on */
     _Atomic int queued, order_next;
-    int order[6];
+    int order[FIFO_WAITERS]; /* who got it, in the order they got it */
 };
 
-static void *fifo_waiter(void *arg)
+struct fifo_waiter_arg {
+    struct fifo_order *f;
+    int me;
+};
+
+/* Record that waiter `me` got the object. */
+static void fifo_got(struct fifo_order *f, int me)
 {
-    struct fifo_sem *f = *(struct fifo_sem **)arg;
-    int me = (int)((intptr_t *)arg)[1];
-    atomic_fetch_add(&f->queued, 1);
-    CHECK_OK(corio_sem_acquire_until(f->sem, corio_deadline_in(10 * CORIO_SEC)));
     f->order[atomic_fetch_add(&f->order_next, 1)] = me;
+}
+
+/* Spawn FIFO_WAITERS tasks running `waiter` (alternating loops, the later
+ * ones light), each queued in its wait before the next is spawned. */
+static void fifo_queue(struct fifo_order *f, corio_fn waiter,
+                       struct fifo_waiter_arg args[FIFO_WAITERS], corio_task *t[FIFO_WAITERS])
+{
+    for (int i = 0; i < FIFO_WAITERS; i++) {
+        args[i] = (struct fifo_waiter_arg){f, i};
+        corio_spawn_opts o = on_loop(i % 2, i >= FIFO_WAITERS / 2);
+        CHECK_OK(corio_spawn_ex(&t[i], waiter, &args[i], &o));
+        while (atomic_load(&f->queued) < i + 1)
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_sleep(2 * CORIO_MSEC)); /* in its wait now */
+    }
+}
+
+/* ---- semaphore: FIFO hand-off ---- */
+
+static void *fifo_acquirer(void *arg)
+{
+    struct fifo_waiter_arg *a = arg;
+    atomic_fetch_add(&a->f->queued, 1);
+    CHECK_OK(corio_sem_acquire_until(a->f->obj, corio_deadline_in(10 * CORIO_SEC)));
+    fifo_got(a->f, a->me);
     return NULL;
 }
 
 static void *main_sem_fifo(void *arg)
 {
-    struct fifo_sem f = {0};
-    CHECK_OK(corio_sem_new(&f.sem, 0));
-    corio_task *t[6];
-    void *args[6][2];
-    /* Queue six waiters in a known order, alternating loops. */
-    for (int i = 0; i < 6; i++) {
-        args[i][0] = &f;
-        args[i][1] = PTR_OF(i);
-        corio_spawn_opts o = on_loop(i % 2, i >= 3);
-        CHECK_OK(corio_spawn_ex(&t[i], fifo_waiter, args[i], &o));
-        while (atomic_load(&f.queued) < i + 1)
-            CHECK_OK(corio_sleep(CORIO_MSEC));
-        CHECK_OK(corio_sleep(2 * CORIO_MSEC));
-    }
+    struct fifo_order f = {0};
+    corio_sem *sem;
+    CHECK_OK(corio_sem_new(&sem, 0));
+    f.obj = sem;
+    corio_task *t[FIFO_WAITERS];
+    struct fifo_waiter_arg args[FIFO_WAITERS];
+    fifo_queue(&f, fifo_acquirer, args, t);
     /* One permit at a time: each goes to the longest waiter, directly
      * (no barging: the count stays at zero). */
-    for (int i = 0; i < 6; i++) {
-        CHECK_OK(corio_sem_release(f.sem));
-        CHECK_EQ(corio_sem_available(f.sem), 0);
+    for (int i = 0; i < FIFO_WAITERS; i++) {
+        CHECK_OK(corio_sem_release(sem));
+        CHECK_EQ(corio_sem_available(sem), 0);
         CHECK_OK(corio_join(t[i], NULL));
         CHECK_EQ(f.order[i], i);
     }
-    CHECK_EQ(corio_sem_available(f.sem), 0);
-    corio_sem_free(f.sem);
+    CHECK_EQ(corio_sem_available(sem), 0);
+    corio_sem_free(sem);
     return NULL;
 }
 
@@ -299,46 +321,33 @@ TEST(semaphore_fifo_handoff)
 
 /* ---- mutex: FIFO hand-off ----
  *
- * corio.h: waits are FIFO. Six lockers queue in a known order while main
- * holds the mutex; each unlock hands it to the longest waiter. */
-struct fifo_mutex {
-    corio_mutex *mutex;
-    _Atomic int queued, order_next;
-    int order[6];
-};
-
+ * corio.h: waits are FIFO. The lockers queue while main holds the mutex;
+ * each unlock hands it to the longest waiter. */
 static void *fifo_locker(void *arg)
 {
-    struct fifo_mutex *f = *(struct fifo_mutex **)arg;
-    int me = (int)((intptr_t *)arg)[1];
-    atomic_fetch_add(&f->queued, 1);
-    CHECK_OK(corio_mutex_lock_until(f->mutex, corio_deadline_in(10 * CORIO_SEC)));
-    f->order[atomic_fetch_add(&f->order_next, 1)] = me;
-    CHECK_OK(corio_mutex_unlock(f->mutex));
+    struct fifo_waiter_arg *a = arg;
+    atomic_fetch_add(&a->f->queued, 1);
+    CHECK_OK(corio_mutex_lock_until(a->f->obj, corio_deadline_in(10 * CORIO_SEC)));
+    fifo_got(a->f, a->me);
+    CHECK_OK(corio_mutex_unlock(a->f->obj));
     return NULL;
 }
 
 static void *main_mutex_fifo(void *arg)
 {
-    struct fifo_mutex f = {0};
-    CHECK_OK(corio_mutex_new(&f.mutex));
-    CHECK_OK(corio_mutex_lock(f.mutex));
-    corio_task *t[6];
-    void *args[6][2];
-    for (int i = 0; i < 6; i++) {
-        args[i][0] = &f;
-        args[i][1] = PTR_OF(i);
-        corio_spawn_opts o = on_loop(i % 2, i >= 3);
-        CHECK_OK(corio_spawn_ex(&t[i], fifo_locker, args[i], &o));
-        while (atomic_load(&f.queued) < i + 1)
-            CHECK_OK(corio_sleep(CORIO_MSEC));
-        CHECK_OK(corio_sleep(2 * CORIO_MSEC));
-    }
-    CHECK_OK(corio_mutex_unlock(f.mutex));
-    CHECK_OK(corio_gather(t, 6, NULL));
-    for (int i = 0; i < 6; i++)
+    struct fifo_order f = {0};
+    corio_mutex *mutex;
+    CHECK_OK(corio_mutex_new(&mutex));
+    f.obj = mutex;
+    CHECK_OK(corio_mutex_lock(mutex));
+    corio_task *t[FIFO_WAITERS];
+    struct fifo_waiter_arg args[FIFO_WAITERS];
+    fifo_queue(&f, fifo_locker, args, t);
+    CHECK_OK(corio_mutex_unlock(mutex));
+    CHECK_OK(corio_gather(t, FIFO_WAITERS, NULL));
+    for (int i = 0; i < FIFO_WAITERS; i++)
         CHECK_EQ(f.order[i], i);
-    corio_mutex_free(f.mutex);
+    corio_mutex_free(mutex);
     return NULL;
 }
 
