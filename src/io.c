@@ -169,8 +169,11 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
         e->waiter[dir] = NULL;
     /* Woken by readiness, then the number was closed (by a task of this
      * loop that ran first, or on another loop) and maybe reused: the
-     * caller's file is gone, whatever file has the number now. */
-    if (rc == 0 && (!e->registered || e->gen != gen || gen_now(fd) != gen))
+     * caller's file is gone, whatever file has the number now. Every
+     * corio_close bumps the generation (the page exists: registering
+     * made it), and an entry is unregistered or re-registered only after
+     * one, so the generation alone tells. */
+    if (rc == 0 && gen_now(fd) != gen)
         rc = CORIO_EBADF;
     return rc;
 }
