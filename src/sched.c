@@ -721,6 +721,19 @@ static bool shutdown_step(corio__loop *l)
     return false;
 }
 
+/* Run t, unless it never ran and the runtime stops: the main task may
+ * have returned since this loop last polled (so the runtime's flag, not
+ * just ours), and tasks that had not started by then never start
+ * (asyncio.run's rule). Started tasks, roaming ones included, run. */
+static void run_unless_stopped(corio__loop *l, corio_task *t)
+{
+    if (t->state == CORIO__TASK_NEW &&
+        (l->stopping || atomic_load_explicit(&l->rt->stopping, memory_order_acquire)))
+        task_finish_unrun(l, t, CORIO_ESHUTDOWN);
+    else
+        run_task(l, t);
+}
+
 void corio__loop_run(corio__loop *l)
 {
     corio__runtime *rt = l->rt;
@@ -734,14 +747,7 @@ void corio__loop_run(corio__loop *l)
             t = next_runnable(l);
         }
         if (t) {
-            /* The runtime's flag, not just ours: this loop may not have
-             * polled since the main task returned, and tasks that had not
-             * started by then never start (asyncio.run's rule). */
-            if (t->state == CORIO__TASK_NEW &&
-                (l->stopping || atomic_load_explicit(&rt->stopping, memory_order_acquire)))
-                task_finish_unrun(l, t, CORIO_ESHUTDOWN);
-            else
-                run_task(l, t);
+            run_unless_stopped(l, t);
             continue;
         }
         if (l->stopping) {
@@ -767,14 +773,7 @@ void corio__loop_run(corio__loop *l)
                 else if (corio__runq_len(&l->runq))
                     corio__notify_idle(rt, l, false);
             }
-            /* As for our own queue: the main task may have returned since
-             * this loop last polled, and a task that had not started by
-             * then never starts. (Roaming tasks have started: they run.) */
-            if (t->state == CORIO__TASK_NEW &&
-                atomic_load_explicit(&rt->stopping, memory_order_acquire))
-                task_finish_unrun(l, t, CORIO_ESHUTDOWN);
-            else
-                run_task(l, t);
+            run_unless_stopped(l, t); /* as for our own queue */
             continue;
         }
         park(l);
