@@ -49,16 +49,27 @@ static bool accept_error_is_transient(int err)
     }
 }
 
+/* A connection task that never runs (no stack for it, or the server
+ * stops first) still owns its socket. */
+static void close_unserved(void *arg, int error)
+{
+    corio_close((int)(intptr_t)arg);
+}
+
 /* A child of run_server's group: accept until a fatal error (returned,
- * which cancels the other loops) or until the group cancels it. */
+ * which cancels the other loops) or until the group cancels it. Each
+ * connection is served by a detached task on this loop. */
 static int accept_loop(void *arg)
 {
     struct accept_args *a = arg;
-    unsigned here = (unsigned)corio_loop_index();
+    corio_spawn_opts conn_opts;
+    corio_spawn_opts_init(&conn_opts);
+    conn_opts.loop = corio_loop_index();
+    conn_opts.discard = close_unserved;
     for (;;) {
         int fd = corio_accept(a->listener, NULL, NULL);
         if (fd >= 0) {
-            if (corio_spawn_on(NULL, here, a->server->serve, (void *)(intptr_t)fd) != 0)
+            if (corio_spawn_ex(NULL, a->server->serve, (void *)(intptr_t)fd, &conn_opts) != 0)
                 corio_close(fd);
             continue;
         }

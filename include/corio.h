@@ -263,9 +263,23 @@ typedef struct corio_spawn_opts {
     size_t stack_size; /* 0: the runtime's default */
     int loop;          /* -1: any loop (stealable); >= 0: that loop, never stolen */
     unsigned flags;    /* enum corio_spawn_flags */
+    /*
+     * Called as discard(arg, error) if the task ends without ever running,
+     * error saying why (CORIO_ENOSTACK: no stack could be had when it
+     * would start; CORIO_ESHUTDOWN: dropped by shutdown), so that what arg
+     * owns (a socket, a buffer, a URL to report) is never lost, even for a
+     * detached task: once a spawn succeeds, arg is consumed exactly once,
+     * by fn or by discard. It runs once, on a loop thread but outside any
+     * task (so it must not wait: corio calls that need a task fail with
+     * CORIO_EPERM; corio_close works), before the task's join or gather
+     * returns. Not called when the spawn itself fails: then arg is still
+     * the caller's. NULL: none.
+     */
+    void (*discard)(void *arg, int error);
 } corio_spawn_opts;
 
-/* Fill *opts with the defaults: default stack, any loop, no flags. */
+/* Fill *opts with the defaults: default stack, any loop, no flags, no
+ * discard. */
 CORIO_API void corio_spawn_opts_init(corio_spawn_opts *opts);
 
 /*
@@ -283,7 +297,8 @@ CORIO_API void corio_spawn_opts_init(corio_spawn_opts *opts);
  * task reuses the stack its predecessor just gave back). If no stack can
  * be had then, the task does not run, and its join reports
  * CORIO_ENOSTACK. Bound the number of tasks with max_tasks to rule that
- * out.
+ * out, and give corio_spawn_ex a discard function to release what arg
+ * holds when that happens (or when shutdown drops the task).
  */
 CORIO_API int corio_spawn(corio_task **task, corio_fn fn, void *arg);
 /* As corio_spawn, on loop `loop`, where it stays (never stolen).
@@ -405,7 +420,10 @@ CORIO_API int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *
  * answer. */
 CORIO_API int corio_group_wait(corio_group *group);
 CORIO_API int corio_group_wait_until(corio_group *group, corio_time_t deadline);
-/* The first failure a child returned, or 0. (A child cancelled by the
+/* The first failure a child returned, or 0. A child that never ran (no
+ * stack: CORIO_ENOSTACK; dropped by shutdown: CORIO_ESHUTDOWN) failed
+ * too, from the moment it was dropped (which under
+ * CORIO_GROUP_CANCEL_ON_ERROR cancels the others). (A child cancelled by the
  * group usually fails with CORIO_ECANCELED itself; keeping the children's
  * results apart from the wait's own keeps the two from being confused.) */
 CORIO_API int corio_group_error(corio_group *group);

@@ -30,6 +30,7 @@ struct group_child {
     corio_group *group;
     corio_group_fn fn;
     void *arg;
+    void (*discard)(void *arg, int error); /* the spawn's, called with arg */
 };
 
 struct corio_group {
@@ -68,18 +69,33 @@ static void cancel_children(corio_group *g)
     corio__spin_unlock(&g->lock);
 }
 
+static void child_failed(corio_group *g, int rc)
+{
+    int none = 0;
+    atomic_compare_exchange_strong(&g->first_error, &none, rc);
+    if (g->flags & CORIO_GROUP_CANCEL_ON_ERROR)
+        cancel_children(g);
+}
+
 static void *child_main(void *arg)
 {
     struct group_child *c = arg;
-    corio_group *g = c->group;
     int rc = c->fn(c->arg);
-    if (rc != 0) {
-        int none = 0;
-        atomic_compare_exchange_strong(&g->first_error, &none, rc);
-        if (g->flags & CORIO_GROUP_CANCEL_ON_ERROR)
-            cancel_children(g);
-    }
+    if (rc != 0)
+        child_failed(c->group, rc);
     return NULL;
+}
+
+/* A child that never ran (no stack, or shutdown) failed as surely as one
+ * that returned an error, and is reported at once, not when the wait
+ * reaches it. Its own discard, if any, gets its own argument (the wrapper
+ * stays the group's to free when the child is joined). */
+static void child_discard(void *arg, int error)
+{
+    struct group_child *c = arg;
+    if (c->discard)
+        c->discard(c->arg, error);
+    child_failed(c->group, error);
 }
 
 int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
@@ -92,7 +108,13 @@ int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
     struct group_child *c = corio__malloc(sizeof *c);
     if (!c)
         return CORIO_ENOMEM;
-    *c = (struct group_child){group, fn, arg};
+    *c = (struct group_child){group, fn, arg, opts ? opts->discard : NULL};
+    corio_spawn_opts child_opts;
+    if (opts)
+        child_opts = *opts;
+    else
+        corio_spawn_opts_init(&child_opts);
+    child_opts.discard = child_discard;
 
     corio__spin_lock(&group->lock);
     if (group->count == group->cap) {
@@ -113,7 +135,7 @@ int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
     /* Spawned under the lock so a concurrent cancel sees the child. The
      * spawn itself never waits. */
     corio_task *t;
-    int rc = corio_spawn_ex(&t, child_main, c, opts);
+    int rc = corio_spawn_ex(&t, child_main, c, &child_opts);
     if (rc == 0) {
         group->children[group->count] = t;
         group->ctx[group->count] = c;

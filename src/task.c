@@ -56,6 +56,7 @@ void corio_spawn_opts_init(corio_spawn_opts *opts)
     opts->stack_size = 0;
     opts->loop = -1;
     opts->flags = 0;
+    opts->discard = NULL;
 }
 
 /* ---- task memory ---- */
@@ -210,10 +211,21 @@ int corio_spawn_ex(corio_task **task, corio_fn fn, void *arg, const corio_spawn_
         atomic_store_explicit(&rt->migrating, true, memory_order_relaxed);
     if (opts->loop >= 0)
         flags |= CORIO__TF_PINNED;
+    struct corio__spawn_discard *wrapped = NULL;
+    if (opts->discard) {
+        wrapped = corio__malloc(sizeof *wrapped);
+        if (!wrapped)
+            return CORIO_ENOMEM;
+        *wrapped = (struct corio__spawn_discard){arg, opts->discard};
+        arg = wrapped;
+        flags |= CORIO__TF_DISCARD;
+    }
     corio_task *t;
     int rc = corio__task_create(l, &t, fn, arg, stack_size, flags, task == NULL);
-    if (rc != 0)
+    if (rc != 0) {
+        corio__free(wrapped);
         return rc;
+    }
     if (task)
         *task = t;
 

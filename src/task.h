@@ -74,6 +74,17 @@ enum corio__task_flag {
      * the task migrate (sched.c, roam_push). */
     CORIO__TF_TIMED = 1u << 5,      /* counted in its loop's timers.armed */
     CORIO__TF_JOINING = 1u << 6,    /* counted in its loop's `joining` */
+    /* Until it first runs, `arg` points to a corio__spawn_discard (the
+     * spawn gave a discard function; sched.c unwraps or calls it). */
+    CORIO__TF_DISCARD = 1u << 7,
+};
+
+/* What a task spawned with a discard function carries until it first
+ * runs. Kept out of the task object, which has no room left (64 bytes),
+ * so only spawns that ask for it pay (a malloc). */
+struct corio__spawn_discard {
+    void *arg;
+    void (*discard)(void *arg, int error);
 };
 
 #define CORIO__WAIT_IDLE 0u

@@ -356,14 +356,27 @@ TEST(address_space_limit)
 
 /* ---- fault injection ---- */
 
+#define SCENARIO_MAX 80
+
 static void *blocking_fn(void *arg) { return PTR_OF(INT_OF(arg) + 1); }
 
 /* Propagates errors instead of asserting: under fault injection any call
  * may fail, and must do so cleanly. A wrong *result* is not an error but a
  * bug, reported as -1000. */
+/* Per child argument: how often it was consumed, by the child running or
+ * by its discard (corio_spawn_opts): once, whatever failed. */
+static _Atomic int scenario_consumed[SCENARIO_MAX];
+static _Atomic int scenario_spawned;
+
+static void scenario_discard(void *arg, int error)
+{
+    atomic_fetch_add(&scenario_consumed[INT_OF(arg)], 1);
+}
+
 static void *scenario_child(void *arg)
 {
     intptr_t i = INT_OF(arg);
+    atomic_fetch_add(&scenario_consumed[i], 1);
     int rc = corio_sleep(CORIO_MSEC / 2);
     if (rc != 0)
         return PTR_OF(rc);
@@ -379,8 +392,6 @@ static void *scenario_child(void *arg)
     return PTR_OF(i * 10);
 }
 
-#define SCENARIO_MAX 80
-
 /* arg: how many tasks. 6 exercises each kind of call; 80 also needs a
  * second task slab and grows the timer heap past its first 64 slots. */
 static _Atomic int scenario_ran;
@@ -394,6 +405,7 @@ static void *scenario(void *arg)
     int n = 0, first_err = 0;
     corio_spawn_opts o;
     corio_spawn_opts_init(&o);
+    o.discard = scenario_discard;
     for (int i = 0; i < N; i++) {
         o.flags = i % 2 ? CORIO_TASK_LIGHT : 0;
         o.loop = i % 6 == 5 ? 1 : -1;
@@ -403,6 +415,7 @@ static void *scenario(void *arg)
             break;
         }
         n++;
+        atomic_store(&scenario_spawned, n);
     }
     int rc = corio_gather(t, (size_t)n, res);
     bool some_unrun = test_err_is(rc, "ENOSTACK");
@@ -439,6 +452,23 @@ static bool clean_error(long v)
            test_err_is((int)v, "ENOSTACK");
 }
 
+static void scenario_reset(void)
+{
+    atomic_store(&scenario_ran, 0);
+    atomic_store(&scenario_spawned, 0);
+    for (int i = 0; i < SCENARIO_MAX; i++)
+        atomic_store(&scenario_consumed[i], 0);
+}
+
+/* After corio_run: each child spawned ran or was discarded, once. */
+static void scenario_check_consumed(long fault_at)
+{
+    for (int i = 0; i < atomic_load(&scenario_spawned); i++)
+        if (atomic_load(&scenario_consumed[i]) != 1)
+            FAIL_("fault at call %ld: child %d's argument consumed %d times", fault_at, i,
+                  atomic_load(&scenario_consumed[i]));
+}
+
 static void fault_injection(int ntasks)
 {
     corio_config cfg;
@@ -450,9 +480,12 @@ static void fault_injection(int ntasks)
     test_baseline base = test_baseline_take();
     corio__fault_arm(0);
     void *r = PTR_OF(-1);
+    scenario_reset();
     CHECK_OK(corio_run(&cfg, scenario, arg, &r));
     CHECK_EQ(INT_OF(r), 0);
     CHECK_NO_LEAKS(base);
+    CHECK_EQ(atomic_load(&scenario_spawned), ntasks);
+    scenario_check_consumed(0);
 
     long limit = 5000, n;
     int failed_run = 0, failed_main = 0, survived = 0;
@@ -461,10 +494,11 @@ static void fault_injection(int ntasks)
         base = test_baseline_take();
         corio__fault_arm((uint64_t)n);
         r = PTR_OF(-1);
-        atomic_store(&scenario_ran, 0);
+        scenario_reset();
         int rc = corio_run(&cfg, scenario, arg, &r);
         bool fired = corio__fault_fired();
         corio__fault_arm(0);
+        scenario_check_consumed(n);
         /* corio_run's 0 says main ran (the fault may have cost it its
          * stack: that must be an error, not a NULL result). */
         if (rc == 0 && !atomic_load(&scenario_ran))
