@@ -357,10 +357,14 @@ CORIO_API corio_task *corio_self(void);
 /* A task's id: unique within the process, never 0. */
 CORIO_API uint64_t corio_task_id(const corio_task *task);
 
-/* Let other ready tasks on this loop run. Returns 0, or CORIO_ECANCELED if
- * a cancellation was pending (yield is a cancellation point). A light task
- * may also get CORIO_ENOMEM (no memory to keep its frames while it waits);
- * so may every blocking call of a light task. */
+/* Let other ready tasks on this loop run: the woken ones ahead of the
+ * caller and, when no started task is ready, every task then waiting to
+ * start on this loop (as asyncio.sleep(0) does: after corio_spawn, a
+ * yield lets the new task start, unless an idle loop takes it or is
+ * about to). Returns 0, or CORIO_ECANCELED if a cancellation was pending
+ * (yield is a cancellation point). A light task may also get
+ * CORIO_ENOMEM (no memory to keep its frames while it waits); so may
+ * every blocking call of a light task. */
 CORIO_API int corio_yield(void);
 
 /* Suspend the calling task for `ns` nanoseconds / until `deadline`.

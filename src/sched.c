@@ -333,10 +333,11 @@ void corio__loop_suspend(corio__loop *l, corio_task *self)
 {
     /* Straight to the next ready task when nothing needs the scheduler:
      * it has run before (starting one may fail and needs the scheduler's
-     * error path) and its frames are where they belong. */
+     * error path), its frames are where they belong, and no picks are
+     * owed to the queues (a lone yielder's, wait.c). */
     corio_task *next = l->ready_head;
     if (l->tick < CORIO__POLL_INTERVAL && !(self->flags & CORIO__TF_LIGHT) && next &&
-        next->state != CORIO__TASK_NEW && direct_ok(l, next)) {
+        next->state != CORIO__TASK_NEW && direct_ok(l, next) && !l->queue_picks) {
         /* Counted even when the next task is the caller itself (a lone
          * yielder): the count is what makes the loop poll again. */
         l->tick++;
@@ -468,7 +469,8 @@ static void poll_events(corio__loop *l)
     if (!l->stopping && atomic_load_explicit(&l->rt->stopping, memory_order_acquire))
         enter_stopping(l);
     l->tick = 0;
-    l->queues_first = true;
+    if (!l->queue_picks)
+        l->queue_picks = 1;
     l->light_stalled = false;
     l->start_credit = 0; /* credit is for a burst, not for later */
 }
@@ -497,19 +499,22 @@ static corio_task *roam_pop(corio__loop *l)
 }
 
 /* Ready tasks first, then woken migrating tasks, then never-run tasks;
- * the first pick after each poll the other way round, so that neither
- * queue can starve behind a stream of wake-ups or a task that keeps
- * yielding. (A count of picks modulo the poll interval did not do it: a
- * lone yielder switches straight back to itself until the loop polls,
- * and the scheduler's first pick after the poll is at count 0.) */
+ * the other way round for the picks owed to the queues (`queue_picks`:
+ * the first pick after each poll, and all a lone yielder found queued),
+ * so that neither queue can starve behind a stream of wake-ups or a task
+ * that keeps yielding. (A count of picks modulo the poll interval did not
+ * do it: a lone yielder switches straight back to itself until the loop
+ * polls, and the scheduler's first pick after the poll is at count 0.) */
 static corio_task *next_runnable(corio__loop *l)
 {
     corio_task *t = NULL;
-    if (l->queues_first) {
-        l->queues_first = false;
+    if (l->queue_picks) {
+        l->queue_picks--;
         t = pop_new(l);
         if (!t)
             t = roam_pop(l);
+        if (!t)
+            l->queue_picks = 0; /* emptied, stolen, or held back for balance */
     }
     if (!t && !l->light_stalled)
         t = ready_pop(l);

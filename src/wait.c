@@ -239,12 +239,21 @@ int corio_cancel(corio_task *task)
 int corio__yield_now(corio_task *self)
 {
     corio__loop *l = self->home;
-    if (!l->ready_head && corio__runq_len(&l->runq) == 0 && corio__runq_owner_empty(&l->roam) &&
-        l->tick + 1 < CORIO__POLL_INTERVAL) {
-        /* Nobody else to run: keep the CPU, but count it as a task run so
-         * that a yield loop still lets the loop poll on time. */
-        l->tick++;
-        return 0;
+    if (!l->ready_head) {
+        /* No started task is ready. Every task waiting to start (or a
+         * woken migrating one) then goes first, as asyncio's sleep(0) runs
+         * every callback that was ready and Go's Gosched the local queue:
+         * the scheduler owes the queues that many picks (sched.c), instead
+         * of the yielder switching back to itself until the loop polls.
+         * With none, keep the CPU, but count it as a task run so that a
+         * yield loop still lets the loop poll on time. */
+        size_t queued = corio__runq_len(&l->runq) + corio__runq_len(&l->roam);
+        if (queued > l->queue_picks) {
+            l->queue_picks = queued;
+        } else if (!queued && l->tick + 1 < CORIO__POLL_INTERVAL) {
+            l->tick++;
+            return 0;
+        }
     }
     if (self->flags & CORIO__TF_LIGHT) {
         int rc = corio__light_reserve(self);

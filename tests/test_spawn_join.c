@@ -447,12 +447,54 @@ static void *main_yield_until_child(void *arg)
             yields++;
         }
         CHECK_EQ(atomic_load(&ran_child), 1);
-        CHECK_LE(yields, 1000); /* a poll interval is 61 picks */
+        /* One yield: nothing else was ready, so everything queued goes
+         * first (it used to take up to a poll interval, 61 picks). */
+        CHECK_EQ(yields, 1);
     }
     return NULL;
 }
 
 TEST(yield_lets_new_tasks_run) { run_main_checked(1, main_yield_until_child, NULL); }
+
+/* Every task queued when a lone task yields starts before the yield
+ * returns, however each one leaves the CPU (returns, sleeps, yields
+ * itself, or is a light task), and none queued after it is owed that. */
+static _Atomic int started;
+
+static void *count_start_then(void *arg)
+{
+    atomic_fetch_add(&started, 1);
+    switch (INT_OF(arg) % 3) {
+    case 1:
+        corio_sleep(CORIO_MSEC);
+        break;
+    case 2:
+        corio_yield();
+        break;
+    }
+    return NULL;
+}
+
+static void *main_one_yield_starts_all(void *arg)
+{
+    enum { N = 200 };
+    corio_task *t[N];
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    for (int round = 0; round < 20; round++) {
+        atomic_store(&started, 0);
+        for (int i = 0; i < N; i++) {
+            o.flags = i % 4 == 3 ? CORIO_TASK_LIGHT : 0;
+            CHECK_OK(corio_spawn_ex(&t[i], count_start_then, PTR_OF(i + round), &o));
+        }
+        CHECK_OK(corio_yield());
+        CHECK_EQ(atomic_load(&started), N);
+        CHECK_OK(corio_gather(t, N, NULL));
+    }
+    return NULL;
+}
+
+TEST(one_yield_starts_every_queued_task) { run_main_checked(1, main_one_yield_starts_all, NULL); }
 
 /* ---- a handle used after its release ----
  *
@@ -523,6 +565,7 @@ int main(int argc, char **argv)
     RUN(identity);
     RUN(join_and_gather_deadlines);
     RUN(yield_lets_new_tasks_run);
+    RUN(one_yield_starts_every_queued_task);
     RUN(released_handle_is_einval);
     return test_summary();
 }
