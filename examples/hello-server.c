@@ -13,7 +13,6 @@
  * exits 1 if it cannot listen, or accept fails for good. --port 0: any
  * free port, which the "listening" line names.
  */
-#define _GNU_SOURCE /* memmem */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -113,6 +112,25 @@ static long parse_request(const char *req, size_t head_len, int *keep_alive)
     return (*stop || errno == ERANGE || body < 0) ? -1 : body;
 }
 
+/* Length of the request head at the start of [p, p + len): up to and
+ * including the empty line that ends it, or 0 if it has not all arrived.
+ * Lines may end in a bare LF, which RFC 9112 (2.2) lets a server accept
+ * (curl never sends one; hand-typed requests do). */
+static size_t head_length(const char *p, size_t len)
+{
+    for (const char *nl = p; (nl = memchr(nl, '\n', len - (size_t)(nl - p)));) {
+        const char *next = nl + 1;
+        if (next < p + len && *next == '\r')
+            next++;
+        if (next >= p + len)
+            return 0;
+        if (*next == '\n')
+            return (size_t)(next - p) + 1;
+        nl++;
+    }
+    return 0;
+}
+
 #define BUF_SIZE 16384
 #define OUT_SIZE (64 * sizeof response_close)
 
@@ -138,15 +156,14 @@ static void *serve_connection(void *arg)
                     break;
             }
             char *start = buf + used;
-            char *head_end = memmem(start, have - used, "\r\n\r\n", 4);
-            if (!head_end) {
+            size_t head_len = head_length(start, have - used);
+            if (!head_len) {
                 if (have - used == BUF_SIZE) { /* a head bigger than the buffer */
                     corio_write(fd, bad_request, sizeof bad_request - 1);
                     open = 0;
                 }
                 break;
             }
-            size_t head_len = (size_t)(head_end - start) + 4;
             int keep_alive;
             long body = parse_request(start, head_len, &keep_alive);
             if (body < 0) {

@@ -321,6 +321,18 @@ static void hello_raw(uint16_t port)
     CHECK_STR_CONTAINS(buf, "Hello, World!");
     close(fd);
 
+    /* Lines ending in a bare LF (RFC 9112 2.2), mixed with CRLF, and the
+     * empty line split across two writes: both answered, at once. */
+    fd = connect_port(port);
+    send_all(fd, "GET /a HTTP/1.1\nHost: localhost\n\n"
+                 "GET /b HTTP/1.1\r\nHost: localhost\nConnection: close\n");
+    usleep(20000);
+    send_all(fd, "\r\n");
+    recv_until_close(fd, buf, sizeof buf);
+    CHECK_EQ(count_of(buf, "HTTP/1.1 200 OK\r\n"), 2);
+    CHECK_STR_CONTAINS(buf + strlen(OK_RESPONSE), "Connection: close\r\n");
+    close(fd);
+
     /* Malformed: 400, then close. */
     const char *bad[] = {
         "BLAH\r\n\r\n",
