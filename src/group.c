@@ -31,6 +31,9 @@ struct group_child {
     corio_group_fn fn;
     void *arg;
     void (*discard)(void *arg, int error); /* the spawn's, called with arg */
+    /* The child task's discard wrapper (task.h), kept here so that a
+     * group spawn costs no second allocation: {this record, child_discard}. */
+    struct corio__spawn_discard spawn;
 };
 
 struct corio_group {
@@ -57,9 +60,15 @@ int corio_group_new(corio_group **group, unsigned flags)
     return 0;
 }
 
+/* Once is enough: a child spawned after the walk sees `cancelled` under
+ * the lock and makes itself sticky (corio_group_spawn_ex). Walking again
+ * for every failing child made a group whose thousands of children were
+ * dropped at shutdown take seconds (each drop a failure, each failure a
+ * walk of all the children). */
 static void cancel_children(corio_group *g)
 {
-    atomic_store(&g->cancelled, true);
+    if (atomic_exchange(&g->cancelled, true))
+        return;
     corio__spin_lock(&g->lock);
     for (size_t i = g->joined; i < g->count; i++) {
         corio_task *t = g->children[i];
@@ -108,13 +117,8 @@ int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
     struct group_child *c = corio__malloc(sizeof *c);
     if (!c)
         return CORIO_ENOMEM;
-    *c = (struct group_child){group, fn, arg, opts ? opts->discard : NULL};
-    corio_spawn_opts child_opts;
-    if (opts)
-        child_opts = *opts;
-    else
-        corio_spawn_opts_init(&child_opts);
-    child_opts.discard = child_discard;
+    *c = (struct group_child){group, fn, arg, opts ? opts->discard : NULL,
+                              {c, child_discard, true}};
 
     corio__spin_lock(&group->lock);
     if (group->count == group->cap) {
@@ -135,7 +139,7 @@ int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
     /* Spawned under the lock so a concurrent cancel sees the child. The
      * spawn itself never waits. */
     corio_task *t;
-    int rc = corio_spawn_ex(&t, child_main, c, &child_opts);
+    int rc = corio__spawn(&t, child_main, NULL, opts, &c->spawn);
     if (rc == 0) {
         group->children[group->count] = t;
         group->ctx[group->count] = c;

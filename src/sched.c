@@ -219,7 +219,8 @@ static void *task_arg(corio_task *t)
         return t->arg;
     struct corio__spawn_discard *w = t->arg;
     void *arg = w->arg;
-    corio__free(w);
+    if (!w->kept)
+        corio__free(w);
     return arg;
 }
 
@@ -295,7 +296,8 @@ static void task_finish_unrun(corio__loop *l, corio_task *t, int error)
         /* Before DONE is published: a join that returns has seen it done. */
         struct corio__spawn_discard *w = t->arg;
         w->discard(w->arg, error);
-        corio__free(w);
+        if (!w->kept)
+            corio__free(w);
     }
     t->flags |= CORIO__TF_UNRUN;
     t->exit_error = error;

@@ -177,6 +177,12 @@ fail:
 
 int corio_spawn_ex(corio_task **task, corio_fn fn, void *arg, const corio_spawn_opts *opts)
 {
+    return corio__spawn(task, fn, arg, opts, NULL);
+}
+
+int corio__spawn(corio_task **task, corio_fn fn, void *arg, const corio_spawn_opts *opts,
+                 struct corio__spawn_discard *kept)
+{
     corio_spawn_opts defaults;
     if (!opts) {
         corio_spawn_opts_init(&defaults);
@@ -211,19 +217,22 @@ int corio_spawn_ex(corio_task **task, corio_fn fn, void *arg, const corio_spawn_
         atomic_store_explicit(&rt->migrating, true, memory_order_relaxed);
     if (opts->loop >= 0)
         flags |= CORIO__TF_PINNED;
-    struct corio__spawn_discard *wrapped = NULL;
-    if (opts->discard) {
+    struct corio__spawn_discard *wrapped = kept;
+    if (!kept && opts->discard) {
         wrapped = corio__malloc(sizeof *wrapped);
         if (!wrapped)
             return CORIO_ENOMEM;
-        *wrapped = (struct corio__spawn_discard){arg, opts->discard};
+        *wrapped = (struct corio__spawn_discard){arg, opts->discard, false};
+    }
+    if (wrapped) {
         arg = wrapped;
         flags |= CORIO__TF_DISCARD;
     }
     corio_task *t;
     int rc = corio__task_create(l, &t, fn, arg, stack_size, flags, task == NULL);
     if (rc != 0) {
-        corio__free(wrapped);
+        if (!kept)
+            corio__free(wrapped);
         return rc;
     }
     if (task)

@@ -81,10 +81,14 @@ enum corio__task_flag {
 
 /* What a task spawned with a discard function carries until it first
  * runs. Kept out of the task object, which has no room left (64 bytes),
- * so only spawns that ask for it pay (a malloc). */
+ * so only spawns that ask for it pay: a malloc, freed when the task
+ * starts or is discarded, unless the spawner keeps it in memory of its
+ * own that outlives the task (`kept`: task groups, whose per-child record
+ * holds one). */
 struct corio__spawn_discard {
     void *arg;
     void (*discard)(void *arg, int error);
+    bool kept;
 };
 
 #define CORIO__WAIT_IDLE 0u
@@ -244,6 +248,11 @@ corio_task *corio__current_task(void);
 void corio__task_finish(struct corio__loop *loop, corio_task *t);
 /* Return a finished, released task object to the loop's free list. */
 void corio__task_release(struct corio__loop *loop, corio_task *t);
+/* corio_spawn_ex, with `kept` (if not NULL) as the task's discard wrapper
+ * in place of opts->discard: the task's argument is kept->arg, and kept
+ * stays the caller's (task.h above). */
+int corio__spawn(corio_task **task, corio_fn fn, void *arg, const corio_spawn_opts *opts,
+                 struct corio__spawn_discard *kept);
 /* Allocate and fill a task object with its stack (not yet queued).
  * 0, CORIO_ENOMEM or CORIO_EAGAIN (max_tasks). */
 int corio__task_create(struct corio__loop *l, corio_task **out, corio_fn fn, void *arg,
