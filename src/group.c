@@ -32,7 +32,8 @@ struct group_child {
     void *arg;
     void (*discard)(void *arg, int error); /* the spawn's, called with arg */
     /* The child task's discard wrapper (task.h), kept here so that a
-     * group spawn costs no second allocation: {this record, child_discard}. */
+     * group spawn costs no second allocation: child_main(this record),
+     * or child_discard(this record, why) if it never runs. */
     struct corio__spawn_discard spawn;
 };
 
@@ -118,7 +119,7 @@ int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
     if (!c)
         return CORIO_ENOMEM;
     *c = (struct group_child){group, fn, arg, opts ? opts->discard : NULL,
-                              {c, child_discard, true}};
+                              {.arg = c, .discard = child_discard, .kept = true}};
 
     corio__spin_lock(&group->lock);
     if (group->count == group->cap) {

@@ -211,17 +211,15 @@ enum start_result { STARTED, START_LATER, START_FAILED };
 /* Give a never-run task its stack, run state and first frame.
  * START_LATER: the shared stack could not be freed for a light task;
  * START_FAILED: no stack could be had for a regular task. */
-/* The argument of a task about to start: what its spawn gave, freed of
- * the discard wrapper if it has one (task.h). */
-static void *task_arg(corio_task *t)
+
+/* A task that never ran: its discard consumes its argument. Before DONE
+ * is published: a join that returns has seen it done. */
+__attribute__((noinline, cold)) static void call_discard(corio_task *t, int error)
 {
-    if (!(t->flags & CORIO__TF_DISCARD))
-        return t->arg;
     struct corio__spawn_discard *w = t->arg;
-    void *arg = w->arg;
+    w->discard(w->arg, error);
     if (!w->kept)
         corio__free(w);
-    return arg;
 }
 
 static enum start_result task_start(corio__loop *l, corio_task *t)
@@ -249,7 +247,7 @@ static enum start_result task_start(corio__loop *l, corio_task *t)
         r = (struct corio__task_run *)((char *)st.lo + size);
         r->stack_vg_id = st.vg_id;
     }
-    r->arg = task_arg(t); /* t->arg becomes t->run */
+    r->arg = t->arg; /* t->arg becomes t->run */
     t->run = r;
     t->wait_what = CORIO__WAITS_NOTHING;
     memset(&r->san, 0, sizeof r->san);
@@ -292,13 +290,8 @@ static void task_exit(corio__loop *l, corio_task *t)
  * gets the error. */
 static void task_finish_unrun(corio__loop *l, corio_task *t, int error)
 {
-    if (t->flags & CORIO__TF_DISCARD) {
-        /* Before DONE is published: a join that returns has seen it done. */
-        struct corio__spawn_discard *w = t->arg;
-        w->discard(w->arg, error);
-        if (!w->kept)
-            corio__free(w);
-    }
+    if (t->flags & CORIO__TF_DISCARD)
+        call_discard(t, error);
     t->flags |= CORIO__TF_UNRUN;
     t->exit_error = error;
     t->home = l; /* every finished task names its runtime (task.c) */

@@ -175,13 +175,32 @@ fail:
 
 /* ---- spawning ---- */
 
-int corio_spawn_ex(corio_task **task, corio_fn fn, void *arg, const corio_spawn_opts *opts)
+/* The discard wrapper of a spawn that names one (task.h); cold, out of
+ * the common spawn's way. */
+__attribute__((noinline, cold)) static struct corio__spawn_discard *
+wrap_for_discard(void *arg, void (*discard)(void *, int))
 {
-    return corio__spawn(task, fn, arg, opts, NULL);
+    struct corio__spawn_discard *w = corio__malloc(sizeof *w);
+    if (w)
+        *w = (struct corio__spawn_discard){.arg = arg, .discard = discard, .kept = false};
+    return w;
 }
 
-int corio__spawn(corio_task **task, corio_fn fn, void *arg, const corio_spawn_opts *opts,
-                 struct corio__spawn_discard *kept)
+void *corio__run_wrapped(void *wrapper)
+{
+    struct corio__spawn_discard *w = wrapper;
+    corio_fn fn = w->fn;
+    void *arg = w->arg;
+    if (!w->kept)
+        corio__free(w);
+    return fn(arg);
+}
+
+/* Both spawns' body, inlined into each so that corio_spawn_ex's constant
+ * NULL `kept` costs it nothing. */
+static inline __attribute__((always_inline)) int
+spawn(corio_task **task, corio_fn fn, void *arg, const corio_spawn_opts *opts,
+      struct corio__spawn_discard *kept)
 {
     corio_spawn_opts defaults;
     if (!opts) {
@@ -218,20 +237,21 @@ int corio__spawn(corio_task **task, corio_fn fn, void *arg, const corio_spawn_op
     if (opts->loop >= 0)
         flags |= CORIO__TF_PINNED;
     struct corio__spawn_discard *wrapped = kept;
-    if (!kept && opts->discard) {
-        wrapped = corio__malloc(sizeof *wrapped);
+    if (__builtin_expect(!kept && opts->discard, 0)) {
+        wrapped = wrap_for_discard(arg, opts->discard);
         if (!wrapped)
             return CORIO_ENOMEM;
-        *wrapped = (struct corio__spawn_discard){arg, opts->discard, false};
     }
-    if (wrapped) {
+    if (__builtin_expect(wrapped != NULL, 0)) {
+        wrapped->fn = fn;
+        fn = corio__run_wrapped;
         arg = wrapped;
         flags |= CORIO__TF_DISCARD;
     }
     corio_task *t;
     int rc = corio__task_create(l, &t, fn, arg, stack_size, flags, task == NULL);
     if (rc != 0) {
-        if (!kept)
+        if (wrapped && !kept)
             corio__free(wrapped);
         return rc;
     }
@@ -249,6 +269,17 @@ int corio__spawn(corio_task **task, corio_fn fn, void *arg, const corio_spawn_op
             corio__loop_push_new_remote(target, t);
     }
     return 0;
+}
+
+int corio_spawn_ex(corio_task **task, corio_fn fn, void *arg, const corio_spawn_opts *opts)
+{
+    return spawn(task, fn, arg, opts, NULL);
+}
+
+int corio__spawn(corio_task **task, corio_fn fn, void *arg, const corio_spawn_opts *opts,
+                 struct corio__spawn_discard *kept)
+{
+    return spawn(task, fn, arg, opts, kept);
 }
 
 int corio_spawn(corio_task **task, corio_fn fn, void *arg)

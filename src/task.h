@@ -74,8 +74,8 @@ enum corio__task_flag {
      * the task migrate (sched.c, roam_push). */
     CORIO__TF_TIMED = 1u << 5,      /* counted in its loop's timers.armed */
     CORIO__TF_JOINING = 1u << 6,    /* counted in its loop's `joining` */
-    /* Until it first runs, `arg` points to a corio__spawn_discard (the
-     * spawn gave a discard function; sched.c unwraps or calls it). */
+    /* Spawned with a discard function: until it first runs, `fn` is
+     * corio__run_wrapped and `arg` a corio__spawn_discard (below). */
     CORIO__TF_DISCARD = 1u << 7,
 };
 
@@ -84,12 +84,19 @@ enum corio__task_flag {
  * so only spawns that ask for it pay: a malloc, freed when the task
  * starts or is discarded, unless the spawner keeps it in memory of its
  * own that outlives the task (`kept`: task groups, whose per-child record
- * holds one). */
+ * holds one). The task's function is then corio__run_wrapped, which
+ * unwraps the real one and its argument: the start path has nothing to
+ * check, and only the never-run path (sched.c) looks at the flag. */
 struct corio__spawn_discard {
+    corio_fn fn;
     void *arg;
     void (*discard)(void *arg, int error);
     bool kept;
 };
+
+/* The function of a task spawned with a discard: fn(arg) of its wrapper,
+ * freed first unless kept. */
+void *corio__run_wrapped(void *wrapper);
 
 #define CORIO__WAIT_IDLE 0u
 #define CORIO__WAIT_ARMED 1u
@@ -249,8 +256,8 @@ void corio__task_finish(struct corio__loop *loop, corio_task *t);
 /* Return a finished, released task object to the loop's free list. */
 void corio__task_release(struct corio__loop *loop, corio_task *t);
 /* corio_spawn_ex, with `kept` (if not NULL) as the task's discard wrapper
- * in place of opts->discard: the task's argument is kept->arg, and kept
- * stays the caller's (task.h above). */
+ * in place of opts->discard: the caller fills kept->arg and
+ * kept->discard (arg is unused), and kept stays the caller's. */
 int corio__spawn(corio_task **task, corio_fn fn, void *arg, const corio_spawn_opts *opts,
                  struct corio__spawn_discard *kept);
 /* Allocate and fill a task object with its stack (not yet queued).
