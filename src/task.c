@@ -193,6 +193,7 @@ void *corio__run_wrapped(void *wrapper)
     void *arg = w->arg;
     if (!w->kept)
         corio__free(w);
+    corio__current_task()->fn = fn; /* what debuggers show (task.h) */
     return fn(arg);
 }
 
