@@ -265,7 +265,7 @@ static void *sleeper(void *arg)
 
 static void *main_many(void *arg)
 {
-    long n = test_scaled(MANY);
+    long n = test_scaled_starts(MANY);
     corio_task **t = malloc((size_t)n * sizeof *t);
     CHECK(t != NULL);
     corio_spawn_opts o;

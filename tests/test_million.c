@@ -50,17 +50,11 @@ static void *main_light_million(void *arg)
     return PTR_OF(n);
 }
 
-/* TSan makes a fiber per task start (~250 us each on our machines), so its
- * lane runs a tenth on top of CORIO_TEST_SCALE. */
-#ifdef TEST_TSAN
-#define MILLION 100000
-#else
 #define MILLION 1000000
-#endif
 
 TEST(million_light_tasks)
 {
-    long n = test_scaled(MILLION);
+    long n = test_scaled_starts(MILLION);
     atomic_store(&ran, 0);
     corio_time_t t0 = corio_now();
     CHECK_EQ(INT_OF(run_main_checked(2, main_light_million, PTR_OF(n))), n);
@@ -92,7 +86,7 @@ static void *main_regular_windows(void *arg)
 
 TEST(million_regular_tasks_in_windows)
 {
-    long n = test_scaled(MILLION);
+    long n = test_scaled_starts(MILLION);
     atomic_store(&ran, 0);
     corio_time_t t0 = corio_now();
     CHECK_EQ(INT_OF(run_main_checked(2, main_regular_windows, PTR_OF(n))), n);

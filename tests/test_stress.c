@@ -2,7 +2,8 @@
  * test_stress.c: bounded stress runs (seconds each, not minutes).
  *
  *   spawn_join_10m   10 million spawn+join across 2 loops, in windows of
- *                    100,000 (1 million under TSan: CORIO_TEST_SCALE=10).
+ *                    100,000 (100,000 in all under TSan: CORIO_TEST_SCALE=10
+ *                    and test_scaled_starts()).
  *   wake_storm       thousands of tasks on 2 loops wait on one event, or on
  *                    one wait group; every one of them must resume, round
  *                    after round.
@@ -23,7 +24,7 @@
 
 static void *spawn_join_main(void *arg)
 {
-    long total = test_scaled(10000000), window = 100000;
+    long total = test_scaled_starts(10000000), window = 100000;
     if (window > total)
         window = total;
     corio_task **t = malloc((size_t)window * sizeof *t);
