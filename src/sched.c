@@ -211,17 +211,6 @@ enum start_result { STARTED, START_LATER, START_FAILED };
 /* Give a never-run task its stack, run state and first frame.
  * START_LATER: the shared stack could not be freed for a light task;
  * START_FAILED: no stack could be had for a regular task. */
-
-/* A task that never ran: its discard consumes its argument. Before DONE
- * is published: a join that returns has seen it done. */
-__attribute__((noinline, cold)) static void call_discard(corio_task *t, int error)
-{
-    struct corio__spawn_discard *w = t->arg;
-    w->discard(w->arg, error);
-    if (!w->kept)
-        corio__free(w);
-}
-
 static enum start_result task_start(corio__loop *l, corio_task *t)
 {
     struct corio__task_run *r;
@@ -283,6 +272,16 @@ static void task_exit(corio__loop *l, corio_task *t)
     t->state = CORIO__TASK_DONE;
     live_count_drop(l->rt);
     corio__task_finish(l, t);
+}
+
+/* A task that never ran: its discard consumes its argument. Before DONE
+ * is published: a join that returns has seen it done. */
+__attribute__((noinline, cold)) static void call_discard(corio_task *t, int error)
+{
+    struct corio__spawn_discard *w = t->arg;
+    w->discard(w->arg, error);
+    if (!w->kept)
+        corio__free(w);
 }
 
 /* A never-run task finishes without running: dropped by shutdown
