@@ -52,13 +52,6 @@ static const char *wait_word_name(uint64_t w)
     }
 }
 
-static size_t queue_len(corio__runq *q)
-{
-    return (size_t)(atomic_load_explicit(&q->tail, memory_order_relaxed) -
-                    atomic_load_explicit(&q->head, memory_order_relaxed)) +
-           atomic_load_explicit(&q->overflow_len, memory_order_relaxed);
-}
-
 static void dump_loop(int fd, corio__loop *l, corio_time_t now)
 {
     size_t ready = 0;
@@ -70,7 +63,7 @@ static void dump_loop(int fd, corio__loop *l, corio_time_t now)
         "inbox %s current %llu tick %u queue_picks %zu light_stalled %d timers armed %zu, "
         "next in %lld us\n",
         l->index, atomic_load(&l->parked), l->stopping, l->live_count, l->joining, ready,
-        queue_len(&l->runq), queue_len(&l->roam),
+        corio__runq_len(&l->runq), corio__runq_len(&l->roam),
         atomic_load(&l->inbox) ? "non-empty" : "empty",
         l->current ? (unsigned long long)l->current->id : 0ULL, l->tick, l->queue_picks,
         l->light_stalled, l->timers.armed,
