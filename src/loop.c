@@ -30,6 +30,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "ready.h"
 #include "sys.h"
 #include "task.h"
 
@@ -37,6 +38,14 @@ static __thread corio__loop *tls_loop __attribute__((tls_model("initial-exec")))
 static __thread corio__runtime *tls_runtime __attribute__((tls_model("initial-exec")));
 
 corio__loop *corio__loop_current(void) { return tls_loop; }
+
+/* Here rather than in task.c so that the most called lookup reads the
+ * thread-local directly, one call deep. */
+corio_task *corio__current_task(void)
+{
+    corio__loop *l = tls_loop;
+    return l ? l->current : NULL;
+}
 corio__runtime *corio__runtime_current(void) { return tls_runtime; }
 
 void corio__set_thread_runtime(corio__runtime *rt) { tls_runtime = rt; }
@@ -149,14 +158,9 @@ void corio__ready_push(corio__loop *l, corio_task *t)
         corio__roam_push(l, t);
         return;
     }
-    t->next = NULL;
     if (t->state != CORIO__TASK_NEW)
         t->state = CORIO__TASK_READY;
-    if (l->ready_tail)
-        l->ready_tail->next = t;
-    else
-        l->ready_head = t;
-    l->ready_tail = t;
+    corio__ready_append(l, t);
 }
 
 void corio__loop_make_ready(corio_task *t)

@@ -45,6 +45,7 @@
 
 #include "balance.h"
 #include "loop.h"
+#include "ready.h"
 #include "sanitize.h"
 #include "sys.h"
 #include "task.h"
@@ -302,47 +303,20 @@ static void task_finish_unrun(corio__loop *l, corio_task *t, int error)
 
 /* ---- switching ---- */
 
-static corio_task *ready_pop(corio__loop *l)
-{
-    corio_task *t = l->ready_head;
-    if (t) {
-        l->ready_head = t->next;
-        if (!l->ready_head)
-            l->ready_tail = NULL;
-        t->next = NULL;
-    }
-    return t;
-}
-
-/* Can `next` be switched to directly from a task stack? Light tasks need
- * the scheduler unless their frames are already on the shared stack. */
-static bool direct_ok(corio__loop *l, corio_task *next)
-{
-    if (!(next->flags & CORIO__TF_LIGHT))
-        return true;
-    return next->state != CORIO__TASK_NEW && l->shared_owner == next;
-}
-
 void corio__loop_suspend(corio__loop *l, corio_task *self)
 {
-    /* Straight to the next ready task when nothing needs the scheduler:
-     * it has run before (starting one may fail and needs the scheduler's
-     * error path), its frames are where they belong, and no picks are
-     * owed to the queues (a lone yielder's, wait.c). */
+    /* Straight to the next ready task when nothing needs the scheduler. */
     corio_task *next = l->ready_head;
-    if (l->tick < CORIO__POLL_INTERVAL && !(self->flags & CORIO__TF_LIGHT) && next &&
-        next->state != CORIO__TASK_NEW && direct_ok(l, next) && !l->queue_picks) {
+    if (corio__direct_switch_ok(l, self, next)) {
         /* Counted even when the next task is the caller itself (a lone
          * yielder): the count is what makes the loop poll again. */
         l->tick++;
-        ready_pop(l);
+        corio__ready_pop(l);
         if (next == self) {
             self->state = CORIO__TASK_RUNNING;
             return;
         }
-        next->state = CORIO__TASK_RUNNING;
-        l->current = next;
-        corio__san_switch(&self->run->ctx, &self->run->san, &next->run->ctx, &next->run->san, 0);
+        corio__switch_to(l, self, next);
         return;
     }
     l->switch_reason = CORIO__SWITCH_SUSPEND;
@@ -511,7 +485,7 @@ static corio_task *next_runnable(corio__loop *l)
             l->queue_picks = 0; /* emptied, stolen, or held back for balance */
     }
     if (!t && !l->light_stalled)
-        t = ready_pop(l);
+        t = corio__ready_pop(l);
     if (!t)
         t = roam_pop(l);
     if (!t)
@@ -731,7 +705,7 @@ static bool shutdown_step(corio__loop *l)
          * more except late spawns racing the stop; drop those. */
         drain_inbox(l);
         corio_task *t;
-        while ((t = ready_pop(l)) || (t = corio__runq_pop(&l->runq)))
+        while ((t = corio__ready_pop(l)) || (t = corio__runq_pop(&l->runq)))
             task_finish_unrun(l, t, CORIO_ESHUTDOWN);
         return true;
     }

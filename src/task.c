@@ -41,12 +41,6 @@
 
 static _Atomic uint64_t next_id_block = 1;
 
-corio_task *corio__current_task(void)
-{
-    corio__loop *l = corio__loop_current();
-    return l ? l->current : NULL;
-}
-
 corio_task *corio_self(void) { return corio__current_task(); }
 
 uint64_t corio_task_id(const corio_task *task) { return task ? task->id : 0; }

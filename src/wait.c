@@ -32,6 +32,7 @@
 #include <stdatomic.h>
 
 #include "loop.h"
+#include "ready.h"
 #include "sys.h"
 #include "task.h"
 
@@ -260,8 +261,10 @@ int corio__yield_now(corio_task *self)
         if (rc != 0)
             return rc;
     }
-    corio__ready_push(l, self);
-    corio__loop_suspend(l, self);
+    if (!corio__ready_rotate(l, self)) {
+        corio__ready_push(l, self);
+        corio__loop_suspend(l, self);
+    }
     return 0;
 }
 
@@ -276,6 +279,9 @@ int corio_yield(void)
     while (w & CORIO__WAIT_CANCEL)
         if (atomic_compare_exchange_weak(&self->wait, &w, w & ~(uint64_t)CORIO__WAIT_CANCEL))
             return CORIO_ECANCELED;
+    /* The common case, inline: another started task is ready. */
+    if (corio__ready_rotate(self->home, self))
+        return 0;
     return corio__yield_now(self);
 }
 
