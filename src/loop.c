@@ -203,7 +203,14 @@ void corio__loop_push_new(corio__loop *l, corio_task *t)
         corio__ready_push(l, t);
         return;
     }
-    corio__runq_push(&l->runq, t);
+    if (!corio__runq_push(&l->runq, t)) {
+        /* No memory for an overflow block: the task still runs, here,
+         * where nobody can steal it (as a task drained from the inbox). */
+        t->home = l;
+        t->flags |= CORIO__TF_PINNED;
+        corio__ready_push(l, t);
+        return;
+    }
     /* A loop spawning in a burst is busy but not stuck: say so now and
      * then, so thieves keep stealing for balance, not for rescue. */
     if ((++l->spawn_count & 63) == 0)

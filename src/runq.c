@@ -3,10 +3,21 @@
  */
 #include "runq.h"
 
+#include <string.h>
+
 #include "corio.h"
+#include "sys.h"
 #include "task.h"
 
 #define MASK (CORIO__RUNQ_CAP - 1)
+/* What a spill moves out of a full ring, and so what a block holds. */
+#define BLOCK_TASKS (CORIO__RUNQ_CAP / 2)
+
+struct corio__runq_block {
+    struct corio__runq_block *next;
+    uint32_t begin, end; /* the tasks still in it: tasks[begin, end) */
+    struct corio_task *tasks[BLOCK_TASKS];
+};
 
 int corio__runq_init(corio__runq *q)
 {
@@ -17,128 +28,163 @@ int corio__runq_init(corio__runq *q)
         atomic_init(&q->slots[i], NULL);
     q->overflow_head = q->overflow_tail = NULL;
     atomic_init(&q->overflow_len, 0);
+    atomic_init(&q->spare, NULL);
     int rc = pthread_mutex_init(&q->lock, NULL);
     return rc == 0 ? 0 : -rc;
 }
 
-void corio__runq_destroy(corio__runq *q) { pthread_mutex_destroy(&q->lock); }
-
-/* Append a chain first..last of n tasks to the overflow list. */
-static void overflow_append(corio__runq *q, corio_task *first, corio_task *last, size_t n)
+void corio__runq_destroy(corio__runq *q)
 {
-    last->next = NULL;
+    for (struct corio__runq_block *b = q->overflow_head, *next; b; b = next) {
+        next = b->next;
+        corio__free(b);
+    }
+    q->overflow_head = q->overflow_tail = NULL;
+    corio__free(atomic_exchange(&q->spare, NULL));
+    pthread_mutex_destroy(&q->lock);
+}
+
+/* ---- overflow blocks ---- */
+
+static struct corio__runq_block *block_get(corio__runq *q)
+{
+    struct corio__runq_block *b = atomic_exchange_explicit(&q->spare, NULL, memory_order_acquire);
+    return b ? b : corio__malloc(sizeof *b);
+}
+
+/* An emptied block: keep it for the next spill (freeing the one kept
+ * before, if any). Any thread. */
+static void block_put(corio__runq *q, struct corio__runq_block *b)
+{
+    corio__free(atomic_exchange_explicit(&q->spare, b, memory_order_acq_rel));
+}
+
+/* Take up to `max` tasks from the front of the overflow into out[]. A take
+ * empties at most two blocks: only the front one is ever partly taken. */
+static size_t overflow_take(corio__runq *q, struct corio_task **out, size_t max)
+{
+    if (max == 0 || atomic_load_explicit(&q->overflow_len, memory_order_relaxed) == 0)
+        return 0;
+    struct corio__runq_block *emptied = NULL;
+    size_t n = 0;
+    pthread_mutex_lock(&q->lock);
+    while (n < max && q->overflow_head) {
+        struct corio__runq_block *b = q->overflow_head;
+        size_t k = b->end - b->begin;
+        if (k > max - n)
+            k = max - n;
+        memcpy(out + n, b->tasks + b->begin, k * sizeof *out);
+        b->begin += (uint32_t)k;
+        n += k;
+        if (b->begin == b->end) {
+            q->overflow_head = b->next;
+            if (!q->overflow_head)
+                q->overflow_tail = NULL;
+            b->next = emptied;
+            emptied = b;
+        }
+    }
+    atomic_fetch_sub_explicit(&q->overflow_len, n, memory_order_relaxed);
+    pthread_mutex_unlock(&q->lock);
+    while (emptied) {
+        struct corio__runq_block *next = emptied->next;
+        block_put(q, emptied);
+        emptied = next;
+    }
+    return n;
+}
+
+/* ---- the ring ---- */
+
+/* Owner: append tasks[0, n) to a ring known to have room for them. */
+static void ring_put(corio__runq *q, struct corio_task *const *tasks, size_t n)
+{
+    uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+    for (size_t i = 0; i < n; i++)
+        atomic_store_explicit(&q->slots[(tail + i) & MASK], tasks[i], memory_order_relaxed);
+    /* Release, not seq_cst: a sequentially consistent store here cost 70%
+     * of a spawn (measured, corio-bench spawn_join_ns). Without it a loop
+     * going to park and this spawner can miss each other (loop.c,
+     * "parking"); that only delays help, since the task sits in our own
+     * queue and this loop runs it. */
+    atomic_store_explicit(&q->tail, tail + n, memory_order_release);
+}
+
+/* Owner: the ring is full as of head `h`; move its older half into an
+ * overflow block, then queue t in the room that made. If a thief moved
+ * head meanwhile, the claim fails and t goes into the room it freed. */
+static bool spill(corio__runq *q, struct corio_task *t, uint64_t h)
+{
+    struct corio__runq_block *b = block_get(q);
+    if (!b)
+        return false;
+    for (uint64_t i = 0; i < BLOCK_TASKS; i++)
+        b->tasks[i] = atomic_load_explicit(&q->slots[(h + i) & MASK], memory_order_relaxed);
+    if (!atomic_compare_exchange_strong_explicit(&q->head, &h, h + BLOCK_TASKS,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
+        block_put(q, b);
+        q->head_seen = h;
+        ring_put(q, &t, 1);
+        return true;
+    }
+    q->head_seen = h + BLOCK_TASKS;
+    b->next = NULL;
+    b->begin = 0;
+    b->end = BLOCK_TASKS;
     pthread_mutex_lock(&q->lock);
     if (q->overflow_tail)
-        q->overflow_tail->next = first;
+        q->overflow_tail->next = b;
     else
-        q->overflow_head = first;
-    q->overflow_tail = last;
-    atomic_fetch_add_explicit(&q->overflow_len, n, memory_order_relaxed);
+        q->overflow_head = b;
+    q->overflow_tail = b;
+    atomic_fetch_add_explicit(&q->overflow_len, BLOCK_TASKS, memory_order_relaxed);
     pthread_mutex_unlock(&q->lock);
+    ring_put(q, &t, 1);
+    return true;
 }
 
-/* Take up to `max` tasks from the front of the overflow list, as a chain. */
-static corio_task *overflow_take(corio__runq *q, size_t max, size_t *taken)
-{
-    *taken = 0;
-    if (atomic_load_explicit(&q->overflow_len, memory_order_relaxed) == 0)
-        return NULL;
-    pthread_mutex_lock(&q->lock);
-    corio_task *first = q->overflow_head, *last = NULL;
-    size_t n = 0;
-    for (corio_task *t = first; t && n < max; t = t->next) {
-        last = t;
-        n++;
-    }
-    if (n) {
-        q->overflow_head = last->next;
-        if (!q->overflow_head)
-            q->overflow_tail = NULL;
-        last->next = NULL;
-        atomic_fetch_sub_explicit(&q->overflow_len, n, memory_order_relaxed);
-    }
-    pthread_mutex_unlock(&q->lock);
-    *taken = n;
-    return n ? first : NULL;
-}
-
-/* Owner: the ring looked full; move its older half plus t into the
- * overflow. Thieves may have emptied it since: look again first, and
- * never take more than is there (taking slots past the tail would queue
- * stale, finished tasks again). */
-static void spill(corio__runq *q, corio_task *t)
-{
-    uint64_t h = atomic_load_explicit(&q->head, memory_order_acquire);
-    uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
-    q->head_seen = h;
-    if (tail - h < CORIO__RUNQ_CAP) {
-        corio__runq_push(q, t);
-        return;
-    }
-    uint64_t n = CORIO__RUNQ_CAP / 2;
-    corio_task *batch[CORIO__RUNQ_CAP / 2];
-    for (uint64_t i = 0; i < n; i++)
-        batch[i] = atomic_load_explicit(&q->slots[(h + i) & MASK], memory_order_relaxed);
-    if (!atomic_compare_exchange_strong_explicit(&q->head, &h, h + n, memory_order_acq_rel,
-                                                 memory_order_acquire)) {
-        /* A thief freed room meanwhile: the push can go into the ring. */
-        corio__runq_push(q, t);
-        return;
-    }
-    for (uint64_t i = 0; i + 1 < n; i++)
-        batch[i]->next = batch[i + 1];
-    batch[n - 1]->next = t;
-    overflow_append(q, batch[0], t, n + 1);
-}
-
-void corio__runq_push(corio__runq *q, corio_task *t)
+bool corio__runq_push(corio__runq *q, struct corio_task *t)
 {
     uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
     if (tail - q->head_seen >= CORIO__RUNQ_CAP) {
         /* Thieves move head: read it only when the ring looks full (it
          * is their cache line, a miss on every push otherwise). */
         q->head_seen = atomic_load_explicit(&q->head, memory_order_acquire);
-        if (tail - q->head_seen >= CORIO__RUNQ_CAP) {
-            spill(q, t);
-            return;
-        }
+        if (tail - q->head_seen >= CORIO__RUNQ_CAP)
+            return spill(q, t, q->head_seen);
     }
-    atomic_store_explicit(&q->slots[tail & MASK], t, memory_order_relaxed);
-    /* Release, not seq_cst: a sequentially consistent store here cost 70%
-     * of a spawn (measured, corio-bench spawn_join_ns). Without it a loop
-     * going to park and this spawner can miss each other (loop.c,
-     * "parking"); that only delays help, since the task sits in our own
-     * queue and this loop runs it. */
-    atomic_store_explicit(&q->tail, tail + 1, memory_order_release);
+    ring_put(q, &t, 1);
+    return true;
 }
 
 /* Refill the (empty) ring from the overflow; returns one task to run. */
-static corio_task *refill_from_overflow(corio__runq *q)
+static struct corio_task *refill_from_overflow(corio__runq *q)
 {
-    size_t n;
-    corio_task *chain = overflow_take(q, CORIO__RUNQ_CAP / 2 + 1, &n);
-    if (!chain)
+    struct corio_task *batch[BLOCK_TASKS];
+    size_t n = overflow_take(q, batch, BLOCK_TASKS);
+    if (n == 0)
         return NULL;
-    corio_task *first = chain;
-    for (corio_task *t = chain->next; t;) {
-        corio_task *next = t->next;
-        corio__runq_push(q, t);
-        t = next;
-    }
-    return first;
+    ring_put(q, batch + 1, n - 1);
+    return batch[0];
 }
 
-corio_task *corio__runq_pop(corio__runq *q)
+struct corio_task *corio__runq_pop(corio__runq *q)
 {
     uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
     for (;;) {
         uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
         if (head == tail)
             return refill_from_overflow(q);
-        corio_task *t = atomic_load_explicit(&q->slots[head & MASK], memory_order_relaxed);
+        struct corio_task *t = atomic_load_explicit(&q->slots[head & MASK], memory_order_relaxed);
         if (atomic_compare_exchange_weak_explicit(&q->head, &head, head + 1,
-                                                  memory_order_acq_rel, memory_order_acquire))
+                                                  memory_order_acq_rel, memory_order_acquire)) {
+            /* The next one runs after this one: start fetching its handle
+             * now (a burst's tasks are long out of cache when they run; a
+             * stale slot only wastes the prefetch). */
+            __builtin_prefetch(atomic_load_explicit(&q->slots[(head + 1) & MASK],
+                                                    memory_order_relaxed), 1);
             return t;
+        }
     }
 }
 
@@ -150,13 +196,19 @@ size_t corio__runq_len(corio__runq *q)
     return ring + atomic_load_explicit(&q->overflow_len, memory_order_relaxed);
 }
 
-corio_task *corio__runq_steal(corio__runq *dst, corio__runq *victim, size_t max)
+struct corio_task *corio__runq_steal(corio__runq *dst, corio__runq *victim, size_t max)
 {
+    /* The one returned is not queued, so the ring needs room for the
+     * rest; then pushing them cannot spill (and so cannot fail). */
+    uint64_t dst_len = atomic_load_explicit(&dst->tail, memory_order_relaxed) -
+                       atomic_load_explicit(&dst->head, memory_order_acquire);
+    if (max > CORIO__RUNQ_CAP - dst_len + 1)
+        max = CORIO__RUNQ_CAP - dst_len + 1;
+    if (max > BLOCK_TASKS)
+        max = BLOCK_TASKS;
     if (max == 0)
         return NULL;
-    if (max > CORIO__RUNQ_CAP / 2)
-        max = CORIO__RUNQ_CAP / 2;
-    corio_task *batch[CORIO__RUNQ_CAP / 2];
+    struct corio_task *batch[BLOCK_TASKS];
     uint64_t head = atomic_load_explicit(&victim->head, memory_order_acquire);
     for (;;) {
         uint64_t tail = atomic_load_explicit(&victim->tail, memory_order_acquire);
@@ -171,26 +223,16 @@ corio_task *corio__runq_steal(corio__runq *dst, corio__runq *victim, size_t max)
                                             memory_order_relaxed);
         if (atomic_compare_exchange_weak_explicit(&victim->head, &head, head + n,
                                                   memory_order_acq_rel, memory_order_acquire)) {
-            for (uint64_t i = 1; i < n; i++)
-                corio__runq_push(dst, batch[i]);
+            ring_put(dst, batch + 1, n - 1);
             return batch[0];
         }
     }
-    /* Ring empty: half the overflow, at most a ring's worth. */
+    /* Ring empty: half the overflow, within the same bounds. */
     size_t len = atomic_load_explicit(&victim->overflow_len, memory_order_relaxed);
-    if (len == 0)
-        return NULL;
     size_t want = len - len / 2;
-    if (want > max)
-        want = max;
-    size_t n;
-    corio_task *chain = overflow_take(victim, want, &n);
-    if (!chain)
+    size_t n = overflow_take(victim, batch, want < max ? want : max);
+    if (n == 0)
         return NULL;
-    for (corio_task *t = chain->next; t;) {
-        corio_task *next = t->next;
-        corio__runq_push(dst, t);
-        t = next;
-    }
-    return chain;
+    ring_put(dst, batch + 1, n - 1);
+    return batch[0];
 }

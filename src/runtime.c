@@ -392,8 +392,9 @@ int corio_run(const corio_config *cfg, corio_fn main_fn, void *arg, void **resul
         return rc;
     }
     /* Loop 0 is this thread and not running yet: pushing to its queue is
-     * an owner operation. Other loops may already steal from it. */
-    corio__runq_push(&l0->runq, main_task);
+     * an owner operation (into an empty ring: it cannot fail). Other loops
+     * may already steal from it. */
+    (void)!corio__runq_push(&l0->runq, main_task);
     debug_register(rt);
 
     cpu_set_t saved_affinity;

@@ -187,25 +187,32 @@ static void live_remove(corio__loop *l, corio_task *t)
 
 /* ---- migrating tasks ---- */
 
-void corio__roam_push(corio__loop *l, corio_task *t)
-{
-    live_remove(l, t);
-    corio__wait_settle(t); /* what it would undo on resuming here */
-    t->state = CORIO__TASK_READY;
-    t->home = NULL;
-    corio__runq_push(&l->roam, t);
-    /* One task waiting is what this loop runs next anyway; a backlog is
-     * CPU work for whichever loop is idle. */
-    if (corio__runq_len(&l->roam) > 1)
-        corio__notify_idle(l->rt, l, true);
-}
-
 /* A homeless migrating task taken from a roam queue: l is its home now. */
 static void adopt(corio__loop *l, corio_task *t)
 {
     t->home = l;
     live_insert(l, t);
 }
+
+void corio__roam_push(corio__loop *l, corio_task *t)
+{
+    live_remove(l, t);
+    corio__wait_settle(t); /* what it would undo on resuming here */
+    t->state = CORIO__TASK_READY;
+    t->home = NULL;
+    if (!corio__runq_push(&l->roam, t)) {
+        /* No memory for an overflow block: it stays, as if this loop had
+         * taken it back from its roam queue. */
+        adopt(l, t);
+        corio__ready_append(l, t);
+        return;
+    }
+    /* One task waiting is what this loop runs next anyway; a backlog is
+     * CPU work for whichever loop is idle. */
+    if (corio__runq_len(&l->roam) > 1)
+        corio__notify_idle(l->rt, l, true);
+}
+
 
 enum start_result { STARTED, START_LATER, START_FAILED };
 
