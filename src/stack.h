@@ -124,6 +124,11 @@ void corio__stack_pool_destroy(corio__stack_pool *pool);
 /* A stack of `size` bytes: pooled when size matches, else mapped alone.
  * 0 or CORIO_ENOMEM. */
 int corio__stack_get(corio__stack_pool *pool, corio__stack *st, size_t size);
+/* Would corio__stack_get hand out a warm stack: no syscall, cannot fail? */
+static inline bool corio__stack_warm_at_hand(const corio__stack_pool *pool, size_t size)
+{
+    return size == pool->size && pool->warm;
+}
 /* Give a stack back: into the pool when it has the pool's size, else
  * unmapped. */
 void corio__stack_put(corio__stack_pool *pool, corio__stack *st);

@@ -496,6 +496,71 @@ static void *main_one_yield_starts_all(void *arg)
 
 TEST(one_yield_starts_every_queued_task) { run_main_checked(1, main_one_yield_starts_all, NULL); }
 
+/* ---- a task joining never-run children in turn ----
+ *
+ * With nothing else ready, the loop starts each child straight from the
+ * task that waits (sched.c: start_queued_directly), and a child that
+ * waits in turn starts the next one the same way. Whatever the children
+ * do (return, sleep, yield, wait for a grandchild, run light or on a
+ * stack of their own size), each runs exactly once and each join returns
+ * its own child's result. */
+enum { IN_TURN = 64 };
+static _Atomic int in_turn_runs[IN_TURN];
+
+static void *child_in_turn(void *arg)
+{
+    intptr_t i = INT_OF(arg);
+    atomic_fetch_add(&in_turn_runs[i], 1);
+    switch (i % 4) {
+    case 1:
+        CHECK_OK(corio_sleep(CORIO_MSEC / 10));
+        break;
+    case 2:
+        CHECK_OK(corio_yield());
+        break;
+    case 3: {
+        corio_task *g;
+        void *r = NULL;
+        CHECK_OK(corio_spawn(&g, test_ret_arg, PTR_OF(i)));
+        CHECK_OK(corio_join(g, &r));
+        CHECK_EQ(INT_OF(r), i);
+        break;
+    }
+    }
+    return PTR_OF(i * 5 + 2);
+}
+
+static void *main_join_in_turn(void *arg)
+{
+    (void)arg;
+    corio_task *t[IN_TURN];
+    corio_spawn_opts o;
+    for (int round = 0; round < 50; round++) {
+        for (int i = 0; i < IN_TURN; i++) {
+            atomic_store(&in_turn_runs[i], 0);
+            corio_spawn_opts_init(&o);
+            if ((i + round) % 5 == 4)
+                o.flags = CORIO_TASK_LIGHT;
+            else if ((i + round) % 7 == 3)
+                o.stack_size = 256 * 1024;
+            CHECK_OK(corio_spawn_ex(&t[i], child_in_turn, PTR_OF(i), &o));
+        }
+        for (int i = 0; i < IN_TURN; i++) {
+            void *r = NULL;
+            CHECK_OK(corio_join(t[i], &r));
+            CHECK_EQ(INT_OF(r), i * 5 + 2);
+            CHECK_EQ(atomic_load(&in_turn_runs[i]), 1);
+        }
+    }
+    return NULL;
+}
+
+TEST(join_never_run_children_in_turn)
+{
+    run_main_checked(1, main_join_in_turn, NULL);
+    run_main_checked(2, main_join_in_turn, NULL);
+}
+
 /* ---- a handle used after its release ----
  *
  * corio.h: CORIO_EINVAL while the memory has not been reused by a spawn
@@ -566,6 +631,7 @@ int main(int argc, char **argv)
     RUN(join_and_gather_deadlines);
     RUN(yield_lets_new_tasks_run);
     RUN(one_yield_starts_every_queued_task);
+    RUN(join_never_run_children_in_turn);
     RUN(released_handle_is_einval);
     return test_summary();
 }
