@@ -54,6 +54,14 @@ for bad in "--tasks 0" "--tasks x" "--loops 0" "--work-scale -1" "--mode fast" \
     # shellcheck disable=SC2086
     check_bad $bad
 done
+# A bad CORIO_* environment variable: the same, before any run, naming it.
+for env in CORIO_LOOPS=abc CORIO_LOOPS=0 CORIO_STACK_SIZE=-5 CORIO_PIN=yes; do
+    err=$(env "$env" "$demo" --tasks 10 --work-scale 0.05 2>&1 >/dev/null)
+    rc=$?
+    [ "$rc" -eq 2 ] || fail "$env: exited $rc, not 2"
+    [ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "$env: more than one line: $err"
+    case "$err" in corio-demo:*"$env"*) ;; *) fail "$env: message does not name it: $err" ;; esac
+done
 # Leading blanks, which strtoull and strtod would skip (" -1": UINT64_MAX).
 for opt in --seed --tasks --loops --batches --work-scale; do
     check_bad "$opt" " -1"
