@@ -168,13 +168,13 @@ static struct corio_task *refill_from_overflow(corio__runq *q)
     return batch[0];
 }
 
-struct corio_task *corio__runq_pop(corio__runq *q)
+struct corio_task *corio__runq_pop_ring(corio__runq *q)
 {
     uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
     for (;;) {
         uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
         if (head == tail)
-            return refill_from_overflow(q);
+            return NULL;
         struct corio_task *t = atomic_load_explicit(&q->slots[head & MASK], memory_order_relaxed);
         if (atomic_compare_exchange_weak_explicit(&q->head, &head, head + 1,
                                                   memory_order_acq_rel, memory_order_acquire)) {
@@ -186,6 +186,12 @@ struct corio_task *corio__runq_pop(corio__runq *q)
             return t;
         }
     }
+}
+
+struct corio_task *corio__runq_pop(corio__runq *q)
+{
+    struct corio_task *t = corio__runq_pop_ring(q);
+    return t ? t : refill_from_overflow(q);
 }
 
 size_t corio__runq_len(corio__runq *q)

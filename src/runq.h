@@ -70,6 +70,10 @@ __attribute__((warn_unused_result)) bool corio__runq_push(corio__runq *q,
 /* Owner only: the oldest task, or NULL. Takes from the overflow when the
  * ring is empty. */
 struct corio_task *corio__runq_pop(corio__runq *q);
+/* Owner only: the oldest task in the ring, or NULL when the ring is empty
+ * (the overflow is left alone: taking from it needs a 1 KiB buffer and
+ * library calls, more stack than a task's wait may use, sched.c). */
+struct corio_task *corio__runq_pop_ring(corio__runq *q);
 /* Any thread: a hint of how many tasks wait (ring + overflow). */
 size_t corio__runq_len(corio__runq *q);
 
@@ -81,6 +85,13 @@ static inline bool corio__runq_owner_empty(corio__runq *q)
     return atomic_load_explicit(&q->head, memory_order_relaxed) ==
                atomic_load_explicit(&q->tail, memory_order_relaxed) &&
            atomic_load_explicit(&q->overflow_len, memory_order_relaxed) == 0;
+}
+
+/* Owner only: is the ring empty (the overflow aside)? */
+static inline bool corio__runq_ring_owner_empty(corio__runq *q)
+{
+    return atomic_load_explicit(&q->head, memory_order_relaxed) ==
+           atomic_load_explicit(&q->tail, memory_order_relaxed);
 }
 
 /*

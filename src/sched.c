@@ -310,12 +310,25 @@ static void task_finish_unrun(corio__loop *l, corio_task *t, int error)
 
 /* ---- switching ---- */
 
-static corio_task *pop_new(corio__loop *l);
-
 static void switch_to_scheduler(corio__loop *l, corio_task *self)
 {
     l->switch_reason = CORIO__SWITCH_SUSPEND;
     corio__san_switch(&self->run->ctx, &self->run->san, &l->sched_ctx, &l->sched_san, 0);
+}
+
+/* Stack a waiting task must have left for suspend_with_none_ready to
+ * start the next task from it: what that path takes (the balance check,
+ * task_start; about 1.1 KiB where a plain wait takes 0.3) plus room for
+ * the dynamic linker to resolve a library call made there for the first
+ * time, which saves the whole register file on the stack (up to ~3 KiB
+ * with AVX-512). A task with less goes through the scheduler, as every
+ * wait did before: no task needs more stack for a wait than it used to. */
+#define DIRECT_START_HEADROOM ((ptrdiff_t)8192)
+
+static bool direct_start_headroom(corio_task *self)
+{
+    char *lo = corio__task_stack(self).lo;
+    return (char *)__builtin_frame_address(0) - lo >= DIRECT_START_HEADROOM;
 }
 
 /* Nothing started is ready: start the never-run task the scheduler would
@@ -323,22 +336,26 @@ static void switch_to_scheduler(corio__loop *l, corio_task *self)
  * for it to do the same (two switches saved per task when a task waits
  * for each of a burst of children in turn). Only where the scheduler's
  * pick would be exactly that task: no poll due, no picks owed, no woken
- * migrating task waiting, not stopping; and only with a warm stack at
- * hand, so that the start cannot fail (a task that cannot start is
- * finished by the scheduler, which calls its discard outside any task).
- * A task popped but not started this way (a light one, or one needing a
- * fresh stack) goes first on the ready list, where the scheduler starts
- * it next as it would have. Out of line: corio__loop_suspend's other
- * paths then need no stack frame. */
+ * migrating task waiting, not stopping; only from the ring (refilling it
+ * from the overflow is the scheduler's job: it needs more stack), only
+ * with DIRECT_START_HEADROOM of self's stack left, and only with a warm
+ * stack at hand, so that the start cannot fail (a task that cannot start
+ * is finished by the scheduler, which calls its discard outside any
+ * task). A task popped but not started this way (a light one, or one
+ * needing a fresh stack) goes first on the ready list, where the
+ * scheduler starts it next as it would have. Out of line: the other paths
+ * of corio__loop_suspend then need no stack frame. */
 __attribute__((noinline)) static void suspend_with_none_ready(corio__loop *l, corio_task *self)
 {
     if (l->tick >= CORIO__POLL_INTERVAL || (self->flags & CORIO__TF_LIGHT) || l->queue_picks ||
-        l->light_stalled || !corio__runq_owner_empty(&l->roam) || l->stopping ||
-        atomic_load_explicit(&l->rt->stopping, memory_order_acquire)) {
+        l->light_stalled || !corio__runq_owner_empty(&l->roam) ||
+        corio__runq_ring_owner_empty(&l->runq) || l->stopping ||
+        atomic_load_explicit(&l->rt->stopping, memory_order_acquire) ||
+        !direct_start_headroom(self) || !corio__balance_may_start_new(l)) {
         switch_to_scheduler(l, self);
         return;
     }
-    corio_task *t = pop_new(l);
+    corio_task *t = corio__runq_pop_ring(&l->runq);
     if (t && !(t->flags & CORIO__TF_LIGHT) &&
         corio__stack_warm_at_hand(&l->stacks, (size_t)t->stack_pages * CORIO__STACK_UNIT) &&
         task_start(l, t) == STARTED) {
