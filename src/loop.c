@@ -46,6 +46,7 @@ corio_task *corio__current_task(void)
     corio__loop *l = tls_loop;
     return l ? l->current : NULL;
 }
+
 corio__runtime *corio__runtime_current(void) { return tls_runtime; }
 
 void corio__set_thread_runtime(corio__runtime *rt) { tls_runtime = rt; }

@@ -16,7 +16,8 @@
  *             a batch back then reads one block instead of chasing a
  *             pointer through every task, each a cache miss by the time a
  *             burst's tasks come back (spawn+join of 1M tasks on two
- *             loops: 101-107 ns with the list, see bench/RESULTS.md). A
+ *             loops: median 102.5 ns with the list, 95.4 with blocks,
+ *             bench/RESULTS.md). A
  *             block comes from malloc; the one last emptied is kept for
  *             the next spill.
  *
