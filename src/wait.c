@@ -237,7 +237,9 @@ int corio_cancel(corio_task *task)
 
 /* ---- the simplest waits: sleep and yield ---- */
 
-int corio__yield_now(corio_task *self)
+/* A yield that the inline rotation (ready.h) could not do: it needs the
+ * scheduler, or no started task is ready. */
+__attribute__((noinline)) static int yield_slow(corio_task *self)
 {
     corio__loop *l = self->home;
     if (!l->ready_head) {
@@ -261,12 +263,20 @@ int corio__yield_now(corio_task *self)
         if (rc != 0)
             return rc;
     }
-    if (!corio__ready_rotate(l, self)) {
-        corio__ready_push(l, self);
-        corio__loop_suspend(l, self);
-    }
+    corio__ready_push(l, self);
+    corio__loop_suspend(l, self);
     return 0;
 }
+
+/* The common case inline: another started task is ready to take over. */
+static inline int yield_now(corio_task *self)
+{
+    if (corio__ready_rotate(self->home, self))
+        return 0;
+    return yield_slow(self);
+}
+
+int corio__yield_now(corio_task *self) { return yield_now(self); }
 
 int corio_yield(void)
 {
@@ -279,10 +289,7 @@ int corio_yield(void)
     while (w & CORIO__WAIT_CANCEL)
         if (atomic_compare_exchange_weak(&self->wait, &w, w & ~(uint64_t)CORIO__WAIT_CANCEL))
             return CORIO_ECANCELED;
-    /* The common case, inline: another started task is ready. */
-    if (corio__ready_rotate(self->home, self))
-        return 0;
-    return corio__yield_now(self);
+    return yield_now(self);
 }
 
 int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
