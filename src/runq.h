@@ -17,9 +17,8 @@
  *             pointer through every task, each a cache miss by the time a
  *             burst's tasks come back (spawn+join of 1M tasks on two
  *             loops: median 102.5 ns with the list, 95.4 with blocks,
- *             bench/RESULTS.md). A
- *             block comes from malloc; the one last emptied is kept for
- *             the next spill.
+ *             bench/RESULTS.md). A block comes from malloc; the one last
+ *             emptied is kept for the next spill.
  *
  * Why a thief's copy is safe: it reads slots [h, h+n) and then claims them
  * with CAS(head, h, h+n). The owner only writes slots below head + CAP, so

@@ -220,8 +220,6 @@ TEST(owner_and_thieves_race)
 
 /* ---- a spawn that finds no memory for a block still runs its task ---- */
 
-static void *ret_arg(void *arg) { return arg; }
-
 static void *main_spawn_without_block(void *arg)
 {
     (void)arg;
@@ -230,13 +228,13 @@ static void *main_spawn_without_block(void *arg)
     enum { N = CORIO__RUNQ_CAP + 100 };
     corio_task *t[N];
     for (int i = 0; i < (int)CORIO__RUNQ_CAP; i++)
-        CHECK_OK(corio_spawn(&t[i], ret_arg, PTR_OF(i)));
+        CHECK_OK(corio_spawn(&t[i], test_ret_arg, PTR_OF(i)));
     corio__fault_arm(1);
-    CHECK_OK(corio_spawn(&t[CORIO__RUNQ_CAP], ret_arg, PTR_OF(CORIO__RUNQ_CAP)));
+    CHECK_OK(corio_spawn(&t[CORIO__RUNQ_CAP], test_ret_arg, PTR_OF(CORIO__RUNQ_CAP)));
     CHECK(corio__fault_fired());
     corio__fault_arm(0);
     for (int i = CORIO__RUNQ_CAP + 1; i < N; i++)
-        CHECK_OK(corio_spawn(&t[i], ret_arg, PTR_OF(i)));
+        CHECK_OK(corio_spawn(&t[i], test_ret_arg, PTR_OF(i)));
     for (int i = 0; i < N; i++) {
         void *r = NULL;
         CHECK_OK(corio_join(t[i], &r));
