@@ -15,10 +15,14 @@
  *             The library never aborts on bad input or exhaustion.
  *   Time      corio_time_t is nanoseconds on CLOCK_MONOTONIC. Deadlines are
  *             absolute; CORIO_FOREVER means "no deadline". Every blocking
- *             call has a twin ending in _until that takes a deadline and
- *             returns CORIO_ETIMEDOUT when it passes.
+ *             call takes a deadline, most through a twin ending in _until
+ *             (corio_wait_fd and corio_connect_tcp take one directly), and
+ *             returns CORIO_ETIMEDOUT when it passes. The exception is
+ *             corio_group_close, which always waits for the children it
+ *             has cancelled (below).
  *   Cancel    corio_cancel(t) makes t's current or next blocking call return
- *             CORIO_ECANCELED, once. A blocking call that times out or is
+ *             CORIO_ECANCELED, once (corio_group_close passes it on to the
+ *             call after it). A blocking call that times out or is
  *             cancelled has no other effect.
  *   Context   Blocking calls must be made from a task; elsewhere they return
  *             CORIO_EPERM.
@@ -454,8 +458,10 @@ CORIO_API int corio_group_close(corio_group *group);
  * loop is handed to that loop's inbox, never lost. Waits are FIFO. A wait
  * that times out or is cancelled leaves nothing behind: a receive takes no
  * message, an acquire holds no permit, a lock is not held. The blocking
- * calls must come from tasks; the others (release, unlock, set, done,
- * close, try_*) may come from any thread of the runtime. Objects are not
+ * calls must come from tasks; the others (release, set, done, close,
+ * try_*) may come from any thread of the runtime, except the mutex's:
+ * try_lock needs a task and unlock the task holding the lock (else
+ * CORIO_EPERM). Objects are not
  * tied to a runtime. Free one only when no call on it is in progress,
  * with one exception: a task whose wait on it has returned may free it at
  * once, even if the call that woke it has not yet returned (wait for a
@@ -504,7 +510,9 @@ CORIO_API int corio_mutex_new(corio_mutex **mutex);
 CORIO_API void corio_mutex_free(corio_mutex *mutex);
 CORIO_API int corio_mutex_lock(corio_mutex *mutex);
 CORIO_API int corio_mutex_lock_until(corio_mutex *mutex, corio_time_t deadline);
-CORIO_API int corio_mutex_try_lock(corio_mutex *mutex); /* CORIO_EBUSY if held */
+/* CORIO_EBUSY if another task holds it, CORIO_EDEADLK if the caller does,
+ * CORIO_EPERM outside a task. */
+CORIO_API int corio_mutex_try_lock(corio_mutex *mutex);
 CORIO_API int corio_mutex_unlock(corio_mutex *mutex);
 
 /* Event: set wakes every waiter and stays set until cleared. */
