@@ -514,7 +514,11 @@ static void racing_cancel(bool blocking)
     atomic_store(&twice, 0);
     atomic_store(&via_call, 0);
     atomic_store(&via_next, 0);
-    long rounds = test_scaled(20000);
+    /* The join's window (armed, then finding the task done, then
+     * disarming) is a few instructions wide: a cancellation lands in it
+     * about once in 80,000 rounds, so the join runs enough rounds to meet
+     * it (~1 s). Each round starts two tasks, hence the TSan scaling. */
+    long rounds = blocking ? test_scaled(20000) : test_scaled_starts(400000);
     corio_config cfg;
     corio_config_init(&cfg);
     cfg.loops = 2;

@@ -675,6 +675,90 @@ TEST(waiters_served_in_order)
     run_main_checked(2, main_chan_fifo, NULL);
 }
 
+/* ---- elements sent back to back wake as many receivers ----
+ *
+ * K receivers wait on an empty channel (K senders on a full one), on both
+ * loops; main then sends (receives) K elements in a row without yielding.
+ * Each element must wake its own waiter: a send that woke a receiver only
+ * when the channel went from empty to non-empty would leave all but one
+ * of them asleep with elements in the channel. */
+struct burst_waiter {
+    corio_chan *chan;
+    _Atomic int *queued;
+    int value, rc;
+};
+
+static void *burst_recv(void *arg)
+{
+    struct burst_waiter *w = arg;
+    atomic_fetch_add(w->queued, 1);
+    w->rc = corio_chan_recv_until(w->chan, &w->value, corio_deadline_in(2 * CORIO_SEC));
+    return NULL;
+}
+
+static void *burst_send(void *arg)
+{
+    struct burst_waiter *w = arg;
+    atomic_fetch_add(w->queued, 1);
+    w->rc = corio_chan_send_until(w->chan, &w->value, corio_deadline_in(2 * CORIO_SEC));
+    return NULL;
+}
+
+static void *main_chan_burst(void *arg)
+{
+    enum { K_MAX = 6 };
+    for (int round = 0; round < 8; round++) {
+        bool senders = round % 2;
+        size_t k = 2 + (size_t)round / 2; /* 2..5 waiters */
+        corio_chan *c;
+        CHECK_OK(corio_chan_new(&c, sizeof(int), k));
+        for (int i = 0; senders && i < (int)k; i++)
+            CHECK_OK(corio_chan_try_send(c, &i)); /* full: senders wait */
+        _Atomic int queued = 0;
+        struct burst_waiter w[K_MAX];
+        corio_task *t[K_MAX];
+        for (size_t i = 0; i < k; i++) {
+            w[i] = (struct burst_waiter){.chan = c, .queued = &queued, .value = 100 + (int)i,
+                                         .rc = 1};
+            corio_spawn_opts o = on_loop((int)(i % 2), false);
+            CHECK_OK(corio_spawn_ex(&t[i], senders ? burst_send : burst_recv, &w[i], &o));
+        }
+        while (atomic_load(&queued) < (int)k)
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_sleep(5 * CORIO_MSEC)); /* all in their waits now */
+        int sum = 0;
+        for (int i = 0; i < (int)k; i++) {
+            int v = 1000 + i;
+            if (senders) {
+                CHECK_OK(corio_chan_try_recv(c, &v)); /* frees a slot */
+                sum += v;
+            } else {
+                CHECK_OK(corio_chan_try_send(c, &v)); /* one element more */
+            }
+        }
+        CHECK_OK(corio_gather(t, k, NULL));
+        int waiters_sum = 0;
+        for (size_t i = 0; i < k; i++) {
+            CHECK_OK(w[i].rc);
+            waiters_sum += w[i].value;
+        }
+        if (senders) {
+            CHECK_EQ(sum, (int)(k * (k - 1) / 2)); /* the elements put in first */
+            CHECK_EQ(corio_chan_len(c), k);         /* refilled by every sender */
+        } else {
+            CHECK_EQ(waiters_sum, (int)(1000 * k + k * (k - 1) / 2)); /* each got one */
+            CHECK_EQ(corio_chan_len(c), 0);
+        }
+        corio_chan_free(c);
+    }
+    return NULL;
+}
+
+TEST(burst_wakes_one_waiter_per_element)
+{
+    run_main_checked(2, main_chan_burst, NULL);
+}
+
 /* ---- a woken waiter cancelled before it runs passes the wake-up on ----
  *
  * A and B wait on the same side of a channel, A first. The other side
@@ -759,6 +843,7 @@ int main(int argc, char **argv)
     RUN(bad_arguments);
     RUN(light_tasks);
     RUN(waiters_served_in_order);
+    RUN(burst_wakes_one_waiter_per_element);
     RUN(cancelled_waiter_passes_wakeup_on);
     return test_summary();
 }

@@ -329,25 +329,32 @@ TEST(close_after_child_failed_with_ecanceled)
 }
 
 /* close while the closing task is itself cancelled (once): it still waits
- * for every child, and the cancellation is kept for its next call. */
+ * for every child, and the cancellation is kept for its next call. The
+ * children, on a loop of their own, hold out after close has cancelled
+ * them until main has cancelled the closer, so the cancellation provably
+ * lands while close is waiting for them (timing alone let it land after
+ * close had returned, where any sleep would see it). */
 
 struct self_cancel {
     struct closing c;
-    _Atomic int closing;
+    unsigned children_loop; /* neither main's nor the closer's */
+    _Atomic long woken;   /* children close's cancellation has reached */
+    _Atomic int released; /* main has cancelled the closer */
     int close_rc, next_rc, after_rc;
 };
 
-static int ignores_cancel_a_while(void *arg)
+static int holds_out_after_cancel(void *arg)
 {
-    struct closing *c = arg;
-    atomic_fetch_add(&c->started, 1);
-    corio_sleep(20 * CORIO_SEC);
-    /* 20-odd ms of work after the cancel, without blocking. */
-    corio_time_t until = corio_now() + 20 * CORIO_MSEC;
-    while (corio_now() < until)
+    struct self_cancel *s = arg;
+    atomic_fetch_add(&s->c.started, 1);
+    int rc = corio_sleep(20 * CORIO_SEC);
+    atomic_fetch_add(&s->woken, 1);
+    /* Cleanup that cannot block (every blocking call of a cancelled
+     * group's child fails): spin until main says so. */
+    while (!atomic_load(&s->released))
         test_spin(1000);
-    atomic_fetch_add(&c->finished, 1);
-    return 0;
+    atomic_fetch_add(&s->c.finished, 1);
+    return rc == CORIO_ECANCELED ? 0 : rc;
 }
 
 static void *closer(void *arg)
@@ -356,15 +363,15 @@ static void *closer(void *arg)
     corio_group *g;
     CHECK_OK(corio_group_new(&g, 0));
     for (long i = 0; i < s->c.n; i++) {
-        corio_spawn_opts o = on_loop((int)(i % 2), false);
-        CHECK_OK(corio_group_spawn_ex(g, ignores_cancel_a_while, &s->c, &o));
+        corio_spawn_opts o = on_loop((int)s->children_loop, false);
+        CHECK_OK(corio_group_spawn_ex(g, holds_out_after_cancel, s, &o));
     }
     while (atomic_load(&s->c.started) < s->c.n)
         CHECK_OK(corio_sleep(CORIO_MSEC));
-    atomic_store(&s->closing, 1);
     s->close_rc = corio_group_close(g);
     CHECK_EQ(atomic_load(&s->c.finished), s->c.n);
-    s->next_rc = corio_sleep(20 * CORIO_SEC);
+    /* Cancelled while closing: this fails at once. */
+    s->next_rc = corio_sleep(2 * CORIO_SEC);
     s->after_rc = corio_sleep(CORIO_USEC);
     return NULL;
 }
@@ -372,13 +379,19 @@ static void *closer(void *arg)
 static void *main_close_cancelled(void *arg)
 {
     for (int round = 0; round < 4; round++) {
-        struct self_cancel s = {.c = {.n = 6}};
+        /* Main runs wherever it started; the spinning child must not hold
+         * its loop. */
+        unsigned me = corio_loop_index();
+        struct self_cancel s = {.c = {.n = 6}, .children_loop = (me + 2) % 3};
         corio_task *t;
-        CHECK_OK(corio_spawn_on(&t, (unsigned)round % 2, closer, &s));
-        while (!atomic_load(&s.closing))
+        CHECK_OK(corio_spawn_on(&t, (me + 1) % 3, closer, &s));
+        /* A child woken: close has begun cancelling them and waits (or is
+         * about to wait) for them, and none can finish yet (the first
+         * woken holds their loop). */
+        while (atomic_load(&s.woken) == 0)
             CHECK_OK(corio_sleep(CORIO_MSEC));
-        CHECK_OK(corio_sleep(CORIO_MSEC));
         CHECK_OK(corio_cancel(t));
+        atomic_store(&s.released, 1);
         CHECK_OK(corio_join(t, NULL));
         CHECK_OK(s.close_rc);
         CHECK_ERR(s.next_rc, CORIO_ECANCELED);
@@ -389,7 +402,7 @@ static void *main_close_cancelled(void *arg)
 
 TEST(close_while_cancelled)
 {
-    run_main_checked(2, main_close_cancelled, NULL);
+    run_main_checked(3, main_close_cancelled, NULL);
 }
 
 /* ---- a timed-out wait leaves the children running ---- */

@@ -151,6 +151,10 @@ static void *main_detach(void *arg)
         CHECK_OK(corio_sleep(1 * CORIO_MSEC));
     CHECK_OK(corio_sleep(5 * CORIO_MSEC));
     CHECK_OK(corio_detach(t));
+    /* That detach released it (no spawn since could have reused it):
+     * the handle is refused from now on, as released_handle_is_einval. */
+    CHECK_ERR(corio_detach(t), CORIO_EINVAL);
+    CHECK_ERR(corio_join(t, NULL), CORIO_EINVAL);
     CHECK_EQ(atomic_load(&detached_ran), 41);
     CHECK_ERR(corio_detach(NULL), CORIO_EINVAL);
     /* 4: pinned and detached. */

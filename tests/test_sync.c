@@ -458,6 +458,11 @@ static void *wg_waiter(void *arg)
     return NULL;
 }
 
+static void *wg_waits_a_second(void *wg)
+{
+    return PTR_OF(corio_waitgroup_wait_until(wg, corio_deadline_in(CORIO_SEC)));
+}
+
 static void *main_waitgroup(void *arg)
 {
     struct wgrun w = {0};
@@ -484,7 +489,15 @@ static void *main_waitgroup(void *arg)
     CHECK_OK(corio_waitgroup_add(w.wg, 2));
     CHECK_ERR(corio_waitgroup_add(w.wg, -3), CORIO_EINVAL);
     CHECK_ERR(corio_waitgroup_wait_until(w.wg, corio_deadline_in(5 * CORIO_MSEC)), CORIO_ETIMEDOUT);
+    /* Reaching zero by add(-2), not done(), releases a waiter too. */
+    corio_task *late;
+    corio_spawn_opts o = on_loop(1 - (int)corio_loop_index(), false);
+    CHECK_OK(corio_spawn_ex(&late, wg_waits_a_second, w.wg, &o));
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC)); /* in its wait now */
     CHECK_OK(corio_waitgroup_add(w.wg, -2));
+    void *late_rc;
+    CHECK_OK(corio_join(late, &late_rc));
+    CHECK_OK((int)INT_OF(late_rc));
     CHECK_OK(corio_waitgroup_wait_until(w.wg, corio_now()));
     /* Past LONG_MAX: refused (no signed overflow), counter unchanged. */
     CHECK_OK(corio_waitgroup_add(w.wg, 1));
