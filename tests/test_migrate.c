@@ -95,6 +95,113 @@ TEST(woken_tasks_leave_a_busy_loop)
     CHECK_GT(homed_busy, 0);
 }
 
+/* ---- a backlog of woken tasks wakes an idle loop ----
+ *
+ * As above, but every waiter starts on loop 0 (loop 1 is held busy while
+ * they start) and loop 1 then parks with nothing to do. When the event
+ * wakes them, loop 0 is busy, so only loop 1 can run them, and only if
+ * the backlog on loop 0 wakes it: nothing else will (above, waking the
+ * waiters homed on loop 1 woke it anyway). Each waiter dirties its stack
+ * first; they exit on loop 1, whose pool has no room for stacks it did
+ * not carve, so the stacks go to the runtime's spill list, and once the
+ * loops idle a trim must give that memory back.
+ */
+#define BACKLOG 300
+#define BACKLOG_TOUCH (96 * 1024)
+
+struct backlog {
+    corio_event *go;
+    _Atomic int holding, started, woke, homed_on_0, all_started;
+};
+
+static __attribute__((noinline)) void dirty_stack(void)
+{
+    volatile char bytes[BACKLOG_TOUCH];
+    for (size_t i = 0; i < sizeof bytes; i += 512)
+        bytes[i] = (char)i;
+}
+
+static void *backlog_waiter(void *arg)
+{
+    struct backlog *b = arg;
+    dirty_stack();
+    atomic_fetch_add(&b->homed_on_0, corio_loop_index() == 0);
+    atomic_fetch_add(&b->started, 1);
+    CHECK_OK(corio_event_wait(b->go));
+    atomic_fetch_add(&b->woke, 1);
+    return NULL;
+}
+
+static void *hold_until_started(void *arg)
+{
+    struct backlog *b = arg;
+    atomic_store(&b->holding, 1);
+    while (!atomic_load(&b->all_started))
+        test_spin(1000); /* keeps this loop from stealing the waiters */
+    return NULL;
+}
+
+static void *backlog_host(void *arg)
+{
+    struct backlog *b = arg;
+    corio_spawn_opts o = migrate_opts();
+    static corio_task *t[BACKLOG];
+    while (!atomic_load(&b->holding))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    for (int i = 0; i < BACKLOG; i++)
+        CHECK_OK(corio_spawn_ex(&t[i], backlog_waiter, b, &o));
+    while (atomic_load(&b->started) < BACKLOG)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    atomic_store(&b->all_started, 1);
+    CHECK_OK(corio_sleep(50 * CORIO_MSEC)); /* loop 1 idles and parks */
+    CHECK_OK(corio_event_set(b->go));
+    /* Keep loop 0's CPU (a hang guard, not a timing assertion). */
+    corio_time_t give_up = corio_now() + 20 * CORIO_SEC;
+    while (atomic_load(&b->woke) < BACKLOG && corio_now() < give_up)
+        test_spin(1000);
+    int woke = atomic_load(&b->woke);
+    CHECK_EQ(woke, BACKLOG);
+    CHECK_OK(corio_gather(t, BACKLOG, NULL));
+    return NULL;
+}
+
+static void *main_backlog(void *arg)
+{
+    struct backlog *b = arg;
+    CHECK_OK(corio_event_new(&b->go));
+    corio_task *hold, *host;
+    CHECK_OK(corio_spawn_on(&hold, 1, hold_until_started, b));
+    CHECK_OK(corio_spawn_on(&host, 0, backlog_host, b));
+    CHECK_OK(corio_join(host, NULL));
+    CHECK_OK(corio_join(hold, NULL));
+    corio_event_free(b->go);
+    /* Sanitizers and Valgrind keep stack shadow memory of their own, and
+     * under qemu-user RSS is the emulator's. */
+#ifndef TEST_SANITIZED
+    if (!TEST_ON_VALGRIND() && !test_under_qemu()) {
+        long dirtied = (long)BACKLOG * (BACKLOG_TOUCH / 1024), peak = test_rss_kib(), now;
+        corio_time_t give_up = corio_deadline_in(20 * CORIO_SEC);
+        do { /* both loops idle: the trim comes within ~20 ms */
+            CHECK_OK(corio_sleep(20 * CORIO_MSEC));
+            now = test_rss_kib();
+        } while (peak - now < dirtied * 85 / 100 && corio_now() < give_up);
+        fprintf(stderr, "   RSS %ld KiB after the exits, %ld after idling (%ld KiB dirtied)\n",
+                peak, now, dirtied);
+        CHECK_GE(peak - now, dirtied * 85 / 100);
+    }
+#endif
+    return NULL;
+}
+
+TEST(woken_backlog_wakes_an_idle_loop)
+{
+    TEST_SKIP_UNDER_VALGRIND("Valgrind runs one thread at a time: whether loop 1 gets the CPU "
+                             "while loop 0 spins is up to its scheduler");
+    struct backlog b = {0};
+    run_main_checked(2, main_backlog, &b);
+    CHECK_EQ(atomic_load(&b.homed_on_0), BACKLOG);
+}
+
 /* ---- stacks do not pile up on the loop tasks migrate to ----
  *
  * Round after round, tasks take their stacks on loop 0 and exit on loop 1
@@ -567,6 +674,7 @@ TEST(one_loop)
 int main(int argc, char **argv)
 {
     RUN(woken_tasks_leave_a_busy_loop);
+    RUN(woken_backlog_wakes_an_idle_loop);
     RUN(stacks_do_not_pile_up);
     RUN(yielder_does_not_starve_a_woken_task);
     RUN(bookkeeping_follows_the_task);

@@ -94,9 +94,11 @@ static void *idle_main(void *arg)
      * of calls above is the check there. */
     if (!TEST_ON_VALGRIND() && !test_under_qemu()) {
 #ifndef TEST_SANITIZED
-        /* At least half of what the tasks beyond the 256 kept warm
-         * dirtied is back with the kernel. */
-        CHECK_GE(peak - after, (long)(CROWD - 256) * (TOUCH / 1024) / 2);
+        /* What the tasks beyond the 256 kept warm dirtied is back with
+         * the kernel: all of it (the trim runs to its end before this task
+         * wakes on the one loop), less a margin for RSS's bookkeeping. A
+         * trim that skipped every other stack gave back 52%. */
+        CHECK_GE(peak - after, (long)(CROWD - 256) * (TOUCH / 1024) * 85 / 100);
 #endif
     }
     return NULL;
