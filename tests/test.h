@@ -433,6 +433,16 @@ static inline uint64_t test_spin(unsigned n)
     return acc;
 }
 
+/* Touch `len` bytes of the calling task's stack, one write per 512, so
+ * that they are resident (tests of stack memory given back). Out of line:
+ * the bytes are its own frame, gone when it returns. */
+static __attribute__((noinline, unused)) void test_dirty_stack(size_t len)
+{
+    volatile char bytes[len];
+    for (size_t i = 0; i < sizeof bytes; i += 512)
+        bytes[i] = (char)i;
+}
+
 /* Whether rc is the error named `name` ("ENOSTACK"): for values that not
  * every version of corio.h defines. */
 static inline bool test_err_is(int rc, const char *name)

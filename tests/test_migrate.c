@@ -114,17 +114,10 @@ struct backlog {
     _Atomic int holding, started, woke, homed_on_0, all_started;
 };
 
-static __attribute__((noinline)) void dirty_stack(void)
-{
-    volatile char bytes[BACKLOG_TOUCH];
-    for (size_t i = 0; i < sizeof bytes; i += 512)
-        bytes[i] = (char)i;
-}
-
 static void *backlog_waiter(void *arg)
 {
     struct backlog *b = arg;
-    dirty_stack();
+    test_dirty_stack(BACKLOG_TOUCH);
     atomic_fetch_add(&b->homed_on_0, corio_loop_index() == 0);
     atomic_fetch_add(&b->started, 1);
     CHECK_OK(corio_event_wait(b->go));

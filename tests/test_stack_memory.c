@@ -19,17 +19,10 @@ struct wave {
     corio_event *release;     /* then they may exit */
 };
 
-static __attribute__((noinline)) void dirty_stack(void)
-{
-    volatile char bytes[TOUCH];
-    for (size_t i = 0; i < sizeof bytes; i += 512)
-        bytes[i] = (char)i;
-}
-
 static void *crowd_member(void *arg)
 {
     struct wave *w = arg;
-    dirty_stack();
+    test_dirty_stack(TOUCH);
     CHECK_OK(corio_waitgroup_done(w->started));
     CHECK_OK(corio_event_wait(w->release));
     return NULL;
