@@ -413,6 +413,18 @@ static inline long test_rss_kib(void)
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+/* Whether test_rss_kib() shows a task stack's pages coming and going:
+ * not under the sanitizers or Valgrind, which keep shadow memory of their
+ * own for the stacks, nor under qemu-user, where RSS is the emulator's. */
+static inline bool test_rss_tracks_stacks(void)
+{
+#ifdef TEST_SANITIZED
+    return false;
+#else
+    return !TEST_ON_VALGRIND() && !test_under_qemu();
+#endif
+}
+
 /* xorshift64*: cheap per-task randomness (seed must be non-zero). */
 static inline uint64_t test_rand(uint64_t *state)
 {

@@ -168,10 +168,7 @@ static void *main_backlog(void *arg)
     CHECK_OK(corio_join(host, NULL));
     CHECK_OK(corio_join(hold, NULL));
     corio_event_free(b->go);
-    /* Sanitizers and Valgrind keep stack shadow memory of their own, and
-     * under qemu-user RSS is the emulator's. */
-#ifndef TEST_SANITIZED
-    if (!TEST_ON_VALGRIND() && !test_under_qemu()) {
+    if (test_rss_tracks_stacks()) {
         long dirtied = (long)BACKLOG * (BACKLOG_TOUCH / 1024), peak = test_rss_kib(), now;
         corio_time_t give_up = corio_deadline_in(20 * CORIO_SEC);
         do { /* both loops idle: the trim comes within ~20 ms */
@@ -182,7 +179,6 @@ static void *main_backlog(void *arg)
                 peak, now, dirtied);
         CHECK_GE(peak - now, dirtied * 85 / 100);
     }
-#endif
     return NULL;
 }
 
