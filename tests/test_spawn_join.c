@@ -505,7 +505,7 @@ TEST(one_yield_starts_every_queued_task) { run_main_checked(1, main_one_yield_st
 /* ---- a task joining never-run children in turn ----
  *
  * With nothing else ready, the loop starts each child straight from the
- * task that waits (sched.c: start_queued_directly), and a child that
+ * task that waits (sched.c: suspend_with_none_ready), and a child that
  * waits in turn starts the next one the same way. Whatever the children
  * do (return, sleep, yield, wait for a grandchild, run light or on a
  * stack of their own size), each runs exactly once and each join returns
