@@ -178,7 +178,8 @@ typedef struct corio_config {
     /* Keep task memory in ordinary pages. By default a loop that outgrows
      * its first 2 MiB of task objects and light tasks' saved stacks asks
      * the kernel for transparent huge pages (fewer page faults: a million
-     * tasks start ~20% faster), which with THP defrag set to "madvise"
+     * tasks start ~20% faster), and so do its timers once more than a few
+     * thousand deadlines are pending; with THP defrag set to "madvise" that
      * may compact memory on a fault. Also switched on by
      * CORIO_HUGE_PAGES=0 in the environment (1 or unset: huge pages; any
      * other value: CORIO_EINVAL). */

@@ -70,7 +70,7 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     l->rng = 0x9E3779B97F4A7C15ull * (index + 1);
     atomic_init(&l->inbox, NULL);
     atomic_init(&l->parked, 0);
-    corio__timers_init(&l->timers);
+    corio__timers_init(&l->timers, rt->huge_pages);
     l->arena.huge_pages = rt->huge_pages;
     corio__stack_pool_init(&l->stacks, rt->stack_size, STACK_POOL_LIMIT, &rt->stack_spill);
 

@@ -154,6 +154,17 @@ int corio__munmap(void *p, size_t len)
     return rc;
 }
 
+int corio__mremap_onto(void *p, size_t old_len, void *dest, size_t new_len)
+{
+    if (corio__fault(ENOMEM))
+        return -1;
+    if (mremap(p, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED, dest) == MAP_FAILED)
+        return -1;
+    /* Two mappings became one. */
+    atomic_fetch_sub_explicit(&live_maps, 1, memory_order_relaxed);
+    return 0;
+}
+
 static _Atomic uint64_t dontneed_calls;
 
 int corio__madvise(void *p, size_t len, int advice)

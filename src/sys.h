@@ -65,6 +65,10 @@ void *corio__mmap_anon(size_t len); /* PROT_READ|WRITE, private anonymous */
  * power of two, a multiple of the page size). */
 void *corio__mmap_aligned(size_t len, size_t align);
 int corio__munmap(void *p, size_t len);
+/* Move mapping p (old_len bytes) onto dest, a mapping of ours of new_len >=
+ * old_len bytes that it replaces: its pages are moved, not copied, and p's
+ * range is unmapped. 0, or -1 with errno set and both left as they were. */
+int corio__mremap_onto(void *p, size_t old_len, void *dest, size_t new_len);
 int corio__madvise(void *p, size_t len, int advice);
 int corio__mprotect(void *p, size_t len, int prot);
 

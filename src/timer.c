@@ -6,21 +6,25 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <string.h>
 
-#include "sys.h"
+#include "bigarray.h"
 #include "task.h"
 
 #define ARITY 4
 /* Heaps smaller than this are never swept: the sweep would cost more. */
 #define SWEEP_MIN 4096
 
-void corio__timers_init(corio__timers *tm) { *tm = (corio__timers){0}; }
+void corio__timers_init(corio__timers *tm, bool huge_pages)
+{
+    *tm = (corio__timers){.huge_pages = huge_pages};
+}
 
 void corio__timers_destroy(corio__timers *tm)
 {
-    corio__free(tm->heap);
-    corio__free(tm->run);
-    corio__timers_init(tm);
+    corio__bigarray_free(tm->heap, tm->cap * sizeof *tm->heap);
+    corio__bigarray_free(tm->run, tm->run_cap * sizeof *tm->run);
+    corio__timers_init(tm, tm->huge_pages);
 }
 
 static corio__timer_entry *run_at(const corio__timers *tm, size_t i)
@@ -88,7 +92,8 @@ static int heap_add(corio__timers *tm, corio__timer_entry e)
 {
     if (tm->len == tm->cap) {
         size_t cap = tm->cap ? tm->cap * 2 : 64;
-        corio__timer_entry *heap = corio__realloc(tm->heap, cap * sizeof *heap);
+        corio__timer_entry *heap = corio__bigarray_grow(tm->heap, tm->cap * sizeof *heap,
+                                                        cap * sizeof *heap, tm->huge_pages);
         if (!heap)
             return CORIO_ENOMEM;
         tm->heap = heap;
@@ -98,20 +103,35 @@ static int heap_add(corio__timers *tm, corio__timer_entry e)
     return 0;
 }
 
+/* Double a full run. The entries keep their offsets, so the ring's two
+ * pieces, [head, cap) and then [0, head), are moved apart: the shorter
+ * one goes to the new half. */
+static int run_grow(corio__timers *tm)
+{
+    size_t old = tm->run_cap, cap = old ? old * 2 : 64;
+    corio__timer_entry *run =
+        corio__bigarray_grow(tm->run, old * sizeof *run, cap * sizeof *run, tm->huge_pages);
+    if (!run)
+        return CORIO_ENOMEM;
+    size_t head = tm->run_head;
+    if (head <= old / 2) {
+        memcpy(run + old, run, head * sizeof *run); /* the wrapped tail, after the front */
+    } else {
+        memcpy(run + cap - (old - head), run + head, (old - head) * sizeof *run);
+        tm->run_head = head + old; /* the front, moved to the end */
+    }
+    tm->run = run;
+    tm->run_cap = cap;
+    return 0;
+}
+
 /* Append to the run; the caller checked the order. */
 static int run_add(corio__timers *tm, corio__timer_entry e)
 {
     if (tm->run_len == tm->run_cap) {
-        size_t cap = tm->run_cap ? tm->run_cap * 2 : 64;
-        corio__timer_entry *run = corio__malloc(cap * sizeof *run);
-        if (!run)
-            return CORIO_ENOMEM;
-        for (size_t i = 0; i < tm->run_len; i++)
-            run[i] = *run_at(tm, i);
-        corio__free(tm->run);
-        tm->run = run;
-        tm->run_head = 0;
-        tm->run_cap = cap;
+        int rc = run_grow(tm);
+        if (rc != 0)
+            return rc;
     }
     *run_at(tm, tm->run_len++) = e;
     return 0;

@@ -35,6 +35,7 @@
 #ifndef CORIO_TIMER_H
 #define CORIO_TIMER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -54,9 +55,10 @@ typedef struct corio__timers {
     corio__timer_entry *run;  /* ring of non-decreasing deadlines */
     size_t run_head, run_len, run_cap; /* run_cap: 0 or a power of two */
     size_t armed; /* timed waits still in progress (the rest are stale) */
+    bool huge_pages; /* the arrays may ask for THP (bigarray.h) */
 } corio__timers;
 
-void corio__timers_init(corio__timers *tm);
+void corio__timers_init(corio__timers *tm, bool huge_pages);
 void corio__timers_destroy(corio__timers *tm);
 /* Add a deadline for t's wait with this token. 0 or CORIO_ENOMEM. */
 int corio__timers_add(corio__timers *tm, struct corio_task *t, uint64_t token,

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bigarray.h"
 #include "sys.h"
 #include "task.h"
 #include "test.h"
@@ -56,7 +57,7 @@ static corio_time_t deadline_for(enum shape s, size_t i)
 /* Add n deadlines of one shape (each task armed with token i + 1), then
  * pop them in steps of "now": every one comes out once, never early,
  * never after a later one, and next() always names the earliest left. */
-static void check_order(enum shape s, size_t n)
+static void check_order(enum shape s, size_t n, bool huge_pages)
 {
     test_baseline base = test_baseline_take();
     corio_task *t = fake_tasks(n);
@@ -64,7 +65,7 @@ static void check_order(enum shape s, size_t n)
     bool *seen = calloc(n, sizeof *seen);
     CHECK(when && seen);
     corio__timers tm;
-    corio__timers_init(&tm);
+    corio__timers_init(&tm, huge_pages);
     corio_time_t min = INT64_MAX;
     for (size_t i = 0; i < n; i++) {
         when[i] = deadline_for(s, i);
@@ -102,9 +103,59 @@ static void check_order(enum shape s, size_t n)
     CHECK_NO_LEAKS(base);
 }
 
-TEST(increasing_deadlines_come_out_in_order) { check_order(INCREASING, 100000); }
-TEST(random_deadlines_come_out_in_order) { check_order(RANDOM, 100000); }
-TEST(mixed_deadlines_come_out_in_order) { check_order(MOSTLY_INCREASING, 100000); }
+/* 100,000 entries (2.4 MB): the arrays move from malloc to mappings of
+ * their own, and then to bigger ones (bigarray.h). */
+TEST(increasing_deadlines_come_out_in_order) { check_order(INCREASING, 100000, true); }
+TEST(random_deadlines_come_out_in_order) { check_order(RANDOM, 100000, true); }
+TEST(mixed_deadlines_come_out_in_order) { check_order(MOSTLY_INCREASING, 100000, false); }
+
+/* The run is a ring: when it fills up after pops, its entries wrap around
+ * the end of the array, and doubling it must keep them in order whichever
+ * piece is moved. Adds and pops interleave at random (more adds than
+ * pops), so the head sits anywhere when the run grows, through every
+ * capacity up to a mapped one; each entry comes out once, in order. */
+TEST(run_grows_while_wrapped)
+{
+    test_baseline base = test_baseline_take();
+    size_t n = test_scaled(600000);
+    if (n < 200000)
+        n = 200000; /* past the 2 MiB mapping, whatever the scale */
+    corio_task *t = fake_tasks(1);
+    atomic_store(&t->wait, 1);
+    corio__timers tm;
+    corio__timers_init(&tm, true);
+    size_t added = 0, popped = 0, grew_wrapped = 0, grew_moving_front = 0;
+    while (popped < n) {
+        bool add = added < n && (added == popped || rng() % 100 < 60);
+        if (add) {
+            if (tm.run_len == tm.run_cap && tm.run_head != 0) {
+                if (tm.run_head <= tm.run_cap / 2)
+                    grew_wrapped++;
+                else
+                    grew_moving_front++;
+            }
+            /* The token numbers the entry; deadlines never decrease. */
+            CHECK_OK(corio__timers_add(&tm, t, added + 1, (corio_time_t)added));
+            added++;
+            continue;
+        }
+        corio__timer_entry e;
+        CHECK(corio__timers_pop_due(&tm, INT64_MAX, &e));
+        CHECK_EQ(e.token, popped + 1);
+        CHECK_EQ(e.deadline, (corio_time_t)popped);
+        popped++;
+    }
+    corio__timer_entry e;
+    CHECK(!corio__timers_pop_due(&tm, INT64_MAX, &e));
+    CHECK_EQ(tm.len, 0); /* every deadline went to the run */
+    /* Both ways of unwrapping were taken at least once. */
+    fprintf(stderr, "   grew %zu times moving the tail, %zu moving the front\n", grew_wrapped,
+            grew_moving_front);
+    CHECK(grew_wrapped > 0 && grew_moving_front > 0);
+    corio__timers_destroy(&tm);
+    free(t);
+    CHECK_NO_LEAKS(base);
+}
 
 /* Waits that ended early leave stale entries; once they outnumber the
  * live ones an add sweeps them, and only live entries ever come out. */
@@ -114,7 +165,7 @@ TEST(stale_entries_are_swept)
     size_t n = 20000;
     corio_task *t = fake_tasks(n);
     corio__timers tm;
-    corio__timers_init(&tm);
+    corio__timers_init(&tm, false);
     for (size_t i = 0; i < n; i++) {
         atomic_store(&t[i].wait, 7);
         /* Half in order (the run), half not (the heap). */
@@ -161,7 +212,7 @@ TEST(allocation_failure_changes_nothing)
     size_t n = 64; /* both structures' first capacity */
     corio_task *t = fake_tasks(n + 2);
     corio__timers tm;
-    corio__timers_init(&tm);
+    corio__timers_init(&tm, false);
     for (size_t i = 0; i < n; i++) {
         atomic_store(&t[i].wait, 1);
         CHECK_OK(corio__timers_add(&tm, &t[i], 1, 1000 + (corio_time_t)i)); /* run */
@@ -200,6 +251,42 @@ TEST(allocation_failure_changes_nothing)
     CHECK_NO_LEAKS(base);
 }
 
+/* A run that has outgrown its mapping must move to a bigger one: a
+ * mapping, an advice and a move, any of which can fail. Whichever fails
+ * (the k-th call), the deadline still goes in (to the heap if the run
+ * could not grow), nothing is lost or reordered, nothing leaks. */
+TEST(mapped_run_growth_failure_loses_nothing)
+{
+    size_t n = 131072; /* 3 MiB of entries: a full 4 MiB mapping's worth */
+    corio_task *t = fake_tasks(1);
+    atomic_store(&t->wait, 1);
+    for (uint64_t k = 1; k <= 4; k++) {
+        test_baseline base = test_baseline_take();
+        corio__timers tm;
+        corio__timers_init(&tm, true);
+        for (size_t i = 0; i < n; i++)
+            CHECK_OK(corio__timers_add(&tm, t, 1, (corio_time_t)i));
+        CHECK_EQ(tm.run_len, tm.run_cap);
+        CHECK(tm.run_cap * sizeof(corio__timer_entry) >= CORIO__BIGARRAY_MAP_UNIT);
+        corio__fault_arm(k);
+        CHECK_OK(corio__timers_add(&tm, t, 1, (corio_time_t)n));
+        bool fired = corio__fault_fired();
+        corio__fault_arm(0);
+        CHECK_EQ(tm.run_len + tm.len, n + 1);
+        if (k == 1)
+            CHECK(fired && tm.len == 1); /* no new mapping: the heap took it */
+        CHECK_OK(corio__timers_add(&tm, t, 1, (corio_time_t)n + 1));
+        corio_time_t expect = 0;
+        corio__timer_entry e;
+        while (corio__timers_pop_due(&tm, INT64_MAX, &e))
+            CHECK_EQ(e.deadline, expect++);
+        CHECK_EQ(expect, (corio_time_t)n + 2);
+        corio__timers_destroy(&tm);
+        CHECK_NO_LEAKS(base);
+    }
+    free(t);
+}
+
 int main(int argc, char **argv)
 {
     RUN(increasing_deadlines_come_out_in_order);
@@ -207,5 +294,7 @@ int main(int argc, char **argv)
     RUN(mixed_deadlines_come_out_in_order);
     RUN(stale_entries_are_swept);
     RUN(allocation_failure_changes_nothing);
+    RUN(run_grows_while_wrapped);
+    RUN(mapped_run_growth_failure_loses_nothing);
     return test_summary();
 }
