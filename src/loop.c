@@ -74,10 +74,10 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     l->arena.huge_pages = rt->huge_pages;
     corio__stack_pool_init(&l->stacks, rt->stack_size, STACK_POOL_LIMIT, &rt->stack_spill);
 
-    int rc = corio__runq_init(&l->runq);
+    int rc = corio__runq_init(&l->runq, rt->huge_pages);
     if (rc != 0)
         return rc;
-    rc = corio__runq_init(&l->roam);
+    rc = corio__runq_init(&l->roam, rt->huge_pages);
     if (rc != 0) {
         corio__runq_destroy(&l->runq);
         return rc;

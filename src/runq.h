@@ -17,8 +17,15 @@
  *             pointer through every task, each a cache miss by the time a
  *             burst's tasks come back (spawn+join of 1M tasks on two
  *             loops: median 102.5 ns with the list, 95.4 with blocks,
- *             bench/RESULTS.md). A block comes from malloc; the one last
- *             emptied is kept for the next spill.
+ *             bench/RESULTS.md). Blocks are carved from 2 MiB chunks the
+ *             queue maps for itself (huge pages from its second chunk on,
+ *             unless the runtime has small_pages); emptied ones go back to
+ *             the queue (the last one to a lock-free spare), and chunks are
+ *             unmapped only with the queue. From malloc they had been
+ *             4 KiB pages faulted in one by one (~17 us each on the AMD
+ *             VM), and a block emptied by a thief went to the thief's
+ *             malloc arena, so a spawner kept faulting in fresh ones: most
+ *             of the page faults left in starting a million sleepers.
  *
  * Why a thief's copy is safe: it reads slots [h, h+n) and then claims them
  * with CAS(head, h, h+n). The owner only writes slots below head + CAP, so
@@ -42,6 +49,7 @@
 
 struct corio_task;
 struct corio__runq_block;
+struct corio__runq_chunk;
 
 typedef struct corio__runq {
     _Alignas(CORIO__CACHE_LINE) _Atomic uint64_t head; /* owner pops, thieves CAS */
@@ -57,9 +65,16 @@ typedef struct corio__runq {
     _Atomic size_t overflow_len;
     /* An empty block kept for the next spill; exchanged, never locked. */
     _Atomic(struct corio__runq_block *) spare;
+    /* Block memory, under `lock`: emptied blocks, the newest chunk's
+     * uncarved part, every chunk. */
+    struct corio__runq_block *free_blocks;
+    char *carve_next, *carve_end;
+    struct corio__runq_chunk *chunks;
+    bool huge_pages; /* may ask for THP past the first chunk */
 } corio__runq;
 
-int corio__runq_init(corio__runq *q);
+/* huge_pages: the runtime's (corio_config's small_pages not set). */
+int corio__runq_init(corio__runq *q, bool huge_pages);
 void corio__runq_destroy(corio__runq *q);
 
 /* Owner only. A full ring spills half into an overflow block; false, with
