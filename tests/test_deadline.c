@@ -442,10 +442,87 @@ TEST(forever_waits_until_woken)
     run_main_checked(2, main_forever, NULL);
 }
 
+/* ---- a deadline ends only its own wait ----
+ *
+ * A wait that ends before its deadline leaves its timer entry queued
+ * (timer.h: lazy deletion). When that deadline comes, it must not end the
+ * wait the task is in by then. The task's first wait, a semaphore acquire
+ * with a 20 ms deadline, is answered at once; its next, an event wait
+ * with no deadline at all, spans the old deadline and must end only when
+ * the event is set, 30 ms after it, with 0 (not CORIO_ETIMEDOUT). On both
+ * loops, as a regular and as a light task. */
+struct stale_wait {
+    corio_sem *sem;
+    corio_event *event;
+    _Atomic int queued, second_over;
+    int first_rc, second_rc;
+    corio_time_t first_deadline;
+};
+
+static void *stale_waiter(void *arg)
+{
+    struct stale_wait *s = arg;
+    s->first_deadline = corio_deadline_in(20 * CORIO_MSEC);
+    atomic_store(&s->queued, 1);
+    s->first_rc = corio_sem_acquire_until(s->sem, s->first_deadline);
+    if (s->first_rc == 0) {
+        s->second_rc = corio_event_wait(s->event);
+        atomic_store(&s->second_over, 1);
+    }
+    return NULL;
+}
+
+static void *main_stale_deadline(void *arg)
+{
+    int checked = 0;
+    for (int round = 0; round < 40 && checked < 4; round++) {
+        struct stale_wait s = {0};
+        CHECK_OK(corio_sem_new(&s.sem, 0));
+        CHECK_OK(corio_event_new(&s.event));
+        corio_spawn_opts o;
+        corio_spawn_opts_init(&o);
+        o.loop = checked % 2;
+        o.flags = checked >= 2 ? CORIO_TASK_LIGHT : 0;
+        corio_task *t;
+        CHECK_OK(corio_spawn_ex(&t, stale_waiter, &s, &o));
+        while (!atomic_load(&s.queued))
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_sleep(2 * CORIO_MSEC)); /* in its acquire now */
+        CHECK_OK(corio_sem_release(s.sem));
+        /* Past the first wait's deadline, the second must still wait. */
+        CHECK_OK(corio_sleep_until(s.first_deadline + 30 * CORIO_MSEC));
+        int over_early = atomic_load(&s.second_over);
+        CHECK_OK(corio_event_set(s.event));
+        CHECK_OK(corio_join(t, NULL));
+        if (s.first_rc == CORIO_ETIMEDOUT) {
+            /* Released too late on a starved machine: nothing shown. */
+            CHECK_OK(corio_sem_try_acquire(s.sem));
+        } else {
+            CHECK_OK(s.first_rc);
+            if (over_early)
+                FAIL_("the event wait ended (%s) before the event was set, at the "
+                      "deadline of the acquire before it",
+                      corio_err_name(s.second_rc));
+            CHECK_OK(s.second_rc);
+            checked++;
+        }
+        corio_event_free(s.event);
+        corio_sem_free(s.sem);
+    }
+    CHECK_EQ(checked, 4);
+    return NULL;
+}
+
+TEST(stale_deadline_ends_no_later_wait)
+{
+    run_main_checked(2, main_stale_deadline, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(precision);
     RUN(past_deadline_fails_at_once);
     RUN(forever_waits_until_woken);
+    RUN(stale_deadline_ends_no_later_wait);
     return test_summary();
 }

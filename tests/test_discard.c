@@ -164,6 +164,32 @@ static void *join_unstartable(void *arg)
     /* Started, it shows its own function to debuggers (tools/gdb), not
      * the wrapper that carried the discard (task.h). */
     CHECK(atomic_load(&slots[2].fn_seen) == (uintptr_t)mark_ran);
+
+    /* A failure in the middle of a gather: reported, and every other
+     * task's result stored and its handle released all the same. The
+     * unstartable one is spawned first, so it is the first to run. */
+    corio_task *three[3];
+    o.stack_size = ODD_STACK;
+    CHECK_OK(corio_spawn_ex(&three[1], mark_ran, &slots[3], &o));
+    o.stack_size = 0;
+    CHECK_OK(corio_spawn_ex(&three[0], mark_ran, &slots[4], &o));
+    CHECK_OK(corio_spawn_ex(&three[2], mark_ran, &slots[5], &o));
+    void *res[3] = {PTR_OF(-1), PTR_OF(-1), PTR_OF(-1)};
+    corio__fault_arm(1);
+    rc = corio_gather(three, 3, res);
+    fired = corio__fault_fired();
+    corio__fault_arm(0);
+    CHECK(fired);
+    CHECK(test_err_is(rc, "ENOSTACK"));
+    CHECK_EQ(atomic_load(&slots[3].discarded), 1);
+    CHECK_EQ(atomic_load(&slots[3].ran), 0);
+    CHECK_EQ(atomic_load(&slots[4].ran), 1);
+    CHECK_EQ(atomic_load(&slots[5].ran), 1);
+    for (int i = 0; i < 3; i++) {
+        CHECK(res[i] == NULL); /* mark_ran's result; none for the unrun one */
+        /* Released: nothing spawned since, so a join is refused. */
+        CHECK_ERR(corio_join(three[i], NULL), CORIO_EINVAL);
+    }
     return NULL;
 }
 

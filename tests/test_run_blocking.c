@@ -10,6 +10,8 @@
 
 #include "test.h"
 
+#include "blocking.h" /* corio__run_blocking_owned: the resolver's call */
+
 /* ---- runs elsewhere, returns the result ---- */
 
 struct where {
@@ -452,6 +454,90 @@ TEST(burst_of_calls_gets_threads)
     run_main_checked(1, main_burst, NULL);
 }
 
+/* ---- a job that owns its argument, given up: cleaned up exactly once ----
+ *
+ * blocking.h: when corio__run_blocking_owned fails, its argument passes to
+ * the pool, and `abandoned` runs once nothing uses it any more: at once if
+ * the function never started, after it returns if it was running (the
+ * resolver frees its request this way). One pool thread, so the queued
+ * case is certain: the thread is busy with another call. */
+static _Atomic int owned_started, owned_release, owned_cleanups;
+
+static void owned_abandoned(void *arg)
+{
+    CHECK_EQ(INT_OF(arg), 7);
+    atomic_fetch_add(&owned_cleanups, 1);
+}
+
+static void *owned_fn(void *arg)
+{
+    atomic_fetch_add(&owned_started, 1);
+    while (!atomic_load(&owned_release))
+        usleep(1000);
+    return arg;
+}
+
+static void *occupy_until_released(void *arg)
+{
+    return PTR_OF(corio_run_blocking(owned_fn, arg, NULL));
+}
+
+static void wait_for_cleanups(int n)
+{
+    for (int ms = 0; ms < 10000 && atomic_load(&owned_cleanups) < n; ms++)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_EQ(atomic_load(&owned_cleanups), n);
+}
+
+static void *main_owned(void *arg)
+{
+    /* Running when the deadline passes: cleaned up when fn returns. */
+    atomic_store(&owned_release, 0);
+    corio_time_t dl = corio_deadline_in(50 * CORIO_MSEC);
+    CHECK_ERR(corio__run_blocking_owned(owned_fn, PTR_OF(7), owned_abandoned, NULL, dl),
+              CORIO_ETIMEDOUT);
+    /* Given up while queued, it was cleaned up before the call returned;
+     * while running, not before fn returns, which it cannot yet. */
+    if (atomic_load(&owned_cleanups) == 0) {
+        CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+        CHECK_EQ(atomic_load(&owned_cleanups), 0); /* fn still uses it */
+    }
+    atomic_store(&owned_release, 1);
+    wait_for_cleanups(1);
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    CHECK_EQ(atomic_load(&owned_cleanups), 1);
+
+    /* Queued behind a busy thread: cleaned up at once, fn never runs. */
+    atomic_store(&owned_release, 0);
+    atomic_store(&owned_started, 0);
+    corio_task *busy;
+    CHECK_OK(corio_spawn(&busy, occupy_until_released, PTR_OF(1)));
+    while (!atomic_load(&owned_started))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_ERR(corio__run_blocking_owned(owned_fn, PTR_OF(7), owned_abandoned, NULL,
+                                        corio_deadline_in(10 * CORIO_MSEC)),
+              CORIO_ETIMEDOUT);
+    CHECK_EQ(atomic_load(&owned_cleanups), 2);
+    atomic_store(&owned_release, 1);
+    CHECK_OK(corio_join(busy, NULL));
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    CHECK_EQ(atomic_load(&owned_started), 1);
+    CHECK_EQ(atomic_load(&owned_cleanups), 2);
+    return NULL;
+}
+
+TEST(owned_argument_cleaned_up_once)
+{
+    atomic_store(&owned_started, 0);
+    atomic_store(&owned_cleanups, 0);
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 1;
+    cfg.blocking_threads = 1;
+    run_main_cfg(&cfg, main_owned, NULL);
+    CHECK_EQ(atomic_load(&owned_cleanups), 2);
+}
+
 int main(int argc, char **argv)
 {
     RUN(runs_on_another_thread);
@@ -463,5 +549,6 @@ int main(int argc, char **argv)
     RUN(cancel_pending_before_call);
     RUN(loop_keeps_running_yielding_neighbour);
     RUN(burst_of_calls_gets_threads);
+    RUN(owned_argument_cleaned_up_once);
     return test_summary();
 }

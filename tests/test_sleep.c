@@ -202,9 +202,13 @@ static void *main_sleep_while_others_yield(void *arg)
 {
     atomic_store(&stop_spinning, 0);
     unsigned me = (unsigned)corio_loop_index();
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.loop = (int)me;
+    o.flags = INT_OF(arg) ? CORIO_TASK_LIGHT : 0; /* light: every switch via the scheduler */
     corio_task *t[4];
     for (int i = 0; i < 4; i++)
-        CHECK_OK(corio_spawn_on(&t[i], me, yield_spinner, NULL));
+        CHECK_OK(corio_spawn_ex(&t[i], yield_spinner, NULL, &o));
     for (int i = 0; i < 5; i++)
         sleep_beside_yielders();
     atomic_store(&stop_spinning, 1);
@@ -214,7 +218,15 @@ static void *main_sleep_while_others_yield(void *arg)
 
 TEST(sleep_beside_yielding_tasks)
 {
-    run_main_checked(2, main_sleep_while_others_yield, NULL);
+    run_main_checked(2, main_sleep_while_others_yield, PTR_OF(0));
+}
+
+/* The same with light yielders: a light task never switches straight to
+ * the next, so every task run is the scheduler's pick, and those picks
+ * must count toward the poll interval too. */
+TEST(sleep_beside_yielding_light_tasks)
+{
+    run_main_checked(2, main_sleep_while_others_yield, PTR_OF(1));
 }
 
 /* ---- durations too long to add to the clock ----
@@ -402,15 +414,86 @@ TEST(epoll_pwait2_refused)
     }
 }
 
+/* ---- deadlines due together fire at the same poll ----
+ *
+ * A poll fires every deadline that has passed, not one per poll: 200
+ * tasks sleeping until the same deadline, beside a task that keeps
+ * yielding, must all wake within a few of the yielder's turns. Counted in
+ * yields, as above: one wake-up per poll would spread them over ~60
+ * yields each (the poll interval), some 12,000 in all. */
+#define TOGETHER 200
+
+static _Atomic long together_yields, together_first, together_last;
+static _Atomic int together_asleep, together_stop;
+
+static void *together_yielder(void *arg)
+{
+    while (!atomic_load(&together_stop)) {
+        corio_yield();
+        atomic_fetch_add(&together_yields, 1);
+    }
+    return NULL;
+}
+
+static void *together_sleeper(void *arg)
+{
+    corio_time_t deadline = *(const corio_time_t *)arg;
+    atomic_fetch_add(&together_asleep, 1);
+    CHECK_OK(corio_sleep_until(deadline));
+    long y = atomic_load(&together_yields), none = -1;
+    atomic_compare_exchange_strong(&together_first, &none, y);
+    atomic_store(&together_last, y); /* one loop: the last to wake stores last */
+    return NULL;
+}
+
+static void *main_together(void *arg)
+{
+    unsigned me = (unsigned)corio_loop_index();
+    atomic_store(&together_stop, 0);
+    corio_task *y;
+    CHECK_OK(corio_spawn_on(&y, me, together_yielder, NULL));
+    static corio_task *t[TOGETHER];
+    for (int round = 0;; round++) {
+        atomic_store(&together_asleep, 0);
+        atomic_store(&together_first, -1);
+        corio_time_t deadline = corio_now() + 50 * CORIO_MSEC;
+        for (int i = 0; i < TOGETHER; i++)
+            CHECK_OK(corio_spawn_on(&t[i], me, together_sleeper, &deadline));
+        while (atomic_load(&together_asleep) < TOGETHER)
+            CHECK_OK(corio_yield());
+        /* One loop: every sleeper read the clock before this. */
+        bool all_before = corio_now() < deadline;
+        CHECK_OK(corio_gather(t, TOGETHER, NULL));
+        if (all_before)
+            break;
+        /* A starved machine let the deadline pass while they went to
+         * sleep: try again. */
+        CHECK_LT(round, 10);
+    }
+    atomic_store(&together_stop, 1);
+    CHECK_OK(corio_join(y, NULL));
+    long spread = atomic_load(&together_last) - atomic_load(&together_first);
+    fprintf(stderr, "   %d sleepers woke within %ld yields of each other\n", TOGETHER, spread);
+    CHECK_LT(spread, 1000);
+    return NULL;
+}
+
+TEST(deadlines_due_together_fire_together)
+{
+    run_main_checked(1, main_together, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(accuracy);
     RUN(past_deadline_and_zero);
     RUN(many_sleepers);
     RUN(sleep_beside_yielding_tasks);
+    RUN(sleep_beside_yielding_light_tasks);
     RUN(huge_durations);
     RUN(sleep_beside_one_yielding_task);
     RUN(idle_loops_burn_no_cpu);
     RUN(epoll_pwait2_refused);
+    RUN(deadlines_due_together_fire_together);
     return test_summary();
 }

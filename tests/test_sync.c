@@ -368,6 +368,8 @@ static void *ev_waiter(void *arg)
     struct ev *v = arg;
     atomic_fetch_add(&v->waiting, 1);
     CHECK_OK(corio_event_wait_until(v->e, corio_deadline_in(10 * CORIO_SEC)));
+    /* Released by the set: nobody clears the event before all are back. */
+    CHECK(corio_event_is_set(v->e));
     atomic_fetch_add(&v->woken, 1);
     return NULL;
 }
@@ -389,6 +391,10 @@ static void *main_event(void *arg)
         }
         while (atomic_load(&v.waiting) < 8)
             CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_OK(corio_sleep(10 * CORIO_MSEC));
+        CHECK_EQ(atomic_load(&v.woken), 0);
+        /* Clearing an event that is not set releases nobody. */
+        CHECK_OK(corio_event_clear(v.e));
         CHECK_OK(corio_sleep(10 * CORIO_MSEC));
         CHECK_EQ(atomic_load(&v.woken), 0);
         if (round == 2) {

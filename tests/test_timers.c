@@ -4,7 +4,8 @@
  * once, earliest first, whatever order deadlines arrive in; nothing later
  * than "now" comes out; the earliest deadline is always reported; stale
  * entries (their wait is over) are swept and only live ones are kept; a
- * failed allocation leaves the timers as they were.
+ * failed allocation leaves the timers as they were. One test runs them on a
+ * real loop: every timed wait that ends early is counted as over.
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "bigarray.h"
+#include "loop.h"
 #include "sys.h"
 #include "task.h"
 #include "test.h"
@@ -287,6 +289,65 @@ TEST(mapped_run_growth_failure_loses_nothing)
     free(t);
 }
 
+/* ---- on a running loop: waits that end early are counted as over ----
+ *
+ * Every timed wait that ends before its deadline (here a semaphore
+ * acquire answered by the other task) leaves a stale entry behind, and
+ * must be counted as over: otherwise the loop believes all its entries
+ * live, never sweeps, and a server whose requests carry long timeouts
+ * keeps one entry per request it ever served. Two tasks on one loop
+ * answer each other 20,000 times, each acquire with an hour's deadline
+ * (40,000 waits, none timing out): the heap and the run together must
+ * stay under twice the sweep threshold (SWEEP_MIN, timer.c: 4096), and
+ * once nobody waits no wait may be counted as armed. */
+struct pingpong {
+    corio_sem *ping, *pong;
+    long rounds;
+};
+
+static void *pong_task(void *arg)
+{
+    struct pingpong *p = arg;
+    for (long i = 0; i < p->rounds; i++) {
+        CHECK_OK(corio_sem_acquire_until(p->ping, corio_deadline_in(3600 * CORIO_SEC)));
+        CHECK_OK(corio_sem_release(p->pong));
+    }
+    return NULL;
+}
+
+static void *main_early_ends(void *arg)
+{
+    (void)arg;
+    /* Not scaled: it has to go well past the sweep threshold. */
+    struct pingpong p = {.rounds = 20000};
+    CHECK_OK(corio_sem_new(&p.ping, 0));
+    CHECK_OK(corio_sem_new(&p.pong, 0));
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), pong_task, &p));
+    const corio__timers *tm = &corio__loop_current()->timers;
+    size_t most = 0;
+    for (long i = 0; i < p.rounds; i++) {
+        CHECK_OK(corio_sem_release(p.ping));
+        CHECK_OK(corio_sem_acquire_until(p.pong, corio_deadline_in(3600 * CORIO_SEC)));
+        size_t pending = tm->len + tm->run_len;
+        if (pending > most)
+            most = pending;
+    }
+    CHECK_OK(corio_join(t, NULL));
+    fprintf(stderr, "   at most %zu entries pending over %ld timed waits\n", most,
+            2 * p.rounds);
+    CHECK_EQ(tm->armed, 0);
+    CHECK_LT(most, 2 * 4096);
+    corio_sem_free(p.ping);
+    corio_sem_free(p.pong);
+    return NULL;
+}
+
+TEST(early_ends_on_a_running_loop_are_swept)
+{
+    run_main_checked(1, main_early_ends, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(increasing_deadlines_come_out_in_order);
@@ -296,5 +357,6 @@ int main(int argc, char **argv)
     RUN(allocation_failure_changes_nothing);
     RUN(run_grows_while_wrapped);
     RUN(mapped_run_growth_failure_loses_nothing);
+    RUN(early_ends_on_a_running_loop_are_swept);
     return test_summary();
 }
