@@ -291,6 +291,47 @@ TEST(runtimes_side_by_side)
     CHECK_NO_LEAKS(base);
 }
 
+/* ---- the debuggers' list of running runtimes ----
+ *
+ * The watchdog's dump and tools/gdb/corio.py walk corio__debug_runtimes:
+ * a runtime is on it while it runs and off it once corio_run returns,
+ * or the next dump reads freed memory. */
+
+static void *main_on_debug_list(void *arg)
+{
+    corio__runtime *me = corio__loop_current()->rt;
+    bool found = false;
+    for (corio__runtime *rt = corio__debug_runtimes; rt; rt = rt->debug_next)
+        found |= rt == me;
+    CHECK(found);
+    return PTR_OF(corio_loop_count());
+}
+
+static void dump_to(char *buf, size_t size)
+{
+    FILE *f = tmpfile();
+    CHECK(f != NULL);
+    corio__debug_dump(fileno(f));
+    rewind(f);
+    size_t n = fread(buf, 1, size - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+TEST(debug_list_follows_runtimes)
+{
+    clear_env();
+    char buf[4096];
+    dump_to(buf, sizeof buf);
+    CHECK_STR_CONTAINS(buf, "no corio runtime is running");
+    for (unsigned i = 0; i < 3; i++) {
+        CHECK_EQ(INT_OF(run_main_checked(1 + i, main_on_debug_list, NULL)), 1 + i);
+        CHECK(corio__debug_runtimes == NULL);
+    }
+    dump_to(buf, sizeof buf);
+    CHECK_STR_CONTAINS(buf, "no corio runtime is running");
+}
+
 /* ---- pinning ---- */
 
 static int nth_allowed_cpu(unsigned n)
@@ -305,11 +346,30 @@ static int nth_allowed_cpu(unsigned n)
 }
 
 static int expected_cpu[8];
+/* The process's CPUs, taken before corio_run: inside the runtime the
+ * calling thread is loop 0, pinned to one CPU, so sched_getaffinity there
+ * says 1. */
+static cpu_set_t process_cpus;
+static unsigned process_ncpu;
 
+/* The CPU the loop runs on, checked against its thread's affinity mask:
+ * exactly its CPU when pinned, the process's CPUs when not (a loop
+ * beyond the CPUs). The mask says so whatever the scheduler does; the CPU
+ * it happens to be on could match by chance. */
 static void *report_cpu(void *arg)
 {
+    int loop = corio_loop_index();
+    cpu_set_t mine;
+    if (sched_getaffinity(0, sizeof mine, &mine) != 0)
+        return PTR_OF(-4);
+    if (expected_cpu[loop] >= 0) {
+        if (CPU_COUNT(&mine) != 1 || !CPU_ISSET(expected_cpu[loop], &mine))
+            return PTR_OF(-2);
+    } else if (!CPU_EQUAL(&mine, &process_cpus)) {
+        return PTR_OF(-3);
+    }
     for (int i = 0; i < 3; i++) {
-        if (sched_getcpu() != expected_cpu[corio_loop_index()])
+        if (expected_cpu[loop] >= 0 && sched_getcpu() != expected_cpu[loop])
             return PTR_OF(-1);
         corio_sleep(100 * CORIO_USEC);
     }
@@ -319,21 +379,24 @@ static void *report_cpu(void *arg)
 static void *main_pinned(void *arg)
 {
     unsigned n = corio_loop_count();
-    unsigned ncpu = cpus_allowed();
     corio_task *t[8];
     for (unsigned l = 0; l < n; l++)
         CHECK_OK(corio_spawn_on(&t[l], l, report_cpu, NULL));
     void *res[8];
     CHECK_OK(corio_gather(t, n, res));
     for (unsigned l = 0; l < n; l++) {
-        if (l < ncpu) /* loops beyond the CPUs run unpinned */
+        if (l < process_ncpu)
             CHECK_EQ(INT_OF(res[l]), expected_cpu[l]);
+        else /* loops beyond the CPUs run unpinned */
+            CHECK_GE(INT_OF(res[l]), 0);
     }
     return PTR_OF(n);
 }
 
 static void pinned_run(unsigned loops, bool by_env)
 {
+    CHECK_EQ(sched_getaffinity(0, sizeof process_cpus, &process_cpus), 0);
+    process_ncpu = (unsigned)CPU_COUNT(&process_cpus);
     for (unsigned l = 0; l < 8; l++)
         expected_cpu[l] = l < cpus_allowed() ? nth_allowed_cpu(l) : -1;
     cpu_set_t before, after;
@@ -396,6 +459,7 @@ int main(int argc, char **argv)
     RUN(misuse);
     RUN(runtimes_one_after_another);
     RUN(runtimes_side_by_side);
+    RUN(debug_list_follows_runtimes);
     RUN(pin_cpus);
     RUN(bad_flags);
     return test_summary();

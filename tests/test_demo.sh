@@ -26,6 +26,56 @@ for r in runs:
 assert runs[4]["batches"] == 5
 ' || fail "JSON output wrong: $out"
 
+# The workload comes from --seed and --work-scale as experiment.h says
+# (splitmix64: delay, then work, per task), and the bound is DESIGN.md's
+# max(max_i(io_i + cpu_i), min_i(io_i) + sum_i(cpu_i) / loops) at the run's
+# own ns/unit: regenerate the tasks here and recompute both. Seed 83's two
+# tasks sleep within 9 ms of each other and sum for ~60 ms each, so there
+# the second term would be the larger had it divided by 1, not 2.
+for run in "300 2 12345" "300 2 18446744073709551615" "2 300 83"; do
+    set -- $run
+    out=$("$demo" --tasks "$1" --work-scale "$2" --loops 2 --seed "$3" --mode steal --json) ||
+        fail "'$run' run exited $?"
+    echo "$out" | python3 -c '
+import json, sys
+tasks, scale, seed = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+r = json.loads(sys.stdin.read())
+assert r["seed"] == seed and r["tasks"] == tasks and r["work_scale"] == scale, r
+assert r["results_ok"] is True and r["loops"] == 2, r
+M = (1 << 64) - 1
+state = seed
+def splitmix64():
+    global state
+    state = (state + 0x9E3779B97F4A7C15) & M
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+    return z ^ (z >> 31)
+io, units = [], []
+for i in range(tasks):
+    io.append((200000000 + splitmix64() % 800000001) / 1e9)
+    units.append(int((100000 + splitmix64() % 400001) * scale + 0.5))
+unit = r["unit_ns"]
+cpu = [u * unit / 1e9 for u in units]
+cpu_s = sum(cpu)
+assert abs(r["cpu_s"] - cpu_s) <= 0.002 * cpu_s + 0.0002, ("cpu_s", r["cpu_s"], cpu_s)
+bound = max(max(a + b for a, b in zip(io, cpu)), min(io) + cpu_s / r["loops"])
+assert abs(r["bound_s"] - bound) <= 0.0003, ("bound_s", r["bound_s"], bound)
+' "$@" || fail "'$run': workload or bound not as generated: $out"
+done
+
+# A run that fails (here: no 1 TiB stack within a 4 GB address space) is
+# reported, with exit status 1. Not where a sanitizer needs the address
+# space for its shadow.
+if ! grep -qa -e __asan_init -e __tsan_init "$demo"; then
+    out=$(ulimit -v 4000000 && CORIO_STACK_SIZE=1024g "$demo" --tasks 10 --work-scale 0.05 \
+          --mode steal --json)
+    rc=$?
+    [ "$rc" -eq 1 ] || fail "failed run: exited $rc, not 1: $out"
+    echo "$out" | grep -q '"results_ok":false' || fail "failed run: results_ok: $out"
+    echo "$out" | grep -q '"error":"E' || fail "failed run: no error named: $out"
+fi
+
 table=$("$demo" --tasks 200 --work-scale 0.2 --mode offload) || fail "table run exited $?"
 echo "$table" | grep -q "^offload *2 *200 " || fail "table row missing: $table"
 echo "$table" | grep -q "WRONG" && fail "wrong results: $table"

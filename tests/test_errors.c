@@ -47,6 +47,13 @@ TEST(every_entry)
          * duplicate would make two names collide. */
         for (size_t j = 0; j < i; j++)
             CHECK_NE(table[j].value, e->value);
+        /* So are names and messages: a message copied from its neighbour
+         * (EMFILE's for ENFILE) would tell two failures apart no more. */
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(table[j].name, e->name) == 0 || strcmp(table[j].msg, e->msg) == 0)
+                FAIL_("entries %s and %s share a name or message (\"%s\")", table[j].name,
+                      e->name, e->msg);
+        }
     }
 }
 

@@ -536,6 +536,46 @@ static void fault_injection(int ntasks)
             ntasks, n - 1, failed_run, failed_main, survived);
 }
 
+/* ---- a loop thread that cannot be started ----
+ *
+ * corio.h: corio_run returns CORIO_EAGAIN when threads run out and
+ * CORIO_ENOMEM when memory does. With two loops the one thread corio_run
+ * starts is started while the caller is the runtime's only thread, so the
+ * wrapped calls up to it come in a fixed order and the sweep meets its
+ * failure (the only wrapped call that fails with EAGAIN) exactly once. */
+TEST(thread_start_failure_is_eagain)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    int eagain = 0, other = 0;
+    long n;
+    for (n = 1; n <= 1000; n++) {
+        test_baseline base = test_baseline_take();
+        corio__fault_arm((uint64_t)n);
+        void *r = PTR_OF(-1);
+        int rc = corio_run(&cfg, test_ret_arg, PTR_OF(5), &r);
+        bool fired = corio__fault_fired();
+        corio__fault_arm(0);
+        CHECK_NO_LEAKS(base);
+        if (!fired) {
+            CHECK_OK(rc);
+            CHECK_EQ(INT_OF(r), 5);
+            break;
+        }
+        if (rc == CORIO_EAGAIN)
+            eagain++;
+        else if (rc != 0)
+            other++;
+        if (rc != 0) /* main never ran: *result untouched, or NULL (corio.h) */
+            CHECK_EQ(INT_OF(r), test_err_is(rc, "ENOSTACK") ? 0 : -1);
+    }
+    CHECK_LE(n, 1000);
+    fprintf(stderr, "   faults at calls 1..%ld: %d EAGAIN, %d other errors\n", n - 1, eagain,
+            other);
+    CHECK_EQ(eagain, 1);
+}
+
 TEST(fault_injection_small)
 {
     fault_injection(6);
@@ -552,6 +592,7 @@ int main(int argc, char **argv)
     RUN(unmappable_stack);
     RUN(address_space_limit);
     RUN(terabyte_default_stacks_on_every_loop);
+    RUN(thread_start_failure_is_eagain);
     RUN(fault_injection_small);
     RUN(fault_injection_larger);
     return test_summary();

@@ -3,6 +3,7 @@
  * cases (outside a runtime, bad arguments, self-join, deadlines).
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "loop.h"
@@ -721,6 +722,136 @@ TEST(released_handle_is_einval)
     run_main_checked(1, main_released_handles, NULL);
 }
 
+/* ---- handles that are not the caller's to join ----
+ *
+ * corio.h: a join or detach of a detached handle, or of one another task
+ * is joining, is CORIO_EINVAL, the task running on untouched; only its
+ * owner's join releases it. Both tasks below wait on an event, so they
+ * are surely still running when the handle is misused. */
+
+static _Atomic int waiters_done;
+
+static void *wait_for_event(void *arg)
+{
+    CHECK_OK(corio_event_wait(arg));
+    atomic_fetch_add(&waiters_done, 1);
+    return PTR_OF(77);
+}
+
+static void *join_it(void *arg)
+{
+    void *r = NULL;
+    int rc = corio_join(arg, &r);
+    return PTR_OF(rc != 0 ? rc : INT_OF(r));
+}
+
+static void *main_refused_handles(void *arg)
+{
+    atomic_store(&waiters_done, 0);
+    corio_event *ev;
+    CHECK_OK(corio_event_new(&ev));
+    unsigned other = (unsigned)(corio_loop_index() + 1) % corio_loop_count();
+
+    /* Detached while it waits. */
+    corio_task *d;
+    CHECK_OK(corio_spawn_on(&d, other, wait_for_event, ev));
+    CHECK_OK(corio_sleep(2 * CORIO_MSEC));
+    CHECK_OK(corio_detach(d));
+    void *r = PTR_OF(-1);
+    CHECK_ERR(corio_join(d, &r), CORIO_EINVAL);
+    CHECK_ERR(corio_join_until(d, &r, corio_deadline_in(CORIO_MSEC)), CORIO_EINVAL);
+    CHECK_ERR(corio_gather(&d, 1, &r), CORIO_EINVAL);
+    CHECK_ERR(corio_detach(d), CORIO_EINVAL);
+    CHECK_EQ(INT_OF(r), -1); /* untouched */
+
+    /* Joined by another task while it waits. */
+    corio_task *t, *j;
+    CHECK_OK(corio_spawn_on(&t, other, wait_for_event, ev));
+    CHECK_OK(corio_spawn(&j, join_it, t));
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    CHECK_ERR(corio_join(t, &r), CORIO_EINVAL);
+    CHECK_ERR(corio_join_until(t, &r, corio_deadline_in(CORIO_MSEC)), CORIO_EINVAL);
+    CHECK_ERR(corio_detach(t), CORIO_EINVAL);
+    CHECK_EQ(INT_OF(r), -1);
+    CHECK_EQ(atomic_load(&waiters_done), 0);
+
+    /* Both run on; the first joiner gets the result. */
+    CHECK_OK(corio_event_set(ev));
+    CHECK_OK(corio_join(j, &r));
+    CHECK_EQ(INT_OF(r), 77);
+    while (atomic_load(&waiters_done) < 2)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    corio_event_free(ev);
+    return NULL;
+}
+
+TEST(detached_or_joined_handle_is_refused)
+{
+    run_main_checked(1, main_refused_handles, NULL);
+    run_main_checked(2, main_refused_handles, NULL);
+}
+
+/* ---- a handle taken to another runtime ----
+ *
+ * corio.h: handles belong to their runtime; one joined or detached in
+ * another runtime running side by side is refused (CORIO_EINVAL) once the
+ * task has finished. Releasing it there would put this runtime's memory
+ * on the other's free list, and the other would spawn into it after this
+ * one unmapped it. */
+
+static _Atomic int foreign_rc[3];
+
+static void *main_use_foreign(void *arg)
+{
+    corio_task *t = arg;
+    void *r = PTR_OF(-1);
+    atomic_store(&foreign_rc[0], corio_join(t, &r));
+    corio_task *both[] = {t};
+    atomic_store(&foreign_rc[1], corio_gather(both, 1, NULL));
+    atomic_store(&foreign_rc[2], corio_detach(t));
+    return r;
+}
+
+static void *foreign_runtime_thread(void *arg)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 1;
+    void *r = PTR_OF(-2);
+    int rc = corio_run(&cfg, main_use_foreign, arg, &r);
+    return rc != 0 ? PTR_OF(rc) : r;
+}
+
+static void *join_pthread(void *arg)
+{
+    void *r = PTR_OF(-3);
+    pthread_join(*(pthread_t *)arg, &r);
+    return r;
+}
+
+static void *main_hand_to_other_runtime(void *arg)
+{
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, test_ret_arg, PTR_OF(55)));
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC)); /* finished, not released */
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, foreign_runtime_thread, t), 0);
+    void *r = NULL;
+    CHECK_OK(corio_run_blocking(join_pthread, &th, &r));
+    CHECK_EQ(INT_OF(r), -1); /* the other runtime got no result */
+    for (int i = 0; i < 3; i++)
+        CHECK_ERR(atomic_load(&foreign_rc[i]), CORIO_EINVAL);
+    /* Still ours. */
+    CHECK_OK(corio_join(t, &r));
+    CHECK_EQ(INT_OF(r), 55);
+    return NULL;
+}
+
+TEST(handle_of_another_runtime_is_refused)
+{
+    run_main_checked(2, main_hand_to_other_runtime, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(spawn_join_results);
@@ -736,5 +867,7 @@ int main(int argc, char **argv)
     RUN(join_never_run_children_in_turn);
     RUN(wait_near_the_end_of_a_small_stack);
     RUN(released_handle_is_einval);
+    RUN(detached_or_joined_handle_is_refused);
+    RUN(handle_of_another_runtime_is_refused);
     return test_summary();
 }

@@ -4,6 +4,7 @@
  * (src/overflow.c). Each case runs in a forked child.
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
@@ -276,6 +277,137 @@ TEST(previous_handler_is_chained)
 #endif
 }
 
+#ifndef TEST_SANITIZED
+/* The same for a handler installed with SA_SIGINFO (a crash reporter's
+ * usual way), which corio calls with the siginfo it got. */
+static void custom_segv_info(int sig, siginfo_t *info, void *uctx)
+{
+    (void)sig;
+    (void)uctx;
+    static const char msg[] = "custom siginfo handler\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    _exit(info && info->si_addr == (void *)wild_address ? 43 : 44);
+}
+
+static int child_with_siginfo_handler(void *arg)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = custom_segv_info;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, NULL);
+    return child(arg);
+}
+#endif
+
+TEST(previous_siginfo_handler_is_chained)
+{
+#ifdef TEST_SANITIZED
+    fprintf(stderr, "   skipped: the sanitizer owns SIGSEGV\n");
+#else
+    TEST_SKIP_IF(TEST_ON_VALGRIND(), "under Valgrind",
+                 "it reports the wild write itself and changes the exit status");
+    test_child c;
+    test_run_child(&c, child_with_siginfo_handler, PTR_OF(WILD_WRITE));
+    CHECK_STR_CONTAINS(c.out, "custom siginfo handler");
+    CHECK(strstr(c.out, "overflowed") == NULL);
+    if (!WIFEXITED(c.status) || WEXITSTATUS(c.status) != 43)
+        FAIL_("child status 0x%x (43: handler saw the fault address), output:\n%s", c.status,
+              c.out);
+#endif
+}
+
+/* ---- runtimes side by side share the one handler ----
+ *
+ * The handler is installed while any runtime runs (runtime.c): a runtime
+ * that ends while another still runs leaves it in place, and the last one
+ * to end puts back what the program had. */
+
+static void *run_second_runtime(void *arg)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 1;
+    void *r = NULL;
+    int rc = corio_run(&cfg, test_ret_arg, PTR_OF(7), &r);
+    return PTR_OF(rc == 0 && INT_OF(r) == 7 ? 0 : -1);
+}
+
+static void *join_thread(void *arg)
+{
+    void *r = PTR_OF(-2);
+    pthread_join(*(pthread_t *)arg, &r);
+    return r;
+}
+
+/* Start a second runtime on a thread of its own and wait until it has
+ * come and gone; 0 if it ran well. */
+static int second_runtime_comes_and_goes(void)
+{
+    pthread_t th;
+    if (pthread_create(&th, NULL, run_second_runtime, NULL) != 0)
+        return -3;
+    void *r = PTR_OF(-4);
+    if (corio_run_blocking(join_thread, &th, &r) != 0)
+        return -5;
+    return (int)INT_OF(r);
+}
+
+static void *main_overflow_after_second_runtime(void *arg)
+{
+    if (second_runtime_comes_and_goes() != 0)
+        return PTR_OF(12);
+    corio_task *t;
+    if (corio_spawn(&t, overflow_task, NULL) != 0)
+        return PTR_OF(10);
+    corio_join(t, NULL);
+    return PTR_OF(11); /* not reached */
+}
+
+static int child_overflow_after_second_runtime(void *arg)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 2;
+    void *r = NULL;
+    int rc = corio_run(&cfg, main_overflow_after_second_runtime, NULL, &r);
+    fprintf(stderr, "corio_run returned %d, result %ld\n", rc, (long)INT_OF(r));
+    return 1;
+}
+
+TEST(overflow_reported_after_another_runtime_ended)
+{
+    TEST_SKIP_UNDER_QEMU("guest accesses are not checked against host guard pages "
+                         "(MADV_GUARD_INSTALL), so the overflow runs past the guard");
+    test_child c;
+    test_run_child(&c, child_overflow_after_second_runtime, NULL);
+    unsigned long long id = parse_id(c.out);
+    char want[128];
+    snprintf(want, sizeof want, "corio: task %llu overflowed its ", id);
+    CHECK_STR_CONTAINS(c.out, want);
+    if (!WIFSIGNALED(c.status) || WTERMSIG(c.status) != SIGSEGV)
+        FAIL_("child should die of SIGSEGV; status 0x%x, output:\n%s", c.status, c.out);
+}
+
+static void *main_with_second_runtime(void *arg)
+{
+    return PTR_OF(second_runtime_comes_and_goes());
+}
+
+TEST(handler_restored_after_runtimes_side_by_side)
+{
+    struct sigaction before, after;
+    signal(SIGSEGV, custom_segv);
+    CHECK_EQ(sigaction(SIGSEGV, NULL, &before), 0);
+    CHECK(before.sa_handler == custom_segv);
+    CHECK_EQ(INT_OF(run_main_checked(2, main_with_second_runtime, NULL)), 0);
+    CHECK_EQ(sigaction(SIGSEGV, NULL, &after), 0);
+    CHECK(after.sa_handler == custom_segv);
+    signal(SIGSEGV, SIG_DFL);
+}
+
 /* corio_run puts the previous SIGSEGV disposition back when it returns. */
 TEST(handler_restored_after_run)
 {
@@ -301,5 +433,8 @@ int main(int argc, char **argv)
     RUN(wild_write_on_pool_thread);
     RUN(previous_handler_is_chained);
     RUN(handler_restored_after_run);
+    RUN(previous_siginfo_handler_is_chained);
+    RUN(overflow_reported_after_another_runtime_ended);
+    RUN(handler_restored_after_runtimes_side_by_side);
     return test_summary();
 }
