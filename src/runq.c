@@ -4,7 +4,6 @@
 #include "runq.h"
 
 #include <string.h>
-#include <sys/mman.h>
 
 #include "corio.h"
 #include "sys.h"
@@ -13,22 +12,12 @@
 #define MASK (CORIO__RUNQ_CAP - 1)
 /* What a spill moves out of a full ring, and so what a block holds. */
 #define BLOCK_TASKS (CORIO__RUNQ_CAP / 2)
-/* Blocks are carved from chunks of this size, aligned to it (runq.h). */
-#define CHUNK_SIZE ((size_t)2 << 20)
 
 struct corio__runq_block {
     struct corio__runq_block *next;
     uint32_t begin, end; /* the tasks still in it: tasks[begin, end) */
     struct corio_task *tasks[BLOCK_TASKS];
 };
-
-/* A chunk's first bytes link it to the one mapped before it. */
-struct corio__runq_chunk {
-    struct corio__runq_chunk *next;
-};
-
-#define BLOCK_ROOM ((sizeof(struct corio__runq_block) + 63) & ~(size_t)63)
-#define CHUNK_HEADER ((size_t)64)
 
 int corio__runq_init(corio__runq *q, bool huge_pages)
 {
@@ -40,56 +29,21 @@ int corio__runq_init(corio__runq *q, bool huge_pages)
     q->overflow_head = q->overflow_tail = NULL;
     atomic_init(&q->overflow_len, 0);
     atomic_init(&q->spare, NULL);
-    q->free_blocks = NULL;
-    q->carve_next = q->carve_end = NULL;
-    q->chunks = NULL;
-    q->huge_pages = huge_pages;
+    q->blocks = (corio__arena){.huge_pages = huge_pages};
     int rc = pthread_mutex_init(&q->lock, NULL);
     return rc == 0 ? 0 : -rc;
 }
 
 void corio__runq_destroy(corio__runq *q)
 {
-    /* Every block, queued, spare or free, lives in a chunk. */
-    for (struct corio__runq_chunk *c = q->chunks, *next; c; c = next) {
-        next = c->next;
-        corio__munmap(c, CHUNK_SIZE);
-    }
-    q->chunks = NULL;
+    /* Every block, queued, spare or free, lives in the arena. */
+    corio__arena_release(&q->blocks);
     q->overflow_head = q->overflow_tail = NULL;
-    q->free_blocks = NULL;
-    q->carve_next = q->carve_end = NULL;
     atomic_store(&q->spare, NULL);
     pthread_mutex_destroy(&q->lock);
 }
 
 /* ---- overflow blocks ---- */
-
-/* A new block from the newest chunk, mapping another when it is used up.
- * Under q->lock. */
-static struct corio__runq_block *block_carve(corio__runq *q)
-{
-    if ((size_t)(q->carve_end - q->carve_next) < BLOCK_ROOM) {
-        char *c = corio__mmap_aligned(CHUNK_SIZE, CHUNK_SIZE);
-        if (c == MAP_FAILED)
-            return NULL;
-#ifdef MADV_HUGEPAGE
-        /* As the arena does: huge pages only for a queue that outgrew its
-         * first chunk, so a loop that spills now and then keeps ordinary
-         * pages. Advice: a refusal changes nothing. */
-        if (q->huge_pages && q->chunks)
-            (void)corio__madvise(c, CHUNK_SIZE, MADV_HUGEPAGE);
-#endif
-        struct corio__runq_chunk *chunk = (struct corio__runq_chunk *)c;
-        chunk->next = q->chunks;
-        q->chunks = chunk;
-        q->carve_next = c + CHUNK_HEADER;
-        q->carve_end = c + CHUNK_SIZE;
-    }
-    struct corio__runq_block *b = (struct corio__runq_block *)q->carve_next;
-    q->carve_next += BLOCK_ROOM;
-    return b;
-}
 
 static struct corio__runq_block *block_get(corio__runq *q)
 {
@@ -97,25 +51,20 @@ static struct corio__runq_block *block_get(corio__runq *q)
     if (b)
         return b;
     pthread_mutex_lock(&q->lock);
-    b = q->free_blocks;
-    if (b)
-        q->free_blocks = b->next;
-    else
-        b = block_carve(q);
+    b = corio__arena_alloc(&q->blocks, sizeof *b);
     pthread_mutex_unlock(&q->lock);
     return b;
 }
 
-/* An emptied block: keep it for the next spill, and the one kept before,
- * if any, on the free list. Any thread, not holding q->lock. */
+/* An emptied block: keep it for the next spill, and give the one kept
+ * before, if any, back to the arena. Any thread, not holding q->lock. */
 static void block_put(corio__runq *q, struct corio__runq_block *b)
 {
     struct corio__runq_block *old = atomic_exchange_explicit(&q->spare, b, memory_order_acq_rel);
     if (!old)
         return;
     pthread_mutex_lock(&q->lock);
-    old->next = q->free_blocks;
-    q->free_blocks = old;
+    corio__arena_free(&q->blocks, old, sizeof *old);
     pthread_mutex_unlock(&q->lock);
 }
 

@@ -17,11 +17,12 @@
  *             pointer through every task, each a cache miss by the time a
  *             burst's tasks come back (spawn+join of 1M tasks on two
  *             loops: median 102.5 ns with the list, 95.4 with blocks,
- *             bench/RESULTS.md). Blocks are carved from 2 MiB chunks the
- *             queue maps for itself (huge pages from its second chunk on,
- *             unless the runtime has small_pages); emptied ones go back to
- *             the queue (the last one to a lock-free spare), and chunks are
- *             unmapped only with the queue. From malloc they had been
+ *             bench/RESULTS.md). Blocks come from an arena of the
+ *             queue's own (arena.h: 2 MiB chunks, huge pages from the
+ *             second on unless the runtime has small_pages), used under
+ *             the queue's lock; emptied ones go back to it (the last one
+ *             to a lock-free spare), and its chunks are unmapped only with
+ *             the queue. From malloc they had been
  *             4 KiB pages faulted in one by one (~17 us each on the AMD
  *             VM), and a block emptied by a thief went to the thief's
  *             malloc arena, so a spawner kept faulting in fresh ones: most
@@ -44,12 +45,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arena.h"
+
 #define CORIO__RUNQ_CAP 256u
 #define CORIO__CACHE_LINE 64
 
 struct corio_task;
 struct corio__runq_block;
-struct corio__runq_chunk;
 
 typedef struct corio__runq {
     _Alignas(CORIO__CACHE_LINE) _Atomic uint64_t head; /* owner pops, thieves CAS */
@@ -65,12 +67,9 @@ typedef struct corio__runq {
     _Atomic size_t overflow_len;
     /* An empty block kept for the next spill; exchanged, never locked. */
     _Atomic(struct corio__runq_block *) spare;
-    /* Block memory, under `lock`: emptied blocks, the newest chunk's
-     * uncarved part, every chunk. */
-    struct corio__runq_block *free_blocks;
-    char *carve_next, *carve_end;
-    struct corio__runq_chunk *chunks;
-    bool huge_pages; /* may ask for THP past the first chunk */
+    /* Where blocks come from and go back to, under `lock` (an arena is
+     * one thread's at a time: the lock makes it so). */
+    corio__arena blocks;
 } corio__runq;
 
 /* huge_pages: the runtime's (corio_config's small_pages not set). */
