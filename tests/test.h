@@ -405,6 +405,16 @@ static inline void *run_main_checked(unsigned loops, corio_fn fn, void *arg)
 /* The task that does nothing: returns its argument. */
 static inline void *test_ret_arg(void *arg) { return arg; }
 
+/* Spawn options for a task on `loop` (-1: any), light or regular. */
+static inline corio_spawn_opts test_on_loop(int loop, bool light)
+{
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.loop = loop;
+    o.flags = light ? CORIO_TASK_LIGHT : 0;
+    return o;
+}
+
 /* This process's resident memory now, KiB. */
 static inline long test_rss_kib(void)
 {

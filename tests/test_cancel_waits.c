@@ -384,10 +384,7 @@ static void run_case(enum kind kind, enum mode mode, bool light)
     default: break;
     }
 
-    corio_spawn_opts o;
-    corio_spawn_opts_init(&o);
-    o.loop = (corio_loop_index() + 1) % (int)corio_loop_count();
-    o.flags = light ? CORIO_TASK_LIGHT : 0;
+    corio_spawn_opts o = test_on_loop((corio_loop_index() + 1) % (int)corio_loop_count(), light);
     corio_task *v;
     CHECK_OK(corio_spawn_ex(&v, victim, &c, &o));
     if (mode == BEFORE_FIRST_CALL) {

@@ -9,15 +9,6 @@
 
 #include "test.h"
 
-static corio_spawn_opts on_loop(int loop, bool light)
-{
-    corio_spawn_opts o;
-    corio_spawn_opts_init(&o);
-    o.loop = loop;
-    o.flags = light ? CORIO_TASK_LIGHT : 0;
-    return o;
-}
-
 /* ---- back-pressure ---- */
 
 struct bp {
@@ -40,7 +31,7 @@ static void *main_backpressure(void *arg)
     for (int loop = 0; loop < 2; loop++) {
         struct bp b = {0};
         CHECK_OK(corio_chan_new(&b.ch, sizeof(int), 4));
-        corio_spawn_opts o = on_loop(loop, loop == 1);
+        corio_spawn_opts o = test_on_loop(loop, loop == 1);
         corio_task *t;
         CHECK_OK(corio_spawn_ex(&t, bp_sender, &b, &o));
         /* It fills the channel, then waits. */
@@ -222,13 +213,13 @@ static void *main_mpmc(void *arg)
     void *pargs[PRODUCERS][2];
     /* Consumers first (so the canceller has them), two per loop. */
     for (int c = 0; c < CONSUMERS; c++) {
-        corio_spawn_opts o = on_loop(c % 2, c >= 2);
+        corio_spawn_opts o = test_on_loop(c % 2, c >= 2);
         CHECK_OK(corio_spawn_ex(&m.consumers[c], mpmc_consumer, &m, &o));
     }
     for (int p = 0; p < PRODUCERS; p++) {
         pargs[p][0] = &m;
         pargs[p][1] = PTR_OF(p);
-        corio_spawn_opts o = on_loop(p % 2, p >= 2);
+        corio_spawn_opts o = test_on_loop(p % 2, p >= 2);
         CHECK_OK(corio_spawn_ex(&m.producers[p], mpmc_producer, pargs[p], &o));
     }
     corio_task *canceller = NULL;
@@ -382,7 +373,7 @@ static void *main_close(void *arg)
         CHECK_OK(corio_chan_new(&c.ch, sizeof(int), round ? CORIO_CHAN_UNBOUNDED : 2));
         corio_task *t[6];
         for (int i = 0; i < 6; i++) {
-            corio_spawn_opts o = on_loop(i % 2, i >= 4);
+            corio_spawn_opts o = test_on_loop(i % 2, i >= 4);
             CHECK_OK(corio_spawn_ex(&t[i], blocked_receiver, &c, &o));
         }
         while (atomic_load(&c.blocked) < 6)
@@ -405,7 +396,7 @@ static void *main_close(void *arg)
     CHECK_OK(corio_chan_send(c.ch, &v));
     corio_task *t[6];
     for (int i = 0; i < 6; i++) {
-        corio_spawn_opts o = on_loop(i % 2, i >= 4);
+        corio_spawn_opts o = test_on_loop(i % 2, i >= 4);
         CHECK_OK(corio_spawn_ex(&t[i], blocked_sender, &c, &o));
     }
     while (atomic_load(&c.blocked) < 6)
@@ -573,13 +564,13 @@ static void *main_light(void *arg)
     corio_task *s[SENDERS], *r[RECEIVERS];
     void *args[SENDERS][2];
     for (int i = 0; i < RECEIVERS; i++) {
-        corio_spawn_opts o = on_loop(i % 2, true);
+        corio_spawn_opts o = test_on_loop(i % 2, true);
         CHECK_OK(corio_spawn_ex(&r[i], light_receiver, &lr, &o));
     }
     for (int i = 0; i < SENDERS; i++) {
         args[i][0] = &lr;
         args[i][1] = PTR_OF(i);
-        corio_spawn_opts o = on_loop(-1, true);
+        corio_spawn_opts o = test_on_loop(-1, true);
         CHECK_OK(corio_spawn_ex(&s[i], light_sender, args[i], &o));
     }
     CHECK_OK(corio_gather(s, SENDERS, NULL));
@@ -641,7 +632,7 @@ static void *main_chan_fifo(void *arg)
         corio_task *t[6];
         for (int i = 0; i < 6; i++) {
             f[i] = (struct fifo_chan){.chan = c, .value = i};
-            corio_spawn_opts o = on_loop(i % 2, false);
+            corio_spawn_opts o = test_on_loop(i % 2, false);
             CHECK_OK(corio_spawn_ex(&t[i], senders ? fifo_send : fifo_recv, &f[i], &o));
             while (!atomic_load(&f[i].queued))
                 CHECK_OK(corio_sleep(CORIO_MSEC));
@@ -720,7 +711,7 @@ static void *main_chan_burst(void *arg)
         for (size_t i = 0; i < k; i++) {
             w[i] = (struct burst_waiter){.chan = c, .queued = &queued, .value = 100 + (int)i,
                                          .rc = 1};
-            corio_spawn_opts o = on_loop((int)(i % 2), false);
+            corio_spawn_opts o = test_on_loop((int)(i % 2), false);
             CHECK_OK(corio_spawn_ex(&t[i], senders ? burst_send : burst_recv, &w[i], &o));
         }
         while (atomic_load(&queued) < (int)k)

@@ -246,10 +246,7 @@ static void *main_precision(void *arg)
         /* Loop 0, loop 1, and a light task (on the loop of k's parity). */
         for (int variant = 0; variant < 3; variant++) {
             struct measure m = {&c, &ops[k]};
-            corio_spawn_opts o;
-            corio_spawn_opts_init(&o);
-            o.loop = variant < 2 ? variant : (int)(k % 2);
-            o.flags = variant == 2 ? CORIO_TASK_LIGHT : 0;
+            corio_spawn_opts o = test_on_loop(variant < 2 ? variant : (int)(k % 2), variant == 2);
             corio_task *t;
             void *median_us;
             CHECK_OK(corio_spawn_ex(&t, measure_op, &m, &o));
@@ -301,10 +298,7 @@ static void *main_past(void *arg)
     struct dctx c;
     setup(&c);
     for (int variant = 0; variant < 4; variant++) {
-        corio_spawn_opts o;
-        corio_spawn_opts_init(&o);
-        o.loop = variant % 2;
-        o.flags = variant >= 2 ? CORIO_TASK_LIGHT : 0;
+        corio_spawn_opts o = test_on_loop(variant % 2, variant >= 2);
         corio_task *t;
         CHECK_OK(corio_spawn_ex(&t, past_ops, &c, &o));
         CHECK_OK(corio_join(t, NULL));
@@ -479,10 +473,7 @@ static void *main_stale_deadline(void *arg)
         struct stale_wait s = {0};
         CHECK_OK(corio_sem_new(&s.sem, 0));
         CHECK_OK(corio_event_new(&s.event));
-        corio_spawn_opts o;
-        corio_spawn_opts_init(&o);
-        o.loop = checked % 2;
-        o.flags = checked >= 2 ? CORIO_TASK_LIGHT : 0;
+        corio_spawn_opts o = test_on_loop(checked % 2, checked >= 2);
         corio_task *t;
         CHECK_OK(corio_spawn_ex(&t, stale_waiter, &s, &o));
         while (!atomic_load(&s.queued))

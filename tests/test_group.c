@@ -12,15 +12,6 @@
 #include "sys.h" /* corio__fault_arm */
 #include "test.h"
 
-static corio_spawn_opts on_loop(int loop, bool light)
-{
-    corio_spawn_opts o;
-    corio_spawn_opts_init(&o);
-    o.loop = loop;
-    o.flags = light ? CORIO_TASK_LIGHT : 0;
-    return o;
-}
-
 /* corio_group_close(g) from a task on the other loop; fails the test if
  * it has not returned within 3 s (rather than hanging until the
  * watchdog). */
@@ -82,7 +73,7 @@ static void *main_all_succeed(void *arg)
     corio_group *g;
     CHECK_OK(corio_group_new(&g, 0));
     for (int i = 0; i < 20; i++) {
-        corio_spawn_opts o = on_loop(i % 2, i % 4 == 0);
+        corio_spawn_opts o = test_on_loop(i % 2, i % 4 == 0);
         CHECK_OK(corio_group_spawn_ex(g, ok_child, &f, &o));
     }
     CHECK_OK(corio_group_wait(g));
@@ -131,7 +122,7 @@ static void *main_first_failure(void *arg)
     corio_group *g;
     CHECK_OK(corio_group_new(&g, 0));
     for (int i = 0; i < 4; i++) {
-        corio_spawn_opts o = on_loop(i % 2, i == 3);
+        corio_spawn_opts o = test_on_loop(i % 2, i == 3);
         CHECK_OK(corio_group_spawn_ex(g, fail_after, &fails[i], &o));
     }
     corio_time_t t0 = corio_now();
@@ -193,7 +184,7 @@ static void *main_cancel_on_error(void *arg)
     corio_group *g;
     CHECK_OK(corio_group_new(&g, CORIO_GROUP_CANCEL_ON_ERROR));
     for (int i = 0; i < 10; i++) {
-        corio_spawn_opts o = on_loop(i % 2, i % 3 == 0);
+        corio_spawn_opts o = test_on_loop(i % 2, i % 3 == 0);
         CHECK_OK(corio_group_spawn_ex(g, stubborn_sleeper, &f, &o));
     }
     CHECK_OK(corio_group_spawn(g, fail_soon, &f));
@@ -232,7 +223,7 @@ static void *main_spawn_cancelled(void *arg)
         CHECK_OK(corio_sleep(CORIO_MSEC));
     CHECK_OK(corio_group_cancel(g));
     CHECK_ERR(corio_group_spawn(g, ok_child, &f), CORIO_ECANCELED);
-    corio_spawn_opts o = on_loop(1, true);
+    corio_spawn_opts o = test_on_loop(1, true);
     CHECK_ERR(corio_group_spawn_ex(g, ok_child, &f, &o), CORIO_ECANCELED);
     /* The child's sleep was cancelled: its failure is the group's. */
     CHECK_OK(corio_group_wait(g));
@@ -285,7 +276,7 @@ static void *main_close(void *arg)
         corio_group *g;
         CHECK_OK(corio_group_new(&g, 0));
         for (long i = 0; i < c.n; i++) {
-            corio_spawn_opts o = on_loop((int)(i % 2), i % 3 == 0);
+            corio_spawn_opts o = test_on_loop((int)(i % 2), i % 3 == 0);
             CHECK_OK(corio_group_spawn_ex(g, slow_to_die, &c, &o));
         }
         while (atomic_load(&c.started) < c.n)
@@ -363,7 +354,7 @@ static void *closer(void *arg)
     corio_group *g;
     CHECK_OK(corio_group_new(&g, 0));
     for (long i = 0; i < s->c.n; i++) {
-        corio_spawn_opts o = on_loop((int)s->children_loop, false);
+        corio_spawn_opts o = test_on_loop((int)s->children_loop, false);
         CHECK_OK(corio_group_spawn_ex(g, holds_out_after_cancel, s, &o));
     }
     while (atomic_load(&s->c.started) < s->c.n)
@@ -423,7 +414,7 @@ static void *main_wait_timeout(void *arg)
     corio_group *g;
     CHECK_OK(corio_group_new(&g, CORIO_GROUP_CANCEL_ON_ERROR));
     for (int i = 0; i < 8; i++) {
-        corio_spawn_opts o = on_loop(i % 2, i >= 4);
+        corio_spawn_opts o = test_on_loop(i % 2, i >= 4);
         CHECK_OK(corio_group_spawn_ex(g, waits_for_go, &f, &o));
     }
     corio_time_t t0 = corio_now();
@@ -467,7 +458,7 @@ static int many_parent(void *arg)
     /* Children spawned while the group is being waited for are waited
      * for too. */
     for (int i = 0; i < 4; i++) {
-        corio_spawn_opts o = on_loop(-1, i % 2 == 0);
+        corio_spawn_opts o = test_on_loop(-1, i % 2 == 0);
         int rc = corio_group_spawn_ex(m->g, many_child, m, &o);
         if (rc != 0)
             return rc;
@@ -492,7 +483,7 @@ static void *main_many(void *arg)
     long parents = test_scaled(4000);
     CHECK_OK(corio_group_new(&m.g, CORIO_GROUP_CANCEL_ON_ERROR));
     for (long i = 0; i < parents; i++) {
-        corio_spawn_opts o = on_loop(i % 5 == 0 ? -1 : (int)(i % 2), i % 2 == 1);
+        corio_spawn_opts o = test_on_loop(i % 5 == 0 ? -1 : (int)(i % 2), i % 2 == 1);
         CHECK_OK(corio_group_spawn_ex(m.g, many_parent, &m, &o));
     }
     CHECK_OK(corio_group_wait(m.g));
@@ -520,7 +511,7 @@ static void *main_bad(void *arg)
     CHECK_OK(corio_group_new(&g, 0));
     CHECK_ERR(corio_group_spawn(g, NULL, NULL), CORIO_EINVAL);
     CHECK_ERR(corio_group_spawn(NULL, never, NULL), CORIO_EINVAL);
-    corio_spawn_opts o = on_loop(7, false);
+    corio_spawn_opts o = test_on_loop(7, false);
     CHECK_ERR(corio_group_spawn_ex(g, never, NULL, &o), CORIO_EINVAL);
     CHECK_ERR(corio_group_wait(NULL), CORIO_EINVAL);
     CHECK_ERR(corio_group_cancel(NULL), CORIO_EINVAL);
@@ -701,7 +692,7 @@ static void *light_closer(void *arg)
     atomic_store(&spinner_done, 0);
     corio_group *g;
     CHECK_OK(corio_group_new(&g, 0));
-    corio_spawn_opts o = on_loop(1, false);
+    corio_spawn_opts o = test_on_loop(1, false);
     CHECK_OK(corio_group_spawn_ex(g, spin_then_fail, NULL, &o));
     CHECK_OK(corio_sleep(10 * CORIO_MSEC)); /* shallow: a small buffer */
     int rc = 0;
@@ -717,7 +708,7 @@ static void *light_closer(void *arg)
  * wait (seen in 1 run of 4), and that round proves less. */
 static void *main_close_without_memory(void *arg)
 {
-    corio_spawn_opts o = on_loop(0, true);
+    corio_spawn_opts o = test_on_loop(0, true);
     bool fired = false;
     for (int round = 0; round < 10 && !fired; round++) {
         corio_task *t;

@@ -19,15 +19,6 @@ static void nb_pipe(int fds[2])
     CHECK_EQ(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
 }
 
-static corio_spawn_opts on_loop(int loop, bool light)
-{
-    corio_spawn_opts o;
-    corio_spawn_opts_init(&o);
-    o.loop = loop;
-    o.flags = light ? CORIO_TASK_LIGHT : 0;
-    return o;
-}
-
 /* ---- wait_fd(READABLE) blocks until another task writes ---- */
 
 struct readable {
@@ -57,7 +48,7 @@ static void *main_wait_readable(void *arg)
         struct readable r = {.fd = p[0]};
         /* Same loop as the writer, then the other loop; regular and light. */
         int loop = round % 2 ? (corio_loop_index() + 1) % 2 : corio_loop_index();
-        corio_spawn_opts o = on_loop(loop, round & 2);
+        corio_spawn_opts o = test_on_loop(loop, round & 2);
         corio_task *t;
         CHECK_OK(corio_spawn_ex(&t, wait_then_read, &r, &o));
         while (!atomic_load(&r.waiting))
@@ -121,7 +112,7 @@ static void *main_read_to_eof(void *arg)
     for (int round = 0; round < 4; round++) {
         int p[2];
         nb_pipe(p);
-        corio_spawn_opts o = on_loop(round % 2 ? 1 : 0, false);
+        corio_spawn_opts o = test_on_loop(round % 2 ? 1 : 0, false);
         corio_task *w;
         CHECK_OK(corio_spawn_ex(&w, stream_writer, PTR_OF(p[1]), &o));
         size_t got = 0;
@@ -235,7 +226,7 @@ static void *main_wait_writable(void *arg)
         size_t filled = fill_pipe(p[1]);
         CHECK_GT(filled, 0);
         struct writable w = {.fd = p[1], .rc = 12345};
-        corio_spawn_opts o = on_loop(round % 2, round >= 2);
+        corio_spawn_opts o = test_on_loop(round % 2, round >= 2);
         corio_task *t;
         CHECK_OK(corio_spawn_ex(&t, wait_writable, &w, &o));
         while (!atomic_load(&w.waiting))
@@ -384,14 +375,14 @@ static void *main_close_wakes(void *arg)
         nb_pipe(p);
         int loop = round % 2;
         struct blocked_reader b = {.fd = p[0], .rc = 12345};
-        corio_spawn_opts o = on_loop(loop, round & 2);
+        corio_spawn_opts o = test_on_loop(loop, round & 2);
         corio_task *r, *c;
         CHECK_OK(corio_spawn_ex(&r, read_blocked, &b, &o));
         while (!atomic_load(&b.waiting))
             CHECK_OK(corio_sleep(CORIO_MSEC));
         CHECK_OK(corio_sleep(10 * CORIO_MSEC));
         struct closer cl = {.fd = p[0]};
-        o = on_loop(loop, false);
+        o = test_on_loop(loop, false);
         CHECK_OK(corio_spawn_ex(&c, close_it, &cl, &o));
         CHECK_OK(corio_join(c, NULL));
         CHECK_OK(corio_join(r, NULL));
@@ -469,7 +460,7 @@ static void *main_fd_reuse(void *arg)
          * waits; whichever loop it is on, the number's previous life must
          * not leak into this one. */
         struct reuse_reader rr = {.fd = p[0]};
-        corio_spawn_opts o = on_loop((int)(i % 3 == 0 ? 0 : 1), i % 5 == 0);
+        corio_spawn_opts o = test_on_loop((int)(i % 3 == 0 ? 0 : 1), i % 5 == 0);
         corio_task *t;
         CHECK_OK(corio_spawn_ex(&t, reuse_read, &rr, &o));
         if (i % 2) {
@@ -577,7 +568,7 @@ static void *main_ebusy(void *arg)
         int p[2];
         nb_pipe(p);
         struct busy b = {.fd = p[0], .n = 12345};
-        corio_spawn_opts o = on_loop(loop, false);
+        corio_spawn_opts o = test_on_loop(loop, false);
         corio_task *first, *second;
         CHECK_OK(corio_spawn_ex(&first, busy_first_reader, &b, &o));
         while (!atomic_load(&b.waiting))
@@ -599,7 +590,7 @@ static void *main_ebusy(void *arg)
     struct busy b = {.fd = p[0]};
     corio_task *t[2];
     for (int loop = 0; loop < 2; loop++) {
-        corio_spawn_opts o = on_loop(loop, false);
+        corio_spawn_opts o = test_on_loop(loop, false);
         CHECK_OK(corio_spawn_ex(&t[loop], wait_readable_only, &b, &o));
     }
     while (atomic_load(&b.waiting) < 2)

@@ -15,15 +15,6 @@
 
 #include "test.h"
 
-static corio_spawn_opts on_loop(int loop, bool light)
-{
-    corio_spawn_opts o;
-    corio_spawn_opts_init(&o);
-    o.loop = loop;
-    o.flags = light ? CORIO_TASK_LIGHT : 0;
-    return o;
-}
-
 /* SIGPIPE at its default action and not blocked: if anything raises it
  * where corio promised it would not, the test process dies of it. */
 static void sigpipe_default(void)
@@ -107,7 +98,7 @@ static void *main_reset_mid_read(void *arg)
         int c, s;
         tcp_pair(&c, &s);
         struct reset_reader r = {.fd = s, .end = 12345};
-        corio_spawn_opts o = on_loop((int)(round % 2), round % 4 >= 2);
+        corio_spawn_opts o = test_on_loop((int)(round % 2), round % 4 >= 2);
         corio_task *t;
         int mode = (int)(round % 3);
         if (mode != 2) {
@@ -191,7 +182,7 @@ static void *main_write_to_reset_peer(void *arg)
         int c, s;
         tcp_pair(&c, &s);
         struct reset_writer w = {.fd = c, .use_send = round % 2, .end = 12345};
-        corio_spawn_opts o = on_loop(round / 2 % 2, round / 4 % 2);
+        corio_spawn_opts o = test_on_loop(round / 2 % 2, round / 4 % 2);
         corio_task *t;
         if (round >= 8) {
             /* The writer is mid-stream (blocked on a full socket) when
@@ -268,7 +259,7 @@ static void *main_write_closed_pipe(void *arg)
         CHECK_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
         int loop = round % 2;
         struct pipe_writer w = {.fd = p[1], .rc = 12345};
-        corio_spawn_opts o = on_loop(loop, round / 2 % 2);
+        corio_spawn_opts o = test_on_loop(loop, round / 2 % 2);
         corio_task *t;
         if (round < 8) {
             /* Reader gone before the write. */

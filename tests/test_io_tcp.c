@@ -19,15 +19,6 @@
 
 #include "test.h"
 
-static corio_spawn_opts on_loop(int loop, bool light)
-{
-    corio_spawn_opts o;
-    corio_spawn_opts_init(&o);
-    o.loop = loop;
-    o.flags = light ? CORIO_TASK_LIGHT : 0;
-    return o;
-}
-
 static int listen_local(int backlog, uint16_t *port)
 {
     int fd = corio_listen_tcp("127.0.0.1", 0, backlog, 0);
@@ -100,7 +91,7 @@ static void *echo_server(void *arg)
         CHECK_EQ(from.ss_family, AF_INET);
         CHECK_EQ(((struct sockaddr_in *)&from)->sin_addr.s_addr, htonl(INADDR_LOOPBACK));
         /* Handlers on the accepting loop and on the other one. */
-        corio_spawn_opts o = on_loop(i % 2, false);
+        corio_spawn_opts o = test_on_loop(i % 2, false);
         CHECK_OK(corio_spawn_ex(&h[i], echo_handler, PTR_OF(fd), &o));
     }
     long total = 0;
@@ -161,11 +152,11 @@ static void *main_echo(void *arg)
     uint16_t port;
     int l = listen_local(64, &port);
     struct echo_server s = {.listener = l, .n = ECHO_CLIENTS};
-    corio_spawn_opts o = on_loop(0, false);
+    corio_spawn_opts o = test_on_loop(0, false);
     corio_task *server, *clients[ECHO_CLIENTS];
     CHECK_OK(corio_spawn_ex(&server, echo_server, &s, &o));
     for (int i = 0; i < ECHO_CLIENTS; i++) {
-        o = on_loop(1, i % 2 == 1);
+        o = test_on_loop(1, i % 2 == 1);
         CHECK_OK(corio_spawn_ex(&clients[i], echo_client, PTR_OF(port), &o));
     }
     void *results[ECHO_CLIENTS], *server_total;
@@ -338,7 +329,7 @@ static void *load_acceptor(void *arg)
         CHECK(hand);
         hand[0] = ld;
         hand[1] = PTR_OF(fd);
-        corio_spawn_opts o = on_loop((int)(i % 2), false);
+        corio_spawn_opts o = test_on_loop((int)(i % 2), false);
         CHECK_OK(corio_spawn_ex(NULL, load_handler, hand, &o));
     }
     return NULL;
@@ -373,7 +364,7 @@ static void *main_accept_load(void *arg)
     struct load *ld = arg;
     ld->listener = listen_local(0, &ld->port); /* 0: SOMAXCONN */
     corio_task *acceptor;
-    corio_spawn_opts o = on_loop(0, false);
+    corio_spawn_opts o = test_on_loop(0, false);
     CHECK_OK(corio_spawn_ex(&acceptor, load_acceptor, ld, &o));
     corio_task **clients = calloc((size_t)ld->n, sizeof *clients);
     void **args = calloc((size_t)ld->n, 2 * sizeof *args);
@@ -381,7 +372,7 @@ static void *main_accept_load(void *arg)
     for (long i = 0; i < ld->n; i++) {
         args[2 * i] = ld;
         args[2 * i + 1] = PTR_OF(i);
-        o = on_loop((int)(i % 2), i % 3 == 0);
+        o = test_on_loop((int)(i % 2), i % 3 == 0);
         CHECK_OK(corio_spawn_ex(&clients[i], load_client, &args[2 * i], &o));
     }
     CHECK_OK(corio_gather(clients, (size_t)ld->n, NULL));
@@ -449,7 +440,7 @@ static void *main_cancelled_accept(void *arg)
     for (int round = 0; round < 8; round++) {
         struct acceptor_state st = {.listener = l, .first_rc = 12345};
         CHECK_OK(corio_event_new(&st.go));
-        corio_spawn_opts o = on_loop(round % 2 ? 1 : 0, round >= 4);
+        corio_spawn_opts o = test_on_loop(round % 2 ? 1 : 0, round >= 4);
         corio_task *t;
         CHECK_OK(corio_spawn_ex(&t, cancellable_acceptor, &st, &o));
         while (atomic_load(&st.phase) < 1)
@@ -589,7 +580,7 @@ static void *main_udp(void *arg)
     CHECK_GT(pb, 0);
     CHECK_NE(pa, pb);
     struct udp_peer peer = {.fd = b, .rounds = test_scaled(2000)};
-    corio_spawn_opts o = on_loop(1, false);
+    corio_spawn_opts o = test_on_loop(1, false);
     corio_task *t;
     CHECK_OK(corio_spawn_ex(&t, udp_echo, &peer, &o));
     while (!atomic_load(&peer.ready))

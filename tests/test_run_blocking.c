@@ -334,15 +334,21 @@ static void *main_one_thread(void *arg)
     return NULL;
 }
 
+/* run_main_checked with a blocking pool of one thread. */
+static void run_with_one_pool_thread(unsigned loops, corio_fn main_fn)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = loops;
+    cfg.blocking_threads = 1;
+    run_main_cfg(&cfg, main_fn, NULL);
+}
+
 TEST(one_pool_thread)
 {
     atomic_store(&max_in_flight, 0);
     atomic_store(&never_run_ran, 0);
-    corio_config cfg;
-    corio_config_init(&cfg);
-    cfg.loops = 2;
-    cfg.blocking_threads = 1;
-    run_main_cfg(&cfg, main_one_thread, NULL);
+    run_with_one_pool_thread(2, main_one_thread);
     CHECK_EQ(atomic_load(&never_run_ran), 0);
 }
 
@@ -530,11 +536,7 @@ TEST(owned_argument_cleaned_up_once)
 {
     atomic_store(&owned_started, 0);
     atomic_store(&owned_cleanups, 0);
-    corio_config cfg;
-    corio_config_init(&cfg);
-    cfg.loops = 1;
-    cfg.blocking_threads = 1;
-    run_main_cfg(&cfg, main_owned, NULL);
+    run_with_one_pool_thread(1, main_owned);
     CHECK_EQ(atomic_load(&owned_cleanups), 2);
 }
 

@@ -202,10 +202,8 @@ static void *main_sleep_while_others_yield(void *arg)
 {
     atomic_store(&stop_spinning, 0);
     unsigned me = (unsigned)corio_loop_index();
-    corio_spawn_opts o;
-    corio_spawn_opts_init(&o);
-    o.loop = (int)me;
-    o.flags = INT_OF(arg) ? CORIO_TASK_LIGHT : 0; /* light: every switch via the scheduler */
+    /* Light: every switch goes through the scheduler. */
+    corio_spawn_opts o = test_on_loop((int)me, INT_OF(arg) != 0);
     corio_task *t[4];
     for (int i = 0; i < 4; i++)
         CHECK_OK(corio_spawn_ex(&t[i], yield_spinner, NULL, &o));

@@ -147,15 +147,22 @@ static void *child_main(void *arg)
     return PTR_OF(11); /* not reached */
 }
 
-static int child(void *arg)
+/* A child's runtime, which the overflow should end: if corio_run returns
+ * after all, say how, and exit 1. */
+static int run_expecting_overflow(unsigned loops, corio_fn main_fn, void *arg)
 {
     corio_config cfg;
     corio_config_init(&cfg);
-    cfg.loops = INT_OF(arg) == TRIMMED_STACK ? 1 : 2;
+    cfg.loops = loops;
     void *r = NULL;
-    int rc = corio_run(&cfg, child_main, arg, &r);
+    int rc = corio_run(&cfg, main_fn, arg, &r);
     fprintf(stderr, "corio_run returned %d, result %ld\n", rc, (long)INT_OF(r));
     return 1;
+}
+
+static int child(void *arg)
+{
+    return run_expecting_overflow(INT_OF(arg) == TRIMMED_STACK ? 1 : 2, child_main, arg);
 }
 
 static unsigned long long parse_id(const char *out)
@@ -368,13 +375,7 @@ static void *main_overflow_after_second_runtime(void *arg)
 
 static int child_overflow_after_second_runtime(void *arg)
 {
-    corio_config cfg;
-    corio_config_init(&cfg);
-    cfg.loops = 2;
-    void *r = NULL;
-    int rc = corio_run(&cfg, main_overflow_after_second_runtime, NULL, &r);
-    fprintf(stderr, "corio_run returned %d, result %ld\n", rc, (long)INT_OF(r));
-    return 1;
+    return run_expecting_overflow(2, main_overflow_after_second_runtime, arg);
 }
 
 TEST(overflow_reported_after_another_runtime_ended)
