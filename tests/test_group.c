@@ -557,6 +557,16 @@ static void *wait_on_group(void *arg)
     return NULL;
 }
 
+/* As wait_on_group, but a wait refused because another task's wait
+ * was in place is tried again. */
+static void *wait_on_group_until_claimed(void *arg)
+{
+    struct two_waiters *w = arg;
+    while ((w->rc = corio_group_wait(w->g)) == CORIO_EBUSY)
+        corio_sleep(CORIO_MSEC);
+    return NULL;
+}
+
 static void *main_two_waiters(void *arg)
 {
     long rounds = test_scaled(200);
@@ -604,9 +614,16 @@ static void *main_close_while_waited(void *arg)
     CHECK_OK(corio_group_spawn(g, held_child, NULL));
     struct two_waiters w = {.g = g, .go = 1, .rc = 1};
     corio_task *t;
-    CHECK_OK(corio_spawn(&t, wait_on_group, &w));
-    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
-    CHECK_ERR(corio_group_wait(g), CORIO_EBUSY);
+    CHECK_OK(corio_spawn(&t, wait_on_group_until_claimed, &w));
+    /* Poll with waits that cannot block until the task's wait is in
+     * place (no fixed sleep: under TSan on a slow host the task once took
+     * longer than 5 ms to start, and a blocking wait here then hung). */
+    corio_time_t give_up = corio_now() + 10 * CORIO_SEC;
+    int rc;
+    while ((rc = corio_group_wait_until(g, corio_now())) == CORIO_ETIMEDOUT &&
+           corio_now() < give_up)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_ERR(rc, CORIO_EBUSY);
     /* The held child ends when cancelled, so the waiter leaves. */
     CHECK_ERR(corio_group_close(g), CORIO_ECANCELED);
     CHECK_OK(corio_join(t, NULL));
