@@ -74,6 +74,13 @@ if ! grep -qa -e __asan_init -e __tsan_init "$demo"; then
     [ "$rc" -eq 1 ] || fail "failed run: exited $rc, not 1: $out"
     echo "$out" | grep -q '"results_ok":false' || fail "failed run: results_ok: $out"
     echo "$out" | grep -q '"error":"E' || fail "failed run: no error named: $out"
+    # A run whose runtime cannot even start (no address space for the
+    # loop threads' stacks) never learned its default loop count: null in
+    # JSON, "-" in the table, not a made-up 0.
+    out=$(ulimit -v 8000 && "$demo" --tasks 10 --work-scale 0.05 --mode steal --json)
+    echo "$out" | grep -q '"loops":null,.*"error":"E' || fail "unstarted run: $out"
+    out=$(ulimit -v 8000 && "$demo" --tasks 10 --work-scale 0.05 --mode steal)
+    echo "$out" | grep -q "^steal *- *10 *failed: " || fail "unstarted run, table: $out"
 fi
 
 table=$("$demo" --tasks 200 --work-scale 0.2 --mode offload) || fail "table run exited $?"

@@ -27,11 +27,16 @@
 static void print_json(const struct demo_options *opt, const struct run_result *r,
                        double calib_unit_ns)
 {
-    printf("{\"system\":\"corio\",\"mode\":\"%s\",\"loops\":%u,\"tasks\":%zu,"
+    /* loops is 0 only when a run meant to use the default count failed
+     * before the runtime resolved it: unknown, so null. */
+    char loops[16] = "null";
+    if (r->loops)
+        snprintf(loops, sizeof loops, "%u", r->loops);
+    printf("{\"system\":\"corio\",\"mode\":\"%s\",\"loops\":%s,\"tasks\":%zu,"
            "\"work_scale\":%g,\"seed\":%llu,\"results_ok\":%s,\"wall_s\":%.4f,"
            "\"bound_s\":%.4f,\"efficiency\":%.4f,\"cpu_s\":%.4f,\"unit_ns\":%.5f,"
            "\"calib_unit_ns\":%.5f",
-           mode_name(r->mode), r->loops, opt->tasks, opt->work_scale,
+           mode_name(r->mode), loops, opt->tasks, opt->work_scale,
            (unsigned long long)opt->seed, r->results_ok ? "true" : "false", r->wall_s,
            r->bound_s, r->efficiency, r->cpu_s, r->unit_ns, calib_unit_ns);
     if (r->results_ok) {
@@ -121,7 +126,10 @@ int main(int argc, char **argv)
         if (r.error) {
             /* corio_run's EINVAL, with the options checked already, can
              * only be a CORIO_* environment variable: say so. */
-            printf("%-8s %5u %7zu   failed: %s%s\n", mode_name(r.mode), r.loops, opt.tasks,
+            char loops[16] = "-"; /* the default count, not resolved */
+            if (r.loops)
+                snprintf(loops, sizeof loops, "%u", r.loops);
+            printf("%-8s %5s %7zu   failed: %s%s\n", mode_name(r.mode), loops, opt.tasks,
                    corio_strerror(r.error),
                    r.error == CORIO_EINVAL ? " (check the CORIO_* environment variables)" : "");
             continue;
