@@ -301,10 +301,22 @@ static void *serial_caller(void *arg)
     return r;
 }
 
+static _Atomic int pool_held, pool_release;
+
+/* Holds its pool thread until released, so the call below certainly
+ * finds that thread busy, however late either side runs. */
+static void *hold_pool_thread(void *arg)
+{
+    atomic_store(&pool_held, 1);
+    while (!atomic_load(&pool_release))
+        usleep(1000);
+    return arg;
+}
+
 static void *occupy_pool(void *arg)
 {
     void *r;
-    return PTR_OF(corio_run_blocking(sleep_200ms, NULL, &r));
+    return PTR_OF(corio_run_blocking(hold_pool_thread, NULL, &r));
 }
 
 static void *main_one_thread(void *arg)
@@ -320,14 +332,21 @@ static void *main_one_thread(void *arg)
     CHECK_EQ(atomic_load(&max_in_flight), 1);
 
     /* With the only thread busy, a call that times out while queued never
-     * runs at all. */
+     * runs at all. Busy for certain: polled until the thread holds the
+     * job, which it keeps until released (a 20 ms head start and a 200 ms
+     * job were not enough where the busy task started late: the call
+     * then found the thread idle and ran). */
     corio_task *busy;
     CHECK_OK(corio_spawn(&busy, occupy_pool, NULL));
-    CHECK_OK(corio_sleep(20 * CORIO_MSEC));
+    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
+    while (!atomic_load(&pool_held) && corio_now() < give_up)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK(atomic_load(&pool_held));
     corio_time_t t0 = corio_now();
     CHECK_ERR(corio_run_blocking_until(mark_ran, NULL, NULL, t0 + 20 * CORIO_MSEC),
               CORIO_ETIMEDOUT);
     CHECK_TIME_WITHIN(corio_now() - t0, 20 * CORIO_MSEC, CORIO_MSEC, 40 * CORIO_MSEC);
+    atomic_store(&pool_release, 1);
     void *r;
     CHECK_OK(corio_join(busy, &r));
     CHECK_EQ(INT_OF(r), 0);
@@ -348,6 +367,8 @@ TEST(one_pool_thread)
 {
     atomic_store(&max_in_flight, 0);
     atomic_store(&never_run_ran, 0);
+    atomic_store(&pool_held, 0);
+    atomic_store(&pool_release, 0);
     run_with_one_pool_thread(2, main_one_thread);
     CHECK_EQ(atomic_load(&never_run_ran), 0);
 }

@@ -233,12 +233,13 @@ TEST(sleep_beside_yielding_light_tasks)
  * be sleeping when cancelled 20 ms later, not return at once because
  * now + ns overflowed.
  */
-static _Atomic int long_sleep_rc;
+static _Atomic int long_sleep_rc, long_sleep_started;
 
 static void *sleep_ns(void *arg)
 {
     int64_t ns = (int64_t)(intptr_t)arg;
     atomic_store(&long_sleep_rc, 1);
+    atomic_store(&long_sleep_started, 1);
     int rc = corio_sleep(ns);
     atomic_store(&long_sleep_rc, rc);
     return NULL;
@@ -247,6 +248,7 @@ static void *sleep_ns(void *arg)
 static void *sleep_until_max(void *arg)
 {
     atomic_store(&long_sleep_rc, 1);
+    atomic_store(&long_sleep_started, 1);
     int rc = corio_sleep_until(INT64_MAX);
     atomic_store(&long_sleep_rc, rc);
     return NULL;
@@ -257,11 +259,19 @@ static void *main_huge_durations(void *arg)
     const int64_t durations[] = {INT64_MAX, INT64_MAX - 1, INT64_MAX / 2 + INT64_MAX / 4};
     for (int i = 0; i < 4; i++) {
         atomic_store(&long_sleep_rc, 0);
+        atomic_store(&long_sleep_started, 0);
         corio_task *t;
         if (i < 3)
             CHECK_OK(corio_spawn(&t, sleep_ns, (void *)(intptr_t)durations[i]));
         else
             CHECK_OK(corio_spawn(&t, sleep_until_max, NULL));
+        /* Until it has started (polled: one that started more than 20 ms
+         * late looked as if its sleep had returned), then 20 ms for a
+         * sleep that wrapped around to return. */
+        corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
+        while (!atomic_load(&long_sleep_started) && corio_now() < give_up)
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK(atomic_load(&long_sleep_started));
         CHECK_OK(corio_sleep(20 * CORIO_MSEC));
         int still = atomic_load(&long_sleep_rc);
         if (still != 1)

@@ -746,8 +746,21 @@ static void *wait_for_event(void *arg)
     return PTR_OF(77);
 }
 
+static _Atomic int joiner_waiting;
+
+static void *mark_joiner_waiting(void *arg)
+{
+    (void)arg;
+    atomic_store(&joiner_waiting, 1);
+    return NULL;
+}
+
 static void *join_it(void *arg)
 {
+    /* Pinned to this task's own loop, which runs one task at a time, the
+     * marker runs only once the join below has suspended: registered as
+     * the joiner. */
+    CHECK_OK(corio_spawn_on(NULL, (unsigned)corio_loop_index(), mark_joiner_waiting, NULL));
     void *r = NULL;
     int rc = corio_join(arg, &r);
     return PTR_OF(rc != 0 ? rc : INT_OF(r));
@@ -772,11 +785,17 @@ static void *main_refused_handles(void *arg)
     CHECK_ERR(corio_detach(d), CORIO_EINVAL);
     CHECK_EQ(INT_OF(r), -1); /* untouched */
 
-    /* Joined by another task while it waits. */
+    /* Joined by another task while it waits. Wait until j's join is in
+     * place, not a fixed 5 ms: had j not started by then, the join below
+     * would have been accepted and waited for an event nobody sets. */
     corio_task *t, *j;
+    atomic_store(&joiner_waiting, 0);
     CHECK_OK(corio_spawn_on(&t, other, wait_for_event, ev));
     CHECK_OK(corio_spawn(&j, join_it, t));
-    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
+    while (!atomic_load(&joiner_waiting) && corio_now() < give_up)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK(atomic_load(&joiner_waiting));
     CHECK_ERR(corio_join(t, &r), CORIO_EINVAL);
     CHECK_ERR(corio_join_until(t, &r, corio_deadline_in(CORIO_MSEC)), CORIO_EINVAL);
     CHECK_ERR(corio_detach(t), CORIO_EINVAL);

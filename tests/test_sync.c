@@ -258,6 +258,23 @@ static void fifo_got(struct fifo_order *f, int me)
     f->order[atomic_fetch_add(&f->order_next, 1)] = me;
 }
 
+static void *fifo_mark_queued(void *arg)
+{
+    atomic_fetch_add(&((struct fifo_order *)arg)->queued, 1);
+    return NULL;
+}
+
+/* Called by a waiter just before its wait: counts it as queued once it
+ * is. The marker task is pinned to the waiter's own loop, which runs one
+ * task at a time, so it can only run once the waiter has suspended, that
+ * is, once it is in the object's wait queue. (A flag set before the call
+ * was not enough: a waiter whose thread was descheduled between the flag
+ * and the call let the next one, on the other loop, queue first.) */
+static void fifo_announce(struct fifo_order *f)
+{
+    CHECK_OK(corio_spawn_on(NULL, (unsigned)corio_loop_index(), fifo_mark_queued, f));
+}
+
 /* Spawn FIFO_WAITERS tasks running `waiter` (alternating loops, the later
  * ones light), each queued in its wait before the next is spawned. */
 static void fifo_queue(struct fifo_order *f, corio_fn waiter,
@@ -267,9 +284,10 @@ static void fifo_queue(struct fifo_order *f, corio_fn waiter,
         args[i] = (struct fifo_waiter_arg){f, i};
         corio_spawn_opts o = on_loop(i % 2, i >= FIFO_WAITERS / 2);
         CHECK_OK(corio_spawn_ex(&t[i], waiter, &args[i], &o));
-        while (atomic_load(&f->queued) < i + 1)
+        corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
+        while (atomic_load(&f->queued) < i + 1 && corio_now() < give_up)
             CHECK_OK(corio_sleep(CORIO_MSEC));
-        CHECK_OK(corio_sleep(2 * CORIO_MSEC)); /* in its wait now */
+        CHECK_EQ(atomic_load(&f->queued), i + 1); /* in its wait now */
     }
 }
 
@@ -278,7 +296,7 @@ static void fifo_queue(struct fifo_order *f, corio_fn waiter,
 static void *fifo_acquirer(void *arg)
 {
     struct fifo_waiter_arg *a = arg;
-    atomic_fetch_add(&a->f->queued, 1);
+    fifo_announce(a->f);
     CHECK_OK(corio_sem_acquire_until(a->f->obj, corio_deadline_in(10 * CORIO_SEC)));
     fifo_got(a->f, a->me);
     return NULL;
@@ -326,7 +344,7 @@ TEST(semaphore_fifo_handoff)
 static void *fifo_locker(void *arg)
 {
     struct fifo_waiter_arg *a = arg;
-    atomic_fetch_add(&a->f->queued, 1);
+    fifo_announce(a->f);
     CHECK_OK(corio_mutex_lock_until(a->f->obj, corio_deadline_in(10 * CORIO_SEC)));
     fifo_got(a->f, a->me);
     CHECK_OK(corio_mutex_unlock(a->f->obj));
