@@ -23,7 +23,11 @@
  *   Cancel    corio_cancel(t) makes t's current or next blocking call return
  *             CORIO_ECANCELED, once (corio_group_close passes it on to the
  *             call after it). A blocking call that times out or is
- *             cancelled has no other effect.
+ *             cancelled has no other effect. A pending cancellation fails
+ *             the next call even if it could complete without waiting (a
+ *             read with data queued, a receive with an element waiting),
+ *             so a task that never has to wait still sees it; the one
+ *             exception is a join of a task that has already finished.
  *   Context   Blocking calls must be made from a task; elsewhere they return
  *             CORIO_EPERM.
  *

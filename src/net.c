@@ -2,8 +2,9 @@
  * net.c: descriptor and socket calls that wait instead of failing with
  * EAGAIN.
  *
- * Every call has the same shape: try the system call; on EAGAIN wait for
- * readiness on the task's loop (io.c) and try again. Trying first means a
+ * Every call has the same shape: take a pending cancellation (enter),
+ * then try the system call; on EAGAIN wait for readiness on the task's
+ * loop (io.c) and try again. Trying first means a
  * ready descriptor costs one system call and no switch, and it also means
  * an edge-triggered event is never needed twice. For stream sockets, a read
  * shorter than asked proves the buffer drained, so the next read waits at
@@ -22,13 +23,24 @@
 #include "sys.h"
 #include "task.h"
 
-static corio_task *self_or_null(void) { return corio__current_task(); }
+/* Every call here starts by finding its task: CORIO_EPERM outside one,
+ * and CORIO_ECANCELED (consuming it) when a cancellation is pending,
+ * even if the call could complete without waiting. Otherwise a task
+ * reading from a peer that never pauses, or accepting from a flood of
+ * connections, would never see its cancellation: only a wait consumes
+ * one, and such a task never waits. */
+static int enter(corio_task **self)
+{
+    *self = corio__current_task();
+    return *self ? corio__cancel_point(*self) : CORIO_EPERM;
+}
 
 int corio_wait_fd(int fd, unsigned events, corio_time_t deadline)
 {
-    corio_task *self = self_or_null();
-    if (!self)
-        return CORIO_EPERM;
+    corio_task *self;
+    int entered = enter(&self);
+    if (entered != 0)
+        return entered;
     if (events != CORIO_READABLE && events != CORIO_WRITABLE)
         return CORIO_EINVAL;
     int rc = corio__io_prepare(self->home, fd);
@@ -84,9 +96,10 @@ static int connect_retrying(int fd, const struct sockaddr *addr, socklen_t len,
 
 int corio_connect_until(int fd, const struct sockaddr *addr, socklen_t len, corio_time_t deadline)
 {
-    corio_task *self = self_or_null();
-    if (!self)
-        return CORIO_EPERM;
+    corio_task *self;
+    int entered = enter(&self);
+    if (entered != 0)
+        return entered;
     int rc = corio__io_prepare(self->home, fd);
     if (rc != 0)
         return rc;
@@ -110,9 +123,10 @@ int corio_connect(int fd, const struct sockaddr *addr, socklen_t len)
 
 int corio_accept_until(int listener, struct sockaddr *addr, socklen_t *len, corio_time_t deadline)
 {
-    corio_task *self = self_or_null();
-    if (!self)
-        return CORIO_EPERM;
+    corio_task *self;
+    int entered = enter(&self);
+    if (entered != 0)
+        return entered;
     int prep = corio__io_prepare(self->home, listener);
     if (prep != 0)
         return prep;
@@ -146,9 +160,10 @@ enum read_op { OP_READ, OP_RECV, OP_RECVFROM };
 static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int flags,
                          struct sockaddr *from, socklen_t *fromlen, corio_time_t deadline)
 {
-    corio_task *self = self_or_null();
-    if (!self)
-        return CORIO_EPERM;
+    corio_task *self;
+    int entered = enter(&self);
+    if (entered != 0)
+        return entered;
     corio__loop *l = self->home;
     int rc = corio__io_prepare(l, fd);
     if (rc != 0)
@@ -256,9 +271,10 @@ static ssize_t send_once(corio_task *self, int fd, const void *buf, size_t len, 
 
 ssize_t corio_write_until(int fd, const void *buf, size_t len, corio_time_t deadline)
 {
-    corio_task *self = self_or_null();
-    if (!self)
-        return CORIO_EPERM;
+    corio_task *self;
+    int entered = enter(&self);
+    if (entered != 0)
+        return entered;
     bool use_write = false;
     size_t done = 0;
     while (done < len) {
@@ -279,9 +295,10 @@ ssize_t corio_write(int fd, const void *buf, size_t len)
 
 ssize_t corio_send_until(int fd, const void *buf, size_t len, int flags, corio_time_t deadline)
 {
-    corio_task *self = self_or_null();
-    if (!self)
-        return CORIO_EPERM;
+    corio_task *self;
+    int entered = enter(&self);
+    if (entered != 0)
+        return entered;
     bool use_write = false;
     ssize_t n = send_once(self, fd, buf, len, flags, NULL, 0, &use_write, deadline);
     if (n >= 0)
@@ -297,9 +314,10 @@ ssize_t corio_send(int fd, const void *buf, size_t len, int flags)
 ssize_t corio_sendto_until(int fd, const void *buf, size_t len, int flags,
                            const struct sockaddr *to, socklen_t tolen, corio_time_t deadline)
 {
-    corio_task *self = self_or_null();
-    if (!self)
-        return CORIO_EPERM;
+    corio_task *self;
+    int entered = enter(&self);
+    if (entered != 0)
+        return entered;
     bool use_write = false;
     ssize_t n = send_once(self, fd, buf, len, flags, to, tolen, &use_write, deadline);
     if (n >= 0)

@@ -237,6 +237,10 @@ bool corio__task_fire(corio_task *t, uint64_t token, int result);
  * the home loop's thread: by the task once its wait is over, or by the
  * loop as it lets a migrating task go (sched.c, corio__roam_push). */
 void corio__wait_settle(corio_task *t);
+/* 0, or CORIO_ECANCELED if a cancellation is pending (consumed) or the
+ * task is cancelled for good: for calls that fail when cancelled even
+ * if they need not wait (yield, the descriptor calls of net.c). */
+int corio__cancel_point(corio_task *self);
 /* A wait ended by cancellation, but its operation completed anyway: the
  * cancellation applies to the task's next blocking call instead. */
 void corio__cancel_repend(corio_task *self);

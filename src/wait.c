@@ -278,18 +278,24 @@ static inline int yield_now(corio_task *self)
 
 int corio__yield_now(corio_task *self) { return yield_now(self); }
 
-int corio_yield(void)
+int corio__cancel_point(corio_task *self)
 {
-    corio_task *self = corio__current_task();
-    if (!self)
-        return CORIO_EPERM;
     if (cancelled_for_good(self))
         return CORIO_ECANCELED;
     uint64_t w = atomic_load_explicit(&self->wait, memory_order_relaxed);
     while (w & CORIO__WAIT_CANCEL)
         if (atomic_compare_exchange_weak(&self->wait, &w, w & ~(uint64_t)CORIO__WAIT_CANCEL))
             return CORIO_ECANCELED;
-    return yield_now(self);
+    return 0;
+}
+
+int corio_yield(void)
+{
+    corio_task *self = corio__current_task();
+    if (!self)
+        return CORIO_EPERM;
+    int rc = corio__cancel_point(self);
+    return rc ? rc : yield_now(self);
 }
 
 int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
