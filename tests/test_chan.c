@@ -602,6 +602,8 @@ struct fifo_chan {
     int value;
 };
 
+/* Nothing between `queued` and the wait can switch tasks
+ * (wait_until_waiting counts on it). */
 static void *fifo_recv(void *arg)
 {
     struct fifo_chan *f = arg;
@@ -620,6 +622,32 @@ static void *fifo_send(void *arg)
     return NULL;
 }
 
+/* Returns once *flag is set, polling from a task on `loop`: the loop of
+ * the task that sets it just before a blocking call, with nothing between
+ * the two that could switch tasks. That task and this one share the
+ * loop's thread, so when this one sees the flag, the other has switched
+ * out since: it is in its wait. (A fixed sleep assumed as much, and under
+ * load a waiter queued after the next one; 10 s, then the test fails.) */
+static void *sees_flag(void *arg)
+{
+    _Atomic int *flag = arg;
+    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
+    while (!atomic_load(flag))
+        if (corio_now() > give_up || corio_sleep(CORIO_MSEC) != 0)
+            return PTR_OF(-1);
+    return NULL;
+}
+
+static void wait_until_waiting(unsigned loop, _Atomic int *flag, const char *what)
+{
+    corio_task *t;
+    void *r;
+    CHECK_OK(corio_spawn_on(&t, loop, sees_flag, flag));
+    CHECK_OK(corio_join(t, &r));
+    if (r != NULL)
+        FAIL_("%s: not in its wait after 10 s", what);
+}
+
 static void *main_chan_fifo(void *arg)
 {
     for (int senders = 0; senders < 2; senders++) {
@@ -634,9 +662,8 @@ static void *main_chan_fifo(void *arg)
             f[i] = (struct fifo_chan){.chan = c, .value = i};
             corio_spawn_opts o = test_on_loop(i % 2, false);
             CHECK_OK(corio_spawn_ex(&t[i], senders ? fifo_send : fifo_recv, &f[i], &o));
-            while (!atomic_load(&f[i].queued))
-                CHECK_OK(corio_sleep(CORIO_MSEC));
-            CHECK_OK(corio_sleep(2 * CORIO_MSEC)); /* in its wait now */
+            /* In its wait before the next one is spawned. */
+            wait_until_waiting((unsigned)(i % 2), &f[i].queued, senders ? "sender" : "receiver");
         }
         for (int i = 0; i < 6; i++) {
             void *r = NULL;

@@ -263,6 +263,19 @@ TEST(group_child_never_run_is_discarded_and_fails_the_group)
 
 /* ---- a failed spawn keeps the argument the caller's ---- */
 
+static _Atomic int hold;
+
+/* mark_ran, but keeps its task (and so its task slot) until `hold` is
+ * cleared: a spawner held up for mark_ran's 50 ms found the slot free. */
+static void *mark_ran_and_hold(void *arg)
+{
+    struct slot *s = arg;
+    atomic_fetch_add(&s->ran, 1);
+    while (atomic_load(&hold))
+        corio_sleep(CORIO_MSEC);
+    return NULL;
+}
+
 static void *failed_spawns(void *arg)
 {
     corio_spawn_opts o;
@@ -273,8 +286,10 @@ static void *failed_spawns(void *arg)
     o.flags = 0;
     /* max_tasks is 2: main and one more. */
     corio_task *t;
-    CHECK_OK(corio_spawn_ex(&t, mark_ran, &slots[1], &o));
+    atomic_store(&hold, 1);
+    CHECK_OK(corio_spawn_ex(&t, mark_ran_and_hold, &slots[1], &o));
     CHECK_ERR(corio_spawn_ex(NULL, mark_ran, &slots[0], &o), CORIO_EAGAIN);
+    atomic_store(&hold, 0);
     CHECK_OK(corio_join(t, NULL));
     /* No memory for the discard's record: the first wrapped call. */
     corio__fault_arm(1);
@@ -300,8 +315,11 @@ TEST(failed_spawn_leaves_arg_to_caller)
 }
 
 /* A spawn refused because the runtime stops: the caller's too. */
+static _Atomic int stop_spawner_started;
+
 static void *spawn_after_stop(void *arg)
 {
+    atomic_store(&stop_spawner_started, 1);
     /* Cancelled by the shutdown that main's return starts. */
     while (corio_sleep(CORIO_SEC) != CORIO_ECANCELED) {
     }
@@ -315,7 +333,13 @@ static void *spawn_after_stop(void *arg)
 static void *return_under_a_sleeper(void *arg)
 {
     CHECK_OK(corio_spawn(NULL, spawn_after_stop, NULL));
-    CHECK_OK(corio_sleep(2 * CORIO_MSEC));
+    /* Return once it has started (a task that has not is dropped by the
+     * shutdown, and spawns nothing): a fixed 2 ms were not always enough
+     * for the loop that had stolen it. */
+    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
+    while (!atomic_load(&stop_spawner_started) && corio_now() < give_up)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK(atomic_load(&stop_spawner_started));
     return NULL;
 }
 

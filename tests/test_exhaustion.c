@@ -172,11 +172,47 @@ static long vm_size_bytes(void)
 }
 
 static _Atomic long as_started;
+static _Atomic unsigned char as_task_started[AS_MAX_TASKS];
 
+/* arg: its flag in as_task_started. */
 static void *as_sleeper(void *arg)
 {
+    atomic_store((_Atomic unsigned char *)arg, 1);
     atomic_fetch_add(&as_started, 1);
     return PTR_OF(corio_sleep_until(CORIO_FOREVER));
+}
+
+/*
+ * Wait until each of t[from..n) has started or ended unrun, which a join
+ * that cannot wait tells at once (and then releases it: t[i] = NULL).
+ * Not started yet is not unrun: a fixed 20 ms once passed with tasks of
+ * a batch not yet started although stacks were to be had, and they
+ * started after the count of started tasks was taken. Returns how many
+ * ended unrun; -1 if some task did neither within 10 s, -2 if a join
+ * said something else.
+ */
+static long as_settle(corio_task **t, long from, long n)
+{
+    long unrun = 0;
+    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
+    for (long i = from; i < n;) {
+        if (atomic_load(&as_task_started[i])) {
+            i++;
+            continue;
+        }
+        int rc = corio_join_until(t[i], NULL, corio_now());
+        if (rc == CORIO_ETIMEDOUT) {
+            if (corio_now() > give_up || corio_sleep(CORIO_MSEC) != 0)
+                return -1;
+            continue; /* look again: started, or ended unrun, by now? */
+        }
+        if (!no_stack_error(rc))
+            return -2;
+        t[i] = NULL;
+        unrun++;
+        i++;
+    }
+    return unrun;
 }
 
 /*
@@ -198,12 +234,12 @@ static void *main_rlimit(void *arg)
     lim.rlim_cur = (rlim_t)vm + 48 * 1024 * 1024;
     if (setrlimit(RLIMIT_AS, &lim) != 0)
         return PTR_OF(-102);
-    long n = 0;
+    long n = 0, settled = 0, unrun = 0;
     int rc = 0, spawn_rc = 0;
     bool short_of_stacks = false;
     while (!short_of_stacks) {
         for (int b = 0; b < 50; b++) {
-            if ((rc = corio_spawn(&t[n], as_sleeper, NULL)) != 0)
+            if ((rc = corio_spawn(&t[n], as_sleeper, (void *)&as_task_started[n])) != 0)
                 break;
             if (++n == AS_MAX_TASKS)
                 return PTR_OF(-103);
@@ -214,21 +250,22 @@ static void *main_rlimit(void *arg)
             spawn_rc = rc;
             short_of_stacks = true;
         }
-        if (corio_sleep(2 * CORIO_MSEC) != 0)
-            return PTR_OF(-105);
-        if (atomic_load(&as_started) < n) {
-            /* Give stragglers a moment: not started yet is not unrun. */
-            if (corio_sleep(20 * CORIO_MSEC) != 0)
-                return PTR_OF(-106);
-            if (atomic_load(&as_started) < n)
-                short_of_stacks = true;
-        }
+        long u = as_settle(t, settled, n);
+        if (u < 0)
+            return PTR_OF(u == -1 ? -105 : -106);
+        settled = n;
+        unrun += u;
+        if (u > 0)
+            short_of_stacks = true;
     }
     long started = atomic_load(&as_started);
     for (long i = 0; i < n; i++)
-        corio_cancel(t[i]);
-    long cancelled = 0, unrun = 0;
+        if (t[i])
+            corio_cancel(t[i]);
+    long cancelled = 0;
     for (long i = 0; i < n; i++) {
+        if (!t[i])
+            continue; /* ended unrun: joined by as_settle */
         void *r = NULL;
         rc = corio_join(t[i], &r);
         if (rc == 0 && INT_OF(r) == CORIO_ECANCELED)

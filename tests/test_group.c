@@ -100,12 +100,21 @@ struct failing {
     int64_t after_ns;
     int rc;
     _Atomic long *finished;
+    corio_group *second_to; /* fail only once this group has a failure */
 };
 
 static int fail_after(void *arg)
 {
     struct failing *fl = arg;
     int rc = corio_sleep(fl->after_ns);
+    /* The failure meant to come second waits until the first is on
+     * record: the 50 ms between the two sleeps did not order them when
+     * the other child's loop was held up that long. 10 s, then it fails
+     * anyway (and the check on the first failure then says so). */
+    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
+    while (rc == 0 && fl->second_to && corio_group_error(fl->second_to) == 0 &&
+           corio_now() < give_up)
+        rc = corio_sleep(CORIO_MSEC);
     atomic_fetch_add(fl->finished, 1);
     return rc != 0 ? rc : fl->rc;
 }
@@ -114,13 +123,14 @@ static void *main_first_failure(void *arg)
 {
     _Atomic long finished = 0;
     struct failing fails[] = {
-        {60 * CORIO_MSEC, CORIO_EPROTO, &finished}, /* fails second */
-        {10 * CORIO_MSEC, CORIO_EIO, &finished},    /* fails first */
-        {100 * CORIO_MSEC, 0, &finished},           /* succeeds, late */
-        {1 * CORIO_MSEC, 0, &finished},
+        {60 * CORIO_MSEC, CORIO_EPROTO, &finished, NULL}, /* fails second */
+        {10 * CORIO_MSEC, CORIO_EIO, &finished, NULL},    /* fails first */
+        {100 * CORIO_MSEC, 0, &finished, NULL},           /* succeeds, late */
+        {1 * CORIO_MSEC, 0, &finished, NULL},
     };
     corio_group *g;
     CHECK_OK(corio_group_new(&g, 0));
+    fails[0].second_to = g;
     for (int i = 0; i < 4; i++) {
         corio_spawn_opts o = test_on_loop(i % 2, i == 3);
         CHECK_OK(corio_group_spawn_ex(g, fail_after, &fails[i], &o));

@@ -105,19 +105,22 @@ static void *main_emfile(void *arg)
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 
-    /* 24 descriptors to spare from here on. The runtime may still be
-     * starting up on the other loop (loop 0's thread reads
-     * /proc/self/maps for its stack bounds, holding a descriptor for a
-     * moment): count until the answer is stable. */
+    /* 24 descriptors to spare from here on, exactly: one more or fewer
+     * and the server, not a client, takes the last one, and finds no
+     * descriptor for its next accept before the connection that was to
+     * wait is there. The runtime may still be starting up on the other
+     * loop (loop 0's thread reads /proc/self/maps for its stack bounds,
+     * holding a descriptor for a moment): count once a task has run on
+     * every loop, which each does only after that. (Counting until three
+     * counts 5 ms apart agreed relied on the start taking less.) */
+    for (unsigned l = 0; l < corio_loop_count(); l++) {
+        corio_task *t;
+        CHECK_OK(corio_spawn_on(&t, l, test_ret_arg, NULL));
+        CHECK_OK(corio_join(t, NULL));
+    }
     struct rlimit rl;
     CHECK_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
-    rlim_t limit = 0;
-    for (int stable = 0; stable < 3;) {
-        CHECK_OK(corio_sleep(5 * CORIO_MSEC));
-        rlim_t now = limit_with_spare(24);
-        stable = now == limit ? stable + 1 : 0;
-        limit = now;
-    }
+    rlim_t limit = limit_with_spare(24);
     rl.rlim_cur = limit;
     CHECK_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
     /* One held back: when a client socket is what runs out, freeing this
@@ -167,10 +170,10 @@ static void *main_emfile(void *arg)
     CHECK_GE(n, 2);
     fprintf(stderr, "   EMFILE after %ld accepted connections\n", accepted);
 
-    /* The server keeps running and keeps trying. */
+    /* The server keeps running and keeps trying (its loop may be held
+     * up: no count of tries within a fixed time). */
     long before = atomic_load(&s.emfile);
-    CHECK_OK(corio_sleep(50 * CORIO_MSEC));
-    CHECK_GT(atomic_load(&s.emfile), before);
+    wait_for(&s.emfile, before + 1, corio_deadline_in(5 * CORIO_SEC), "EMFILE again");
     CHECK_EQ(atomic_load(&s.accepted), accepted);
 
     /* Free some descriptors: two of the earliest clients go. Their
