@@ -402,6 +402,19 @@ static inline void *run_main_checked(unsigned loops, corio_fn fn, void *arg)
 
 /* ---- small helpers ------------------------------------------------------ */
 
+/* From a task: sleep in 1 ms steps until *value >= at_least, for at
+ * most 10 s; whether it got there. For waiting on another task's
+ * progress, which a fixed sleep only guesses at (a task that starts late
+ * made such guesses hang or fail). */
+static inline bool test_await(_Atomic int *value, int at_least)
+{
+    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
+    while (atomic_load(value) < at_least && corio_now() < give_up)
+        if (corio_sleep(CORIO_MSEC) != 0)
+            return false;
+    return atomic_load(value) >= at_least;
+}
+
 /* The task that does nothing: returns its argument. */
 static inline void *test_ret_arg(void *arg) { return arg; }
 

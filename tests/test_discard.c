@@ -336,10 +336,7 @@ static void *return_under_a_sleeper(void *arg)
     /* Return once it has started (a task that has not is dropped by the
      * shutdown, and spawns nothing): a fixed 2 ms were not always enough
      * for the loop that had stolen it. */
-    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
-    while (!atomic_load(&stop_spawner_started) && corio_now() < give_up)
-        CHECK_OK(corio_sleep(CORIO_MSEC));
-    CHECK(atomic_load(&stop_spawner_started));
+    CHECK(test_await(&stop_spawner_started, 1));
     return NULL;
 }
 

@@ -338,10 +338,7 @@ static void *main_one_thread(void *arg)
      * then found the thread idle and ran). */
     corio_task *busy;
     CHECK_OK(corio_spawn(&busy, occupy_pool, NULL));
-    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
-    while (!atomic_load(&pool_held) && corio_now() < give_up)
-        CHECK_OK(corio_sleep(CORIO_MSEC));
-    CHECK(atomic_load(&pool_held));
+    CHECK(test_await(&pool_held, 1));
     corio_time_t t0 = corio_now();
     CHECK_ERR(corio_run_blocking_until(mark_ran, NULL, NULL, t0 + 20 * CORIO_MSEC),
               CORIO_ETIMEDOUT);

@@ -268,10 +268,7 @@ static void *main_huge_durations(void *arg)
         /* Until it has started (polled: one that started more than 20 ms
          * late looked as if its sleep had returned), then 20 ms for a
          * sleep that wrapped around to return. */
-        corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
-        while (!atomic_load(&long_sleep_started) && corio_now() < give_up)
-            CHECK_OK(corio_sleep(CORIO_MSEC));
-        CHECK(atomic_load(&long_sleep_started));
+        CHECK(test_await(&long_sleep_started, 1));
         CHECK_OK(corio_sleep(20 * CORIO_MSEC));
         int still = atomic_load(&long_sleep_rc);
         if (still != 1)

@@ -792,10 +792,7 @@ static void *main_refused_handles(void *arg)
     atomic_store(&joiner_waiting, 0);
     CHECK_OK(corio_spawn_on(&t, other, wait_for_event, ev));
     CHECK_OK(corio_spawn(&j, join_it, t));
-    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
-    while (!atomic_load(&joiner_waiting) && corio_now() < give_up)
-        CHECK_OK(corio_sleep(CORIO_MSEC));
-    CHECK(atomic_load(&joiner_waiting));
+    CHECK(test_await(&joiner_waiting, 1));
     CHECK_ERR(corio_join(t, &r), CORIO_EINVAL);
     CHECK_ERR(corio_join_until(t, &r, corio_deadline_in(CORIO_MSEC)), CORIO_EINVAL);
     CHECK_ERR(corio_detach(t), CORIO_EINVAL);

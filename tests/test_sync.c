@@ -284,9 +284,7 @@ static void fifo_queue(struct fifo_order *f, corio_fn waiter,
         args[i] = (struct fifo_waiter_arg){f, i};
         corio_spawn_opts o = on_loop(i % 2, i >= FIFO_WAITERS / 2);
         CHECK_OK(corio_spawn_ex(&t[i], waiter, &args[i], &o));
-        corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
-        while (atomic_load(&f->queued) < i + 1 && corio_now() < give_up)
-            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK(test_await(&f->queued, i + 1));
         CHECK_EQ(atomic_load(&f->queued), i + 1); /* in its wait now */
     }
 }
