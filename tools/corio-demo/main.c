@@ -24,19 +24,26 @@
 #include "experiment.h"
 #include "options.h"
 
+/* A run's loop count as text: `unknown` when it is 0, which happens
+ * only when a run meant to use the default count failed before the
+ * runtime resolved it. */
+static const char *loops_text(char buf[16], unsigned loops, const char *unknown)
+{
+    if (!loops)
+        return unknown;
+    snprintf(buf, 16, "%u", loops);
+    return buf;
+}
+
 static void print_json(const struct demo_options *opt, const struct run_result *r,
                        double calib_unit_ns)
 {
-    /* loops is 0 only when a run meant to use the default count failed
-     * before the runtime resolved it: unknown, so null. */
-    char loops[16] = "null";
-    if (r->loops)
-        snprintf(loops, sizeof loops, "%u", r->loops);
+    char loops[16];
     printf("{\"system\":\"corio\",\"mode\":\"%s\",\"loops\":%s,\"tasks\":%zu,"
            "\"work_scale\":%g,\"seed\":%llu,\"results_ok\":%s,\"wall_s\":%.4f,"
            "\"bound_s\":%.4f,\"efficiency\":%.4f,\"cpu_s\":%.4f,\"unit_ns\":%.5f,"
            "\"calib_unit_ns\":%.5f",
-           mode_name(r->mode), loops, opt->tasks, opt->work_scale,
+           mode_name(r->mode), loops_text(loops, r->loops, "null"), opt->tasks, opt->work_scale,
            (unsigned long long)opt->seed, r->results_ok ? "true" : "false", r->wall_s,
            r->bound_s, r->efficiency, r->cpu_s, r->unit_ns, calib_unit_ns);
     if (r->results_ok) {
@@ -126,10 +133,9 @@ int main(int argc, char **argv)
         if (r.error) {
             /* corio_run's EINVAL, with the options checked already, can
              * only be a CORIO_* environment variable: say so. */
-            char loops[16] = "-"; /* the default count, not resolved */
-            if (r.loops)
-                snprintf(loops, sizeof loops, "%u", r.loops);
-            printf("%-8s %5s %7zu   failed: %s%s\n", mode_name(r.mode), loops, opt.tasks,
+            char loops[16];
+            printf("%-8s %5s %7zu   failed: %s%s\n", mode_name(r.mode),
+                   loops_text(loops, r.loops, "-"), opt.tasks,
                    corio_strerror(r.error),
                    r.error == CORIO_EINVAL ? " (check the CORIO_* environment variables)" : "");
             continue;
