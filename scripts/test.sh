@@ -2,6 +2,7 @@
 # test.sh: build corio and run the whole test suite in every lane.
 #
 #   normal    RelWithDebInfo, every test
+#   debug     Debug (-O0): frames and code paths as a debug build lays them out
 #   asan      ASan + UBSan, every test
 #   tsan      ThreadSanitizer, every test
 #   valgrind  every test under valgrind memcheck (stacks registered)
@@ -19,13 +20,14 @@ scripts/deps.sh || exit 1
 
 jobs=$(nproc)
 lanes=("$@")
-[ ${#lanes[@]} -gt 0 ] || lanes=(normal asan tsan valgrind ucontext arm64)
+[ ${#lanes[@]} -gt 0 ] || lanes=(normal debug asan tsan valgrind ucontext arm64)
 
 declare -A result
 run_lane() {
     local lane=$1 dir="build-$1" cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORIO_BUILD_TOOLS=ON -DCORIO_BUILD_TESTS=ON) env=()
     case "$lane" in
         normal) ;;
+        debug)    cmake_args=(-DCMAKE_BUILD_TYPE=Debug -DCORIO_BUILD_TOOLS=ON -DCORIO_BUILD_TESTS=ON) ;;
         asan)     cmake_args+=(-DCORIO_SANITIZE=address)
                   env=(ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0
                        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 CORIO_TEST_SCALE=4) ;;
@@ -42,7 +44,7 @@ run_lane() {
                                -DCMAKE_ASM_COMPILER=aarch64-linux-gnu-gcc
                                "-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64;-L;/usr/aarch64-linux-gnu")
                   env=(CORIO_TEST_SCALE=10 CORIO_TEST_SLOW=1 CORIO_TEST_QEMU=1) ;;
-        *) echo "test.sh: unknown lane '$lane' (normal asan tsan valgrind ucontext arm64)"; return 2 ;;
+        *) echo "test.sh: unknown lane '$lane' (normal debug asan tsan valgrind ucontext arm64)"; return 2 ;;
     esac
     echo "=== lane $lane: build"
     cmake -S . -B "$dir" "${cmake_args[@]}" >/dev/null || return 1

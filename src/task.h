@@ -15,9 +15,11 @@
  * would break correct code), unless it was spawned CORIO_TASK_MIGRATE: such
  * a task, woken from a wait that leaves nothing behind on its loop, goes
  * to its loop's roam queue without a home, and the loop that takes it from
- * there (its old one or a thief) adopts it (sched.c). `state` is written only by the home loop; it
- * serves scheduling asserts and the gdb script. Completion is published
- * through `join` instead, which other threads read.
+ * there (its old one or a thief) adopts it (sched.c). `state` is written
+ * only by the loop that holds the task; the scheduler reads it (whether a
+ * task is NEW decides how a loop runs it), and so do the debug dump and
+ * the gdb script. Completion is published through `join` instead, which
+ * other threads read.
  *
  * Waiting (wait.c). A task blocks on one thing at a time, so all its wait
  * state lives in the task object and its run state, never in its frames
