@@ -196,8 +196,10 @@ static void adopt(corio__loop *l, corio_task *t)
 
 void corio__roam_push(corio__loop *l, corio_task *t)
 {
-    live_remove(l, t);
+    /* Settle first: a join counted in `joining` while the task is no
+     * longer in live_count would publish a wrapped load (live - joining). */
     corio__wait_settle(t); /* what it would undo on resuming here */
+    live_remove(l, t);
     t->state = CORIO__TASK_READY;
     t->home = NULL;
     if (!corio__runq_push(&l->roam, t)) {

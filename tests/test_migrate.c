@@ -614,6 +614,68 @@ TEST(stop_while_tasks_roam)
             n);
 }
 
+/* ---- the published load never wraps ----
+ *
+ * A migrating task woken from a join leaves its loop's live count and its
+ * `joining` count; if the first went before the second, a loop whose live
+ * tasks were all joining published live - joining < 0, wrapped to ~2^64,
+ * for other loops' balance decisions to read. A watcher on loop 1 reads
+ * loop 0's load while parents on loop 0 join children and roam.
+ */
+static _Atomic bool load_watch_stop;
+static _Atomic long load_wrapped;
+static corio__loop *load_watched;
+
+static void *load_watcher(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&load_watch_stop))
+        if (atomic_load_explicit(&load_watched->load, memory_order_relaxed) > ((size_t)1 << 40))
+            atomic_fetch_add(&load_wrapped, 1);
+    return NULL;
+}
+
+static void *joining_parent(void *arg)
+{
+    (void)arg;
+    corio_task *c;
+    CHECK_OK(corio_spawn_on(&c, 0, test_ret_arg, NULL));
+    CHECK_OK(corio_join(c, NULL));
+    return NULL;
+}
+
+static void *load_driver(void *arg)
+{
+    (void)arg;
+    load_watched = corio__loop_current();
+    corio_task *w;
+    CHECK_OK(corio_spawn_on(&w, 1, load_watcher, NULL));
+    corio_spawn_opts o = migrate_opts();
+    long n = test_scaled_starts(200000);
+    for (long i = 0; i < n && !atomic_load(&load_wrapped); i++) {
+        corio_task *p;
+        CHECK_OK(corio_spawn_ex(&p, joining_parent, NULL, &o));
+        CHECK_OK(corio_join(p, NULL));
+    }
+    atomic_store(&load_watch_stop, true);
+    CHECK_OK(corio_join(w, NULL));
+    return NULL;
+}
+
+static void *main_load(void *arg)
+{
+    corio_task *d;
+    CHECK_OK(corio_spawn_on(&d, 0, load_driver, arg));
+    CHECK_OK(corio_join(d, NULL));
+    return NULL;
+}
+
+TEST(published_load_never_wraps)
+{
+    run_main_checked(2, main_load, NULL);
+    CHECK_EQ(atomic_load(&load_wrapped), 0);
+}
+
 /* ---- where the flag is refused ---- */
 
 static void *main_refused(void *arg)
@@ -674,6 +736,7 @@ int main(int argc, char **argv)
     RUN(bookkeeping_follows_the_task);
     RUN(descriptors_of_a_moving_task);
     RUN(stop_while_tasks_roam);
+    RUN(published_load_never_wraps);
     RUN(flag_refused_with_light_or_chosen_loop);
     RUN(one_loop);
     return test_summary();
