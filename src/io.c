@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "loop.h"
@@ -81,17 +82,23 @@ static corio__fd_entry *entry_of(corio__io *io, int fd)
     return &fds[fd];
 }
 
-/* Is fd a byte-stream socket, where a short read proves the buffer
- * drained? Not so for datagrams (one read returns one datagram), nor for
- * pipes: a pipe whose writer opened it O_DIRECT is in packet mode, one
- * read per write, and the read end cannot tell (its flags do not show
- * it), so for pipes a short read proves nothing and the next read tries
- * the system call. */
-static bool is_stream(int fd)
+/* Is fd a TCP socket, where a short read proves the buffer drained
+ * (unless urgent data came: corio__io_dispatch)? Not so for datagrams (one read
+ * returns one datagram), nor for pipes: a pipe whose writer opened it
+ * O_DIRECT is in packet mode, one read per write, and the read end cannot
+ * tell (its flags do not show it). Nor for Unix stream sockets: a read
+ * there ends after a message that carried descriptors (SCM_RIGHTS), and at
+ * a change of writer credentials (SO_PASSCRED), with more data queued
+ * behind it that no new edge will announce. For those a short read proves
+ * nothing and the next read tries the system call. */
+static bool is_tcp(int fd)
 {
-    int type;
+    int type, proto;
     socklen_t len = sizeof type;
-    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
+        return false;
+    len = sizeof proto;
+    return getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto == IPPROTO_TCP;
 }
 
 /* Make sure fd is registered with this loop under its current generation. */
@@ -123,7 +130,8 @@ static int ensure_registered(corio__loop *l, corio__fd_entry *e, int fd)
     e->direct = direct;
     e->ready = direct ? 3 : 0;
     e->hup = direct;
-    e->stream = !direct && is_stream(fd);
+    e->urgent = 0;
+    e->tcp = !direct && is_tcp(fd);
     return 0;
 }
 
@@ -183,12 +191,12 @@ bool corio__io_known_unready(corio__loop *l, int fd, int dir)
     if ((uint32_t)fd >= l->io.nfds)
         return false;
     corio__fd_entry *e = &l->io.fds[fd];
-    return e->registered && e->stream && !e->hup && !(e->ready & (1u << dir));
+    return e->registered && e->tcp && !e->hup && !e->urgent && !(e->ready & (1u << dir));
 }
 
 void corio__io_note_read(corio__loop *l, int fd, size_t n, size_t asked)
 {
-    if ((uint32_t)fd >= l->io.nfds || !l->io.fds[fd].stream)
+    if ((uint32_t)fd >= l->io.nfds || !l->io.fds[fd].tcp)
         return;
     if (n == 0 && asked > 0)
         l->io.fds[fd].hup = 1;
@@ -208,6 +216,8 @@ void corio__io_dispatch(corio__loop *l, const corio__poll_event *ev, int n)
             continue; /* an event for a file since closed */
         if (ev[i].events & CORIO__POLL_HUP)
             e->hup = 1;
+        if (ev[i].events & CORIO__POLL_PRI)
+            e->urgent = 1;
         for (int dir = 0; dir < 2; dir++) {
             unsigned bit = dir == CORIO__IO_IN ? CORIO__POLL_IN : CORIO__POLL_OUT;
             if (!(ev[i].events & bit))

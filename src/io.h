@@ -49,10 +49,13 @@ typedef struct corio__fd_entry {
     uint32_t gen;         /* generation when registered */
     uint8_t registered;   /* in this loop's epoll, or direct */
     uint8_t ready;        /* bit per direction: known ready */
-    uint8_t stream : 1;   /* stream socket: a short read means drained */
+    uint8_t tcp : 1;      /* TCP socket: a short read means drained */
     uint8_t hup : 1;      /* end of stream, reset or error seen: no edge
                            * will follow, always try the system call */
     uint8_t direct : 1;   /* epoll cannot watch it: never wait, just call */
+    uint8_t urgent : 1;   /* urgent data seen: a TCP read stops short at its
+                           * mark with data queued behind it, so a short
+                           * read proves nothing drained any more */
     struct corio_task *waiter[2];
     uint64_t token[2];
 } corio__fd_entry;
@@ -84,7 +87,7 @@ int corio__io_wait(struct corio_task *self, int fd, int dir, corio_time_t deadli
 int corio__io_prepare(struct corio__loop *l, int fd);
 /* Is fd known not ready in dir (so the system call can be skipped)? */
 bool corio__io_known_unready(struct corio__loop *l, int fd, int dir);
-/* A stream read returned less than asked (n > 0): the descriptor is
+/* A TCP read returned less than asked (n > 0): the descriptor is
  * drained. n == 0: end of stream, never skip a read again. Not for reads
  * that leave the data queued (MSG_PEEK) or read another queue (MSG_OOB). */
 void corio__io_note_read(struct corio__loop *l, int fd, size_t n, size_t asked);

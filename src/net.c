@@ -6,9 +6,10 @@
  * then try the system call; on EAGAIN wait for readiness on the task's
  * loop (io.c) and try again. Trying first means a
  * ready descriptor costs one system call and no switch, and it also means
- * an edge-triggered event is never needed twice. For stream sockets, a read
- * shorter than asked proves the buffer drained, so the next read waits at
- * once instead of spending a system call to hear EAGAIN.
+ * an edge-triggered event is never needed twice. For TCP sockets, a read
+ * shorter than asked proves the buffer drained (io.c says when it does
+ * not), so the next read waits at once instead of spending a system call
+ * to hear EAGAIN.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -50,7 +50,7 @@ void corio__poll_destroy(corio__poll *p)
 
 int corio__poll_add(corio__poll *p, int fd, uint64_t tag)
 {
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
                              .data.u64 = tag};
     if (corio__fault(ENOMEM))
         return -ENOMEM;
@@ -83,6 +83,8 @@ int corio__poll_wait(corio__poll *p, const struct timespec *timeout, corio__poll
             e |= CORIO__POLL_OUT;
         if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
             e |= CORIO__POLL_HUP;
+        if (evs[i].events & EPOLLPRI)
+            e |= CORIO__POLL_PRI;
         out[got].tag = evs[i].data.u64;
         out[got].events = e;
         got++;

@@ -16,6 +16,7 @@
 #define CORIO__POLL_IN 1u  /* readable, or hung up / in error */
 #define CORIO__POLL_OUT 2u /* writable, or hung up / in error */
 #define CORIO__POLL_HUP 4u /* peer closed or reset, or an error is pending */
+#define CORIO__POLL_PRI 8u /* urgent (out-of-band) data: reads stop short at its mark */
 
 typedef struct corio__poll {
     int epfd;

@@ -3,9 +3,10 @@
  * and reused while tasks wait on it (the waiter woken by readiness just
  * before the close, the waiter slot free for the new file at once, a
  * close from a thread outside every runtime); reads that leave the data
- * queued (MSG_PEEK) or return one packet (O_DIRECT pipes) and so prove
- * nothing drained; regular files, which epoll cannot watch; a connect to
- * a Unix listener whose backlog is full.
+ * queued (MSG_PEEK), return one packet (O_DIRECT pipes), stop at TCP's
+ * urgent mark or end a Unix stream read at a message that carried
+ * descriptors, and so prove nothing drained; regular files, which epoll
+ * cannot watch; a connect to a Unix listener whose backlog is full.
  *
  * Where a bug would make a call wait for an event that never comes, the
  * test waits for it with a generous deadline (10 s) and fails on
@@ -27,6 +28,22 @@
 static void stream_pair(int sv[2])
 {
     CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+}
+
+/* A connected TCP pair on loopback: the only sockets where a short read
+ * lets the next one skip its system call (io.c), so the ones the
+ * "proves nothing drained" cases below must use. */
+static void tcp_pair(int sv[2])
+{
+    int l = corio_listen_tcp("127.0.0.1", 0, 4, 0);
+    CHECK_GE(l, 0);
+    int port = corio_local_port(l);
+    CHECK_GT(port, 0);
+    sv[0] = corio_connect_tcp("127.0.0.1", (uint16_t)port, corio_deadline_in(PATIENCE));
+    CHECK_GE(sv[0], 0);
+    sv[1] = corio_accept_until(l, NULL, NULL, corio_deadline_in(PATIENCE));
+    CHECK_GE(sv[1], 0);
+    CHECK_OK(corio_close(l));
 }
 
 struct reader {
@@ -231,7 +248,7 @@ static void read_without_edge(int fd, const char *expect)
 static void *main_peek(void *arg)
 {
     int sv[2];
-    stream_pair(sv);
+    tcp_pair(sv);
     CHECK_EQ(write(sv[1], "hello", 5), 5);
     char buf[64];
     /* Shorter than asked, but the bytes are still queued: no edge will
@@ -271,6 +288,84 @@ static void *main_packet_pipe(void *arg)
 TEST(packet_pipe_reads_are_not_drains)
 {
     run_main_checked(1, main_packet_pipe, NULL);
+}
+
+/* Registers fd with the loop (a read that has to wait), as a descriptor
+ * a task has read before: only then does the loop keep what reads and
+ * edges told it. */
+static void register_by_waiting(int fd)
+{
+    char buf[1];
+    CHECK_ERR((int)corio_read_until(fd, buf, sizeof buf, corio_now()), CORIO_ETIMEDOUT);
+}
+
+static void *main_urgent_mark(void *arg)
+{
+    int sv[2];
+    tcp_pair(sv);
+    register_by_waiting(sv[1]);
+    CHECK_EQ(send(sv[0], "abc", 3, 0), 3);
+    CHECK_EQ(send(sv[0], "X", 1, MSG_OOB), 1);
+    CHECK_EQ(send(sv[0], "def", 3, 0), 3);
+    /* Let the loop poll, so that the one edge for all of it is spent
+     * before the reads (if it comes later, the test only gets easier). */
+    CHECK_OK(corio_sleep(20 * CORIO_MSEC));
+    /* TCP stops this read at the urgent mark: 3 of 64, with "def" queued
+     * behind it that no new edge will announce. */
+    char buf[64];
+    CHECK_EQ(corio_read_until(sv[1], buf, sizeof buf, corio_deadline_in(PATIENCE)), 3);
+    CHECK(memcmp(buf, "abc", 3) == 0);
+    read_without_edge(sv[1], "def");
+    CHECK_OK(corio_close(sv[0]));
+    CHECK_OK(corio_close(sv[1]));
+    return NULL;
+}
+
+TEST(urgent_mark_reads_are_not_drains)
+{
+    run_main_checked(1, main_urgent_mark, NULL);
+}
+
+static void *main_passed_descriptor(void *arg)
+{
+    int sv[2];
+    stream_pair(sv);
+    register_by_waiting(sv[1]);
+    CHECK_EQ(write(sv[0], "abc", 3), 3);
+    /* One byte carrying a descriptor (our stdin), then more bytes. */
+    union {
+        char space[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {.iov_base = "X", .iov_len = 1};
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = control.space,
+                       .msg_controllen = sizeof control.space};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    int passed = 0;
+    memcpy(CMSG_DATA(c), &passed, sizeof passed);
+    CHECK_EQ(sendmsg(sv[0], &m, 0), 1);
+    CHECK_EQ(write(sv[0], "def", 3), 3);
+    CHECK_OK(corio_sleep(20 * CORIO_MSEC)); /* as above: the edge spent */
+    /* A Unix stream read ends with the message that carried the
+     * descriptor: "abcX", 4 of 64, "def" queued behind it. */
+    char buf[64];
+    CHECK_EQ(corio_read_until(sv[1], buf, sizeof buf, corio_deadline_in(PATIENCE)), 4);
+    CHECK(memcmp(buf, "abcX", 4) == 0);
+    read_without_edge(sv[1], "def");
+    CHECK_OK(corio_close(sv[0]));
+    CHECK_OK(corio_close(sv[1]));
+    return NULL;
+}
+
+TEST(passed_descriptor_reads_are_not_drains)
+{
+    run_main_checked(1, main_passed_descriptor, NULL);
 }
 
 /* ---- regular files: epoll cannot watch them, the calls just work ---- */
@@ -385,6 +480,8 @@ int main(int argc, char **argv)
     RUN(close_from_plain_thread);
     RUN(peek_leaves_data_readable);
     RUN(packet_pipe_reads_are_not_drains);
+    RUN(urgent_mark_reads_are_not_drains);
+    RUN(passed_descriptor_reads_are_not_drains);
     RUN(regular_file);
     RUN(connect_waits_for_full_unix_backlog);
     return test_summary();
