@@ -98,6 +98,7 @@ extern "C" {
     X(ENOSPC, -ENOSPC, "no space left")                                         \
     X(EPIPE, -EPIPE, "broken pipe or closed channel")                           \
     X(ERANGE, -ERANGE, "result out of range")                                   \
+    X(EOVERFLOW, -EOVERFLOW, "value too large")                                 \
     X(EDEADLK, -EDEADLK, "operation would deadlock")                            \
     X(ENOSYS, -ENOSYS, "function not implemented")                              \
     X(ENOTSOCK, -ENOTSOCK, "not a socket")                                      \
@@ -132,9 +133,12 @@ enum corio_errno {
 #undef CORIO_ERROR_ENUM_
 };
 
-/* A message for a corio error value (negative errno); never NULL. */
+/* A message for a corio error value (negative errno); never NULL. A
+ * system error passed through that the table does not list (-EISDIR from
+ * reading a directory) gets the C library's description. */
 CORIO_API const char *corio_strerror(int err);
-/* The symbolic name ("ENOMEM") of an error value, or "UNKNOWN". */
+/* The symbolic name ("ENOMEM") of an error value, also for system errors
+ * outside the table, or "UNKNOWN". */
 CORIO_API const char *corio_err_name(int err);
 
 /* ------------------------------------------------------------------------ */
@@ -506,6 +510,7 @@ CORIO_API void corio_sem_free(corio_sem *sem);
 CORIO_API int corio_sem_acquire(corio_sem *sem);
 CORIO_API int corio_sem_acquire_until(corio_sem *sem, corio_time_t deadline);
 CORIO_API int corio_sem_try_acquire(corio_sem *sem); /* CORIO_EAGAIN if none free */
+/* 0, or CORIO_EOVERFLOW (nothing released) if SIZE_MAX permits are free. */
 CORIO_API int corio_sem_release(corio_sem *sem);
 CORIO_API size_t corio_sem_available(corio_sem *sem);
 

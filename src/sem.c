@@ -72,11 +72,16 @@ int corio_sem_release(corio_sem *sem)
 {
     if (!sem)
         return CORIO_EINVAL;
+    int rc = 0;
     corio__spin_lock(&sem->lock);
-    if (!corio__waitq_wake_one(&sem->waiters, 0))
+    if (corio__waitq_wake_one(&sem->waiters, 0))
+        ; /* handed to the first waiter */
+    else if (sem->permits == SIZE_MAX)
+        rc = CORIO_EOVERFLOW; /* one more would wrap the count to none */
+    else
         sem->permits++;
     corio__spin_unlock(&sem->lock);
-    return 0;
+    return rc;
 }
 
 size_t corio_sem_available(corio_sem *sem)

@@ -83,6 +83,16 @@ if ! grep -qa -e __asan_init -e __tsan_init "$demo"; then
     echo "$out" | grep -q "^steal *- *10 *failed: " || fail "unstarted run, table: $out"
 fi
 
+# The JSON names the work scale the run used, to the last digit: a reader
+# regenerating the workload from it (as above) must get the same tasks.
+out=$("$demo" --tasks 20 --work-scale 1.23456789 --loops 2 --mode steal --json) ||
+    fail "--work-scale 1.23456789 exited $?"
+echo "$out" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+assert r["work_scale"] == 1.23456789, r["work_scale"]
+' || fail "work_scale not as given: $out"
+
 table=$("$demo" --tasks 200 --work-scale 0.2 --mode offload) || fail "table run exited $?"
 echo "$table" | grep -q "^offload *2 *200 " || fail "table row missing: $table"
 echo "$table" | grep -q "WRONG" && fail "wrong results: $table"

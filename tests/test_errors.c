@@ -2,6 +2,9 @@
  * test_errors.c: the error table (CORIO_ERRNO_MAP) and the functions
  * generated from it.
  */
+#include <fcntl.h>
+#include <netinet/in.h>
+
 #include "test.h"
 
 struct entry {
@@ -94,10 +97,49 @@ TEST(zero_and_unknown)
     }
 }
 
+/* corio passes system errors through as -errno (corio.h: "corio_strerror()
+ * names them"), including ones the table does not list: a read of a
+ * directory (which the descriptor rules say is always ready and gets the
+ * system call directly) fails with EISDIR, a socket of an unknown protocol
+ * with EPROTONOSUPPORT. Those must be named, not "unknown error". */
+static void *passed_through_main(void *arg)
+{
+    int dir = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    CHECK_GE(dir, 0);
+    char buf[16];
+    ssize_t n = corio_read(dir, buf, sizeof buf);
+    CHECK_EQ(n, -EISDIR);
+    CHECK_STR_EQ(corio_err_name((int)n), "EISDIR");
+    CHECK_STR_EQ(corio_strerror((int)n), strerror(EISDIR));
+    CHECK_OK(corio_close(dir));
+    int fd = corio_socket(AF_INET, SOCK_STREAM, IPPROTO_UDP);
+    CHECK_EQ(fd, -EPROTONOSUPPORT);
+    CHECK_STR_EQ(corio_err_name(fd), "EPROTONOSUPPORT");
+    CHECK_STR_EQ(corio_strerror(fd), strerror(EPROTONOSUPPORT));
+    return PTR_OF(1);
+}
+
+TEST(system_errors_outside_the_table)
+{
+    CHECK_EQ(INT_OF(run_main_checked(1, passed_through_main, NULL)), 1);
+    /* Every errno value the system can describe has a message and a name,
+     * whether or not the table lists it. */
+    for (int e = 1; e < 4000; e++) {
+        const char *sys = strerror(e);
+        if (strncmp(sys, "Unknown error", 13) == 0)
+            continue;
+        if (strcmp(corio_strerror(-e), "unknown error") == 0 ||
+            strcmp(corio_err_name(-e), "UNKNOWN") == 0)
+            FAIL_("-%d (%s): corio_strerror \"%s\", corio_err_name \"%s\"", e, sys,
+                  corio_strerror(-e), corio_err_name(-e));
+    }
+}
+
 int main(int argc, char **argv)
 {
     RUN(every_entry);
     RUN(named_values);
     RUN(zero_and_unknown);
+    RUN(system_errors_outside_the_table);
     return test_summary();
 }

@@ -333,6 +333,14 @@ TEST(semaphore_fifo_handoff)
     CHECK_OK(corio_sem_try_acquire(s));
     CHECK_ERR(corio_sem_try_acquire(s), CORIO_EAGAIN);
     corio_sem_free(s);
+    /* A full count refuses one more release instead of wrapping to none. */
+    CHECK_OK(corio_sem_new(&s, SIZE_MAX));
+    CHECK_ERR(corio_sem_release(s), CORIO_EOVERFLOW);
+    CHECK_EQ(corio_sem_available(s), SIZE_MAX);
+    CHECK_OK(corio_sem_try_acquire(s));
+    CHECK_OK(corio_sem_release(s));
+    CHECK_EQ(corio_sem_available(s), SIZE_MAX);
+    corio_sem_free(s);
 }
 
 /* ---- mutex: FIFO hand-off ----

@@ -35,15 +35,29 @@ static const char *loops_text(char buf[16], unsigned loops, const char *unknown)
     return buf;
 }
 
+/* x in the fewest digits that read back as x (%g's 6 would turn 1.23456789
+ * into 1.23457: not the work scale the run used). */
+static const char *exact_text(char buf[32], double x)
+{
+    for (int digits = 6; digits < 17; digits++) {
+        snprintf(buf, 32, "%.*g", digits, x);
+        if (strtod(buf, NULL) == x)
+            return buf;
+    }
+    snprintf(buf, 32, "%.17g", x);
+    return buf;
+}
+
 static void print_json(const struct demo_options *opt, const struct run_result *r,
                        double calib_unit_ns)
 {
-    char loops[16];
+    char loops[16], scale[32];
     printf("{\"system\":\"corio\",\"mode\":\"%s\",\"loops\":%s,\"tasks\":%zu,"
-           "\"work_scale\":%g,\"seed\":%llu,\"results_ok\":%s,\"wall_s\":%.4f,"
+           "\"work_scale\":%s,\"seed\":%llu,\"results_ok\":%s,\"wall_s\":%.4f,"
            "\"bound_s\":%.4f,\"efficiency\":%.4f,\"cpu_s\":%.4f,\"unit_ns\":%.5f,"
            "\"calib_unit_ns\":%.5f",
-           mode_name(r->mode), loops_text(loops, r->loops, "null"), opt->tasks, opt->work_scale,
+           mode_name(r->mode), loops_text(loops, r->loops, "null"), opt->tasks,
+           exact_text(scale, opt->work_scale),
            (unsigned long long)opt->seed, r->results_ok ? "true" : "false", r->wall_s,
            r->bound_s, r->efficiency, r->cpu_s, r->unit_ns, calib_unit_ns);
     if (r->results_ok) {
