@@ -72,24 +72,49 @@ static void report(const corio_task *t, const corio__stack *st, const void *addr
     (void)w;
 }
 
+/* The stack task t runs on. */
+static corio__stack stack_of(const corio__loop *l, const corio_task *t)
+{
+    return (t->flags & CORIO__TF_LIGHT) ? l->shared_stack : corio__task_stack(t);
+}
+
+/* The task of loop l whose guard `addr` is in, with its stack in *st, or
+ * NULL. As a rule the running task; but a switch straight from one task
+ * to the next (ready.h, corio__switch_to) names the next one current
+ * before the switch pushes its frame on the stack of the one leaving, so
+ * a task that runs out of stack right there is another started task of
+ * the loop (a regular one: light tasks never switch that way). Their
+ * list is only walked when a task is running and its own guard was not
+ * hit: a crash, or a wild access. */
+static corio_task *guard_owner(const corio__loop *l, const void *addr, corio__stack *st)
+{
+    corio_task *t = l->current;
+    if (!t)
+        return NULL;
+    *st = stack_of(l, t);
+    if (corio__stack_guard_hit(st, addr))
+        return t;
+    for (corio_task *o = l->live; o; o = o->run->live_next) {
+        if (o == t || (o->flags & CORIO__TF_LIGHT))
+            continue;
+        *st = corio__task_stack(o);
+        if (corio__stack_guard_hit(st, addr))
+            return o;
+    }
+    return NULL;
+}
+
 static void on_segv(int sig, siginfo_t *info, void *uctx)
 {
     corio__loop *l = corio__loop_current();
-    corio_task *t = l ? l->current : NULL;
+    corio__stack st;
+    corio_task *t = l ? guard_owner(l, info->si_addr, &st) : NULL;
     if (t) {
-        corio__stack own;
-        const corio__stack *st = &l->shared_stack;
-        if (!(t->flags & CORIO__TF_LIGHT)) {
-            own = corio__task_stack(t);
-            st = &own;
-        }
-        if (corio__stack_guard_hit(st, info->si_addr)) {
-            report(t, st, info->si_addr);
-            /* Die of the SIGSEGV, as without corio: returning re-runs the
-             * faulting instruction under the default action. */
-            signal(sig, SIG_DFL);
-            return;
-        }
+        report(t, &st, info->si_addr);
+        /* Die of the SIGSEGV, as without corio: returning re-runs the
+         * faulting instruction under the default action. */
+        signal(sig, SIG_DFL);
+        return;
     }
     if (previous.sa_flags & SA_SIGINFO) {
         if (previous.sa_sigaction) {

@@ -246,9 +246,9 @@ int corio__cancel_point(corio_task *self);
 /* A wait ended by cancellation, but its operation completed anyway: the
  * cancellation applies to the task's next blocking call instead. */
 void corio__cancel_repend(corio_task *self);
-/* Give the CPU to other ready tasks of the loop (no cancellation point).
- * 0 or CORIO_ENOMEM (light task). */
-int corio__yield_now(corio_task *self);
+/* Give the CPU to other ready tasks of the loop (no cancellation point),
+ * even when a light task cannot reserve its save buffer. */
+void corio__yield_now(corio_task *self);
 /* Any thread: wake t from whatever wait it is in (cancellation). */
 bool corio__task_fire_any(corio_task *t, int result);
 

@@ -238,8 +238,11 @@ int corio_cancel(corio_task *task)
 /* ---- the simplest waits: sleep and yield ---- */
 
 /* A yield that the inline rotation (ready.h) could not do: it needs the
- * scheduler, or no started task is ready. */
-__attribute__((noinline)) static int yield_slow(corio_task *self)
+ * scheduler, or no started task is ready. `anyway`: a light task that
+ * cannot reserve its save buffer suspends all the same instead of
+ * failing (its frames then stay on the shared stack until a save finds
+ * the memory, as after a wake-up that beat its commit). */
+__attribute__((noinline)) static int yield_slow(corio_task *self, bool anyway)
 {
     corio__loop *l = self->home;
     if (!l->ready_head) {
@@ -260,7 +263,7 @@ __attribute__((noinline)) static int yield_slow(corio_task *self)
     }
     if (self->flags & CORIO__TF_LIGHT) {
         int rc = corio__light_reserve(self);
-        if (rc != 0)
+        if (rc != 0 && !anyway)
             return rc;
     }
     corio__ready_push(l, self);
@@ -273,10 +276,17 @@ static inline int yield_now(corio_task *self)
 {
     if (corio__ready_rotate(self->home, self))
         return 0;
-    return yield_slow(self);
+    return yield_slow(self, false);
 }
 
-int corio__yield_now(corio_task *self) { return yield_now(self); }
+/* For the loops that yield until something is done (an uncancellable
+ * join, a group's close): a yield that failed for want of memory would
+ * keep the CPU from the very tasks they wait for. */
+void corio__yield_now(corio_task *self)
+{
+    if (!corio__ready_rotate(self->home, self))
+        yield_slow(self, true);
+}
 
 int corio__cancel_point(corio_task *self)
 {

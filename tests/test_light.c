@@ -5,8 +5,10 @@
  * deep the frames and however the tasks interleave.
  */
 #include <stdatomic.h>
+#include <sys/resource.h>
 
 #include "arena.h"
+#include "loop.h"
 #include "task.h"
 #include "test.h"
 
@@ -396,6 +398,81 @@ TEST(sleeping_light_task_buffer_is_tight)
     run_main_checked(2, main_sleeper_buffer, NULL);
 }
 
+/* ---- a group's close when memory has run out ---- */
+
+#ifndef TEST_SANITIZED
+
+static int sleeps_until_cancelled(void *arg)
+{
+    (void)arg;
+    return corio_sleep(3600 * CORIO_SEC);
+}
+
+/* The process's mappings, in bytes (/proc/self/statm, first field). */
+static long vm_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = -1;
+    if (f) {
+        if (fscanf(f, "%ld", &pages) != 1)
+            pages = -1;
+        fclose(f);
+    }
+    return pages < 0 ? -1 : pages * sysconf(_SC_PAGESIZE);
+}
+
+/* A light task closes a group whose child sleeps on the same (only)
+ * loop, when no save buffer can be had: the close's join fails with
+ * CORIO_ENOMEM and it waits by yielding (group.c), and those yields
+ * must give the loop to the child. */
+static void *light_closer(void *arg)
+{
+    (void)arg;
+    corio_group *g;
+    if (corio_group_new(&g, 0) != 0 || corio_group_spawn(g, sleeps_until_cancelled, NULL) != 0)
+        return PTR_OF(-1);
+    corio_sleep(10 * CORIO_MSEC); /* the child starts and sleeps */
+    /* The arena has nothing left to hand out and cannot map more. */
+    corio__loop *l = corio__loop_current();
+    l->arena.next = l->arena.end;
+    for (size_t i = 0; i < CORIO__ARENA_CLASSES; i++)
+        l->arena.free[i] = NULL;
+    long vm = vm_bytes();
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_AS, &old);
+    lim = old;
+    lim.rlim_cur = (rlim_t)vm + 1024 * 1024;
+    if (vm <= 0 || setrlimit(RLIMIT_AS, &lim) != 0)
+        return PTR_OF(-2);
+    int rc = corio_group_close(g);
+    setrlimit(RLIMIT_AS, &old);
+    return PTR_OF(rc);
+}
+
+static void *main_light_close(void *arg)
+{
+    (void)arg;
+    corio_spawn_opts o = light_opts(-1);
+    corio_task *t;
+    CHECK_OK(corio_spawn_ex(&t, light_closer, NULL, &o));
+    void *r;
+    CHECK_OK(corio_join(t, &r));
+    CHECK_EQ(INT_OF(r), CORIO_ECANCELED);
+    return NULL;
+}
+#endif
+
+TEST(light_group_close_without_memory)
+{
+#ifdef TEST_SANITIZED
+    fprintf(stderr, "   skipped: sanitizers map their shadow beyond any RLIMIT_AS\n");
+#else
+    TEST_SKIP_UNDER_QEMU("RLIMIT_AS does not limit the guest's mappings");
+    TEST_SKIP_UNDER_VALGRIND("Valgrind's own mappings count against RLIMIT_AS");
+    run_main_checked(1, main_light_close, NULL);
+#endif
+}
+
 int main(int argc, char **argv)
 {
     RUN(locals_survive_suspension);
@@ -405,5 +482,6 @@ int main(int argc, char **argv)
     RUN(light_run_blocking_and_cancel);
     RUN(fresh_light_task_over_suspended_one);
     RUN(sleeping_light_task_buffer_is_tight);
+    RUN(light_group_close_without_memory);
     return test_summary();
 }

@@ -24,6 +24,19 @@ static __attribute__((noinline)) int recurse(int depth)
     return recurse(depth + 1) + frame[0] + frame[255];
 }
 
+/* Yields at every level, with next to no frame of its own: the deepest
+ * bytes each level touches are those of the context switch out of the
+ * task, so that is where it runs into its guard. */
+static __attribute__((noinline)) int yield_deeper(int depth)
+{
+    if (!keep_going)
+        return 0;
+    corio_yield();
+    int r = yield_deeper(depth + 1);
+    __asm__ volatile("" : "+r"(r)); /* not turned into a loop */
+    return r + 1;
+}
+
 static void say_id(void)
 {
     char buf[64];
@@ -41,6 +54,20 @@ static void *overflow_task(void *arg)
 
 /* Not NULL (UBSan would catch that first), but never mapped. */
 static volatile int *volatile wild_address = (volatile int *)(uintptr_t)16;
+
+static void *yielding_overflow_task(void *arg)
+{
+    say_id();
+    return PTR_OF(yield_deeper(0));
+}
+
+/* Always ready: the overflowing task's yields switch straight to it. */
+static void *busy_yielder(void *arg)
+{
+    while (keep_going)
+        corio_yield();
+    return NULL;
+}
 
 static void *segv_task(void *arg)
 {
@@ -68,7 +95,16 @@ static void *segv_in_pool(void *arg)
     return NULL;
 }
 
-enum kind { REGULAR, LIGHT, SMALL_STACK, MAIN_ITSELF, WILD_WRITE, WILD_WRITE_POOL, TRIMMED_STACK };
+enum kind {
+    REGULAR,
+    LIGHT,
+    SMALL_STACK,
+    MAIN_ITSELF,
+    WILD_WRITE,
+    WILD_WRITE_POOL,
+    TRIMMED_STACK,
+    IN_SWITCH,
+};
 
 struct holders {
     corio_waitgroup *started;
@@ -137,6 +173,10 @@ static void *child_main(void *arg)
         fn = segv_in_pool;
     if (k == TRIMMED_STACK)
         leave_only_trimmed_stacks();
+    if (k == IN_SWITCH) {
+        fn = yielding_overflow_task;
+        corio_spawn(NULL, busy_yielder, NULL);
+    }
     /* Some company on the loops, so the dying task is not alone. */
     for (int i = 0; i < 10; i++)
         corio_spawn(NULL, idle_company, NULL);
@@ -162,7 +202,8 @@ static int run_expecting_overflow(unsigned loops, corio_fn main_fn, void *arg)
 
 static int child(void *arg)
 {
-    return run_expecting_overflow(INT_OF(arg) == TRIMMED_STACK ? 1 : 2, child_main, arg);
+    enum kind k = (enum kind)INT_OF(arg);
+    return run_expecting_overflow(k == TRIMMED_STACK || k == IN_SWITCH ? 1 : 2, child_main, arg);
 }
 
 static unsigned long long parse_id(const char *out)
@@ -217,6 +258,14 @@ TEST(main_task_overflow)
 TEST(trimmed_stack_overflow)
 {
     expect_overflow(TRIMMED_STACK, "-byte stack");
+}
+
+/* The overflow happens in the switch out of the task, straight to another
+ * ready task (ready.h, corio__switch_to): the loop already names that
+ * other task as its current one. */
+TEST(overflow_in_context_switch)
+{
+    expect_overflow(IN_SWITCH, "-byte stack");
 }
 
 static void expect_plain_segv(enum kind k)
@@ -430,6 +479,7 @@ int main(int argc, char **argv)
     RUN(custom_stack_size_overflow);
     RUN(main_task_overflow);
     RUN(trimmed_stack_overflow);
+    RUN(overflow_in_context_switch);
     RUN(wild_write_is_not_an_overflow);
     RUN(wild_write_on_pool_thread);
     RUN(previous_handler_is_chained);
