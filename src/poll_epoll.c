@@ -95,7 +95,9 @@ int corio__poll_wait(corio__poll *p, const struct timespec *timeout, corio__poll
 void corio__poll_wake(corio__poll *p)
 {
     uint64_t one = 1;
-    /* EAGAIN: the counter is already non-zero, the loop wakes anyway. */
+    /* Fails only with EAGAIN, when the counter is about to overflow (the
+     * loop reads it at every wake-up, so never in practice): it is
+     * non-zero then, and the loop wakes anyway. */
     ssize_t w = write(p->wakefd, &one, sizeof one);
     (void)w;
 }
