@@ -272,21 +272,17 @@ __attribute__((noinline)) static int yield_slow(corio_task *self, bool anyway)
 }
 
 /* The common case inline: another started task is ready to take over. */
-static inline int yield_now(corio_task *self)
+static inline int yield_now(corio_task *self, bool anyway)
 {
     if (corio__ready_rotate(self->home, self))
         return 0;
-    return yield_slow(self, false);
+    return yield_slow(self, anyway);
 }
 
 /* For the loops that yield until something is done (an uncancellable
  * join, a group's close): a yield that failed for want of memory would
  * keep the CPU from the very tasks they wait for. */
-void corio__yield_now(corio_task *self)
-{
-    if (!corio__ready_rotate(self->home, self))
-        yield_slow(self, true);
-}
+void corio__yield_now(corio_task *self) { (void)yield_now(self, true); }
 
 int corio__cancel_point(corio_task *self)
 {
@@ -305,7 +301,7 @@ int corio_yield(void)
     if (!self)
         return CORIO_EPERM;
     int rc = corio__cancel_point(self);
-    return rc ? rc : yield_now(self);
+    return rc ? rc : yield_now(self, false);
 }
 
 int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
