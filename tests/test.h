@@ -418,6 +418,32 @@ static inline bool test_await(_Atomic int *value, int at_least)
 /* The task that does nothing: returns its argument. */
 static inline void *test_ret_arg(void *arg) { return arg; }
 
+/* From a task: a connected TCP pair on loopback, sv[0] the client and
+ * sv[1] the server (the listener is closed again). TCP is the one kind of
+ * descriptor where a short read lets the next read skip its system call
+ * (src/io.c), so tests of that shortcut need it. */
+static inline void test_tcp_pair(int sv[2])
+{
+    int l = corio_listen_tcp("127.0.0.1", 0, 4, 0);
+    CHECK_GE(l, 0);
+    int port = corio_local_port(l);
+    CHECK_GT(port, 0);
+    sv[0] = corio_connect_tcp("127.0.0.1", (uint16_t)port, corio_deadline_in(10 * CORIO_SEC));
+    CHECK_GE(sv[0], 0);
+    sv[1] = corio_accept_until(l, NULL, NULL, corio_deadline_in(10 * CORIO_SEC));
+    CHECK_GE(sv[1], 0);
+    CHECK_OK(corio_close(l));
+}
+
+/* From a task: register fd with the task's loop, as a descriptor a task
+ * has read before, by a read that has to wait (and times out at once):
+ * only then does the loop keep what reads and edges told it. */
+static inline void test_register_fd(int fd)
+{
+    char buf[1];
+    CHECK_ERR((int)corio_read_until(fd, buf, sizeof buf, corio_now()), CORIO_ETIMEDOUT);
+}
+
 /* Spawn options for a task on `loop` (-1: any), light or regular. */
 static inline corio_spawn_opts test_on_loop(int loop, bool light)
 {

@@ -30,22 +30,6 @@ static void stream_pair(int sv[2])
     CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
 }
 
-/* A connected TCP pair on loopback: the only sockets where a short read
- * lets the next one skip its system call (io.c), so the ones the
- * "proves nothing drained" cases below must use. */
-static void tcp_pair(int sv[2])
-{
-    int l = corio_listen_tcp("127.0.0.1", 0, 4, 0);
-    CHECK_GE(l, 0);
-    int port = corio_local_port(l);
-    CHECK_GT(port, 0);
-    sv[0] = corio_connect_tcp("127.0.0.1", (uint16_t)port, corio_deadline_in(PATIENCE));
-    CHECK_GE(sv[0], 0);
-    sv[1] = corio_accept_until(l, NULL, NULL, corio_deadline_in(PATIENCE));
-    CHECK_GE(sv[1], 0);
-    CHECK_OK(corio_close(l));
-}
-
 struct reader {
     int fd;
     _Atomic int waiting;
@@ -248,7 +232,7 @@ static void read_without_edge(int fd, const char *expect)
 static void *main_peek(void *arg)
 {
     int sv[2];
-    tcp_pair(sv);
+    test_tcp_pair(sv);
     CHECK_EQ(write(sv[1], "hello", 5), 5);
     char buf[64];
     /* Shorter than asked, but the bytes are still queued: no edge will
@@ -290,34 +274,33 @@ TEST(packet_pipe_reads_are_not_drains)
     run_main_checked(1, main_packet_pipe, NULL);
 }
 
-/* Registers fd with the loop (a read that has to wait), as a descriptor
- * a task has read before: only then does the loop keep what reads and
- * edges told it. */
-static void register_by_waiting(int fd)
+/* sv[1], registered, has `first` then `rest` queued, sent so that a read
+ * stops after `first`: once the loop has polled (spending the one edge
+ * for all of it; if it comes later, the check only gets easier), a read
+ * returns `first`, short, and the next read must find `rest` without an
+ * edge. Closes the pair. */
+static void short_read_leaves(int sv[2], const char *first, const char *rest)
 {
-    char buf[1];
-    CHECK_ERR((int)corio_read_until(fd, buf, sizeof buf, corio_now()), CORIO_ETIMEDOUT);
+    CHECK_OK(corio_sleep(20 * CORIO_MSEC));
+    char buf[64];
+    CHECK_EQ(corio_read_until(sv[1], buf, sizeof buf, corio_deadline_in(PATIENCE)),
+             (ssize_t)strlen(first));
+    CHECK(memcmp(buf, first, strlen(first)) == 0);
+    read_without_edge(sv[1], rest);
+    CHECK_OK(corio_close(sv[0]));
+    CHECK_OK(corio_close(sv[1]));
 }
 
 static void *main_urgent_mark(void *arg)
 {
     int sv[2];
-    tcp_pair(sv);
-    register_by_waiting(sv[1]);
+    test_tcp_pair(sv);
+    test_register_fd(sv[1]);
     CHECK_EQ(send(sv[0], "abc", 3, 0), 3);
     CHECK_EQ(send(sv[0], "X", 1, MSG_OOB), 1);
     CHECK_EQ(send(sv[0], "def", 3, 0), 3);
-    /* Let the loop poll, so that the one edge for all of it is spent
-     * before the reads (if it comes later, the test only gets easier). */
-    CHECK_OK(corio_sleep(20 * CORIO_MSEC));
-    /* TCP stops this read at the urgent mark: 3 of 64, with "def" queued
-     * behind it that no new edge will announce. */
-    char buf[64];
-    CHECK_EQ(corio_read_until(sv[1], buf, sizeof buf, corio_deadline_in(PATIENCE)), 3);
-    CHECK(memcmp(buf, "abc", 3) == 0);
-    read_without_edge(sv[1], "def");
-    CHECK_OK(corio_close(sv[0]));
-    CHECK_OK(corio_close(sv[1]));
+    /* TCP stops a read at the urgent mark: "abc", with "def" behind it. */
+    short_read_leaves(sv, "abc", "def");
     return NULL;
 }
 
@@ -330,7 +313,7 @@ static void *main_passed_descriptor(void *arg)
 {
     int sv[2];
     stream_pair(sv);
-    register_by_waiting(sv[1]);
+    test_register_fd(sv[1]);
     CHECK_EQ(write(sv[0], "abc", 3), 3);
     /* One byte carrying a descriptor (our stdin), then more bytes. */
     union {
@@ -351,15 +334,9 @@ static void *main_passed_descriptor(void *arg)
     memcpy(CMSG_DATA(c), &passed, sizeof passed);
     CHECK_EQ(sendmsg(sv[0], &m, 0), 1);
     CHECK_EQ(write(sv[0], "def", 3), 3);
-    CHECK_OK(corio_sleep(20 * CORIO_MSEC)); /* as above: the edge spent */
     /* A Unix stream read ends with the message that carried the
-     * descriptor: "abcX", 4 of 64, "def" queued behind it. */
-    char buf[64];
-    CHECK_EQ(corio_read_until(sv[1], buf, sizeof buf, corio_deadline_in(PATIENCE)), 4);
-    CHECK(memcmp(buf, "abcX", 4) == 0);
-    read_without_edge(sv[1], "def");
-    CHECK_OK(corio_close(sv[0]));
-    CHECK_OK(corio_close(sv[1]));
+     * descriptor: "abcX", with "def" behind it. */
+    short_read_leaves(sv, "abcX", "def");
     return NULL;
 }
 

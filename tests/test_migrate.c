@@ -662,6 +662,8 @@ static void *load_driver(void *arg)
     return NULL;
 }
 
+/* The driver must be on loop 0 with the children, and the watcher alone
+ * on loop 1: the main task itself may be started by either loop. */
 static void *main_load(void *arg)
 {
     corio_task *d;
