@@ -240,10 +240,23 @@ TEST(stacks_do_not_pile_up)
 /* ---- a task that keeps yielding does not starve a woken one ----
  *
  * A migrating task woken on the yielder's own loop goes to the roam
- * queue, not the ready list; the yielder's loop must still run it (the
- * other loop is idle and not told about a single woken task).
+ * queue, not the ready list; the yielder's loop must still run it. Loop 1
+ * is held by a task that spins without yielding for the whole check, so
+ * it can neither steal the waiter before it starts on loop 0 nor pick it
+ * up after the wake: only loop 0 can run it. (Leaving loop 1 idle made
+ * the test depend on who won a steal race; under ASan on CI loop 1 won
+ * 200 times in a row.)
  */
-static _Atomic int yw_home, yw_done;
+static _Atomic int yw_home, yw_done, yw_hog_running, yw_hog_stop;
+
+static void *loop_hog(void *arg)
+{
+    (void)arg;
+    atomic_store(&yw_hog_running, 1);
+    while (!atomic_load(&yw_hog_stop))
+        test_spin(100);
+    return NULL;
+}
 
 static void *yield_waiter(void *arg)
 {
@@ -256,32 +269,34 @@ static void *yield_waiter(void *arg)
 static void *yielder(void *arg)
 {
     (void)arg;
+    corio_task *hog;
+    CHECK_OK(corio_spawn_on(&hog, 1, loop_hog, NULL));
+    while (!atomic_load(&yw_hog_running))
+        CHECK_OK(corio_sleep(100 * CORIO_USEC));
+
     corio_spawn_opts o = migrate_opts();
-    int tries = 0;
-    for (;;) {
-        corio_event *ev;
-        CHECK_OK(corio_event_new(&ev));
-        atomic_store(&yw_home, 0);
-        atomic_store(&yw_done, 0);
-        corio_task *t;
-        CHECK_OK(corio_spawn_ex(&t, yield_waiter, ev, &o));
-        while (!atomic_load(&yw_home))
-            CHECK_OK(corio_sleep(100 * CORIO_USEC));
-        CHECK_OK(corio_sleep(CORIO_MSEC)); /* let it block on the event */
-        bool here = atomic_load(&yw_home) - 1 == corio_loop_index();
-        CHECK_OK(corio_event_set(ev));
-        corio_time_t give_up = corio_now() + 30 * CORIO_SEC;
-        while (!atomic_load(&yw_done) && corio_now() < give_up)
-            CHECK_OK(corio_yield());
-        CHECK_EQ(atomic_load(&yw_done), 1);
-        CHECK_OK(corio_join(t, NULL));
-        corio_event_free(ev);
-        if (here)
-            return PTR_OF(tries);
-        CHECK_LT(++tries, 200); /* it kept starting on the other loop */
-    }
+    corio_event *ev;
+    CHECK_OK(corio_event_new(&ev));
+    corio_task *t;
+    CHECK_OK(corio_spawn_ex(&t, yield_waiter, ev, &o));
+    while (!atomic_load(&yw_home))
+        CHECK_OK(corio_sleep(100 * CORIO_USEC));
+    CHECK_EQ(atomic_load(&yw_home), 1); /* loop 1 is busy: it started here */
+    CHECK_OK(corio_sleep(CORIO_MSEC)); /* let it block on the event */
+    CHECK_OK(corio_event_set(ev));
+    corio_time_t give_up = corio_now() + 20 * CORIO_SEC;
+    while (!atomic_load(&yw_done) && corio_now() < give_up)
+        CHECK_OK(corio_yield());
+    CHECK_EQ(atomic_load(&yw_done), 1);
+    CHECK_OK(corio_join(t, NULL));
+    corio_event_free(ev);
+
+    atomic_store(&yw_hog_stop, 1);
+    CHECK_OK(corio_join(hog, NULL));
+    return NULL;
 }
 
+/* The main task may start on loop 1, where the hog would starve it. */
 static void *main_yielder(void *arg)
 {
     (void)arg;
