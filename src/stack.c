@@ -242,13 +242,14 @@ static int carve(corio__stack_pool *pool, corio__stack *st)
     }
     char *slot = pool->carve_next;
     /* The slot is used up even if its guard fails: the chunk is unmapped
-     * whole at the end. */
+     * whole at the end. It counts as carved only once it is a stack, as
+     * the count caps how many idle stacks this pool keeps. */
     pool->carve_next += stride;
     pool->carve_left--;
-    pool->carved++;
     int rc = install_guard(slot);
     if (rc != 0)
         return rc;
+    pool->carved++;
     st->lo = slot + corio__stack_guard();
     st->size = pool->size;
     st->vg_id = corio__sanitize_stack_register(st->lo, st->size);

@@ -9,6 +9,7 @@
  * its own), each dirtying TOUCH bytes of its stack, then lets them all
  * exit on one loop.
  */
+#include "stack.h"
 #include "sys.h"
 #include "test.h"
 
@@ -160,10 +161,56 @@ TEST(trimmed_stacks_are_reused)
     run_main_checked(2, reuse_main, NULL);
 }
 
+/* ---- a slot whose guard could not be installed is not a stack ----
+ *
+ * A pool keeps at most as many idle stacks as it carved and spills the
+ * rest to the runtime's shared list. A slot lost to a failed guard must
+ * not count, or the pool keeps one stack more than it ever handed out.
+ * Driven on the pools directly: no runtime, so the only wrapped calls
+ * counted by the fault countdown are the pool's own.
+ */
+TEST(a_slot_whose_guard_failed_is_not_counted_as_carved)
+{
+    size_t size = corio__stack_round(64 * 1024);
+    corio__stack_spill spill = {0};
+    corio__stack_pool mine, other;
+    corio__stack_pool_init(&mine, size, 64, &spill);
+    corio__stack_pool_init(&other, size, 64, &spill);
+
+    /* The third wrapped call of a first carve installs the guard (after
+     * the chunk's record and its mapping). */
+    corio__stack st[3];
+    corio__fault_arm(3);
+    CHECK_EQ(corio__stack_get(&mine, &st[0], size), CORIO_ENOMEM);
+    corio__fault_arm(0);
+    CHECK(mine.chunks != NULL); /* the chunk was mapped: the guard failed */
+    CHECK_EQ(mine.carved, 0);
+
+    CHECK_OK(corio__stack_get(&mine, &st[0], size));
+    CHECK_OK(corio__stack_get(&mine, &st[1], size));
+    CHECK_EQ(mine.carved, 2);
+    corio__stack_put(&mine, &st[0]);
+    corio__stack_put(&mine, &st[1]);
+    CHECK_EQ(mine.warm_count, 2);
+
+    /* A third idle stack is one more than this pool handed out. */
+    CHECK_OK(corio__stack_get(&other, &st[2], size));
+    corio__stack_put(&mine, &st[2]);
+    CHECK_EQ(mine.warm_count, 2);
+    CHECK_EQ(atomic_load(&spill.count), 1);
+
+    corio__stack_pool_forget(&mine);
+    corio__stack_pool_forget(&other);
+    corio__stack_spill_forget(&spill);
+    corio__stack_pool_destroy(&mine);
+    corio__stack_pool_destroy(&other);
+}
+
 int main(int argc, char **argv)
 {
     RUN(exits_make_no_calls_and_an_idle_loop_gives_memory_back);
     RUN(a_busy_loop_gives_memory_back_after_the_retention_time);
     RUN(trimmed_stacks_are_reused);
+    RUN(a_slot_whose_guard_failed_is_not_counted_as_carved);
     return test_summary();
 }
