@@ -4,13 +4,16 @@
  * stops with all of them in place.
  */
 #include <signal.h>
+#include <stdatomic.h>
 
 #include "corio.h"
 
 static corio_chan *chan;
+static _Atomic int started; /* tasks about to wait */
 
 static void *sleeper_in_depth(void *arg)
 {
+    atomic_fetch_add(&started, 1);
     corio_sleep(60 * CORIO_SEC);
     return arg;
 }
@@ -20,9 +23,12 @@ static void *gdb_sleeper(void *arg) { return sleeper_in_depth(arg); }
 static void *gdb_receiver(void *arg)
 {
     long v;
+    atomic_fetch_add(&started, 1);
     corio_chan_recv(chan, &v);
     return NULL;
 }
+
+static void *gdb_probe(void *arg) { return arg; }
 
 static void *gdb_main(void *arg)
 {
@@ -31,7 +37,17 @@ static void *gdb_main(void *arg)
     corio_spawn_on(&t[0], 0, gdb_sleeper, NULL);
     corio_spawn_on(&t[1], 1, gdb_sleeper, NULL);
     corio_spawn_on(&t[2], 1, gdb_receiver, NULL);
-    corio_sleep(100 * CORIO_MSEC);
+    /* Every task has started (a fixed 100 ms assumed loop 1's thread got
+     * a CPU by then) and, once a task pinned behind it has run on each
+     * loop, is in its wait: a loop runs one task at a time, and these
+     * only give up their loop by waiting. */
+    while (atomic_load(&started) < 3)
+        corio_sleep(CORIO_MSEC);
+    for (unsigned l = 0; l < 2; l++) {
+        corio_task *probe;
+        corio_spawn_on(&probe, l, gdb_probe, NULL);
+        corio_join(probe, NULL);
+    }
     raise(SIGTRAP);
     return NULL;
 }

@@ -32,10 +32,13 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -433,6 +436,20 @@ static inline void test_tcp_pair(int sv[2])
     sv[1] = corio_accept_until(l, NULL, NULL, corio_deadline_in(10 * CORIO_SEC));
     CHECK_GE(sv[1], 0);
     CHECK_OK(corio_close(l));
+}
+
+/* Whether a listener's accept queue is full, so that the kernel drops a
+ * new SYN: for a listening socket TCP_INFO gives the queue's length in
+ * tcpi_unacked and its limit in tcpi_sacked. A limit of 0 means no
+ * figures came back (under qemu-user, which does not translate
+ * TCP_INFO): a connect's timeout is then taken at its word. */
+static inline bool test_accept_queue_full(int listener)
+{
+    struct tcp_info ti = {0};
+    socklen_t len = sizeof ti;
+    if (getsockopt(listener, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || ti.tcpi_sacked == 0)
+        return true;
+    return ti.tcpi_unacked > ti.tcpi_sacked;
 }
 
 /* From a task: register fd with the task's loop, as a descriptor a task

@@ -128,8 +128,12 @@ static void *main_emfile(void *arg)
     int spare = dup(0);
     CHECK_GE(spare, 0);
 
+    /* The server on this task's loop: an accept takes a descriptor
+     * number even when no connection is queued (and gives it back), so a
+     * server on another thread, retrying on its 20 ms timeout, could hold
+     * the last number at the moment a client socket is made. */
     corio_task *server;
-    CHECK_OK(corio_spawn_on(&server, 1, server_loop, &s));
+    CHECK_OK(corio_spawn_on(&server, (unsigned)corio_loop_index(), server_loop, &s));
 
     int clients[MAX_CONNS];
     int n = 0;

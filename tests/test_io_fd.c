@@ -60,7 +60,7 @@ static void *main_wait_readable(void *arg)
         CHECK_OK(corio_join(t, NULL));
         CHECK_EQ(atomic_load(&r.woke), 1);
         CHECK_GE(r.woke_at, wrote_at);
-        CHECK_LT(r.woke_at - wrote_at, CORIO_SEC);
+        CHECK_LT(r.woke_at - wrote_at, CORIO_SEC * TEST_SLOW);
         CHECK_OK(corio_close(p[0]));
         CHECK_OK(corio_close(p[1]));
     }
@@ -386,7 +386,7 @@ static void *main_close_wakes(void *arg)
         CHECK_OK(corio_join(c, NULL));
         CHECK_OK(corio_join(r, NULL));
         CHECK_ERR((int)b.rc, CORIO_EBADF);
-        CHECK_LT(b.done_at - cl.closed_at, 2 * CORIO_SEC);
+        CHECK_LT(b.done_at - cl.closed_at, 2 * CORIO_SEC * TEST_SLOW);
         CHECK_OK(corio_close(p[1]));
     }
     return NULL;
@@ -643,7 +643,7 @@ static void *main_bad_args(void *arg)
     int rc = corio_wait_fd(spare, CORIO_READABLE, soon);
     CHECK_LT(rc, 0);
     CHECK_NE(rc, CORIO_ETIMEDOUT);
-    CHECK_LT(corio_now() - t0, 100 * CORIO_MSEC);
+    CHECK_LT(corio_now() - t0, 100 * CORIO_MSEC * TEST_SLOW);
     char buf[4];
     CHECK_ERR((int)corio_read(-1, buf, sizeof buf), CORIO_EBADF);
     CHECK_ERR((int)corio_write(-1, buf, sizeof buf), CORIO_EBADF);
@@ -764,7 +764,7 @@ static void *main_blocking_mode_pipe(void *arg)
 static int child_blocking_mode_pipe(void *arg)
 {
     signal(SIGALRM, SIG_DFL); /* not the watchdog's: just die of it */
-    alarm(3);
+    alarm((unsigned)(3 * test_slow())); /* Valgrind, qemu: the runtime starts slowly */
     run_main(2, main_blocking_mode_pipe, NULL);
     return 0;
 }

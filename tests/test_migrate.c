@@ -31,6 +31,7 @@ static corio_spawn_opts migrate_opts(void)
 struct waiter_log {
     int first_loop[WAITERS], woke_loop[WAITERS];
     _Atomic int started, woke;
+    _Atomic int hold_wanted, holding; /* loop 1 held while waiters start */
     corio_event *go;
 };
 
@@ -52,6 +53,8 @@ static void *hog_after_setting(void *arg)
     (void)arg;
     corio_spawn_opts o = migrate_opts();
     static corio_task *t[WAITERS];
+    while (atomic_load(&wl.hold_wanted) && !atomic_load(&wl.holding))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
     for (intptr_t i = 0; i < WAITERS; i++)
         CHECK_OK(corio_spawn_ex(&t[i], waiter, PTR_OF(i), &o));
     corio_time_t give_up = corio_now() + 60 * CORIO_SEC;
@@ -68,13 +71,30 @@ static void *hog_after_setting(void *arg)
     return NULL;
 }
 
+/* Keeps loop 1 from stealing until a quarter of the waiters have started
+ * on loop 0. (Left free, loop 1 took every waiter whenever loop 0's thread
+ * was held up ~15 ms after the spawns: a loop that has not polled for
+ * 10 ms counts as stuck, and thieves then take half its queue, again and
+ * again; no waiter homed on the busy loop, and the check below failed.) */
+static void *hold_until_quarter_started(void *arg)
+{
+    (void)arg;
+    atomic_store(&wl.holding, 1);
+    while (atomic_load(&wl.started) < WAITERS / 4)
+        test_spin(1000);
+    return NULL;
+}
+
 static void *main_busy_loop(void *arg)
 {
     (void)arg;
     CHECK_OK(corio_event_new(&wl.go));
-    corio_task *host;
+    corio_task *host, *hold;
+    atomic_store(&wl.hold_wanted, 1);
+    CHECK_OK(corio_spawn_on(&hold, 1, hold_until_quarter_started, NULL));
     CHECK_OK(corio_spawn_on(&host, 0, hog_after_setting, NULL));
     CHECK_OK(corio_join(host, NULL));
+    CHECK_OK(corio_join(hold, NULL));
     corio_event_free(wl.go);
     return NULL;
 }
@@ -92,7 +112,7 @@ TEST(woken_tasks_leave_a_busy_loop)
     }
     fprintf(stderr, "   %d of %d waiters started on the busy loop and moved\n", homed_busy,
             WAITERS);
-    CHECK_GT(homed_busy, 0);
+    CHECK_GE(homed_busy, WAITERS / 4); /* those started while loop 1 was held */
 }
 
 /* ---- a backlog of woken tasks wakes an idle loop ----
@@ -603,6 +623,11 @@ static void *main_stop(void *arg)
     corio_spawn_opts o = migrate_opts();
     for (long i = 0; i < n; i++)
         CHECK_OK(corio_spawn_ex(NULL, roamer, PTR_OF(i), &o));
+    /* At least one started (the check below needs it), however late the
+     * loops' threads run; then 20 ms for more to start and roam. */
+    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC * TEST_SLOW);
+    while (atomic_load(&roamers_in) == 0 && corio_now() < give_up)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
     CHECK_OK(corio_sleep(20 * CORIO_MSEC));
     return arg;
 }

@@ -58,9 +58,9 @@ static _Atomic int stop_ticker;
 
 static void *ticker(void *arg)
 {
-    /* Gives up after two seconds, so a starved loop shows as a late
-     * return from corio_run_blocking rather than a hang. */
-    corio_time_t give_up = corio_now() + 2 * CORIO_SEC;
+    /* Gives up in the end, so that a failing check elsewhere shows as a
+     * failure rather than a hang. */
+    corio_time_t give_up = corio_now() + 30 * CORIO_SEC * TEST_SLOW;
     while (!atomic_load(&stop_ticker) && corio_now() < give_up) {
         atomic_fetch_add(&progress, 1);
         if (INT_OF(arg))
@@ -77,6 +77,21 @@ static void *sleep_200ms(void *arg)
     return PTR_OF(200);
 }
 
+/* Blocks its pool thread until the ticker on the caller's loop has
+ * advanced 20 times while the caller waits (or 10 s, stretched in slow
+ * lanes), and says how far it advanced: a loop stalled by the call would
+ * show 0 or 1. (A fixed 200 ms call needed 20 ticks in 200 ms, which a
+ * slow lane or a loaded machine need not give.) */
+static void *block_until_ticks(void *arg)
+{
+    (void)arg;
+    long from = atomic_load(&progress);
+    long limit_ms = 10L * 1000 * TEST_SLOW;
+    for (long ms = 0; ms < limit_ms && atomic_load(&progress) - from < 20; ms++)
+        usleep(1000);
+    return PTR_OF(atomic_load(&progress) - from);
+}
+
 static void *main_loop_keeps_running(void *arg)
 {
     int mode = (int)INT_OF(arg); /* 1: the neighbour sleeps, 0: it yields */
@@ -85,16 +100,22 @@ static void *main_loop_keeps_running(void *arg)
     atomic_store(&stop_ticker, 0);
     corio_task *t;
     CHECK_OK(corio_spawn_on(&t, me, ticker, PTR_OF(mode)));
-    corio_time_t t0 = corio_now();
     void *r;
-    CHECK_OK(corio_run_blocking(sleep_200ms, NULL, &r));
-    CHECK_EQ(INT_OF(r), 200);
-    CHECK_TIME_WITHIN(corio_now() - t0, 200 * CORIO_MSEC, CORIO_MSEC, 100 * CORIO_MSEC);
-    long p = atomic_load(&progress);
-    fprintf(stderr, "   ticker advanced %ld times during the call\n", p);
-    /* Sleeping 1 ms at a time for 200 ms: ~200 ticks; yielding: far
-     * more. A loop stalled by the call would show 0 or 1. */
-    CHECK_GE(p, 20);
+    if (mode == 1) {
+        CHECK_OK(corio_run_blocking(block_until_ticks, NULL, &r));
+        fprintf(stderr, "   ticker advanced %ld times during the call\n", (long)INT_OF(r));
+        CHECK_GE(INT_OF(r), 20);
+    } else {
+        /* A yielding neighbour: the loop must also notice promptly that
+         * the call has finished. */
+        corio_time_t t0 = corio_now();
+        CHECK_OK(corio_run_blocking(sleep_200ms, NULL, &r));
+        CHECK_EQ(INT_OF(r), 200);
+        CHECK_TIME_WITHIN(corio_now() - t0, 200 * CORIO_MSEC, CORIO_MSEC, 100 * CORIO_MSEC);
+        long p = atomic_load(&progress);
+        fprintf(stderr, "   ticker advanced %ld times during the call\n", p);
+        CHECK_GE(p, 20); /* yielding for 200 ms: thousands */
+    }
     atomic_store(&stop_ticker, 1);
     CHECK_OK(corio_join(t, NULL));
     return NULL;
@@ -164,14 +185,6 @@ TEST(many_concurrent_calls)
 
 static _Atomic int slow_started, slow_finished, slow_release;
 
-static void *slow_300ms(void *arg)
-{
-    atomic_store(&slow_started, 1);
-    usleep(300 * 1000);
-    atomic_store(&slow_finished, 1);
-    return PTR_OF(300);
-}
-
 /* Runs until released, so the deadline below always passes first. */
 static void *slow_until_released(void *arg)
 {
@@ -224,16 +237,24 @@ TEST(deadline_shorter_than_call)
 struct cancel_target {
     corio_task *task;
     int rc;
-    corio_time_t waited;
 };
+
+/* Runs until released (or 60 s): a cancelled wait must end while it
+ * still runs, however slowly the lane runs. */
+static void *slow_until_main_says(void *arg)
+{
+    atomic_store(&slow_started, 1);
+    for (int ms = 0; ms < 60000 && !atomic_load(&slow_release); ms++)
+        usleep(1000);
+    atomic_store(&slow_finished, 1);
+    return PTR_OF(300);
+}
 
 static void *blocker(void *arg)
 {
     struct cancel_target *c = arg;
-    corio_time_t t0 = corio_now();
     void *r = PTR_OF(-3);
-    c->rc = corio_run_blocking(slow_300ms, NULL, &r);
-    c->waited = corio_now() - t0;
+    c->rc = corio_run_blocking(slow_until_main_says, NULL, &r);
     if (c->rc == 0)
         return r;
     /* The cancellation was delivered once: the next call works. */
@@ -247,6 +268,8 @@ static void *main_cancel(void *arg)
     unsigned n = corio_loop_count();
     for (unsigned where = 0; where < 2; where++) {
         atomic_store(&slow_started, 0);
+        atomic_store(&slow_finished, 0);
+        atomic_store(&slow_release, 0);
         struct cancel_target c = {0};
         unsigned loop = (unsigned)corio_loop_index();
         if (where)
@@ -256,11 +279,18 @@ static void *main_cancel(void *arg)
             CHECK_OK(corio_sleep(CORIO_MSEC));
         CHECK_OK(corio_sleep(20 * CORIO_MSEC));
         CHECK_OK(corio_cancel(c.task));
-        void *r;
-        CHECK_OK(corio_join(c.task, &r));
+        /* The cancelled wait ends while the job still runs: the job ends
+         * only when released, so no clock decides this (a 300 ms job and
+         * a 250 ms bound on the wait did, unscaled in the slow lanes). */
+        void *r = NULL;
+        int rc = corio_join_until(c.task, &r, corio_deadline_in(10 * CORIO_SEC * TEST_SLOW));
+        atomic_store(&slow_release, 1);
+        CHECK_OK(rc);
         CHECK_ERR(c.rc, CORIO_ECANCELED);
-        CHECK_LT(c.waited, 250 * CORIO_MSEC);
         CHECK_EQ(INT_OF(r), -3);
+        /* Abandoned, the job still finishes on its thread. */
+        while (!atomic_load(&slow_finished))
+            CHECK_OK(corio_sleep(CORIO_MSEC));
     }
     return NULL;
 }

@@ -19,19 +19,35 @@
 #define EARLY (1 * CORIO_MSEC)
 #define LATE (30 * CORIO_MSEC)
 
+/* One sleep of ns by duration, one by deadline; never early (checked at
+ * once), and whether both woke within LATE. */
+static bool sleep_pair_on_time(int64_t ns)
+{
+    corio_time_t t0 = corio_now();
+    CHECK_OK(corio_sleep(ns));
+    int64_t slept = corio_now() - t0;
+    CHECK_GE(slept, ns - EARLY);
+    corio_time_t dl = corio_now() + ns;
+    CHECK_OK(corio_sleep_until(dl));
+    int64_t late = corio_now() - dl;
+    CHECK_GE(late, 0);
+    return slept <= ns + LATE * TEST_SLOW && late < LATE * TEST_SLOW;
+}
+
+/* A late wake-up is tried twice more before it counts: a thread held up
+ * by a loaded machine is late once, a timer that fires late is late every
+ * time. */
 static void *main_accuracy(void *arg)
 {
     const int64_t durations_ms[] = {1, 10, 50, 1, 10, 50, 5, 20};
     for (size_t i = 0; i < sizeof durations_ms / sizeof durations_ms[0]; i++) {
         int64_t ns = durations_ms[i] * CORIO_MSEC;
-        corio_time_t t0 = corio_now();
-        CHECK_OK(corio_sleep(ns));
-        CHECK_TIME_WITHIN(corio_now() - t0, ns, EARLY, LATE);
-        /* And by absolute deadline. */
-        corio_time_t dl = corio_now() + ns;
-        CHECK_OK(corio_sleep_until(dl));
-        CHECK_GE(corio_now(), dl);
-        CHECK_LT(corio_now() - dl, LATE * TEST_SLOW);
+        int tries = 1;
+        while (!sleep_pair_on_time(ns)) {
+            if (++tries > 3)
+                FAIL_("sleeps of %lld ms woke over %lld ms late three times in a row",
+                      (long long)durations_ms[i], (long long)(LATE * TEST_SLOW / CORIO_MSEC));
+        }
     }
     return NULL;
 }
