@@ -25,7 +25,11 @@
  *                            qemu); sanitizer builds stretch on their own
  *
  * Timing checks use tolerances (CHECK_TIME_WITHIN), never exact values:
- * the machines running this are shared and noisy.
+ * the machines running this are shared and noisy. No check may depend on
+ * which thread wins a race or on a thread running within some time: hold
+ * the other loop with a spinning pinned task, wait for the event itself,
+ * retry a late sample (docs/RELIABILITY.md, "Tests that do not depend on
+ * luck").
  */
 #ifndef CORIO_TEST_H
 #define CORIO_TEST_H
