@@ -13,6 +13,8 @@
  * a woken task on another loop could free it under the waker. A caller
  * that takes the lock again right after a wake-up anyway (a channel
  * retrying its operation) passes `relocks` and saves the round trip.
+ * `again`: the caller was woken to retry and lost the race for what woke
+ * it; it queues first, where the waker found it (waits are FIFO).
  *
  * The token was armed before the lock was taken (arming may fail for a
  * light task, and must not fail under a lock).
@@ -27,9 +29,12 @@
 /* Returns the wait's result: 0 when a waker fired us, else the error. */
 static inline int corio__sync_block(corio__spin *lock, corio__waitq *q, corio_task *self,
                                     uint64_t token, corio_time_t deadline,
-                                    enum corio__wait_kind what, bool relocks)
+                                    enum corio__wait_kind what, bool relocks, bool again)
 {
-    corio__waitq_push(q, self);
+    if (again)
+        corio__waitq_push_front(q, self); /* woken, beaten to it: keep our turn */
+    else
+        corio__waitq_push(q, self);
     corio__spin_unlock(lock);
     int rc = corio__wait_commit(self, token, deadline, what);
     if (rc != 0 || !relocks) {
@@ -87,7 +92,7 @@ static inline int corio__sync_call(corio__spin *lock, corio__waitq *q,
             corio__wait_disarm(self, token);
             return rc;
         }
-        rc = corio__sync_block(lock, q, self, token, deadline, what, retry);
+        rc = corio__sync_block(lock, q, self, token, deadline, what, retry, woken);
         if (rc != 0 || !retry)
             return rc;
     }

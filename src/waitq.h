@@ -34,6 +34,20 @@ static inline void corio__waitq_push(corio__waitq *q, corio_task *t)
     q->tail = t;
 }
 
+/* Queue t first: a task woken to try again (a channel's waiter) that
+ * found what woke it already taken goes back where it was, at the head
+ * (the waker took it from there), not behind the tasks that came later. */
+static inline void corio__waitq_push_front(corio__waitq *q, corio_task *t)
+{
+    t->run->wq_prev = NULL;
+    t->run->wq_next = q->head;
+    if (q->head)
+        q->head->run->wq_prev = t;
+    else
+        q->tail = t;
+    q->head = t;
+}
+
 /* Is t in q? Its links are NULL whenever it is in no queue (task_entry
  * clears them, removal clears them), and only q's head has no prev. */
 static inline bool corio__waitq_contains(const corio__waitq *q, const corio_task *t)

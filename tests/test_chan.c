@@ -849,6 +849,104 @@ TEST(cancelled_waiter_passes_wakeup_on)
     run_main_checked(1, main_pass_on, NULL);
 }
 
+/* ---- a woken waiter that finds its element taken keeps its place ----
+ *
+ * corio.h: waits are FIFO. A and B wait to receive, A first. A send
+ * wakes A, but before A runs another task takes the element (a
+ * try_recv: nothing forbids it). A finds the channel empty and waits
+ * again; it has waited longest, so the next element is still A's, not
+ * B's. (A woken waiter that lost the race used to queue again at the
+ * tail, behind every task that came after it.) The same for senders on
+ * a full channel. One loop: every step's order is fixed. */
+struct keep_place {
+    corio_chan *chan;
+    _Atomic int queued;
+    int value, rc;
+};
+
+static void *keep_place_recv(void *arg)
+{
+    struct keep_place *k = arg;
+    atomic_fetch_add(&k->queued, 1);
+    k->rc = corio_chan_recv_until(k->chan, &k->value, corio_deadline_in(10 * CORIO_SEC));
+    return NULL;
+}
+
+static void *keep_place_send(void *arg)
+{
+    struct keep_place *k = arg;
+    atomic_fetch_add(&k->queued, 1);
+    k->rc = corio_chan_send_until(k->chan, &k->value, corio_deadline_in(10 * CORIO_SEC));
+    return NULL;
+}
+
+static void *main_keep_place(void *arg)
+{
+    for (int senders = 0; senders < 2; senders++) {
+        corio_chan *c;
+        CHECK_OK(corio_chan_new(&c, sizeof(int), 1));
+        int filler = 100, got = -1;
+        if (senders)
+            CHECK_OK(corio_chan_try_send(c, &filler)); /* full: senders wait */
+        struct keep_place a = {.chan = c, .value = 10, .rc = 1};
+        struct keep_place b = {.chan = c, .value = 20, .rc = 1};
+        corio_fn fn = senders ? keep_place_send : keep_place_recv;
+        corio_task *ta, *tb;
+        CHECK_OK(corio_spawn_on(&ta, 0, fn, &a));
+        wait_until_waiting(0, &a.queued, "A");
+        CHECK_OK(corio_spawn_on(&tb, 0, fn, &b));
+        wait_until_waiting(0, &b.queued, "B");
+        int one = 1;
+        if (senders) {
+            CHECK_OK(corio_chan_try_recv(c, &got)); /* a free slot: wakes A */
+            CHECK_EQ(got, filler);
+            CHECK_OK(corio_chan_try_send(c, &filler)); /* ... and it is gone */
+        } else {
+            CHECK_OK(corio_chan_try_send(c, &one)); /* an element: wakes A */
+            CHECK_OK(corio_chan_try_recv(c, &got)); /* ... and it is gone */
+            CHECK_EQ(got, one);
+        }
+        /* A runs, finds nothing and waits again (one loop: it has done so
+         * when this sleep ends). */
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_EQ(a.rc, 1);
+        if (senders) {
+            CHECK_OK(corio_chan_try_recv(c, &got)); /* a slot for A */
+            CHECK_EQ(got, filler);
+        } else {
+            int two = 2;
+            CHECK_OK(corio_chan_try_send(c, &two)); /* an element for A */
+        }
+        /* The one woken runs before this sleep ends (one loop). */
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK_EQ(b.rc, 1); /* B still waits: it came second */
+        CHECK_OK(a.rc);
+        CHECK_OK(corio_join(ta, NULL));
+        if (senders) {
+            CHECK_OK(corio_chan_try_recv(c, &got));
+            CHECK_EQ(got, 10); /* A's element went in, not B's (a slot for B) */
+            CHECK_OK(corio_join(tb, NULL));
+            CHECK_OK(b.rc);
+            CHECK_EQ(corio_chan_try_recv(c, &got), 0);
+            CHECK_EQ(got, 20);
+        } else {
+            CHECK_EQ(a.value, 2);
+            int three = 3;
+            CHECK_OK(corio_chan_try_send(c, &three));
+            CHECK_OK(corio_join(tb, NULL));
+            CHECK_OK(b.rc);
+            CHECK_EQ(b.value, 3);
+        }
+        corio_chan_free(c);
+    }
+    return NULL;
+}
+
+TEST(woken_waiter_that_lost_its_element_keeps_its_place)
+{
+    run_main_checked(1, main_keep_place, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(bounded_back_pressure);
@@ -863,5 +961,6 @@ int main(int argc, char **argv)
     RUN(waiters_served_in_order);
     RUN(burst_wakes_one_waiter_per_element);
     RUN(cancelled_waiter_passes_wakeup_on);
+    RUN(woken_waiter_that_lost_its_element_keeps_its_place);
     return test_summary();
 }
