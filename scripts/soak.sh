@@ -42,6 +42,9 @@ number -t "$seconds" 1 999999999
 number -k "$keep" 0 999999999
 workers=$((10#$workers)) seconds=$((10#$seconds)) keep=$((10#$keep))
 [ -x "$1" ] || { echo "soak: not an executable: $1" >&2; exit 2; }
+# A name without a slash would be looked up in PATH when run, not taken
+# from the current directory where the check above found it.
+case $1 in */*) ;; *) set -- "./$1" "${@:2}" ;; esac
 
 dir=${SOAK_DIR:-/tmp/corio-soak}
 mkdir -p "$dir" || exit 2

@@ -13,14 +13,24 @@
 # Each lane builds in build-<lane>/ and runs ctest there. Slow lanes scale
 # iteration counts down with CORIO_TEST_SCALE (tests/test.h). Exit status
 # is non-zero if any lane fails; the summary at the end says which and
-# how long each took.
+# how long each took. An unknown lane: one line, exit 2, nothing run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+all_lanes=(normal debug asan tsan valgrind ucontext arm64)
+lanes=("$@")
+[ ${#lanes[@]} -gt 0 ] || lanes=("${all_lanes[@]}")
+# A mistyped lane fails at once, before any install or build (and not
+# after the lanes named before it have run).
+for lane in "${lanes[@]}"; do
+    case " ${all_lanes[*]} " in
+        *" $lane "*) ;;
+        *) echo "test.sh: unknown lane '$lane' (${all_lanes[*]})" >&2; exit 2 ;;
+    esac
+done
 scripts/deps.sh || exit 1
 
 jobs=$(nproc)
-lanes=("$@")
-[ ${#lanes[@]} -gt 0 ] || lanes=(normal debug asan tsan valgrind ucontext arm64)
 
 declare -A result
 run_lane() {

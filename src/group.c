@@ -90,6 +90,9 @@ static void child_failed(corio_group *g, int rc)
 static void *child_main(void *arg)
 {
     struct group_child *c = arg;
+    /* What debuggers show as the task's function (task.h): the child's
+     * own, not this wrapper (a cast for display only, never called). */
+    corio__current_task()->fn = (corio_fn)(void (*)(void))c->fn;
     int rc = c->fn(c->arg);
     if (rc != 0)
         child_failed(c->group, rc);

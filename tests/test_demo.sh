@@ -114,6 +114,7 @@ check_bad() {
     [ "$rc" -eq 2 ] || fail "'$*' exited $rc, not 2"
     [ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "'$*' printed more than one line: $err"
     case "$err" in corio-demo:*) ;; *) fail "'$*' message not prefixed: $err" ;; esac
+    [ -z "${want:-}" ] || case "$err" in *"$want"*) ;; *) fail "'$*' message lacks '$want': $err" ;; esac
 }
 for bad in "--tasks 0" "--tasks x" "--loops 0" "--work-scale -1" "--mode fast" \
            "--batches 0" "--seed -3" "--bogus" "--tasks" "stray" "--tasks 5 --batches 9" \
@@ -121,6 +122,11 @@ for bad in "--tasks 0" "--tasks x" "--loops 0" "--work-scale -1" "--mode fast" \
     # shellcheck disable=SC2086
     check_bad $bad
 done
+# A flag given a value is named as such, not as an unknown option.
+want="--json takes no value"
+check_bad --json=1
+check_bad --json=
+want=
 # A bad CORIO_* environment variable: the same, before any run, naming it.
 for env in CORIO_LOOPS=abc CORIO_LOOPS=0 CORIO_STACK_SIZE=-5 CORIO_PIN=yes; do
     err=$(env "$env" "$demo" --tasks 10 --work-scale 0.05 2>&1 >/dev/null)

@@ -7,7 +7,7 @@
  *    "Connection: close", a pipelined pair over a raw socket, HTTP/1.0,
  *    and a malformed request answered with 400;
  *  - echo-server + echo-client --connections 200 --messages 50: the
- *    client exits 0;
+ *    client exits 0; with no server it exits 1 and reports 0 msg/s;
  *  - echo-server --port 0: every loop listens on the one port the kernel
  *    chose, which the "listening" line names; echo-client sends it one
  *    16 MB message, far more than the socket buffers hold (the client
@@ -458,6 +458,22 @@ TEST(echo_server_and_client)
     server_stop(&p, "echo-server");
 }
 
+/* Nothing listening: every connection fails, and the rate it prints is
+ * of messages echoed (none), not of messages asked for. */
+TEST(echo_client_no_server)
+{
+    char port_s[16];
+    snprintf(port_s, sizeof port_s, "%u", free_port());
+    char *argv[] = {ECHO_CLIENT, "--port", port_s, "--connections", "3", "--messages", "5",
+                    "--loops", "2", NULL};
+    static char out[8192], err[8192];
+    int status = run_capture(argv, out, sizeof out, err, sizeof err, 30000);
+    CHECK(status != -1 && WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 1);
+    CHECK_STR_CONTAINS(out, "3 connections x 5 messages x 1000 bytes: 3 failed");
+    CHECK_STR_CONTAINS(out, " s, 0 msg/s\n");
+}
+
 /* Listening TCP sockets on 127.0.0.1:port, from /proc/net/tcp. */
 static int listeners_on(uint16_t port)
 {
@@ -558,6 +574,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN); /* the raw-socket client uses MSG_NOSIGNAL anyway */
     RUN(hello_server);
     RUN(echo_server_and_client);
+    RUN(echo_client_no_server);
     RUN(echo_port_zero_large_message);
     RUN(bad_options);
     return test_summary();

@@ -17,7 +17,9 @@ fail() { echo "test_gdb: $1"; echo "$out"; exit 1; }
 echo "$out" | grep -q "running  -              stack gdb_main" || fail "main task not listed as running"
 [ "$(echo "$out" | grep -c 'waiting  sleep          stack gdb_sleeper')" -ge 2 ] || fail "sleepers not listed"
 echo "$out" | grep -q "waiting  chan recv      stack gdb_receiver" || fail "receiver not listed"
-echo "$out" | grep -q "4 started task(s)" || fail "task count"
+echo "$out" | grep -q "waiting  sleep          stack gdb_group_child" ||
+    fail "group child not listed under its own function"
+echo "$out" | grep -q "5 started task(s)" || fail "task count"
 [ "$(echo "$out" | grep -c 'in sleeper_in_depth')" -ge 2 ] || fail "no frame of the task function in the backtraces"
 [ "$(echo "$out" | grep -c 'in task_entry')" -ge 2 ] || fail "backtraces do not reach task_entry"
 # The assembly backends' trampoline ends the unwind cleanly (its CFI says

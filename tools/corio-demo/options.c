@@ -66,6 +66,10 @@ int parse_options(int argc, char **argv, struct demo_options *opt)
             opt->json = true;
             continue;
         }
+        if (strncmp(arg, "--json=", 7) == 0) {
+            fprintf(stderr, "corio-demo: --json takes no value, got '%s'\n", arg);
+            return 2;
+        }
         if (strncmp(arg, "--", 2) != 0) {
             fprintf(stderr, "corio-demo: unexpected argument '%s' (try --help)\n", arg);
             return 2;
