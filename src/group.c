@@ -61,8 +61,8 @@ int corio_group_new(corio_group **group, unsigned flags)
     return 0;
 }
 
-/* Once is enough: a child spawned after the walk sees `cancelled` under
- * the lock and makes itself sticky (corio_group_spawn_ex). Walking again
+/* Once is enough: a spawn after the walk sees `cancelled` under the lock
+ * and refuses (corio_group_spawn_ex). Walking again
  * for every failing child made a group whose thousands of children were
  * dropped at shutdown take seconds (each drop a failure, each failure a
  * walk of all the children). */
@@ -125,6 +125,17 @@ int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
                               {.arg = c, .discard = child_discard, .kept = true}};
 
     corio__spin_lock(&group->lock);
+    /* Again under the lock: cancel_children sets the flag before taking
+     * it, so a spawn that reads false here has its child listed before the
+     * walk, and one that reads true must not add a child the walk has
+     * missed. (Marking such a child sticky after its spawn was too late:
+     * another loop could start it, and it could enter a wait that nothing
+     * would end, before the mark.) */
+    if (atomic_load(&group->cancelled)) {
+        corio__spin_unlock(&group->lock);
+        corio__free(c);
+        return CORIO_ECANCELED;
+    }
     if (group->count == group->cap) {
         size_t cap = group->cap ? group->cap * 2 : 16;
         corio_task **children = corio__realloc(group->children, cap * sizeof *children);
@@ -148,8 +159,6 @@ int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
         group->children[group->count] = t;
         group->ctx[group->count] = c;
         group->count++;
-        if (atomic_load(&group->cancelled))
-            atomic_store(&t->cancel_sticky, true);
     }
     corio__spin_unlock(&group->lock);
     if (rc != 0)
