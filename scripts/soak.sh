@@ -80,6 +80,17 @@ worker() {
 }
 
 rm -rf "$dir"/slot.* "$dir"/tally.* "$dir"/fail-*.log
+# Interrupted (Ctrl-C, a timeout's TERM): stop the workers and leave only
+# the failure logs kept so far, not the half-written run logs and tallies.
+stop() {
+    trap - INT TERM
+    kill $(jobs -p) 2>/dev/null
+    wait
+    rm -rf "$dir"/slot.* "$dir"/tally.* "$dir"/run.*
+    echo "soak: interrupted" >&2
+    exit 130
+}
+trap stop INT TERM
 for i in $(seq 1 "$workers"); do
     worker "$i" "$@" &
 done

@@ -21,7 +21,7 @@ struct demo_options {
     size_t tasks;
     unsigned loops;      /* 0: corio's default (all CPUs) */
     double work_scale;
-    bool all_modes;      /* no --mode: single, steal and batches */
+    bool all_modes;      /* no --mode: all five, single first */
     enum demo_mode mode;
     unsigned batches;
     uint64_t seed;
