@@ -417,7 +417,11 @@ CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,
  * group or cancel it; one task at a time may wait on it (a second waiter
  * gets CORIO_EBUSY; a close waits for it to leave, which the close's
  * cancellation makes happen soon). A child of the group may not wait on
- * it or close it: CORIO_EDEADLK, and the group is left as it is.
+ * it or close it: CORIO_EDEADLK, and the group is left as it is. A group
+ * may live as long as the program (a server's one child per connection,
+ * waited on only at shutdown): the children that have finished are
+ * released as it spawns more, so it holds memory for the children still
+ * running, and their failures are kept for corio_group_error().
  */
 typedef struct corio_group corio_group;
 typedef int (*corio_group_fn)(void *arg);

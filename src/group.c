@@ -16,6 +16,13 @@
  * handle released before `joined` moved could already be a new task of
  * this loop's, which that walk would cancel.) One task at a time waits
  * (`waiter`): two would join the same child twice.
+ *
+ * A group that lives long (one child per connection, say) is not waited
+ * on until it ends, so a spawn that finds the array full first releases
+ * the children that have finished (reap_finished), unless a task waits
+ * (its joins go by index). The array grows only when less than half came
+ * free, so a spawn costs O(1) amortised, and the group holds memory for
+ * the children still running, not for every child it ever had.
  */
 #include <sched.h>
 #include <stdatomic.h>
@@ -87,6 +94,44 @@ static void child_failed(corio_group *g, int rc)
         cancel_children(g);
 }
 
+/* The array is full: release the children that have finished (and drop
+ * the joined prefix), keeping the rest in spawn order. One pass under the
+ * lock moves the finished ones into `done`, allocated before it; they are
+ * released after it, out of every other walker's sight. Nothing happens
+ * while a task waits (it holds an index into the array) or without the
+ * memory for the list (the array just grows, as before). */
+static void reap_finished(corio_group *g, size_t cap)
+{
+    struct reaped {
+        corio_task *task;
+        struct group_child *ctx;
+    } *done = corio__malloc(cap * sizeof *done);
+    if (!done)
+        return;
+    size_t ndone = 0;
+    corio__spin_lock(&g->lock);
+    if (!g->waiter && g->count == g->cap && g->cap == cap) {
+        size_t keep = 0;
+        for (size_t i = g->joined; i < g->count; i++) {
+            if (corio__task_is_done(g->children[i])) {
+                done[ndone++] = (struct reaped){g->children[i], g->ctx[i]};
+            } else {
+                g->children[keep] = g->children[i];
+                g->ctx[keep] = g->ctx[i];
+                keep++;
+            }
+        }
+        g->count = keep;
+        g->joined = 0;
+    }
+    corio__spin_unlock(&g->lock);
+    for (size_t i = 0; i < ndone; i++) {
+        corio__join_take(done[i].task);
+        corio__free(done[i].ctx);
+    }
+    corio__free(done);
+}
+
 static void *child_main(void *arg)
 {
     struct group_child *c = arg;
@@ -118,6 +163,13 @@ int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
         return CORIO_EINVAL;
     if (atomic_load(&group->cancelled))
         return CORIO_ECANCELED;
+    if (!corio__current_task())
+        return CORIO_EPERM; /* as corio_spawn: children are spawned from tasks */
+    corio__spin_lock(&group->lock);
+    size_t full = group->count == group->cap && !group->waiter ? group->cap : 0;
+    corio__spin_unlock(&group->lock);
+    if (full)
+        reap_finished(group, full);
     struct group_child *c = corio__malloc(sizeof *c);
     if (!c)
         return CORIO_ENOMEM;
@@ -136,7 +188,10 @@ int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
         corio__free(c);
         return CORIO_ECANCELED;
     }
-    if (group->count == group->cap) {
+    /* Grow when full, and after a reap that freed less than half (or the
+     * next spawn would scan the whole array again for a slot or two). */
+    bool no_room = group->count == group->cap;
+    if (no_room || (full && group->count > group->cap / 2)) {
         size_t cap = group->cap ? group->cap * 2 : 16;
         corio_task **children = corio__realloc(group->children, cap * sizeof *children);
         if (children)
@@ -144,12 +199,13 @@ int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
         struct group_child **ctx = children ? corio__realloc(group->ctx, cap * sizeof *ctx) : NULL;
         if (ctx)
             group->ctx = ctx;
-        if (!children || !ctx) {
+        if (children && ctx) {
+            group->cap = cap;
+        } else if (no_room) {
             corio__spin_unlock(&group->lock);
             corio__free(c);
             return CORIO_ENOMEM;
         }
-        group->cap = cap;
     }
     /* Spawned under the lock so a concurrent cancel sees the child. The
      * spawn itself never waits. */

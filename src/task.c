@@ -457,6 +457,8 @@ int corio__join_wait(corio_task *t, corio_time_t deadline)
 
 int corio__join_take(corio_task *t) { return join_take(corio__current_task()->home, t, NULL); }
 
+bool corio__task_is_done(corio_task *t) { return is_done(t); }
+
 int corio_join_until(corio_task *task, void **result, corio_time_t deadline)
 {
     corio_task *self = corio__current_task();

@@ -276,6 +276,9 @@ int corio__task_create(struct corio__loop *l, corio_task **out, corio_fn fn, voi
  * release it (0, or why it never ran: CORIO_ESHUTDOWN, CORIO_ENOSTACK). */
 int corio__join_wait(corio_task *t, corio_time_t deadline);
 int corio__join_take(corio_task *t);
+/* Whether t (a handle not yet released) has finished: corio__join_take
+ * would release it now without waiting. */
+bool corio__task_is_done(corio_task *t);
 /* Wait until t is done without any wait that cancellation (or a light
  * task's lack of memory) could end: yields until then. No release. */
 void corio__join_wait_uncancellable(corio_task *t);

@@ -754,6 +754,105 @@ TEST(close_waits_when_its_wait_fails)
     run_main_checked(2, main_close_without_memory, NULL);
 }
 
+/* ---- a long-lived group holds only its running children ----
+ *
+ * One child per connection, say, in a group waited on only at the end:
+ * the children that finished are released as the group spawns more, not
+ * kept until the wait. Each child's record is a counted allocation
+ * (src/sys.h), so memory held for finished children shows in
+ * corio__live_allocs. One loop: every child has finished when the
+ * spawner's yield returns. */
+static int reaped_child(void *arg)
+{
+    return INT_OF(arg) == 1000 ? CORIO_EIO : 0; /* a failure is still reported */
+}
+
+static int long_first_child(void *arg)
+{
+    return corio_event_wait(arg);
+}
+
+static void *main_long_lived(void *arg)
+{
+    long n = INT_OF(arg);
+    corio_event *ev;
+    CHECK_OK(corio_event_new(&ev));
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, 0));
+    CHECK_OK(corio_group_spawn(g, long_first_child, ev)); /* first, and running throughout */
+    int64_t before = corio__live_allocs();
+    for (long i = 0; i < n; i++) {
+        CHECK_OK(corio_group_spawn(g, reaped_child, PTR_OF(i)));
+        CHECK_OK(corio_yield()); /* it runs to its end */
+    }
+    int64_t held = corio__live_allocs() - before;
+    fprintf(stderr, "   %ld finished children: %lld allocations held\n", n, (long long)held);
+    CHECK_LE(held, 40); /* the array, and the children since the last reap */
+    CHECK_OK(corio_event_set(ev));
+    CHECK_ERR(corio_group_close(g), CORIO_EIO);
+    corio_event_free(ev);
+    return NULL;
+}
+
+TEST(long_lived_group_releases_finished_children)
+{
+    run_main_checked(1, main_long_lived, PTR_OF(test_scaled(20000) + 1001));
+}
+
+/* The same across loops, with a task waiting on the group now and then
+ * (its joins go by index: no release may move the array under it) and
+ * children on both loops: every child runs once, and none is lost. */
+struct churn {
+    corio_group *g;
+    _Atomic long ran;
+    _Atomic int spawning;
+};
+
+static int churn_child(void *arg)
+{
+    struct churn *c = arg;
+    atomic_fetch_add(&c->ran, 1);
+    if (atomic_load(&c->ran) % 7 == 0)
+        CHECK_OK(corio_yield());
+    return 0;
+}
+
+static void *churn_waiter(void *arg)
+{
+    struct churn *c = arg;
+    while (atomic_load(&c->spawning)) {
+        int rc = corio_group_wait_until(c->g, corio_deadline_in(100 * CORIO_USEC));
+        if (rc != 0 && rc != CORIO_ETIMEDOUT && rc != CORIO_EBUSY)
+            FAIL_("group wait: %s", corio_err_name(rc));
+        CHECK_OK(corio_sleep(50 * CORIO_USEC));
+    }
+    return NULL;
+}
+
+static void *main_churn(void *arg)
+{
+    long n = INT_OF(arg);
+    struct churn c = {.spawning = 1};
+    CHECK_OK(corio_group_new(&c.g, 0));
+    corio_task *w;
+    CHECK_OK(corio_spawn_on(&w, 1, churn_waiter, &c));
+    for (long i = 0; i < n; i++) {
+        CHECK_OK(corio_group_spawn(c.g, churn_child, &c));
+        if (i % 3 == 0)
+            CHECK_OK(corio_yield());
+    }
+    atomic_store(&c.spawning, 0);
+    CHECK_OK(corio_join(w, NULL));
+    CHECK_OK(corio_group_close(c.g));
+    CHECK_EQ(atomic_load(&c.ran), n);
+    return NULL;
+}
+
+TEST(releases_race_waits_across_loops)
+{
+    run_main_checked(2, main_churn, PTR_OF(test_scaled_starts(100000) + 500));
+}
+
 int main(int argc, char **argv)
 {
     RUN(wait_all_succeed);
@@ -768,5 +867,7 @@ int main(int argc, char **argv)
     RUN(bad_arguments);
     RUN(one_waiter_at_a_time);
     RUN(close_waits_when_its_wait_fails);
+    RUN(long_lived_group_releases_finished_children);
+    RUN(releases_race_waits_across_loops);
     return test_summary();
 }
