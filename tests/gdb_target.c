@@ -63,6 +63,9 @@ static void *gdb_main(void *arg)
         corio_spawn_on(&probe, l, gdb_probe, NULL);
         corio_join(probe, NULL);
     }
+    /* Pinned to this loop and not started: this task keeps the loop until
+     * the trap. */
+    corio_spawn_on(NULL, (unsigned)corio_loop_index(), gdb_probe, NULL);
     raise(SIGTRAP);
     return NULL;
 }

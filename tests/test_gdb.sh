@@ -20,6 +20,7 @@ echo "$out" | grep -q "waiting  chan recv      stack gdb_receiver" || fail "rece
 echo "$out" | grep -q "waiting  sleep          stack gdb_group_child" ||
     fail "group child not listed under its own function"
 echo "$out" | grep -q "5 started task(s)" || fail "task count"
+echo "$out" | grep -q "loop [01]: 1 never-run tasks queued" || fail "pinned unstarted task not counted"
 [ "$(echo "$out" | grep -c 'in sleeper_in_depth')" -ge 2 ] || fail "no frame of the task function in the backtraces"
 [ "$(echo "$out" | grep -c 'in task_entry')" -ge 2 ] || fail "backtraces do not reach task_entry"
 # The assembly backends' trampoline ends the unwind cleanly (its CFI says

@@ -7,7 +7,8 @@ stripped). Commands:
 
   corio tasks        every started task of every running runtime: id,
                      loop, state, what it waits on, and its function;
-                     never-run tasks queued on each loop are counted.
+                     never-run tasks on each loop are counted (queued
+                     to be stolen, or pinned to it and waiting to start).
   corio bt ID        backtrace of the suspended task with that id.
 
 How `corio bt` works: a suspended task's stack pointer is saved in its
@@ -46,6 +47,25 @@ def started_tasks():
                 t = t["run"]["live_next"]
 
 
+def chain(t):
+    """The tasks of a list linked by `next` (a loop's ready list, inbox)."""
+    while int(t) != 0:
+        yield t
+        t = t["next"]
+
+
+def pinned_unstarted(loop, started):
+    """Never-run tasks pinned to loop: on its ready list (spawned there)
+    or in its inbox (spawned from another thread), not started yet."""
+    waiting = 0
+    for head in (loop["ready_head"], loop["inbox"]):
+        try:
+            waiting += sum(1 for t in chain(head) if int(t) not in started)
+        except gdb.error:
+            pass  # a list being changed at the stop: not counted
+    return waiting
+
+
 def function_name(addr):
     block = gdb.block_for_pc(int(addr))
     while block is not None and block.function is None:
@@ -80,7 +100,9 @@ class CorioTasks(gdb.Command):
     def invoke(self, arg, from_tty):
         print("%-8s %-5s %-8s %-14s %-5s %s" % ("id", "loop", "state", "waits on", "kind", "function"))
         count = 0
+        started = set()
         for loop, t in started_tasks():
+            started.add(int(t))
             state = STATES.get(int(t["state"]), str(int(t["state"])))
             if int(loop["current"]) == int(t):
                 state = "running"
@@ -93,6 +115,7 @@ class CorioTasks(gdb.Command):
             for loop in loops(rt):
                 q = loop["runq"]
                 queued = int(q["tail"]) - int(q["head"]) + int(q["overflow_len"])
+                queued += pinned_unstarted(loop, started)
                 if queued:
                     print("loop %d: %d never-run tasks queued" % (int(loop["index"]), queued))
                 q = loop["roam"]
