@@ -14,7 +14,8 @@
  * that takes the lock again right after a wake-up anyway (a channel
  * retrying its operation) passes `relocks` and saves the round trip.
  * `again`: the caller was woken to retry and lost the race for what woke
- * it; it queues first, where the waker found it (waits are FIFO).
+ * it; it queues again in its old turn (waits are FIFO: ahead of the tasks
+ * that came after it, behind any woken before it that lost as well).
  *
  * The token was armed before the lock was taken (arming may fail for a
  * light task, and must not fail under a lock).
@@ -32,7 +33,7 @@ static inline int corio__sync_block(corio__spin *lock, corio__waitq *q, corio_ta
                                     enum corio__wait_kind what, bool relocks, bool again)
 {
     if (again)
-        corio__waitq_push_front(q, self); /* woken, beaten to it: keep our turn */
+        corio__waitq_push_again(q, self); /* woken, beaten to it: keep our turn */
     else
         corio__waitq_push(q, self);
     corio__spin_unlock(lock);

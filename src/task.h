@@ -172,9 +172,14 @@ struct corio__task_run {
     };
     struct corio_task *wq_next;   /* wait queue (waitq.h), under its lock */
     struct corio_task *live_prev, *live_next; /* home's started tasks */
-    _Atomic uint64_t join_token;  /* this task's wait token while it waits
-                                   * to join another (read by that one's
-                                   * finisher) */
+    union {
+        _Atomic uint64_t join_token; /* this task's wait token while it waits
+                                      * to join another (read by that one's
+                                      * finisher) */
+        uint64_t wq_ticket;       /* its turn in a sync object's wait queue,
+                                   * under its lock (waitq.h; never while
+                                   * it joins) */
+    };
     union {
         void *saved;              /* light task: copy of its stack while out */
         unsigned stack_vg_id;     /* regular task: Valgrind's id for its stack

@@ -16,15 +16,18 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "task.h"
 
 typedef struct corio__waitq {
     corio_task *head, *tail;
+    uint64_t tickets; /* handed out by push, in arrival order */
 } corio__waitq;
 
 static inline void corio__waitq_push(corio__waitq *q, corio_task *t)
 {
+    t->run->wq_ticket = ++q->tickets;
     t->run->wq_next = NULL;
     t->run->wq_prev = q->tail;
     if (q->tail)
@@ -34,18 +37,29 @@ static inline void corio__waitq_push(corio__waitq *q, corio_task *t)
     q->tail = t;
 }
 
-/* Queue t first: a task woken to try again (a channel's waiter) that
- * found what woke it already taken goes back where it was, at the head
- * (the waker took it from there), not behind the tasks that came later. */
-static inline void corio__waitq_push_front(corio__waitq *q, corio_task *t)
+/* Queue t again with the ticket of its last push: a task woken to try
+ * again (a channel's waiter) that found what woke it already taken goes
+ * back where it was, ahead of the tasks that came later, and behind those
+ * woken before it that lost as well (taken from the head before it, they
+ * may come back in any order: several loops, or one loop's FIFO, which
+ * put them back at the head in reverse). The queue stays in ticket order. */
+static inline void corio__waitq_push_again(corio__waitq *q, corio_task *t)
 {
-    t->run->wq_prev = NULL;
-    t->run->wq_next = q->head;
-    if (q->head)
-        q->head->run->wq_prev = t;
+    corio_task *prev = NULL, *next = q->head;
+    while (next && next->run->wq_ticket < t->run->wq_ticket) {
+        prev = next;
+        next = next->run->wq_next;
+    }
+    t->run->wq_prev = prev;
+    t->run->wq_next = next;
+    if (prev)
+        prev->run->wq_next = t;
+    else
+        q->head = t;
+    if (next)
+        next->run->wq_prev = t;
     else
         q->tail = t;
-    q->head = t;
 }
 
 /* Is t in q? Its links are NULL whenever it is in no queue (task_entry

@@ -947,6 +947,61 @@ TEST(woken_waiter_that_lost_its_element_keeps_its_place)
     run_main_checked(1, main_keep_place, NULL);
 }
 
+/* ---- two woken waiters that both lost their elements keep their order ----
+ *
+ * A, B and C wait to receive, in that order. Two sends wake A and B; two
+ * try_recvs take both elements before either runs. A retries first (one
+ * loop: the ready list is FIFO) and queues again at the head, then B does:
+ * B must not go ahead of A, which has waited longer. The next element is
+ * A's. (Queueing each loser at the head reversed them.) One loop. */
+static void *main_losers_keep_order(void *arg)
+{
+    (void)arg;
+    corio_chan *c;
+    CHECK_OK(corio_chan_new(&c, sizeof(int), 2));
+    struct keep_place k[3];
+    corio_task *t[3];
+    for (int i = 0; i < 3; i++) {
+        k[i] = (struct keep_place){.chan = c, .value = -1, .rc = 1};
+        CHECK_OK(corio_spawn_on(&t[i], 0, keep_place_recv, &k[i]));
+        wait_until_waiting(0, &k[i].queued, "receiver");
+    }
+    int v = 1, got;
+    CHECK_OK(corio_chan_try_send(c, &v)); /* wakes A */
+    v = 2;
+    CHECK_OK(corio_chan_try_send(c, &v)); /* wakes B */
+    CHECK_OK(corio_chan_try_recv(c, &got));
+    CHECK_OK(corio_chan_try_recv(c, &got)); /* both gone */
+    CHECK_OK(corio_sleep(CORIO_MSEC)); /* A, then B, wait again */
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(k[i].rc, 1);
+    v = 3;
+    CHECK_OK(corio_chan_try_send(c, &v));
+    CHECK_OK(corio_sleep(CORIO_MSEC)); /* the woken one has it */
+    CHECK_EQ(k[1].rc, 1); /* B still waits */
+    CHECK_EQ(k[2].rc, 1);
+    CHECK_OK(k[0].rc);
+    CHECK_EQ(k[0].value, 3);
+    v = 4;
+    CHECK_OK(corio_chan_try_send(c, &v));
+    CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_OK(k[1].rc);
+    CHECK_EQ(k[1].value, 4); /* then B, then C */
+    CHECK_EQ(k[2].rc, 1);
+    v = 5;
+    CHECK_OK(corio_chan_try_send(c, &v));
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(corio_join(t[i], NULL));
+    CHECK_EQ(k[2].value, 5);
+    corio_chan_free(c);
+    return NULL;
+}
+
+TEST(woken_waiters_that_lost_their_elements_keep_their_order)
+{
+    run_main_checked(1, main_losers_keep_order, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(bounded_back_pressure);
@@ -962,5 +1017,6 @@ int main(int argc, char **argv)
     RUN(burst_wakes_one_waiter_per_element);
     RUN(cancelled_waiter_passes_wakeup_on);
     RUN(woken_waiter_that_lost_its_element_keeps_its_place);
+    RUN(woken_waiters_that_lost_their_elements_keep_their_order);
     return test_summary();
 }
