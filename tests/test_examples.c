@@ -23,6 +23,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/poll.h> /* not <poll.h>: src/poll.h is on the include path */
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -46,9 +47,16 @@ static void proc_start(struct proc *p, char *const argv[])
     CHECK_EQ(pipe(e), 0);
     fflush(stdout);
     fflush(stderr);
+    pid_t parent = getpid();
     p->pid = fork();
     CHECK_GE(p->pid, 0);
     if (p->pid == 0) {
+        /* Dies with the test (forked from its one thread: no runtime runs
+         * here): a test killed by its watchdog or by ctest's timeout left
+         * servers running. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127); /* the test died before the line above */
         dup2(o[1], STDOUT_FILENO);
         dup2(e[1], STDERR_FILENO);
         close(o[0]);
