@@ -94,6 +94,14 @@ static void child_failed(corio_group *g, int rc)
         cancel_children(g);
 }
 
+/* Release a child taken out of every walker's sight: its task, and the
+ * record its wrapper ran with. */
+static void release_child(corio_task *t, struct group_child *c)
+{
+    corio__join_take(t);
+    corio__free(c);
+}
+
 /* The array is full: release the children that have finished (and drop
  * the joined prefix), keeping the rest in spawn order. One pass under the
  * lock moves the finished ones into `done`, allocated before it; they are
@@ -125,10 +133,8 @@ static void reap_finished(corio_group *g, size_t cap)
         g->joined = 0;
     }
     corio__spin_unlock(&g->lock);
-    for (size_t i = 0; i < ndone; i++) {
-        corio__join_take(done[i].task);
-        corio__free(done[i].ctx);
-    }
+    for (size_t i = 0; i < ndone; i++)
+        release_child(done[i].task, done[i].ctx);
     corio__free(done);
 }
 
@@ -273,8 +279,7 @@ static void retire_next_child(corio_group *g)
     struct group_child *c = g->ctx[g->joined];
     g->joined++;
     corio__spin_unlock(&g->lock);
-    corio__join_take(t);
-    corio__free(c);
+    release_child(t, c);
 }
 
 /* Join the children until none is left or a wait fails (its error). */

@@ -145,28 +145,21 @@ static void proc_close(struct proc *p)
     close(p->err);
 }
 
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Read the child's stdout and stderr together until both end, or until
- * deadline_ms (monotonic); false on the deadline. Together, so that a
+ * `deadline` (corio_now's clock); false on the deadline. Together, so that a
  * child blocked writing one cannot stall us reading the other. */
 static bool read_to_end(struct proc *p, char *out, size_t out_cap, char *err, size_t err_cap,
-                        int64_t deadline_ms)
+                        corio_time_t deadline)
 {
     struct pollfd pf[2] = {{.fd = p->out, .events = POLLIN}, {.fd = p->err, .events = POLLIN}};
     char *buf[2] = {out, err};
     size_t cap[2] = {out_cap, err_cap}, len[2] = {0, 0};
     out[0] = err[0] = '\0';
     while (pf[0].fd >= 0 || pf[1].fd >= 0) {
-        int64_t left = deadline_ms - monotonic_ms();
+        corio_time_t left = deadline - corio_now();
         if (left <= 0)
             return false;
-        int r = poll(pf, 2, (int)left);
+        int r = poll(pf, 2, (int)((left + CORIO_MSEC - 1) / CORIO_MSEC));
         if (r < 0 && errno != EINTR)
             return false;
         for (int i = 0; r > 0 && i < 2; i++) {
@@ -201,9 +194,9 @@ static int run_capture(char *const argv[], char *out, size_t out_cap, char *err,
 {
     struct proc p;
     proc_start(&p, argv);
-    int64_t limit_ms = (int64_t)timeout_ms * TEST_SLOW;
+    corio_time_t limit = (corio_time_t)timeout_ms * CORIO_MSEC * TEST_SLOW;
     int status = -1;
-    if (read_to_end(&p, out, out_cap, err, err_cap, monotonic_ms() + limit_ms))
+    if (read_to_end(&p, out, out_cap, err, err_cap, corio_now() + limit))
         status = proc_wait(&p, 10000 * (int)TEST_SLOW); /* its output has ended: exiting */
     else
         status = proc_wait(&p, 0); /* killed */
