@@ -171,11 +171,6 @@ int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
         return CORIO_ECANCELED;
     if (!corio__current_task())
         return CORIO_EPERM; /* as corio_spawn: children are spawned from tasks */
-    corio__spin_lock(&group->lock);
-    size_t full = group->count == group->cap && !group->waiter ? group->cap : 0;
-    corio__spin_unlock(&group->lock);
-    if (full)
-        reap_finished(group, full);
     struct group_child *c = corio__malloc(sizeof *c);
     if (!c)
         return CORIO_ENOMEM;
@@ -183,21 +178,34 @@ int corio_group_spawn_ex(corio_group *group, corio_group_fn fn, void *arg,
                               {.arg = c, .discard = child_discard, .kept = true}};
 
     corio__spin_lock(&group->lock);
-    /* Again under the lock: cancel_children sets the flag before taking
-     * it, so a spawn that reads false here has its child listed before the
-     * walk, and one that reads true must not add a child the walk has
-     * missed. (Marking such a child sticky after its spawn was too late:
-     * another loop could start it, and it could enter a wait that nothing
-     * would end, before the mark.) */
-    if (atomic_load(&group->cancelled)) {
+    /* A full array is first reaped, outside the lock (reap_finished
+     * allocates and releases), then everything is read again: at most one
+     * reap per spawn, so the lock is taken a second time only then. */
+    size_t reaped_cap = 0;
+    for (;;) {
+        /* Again under the lock: cancel_children sets the flag before
+         * taking it, so a spawn that reads false here has its child
+         * listed before the walk, and one that reads true must not add a
+         * child the walk has missed. (Marking such a child sticky after
+         * its spawn was too late: another loop could start it, and it
+         * could enter a wait that nothing would end, before the mark.) */
+        if (atomic_load(&group->cancelled)) {
+            corio__spin_unlock(&group->lock);
+            corio__free(c);
+            return CORIO_ECANCELED;
+        }
+        bool full = group->cap && group->count == group->cap && !group->waiter;
+        if (!full || reaped_cap)
+            break;
+        reaped_cap = group->cap;
         corio__spin_unlock(&group->lock);
-        corio__free(c);
-        return CORIO_ECANCELED;
+        reap_finished(group, reaped_cap);
+        corio__spin_lock(&group->lock);
     }
     /* Grow when full, and after a reap that freed less than half (or the
      * next spawn would scan the whole array again for a slot or two). */
     bool no_room = group->count == group->cap;
-    if (no_room || (full && group->count > group->cap / 2)) {
+    if (no_room || (reaped_cap && group->count > group->cap / 2)) {
         size_t cap = group->cap ? group->cap * 2 : 16;
         corio_task **children = corio__realloc(group->children, cap * sizeof *children);
         if (children)
