@@ -50,10 +50,8 @@ void *corio__bigarray_grow(void *p, size_t old_size, size_t new_size, bool huge)
     /* Both ends 2 MiB-aligned: the kernel moves whole huge pages. (mremap
      * growing in place, or moving wherever it likes, can leave the array
      * unaligned, and then mostly in 4 KiB pages.) */
-    if (corio__mremap_onto(p, map_len(old_size), q, len) != 0) {
-        corio__munmap(q, len);
-        return NULL;
-    }
+    if (corio__mremap_onto(p, map_len(old_size), q, len) != 0)
+        return NULL; /* q is released by the call (sys.h) */
     return q;
 }
 

@@ -156,13 +156,41 @@ int corio__munmap(void *p, size_t len)
 
 int corio__mremap_onto(void *p, size_t old_len, void *dest, size_t new_len)
 {
-    if (corio__fault(ENOMEM))
+    if (corio__fault(ENOMEM)) {
+        corio__munmap(dest, new_len); /* the kernel did not touch it */
         return -1;
-    if (mremap(p, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED, dest) == MAP_FAILED)
+    }
+    if (mremap(p, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED, dest) == MAP_FAILED) {
+        int err = errno;
+        corio__forget_failed_target(dest, new_len);
+        errno = err;
         return -1;
+    }
     /* Two mappings became one. */
     atomic_fetch_sub_explicit(&live_maps, 1, memory_order_relaxed);
     return 0;
+}
+
+/* Linux unmaps an MREMAP_FIXED target before it moves anything, and can
+ * still fail after that (an allocation for the moved mapping), so after a
+ * failure dest may be gone, and another thread may have mapped something
+ * there since: a plain munmap(dest) could take that thread's memory. So
+ * the range is claimed first without replacing anything. If that works it
+ * was free, and the claim is undone; if anything is there, it is either
+ * dest itself (the kernel refused before unmapping it: an untouched
+ * mapping of ours stays behind, counted as live) or someone else's, and
+ * is left alone. */
+void corio__forget_failed_target(void *dest, size_t len)
+{
+    void *q = mmap(dest, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
+                   -1, 0);
+    if (q == MAP_FAILED)
+        return;
+    munmap(q, len);
+    /* A kernel older than MAP_FIXED_NOREPLACE (4.17) takes it as a hint
+     * and maps elsewhere when dest is taken: then nothing is known. */
+    if (q == dest)
+        atomic_fetch_sub_explicit(&live_maps, 1, memory_order_relaxed);
 }
 
 static _Atomic uint64_t dontneed_calls;

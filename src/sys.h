@@ -67,8 +67,12 @@ void *corio__mmap_aligned(size_t len, size_t align);
 int corio__munmap(void *p, size_t len);
 /* Move mapping p (old_len bytes) onto dest, a mapping of ours of new_len >=
  * old_len bytes that it replaces: its pages are moved, not copied, and p's
- * range is unmapped. 0, or -1 with errno set and both left as they were. */
+ * range is unmapped. 0, or -1 with errno set, p left as it was, and dest no
+ * longer the caller's either way (corio__forget_failed_target). */
 int corio__mremap_onto(void *p, size_t old_len, void *dest, size_t new_len);
+/* After a failed move onto dest: drop the caller's claim on [dest, len)
+ * without unmapping anything another thread may have mapped there. */
+void corio__forget_failed_target(void *dest, size_t len);
 int corio__madvise(void *p, size_t len, int advice);
 int corio__mprotect(void *p, size_t len, int prot);
 

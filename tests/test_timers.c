@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "bigarray.h"
 #include "loop.h"
@@ -289,6 +290,49 @@ TEST(mapped_run_growth_failure_loses_nothing)
     free(t);
 }
 
+/* A failed MREMAP_FIXED may have unmapped its target already, and another
+ * thread may have mapped the range again before the call returned
+ * (sys.c). Forgetting the target must unmap nothing that is there now:
+ * the three states the range can be in after a failed move. */
+TEST(failed_move_target_is_forgotten_without_unmapping_others)
+{
+    size_t len = CORIO__BIGARRAY_MAP_UNIT;
+    test_baseline base = test_baseline_take();
+
+    /* Unmapped by the kernel, nobody there: the claim is dropped. */
+    char *q = corio__mmap_aligned(len, len);
+    CHECK(q != MAP_FAILED);
+    CHECK_OK(munmap(q, len));
+    corio__forget_failed_target(q, len);
+    CHECK_NO_LEAKS(base);
+    void *probe = mmap(q, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    CHECK(probe == q); /* the range is free again */
+    CHECK_OK(munmap(probe, len));
+
+    /* Unmapped, then mapped again by another thread: left as it is. */
+    q = corio__mmap_aligned(len, len);
+    CHECK(q != MAP_FAILED);
+    CHECK_OK(munmap(q, len));
+    char *other = mmap(q, len, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    CHECK(other == q);
+    memset(other, 0x5a, len);
+    corio__forget_failed_target(q, len);
+    for (size_t i = 0; i < len; i += 4096)
+        CHECK_EQ(other[i], 0x5a);
+    CHECK_OK(corio__munmap(other, len)); /* the test's own: settles the count */
+    CHECK_NO_LEAKS(base);
+
+    /* Refused before the kernel unmapped it: ours, left mapped. */
+    q = corio__mmap_aligned(len, len);
+    CHECK(q != MAP_FAILED);
+    q[0] = 1;
+    corio__forget_failed_target(q, len);
+    CHECK_EQ(q[0], 1);
+    CHECK_OK(corio__munmap(q, len));
+    CHECK_NO_LEAKS(base);
+}
+
 /* ---- on a running loop: waits that end early are counted as over ----
  *
  * Every timed wait that ends before its deadline (here a semaphore
@@ -357,6 +401,7 @@ int main(int argc, char **argv)
     RUN(allocation_failure_changes_nothing);
     RUN(run_grows_while_wrapped);
     RUN(mapped_run_growth_failure_loses_nothing);
+    RUN(failed_move_target_is_forgotten_without_unmapping_others);
     RUN(early_ends_on_a_running_loop_are_swept);
     return test_summary();
 }
