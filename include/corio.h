@@ -27,7 +27,9 @@
  *             the next call even if it could complete without waiting (a
  *             read with data queued, a receive with an element waiting),
  *             so a task that never has to wait still sees it; the one
- *             exception is a join of a task that has already finished.
+ *             exception is a join of tasks that have already finished
+ *             (corio_join, corio_gather, and corio_group_wait with no
+ *             child left running).
  *   Context   Blocking calls must be made from a task; elsewhere they return
  *             CORIO_EPERM.
  *
@@ -167,7 +169,9 @@ typedef struct corio_config {
     /* Event loops (threads). 0: the CORIO_LOOPS environment variable if
      * set, else the number of CPUs this process may run on. */
     unsigned loops;
-    /* Default stack size of a task in bytes, rounded up to whole pages.
+    /* Default stack size of a task in bytes, rounded up to whole pages,
+     * at least 16 KiB, at most 1 TiB (CORIO_EINVAL above). Each loop also
+     * maps one stack of this size for its light tasks when it starts.
      * 0: CORIO_STACK_SIZE from the environment if set, else 128 KiB. The
      * runtime keeps a task's bookkeeping in the top 64 bytes (more in
      * sanitizer builds, about 1 KiB with the ucontext fallback); the rest
@@ -217,9 +221,11 @@ CORIO_API void corio_config_init(corio_config *cfg);
  * running are waited for. Another runtime may be started afterwards.
  *
  * Returns 0, CORIO_EINVAL for a bad configuration, CORIO_ENOMEM /
- * CORIO_EAGAIN when memory or threads run out, CORIO_ENOSTACK when no
- * stack could be had for main (it never ran; *result is NULL),
- * CORIO_EBUSY when called from inside a running corio task.
+ * CORIO_EAGAIN when memory or threads run out, CORIO_EMFILE /
+ * CORIO_ENFILE when descriptors do (each loop takes an epoll instance and
+ * an eventfd), CORIO_ENOSTACK when no stack could be had for main (it
+ * never ran; *result is NULL), CORIO_EBUSY when called from a thread of a
+ * running runtime (a task, a blocking-pool function, a discard).
  */
 CORIO_API int corio_run(const corio_config *cfg, corio_fn main, void *arg,
                         void **result);
@@ -273,7 +279,10 @@ enum corio_spawn_flags {
 };
 
 typedef struct corio_spawn_opts {
-    size_t stack_size; /* 0: the runtime's default */
+    /* 0: the runtime's default; else rounded up as corio_config's, at
+     * least 16 KiB, at most 1 TiB (CORIO_EINVAL above). Not with
+     * CORIO_TASK_LIGHT: CORIO_EINVAL. */
+    size_t stack_size;
     int loop;          /* -1: any loop (stealable); >= 0: that loop, never stolen */
     unsigned flags;    /* enum corio_spawn_flags */
     /*
@@ -346,8 +355,9 @@ CORIO_API int corio_join_until(corio_task *task, void **result,
  * handle. Returns 0, or CORIO_ENOSTACK / CORIO_ESHUTDOWN if some task
  * never ran (its result is NULL; all handles are released all the same).
  * If the wait fails (timeout, cancellation) no handle is released. A
- * handle given twice (or NULL, detached, released) is CORIO_EINVAL, and
- * then no handle is released either.
+ * handle given twice (or NULL, detached, released) is CORIO_EINVAL, the
+ * caller's own handle CORIO_EDEADLK, and then no handle is released
+ * either.
  */
 CORIO_API int corio_gather(corio_task *const *tasks, size_t n, void **results);
 CORIO_API int corio_gather_until(corio_task *const *tasks, size_t n,
@@ -363,7 +373,7 @@ CORIO_API int corio_detach(corio_task *task);
  * Request cancellation: the task's current blocking call, or its next one,
  * returns CORIO_ECANCELED (once). What it does then is up to the task.
  * Cancelling a finished task does nothing. The handle stays owned by the
- * caller.
+ * caller; a released one is CORIO_EINVAL (see the ownership rules above).
  */
 CORIO_API int corio_cancel(corio_task *task);
 

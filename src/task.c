@@ -32,8 +32,9 @@
 
 #define SLAB_TASKS 64
 #define JOIN_LOCK ((uintptr_t)4)
-/* corio_gather's mark on a DONE task it is about to release (only ever
- * seen by that gather: it finds a handle given twice). */
+/* The mark of a DONE task that a join, detach or gather has taken and is
+ * about to release (claim_done): any other release of it is refused, and
+ * a gather meeting its own mark finds a handle given twice. */
 #define JOIN_GATHERED ((uintptr_t)(JOIN_LOCK | CORIO__JOIN_RELEASED))
 /* Task ids are handed out to loops in blocks so that spawning does not
  * touch a shared counter. */
@@ -438,10 +439,23 @@ static bool ours(corio__loop *l, corio_task *t)
     return t->home && t->home->rt == l->rt;
 }
 
-/* Release a joined task and report how it ended. */
-static int join_take(corio__loop *l, corio_task *t, void **result)
+/* Take a finished task for release: DONE -> JOIN_GATHERED, so that of
+ * two tasks on different loops releasing one handle at once (two joins, a
+ * join and a detach, a gather and either) exactly one does and the other
+ * sees a released handle, instead of both putting the object on a free
+ * list. DONE is final until a release, so a failed exchange means taken. */
+static bool claim_done(corio_task *t)
 {
-    if (!ours(l, t))
+    uintptr_t v = CORIO__JOIN_DONE;
+    return atomic_compare_exchange_strong_explicit(&t->join, &v, JOIN_GATHERED,
+                                                   memory_order_acquire, memory_order_relaxed);
+}
+
+/* Release a joined task and report how it ended. `claimed`: the caller
+ * has already taken it (corio_gather's marks). */
+static int join_take(corio__loop *l, corio_task *t, void **result, bool claimed)
+{
+    if (!ours(l, t) || (!claimed && !claim_done(t)))
         return CORIO_EINVAL;
     int rc = (t->flags & CORIO__TF_UNRUN) ? t->exit_error : 0;
     if (result)
@@ -455,7 +469,10 @@ int corio__join_wait(corio_task *t, corio_time_t deadline)
     return wait_done(corio__current_task(), t, deadline, CORIO__WAITS_JOIN);
 }
 
-int corio__join_take(corio_task *t) { return join_take(corio__current_task()->home, t, NULL); }
+int corio__join_take(corio_task *t)
+{
+    return join_take(corio__current_task()->home, t, NULL, false);
+}
 
 bool corio__task_is_done(corio_task *t) { return is_done(t); }
 
@@ -468,7 +485,7 @@ int corio_join_until(corio_task *task, void **result, corio_time_t deadline)
     rc = wait_done(self, task, deadline, CORIO__WAITS_JOIN);
     if (rc != 0)
         return rc;
-    return join_take(self->home, task, result);
+    return join_take(self->home, task, result, false);
 }
 
 void corio__join_wait_uncancellable(corio_task *t)
@@ -504,21 +521,20 @@ int corio_gather_until(corio_task *const *tasks, size_t n, void **results,
         if (rc != 0)
             return rc;
     }
-    /* Every task is DONE now, and ours: nobody else writes their join
-     * words. Mark each one; meeting a mark means a handle given twice,
-     * refused before anything is released (the marks are undone). */
+    /* Every task is DONE now. Take each one (claim_done); failing to
+     * means a handle given twice (our own mark) or one that another task
+     * released meanwhile: refused before anything is released (the marks
+     * are undone). */
     for (size_t i = 0; i < n; i++) {
-        if (atomic_load_explicit(&tasks[i]->join, memory_order_relaxed) == JOIN_GATHERED ||
-            !ours(self->home, tasks[i])) {
+        if (!ours(self->home, tasks[i]) || !claim_done(tasks[i])) {
             for (size_t k = 0; k < i; k++)
-                atomic_store_explicit(&tasks[k]->join, CORIO__JOIN_DONE, memory_order_relaxed);
+                atomic_store_explicit(&tasks[k]->join, CORIO__JOIN_DONE, memory_order_release);
             return CORIO_EINVAL;
         }
-        atomic_store_explicit(&tasks[i]->join, JOIN_GATHERED, memory_order_relaxed);
     }
     int status = 0;
     for (size_t i = 0; i < n; i++) {
-        int rc = join_take(self->home, tasks[i], results ? &results[i] : NULL);
+        int rc = join_take(self->home, tasks[i], results ? &results[i] : NULL, true);
         if (rc != 0)
             status = rc;
     }
@@ -547,8 +563,8 @@ int corio_detach(corio_task *task)
                                                   memory_order_acq_rel, memory_order_acquire))
             return 0;
         if (v == CORIO__JOIN_DONE) {
-            if (!ours(l, task))
-                return CORIO_EINVAL;
+            if (!ours(l, task) || !claim_done(task))
+                return CORIO_EINVAL; /* another runtime's, or just released */
             corio__task_release(l, task);
             return 0;
         }

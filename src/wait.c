@@ -216,6 +216,10 @@ int corio_cancel(corio_task *task)
 {
     if (!task)
         return CORIO_EINVAL;
+    /* A released handle (corio.h: CORIO_EINVAL until a spawn reuses the
+     * object); not a pending cancellation on a free list. */
+    if (atomic_load_explicit(&task->join, memory_order_acquire) == CORIO__JOIN_RELEASED)
+        return CORIO_EINVAL;
     uint64_t w = atomic_load(&task->wait);
     for (;;) {
         if (STATE(w) == CORIO__WAIT_ARMED) {
