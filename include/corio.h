@@ -528,7 +528,10 @@ CORIO_API int corio_sem_try_acquire(corio_sem *sem); /* CORIO_EAGAIN if none fre
 CORIO_API int corio_sem_release(corio_sem *sem);
 CORIO_API size_t corio_sem_available(corio_sem *sem);
 
-/* Mutex owned by a task; unlocking from another task is CORIO_EPERM. */
+/* Mutex owned by a task; unlocking from another task is CORIO_EPERM. A task
+ * must unlock before it returns: the owner is recorded as the task object,
+ * so a mutex left locked by a finished task stays locked, and a later task
+ * given the same object on reuse would count as its owner. */
 typedef struct corio_mutex corio_mutex;
 CORIO_API int corio_mutex_new(corio_mutex **mutex);
 CORIO_API void corio_mutex_free(corio_mutex *mutex);
