@@ -424,7 +424,8 @@ CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,
  * CORIO_GROUP_CANCEL_ON_ERROR the first failure cancels the other
  * children: from then on each of their blocking calls fails with
  * CORIO_ECANCELED, every time, so they unwind. Any task may spawn into a
- * group or cancel it; one task at a time may wait on it (a second waiter
+ * group or cancel it (but only the group's children may spawn into it
+ * while a close may free it); one task at a time may wait on it (a second waiter
  * gets CORIO_EBUSY; a close waits for it to leave, which the close's
  * cancellation makes happen soon). A child of the group may not wait on
  * it or close it: CORIO_EDEADLK, and the group is left as it is. A group
@@ -478,7 +479,12 @@ CORIO_API int corio_group_close(corio_group *group);
 
 /*
  * All of these work between tasks on any loops; a task woken on another
- * loop is handed to that loop's inbox, never lost. Waits are FIFO. A wait
+ * loop is handed to that loop's inbox, never lost. Waits are FIFO
+ * (semaphores and mutexes hand a permit straight to the first waiter; a
+ * channel wakes its first waiter, which then takes the element when it
+ * runs: if a try_recv/try_send got there first, it keeps its place in the
+ * queue, but a later waiter on another loop, woken for the next element,
+ * may run and take it first). A wait
  * that times out or is cancelled leaves nothing behind: a receive takes no
  * message, an acquire holds no permit, a lock is not held. The blocking
  * calls must come from tasks; the others (release, set, done, close,
