@@ -32,9 +32,8 @@
 
 #define SLAB_TASKS 64
 #define JOIN_LOCK ((uintptr_t)4)
-/* The mark of a DONE task that a join, detach or gather has taken and is
- * about to release (claim_done): any other release of it is refused, and
- * a gather meeting its own mark finds a handle given twice. */
+/* corio_gather's mark on a DONE task it is about to release (only ever
+ * seen by that gather: it finds a handle given twice). */
 #define JOIN_GATHERED ((uintptr_t)(JOIN_LOCK | CORIO__JOIN_RELEASED))
 /* Task ids are handed out to loops in blocks so that spawning does not
  * touch a shared counter. */
@@ -439,23 +438,10 @@ static bool ours(corio__loop *l, corio_task *t)
     return t->home && t->home->rt == l->rt;
 }
 
-/* Take a finished task for release: DONE -> JOIN_GATHERED, so that of
- * two tasks on different loops releasing one handle at once (two joins, a
- * join and a detach, a gather and either) exactly one does and the other
- * sees a released handle, instead of both putting the object on a free
- * list. DONE is final until a release, so a failed exchange means taken. */
-static bool claim_done(corio_task *t)
+/* Release a joined task and report how it ended. */
+static int join_take(corio__loop *l, corio_task *t, void **result)
 {
-    uintptr_t v = CORIO__JOIN_DONE;
-    return atomic_compare_exchange_strong_explicit(&t->join, &v, JOIN_GATHERED,
-                                                   memory_order_acquire, memory_order_relaxed);
-}
-
-/* Release a joined task and report how it ended. `claimed`: the caller
- * has already taken it (corio_gather's marks). */
-static int join_take(corio__loop *l, corio_task *t, void **result, bool claimed)
-{
-    if (!ours(l, t) || (!claimed && !claim_done(t)))
+    if (!ours(l, t))
         return CORIO_EINVAL;
     int rc = (t->flags & CORIO__TF_UNRUN) ? t->exit_error : 0;
     if (result)
@@ -469,10 +455,7 @@ int corio__join_wait(corio_task *t, corio_time_t deadline)
     return wait_done(corio__current_task(), t, deadline, CORIO__WAITS_JOIN);
 }
 
-int corio__join_take(corio_task *t)
-{
-    return join_take(corio__current_task()->home, t, NULL, false);
-}
+int corio__join_take(corio_task *t) { return join_take(corio__current_task()->home, t, NULL); }
 
 bool corio__task_is_done(corio_task *t) { return is_done(t); }
 
@@ -485,7 +468,7 @@ int corio_join_until(corio_task *task, void **result, corio_time_t deadline)
     rc = wait_done(self, task, deadline, CORIO__WAITS_JOIN);
     if (rc != 0)
         return rc;
-    return join_take(self->home, task, result, false);
+    return join_take(self->home, task, result);
 }
 
 void corio__join_wait_uncancellable(corio_task *t)
@@ -521,20 +504,21 @@ int corio_gather_until(corio_task *const *tasks, size_t n, void **results,
         if (rc != 0)
             return rc;
     }
-    /* Every task is DONE now. Take each one (claim_done); failing to
-     * means a handle given twice (our own mark) or one that another task
-     * released meanwhile: refused before anything is released (the marks
-     * are undone). */
+    /* Every task is DONE now, and ours: nobody else writes their join
+     * words. Mark each one; meeting a mark means a handle given twice,
+     * refused before anything is released (the marks are undone). */
     for (size_t i = 0; i < n; i++) {
-        if (!ours(self->home, tasks[i]) || !claim_done(tasks[i])) {
+        if (atomic_load_explicit(&tasks[i]->join, memory_order_relaxed) == JOIN_GATHERED ||
+            !ours(self->home, tasks[i])) {
             for (size_t k = 0; k < i; k++)
-                atomic_store_explicit(&tasks[k]->join, CORIO__JOIN_DONE, memory_order_release);
+                atomic_store_explicit(&tasks[k]->join, CORIO__JOIN_DONE, memory_order_relaxed);
             return CORIO_EINVAL;
         }
+        atomic_store_explicit(&tasks[i]->join, JOIN_GATHERED, memory_order_relaxed);
     }
     int status = 0;
     for (size_t i = 0; i < n; i++) {
-        int rc = join_take(self->home, tasks[i], results ? &results[i] : NULL, true);
+        int rc = join_take(self->home, tasks[i], results ? &results[i] : NULL);
         if (rc != 0)
             status = rc;
     }
@@ -563,8 +547,8 @@ int corio_detach(corio_task *task)
                                                   memory_order_acq_rel, memory_order_acquire))
             return 0;
         if (v == CORIO__JOIN_DONE) {
-            if (!ours(l, task) || !claim_done(task))
-                return CORIO_EINVAL; /* another runtime's, or just released */
+            if (!ours(l, task))
+                return CORIO_EINVAL;
             corio__task_release(l, task);
             return 0;
         }

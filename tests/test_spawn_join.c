@@ -876,84 +876,6 @@ TEST(handle_of_another_runtime_is_refused)
     run_main_checked(2, main_hand_to_other_runtime, NULL);
 }
 
-/* ---- two tasks releasing one finished handle at once ----
- *
- * corio.h: a handle is released exactly once; a use after that is
- * CORIO_EINVAL. Two tasks on different loops that join (or join and
- * detach, or gather) the same finished handle at the same moment both saw
- * DONE and both released it, so the object went on two loops' free lists
- * and the next spawn on each loop got the same task object (seen on the
- * first round, every time). Exactly one may succeed. */
-
-static _Atomic int race_round, race_b_done, race_b_rc, race_mode, race_stop, race_t_ran;
-static corio_task *_Atomic race_handle;
-
-static void *race_finish(void *arg)
-{
-    atomic_store(&race_t_ran, (int)INT_OF(arg));
-    return arg;
-}
-
-static int race_release(corio_task *t, int mode)
-{
-    corio_task *one[] = {t};
-    switch (mode) {
-    case 0: return corio_join(t, NULL);
-    case 1: return corio_detach(t);
-    default: return corio_gather(one, 1, NULL);
-    }
-}
-
-static void *race_other_side(void *arg)
-{
-    (void)arg;
-    for (int seen = 0;;) {
-        int round;
-        while ((round = atomic_load(&race_round)) == seen && !atomic_load(&race_stop))
-            corio_yield();
-        if (atomic_load(&race_stop))
-            return NULL;
-        seen = round;
-        atomic_store(&race_b_rc, race_release(atomic_load(&race_handle), atomic_load(&race_mode)));
-        atomic_fetch_add(&race_b_done, 1);
-    }
-}
-
-static void *main_release_race(void *arg)
-{
-    (void)arg;
-    corio_task *other;
-    CHECK_OK(corio_spawn_on(&other, 1, race_other_side, NULL));
-    int rounds = (int)test_scaled(3000);
-    for (int i = 1; i <= rounds; i++) {
-        int mode = i % 3;
-        corio_task *t;
-        CHECK_OK(corio_spawn_on(&t, 0, race_finish, PTR_OF(i)));
-        /* Same loop as t: once its mark is seen, t has returned. */
-        while (atomic_load(&race_t_ran) != i)
-            CHECK_OK(corio_yield());
-        atomic_store(&race_handle, t);
-        atomic_store(&race_mode, mode);
-        atomic_store(&race_round, i);
-        int mine = race_release(t, (mode + 1) % 3);
-        while (atomic_load(&race_b_done) < i)
-            CHECK_OK(corio_yield());
-        int theirs = atomic_load(&race_b_rc);
-        if (!((mine == 0 && theirs == CORIO_EINVAL) || (mine == CORIO_EINVAL && theirs == 0)))
-            FAIL_("round %d (modes %d/%d): releases returned %d and %d, want one 0 and one "
-                  "CORIO_EINVAL",
-                  i, (mode + 1) % 3, mode, mine, theirs);
-    }
-    atomic_store(&race_stop, 1);
-    CHECK_OK(corio_join(other, NULL));
-    return NULL;
-}
-
-TEST(finished_handle_released_once_by_racing_tasks)
-{
-    run_main_checked(2, main_release_race, NULL);
-}
-
 /* corio_cancel is a use of the handle too: CORIO_EINVAL once it has been
  * released (it returned 0 and set a cancellation on the free object). */
 static void *main_cancel_released(void *arg)
@@ -1000,7 +922,6 @@ int main(int argc, char **argv)
     RUN(released_handle_is_einval);
     RUN(detached_or_joined_handle_is_refused);
     RUN(handle_of_another_runtime_is_refused);
-    RUN(finished_handle_released_once_by_racing_tasks);
     RUN(cancel_of_released_handle_is_einval);
     return test_summary();
 }
