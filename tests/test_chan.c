@@ -124,7 +124,7 @@ struct mpmc {
     long per_producer;
     _Atomic uint64_t *marks;     /* one bit per message */
     _Atomic long received, duplicates, send_cancels, recv_cancels;
-    _Atomic int stop_cancelling;
+    _Atomic int stop_cancelling, producers_finished;
     corio_task *producers[PRODUCERS], *consumers[CONSUMERS];
 };
 
@@ -143,6 +143,7 @@ static void *mpmc_producer(void *arg)
             atomic_fetch_add(&m->send_cancels, 1);
         }
     }
+    atomic_fetch_add(&m->producers_finished, 1);
     return NULL;
 }
 
@@ -225,14 +226,19 @@ static void *main_mpmc(void *arg)
     corio_task *canceller = NULL;
     if (cancelling)
         CHECK_OK(corio_spawn_on(&canceller, 0, mpmc_canceller, &m));
-    CHECK_OK(corio_gather(m.producers, PRODUCERS, NULL));
     long cancels = 0;
     if (cancelling) {
+        /* The canceller stops before the producers' handles are released
+         * (a cancel of a released handle is CORIO_EINVAL), so their end is
+         * awaited without a join first. */
+        while (atomic_load(&m.producers_finished) < PRODUCERS)
+            CHECK_OK(corio_sleep(CORIO_MSEC));
         atomic_store(&m.stop_cancelling, 1);
         void *r;
         CHECK_OK(corio_join(canceller, &r));
         cancels = (long)INT_OF(r);
     }
+    CHECK_OK(corio_gather(m.producers, PRODUCERS, NULL));
     CHECK_OK(corio_chan_close(m.ch));
     void *per[CONSUMERS];
     CHECK_OK(corio_gather(m.consumers, CONSUMERS, per));
