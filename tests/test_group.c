@@ -853,6 +853,104 @@ TEST(releases_race_waits_across_loops)
     run_main_checked(2, main_churn, PTR_OF(test_scaled_starts(100000) + 500));
 }
 
+/* ---- a reap that frees a slot is enough; growing after it is extra ----
+ *
+ * A full array (16) of 15 waiting children and one finished: the next
+ * spawn reaps one slot, and since less than half came free it also tries
+ * to grow. That growth is only for the spawns to come: if it fails, the
+ * spawn still has its slot and must succeed. Each wrapped call of the
+ * spawn is failed in turn (corio__fault_arm): only the first, the child's
+ * record, may refuse it (its task and stack come from the finished
+ * child's, released by the reap). One loop: the finished child has ended
+ * when its counter moves. */
+static int counted_child(void *arg)
+{
+    atomic_fetch_add((_Atomic int *)arg, 1);
+    return 0;
+}
+
+static void fill_with_one_finished(corio_group *g, corio_event *ev, _Atomic int *ran)
+{
+    for (int i = 0; i < 15; i++)
+        CHECK_OK(corio_group_spawn(g, long_first_child, ev));
+    int before = atomic_load(ran);
+    CHECK_OK(corio_group_spawn(g, counted_child, ran));
+    while (atomic_load(ran) == before)
+        CHECK_OK(corio_yield());
+}
+
+static void *main_reap_then_grow_fails(void *arg)
+{
+    (void)arg;
+    _Atomic int ran = 0;
+    for (uint64_t n = 1;; n++) {
+        corio_event *ev;
+        CHECK_OK(corio_event_new(&ev));
+        corio_group *g;
+        CHECK_OK(corio_group_new(&g, 0));
+        fill_with_one_finished(g, ev, &ran);
+        corio__fault_arm(n);
+        int rc = corio_group_spawn(g, counted_child, &ran);
+        bool fired = corio__fault_fired();
+        corio__fault_arm(0);
+        if (fired && n == 1)
+            CHECK_ERR(rc, CORIO_ENOMEM); /* no record for the child */
+        else
+            CHECK_OK(rc); /* the reap made room: a failed growth is no failure */
+        CHECK_OK(corio_event_set(ev));
+        CHECK_OK(corio_group_close(g));
+        corio_event_free(ev);
+        if (!fired)
+            break;
+    }
+    return NULL;
+}
+
+TEST(spawn_after_a_reap_survives_a_failed_growth)
+{
+    run_main_checked(1, main_reap_then_grow_fails, NULL);
+}
+
+/* ---- spawns into a group of long-running children stay O(1) ----
+ *
+ * 15 children wait throughout; thousands more finish one by one. A reap
+ * that frees less than half the array grows it as well, so reaps come
+ * once per many spawns. Without the growth, every spawn would find the
+ * array full again and scan all of it (quadratic in the running
+ * children). Each reap allocates its list (a wrapped call), and a spawn
+ * into a group otherwise makes one (the child's record: task and stack
+ * are reused), so the wrapped calls counted over the spawns show the
+ * reaps without timing anything. One loop. */
+static void *main_reaps_amortised(void *arg)
+{
+    long n = INT_OF(arg);
+    _Atomic int ran = 0;
+    corio_event *ev;
+    CHECK_OK(corio_event_new(&ev));
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, 0));
+    fill_with_one_finished(g, ev, &ran);
+    corio__fault_arm(UINT64_MAX); /* counts, never fails */
+    for (long i = 0; i < n; i++) {
+        int before = atomic_load(&ran);
+        CHECK_OK(corio_group_spawn(g, counted_child, &ran));
+        while (atomic_load(&ran) == before)
+            CHECK_OK(corio_yield());
+    }
+    uint64_t calls = corio__fault_arm(0);
+    fprintf(stderr, "   %ld spawns: %" PRIu64 " wrapped calls\n", n, calls);
+    CHECK_LE(calls, (uint64_t)(n + n / 4)); /* a reap per spawn would be 2n */
+    CHECK_OK(corio_event_set(ev));
+    CHECK_OK(corio_group_close(g));
+    corio_event_free(ev);
+    return NULL;
+}
+
+TEST(spawns_reap_a_group_of_running_children_rarely)
+{
+    run_main_checked(1, main_reaps_amortised, PTR_OF(test_scaled(2000) + 200));
+}
+
 int main(int argc, char **argv)
 {
     RUN(wait_all_succeed);
@@ -869,5 +967,7 @@ int main(int argc, char **argv)
     RUN(close_waits_when_its_wait_fails);
     RUN(long_lived_group_releases_finished_children);
     RUN(releases_race_waits_across_loops);
+    RUN(spawn_after_a_reap_survives_a_failed_growth);
+    RUN(spawns_reap_a_group_of_running_children_rarely);
     return test_summary();
 }
