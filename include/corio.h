@@ -44,9 +44,8 @@
  * the same moment (two joins, a join and a detach) race in the caller,
  * and the result is undefined, as for two simultaneous pthread_join()
  * calls on one thread (the check above sees only a release that came
- * before; making it see racing ones too cost every join of a finished
- * task an atomic exchange, 5-8% of spawn_join). Spawning with a NULL handle pointer creates a detached
- * task. Handles belong to their runtime: one passed to a task of another
+ * before). Spawning with a NULL handle pointer creates a detached task.
+ * Handles belong to their runtime: one passed to a task of another
  * runtime running side by side is not to be joined or detached there
  * (CORIO_EINVAL where it can be told, once the task has finished). All
  * handles become invalid when corio_run() returns.
@@ -430,8 +429,8 @@ CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,
  * children: from then on each of their blocking calls fails with
  * CORIO_ECANCELED, every time, so they unwind. Any task may spawn into a
  * group or cancel it (but only the group's children may spawn into it
- * while a close may free it); one task at a time may wait on it (a second waiter
- * gets CORIO_EBUSY; a close waits for it to leave, which the close's
+ * while a close may free it); one task at a time may wait on it (a second
+ * waiter gets CORIO_EBUSY; a close waits for it to leave, which the close's
  * cancellation makes happen soon). A child of the group may not wait on
  * it or close it: CORIO_EDEADLK, and the group is left as it is. A group
  * may live as long as the program (a server's one child per connection,
@@ -489,14 +488,13 @@ CORIO_API int corio_group_close(corio_group *group);
  * channel wakes its first waiter, which then takes the element when it
  * runs: if a try_recv/try_send got there first, it keeps its place in the
  * queue, but a later waiter on another loop, woken for the next element,
- * may run and take it first). A wait
- * that times out or is cancelled leaves nothing behind: a receive takes no
- * message, an acquire holds no permit, a lock is not held. The blocking
- * calls must come from tasks; the others (release, set, done, close,
- * try_*) may come from any thread of the runtime, except the mutex's:
- * try_lock needs a task and unlock the task holding the lock (else
- * CORIO_EPERM). Objects are not
- * tied to a runtime. Free one only when no call on it is in progress,
+ * may run and take it first). A wait that times out or is cancelled
+ * leaves nothing behind: a receive takes no message, an acquire holds no
+ * permit, a lock is not held. The blocking calls must come from tasks;
+ * the others (release, set, done, close, try_*) may come from any thread
+ * of the runtime, except the mutex's: try_lock needs a task and unlock
+ * the task holding the lock (else CORIO_EPERM). Objects are not tied to a
+ * runtime. Free one only when no call on it is in progress,
  * with one exception: a task whose wait on it has returned may free it at
  * once, even if the call that woke it has not yet returned (wait for a
  * wait group, then free it). Freeing right after a set or release while
