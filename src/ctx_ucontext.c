@@ -41,7 +41,7 @@ void corio__ctx_switch(corio__ctx *from, corio__ctx *to)
     /* Everything live in this frame and below lies above this local, but
      * swapcontext's own frame does not: leave it a generous margin. */
     char here;
-    from->stack_low = &here - 1024;
+    from->stack_low = (void *)((uintptr_t)&here - 1024);
     swapcontext(&from->uc, &to->uc);
 }
 
