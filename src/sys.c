@@ -19,12 +19,18 @@ _Atomic bool corio__fault_armed;
 static _Atomic uint64_t fault_countdown; /* calls left before the failing one */
 static _Atomic uint64_t fault_counted;   /* wrapped calls seen since arming */
 static _Atomic bool fault_has_fired;
+/* corio__fault_arm_hook's hook, its argument and the thread whose calls
+ * count (read only while the hook is set). */
+static void (*_Atomic fault_hook)(void *);
+static void *fault_hook_arg;
+static pthread_t fault_hook_thread;
 
 static _Atomic int64_t live_allocs;
 static _Atomic int64_t live_maps;
 
 uint64_t corio__fault_arm(uint64_t n)
 {
+    atomic_store(&fault_hook, NULL);
     uint64_t counted = atomic_exchange(&fault_counted, 0);
     atomic_store(&fault_has_fired, false);
     atomic_store(&fault_countdown, n);
@@ -34,8 +40,40 @@ uint64_t corio__fault_arm(uint64_t n)
 
 bool corio__fault_fired(void) { return atomic_load(&fault_has_fired); }
 
+void corio__fault_arm_hook(uint64_t n, void (*hook)(void *), void *arg)
+{
+    corio__fault_arm(0);
+    if (n == 0 || !hook)
+        return;
+    fault_hook_arg = arg;
+    fault_hook_thread = pthread_self();
+    atomic_store(&fault_countdown, n);
+    atomic_store(&fault_hook, hook);
+    atomic_store(&corio__fault_armed, true);
+}
+
+/* The hook's half of corio__fault_fire: false, the wrapped call goes on. */
+static bool fault_hook_fire(void (*hook)(void *))
+{
+    if (!pthread_equal(pthread_self(), fault_hook_thread))
+        return false;
+    atomic_fetch_add(&fault_counted, 1);
+    if (atomic_fetch_sub(&fault_countdown, 1) != 1)
+        return false;
+    /* Disarmed before it runs: the hook's own wrapped calls go ahead
+     * uncounted. */
+    atomic_store(&corio__fault_armed, false);
+    atomic_store(&fault_hook, NULL);
+    atomic_store(&fault_has_fired, true);
+    hook(fault_hook_arg);
+    return false;
+}
+
 bool corio__fault_fire(int err)
 {
+    void (*hook)(void *) = atomic_load(&fault_hook);
+    if (hook)
+        return fault_hook_fire(hook);
     atomic_fetch_add(&fault_counted, 1);
     uint64_t left = atomic_load(&fault_countdown);
     while (left != 0) {

@@ -37,6 +37,14 @@ extern _Atomic bool corio__fault_armed;
 uint64_t corio__fault_arm(uint64_t n);
 /* Whether the armed fault has fired since it was armed. */
 bool corio__fault_fired(void);
+/* Instead of failing it, call hook(arg) at the n-th wrapped call made
+ * from now on by the calling thread (n >= 1), then let that call go
+ * ahead. A seam for tests that must put the other side of a race inside
+ * a window whose only landmark is an allocation: the hook is that other
+ * side, run at the exact point. Calls from other threads are not
+ * counted (an idle loop's stack trim would shift the count). One shot;
+ * corio__fault_arm(0) disarms. */
+void corio__fault_arm_hook(uint64_t n, void (*hook)(void *), void *arg);
 bool corio__fault_fire(int err);
 
 /* True when the wrapped call should fail now (with errno set to err). */

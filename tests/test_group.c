@@ -9,7 +9,8 @@
 #define _GNU_SOURCE
 #include <stdatomic.h>
 
-#include "sys.h" /* corio__fault_arm */
+#include "sys.h"  /* corio__fault_arm, corio__fault_arm_hook */
+#include "task.h" /* a task's wait word: whether it is blocked */
 #include "test.h"
 
 /* corio_group_close(g) from a task on the other loop; fails the test if
@@ -951,6 +952,210 @@ TEST(spawns_reap_a_group_of_running_children_rarely)
     run_main_checked(1, main_reaps_amortised, PTR_OF(test_scaled(2000) + 200));
 }
 
+/* ---- races inside a spawn, made to happen (corio__fault_arm_hook) ----
+ *
+ * A group spawn has two windows in which another task may cancel the
+ * group: between its unlocked check of `cancelled` and the lock (while it
+ * allocates the child's record), and while it reaps a full array outside
+ * the lock (the reap allocates its list). A spawn that did not read
+ * `cancelled` again under the lock after each would add a child that the
+ * cancel's walk has missed, and that nothing would ever cancel. The hook
+ * cancels the group at exactly that allocation. One loop: the children of
+ * the full array have not run, so none is finished and the reap keeps
+ * them all. */
+static void cancel_group_hook(void *g) { CHECK_OK(corio_group_cancel(g)); }
+
+static void *main_cancel_inside_spawn(void *arg)
+{
+    (void)arg;
+    _Atomic int ran = 0;
+    corio_group *g;
+    CHECK_OK(corio_group_new(&g, 0));
+    corio__fault_arm_hook(1, cancel_group_hook, g); /* the child's record */
+    CHECK_ERR(corio_group_spawn(g, counted_child, &ran), CORIO_ECANCELED);
+    CHECK(corio__fault_fired());
+    corio__fault_arm(0);
+    CHECK_OK(corio_group_close(g));
+
+    corio_event *ev;
+    CHECK_OK(corio_event_new(&ev));
+    CHECK_OK(corio_group_new(&g, 0));
+    for (int i = 0; i < 16; i++) /* the array's first size: full */
+        CHECK_OK(corio_group_spawn(g, long_first_child, ev));
+    corio__fault_arm_hook(2, cancel_group_hook, g); /* the record, then the reap's list */
+    CHECK_ERR(corio_group_spawn(g, counted_child, &ran), CORIO_ECANCELED);
+    CHECK(corio__fault_fired());
+    corio__fault_arm(0);
+    /* The 16 were cancelled with the group: their waits fail. */
+    CHECK_ERR(corio_group_close(g), CORIO_ECANCELED);
+    corio_event_free(ev);
+    CHECK_EQ(atomic_load(&ran), 0);
+    return NULL;
+}
+
+TEST(spawn_sees_a_cancel_made_while_it_allocates)
+{
+    run_main_checked(1, main_cancel_inside_spawn, NULL);
+}
+
+/* ---- a reap leaves a group alone once a task waits on it ----
+ *
+ * The waiter joins children[joined] and only then, under the lock, moves
+ * `joined` past it; a reap compacts the array and releases finished
+ * children. A spawn decides to reap under the lock, but the reap takes
+ * the lock again after allocating its list, and a wait may have begun in
+ * between: it must then do nothing. Here it begins exactly there (the
+ * hook), and the interleaving that would go wrong is held in place with
+ * three loops:
+ *
+ *   loop 0  main: spawns into the full array; in the reap's allocation
+ *           the hook starts the wait (W, loop 1) on child 0, occupies
+ *           loop 1 with a spinner, and lets child 0 finish (loop 2), so
+ *           the reap finds child 0 finished and W not yet past it;
+ *   loop 1  W, then the spinner, which keeps W from moving on;
+ *   loop 2  the children, each waiting on its own event.
+ *
+ * A reap that ignored W would release child 0 under it, and W, moving
+ * `joined` past what is now child 1, would release child 1 unjoined and
+ * return while it still runs. The test lets every child but child 1
+ * finish, waits until they have (a task queued behind them on loop 2 has
+ * run), and checks that W has not returned but waits. */
+#define RACE_CHILDREN 17 /* 16 fill the array; the 17th is the spawn that reaps */
+
+struct reap_race;
+struct race_child {
+    struct reap_race *r;
+    int i;
+};
+
+struct reap_race {
+    corio_group *g;
+    corio_event *ev[RACE_CHILDREN];
+    struct race_child args[RACE_CHILDREN];
+    _Atomic int finished[RACE_CHILDREN];
+    _Atomic int started;
+    corio_task *waiter;
+    _Atomic int go_wait, entering_wait;
+    _Atomic int wait_returned, all_finished_at_return;
+    int wait_rc;
+    corio_task *spinner;
+    _Atomic int spinning, release_spinner;
+    unsigned waiter_loop, children_loop; /* main's loop is the third */
+};
+
+static int race_child(void *arg)
+{
+    struct race_child *c = arg;
+    atomic_fetch_add(&c->r->started, 1);
+    int rc = corio_event_wait(c->r->ev[c->i]);
+    atomic_store(&c->r->finished[c->i], 1);
+    return rc;
+}
+
+static bool blocked_in_a_wait(corio_task *t)
+{
+    uint64_t w = atomic_load(&t->wait);
+    return (w & CORIO__WAIT_STATE_MASK) == CORIO__WAIT_ARMED;
+}
+
+static void *race_waiter(void *arg)
+{
+    struct reap_race *r = arg;
+    while (!atomic_load(&r->go_wait))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    atomic_store(&r->entering_wait, 1); /* no sleep from here on */
+    r->wait_rc = corio_group_wait(r->g);
+    int all = 1;
+    for (int i = 0; i < RACE_CHILDREN; i++)
+        all &= atomic_load(&r->finished[i]);
+    atomic_store(&r->all_finished_at_return, all);
+    atomic_store(&r->wait_returned, 1);
+    return NULL;
+}
+
+static void *race_spinner(void *arg)
+{
+    struct reap_race *r = arg;
+    atomic_store(&r->spinning, 1);
+    while (!atomic_load(&r->release_spinner))
+        sched_yield(); /* never corio_yield: W must not run meanwhile */
+    return NULL;
+}
+
+/* Runs in the reap's allocation, on loop 0. */
+static void start_wait_hook(void *arg)
+{
+    struct reap_race *r = arg;
+    atomic_store(&r->go_wait, 1);
+    while (!atomic_load(&r->entering_wait) || !blocked_in_a_wait(r->waiter))
+        sched_yield(); /* W is in its join of child 0 */
+    CHECK_OK(corio_spawn_on(&r->spinner, r->waiter_loop, race_spinner, r));
+    while (!atomic_load(&r->spinning))
+        sched_yield();
+    CHECK_OK(corio_event_set(r->ev[0]));
+    while (blocked_in_a_wait(r->waiter))
+        sched_yield(); /* child 0 is done: its finish fired W */
+}
+
+static void *main_reap_meets_a_waiter(void *arg)
+{
+    (void)arg;
+    struct reap_race *r = calloc(1, sizeof *r);
+    CHECK(r);
+    CHECK_OK(corio_group_new(&r->g, 0));
+    /* Main may have been stolen before it first ran: take its loop as
+     * "loop 0" above. */
+    r->waiter_loop = (corio_loop_index() + 1) % 3;
+    r->children_loop = (corio_loop_index() + 2) % 3;
+    corio_spawn_opts on_loop2;
+    corio_spawn_opts_init(&on_loop2);
+    on_loop2.loop = (int)r->children_loop;
+    for (int i = 0; i < RACE_CHILDREN; i++) {
+        CHECK_OK(corio_event_new(&r->ev[i]));
+        r->args[i] = (struct race_child){r, i};
+    }
+    for (int i = 0; i < RACE_CHILDREN - 1; i++)
+        CHECK_OK(corio_group_spawn_ex(r->g, race_child, &r->args[i], &on_loop2));
+    CHECK(test_await(&r->started, RACE_CHILDREN - 1));
+    CHECK_OK(corio_spawn_on(&r->waiter, r->waiter_loop, race_waiter, r));
+
+    corio__fault_arm_hook(2, start_wait_hook, r); /* the record, then the reap's list */
+    int last = RACE_CHILDREN - 1;
+    CHECK_OK(corio_group_spawn_ex(r->g, race_child, &r->args[last], &on_loop2));
+    CHECK(corio__fault_fired());
+    corio__fault_arm(0);
+
+    atomic_store(&r->release_spinner, 1);
+    for (int i = 2; i < RACE_CHILDREN; i++)
+        CHECK_OK(corio_event_set(r->ev[i]));
+    for (int i = 2; i < RACE_CHILDREN; i++)
+        while (!atomic_load(&r->finished[i]))
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+    corio_task *behind; /* runs once those children have returned */
+    CHECK_OK(corio_spawn_on(&behind, r->children_loop, test_ret_arg, NULL));
+    CHECK_OK(corio_join(behind, NULL));
+    while (!atomic_load(&r->wait_returned) && !blocked_in_a_wait(r->waiter))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    if (atomic_load(&r->wait_returned))
+        FAIL_("%s", "the group's wait returned while child 1 still ran");
+
+    CHECK_OK(corio_event_set(r->ev[1]));
+    CHECK_OK(corio_join(r->waiter, NULL));
+    CHECK_OK(corio_join(r->spinner, NULL));
+    CHECK_OK(r->wait_rc);
+    CHECK(atomic_load(&r->all_finished_at_return));
+    CHECK_OK(corio_group_close(r->g));
+    for (int i = 0; i < RACE_CHILDREN; i++)
+        corio_event_free(r->ev[i]);
+    free(r);
+    return NULL;
+}
+
+TEST(reap_leaves_a_waited_group_alone)
+{
+    run_main_checked(3, main_reap_meets_a_waiter, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(wait_all_succeed);
@@ -969,5 +1174,7 @@ int main(int argc, char **argv)
     RUN(releases_race_waits_across_loops);
     RUN(spawn_after_a_reap_survives_a_failed_growth);
     RUN(spawns_reap_a_group_of_running_children_rarely);
+    RUN(spawn_sees_a_cancel_made_while_it_allocates);
+    RUN(reap_leaves_a_waited_group_alone);
     return test_summary();
 }
