@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "sys.h"
+#include "task.h"
 #include "test.h"
 
 static void nb_pipe(int fds[2])
@@ -534,6 +536,92 @@ TEST(descriptor_reuse_other_kind)
     run_main_checked(2, main_fd_reuse_kinds, NULL);
 }
 
+/* ---- the number reused while it is being registered ----
+ *
+ * Registering a descriptor reads its number's generation, adds it to the
+ * loop's epoll under a tag carrying that generation (poll_add, a wrapped
+ * call), then records the generation in the loop's entry. The number can
+ * be closed and reused by another thread in between; the entry must then
+ * keep the generation the tag carries (the one read first), so that the
+ * next wait sees it out of date and registers the new file under the new
+ * generation. An entry that took the generation read after the epoll_ctl
+ * would say "registered, current" while the tag says otherwise: the new
+ * file's events would be dropped as a closed file's, and its reader would
+ * wait forever. The hook closes the number and puts another pipe under it
+ * at exactly that call. One loop. */
+struct reused_inside {
+    int fd;       /* the number the waiter waits on */
+    int other[2]; /* the pipe that takes the number over */
+    corio_task *waiter;
+    _Atomic int returned;
+    int rc;
+};
+
+static bool armed_wait(corio_task *t)
+{
+    return (atomic_load(&t->wait) & CORIO__WAIT_STATE_MASK) == CORIO__WAIT_ARMED;
+}
+
+/* Runs in the registration's poll_add, before its epoll_ctl. */
+static void reuse_number_hook(void *arg)
+{
+    struct reused_inside *r = arg;
+    CHECK_OK(corio_close(r->fd));
+    CHECK_EQ(dup3(r->other[0], r->fd, O_CLOEXEC), r->fd);
+    CHECK_EQ(close(r->other[0]), 0); /* never registered: plain close */
+}
+
+static void *wait_on_reused_number(void *arg)
+{
+    struct reused_inside *r = arg;
+    corio__fault_arm_hook(1, reuse_number_hook, r); /* the registration's epoll_ctl */
+    r->rc = corio_wait_fd(r->fd, CORIO_READABLE, CORIO_FOREVER);
+    CHECK(corio__fault_fired());
+    corio__fault_arm(0);
+    atomic_store(&r->returned, 1);
+    return NULL;
+}
+
+static void *main_reused_while_registering(void *arg)
+{
+    (void)arg;
+    /* The loop's table and the generations' page exist already, so the
+     * registration's first wrapped call is its epoll_ctl. */
+    int warm[2];
+    nb_pipe(warm);
+    test_register_fd(warm[0]);
+    int p[2];
+    nb_pipe(p);
+    struct reused_inside r = {.fd = p[0]};
+    nb_pipe(r.other);
+    CHECK_OK(corio_spawn(&r.waiter, wait_on_reused_number, &r));
+    while (!armed_wait(r.waiter))
+        CHECK_OK(corio_yield());
+    CHECK_EQ(write(r.other[1], "x", 1), 1);
+    /* A sleep ends only after the loop has polled, and the first poll
+     * after the write reports the new file's edge: it has woken the
+     * waiter, or been dropped. */
+    CHECK_OK(corio_sleep(CORIO_MSEC));
+    if (!atomic_load(&r.returned) && armed_wait(r.waiter))
+        FAIL_("%s", "the reused number's edge was dropped: its reader waits forever");
+    CHECK_OK(corio_join(r.waiter, NULL));
+    /* The file now under the number was ready (0), or the caller's own
+     * file was gone (CORIO_EBADF): either, but an answer. */
+    if (r.rc != 0)
+        CHECK_ERR(r.rc, CORIO_EBADF);
+    CHECK_OK(corio_close(r.fd));
+    CHECK_OK(corio_close(r.other[1]));
+    CHECK_OK(corio_close(p[1]));
+    CHECK_OK(corio_close(warm[0]));
+    CHECK_OK(corio_close(warm[1]));
+    return NULL;
+}
+
+TEST(number_reused_while_registering)
+{
+    run_main_checked(1, main_reused_while_registering, NULL);
+}
+
 /* ---- one waiter per descriptor, direction and loop ---- */
 
 struct busy {
@@ -830,6 +918,7 @@ int main(int argc, char **argv)
     RUN(close_wakes_reader_on_same_loop);
     RUN(descriptor_reuse);
     RUN(descriptor_reuse_other_kind);
+    RUN(number_reused_while_registering);
     RUN(second_reader_on_loop_is_busy);
     RUN(bad_arguments);
     RUN(io_outside_a_task);

@@ -4,11 +4,13 @@
  * in when they resume. Locals must survive, at the same addresses, however
  * deep the frames and however the tasks interleave.
  */
+#include <sched.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
 
 #include "arena.h"
 #include "loop.h"
+#include "sys.h"
 #include "task.h"
 #include "test.h"
 
@@ -398,6 +400,107 @@ TEST(sleeping_light_task_buffer_is_tight)
     run_main_checked(2, main_sleeper_buffer, NULL);
 }
 
+/* ---- a wake-up that beats a commit failing for want of memory ----
+ *
+ * A wait is registered with its source (here a semaphore's queue, the
+ * lock dropped) before its commit, and the commit can still fail without
+ * blocking: a light task's save buffer, then the deadline's timer entry,
+ * are allocated there. A waker may fire the task in between; the
+ * semaphore's release then hands its permit to the task. So a commit that
+ * fails must take its wait back with CAS(token -> IDLE), and when that
+ * fails take the wake-up instead (wait.c): giving up anyway would lose
+ * the permit (and leave the task queued to resume while it runs on).
+ *
+ * The hook runs at the save buffer's allocation (a frame deeper than the
+ * arena's largest block: malloc): main, on the other loop, releases the
+ * semaphore, and the hook arms a failure of the next wrapped call, the
+ * timer heap's first growth. (A sleeper on the same loop holds a later
+ * deadline in the sorted run, so this one goes to the heap, which is
+ * empty.) Nothing else makes a wrapped call meanwhile: main spins, and
+ * the loops run nothing else. Two loops. */
+struct beaten_commit {
+    corio_sem *sem;
+    corio_task *light;
+    _Atomic int go, released, acquired, checked;
+    int rc;
+    bool heap_growth_failed;
+};
+
+/* Runs in the save buffer's allocation. */
+static void release_then_fail_next(void *arg)
+{
+    struct beaten_commit *b = arg;
+    atomic_store(&b->go, 1);
+    while (!atomic_load(&b->released))
+        sched_yield(); /* main's release has fired us */
+    corio__fault_arm(1); /* the timer heap's growth */
+}
+
+static __attribute__((noinline)) int acquire_deep(corio_sem *sem, corio_time_t deadline)
+{
+    volatile char pad[2 * CORIO__ARENA_MAX_BLOCK];
+    pad[0] = 1;
+    pad[sizeof pad - 1] = 1;
+    int rc = corio_sem_acquire_until(sem, deadline);
+    return rc + pad[0] + pad[sizeof pad - 1] - 2;
+}
+
+static void *beaten_acquirer(void *arg)
+{
+    struct beaten_commit *b = arg;
+    corio__fault_arm_hook(1, release_then_fail_next, b); /* the save buffer */
+    b->rc = acquire_deep(b->sem, corio_deadline_in(1800 * CORIO_SEC));
+    b->heap_growth_failed = corio__fault_fired();
+    corio__fault_arm(0);
+    atomic_store(&b->acquired, 1);
+    while (!atomic_load(&b->checked))
+        sched_yield(); /* main's checks come first, whatever this task's state */
+    return NULL;
+}
+
+/* First on its loop: its deadline goes into the run, then the acquirer
+ * (spawned here, so it runs once this one sleeps) has an earlier one. */
+static void *later_sleeper(void *arg)
+{
+    struct beaten_commit *b = arg;
+    corio_spawn_opts o = light_opts(corio_loop_index());
+    CHECK_OK(corio_spawn_ex(&b->light, beaten_acquirer, b, &o));
+    return PTR_OF(corio_sleep(3600 * CORIO_SEC));
+}
+
+static void *main_beaten_commit(void *arg)
+{
+    (void)arg;
+    struct beaten_commit b = {0};
+    CHECK_OK(corio_sem_new(&b.sem, 0));
+    corio_task *sleeper;
+    CHECK_OK(corio_spawn_on(&sleeper, (unsigned)(corio_loop_index() + 1) % 2, later_sleeper, &b));
+    while (!atomic_load(&b.go))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_OK(corio_sem_release(b.sem));
+    atomic_store(&b.released, 1);
+    while (!atomic_load(&b.acquired))
+        sched_yield(); /* no wrapped call of ours while the failure waits */
+    CHECK(b.heap_growth_failed);
+    CHECK_OK(b.rc); /* the permit came with the wake-up */
+    CHECK_EQ(corio_sem_available(b.sem), 0);
+    atomic_store(&b.checked, 1);
+    CHECK_OK(corio_join(b.light, NULL));
+    CHECK_OK(corio_sem_release(b.sem)); /* the acquirer's permit back */
+    CHECK_EQ(corio_sem_available(b.sem), 1);
+    CHECK_OK(corio_cancel(sleeper));
+    void *r;
+    CHECK_OK(corio_join(sleeper, &r));
+    CHECK_ERR((int)INT_OF(r), CORIO_ECANCELED);
+    corio_sem_free(b.sem);
+    return NULL;
+}
+
+TEST(wake_up_beats_a_commit_without_memory)
+{
+    run_main_checked(2, main_beaten_commit, NULL);
+}
+
 /* ---- a group's close when memory has run out ---- */
 
 #ifndef TEST_SANITIZED
@@ -482,6 +585,7 @@ int main(int argc, char **argv)
     RUN(light_run_blocking_and_cancel);
     RUN(fresh_light_task_over_suspended_one);
     RUN(sleeping_light_task_buffer_is_tight);
+    RUN(wake_up_beats_a_commit_without_memory);
     RUN(light_group_close_without_memory);
     return test_summary();
 }

@@ -263,6 +263,67 @@ TEST(owner_and_thieves_race)
     free(r.tasks);
 }
 
+/* ---- a steal inside a spill's allocation ----
+ *
+ * A full ring spills its older half into an overflow block: the owner
+ * reads head (h), gets a block (the first one of a queue maps the
+ * arena's first chunk, a wrapped call), copies slots [h, h + CAP/2) into
+ * it, and only then claims them with CAS(head, h, h + CAP/2). A thief
+ * may take the same slots in between; the CAS then fails and the copy is
+ * thrown away (the pushed task goes into the room the thief made). A
+ * spill that moved head without the CAS would queue the stolen half a
+ * second time, in the block. The hook steals, from another thread, at
+ * exactly the block's mapping. */
+struct spill_steal {
+    corio__runq *victim, *thief;
+    corio_task *got;
+};
+
+static void *spill_thief_main(void *arg)
+{
+    struct spill_steal *s = arg;
+    s->got = corio__runq_steal(s->thief, s->victim, SIZE_MAX);
+    return NULL;
+}
+
+/* Runs in the spill's block allocation, on the owner's thread. */
+static void steal_inside_spill(void *arg)
+{
+    pthread_t th;
+    CHECK_OK(-pthread_create(&th, NULL, spill_thief_main, arg));
+    CHECK_OK(-pthread_join(th, NULL));
+}
+
+TEST(steal_inside_a_spill_is_not_spilled_again)
+{
+    const size_t n = CORIO__RUNQ_CAP + 1, half = CORIO__RUNQ_CAP / 2;
+    corio_task *t = tasks_new(n);
+    int *seen = calloc(n, sizeof *seen);
+    corio__runq q, thief;
+    CHECK_OK(corio__runq_init(&q, true));
+    CHECK_OK(corio__runq_init(&thief, true));
+    for (size_t i = 0; i < CORIO__RUNQ_CAP; i++)
+        CHECK(corio__runq_push(&q, &t[i]));
+    struct spill_steal s = {&q, &thief, NULL};
+    corio__fault_arm_hook(1, steal_inside_spill, &s); /* the block's chunk */
+    CHECK(corio__runq_push(&q, &t[CORIO__RUNQ_CAP]));
+    CHECK(corio__fault_fired());
+    corio__fault_arm(0);
+    /* The thief took the older half; the push went into its room. */
+    CHECK(s.got == &t[0]);
+    seen[0]++;
+    CHECK_EQ(corio__runq_len(&thief), half - 1);
+    CHECK_EQ(atomic_load(&q.overflow_len), 0);
+    CHECK_EQ(corio__runq_len(&q), CORIO__RUNQ_CAP - half + 1);
+    CHECK_EQ(drain_counting(&thief, t, n, seen), half - 1);
+    CHECK_EQ(drain_counting(&q, t, n, seen), CORIO__RUNQ_CAP - half + 1);
+    check_each_once(seen, n);
+    corio__runq_destroy(&q);
+    corio__runq_destroy(&thief);
+    free(seen);
+    free(t);
+}
+
 /* ---- a spawn that finds no memory for a block still runs its task ---- */
 
 static void *main_spawn_without_block(void *arg)
@@ -300,6 +361,7 @@ int main(int argc, char **argv)
     RUN(full_ring_without_memory_refuses);
     RUN(steal_takes_half_within_room);
     RUN(owner_and_thieves_race);
+    RUN(steal_inside_a_spill_is_not_spilled_again);
     RUN(spawn_without_block_memory_still_runs);
     return test_summary();
 }
