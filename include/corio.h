@@ -377,7 +377,9 @@ CORIO_API int corio_detach(corio_task *task);
  * Request cancellation: the task's current blocking call, or its next one,
  * returns CORIO_ECANCELED (once). What it does then is up to the task.
  * Cancelling a finished task does nothing. The handle stays owned by the
- * caller; a released one is CORIO_EINVAL (see the ownership rules above).
+ * caller; a released one is CORIO_EINVAL (see the ownership rules above),
+ * and so is a detached one, even while its task still runs (a detached
+ * task may still cancel itself through corio_self()).
  */
 CORIO_API int corio_cancel(corio_task *task);
 

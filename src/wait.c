@@ -217,8 +217,12 @@ int corio_cancel(corio_task *task)
     if (!task)
         return CORIO_EINVAL;
     /* A released handle (corio.h: CORIO_EINVAL until a spawn reuses the
-     * object); not a pending cancellation on a free list. */
-    if (atomic_load_explicit(&task->join, memory_order_acquire) == CORIO__JOIN_RELEASED)
+     * object); not a pending cancellation on a free list. A detach is a
+     * release too, though the task may still run; only the task itself
+     * may still name itself (corio_self). */
+    uintptr_t join = atomic_load_explicit(&task->join, memory_order_acquire);
+    if (join == CORIO__JOIN_RELEASED ||
+        (join == CORIO__JOIN_DETACHED && task != corio__current_task()))
         return CORIO_EINVAL;
     uint64_t w = atomic_load(&task->wait);
     for (;;) {

@@ -905,6 +905,60 @@ TEST(cancel_of_released_handle_is_einval)
     run_main_checked(1, main_cancel_released, NULL);
 }
 
+/* A detach releases the handle while the task may run on: cancelling
+ * through it is CORIO_EINVAL and leaves the task alone (it returned 0 and
+ * cancelled the task's wait). The task itself may still cancel itself. */
+struct detached_waiter {
+    corio_event *ev;
+    _Atomic int waiting, rc_set;
+    int rc;
+};
+
+static void *wait_detached(void *arg)
+{
+    struct detached_waiter *d = arg;
+    atomic_store(&d->waiting, 1);
+    d->rc = corio_event_wait(d->ev);
+    atomic_store(&d->rc_set, 1);
+    return NULL;
+}
+
+static void *cancel_own_detached_self(void *arg)
+{
+    struct detached_waiter *d = arg;
+    CHECK_OK(corio_cancel(corio_self()));
+    d->rc = corio_sleep(CORIO_SEC);
+    atomic_store(&d->rc_set, 1);
+    return NULL;
+}
+
+static void *main_cancel_detached(void *arg)
+{
+    (void)arg;
+    struct detached_waiter d = {0};
+    CHECK_OK(corio_event_new(&d.ev));
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, wait_detached, &d));
+    CHECK(test_await(&d.waiting, 1));
+    CHECK_OK(corio_detach(t));
+    CHECK_ERR(corio_cancel(t), CORIO_EINVAL);
+    CHECK_OK(corio_event_set(d.ev));
+    CHECK(test_await(&d.rc_set, 1));
+    CHECK_OK(d.rc); /* its wait ended with the event, not a cancellation */
+    corio_event_free(d.ev);
+
+    struct detached_waiter self = {0};
+    CHECK_OK(corio_spawn(NULL, cancel_own_detached_self, &self));
+    CHECK(test_await(&self.rc_set, 1));
+    CHECK_ERR(self.rc, CORIO_ECANCELED);
+    return NULL;
+}
+
+TEST(cancel_of_detached_handle_is_einval)
+{
+    run_main_checked(2, main_cancel_detached, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(spawn_join_results);
@@ -923,5 +977,6 @@ int main(int argc, char **argv)
     RUN(detached_or_joined_handle_is_refused);
     RUN(handle_of_another_runtime_is_refused);
     RUN(cancel_of_released_handle_is_einval);
+    RUN(cancel_of_detached_handle_is_einval);
     return test_summary();
 }
