@@ -1061,8 +1061,7 @@ static bool blocked_in_a_wait(corio_task *t)
 static void *race_waiter(void *arg)
 {
     struct reap_race *r = arg;
-    while (!atomic_load(&r->go_wait))
-        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK(test_await(&r->go_wait, 1));
     atomic_store(&r->entering_wait, 1); /* no sleep from here on */
     r->wait_rc = corio_group_wait(r->g);
     int all = 1;
@@ -1129,8 +1128,7 @@ static void *main_reap_meets_a_waiter(void *arg)
     for (int i = 2; i < RACE_CHILDREN; i++)
         CHECK_OK(corio_event_set(r->ev[i]));
     for (int i = 2; i < RACE_CHILDREN; i++)
-        while (!atomic_load(&r->finished[i]))
-            CHECK_OK(corio_sleep(CORIO_MSEC));
+        CHECK(test_await(&r->finished[i], 1));
     corio_task *behind; /* runs once those children have returned */
     CHECK_OK(corio_spawn_on(&behind, r->children_loop, test_ret_arg, NULL));
     CHECK_OK(corio_join(behind, NULL));

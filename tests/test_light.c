@@ -475,8 +475,7 @@ static void *main_beaten_commit(void *arg)
     CHECK_OK(corio_sem_new(&b.sem, 0));
     corio_task *sleeper;
     CHECK_OK(corio_spawn_on(&sleeper, (unsigned)(corio_loop_index() + 1) % 2, later_sleeper, &b));
-    while (!atomic_load(&b.go))
-        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK(test_await(&b.go, 1));
     CHECK_OK(corio_sem_release(b.sem));
     atomic_store(&b.released, 1);
     while (!atomic_load(&b.acquired))
