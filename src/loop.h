@@ -58,9 +58,10 @@ typedef struct corio__loop {
     int switch_reason;             /* enum corio__switch_reason */
     unsigned tick;                 /* tasks run since the last poll */
     size_t queue_picks;            /* picks still to take from the run and
-                                    * roam queues before the ready list: 1
-                                    * after a poll, all they hold after a
-                                    * lone task's yield (sched.c) */
+                                    * roam queues before the ready list:
+                                    * all they hold, after a poll that
+                                    * found none owed and after a lone
+                                    * task's yield (sched.c) */
     corio_time_t now;              /* cached at the last poll */
     corio_time_t inbox_seen_ns;    /* last poll that found tasks in the inbox */
     corio_time_t stole_ns;         /* last successful steal (time of last poll) */

@@ -511,6 +511,64 @@ static void *main_one_yield_starts_all(void *arg)
 
 TEST(one_yield_starts_every_queued_task) { run_main_checked(1, main_one_yield_starts_all, NULL); }
 
+/* ---- queued tasks behind a stream of wake-ups ----
+ *
+ * The tasks queued when the loop polls start before the ones it woke
+ * (FIFO at the poll's granularity, sched.c). Here four tasks yield to one
+ * another, so some started task is always ready; main queues a burst and
+ * waits for it. Each queued task notes how many yields the spinners had
+ * made by its start: every one starts within a few poll intervals of
+ * yields. (It used to be one queued task per poll: the last of 300
+ * started some 18,000 yields late, and on the reference experiment tasks
+ * began their sleeps seconds late.)
+ */
+enum { SPINNERS = 4, BURST = 300 };
+static _Atomic long spinner_yields;
+static _Atomic bool spinners_stop;
+static long burst_started_at[BURST];
+
+static void *spinner(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&spinners_stop)) {
+        atomic_fetch_add(&spinner_yields, 1);
+        CHECK_OK(corio_yield());
+    }
+    return NULL;
+}
+
+static void *note_start(void *arg)
+{
+    burst_started_at[INT_OF(arg)] = atomic_load(&spinner_yields);
+    return NULL;
+}
+
+static void *main_burst_beats_wake_ups(void *arg)
+{
+    (void)arg;
+    for (int round = 0; round < 10; round++) {
+        corio_task *spinners[SPINNERS], *burst[BURST];
+        atomic_store(&spinners_stop, false);
+        for (int i = 0; i < SPINNERS; i++)
+            CHECK_OK(corio_spawn(&spinners[i], spinner, NULL));
+        CHECK_OK(corio_yield()); /* they start, and from now on keep one ready */
+        long before = atomic_load(&spinner_yields);
+        for (int i = 0; i < BURST; i++)
+            CHECK_OK(corio_spawn(&burst[i], note_start, PTR_OF(i)));
+        CHECK_OK(corio_gather(burst, BURST, NULL));
+        for (int i = 0; i < BURST; i++)
+            CHECK_LE(burst_started_at[i] - before, 3 * (long)CORIO__POLL_INTERVAL);
+        atomic_store(&spinners_stop, true);
+        CHECK_OK(corio_gather(spinners, SPINNERS, NULL));
+    }
+    return NULL;
+}
+
+TEST(queued_tasks_start_before_later_wake_ups)
+{
+    run_main_checked(1, main_burst_beats_wake_ups, NULL);
+}
+
 /* ---- a task joining never-run children in turn ----
  *
  * With nothing else ready, the loop starts each child straight from the
@@ -631,7 +689,7 @@ static void *wait_near_end_overflow(void *arg)
     (void)arg;
     corio__loop *l = corio__loop_current();
     if (!corio__runq_ring_owner_empty(&l->runq) || !atomic_load(&l->runq.overflow_len) ||
-        l->tick + 2 >= CORIO__POLL_INTERVAL || l->queue_picks)
+        l->tick + 2 >= CORIO__POLL_INTERVAL)
         return NULL; /* not that state this time: main tries another count */
     atomic_store(&near_end_setup, true);
     join_near_end(own_stack_lo(), near_end_queued[0]);
@@ -971,6 +1029,7 @@ int main(int argc, char **argv)
     RUN(join_and_gather_deadlines);
     RUN(yield_lets_new_tasks_run);
     RUN(one_yield_starts_every_queued_task);
+    RUN(queued_tasks_start_before_later_wake_ups);
     RUN(join_never_run_children_in_turn);
     RUN(wait_near_the_end_of_a_small_stack);
     RUN(released_handle_is_einval);
