@@ -9,6 +9,9 @@
  * its own), each dirtying TOUCH bytes of its stack, then lets them all
  * exit on one loop.
  */
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "stack.h"
 #include "sys.h"
 #include "test.h"
@@ -206,11 +209,73 @@ TEST(a_slot_whose_guard_failed_is_not_counted_as_carved)
     corio__stack_pool_destroy(&other);
 }
 
+/* ---- a stack comes with its top page in ----
+ *
+ * The pool faults in the top page of each stack it hands out fresh or
+ * after a trim, with one system call (stack.c: prefault_top), and no
+ * more: the pages below stay for the task to touch. Advice only: when
+ * the call fails, the stack is handed out all the same.
+ */
+static bool resident(const void *page)
+{
+    unsigned char in = 0;
+    CHECK_OK(mincore((void *)page, (size_t)sysconf(_SC_PAGESIZE), &in));
+    return in & 1;
+}
+
+/* Does this kernel (or emulator) populate on MADV_POPULATE_WRITE? */
+static bool populate_works(void)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    void *p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(p != MAP_FAILED);
+    bool works = madvise(p, page, 23 /* MADV_POPULATE_WRITE */) == 0 && resident(p);
+    munmap(p, page);
+    return works;
+}
+
+TEST(stacks_come_with_their_top_page_in)
+{
+    TEST_SKIP_IF(!populate_works(), "here", "MADV_POPULATE_WRITE does not populate");
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t size = corio__stack_round(64 * 1024);
+    corio__stack_pool pool;
+    corio__stack_pool_init(&pool, size, 0, NULL);
+
+    /* Fresh: the first carve's calls are the chunk's record, its mapping,
+     * the guard, then the top page. */
+    corio__stack st[2];
+    CHECK_OK(corio__stack_get(&pool, &st[0], size));
+    char *top = (char *)st[0].lo + size - page;
+    CHECK(resident(top));
+    CHECK(!resident(top - page));
+    corio__fault_arm(2); /* a later carve: the guard, then the top page */
+    CHECK_OK(corio__stack_get(&pool, &st[1], size));
+    corio__fault_arm(0);
+    CHECK(!resident((char *)st[1].lo + size - page));
+
+    /* Trimmed (warm_limit 0: both go cold, memory and all), then reused. */
+    corio__stack_put(&pool, &st[0]);
+    corio__stack_put(&pool, &st[1]);
+    corio__stack_pool_trim(&pool);
+    CHECK_EQ(pool.cold_count, 2);
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(corio__stack_get(&pool, &st[i], size));
+        CHECK(resident((char *)st[i].lo + size - page));
+        CHECK(!resident((char *)st[i].lo + size - 2 * page));
+    }
+    corio__stack_put(&pool, &st[0]);
+    corio__stack_put(&pool, &st[1]);
+    corio__stack_pool_forget(&pool);
+    corio__stack_pool_destroy(&pool);
+}
+
 int main(int argc, char **argv)
 {
     RUN(exits_make_no_calls_and_an_idle_loop_gives_memory_back);
     RUN(a_busy_loop_gives_memory_back_after_the_retention_time);
     RUN(trimmed_stacks_are_reused);
     RUN(a_slot_whose_guard_failed_is_not_counted_as_carved);
+    RUN(stacks_come_with_their_top_page_in);
     return test_summary();
 }
