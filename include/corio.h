@@ -314,11 +314,14 @@ CORIO_API void corio_spawn_opts_init(corio_spawn_opts *opts);
  * asyncio.create_task: create a task running fn(arg) and return at once.
  * It starts on the caller's loop or, if another loop is idle, may be
  * stolen by that loop before it first runs; once it has run it stays on
- * that loop (unless spawned with CORIO_TASK_MIGRATE). *task receives the
- * handle; pass task == NULL for a detached task. Must be called from a
- * task. Returns 0, CORIO_ENOMEM (no memory for the task), CORIO_EAGAIN
- * (max_tasks reached), CORIO_ESHUTDOWN (runtime stopping), CORIO_EINVAL
- * or CORIO_EPERM (not in a task).
+ * that loop (unless spawned with CORIO_TASK_MIGRATE). The tasks queued
+ * on a loop when it polls for timers and IO start before the tasks that
+ * poll wakes, as asyncio's ready queue would run them, so a stream of
+ * wake-ups cannot hold a new task back. *task receives the handle; pass
+ * task == NULL for a detached task. Must be called from a task. Returns
+ * 0, CORIO_ENOMEM (no memory for the task), CORIO_EAGAIN (max_tasks
+ * reached), CORIO_ESHUTDOWN (runtime stopping), CORIO_EINVAL or
+ * CORIO_EPERM (not in a task).
  *
  * The task's stack is taken when it first runs, from its loop's pool (a
  * fresh stack costs microseconds, a spawn tens of nanoseconds, and a short
