@@ -62,6 +62,10 @@ typedef struct corio__loop {
                                     * all they hold, after a poll that
                                     * found none owed and after a lone
                                     * task's yield (sched.c) */
+    struct corio_task *ready_mark; /* the last task that was ready before
+                                    * the poll that set queue_picks: the
+                                    * ready list up to it goes first; NULL
+                                    * once it has run (sched.c) */
     corio_time_t now;              /* cached at the last poll */
     corio_time_t inbox_seen_ns;    /* last poll that found tasks in the inbox */
     corio_time_t stole_ns;         /* last successful steal (time of last poll) */

@@ -5,10 +5,10 @@
  * handle whatever made it switch back, repeat. What to run, in order:
  *
  *   1. the ready list: started tasks that were woken, and tasks pinned to
- *      this loop; but after each poll, every task then in the run and
- *      roam queues goes first (`queue_picks`): those were queued before
- *      the wake-ups the poll brought, so a stream of wake-ups cannot
- *      starve never-run tasks;
+ *      this loop; but a poll owes the run and roam queues a pick for each
+ *      task they then hold (`queue_picks`), taken after the tasks that
+ *      were ready before the poll and before those it woke: FIFO at the
+ *      poll's granularity, so neither queue can starve the other;
  *   2. the roam queue: woken migrating tasks (CORIO_TASK_MIGRATE);
  *   3. the run queue: never-run tasks, FIFO;
  *   4. when all are empty: poll (inbox, timers), then steal half of
@@ -503,6 +503,7 @@ static void stack_trim_tick(corio__loop *l)
 
 static void poll_events(corio__loop *l)
 {
+    corio_task *ready_before = l->ready_tail; /* ready before this poll's wake-ups */
     drain_inbox(l);
     if (l->io.registered)
         poll_io(l);
@@ -513,18 +514,21 @@ static void poll_events(corio__loop *l)
     if (!l->stopping && atomic_load_explicit(&l->rt->stopping, memory_order_acquire))
         enter_stopping(l);
     l->tick = 0;
-    /* FIFO at the poll's granularity: the tasks queued now were spawned
-     * (or woken, migrating ones) before what this poll just woke, so they
-     * start first, as asyncio's ready deque would run them. With one pick
-     * per poll, a loop busy with woken tasks started one queued task per
-     * 61 of them: on the reference experiment, when starting 10,000 tasks
+    /* FIFO at the poll's granularity: what was ready before this poll
+     * runs first (up to ready_mark), then every task queued now, spawned
+     * (or woken, migrating ones) before what this poll just woke, then
+     * that, as asyncio's ready deque would run them. With one pick per
+     * poll, a loop busy with woken tasks started one queued task per 61
+     * of them: on the reference experiment, when starting 10,000 tasks
      * outlasted the shortest sleep (page faults on a slow VM), the last
      * began its sleep 2 s late and efficiency fell to 0.70-0.85. Picks
-     * still owed are not topped up: the woken tasks then wait for at most
-     * what was queued at one poll. */
+     * still owed are not topped up; and since the mark puts whatever was
+     * ready first, picks that run out exactly at a poll cannot be owed
+     * again over a task that has waited through them. */
     if (!l->queue_picks) {
         size_t queued = corio__runq_len(&l->runq) + corio__runq_len(&l->roam);
         l->queue_picks = queued ? queued : 1;
+        l->ready_mark = ready_before;
     }
     l->light_stalled = false;
     l->start_credit = 0; /* credit is for a burst, not for later */
@@ -555,15 +559,27 @@ static corio_task *roam_pop(corio__loop *l)
 
 /* Ready tasks first, then woken migrating tasks, then never-run tasks;
  * the other way round for the picks owed to the queues (`queue_picks`:
- * all the queues held at the last poll that found none owed, and all a
- * lone yielder found queued),
- * so that neither queue can starve behind a stream of wake-ups or a task
- * that keeps yielding. (A count of picks modulo the poll interval did not
+ * all the queues held at the last poll that found none owed, once the
+ * tasks ready before that poll have run; and all a lone yielder found
+ * queued), so that neither queue can starve behind a stream of wake-ups
+ * or a task that keeps yielding. (A count of picks modulo the poll interval did not
  * do it: a lone yielder switches straight back to itself until the loop
  * polls, and the scheduler's first pick after the poll is at count 0.) */
 static corio_task *next_runnable(corio__loop *l)
 {
     corio_task *t = NULL;
+    /* The tasks ready before the poll that owed the picks. Direct
+     * switches, which pop the ready list without looking at the mark,
+     * wait while picks are owed (ready.h); if a light task's stall lets
+     * the picks run out first, a mark left behind only means ready tasks
+     * first, the order with no picks owed, until the next poll resets it. */
+    if (l->ready_mark && !l->light_stalled) {
+        t = corio__ready_pop(l);
+        if (!t || t == l->ready_mark)
+            l->ready_mark = NULL;
+        if (t)
+            return t;
+    }
     if (l->queue_picks) {
         l->queue_picks--;
         t = pop_new(l);

@@ -569,6 +569,102 @@ TEST(queued_tasks_start_before_later_wake_ups)
     run_main_checked(1, main_burst_beats_wake_ups, NULL);
 }
 
+/* ---- what was ready before a poll runs before what it queues ----
+ *
+ * The other half of the order (sched.c, ready_mark); both halves were
+ * found missing by review. A woken task waits for at most the picks owed
+ * at two polls: chains of tasks that each spawn a successor keep Q tasks
+ * queued, and with Q a multiple of the poll interval the picks once ran
+ * out exactly at each poll and were owed again, so main, woken by its
+ * timer, waited until the chains stopped. And tasks woken before a burst
+ * of spawns run before the burst, not behind all of it.
+ */
+enum { CHAIN_LIMIT = 200000 };
+static _Atomic long chain_starts, chain_late_starts;
+static corio_time_t chain_due;
+
+static void *chain_link(void *arg)
+{
+    if (corio_now() > chain_due)
+        atomic_fetch_add(&chain_late_starts, 1);
+    if (atomic_fetch_add(&chain_starts, 1) < CHAIN_LIMIT)
+        CHECK_OK(corio_spawn(NULL, chain_link, arg));
+    return NULL;
+}
+
+static void *main_woken_behind_chains(void *arg)
+{
+    long q = INT_OF(arg);
+    atomic_store(&chain_starts, 0);
+    atomic_store(&chain_late_starts, 0);
+    chain_due = corio_now() + CORIO_MSEC;
+    for (long i = 0; i < q; i++)
+        CHECK_OK(corio_spawn(NULL, chain_link, NULL));
+    CHECK_OK(corio_sleep_until(chain_due));
+    long late = atomic_load(&chain_late_starts);
+    long starts = atomic_load(&chain_starts);
+    CHECK_LT(starts, CHAIN_LIMIT); /* woken before the chains ran dry */
+    /* Up to a poll interval until the timer fires, then picks owed at
+     * two polls at most. */
+    CHECK_LE(late, 2 * q + 2 * (long)CORIO__POLL_INTERVAL);
+    atomic_store(&chain_starts, CHAIN_LIMIT); /* stop the chains */
+    return NULL;
+}
+
+TEST(woken_task_waits_for_one_round_of_queued_tasks)
+{
+    for (long q = CORIO__POLL_INTERVAL; q <= 3 * (long)CORIO__POLL_INTERVAL; q += CORIO__POLL_INTERVAL)
+        run_main_checked(1, main_woken_behind_chains, PTR_OF(q));
+    run_main_checked(1, main_woken_behind_chains, PTR_OF(100));
+}
+
+enum { EARLY_WAITERS = 200, LATE_BURST = 3000 };
+static _Atomic long late_burst_started;
+static long waiter_saw_started[EARLY_WAITERS];
+
+static void *count_burst_start(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&late_burst_started, 1);
+    return NULL;
+}
+
+static void *early_waiter(void *arg)
+{
+    CHECK_OK(corio_event_wait(arg));
+    static _Atomic int next;
+    waiter_saw_started[atomic_fetch_add(&next, 1) % EARLY_WAITERS] =
+        atomic_load(&late_burst_started);
+    return NULL;
+}
+
+static void *main_wake_then_burst(void *arg)
+{
+    (void)arg;
+    corio_event *ev;
+    CHECK_OK(corio_event_new(&ev));
+    corio_task *w[EARLY_WAITERS];
+    for (int i = 0; i < EARLY_WAITERS; i++)
+        CHECK_OK(corio_spawn(&w[i], early_waiter, ev));
+    CHECK_OK(corio_sleep(CORIO_MSEC)); /* all waiting */
+    atomic_store(&late_burst_started, 0);
+    CHECK_OK(corio_event_set(ev));
+    for (int i = 0; i < LATE_BURST; i++)
+        CHECK_OK(corio_spawn(NULL, count_burst_start, NULL));
+    CHECK_OK(corio_gather(w, EARLY_WAITERS, NULL));
+    corio_event_free(ev);
+    /* At most the picks of one poll made before the burst went ahead. */
+    for (int i = 0; i < EARLY_WAITERS; i++)
+        CHECK_LE(waiter_saw_started[i], (long)CORIO__POLL_INTERVAL);
+    return NULL;
+}
+
+TEST(tasks_woken_before_a_burst_run_before_it)
+{
+    for (int round = 0; round < 5; round++)
+        run_main_checked(1, main_wake_then_burst, NULL);
+}
+
 /* ---- a task joining never-run children in turn ----
  *
  * With nothing else ready, the loop starts each child straight from the
@@ -1030,6 +1126,8 @@ int main(int argc, char **argv)
     RUN(yield_lets_new_tasks_run);
     RUN(one_yield_starts_every_queued_task);
     RUN(queued_tasks_start_before_later_wake_ups);
+    RUN(woken_task_waits_for_one_round_of_queued_tasks);
+    RUN(tasks_woken_before_a_burst_run_before_it);
     RUN(join_never_run_children_in_turn);
     RUN(wait_near_the_end_of_a_small_stack);
     RUN(released_handle_is_einval);
