@@ -62,6 +62,8 @@ typedef struct corio__loop {
                                     * all they hold, after a poll that
                                     * found none owed and after a lone
                                     * task's yield (sched.c) */
+    size_t roam_picks;             /* how many of those picks take the
+                                    * roam queue first */
     struct corio_task *ready_mark; /* the last task that was ready before
                                     * the poll that set queue_picks: the
                                     * ready list up to it goes first; NULL

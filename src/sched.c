@@ -526,7 +526,8 @@ static void poll_events(corio__loop *l)
      * ready first, picks that run out exactly at a poll cannot be owed
      * again over a task that has waited through them. */
     if (!l->queue_picks) {
-        size_t queued = corio__runq_len(&l->runq) + corio__runq_len(&l->roam);
+        l->roam_picks = corio__runq_len(&l->roam);
+        size_t queued = corio__runq_len(&l->runq) + l->roam_picks;
         l->queue_picks = queued ? queued : 1;
         l->ready_mark = ready_before;
     }
@@ -581,12 +582,23 @@ static corio_task *next_runnable(corio__loop *l)
             return t;
     }
     if (l->queue_picks) {
+        /* Woken migrating tasks first: they were woken before the picks
+         * were owed, and are as late as the ready tasks above (with the
+         * run queue first, picks that kept running out at a poll starved
+         * them, and so did a lone yielder's). */
         l->queue_picks--;
-        t = pop_new(l);
+        if (l->roam_picks) {
+            l->roam_picks--;
+            t = roam_pop(l);
+            if (!t)
+                l->roam_picks = 0; /* stolen */
+        }
+        if (!t)
+            t = pop_new(l);
         if (!t)
             t = roam_pop(l);
         if (!t)
-            l->queue_picks = 0; /* emptied, stolen, or held back for balance */
+            l->queue_picks = l->roam_picks = 0; /* emptied, stolen, or held back */
     }
     if (!t && !l->light_stalled)
         t = corio__ready_pop(l);

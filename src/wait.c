@@ -261,9 +261,11 @@ __attribute__((noinline)) static int yield_slow(corio_task *self, bool anyway)
          * of the yielder switching back to itself until the loop polls.
          * With none, keep the CPU, but count it as a task run so that a
          * yield loop still lets the loop poll on time. */
-        size_t queued = corio__runq_len(&l->runq) + corio__runq_len(&l->roam);
+        size_t roaming = corio__runq_len(&l->roam);
+        size_t queued = corio__runq_len(&l->runq) + roaming;
         if (queued > l->queue_picks) {
             l->queue_picks = queued;
+            l->roam_picks = roaming;
         } else if (!queued && l->tick + 1 < CORIO__POLL_INTERVAL) {
             l->tick++;
             return 0;

@@ -769,12 +769,96 @@ TEST(one_loop)
     corio_event_free(mx.never);
 }
 
+/* ---- a woken migrating task is not held back by queued ones ----
+ *
+ * Found by review of the scheduler's picks (sched.c): a woken migrating
+ * task waits in its loop's roam queue, and the picks a poll owes the
+ * queues took the run queue first. With the run and roam queues holding
+ * a multiple of the poll interval (chains of tasks each spawning its
+ * successor keep the run queue full), the picks ran out exactly at each
+ * poll and were owed again: the woken task waited until the chains
+ * stopped. So did it behind a lone yielder, whose yields owe the queues
+ * their picks. Loop 1 is kept busy by a pinned task that yields, so it
+ * never takes the woken task; only loop 0 can run it.
+ */
+enum { ROAM_CHAIN_LIMIT = 200000 };
+static _Atomic long roam_chain_starts;
+static _Atomic bool roam_spin_stop, roam_spin_started, roam_yielder_stop;
+static corio_time_t roam_due;
+static long roam_resumed_at;
+
+static void *roam_chain_link(void *arg)
+{
+    if (atomic_fetch_add(&roam_chain_starts, 1) < ROAM_CHAIN_LIMIT)
+        CHECK_OK(corio_spawn(NULL, roam_chain_link, arg));
+    return NULL;
+}
+
+static void *keep_yielding(void *arg)
+{
+    _Atomic bool *stop = arg;
+    atomic_store(&roam_spin_started, true);
+    while (!atomic_load(stop))
+        CHECK_OK(corio_yield());
+    return NULL;
+}
+
+static void *sleep_then_note(void *arg)
+{
+    (void)arg;
+    CHECK_OK(corio_sleep_until(roam_due));
+    roam_resumed_at = atomic_load(&roam_chain_starts);
+    return NULL;
+}
+
+/* arg: queued chains, negated for a lone yielder beside them. */
+static void *main_roam_behind_chains(void *arg)
+{
+    long q = INT_OF(arg);
+    bool yielder = q < 0;
+    q = yielder ? -q : q;
+    atomic_store(&roam_chain_starts, 0);
+    atomic_store(&roam_spin_stop, false);
+    atomic_store(&roam_spin_started, false);
+    atomic_store(&roam_yielder_stop, false);
+    corio_task *spinner, *sleeper, *y = NULL;
+    CHECK_OK(corio_spawn_on(&spinner, 1, keep_yielding, &roam_spin_stop));
+    while (!atomic_load(&roam_spin_started))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    corio_spawn_opts o = migrate_opts();
+    roam_due = corio_now() + 2 * CORIO_MSEC;
+    CHECK_OK(corio_spawn_ex(&sleeper, sleep_then_note, NULL, &o));
+    if (yielder)
+        CHECK_OK(corio_spawn(&y, keep_yielding, &roam_yielder_stop));
+    for (long i = 0; i < q; i++)
+        CHECK_OK(corio_spawn(NULL, roam_chain_link, NULL));
+    CHECK_OK(corio_join(sleeper, NULL));
+    long resumed_at = roam_resumed_at;
+    atomic_store(&roam_chain_starts, ROAM_CHAIN_LIMIT); /* stop the chains */
+    atomic_store(&roam_yielder_stop, true);
+    atomic_store(&roam_spin_stop, true);
+    if (y)
+        CHECK_OK(corio_join(y, NULL));
+    CHECK_OK(corio_join(spinner, NULL));
+    CHECK_LT(resumed_at, ROAM_CHAIN_LIMIT / 2); /* long before the chains ran dry */
+    return NULL;
+}
+
+TEST(woken_migrating_task_is_not_held_back_by_queued_ones)
+{
+    for (long q = CORIO__POLL_INTERVAL - 2; q <= CORIO__POLL_INTERVAL; q++)
+        run_main_checked(2, main_roam_behind_chains, PTR_OF(q));
+    run_main_checked(2, main_roam_behind_chains, PTR_OF(2 * (long)CORIO__POLL_INTERVAL - 1));
+    run_main_checked(2, main_roam_behind_chains, PTR_OF(-10)); /* and a lone yielder */
+}
+
 int main(int argc, char **argv)
 {
     RUN(woken_tasks_leave_a_busy_loop);
     RUN(woken_backlog_wakes_an_idle_loop);
     RUN(stacks_do_not_pile_up);
     RUN(yielder_does_not_starve_a_woken_task);
+    RUN(woken_migrating_task_is_not_held_back_by_queued_ones);
     RUN(bookkeeping_follows_the_task);
     RUN(descriptors_of_a_moving_task);
     RUN(stop_while_tasks_roam);
