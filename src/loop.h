@@ -64,6 +64,9 @@ typedef struct corio__loop {
                                     * task's yield (sched.c) */
     size_t roam_picks;             /* how many of those picks take the
                                     * roam queue first */
+    bool overflow_turn;            /* the next start from the run queue
+                                    * takes its overflow's oldest task (set
+                                    * at a poll that finds one there) */
     struct corio_task *ready_mark; /* the last task that was ready before
                                     * the poll that set queue_picks: the
                                     * ready list up to it goes first; NULL

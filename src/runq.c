@@ -203,6 +203,12 @@ struct corio_task *corio__runq_pop(corio__runq *q)
     return t ? t : refill_from_overflow(q);
 }
 
+struct corio_task *corio__runq_pop_overflow(corio__runq *q)
+{
+    struct corio_task *t;
+    return overflow_take(q, &t, 1) ? t : NULL;
+}
+
 size_t corio__runq_len(corio__runq *q)
 {
     uint64_t head = atomic_load_explicit(&q->head, memory_order_seq_cst);

@@ -88,6 +88,11 @@ struct corio_task *corio__runq_pop(corio__runq *q);
  * (the overflow is left alone: taking from it needs a 1 KiB buffer and
  * library calls, more stack than a task's wait may use, sched.c). */
 struct corio_task *corio__runq_pop_ring(corio__runq *q);
+/* Owner only: the oldest task in the overflow, or NULL. For fairness:
+ * the ring is popped first, so tasks spilled to the overflow would wait
+ * for as long as spawns keep the ring from emptying (sched.c takes one
+ * from here at each poll). */
+struct corio_task *corio__runq_pop_overflow(corio__runq *q);
 /* Any thread: a hint of how many tasks wait (ring + overflow). */
 size_t corio__runq_len(corio__runq *q);
 

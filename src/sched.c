@@ -342,7 +342,7 @@ static bool direct_start_headroom(corio_task *self)
  * for it to do the same (two switches saved per task when a task waits
  * for each of a burst of children in turn). Only where the scheduler's
  * pick would be exactly that task: no poll due, no woken migrating task
- * waiting, not stopping (picks owed to the queues would take it too: the
+ * waiting, no turn of the run queue's overflow due, not stopping (picks owed to the queues would take it too: the
  * start counts as one); only from the ring (refilling it
  * from the overflow is the scheduler's job: it needs more stack), only
  * with DIRECT_START_HEADROOM of self's stack left, and only with a warm
@@ -355,7 +355,7 @@ static bool direct_start_headroom(corio_task *self)
 __attribute__((noinline)) static void suspend_with_none_ready(corio__loop *l, corio_task *self)
 {
     if (l->tick >= CORIO__POLL_INTERVAL || (self->flags & CORIO__TF_LIGHT) ||
-        l->light_stalled || !corio__runq_owner_empty(&l->roam) ||
+        l->light_stalled || l->overflow_turn || !corio__runq_owner_empty(&l->roam) ||
         corio__runq_ring_owner_empty(&l->runq) || l->stopping ||
         atomic_load_explicit(&l->rt->stopping, memory_order_acquire) ||
         !direct_start_headroom(self) || !corio__balance_may_start_new(l)) {
@@ -511,6 +511,7 @@ static void poll_events(corio__loop *l)
     atomic_store_explicit(&l->activity_ns, l->now, memory_order_relaxed);
     fire_due_timers(l);
     stack_trim_tick(l);
+    l->overflow_turn = atomic_load_explicit(&l->runq.overflow_len, memory_order_relaxed) != 0;
     if (!l->stopping && atomic_load_explicit(&l->rt->stopping, memory_order_acquire))
         enter_stopping(l);
     l->tick = 0;
@@ -549,6 +550,16 @@ static corio_task *pop_new(corio__loop *l)
     if (!l->stopping && !atomic_load_explicit(&l->rt->stopping, memory_order_acquire) &&
         !corio__balance_may_start_new(l))
         return NULL;
+    if (l->overflow_turn) {
+        /* Once a poll, the overflow's oldest: popping the ring first, a
+         * loop whose tasks kept spawning successors (the ring never
+         * empty) never reached the tasks spilled before them; Go takes
+         * its global queue every 61 ticks for the same reason. */
+        l->overflow_turn = false;
+        corio_task *t = corio__runq_pop_overflow(&l->runq);
+        if (t)
+            return t;
+    }
     return corio__runq_pop(&l->runq);
 }
 

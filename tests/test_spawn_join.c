@@ -665,6 +665,52 @@ TEST(tasks_woken_before_a_burst_run_before_it)
         run_main_checked(1, main_wake_then_burst, NULL);
 }
 
+/* ---- a spilled task starts while the ring keeps filling ----
+ *
+ * Found by review: the run queue pops its ring first and its overflow
+ * only when the ring is empty, so the oldest task, spilled to the
+ * overflow by a burst, waited for as long as tasks that each spawn a
+ * successor kept the ring from emptying. Now a poll gives the overflow a
+ * turn (sched.c: overflow_turn). One loop, so no thief drains it.
+ */
+enum { SPILL_BURST = 300 };
+static _Atomic long spill_chain_starts, spilled_saw;
+
+static void *spill_chain_link(void *arg)
+{
+    if (atomic_fetch_add(&spill_chain_starts, 1) < CHAIN_LIMIT)
+        CHECK_OK(corio_spawn(NULL, spill_chain_link, arg));
+    return NULL;
+}
+
+static void *note_chain_starts(void *arg)
+{
+    (void)arg;
+    atomic_store(&spilled_saw, atomic_load(&spill_chain_starts));
+    return NULL;
+}
+
+static void *main_spilled_behind_chains(void *arg)
+{
+    (void)arg;
+    atomic_store(&spill_chain_starts, 0);
+    corio_task *oldest;
+    CHECK_OK(corio_spawn(&oldest, note_chain_starts, NULL));
+    for (int i = 1; i < SPILL_BURST; i++)
+        CHECK_OK(corio_spawn(NULL, spill_chain_link, NULL));
+    CHECK(atomic_load(&corio__loop_current()->runq.overflow_len) > 0);
+    CHECK_OK(corio_join(oldest, NULL));
+    long saw = atomic_load(&spilled_saw);
+    atomic_store(&spill_chain_starts, CHAIN_LIMIT); /* stop the chains */
+    CHECK_LE(saw, 4L * SPILL_BURST);
+    return NULL;
+}
+
+TEST(spilled_task_starts_while_the_ring_keeps_filling)
+{
+    run_main_checked(1, main_spilled_behind_chains, NULL);
+}
+
 /* ---- a task joining never-run children in turn ----
  *
  * With nothing else ready, the loop starts each child straight from the
@@ -1128,6 +1174,7 @@ int main(int argc, char **argv)
     RUN(queued_tasks_start_before_later_wake_ups);
     RUN(woken_task_waits_for_one_round_of_queued_tasks);
     RUN(tasks_woken_before_a_burst_run_before_it);
+    RUN(spilled_task_starts_while_the_ring_keeps_filling);
     RUN(join_never_run_children_in_turn);
     RUN(wait_near_the_end_of_a_small_stack);
     RUN(released_handle_is_einval);
