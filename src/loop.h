@@ -67,6 +67,7 @@ typedef struct corio__loop {
     bool overflow_turn;            /* the next start from the run queue
                                     * takes its overflow's oldest task (set
                                     * at a poll that finds one there) */
+    bool roam_overflow_turn;       /* the same for the roam queue */
     struct corio_task *ready_mark; /* the last task that was ready before
                                     * the poll that set queue_picks: the
                                     * ready list up to it goes first; NULL

@@ -90,7 +90,7 @@ struct corio_task *corio__runq_pop(corio__runq *q);
 struct corio_task *corio__runq_pop_ring(corio__runq *q);
 /* Owner only: the oldest task in the overflow, or NULL. For fairness:
  * the ring is popped first, so tasks spilled to the overflow would wait
- * for as long as spawns keep the ring from emptying (sched.c takes one
+ * for as long as pushes keep the ring from emptying (sched.c takes one
  * from here at each poll). */
 struct corio_task *corio__runq_pop_overflow(corio__runq *q);
 /* Any thread: a hint of how many tasks wait (ring + overflow). */

@@ -512,6 +512,7 @@ static void poll_events(corio__loop *l)
     fire_due_timers(l);
     stack_trim_tick(l);
     l->overflow_turn = atomic_load_explicit(&l->runq.overflow_len, memory_order_relaxed) != 0;
+    l->roam_overflow_turn = atomic_load_explicit(&l->roam.overflow_len, memory_order_relaxed) != 0;
     if (!l->stopping && atomic_load_explicit(&l->rt->stopping, memory_order_acquire))
         enter_stopping(l);
     l->tick = 0;
@@ -538,6 +539,22 @@ static void poll_events(corio__loop *l)
 
 /* ---- choosing work ---- */
 
+/* The oldest task of q (owner): its ring's, or, once a poll (`turn`),
+ * its overflow's. Popping the ring first, a loop whose tasks kept
+ * refilling the ring (tasks spawning successors; migrating tasks waking
+ * each other) never reached the tasks spilled before them; Go takes its
+ * global queue every 61 ticks for the same reason. */
+static corio_task *queue_pop(corio__runq *q, bool *turn)
+{
+    if (*turn) {
+        *turn = false;
+        corio_task *t = corio__runq_pop_overflow(q);
+        if (t)
+            return t;
+    }
+    return corio__runq_pop(q);
+}
+
 /* A never-run task from our own queue, unless balance says to leave it
  * for a less loaded loop (balance.c). Once the runtime stops, the task is
  * only going to be discarded (corio__loop_run), so balance has no say:
@@ -550,23 +567,13 @@ static corio_task *pop_new(corio__loop *l)
     if (!l->stopping && !atomic_load_explicit(&l->rt->stopping, memory_order_acquire) &&
         !corio__balance_may_start_new(l))
         return NULL;
-    if (l->overflow_turn) {
-        /* Once a poll, the overflow's oldest: popping the ring first, a
-         * loop whose tasks kept spawning successors (the ring never
-         * empty) never reached the tasks spilled before them; Go takes
-         * its global queue every 61 ticks for the same reason. */
-        l->overflow_turn = false;
-        corio_task *t = corio__runq_pop_overflow(&l->runq);
-        if (t)
-            return t;
-    }
-    return corio__runq_pop(&l->runq);
+    return queue_pop(&l->runq, &l->overflow_turn);
 }
 
 /* A woken migrating task from our own roam queue, or NULL. */
 static corio_task *roam_pop(corio__loop *l)
 {
-    return corio__runq_owner_empty(&l->roam) ? NULL : corio__runq_pop(&l->roam);
+    return corio__runq_owner_empty(&l->roam) ? NULL : queue_pop(&l->roam, &l->roam_overflow_turn);
 }
 
 /* Ready tasks first, then woken migrating tasks, then never-run tasks;

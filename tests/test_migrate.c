@@ -852,6 +852,81 @@ TEST(woken_migrating_task_is_not_held_back_by_queued_ones)
     run_main_checked(2, main_roam_behind_chains, PTR_OF(-10)); /* and a lone yielder */
 }
 
+/* ---- a spilled woken migrating task runs while the roam ring stays busy
+ *
+ * Found by review: the roam queue, like the run queue, popped its ring
+ * first and its overflow only when the ring was empty. 600 migrating
+ * tasks woken at once spill to the roam queue's overflow; two migrating
+ * tasks that wake each other through semaphores then keep its ring from
+ * emptying. Loop 1 is held by a pinned yielder, so only loop 0 runs them.
+ * The last spilled task must run long before the pair stops on its own.
+ */
+enum { SPILLED_WAITERS = 600, PAIR_LIMIT = 300000 };
+static _Atomic int spilled_waiting, spilled_done;
+static _Atomic long pair_runs, pair_runs_when_all_done;
+static corio_sem *pair_sems[2];
+
+static void *spilled_waiter(void *arg)
+{
+    atomic_fetch_add(&spilled_waiting, 1);
+    CHECK_OK(corio_event_wait(arg));
+    if (atomic_fetch_add(&spilled_done, 1) + 1 == SPILLED_WAITERS)
+        atomic_store(&pair_runs_when_all_done, atomic_load(&pair_runs));
+    return NULL;
+}
+
+static void *wake_each_other(void *arg)
+{
+    int i = INT_OF(arg);
+    for (;;) {
+        CHECK_OK(corio_sem_acquire(pair_sems[i]));
+        bool stop = atomic_fetch_add(&pair_runs, 1) >= PAIR_LIMIT;
+        CHECK_OK(corio_sem_release(pair_sems[1 - i]));
+        if (stop)
+            return NULL;
+    }
+}
+
+static void *main_spilled_roamers(void *arg)
+{
+    (void)arg;
+    static corio_task *waiters[SPILLED_WAITERS];
+    corio_task *spinner, *pair[2];
+    atomic_store(&roam_spin_stop, false);
+    atomic_store(&roam_spin_started, false);
+    CHECK_OK(corio_spawn_on(&spinner, 1, keep_yielding, &roam_spin_stop));
+    while (!atomic_load(&roam_spin_started))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    corio_event *ev;
+    CHECK_OK(corio_event_new(&ev));
+    CHECK_OK(corio_sem_new(&pair_sems[0], 0));
+    CHECK_OK(corio_sem_new(&pair_sems[1], 0));
+    corio_spawn_opts o = migrate_opts();
+    for (int i = 0; i < SPILLED_WAITERS; i++)
+        CHECK_OK(corio_spawn_ex(&waiters[i], spilled_waiter, ev, &o));
+    for (int i = 0; i < 2; i++)
+        CHECK_OK(corio_spawn_ex(&pair[i], wake_each_other, PTR_OF(i), &o));
+    CHECK(test_await(&spilled_waiting, SPILLED_WAITERS));
+    CHECK_OK(corio_event_set(ev));
+    CHECK(atomic_load(&corio__loop_current()->roam.overflow_len) > 0);
+    CHECK_OK(corio_sem_release(pair_sems[0]));
+    CHECK_OK(corio_gather(waiters, SPILLED_WAITERS, NULL));
+    CHECK_OK(corio_gather(pair, 2, NULL));
+    atomic_store(&roam_spin_stop, true);
+    CHECK_OK(corio_join(spinner, NULL));
+    corio_sem_free(pair_sems[0]);
+    corio_sem_free(pair_sems[1]);
+    corio_event_free(ev);
+    long runs_when_all_done = atomic_load(&pair_runs_when_all_done);
+    CHECK_LT(runs_when_all_done, PAIR_LIMIT / 2);
+    return NULL;
+}
+
+TEST(spilled_woken_migrating_task_runs_while_the_roam_ring_stays_busy)
+{
+    run_main_checked(2, main_spilled_roamers, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(woken_tasks_leave_a_busy_loop);
@@ -859,6 +934,7 @@ int main(int argc, char **argv)
     RUN(stacks_do_not_pile_up);
     RUN(yielder_does_not_starve_a_woken_task);
     RUN(woken_migrating_task_is_not_held_back_by_queued_ones);
+    RUN(spilled_woken_migrating_task_runs_while_the_roam_ring_stays_busy);
     RUN(bookkeeping_follows_the_task);
     RUN(descriptors_of_a_moving_task);
     RUN(stop_while_tasks_roam);
