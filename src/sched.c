@@ -367,8 +367,8 @@ __attribute__((noinline)) static void suspend_with_none_ready(corio__loop *l, co
         corio__stack_warm_at_hand(&l->stacks, (size_t)t->stack_pages * CORIO__STACK_UNIT) &&
         task_start(l, t) == STARTED) {
         l->tick++;
-        if (l->queue_picks)
-            l->queue_picks--;
+        if (l->queue_picks && !--l->queue_picks)
+            l->ready_mark = NULL;
         corio__switch_to(l, self, t);
         return;
     }
@@ -587,11 +587,13 @@ static corio_task *roam_pop(corio__loop *l)
 static corio_task *next_runnable(corio__loop *l)
 {
     corio_task *t = NULL;
-    /* The tasks ready before the poll that owed the picks. Direct
-     * switches, which pop the ready list without looking at the mark,
-     * wait while picks are owed (ready.h); if a light task's stall lets
-     * the picks run out first, a mark left behind only means ready tasks
-     * first, the order with no picks owed, until the next poll resets it. */
+    /* The tasks ready before the poll that owed the picks. The mark
+     * lives only while picks are owed: direct switches, which pop the
+     * ready list without looking at it, wait until none are (ready.h), so
+     * it is cleared wherever the picks run out (a light task's stall can
+     * skip this and let them). A mark left on a task no longer listed
+     * would put the ready list first for good: a lone yielder re-listing
+     * itself then starved the picks it owed (found by review). */
     if (l->ready_mark && !l->light_stalled) {
         t = corio__ready_pop(l);
         if (!t || t == l->ready_mark)
@@ -617,6 +619,8 @@ static corio_task *next_runnable(corio__loop *l)
             t = roam_pop(l);
         if (!t)
             l->queue_picks = l->roam_picks = 0; /* emptied, stolen, or held back */
+        if (!l->queue_picks)
+            l->ready_mark = NULL;
     }
     if (!t && !l->light_stalled)
         t = corio__ready_pop(l);

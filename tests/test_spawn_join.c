@@ -711,6 +711,98 @@ TEST(spilled_task_starts_while_the_ring_keeps_filling)
     run_main_checked(1, main_spilled_behind_chains, NULL);
 }
 
+/* ---- the ready mark does not outlive the picks ----
+ *
+ * Found by review (sched.c, ready_mark). A light task's stall (its start
+ * failed for want of memory to save the shared stack; set by hand here,
+ * as run_task sets it) skips the mark, so the picks ran out with the mark
+ * still set; a direct switch then took the marked task off the ready
+ * list, and the mark, never matched again, kept the ready list first for
+ * good: a lone yielder, which re-lists itself before every pass, starved
+ * the task queued behind it. Two players take turns until just after a
+ * poll has marked one of them; the other stalls the loop and yields, a
+ * task queued then yields straight to the marked player, which leaves
+ * the list for good; the other, now alone, queues a task and yields.
+ */
+static corio__loop *mark_loop;
+static corio_event *mark_release;
+static corio_task *mark_marked, *mark_n, *mark_q;
+static int mark_q_started, mark_phase;
+static long mark_lone_yields;
+
+static void *mark_q_fn(void *arg)
+{
+    (void)arg;
+    mark_q_started = 1;
+    return NULL;
+}
+
+static void *mark_n_fn(void *arg)
+{
+    (void)arg;
+    CHECK_OK(corio_yield());
+    CHECK_OK(corio_event_wait(mark_release));
+    return NULL;
+}
+
+static void *mark_player(void *arg)
+{
+    (void)arg;
+    corio__loop *l = mark_loop;
+    corio_task *self = corio_self();
+    for (;;) {
+        if (mark_phase == 1) {
+            /* The marked player: off the ready list for good. */
+            CHECK(self == mark_marked);
+            CHECK_OK(corio_event_wait(mark_release));
+            return NULL;
+        }
+        if (l->tick == CORIO__POLL_INTERVAL - 2 && !mark_n)
+            CHECK_OK(corio_spawn(&mark_n, mark_n_fn, NULL)); /* queued at the next poll */
+        unsigned before = l->tick;
+        CHECK_OK(corio_yield());
+        if (mark_n && l->tick < before && l->ready_mark && l->ready_mark != self &&
+            l->queue_picks) {
+            mark_marked = l->ready_mark; /* just after the poll: the other player */
+            l->light_stalled = true;
+            mark_phase = 1;
+            CHECK_OK(corio_yield()); /* the picks start N; N's yield pops the mark */
+            break;
+        }
+    }
+    while (l->tick < CORIO__POLL_INTERVAL)
+        CHECK_OK(corio_yield());
+    CHECK_OK(corio_spawn(&mark_q, mark_q_fn, NULL));
+    while (!mark_q_started && mark_lone_yields < 1000000) {
+        CHECK_OK(corio_yield());
+        mark_lone_yields++;
+    }
+    CHECK(mark_q_started);
+    CHECK_LE(mark_lone_yields, 2 * (long)CORIO__POLL_INTERVAL);
+    CHECK_OK(corio_event_set(mark_release));
+    return NULL;
+}
+
+static void *main_mark_outlives_picks(void *arg)
+{
+    (void)arg;
+    mark_loop = corio__loop_current();
+    CHECK_OK(corio_event_new(&mark_release));
+    corio_task *other;
+    CHECK_OK(corio_spawn(&other, mark_player, NULL));
+    mark_player(NULL);
+    CHECK_OK(corio_join(other, NULL));
+    CHECK_OK(corio_join(mark_n, NULL));
+    CHECK_OK(corio_join(mark_q, NULL));
+    corio_event_free(mark_release);
+    return NULL;
+}
+
+TEST(ready_mark_does_not_outlive_the_picks)
+{
+    run_main_checked(1, main_mark_outlives_picks, NULL);
+}
+
 /* ---- a task joining never-run children in turn ----
  *
  * With nothing else ready, the loop starts each child straight from the
@@ -1175,6 +1267,7 @@ int main(int argc, char **argv)
     RUN(woken_task_waits_for_one_round_of_queued_tasks);
     RUN(tasks_woken_before_a_burst_run_before_it);
     RUN(spilled_task_starts_while_the_ring_keeps_filling);
+    RUN(ready_mark_does_not_outlive_the_picks);
     RUN(join_never_run_children_in_turn);
     RUN(wait_near_the_end_of_a_small_stack);
     RUN(released_handle_is_einval);
