@@ -531,7 +531,12 @@ static void poll_events(corio__loop *l)
         l->roam_picks = corio__runq_len(&l->roam);
         size_t queued = corio__runq_len(&l->runq) + l->roam_picks;
         l->queue_picks = queued ? queued : 1;
-        l->ready_mark = ready_before;
+        /* Marked only with something queued: the marked tasks go through
+         * the scheduler (direct switches wait while picks are owed), and
+         * with nothing to order them against that only cost switches
+         * (found by review: 97% of yields through the scheduler with
+         * 1,000 tasks ready, against 2.6%). */
+        l->ready_mark = queued ? ready_before : NULL;
     }
     l->light_stalled = false;
     l->start_credit = 0; /* credit is for a burst, not for later */

@@ -803,6 +803,49 @@ TEST(ready_mark_does_not_outlive_the_picks)
     run_main_checked(1, main_mark_outlives_picks, NULL);
 }
 
+/* ---- a poll with nothing queued marks nothing ----
+ *
+ * Found by review: marked tasks go through the scheduler, since direct
+ * switches wait while picks are owed, so a mark set with nothing queued
+ * only cost switches: with 1,000 tasks yielding, 97% of the yields went
+ * through the scheduler (2.6% before the mark). 100 tasks yield on one
+ * loop with nothing queued; after every poll one of them checks that
+ * nothing was marked.
+ */
+enum { MARK_YIELDERS = 100 };
+static _Atomic int mark_polls_seen;
+
+static void *yield_and_watch_polls(void *arg)
+{
+    bool watcher = arg != NULL;
+    corio__loop *l = corio__loop_current();
+    for (int i = 0; i < 2000; i++) {
+        unsigned before = l->tick;
+        CHECK_OK(corio_yield());
+        if (watcher && l->tick < before && corio__runq_owner_empty(&l->runq)) {
+            CHECK(l->ready_mark == NULL);
+            atomic_fetch_add(&mark_polls_seen, 1);
+        }
+    }
+    return NULL;
+}
+
+static void *main_unqueued_polls(void *arg)
+{
+    (void)arg;
+    corio_task *t[MARK_YIELDERS];
+    for (int i = 0; i < MARK_YIELDERS; i++)
+        CHECK_OK(corio_spawn(&t[i], yield_and_watch_polls, i == 0 ? PTR_OF(1) : NULL));
+    CHECK_OK(corio_gather(t, MARK_YIELDERS, NULL));
+    CHECK_GT(atomic_load(&mark_polls_seen), 0);
+    return NULL;
+}
+
+TEST(a_poll_with_nothing_queued_marks_nothing)
+{
+    run_main_checked(1, main_unqueued_polls, NULL);
+}
+
 /* ---- a task joining never-run children in turn ----
  *
  * With nothing else ready, the loop starts each child straight from the
@@ -1268,6 +1311,7 @@ int main(int argc, char **argv)
     RUN(tasks_woken_before_a_burst_run_before_it);
     RUN(spilled_task_starts_while_the_ring_keeps_filling);
     RUN(ready_mark_does_not_outlive_the_picks);
+    RUN(a_poll_with_nothing_queued_marks_nothing);
     RUN(join_never_run_children_in_turn);
     RUN(wait_near_the_end_of_a_small_stack);
     RUN(released_handle_is_einval);
