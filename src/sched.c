@@ -342,9 +342,10 @@ static bool direct_start_headroom(corio_task *self)
  * for it to do the same (two switches saved per task when a task waits
  * for each of a burst of children in turn). Only where the scheduler's
  * pick would be exactly that task: no poll due, no woken migrating task
- * waiting, no turn of the run queue's overflow due, not stopping (picks owed to the queues would take it too: the
- * start counts as one); only from the ring (refilling it
- * from the overflow is the scheduler's job: it needs more stack), only
+ * waiting, no turn of the run queue's overflow due, not stopping (picks
+ * owed to the queues would take it too: the start counts as one); only
+ * from the ring (refilling it from the overflow is the scheduler's job:
+ * it needs more stack), only
  * with DIRECT_START_HEADROOM of self's stack left, and only with a warm
  * stack at hand, so that the start cannot fail (a task that cannot start
  * is finished by the scheduler, which calls its discard outside any
@@ -523,7 +524,7 @@ static void poll_events(corio__loop *l)
      * poll, a loop busy with woken tasks started one queued task per 61
      * of them: on the reference experiment, when starting 10,000 tasks
      * outlasted the shortest sleep (page faults on a slow VM), the last
-     * began its sleep 2 s late and efficiency fell to 0.70-0.85. Picks
+     * began its sleep 2 s late and efficiency fell to 0.68-0.87. Picks
      * still owed are not topped up; and since the mark puts whatever was
      * ready first, picks that run out exactly at a poll cannot be owed
      * again over a task that has waited through them. */
@@ -586,9 +587,10 @@ static corio_task *roam_pop(corio__loop *l)
  * all the queues held at the last poll that found none owed, once the
  * tasks ready before that poll have run; and all a lone yielder found
  * queued), so that neither queue can starve behind a stream of wake-ups
- * or a task that keeps yielding. (A count of picks modulo the poll interval did not
- * do it: a lone yielder switches straight back to itself until the loop
- * polls, and the scheduler's first pick after the poll is at count 0.) */
+ * or a task that keeps yielding. (A count of picks modulo the poll
+ * interval did not do it: a lone yielder switches straight back to
+ * itself until the loop polls, and the scheduler's first pick after the
+ * poll is at count 0.) */
 static corio_task *next_runnable(corio__loop *l)
 {
     corio_task *t = NULL;
