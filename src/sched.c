@@ -337,6 +337,22 @@ static bool direct_start_headroom(corio_task *self)
     return (char *)__builtin_frame_address(0) - lo >= DIRECT_START_HEADROOM;
 }
 
+/* One of the picks owed to the queues taken (queue_picks > 0). The ready
+ * mark lives only while picks are owed (next_runnable says why), so
+ * wherever they run out it goes too. */
+static inline void spend_pick(corio__loop *l)
+{
+    if (!--l->queue_picks)
+        l->ready_mark = NULL;
+}
+
+/* The queues had nothing for an owed pick: the rest are void. */
+static inline void forfeit_picks(corio__loop *l)
+{
+    l->queue_picks = l->roam_picks = 0;
+    l->ready_mark = NULL;
+}
+
 /* Nothing started is ready: start the never-run task the scheduler would
  * pick next, straight from `self`, instead of switching to the scheduler
  * for it to do the same (two switches saved per task when a task waits
@@ -368,8 +384,8 @@ __attribute__((noinline)) static void suspend_with_none_ready(corio__loop *l, co
         corio__stack_warm_at_hand(&l->stacks, (size_t)t->stack_pages * CORIO__STACK_UNIT) &&
         task_start(l, t) == STARTED) {
         l->tick++;
-        if (l->queue_picks && !--l->queue_picks)
-            l->ready_mark = NULL;
+        if (l->queue_picks)
+            spend_pick(l);
         corio__switch_to(l, self, t);
         return;
     }
@@ -613,7 +629,6 @@ static corio_task *next_runnable(corio__loop *l)
          * were owed, and are as late as the ready tasks above (with the
          * run queue first, picks that kept running out at a poll starved
          * them, and so did a lone yielder's). */
-        l->queue_picks--;
         if (l->roam_picks) {
             l->roam_picks--;
             t = roam_pop(l);
@@ -624,10 +639,10 @@ static corio_task *next_runnable(corio__loop *l)
             t = pop_new(l);
         if (!t)
             t = roam_pop(l);
-        if (!t)
-            l->queue_picks = l->roam_picks = 0; /* emptied, stolen, or held back */
-        if (!l->queue_picks)
-            l->ready_mark = NULL;
+        if (t)
+            spend_pick(l);
+        else
+            forfeit_picks(l); /* emptied, stolen, or held back */
     }
     if (!t && !l->light_stalled)
         t = corio__ready_pop(l);
