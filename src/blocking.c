@@ -5,7 +5,9 @@
  * then on it belongs to the pool thread until it completes. A wait that
  * ends early (deadline, cancellation) settles the job under the pool lock:
  *
- *   QUEUED    removed from the queue and freed: fn never runs
+ *   QUEUED    removed from the queue and freed: fn never runs (a pool
+ *             thread that takes a job whose wait has already ended, or
+ *             whose deadline has passed, leaves it QUEUED and skips it)
  *   RUNNING   marked ABANDONED: the thread frees it when fn returns and
  *             drops the result (nobody can stop a running C function)
  *   DONE      fn finished in the meantime: the result is returned after
@@ -19,6 +21,7 @@
 #include "blocking.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -36,6 +39,7 @@ struct blocking_job {
     void (*abandoned)(void *arg); /* cleanup when the waiter gave up */
     corio_task *task;   /* the waiter */
     uint64_t token;     /* its wait token */
+    corio_time_t deadline; /* the wait's */
     enum job_state state;
 };
 
@@ -76,6 +80,19 @@ int corio__blocking_pool_new(corio__runtime *rt, struct corio__blocking_pool **o
     return 0;
 }
 
+/* Under lock, for a job just taken from the queue: whether its wait is
+ * still on. A wait that has ended (cancelled, timed out, shut down) or
+ * whose deadline has passed is not for the thread to start: corio.h
+ * promises fn never runs then. The task has not settled yet (it would
+ * have taken the job out of the queue under this lock), so it is there
+ * to read, and it will: it sees the job still QUEUED and drops it. */
+static bool job_wanted(const struct blocking_job *job)
+{
+    if (atomic_load_explicit(&job->task->wait, memory_order_acquire) != job->token)
+        return false;
+    return job->deadline == CORIO_FOREVER || corio_now() < job->deadline;
+}
+
 static void *pool_thread(void *arg)
 {
     struct corio__blocking_pool *pool = arg;
@@ -94,6 +111,8 @@ static void *pool_thread(void *arg)
         if (!pool->head)
             pool->tail = NULL;
         pool->queued--;
+        if (!job_wanted(job))
+            continue; /* still QUEUED: its task frees it */
         job->state = JOB_RUNNING;
         pthread_mutex_unlock(&pool->lock);
 
@@ -184,7 +203,7 @@ int corio__run_blocking_owned(corio_fn fn, void *arg, void (*abandoned)(void *ar
         return rc;
     }
     *job = (struct blocking_job){.fn = fn, .arg = arg, .abandoned = abandoned, .task = self,
-                                 .token = token, .state = JOB_QUEUED};
+                                 .token = token, .deadline = deadline, .state = JOB_QUEUED};
 
     pthread_mutex_lock(&pool->lock);
     rc = maybe_grow(pool);

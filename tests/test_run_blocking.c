@@ -588,6 +588,134 @@ TEST(owned_argument_cleaned_up_once)
     CHECK_EQ(atomic_load(&owned_cleanups), 2);
 }
 
+/* ---- cancelled while queued, picked up before the task ran again ----
+ *
+ * corio.h: "If the wait times out or is cancelled ... before fn started,
+ * fn never runs". Here the cancellation (or the deadline) comes while the
+ * job waits in the queue behind the pool's one busy thread, and the task
+ * has not run since (its loop is busy) when the thread frees up: the
+ * thread must not start the job, and the call must fail with
+ * CORIO_ECANCELED (CORIO_ETIMEDOUT). Order, not timing: main holds the
+ * loop until a job queued after the victim's has started, which the one
+ * thread only does after deciding on the victim's. */
+static _Atomic int q_first_started, q_release, q_victim_ran, q_last_started;
+
+static void *q_first_fn(void *arg)
+{
+    atomic_store(&q_first_started, 1);
+    while (!atomic_load(&q_release))
+        usleep(200);
+    return NULL;
+}
+
+static void *q_victim_fn(void *arg)
+{
+    atomic_store(&q_victim_ran, 1);
+    return PTR_OF(5);
+}
+
+static void *q_last_fn(void *arg)
+{
+    atomic_store(&q_last_started, 1);
+    return NULL;
+}
+
+static void *q_call(void *arg)
+{
+    corio_fn fn = (corio_fn)arg;
+    return PTR_OF(corio_run_blocking(fn, NULL, NULL));
+}
+
+static _Atomic corio_time_t q_deadline;
+
+static void *q_call_until(void *arg)
+{
+    atomic_store(&q_deadline, corio_deadline_in(5 * CORIO_MSEC));
+    return PTR_OF(corio_run_blocking_until(q_victim_fn, NULL, NULL, atomic_load(&q_deadline)));
+}
+
+static void *main_cancelled_while_queued(void *arg)
+{
+    bool timed = arg != NULL;
+    atomic_store(&q_first_started, 0);
+    atomic_store(&q_release, 0);
+    atomic_store(&q_victim_ran, 0);
+    atomic_store(&q_last_started, 0);
+    corio_task *first, *victim, *last;
+    CHECK_OK(corio_spawn(&first, q_call, (void *)q_first_fn));
+    while (!atomic_load(&q_first_started))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    /* One loop: each yield lets the task just spawned run up to its
+     * wait, its job queued behind the busy thread. */
+    CHECK_OK(corio_spawn(&victim, timed ? q_call_until : q_call, (void *)q_victim_fn));
+    CHECK_OK(corio_yield());
+    CHECK_OK(corio_spawn(&last, q_call, (void *)q_last_fn));
+    CHECK_OK(corio_yield());
+    if (timed) {
+        /* Hold the loop past the deadline (the loop has not seen it). */
+        while (corio_now() <= atomic_load(&q_deadline))
+            usleep(100);
+    } else {
+        CHECK_OK(corio_cancel(victim));
+    }
+    /* The victim's wait is over; it has not run since. Free the thread
+     * and hold the loop until the job queued after the victim's starts. */
+    atomic_store(&q_release, 1);
+    corio_time_t give_up = corio_now() + 10 * CORIO_SEC * TEST_SLOW;
+    while (!atomic_load(&q_last_started) && corio_now() < give_up)
+        usleep(100);
+    CHECK_EQ(atomic_load(&q_last_started), 1);
+    void *rc = NULL;
+    CHECK_OK(corio_join(victim, &rc));
+    CHECK_EQ(INT_OF(rc), timed ? CORIO_ETIMEDOUT : CORIO_ECANCELED);
+    CHECK_EQ(atomic_load(&q_victim_ran), 0);
+    CHECK_OK(corio_join(first, &rc));
+    CHECK_OK(INT_OF(rc));
+    CHECK_OK(corio_join(last, &rc));
+    CHECK_OK(INT_OF(rc));
+    return NULL;
+}
+
+TEST(cancelled_while_queued_never_runs)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 1;
+    cfg.blocking_threads = 1;
+    run_main_cfg(&cfg, main_cancelled_while_queued, NULL);
+}
+
+/* The same with the deadline already past when the call is made: an idle
+ * pool thread takes the job at once, before the task has even got to its
+ * wait, and must still not start it. */
+static void *main_past_deadline(void *arg)
+{
+    atomic_store(&q_victim_ran, 0);
+    int n = (int)test_scaled(2000), wrong_rc = 0;
+    for (int i = 0; i < n; i++) {
+        corio_time_t dl = i % 2 ? corio_now() : INT64_MIN;
+        if (corio_run_blocking_until(q_victim_fn, NULL, NULL, dl) != CORIO_ETIMEDOUT)
+            wrong_rc++;
+    }
+    CHECK_EQ(wrong_rc, 0);
+    CHECK_EQ(atomic_load(&q_victim_ran), 0);
+    return NULL;
+}
+
+TEST(past_deadline_never_runs)
+{
+    run_main_checked(2, main_past_deadline, NULL);
+}
+
+TEST(timed_out_while_queued_never_runs)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = 1;
+    cfg.blocking_threads = 1;
+    run_main_cfg(&cfg, main_cancelled_while_queued, PTR_OF(1));
+}
+
 int main(int argc, char **argv)
 {
     RUN(runs_on_another_thread);
@@ -600,5 +728,8 @@ int main(int argc, char **argv)
     RUN(loop_keeps_running_yielding_neighbour);
     RUN(burst_of_calls_gets_threads);
     RUN(owned_argument_cleaned_up_once);
+    RUN(cancelled_while_queued_never_runs);
+    RUN(timed_out_while_queued_never_runs);
+    RUN(past_deadline_never_runs);
     return test_summary();
 }
