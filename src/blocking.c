@@ -21,6 +21,7 @@
 #include "blocking.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
@@ -57,6 +58,11 @@ struct corio__blocking_pool {
     unsigned nthreads, idle, max;        /* under lock */
     unsigned queued;                     /* jobs in the queue, under lock */
     bool stopping;                       /* under lock */
+    /* With pinned loops: the CPUs the process had, for the pool's threads,
+     * which would otherwise inherit the one CPU of the loop that started
+     * them and compete with it for that CPU. */
+    bool unpin;
+    cpu_set_t cpus;
 };
 
 int corio__blocking_pool_new(corio__runtime *rt, struct corio__blocking_pool **out)
@@ -66,6 +72,9 @@ int corio__blocking_pool_new(corio__runtime *rt, struct corio__blocking_pool **o
         return CORIO_ENOMEM;
     pool->rt = rt;
     pool->max = rt->blocking_threads;
+    /* Called by corio_run before it pins its own thread (loop 0). */
+    pool->unpin = rt->pin_cpus &&
+                  pthread_getaffinity_np(pthread_self(), sizeof pool->cpus, &pool->cpus) == 0;
     int rc = pthread_mutex_init(&pool->lock, NULL);
     if (rc == 0) {
         rc = pthread_cond_init(&pool->work, NULL);
@@ -96,6 +105,8 @@ static bool job_wanted(const struct blocking_job *job)
 static void *pool_thread(void *arg)
 {
     struct corio__blocking_pool *pool = arg;
+    if (pool->unpin) /* best effort, as the pinning itself */
+        pthread_setaffinity_np(pthread_self(), sizeof pool->cpus, &pool->cpus);
     corio__set_thread_runtime(pool->rt);
     pthread_mutex_lock(&pool->lock);
     for (;;) {

@@ -415,6 +415,51 @@ static void pinned_run(unsigned loops, bool by_env)
     CHECK(CPU_EQUAL(&before, &after));
 }
 
+/* Pinning is for the loops. A blocking-pool thread started by a pinned
+ * loop inherited that loop's one CPU, so every blocking call made from
+ * that loop competed with it for its CPU while the others idled: the
+ * pool's threads keep the CPUs the process had. (The mask, not the CPU
+ * they happen to run on.) */
+static void *pool_thread_cpus_ok(void *arg)
+{
+    cpu_set_t mine;
+    if (sched_getaffinity(0, sizeof mine, &mine) != 0)
+        return PTR_OF(-1);
+    return PTR_OF(CPU_EQUAL(&mine, &process_cpus) ? 1 : 0);
+}
+
+static void *pool_call_here(void *arg)
+{
+    void *ok = NULL;
+    int rc = corio_run_blocking(pool_thread_cpus_ok, NULL, &ok);
+    return rc ? PTR_OF(rc) : ok;
+}
+
+static void *main_pool_cpus(void *arg)
+{
+    unsigned n = corio_loop_count();
+    corio_task *t[8];
+    for (unsigned l = 0; l < n; l++)
+        CHECK_OK(corio_spawn_on(&t[l], l, pool_call_here, NULL));
+    void *res[8];
+    CHECK_OK(corio_gather(t, n, res));
+    for (unsigned l = 0; l < n; l++)
+        CHECK_EQ(INT_OF(res[l]), 1);
+    return NULL;
+}
+
+TEST(blocking_pool_not_pinned)
+{
+    clear_env();
+    CHECK_EQ(sched_getaffinity(0, sizeof process_cpus, &process_cpus), 0);
+    TEST_SKIP_IF(CPU_COUNT(&process_cpus) < 2, "on one CPU", "pinned and unpinned look alike");
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = CPU_COUNT(&process_cpus) < 8 ? (unsigned)CPU_COUNT(&process_cpus) : 8;
+    cfg.pin_cpus = true;
+    run_main_cfg(&cfg, main_pool_cpus, NULL);
+}
+
 /* On/off variables take 1 or 0: "true" or "no" must not silently mean
  * the default. */
 TEST(bad_flags)
@@ -461,6 +506,7 @@ int main(int argc, char **argv)
     RUN(runtimes_side_by_side);
     RUN(debug_list_follows_runtimes);
     RUN(pin_cpus);
+    RUN(blocking_pool_not_pinned);
     RUN(bad_flags);
     return test_summary();
 }
