@@ -404,7 +404,12 @@ CORIO_API int corio_yield(void);
 /* Suspend the calling task for `ns` nanoseconds / until `deadline`.
  * Returns 0 when the time has come, CORIO_ECANCELED if cancelled first,
  * CORIO_ENOMEM (light task, see corio_yield; or, for any task, no memory
- * to keep one more timer: every call with a deadline can return it). */
+ * to keep one more timer: every call with a deadline can return it).
+ * A time already come (ns <= 0; a deadline at or before now, any value
+ * below CORIO_FOREVER included) is corio_yield(), as asyncio.sleep(0).
+ * Note the difference from corio_deadline_in, where a negative ns means
+ * CORIO_FOREVER: corio_sleep(-1) yields, corio_sleep_until(
+ * corio_deadline_in(-1)) sleeps until cancelled. */
 CORIO_API int corio_sleep(int64_t ns);
 CORIO_API int corio_sleep_until(corio_time_t deadline);
 
@@ -412,9 +417,24 @@ CORIO_API int corio_sleep_until(corio_time_t deadline);
  * loop.run_in_executor: run fn(arg) on the runtime's blocking thread pool;
  * only the calling task waits, its loop keeps running others. *result gets
  * fn's return value. If the wait times out or is cancelled (or, for a
- * light task, fails with CORIO_ENOMEM) before fn started, fn never runs;
- * if fn is already running it finishes on its thread and its result is
- * dropped.
+ * light task, fails with CORIO_ENOMEM) before fn started, fn never runs
+ * (a pool thread does not start it once the wait has ended or the
+ * deadline has passed); if fn is already running it finishes on its
+ * thread and its result is dropped. One race goes the other way: if fn
+ * returned before the calling task got to act on the timeout or
+ * cancellation, the call returns 0 with fn's result, since its effects
+ * happened, and a cancellation stays pending for the task's next
+ * cancellation point.
+ *
+ * fn runs on a plain thread: corio calls that need a task fail there with
+ * CORIO_EPERM, and corio_run with CORIO_EBUSY. Threads start on demand up
+ * to corio_config.blocking_threads; when no more can start, the job waits
+ * for a busy one (so fn must not wait for another blocking job that may
+ * be queued behind it).
+ *
+ * Errors: CORIO_EPERM (not called from a task), CORIO_EINVAL (fn NULL),
+ * CORIO_ENOMEM, CORIO_EAGAIN (no pool thread exists and none can start),
+ * CORIO_ETIMEDOUT, CORIO_ECANCELED.
  */
 CORIO_API int corio_run_blocking(corio_fn fn, void *arg, void **result);
 CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,
