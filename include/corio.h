@@ -615,11 +615,14 @@ CORIO_API int corio_waitgroup_wait_until(corio_waitgroup *wg, corio_time_t deadl
  *    not inherit that memory.
  *  - On each loop, at most one task waits to read and one to write a
  *    given descriptor (a second gets CORIO_EBUSY). A task blocked on a
- *    descriptor is woken with CORIO_EBADF when a task of the same loop
- *    closes it; to wake one on another loop, corio_shutdown() first. A
- *    task whose wait had just ended when the descriptor was closed (on
- *    any loop) gets CORIO_EBADF too, never the file that reuses the
- *    number.
+ *    descriptor is woken with CORIO_EBADF when a task or blocking-pool
+ *    function of its runtime closes it, on any loop. A close from
+ *    elsewhere (a thread of no runtime, another runtime) wakes it only
+ *    once its loop next polls: there, corio_shutdown() it and leave the
+ *    close to the woken task (the kernel drops a closed file's pending
+ *    events). A task whose wait had just ended when the descriptor was
+ *    closed (on any loop) gets CORIO_EBADF too, never the file that
+ *    reuses the number.
  *  - Regular files and directories, which epoll cannot watch, are always
  *    ready: the calls make the system call directly (a slow disk holds
  *    the loop meanwhile; corio_run_blocking is for that), and

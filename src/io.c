@@ -36,13 +36,22 @@ void corio__io_destroy(corio__io *io)
  * At most 4 MiB, for a process that used every number below 2^20.
  */
 #define FD_GEN_PAGE 4096
-static _Atomic(_Atomic uint32_t *) fd_gen_pages[CORIO__FD_MAX / FD_GEN_PAGE];
+typedef _Atomic(_Atomic uint32_t *) fd_pages[CORIO__FD_MAX / FD_GEN_PAGE];
+static fd_pages fd_gen_pages;
+/* Tasks waiting on each number, on any loop of any runtime: a close
+ * that sees some it has not woken itself must have their loops look
+ * (corio__fd_invalidate). Same layout as the generations. */
+static fd_pages fd_waiting_pages;
+/* Bumped by each such close; a loop that sees it change looks for its
+ * waiters on closed numbers (corio__io_sweep_closed). */
+static _Atomic uint64_t remote_closes;
 
-/* The generation slot of fd; its page is allocated on first use if
- * `create`, otherwise NULL means nobody has registered this number yet. */
-static _Atomic uint32_t *gen_slot(int fd, bool create)
+/* fd's slot in `pages`; its page is allocated on first use if `create`,
+ * otherwise NULL means nobody has registered (or waited on) this number
+ * yet. */
+static _Atomic uint32_t *fd_slot(fd_pages *pages, int fd, bool create)
 {
-    _Atomic(_Atomic uint32_t *) *pagep = &fd_gen_pages[(size_t)fd / FD_GEN_PAGE];
+    _Atomic(_Atomic uint32_t *) *pagep = &(*pages)[(size_t)fd / FD_GEN_PAGE];
     _Atomic uint32_t *page = atomic_load_explicit(pagep, memory_order_acquire);
     if (!page && create) {
         _Atomic uint32_t *fresh = corio__calloc_permanent(FD_GEN_PAGE, sizeof *fresh);
@@ -57,11 +66,16 @@ static _Atomic uint32_t *gen_slot(int fd, bool create)
     return page ? &page[(size_t)fd % FD_GEN_PAGE] : NULL;
 }
 
+static _Atomic uint32_t *gen_slot(int fd, bool create)
+{
+    return fd_slot(&fd_gen_pages, fd, create);
+}
+
 /* fd's generation now (0 before anything was registered under it). */
 static uint32_t gen_now(int fd)
 {
     _Atomic uint32_t *slot = gen_slot(fd, false);
-    return slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
+    return slot ? atomic_load(slot) : 0;
 }
 
 static corio__fd_entry *entry_of(corio__io *io, int fd)
@@ -163,14 +177,29 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
     e->ready &= (uint8_t) ~(1u << dir);
     if (e->waiter[dir])
         return CORIO_EBUSY;
+    uint32_t gen = e->gen;
+    _Atomic uint32_t *waiting = fd_slot(&fd_waiting_pages, fd, true);
+    if (!waiting)
+        return CORIO_ENOMEM;
+    /* Counted before the generation is read again, as a close bumps the
+     * generation before it reads the count (both sequentially
+     * consistent): either that close sees us and has our loop look, or
+     * we see its generation here. */
+    atomic_fetch_add(waiting, 1);
+    if (gen_now(fd) != gen) {
+        atomic_fetch_sub(waiting, 1);
+        return CORIO_EBADF;
+    }
     uint64_t token;
     rc = corio__wait_arm(self, &token);
-    if (rc != 0)
+    if (rc != 0) {
+        atomic_fetch_sub(waiting, 1);
         return rc;
-    uint32_t gen = e->gen;
+    }
     e->waiter[dir] = self;
     e->token[dir] = token;
     rc = corio__wait_commit(self, token, deadline, what);
+    atomic_fetch_sub(waiting, 1);
     /* The table may have moved while we slept (another fd grew it). */
     e = &l->io.fds[fd];
     if (e->waiter[dir] == self)
@@ -229,27 +258,45 @@ void corio__io_dispatch(corio__loop *l, const corio__poll_event *ev, int n)
     }
 }
 
+/* Bump fd's generation; if tasks wait on it beyond the `woken` this
+ * loop has just failed itself, have every loop of the caller's runtime
+ * look for them (corio__io_sweep_closed). Their loops' tables are their
+ * own, and the kernel drops a closed file's pending events, even one a
+ * corio_shutdown() just raised, so nothing else would wake them. */
+static void invalidate(int fd, unsigned woken)
+{
+    /* No page: no loop ever registered a number of it, nothing to undo. */
+    _Atomic uint32_t *slot = gen_slot(fd, false);
+    if (!slot)
+        return;
+    atomic_fetch_add(slot, 1);
+    _Atomic uint32_t *waiting = fd_slot(&fd_waiting_pages, fd, false);
+    if (!waiting || atomic_load(waiting) <= woken)
+        return;
+    atomic_fetch_add(&remote_closes, 1);
+    corio__runtime *rt = corio__runtime_current();
+    if (rt)
+        corio__runtime_wake_all(rt);
+}
+
 void corio__fd_invalidate(int fd)
 {
     if (fd < 0 || fd >= CORIO__FD_MAX)
         return;
-    /* No page: no loop ever registered a number of it, nothing to undo. */
-    _Atomic uint32_t *slot = gen_slot(fd, false);
-    if (slot)
-        atomic_fetch_add_explicit(slot, 1, memory_order_acq_rel);
+    invalidate(fd, 0);
 }
 
-void corio__io_forget(corio__loop *l, int fd)
+/* fd is closed: fail this loop's waiters on it with CORIO_EBADF and
+ * forget the registration (the kernel has dropped it). How many were
+ * woken. */
+static unsigned drop_entry(corio__loop *l, corio__fd_entry *e)
 {
-    if (fd < 0 || fd >= CORIO__FD_MAX)
-        return;
-    corio__fd_invalidate(fd);
-    if ((uint32_t)fd >= l->io.nfds)
-        return;
-    corio__fd_entry *e = &l->io.fds[fd];
+    unsigned woken = 0;
     for (int dir = 0; dir < 2; dir++) {
-        if (e->waiter[dir])
+        if (e->waiter[dir]) {
             corio__task_fire(e->waiter[dir], e->token[dir], CORIO_EBADF);
+            woken++;
+        }
         /* Free the slot now: the number may be reused, and waited on, by
          * a task that runs before the one just woken. */
         e->waiter[dir] = NULL;
@@ -258,6 +305,32 @@ void corio__io_forget(corio__loop *l, int fd)
         l->io.registered--;
     e->registered = 0;
     e->ready = 0;
+    return woken;
+}
+
+void corio__io_forget(corio__loop *l, int fd)
+{
+    if (fd < 0 || fd >= CORIO__FD_MAX)
+        return;
+    unsigned woken = 0;
+    if ((uint32_t)fd < l->io.nfds)
+        woken = drop_entry(l, &l->io.fds[fd]);
+    invalidate(fd, woken);
+}
+
+bool corio__io_closes_pending(const corio__io *io)
+{
+    return atomic_load(&remote_closes) != io->closes_seen;
+}
+
+void corio__io_sweep_closed(corio__loop *l)
+{
+    l->io.closes_seen = atomic_load(&remote_closes);
+    for (uint32_t fd = 0; fd < l->io.nfds; fd++) {
+        corio__fd_entry *e = &l->io.fds[fd];
+        if ((e->waiter[0] || e->waiter[1]) && e->gen != gen_now((int)fd))
+            drop_entry(l, e);
+    }
 }
 
 void corio__io_coop(corio_task *self)

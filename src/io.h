@@ -64,6 +64,7 @@ typedef struct corio__io {
     corio__fd_entry *fds; /* indexed by descriptor number, grown on demand */
     uint32_t nfds;
     uint32_t registered;  /* descriptors registered: poll only if any */
+    uint64_t closes_seen; /* closes of others' waited numbers, swept up to */
 } corio__io;
 
 void corio__io_init(corio__io *io);
@@ -100,6 +101,15 @@ void corio__io_forget(struct corio__loop *l, int fd);
 
 /* corio_close from any other thread: invalidate fd everywhere. */
 void corio__fd_invalidate(int fd);
+/*
+ * A close of a number that tasks wait on elsewhere (another loop,
+ * another runtime) sets this on every loop; it wakes the loops of the
+ * closer's runtime. The loop then runs corio__io_sweep_closed, which
+ * fails its waiters on closed numbers with CORIO_EBADF: they would
+ * otherwise wait for an event the close took with it.
+ */
+bool corio__io_closes_pending(const corio__io *io);
+void corio__io_sweep_closed(struct corio__loop *l);
 
 /* Cooperative budget: every IO call that completes without blocking
  * spends one unit; when the loop's budget runs out the task yields, so a

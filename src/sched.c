@@ -524,6 +524,8 @@ static void poll_events(corio__loop *l)
     drain_inbox(l);
     if (l->io.registered)
         poll_io(l);
+    if (corio__io_closes_pending(&l->io))
+        corio__io_sweep_closed(l);
     l->now = corio_now();
     atomic_store_explicit(&l->activity_ns, l->now, memory_order_relaxed);
     fire_due_timers(l);
@@ -720,7 +722,8 @@ static bool stealable_somewhere(corio__loop *l, bool *held_back)
 static bool work_visible(corio__loop *l, bool *queued_elsewhere)
 {
     *queued_elsewhere = false;
-    if (atomic_load(&l->inbox) || !corio__runq_owner_empty(&l->roam))
+    if (atomic_load(&l->inbox) || !corio__runq_owner_empty(&l->roam) ||
+        corio__io_closes_pending(&l->io))
         return true;
     corio__runtime *rt = l->rt;
     if (!l->stopping && atomic_load(&rt->stopping))

@@ -2,7 +2,8 @@
  * test_io_edges.c: the descriptor layer's edge cases. A number closed
  * and reused while tasks wait on it (the waiter woken by readiness just
  * before the close, the waiter slot free for the new file at once, a
- * close from a thread outside every runtime); reads that leave the data
+ * close from a thread outside every runtime, a close on another loop that
+ * must wake the waiter itself); reads that leave the data
  * queued (MSG_PEEK), return one packet (O_DIRECT pipes), stop at TCP's
  * urgent mark or end a Unix stream read at a message that carried
  * descriptors, and so prove nothing drained; regular files, which epoll
@@ -212,6 +213,91 @@ static void *main_foreign_close(void *arg)
 TEST(close_from_plain_thread)
 {
     run_main_checked(1, main_foreign_close, NULL);
+}
+
+/* ---- closed on another loop while a task there waits ---- */
+
+/* The reader waits on loop 1, held off its poll by a spinning task until
+ * a task on loop 0 has closed the number (after corio_shutdown, as
+ * corio.h advised for another loop, or not; or on the blocking pool).
+ * The kernel drops a closed file's pending events, the shutdown's too,
+ * so only the close itself can wake the reader: before the fix it slept
+ * to its deadline (or for ever), 16 runs in 30 even with loop 1 idle
+ * and no spinner. */
+
+struct remote_close {
+    struct reader r;
+    _Atomic int spinning, closed;
+    int how; /* 0: close; 1: shutdown, then close; 2: close on the pool */
+};
+
+static void *close_on_pool(void *arg)
+{
+    return PTR_OF(corio_close((int)INT_OF(arg)));
+}
+
+static void *spin_until_closed(void *arg)
+{
+    struct remote_close *rc = arg;
+    atomic_store(&rc->spinning, 1);
+    while (!atomic_load(&rc->closed))
+        ;
+    return NULL;
+}
+
+static void *read_with_patience(void *arg)
+{
+    struct reader *r = arg;
+    atomic_store(&r->waiting, 1);
+    r->n = corio_read_until(r->fd, r->buf, sizeof r->buf, corio_deadline_in(PATIENCE));
+    return NULL;
+}
+
+static void *close_from_loop_0(void *arg)
+{
+    long rounds = test_scaled(100);
+    for (long i = 0; i < rounds; i++) {
+        struct remote_close rc = {.r = {.n = 12345}, .how = (int)(i % 3)};
+        int sv[2];
+        stream_pair(sv);
+        rc.r.fd = sv[0];
+        corio_task *reader, *spinner;
+        CHECK_OK(corio_spawn_on(&reader, 1, read_with_patience, &rc.r));
+        /* Once it says so, it goes straight into its wait: loop 1 runs
+         * the spinner only after that. */
+        CHECK(test_await(&rc.r.waiting, 1));
+        CHECK_OK(corio_spawn_on(&spinner, 1, spin_until_closed, &rc));
+        CHECK(test_await(&rc.spinning, 1));
+        if (rc.how == 1)
+            CHECK_OK(corio_shutdown(sv[0], SHUT_RDWR));
+        if (rc.how == 2) {
+            void *closed = PTR_OF(-1);
+            CHECK_OK(corio_run_blocking(close_on_pool, PTR_OF(sv[0]), &closed));
+            CHECK_OK((int)INT_OF(closed));
+        } else {
+            CHECK_OK(corio_close(sv[0]));
+        }
+        atomic_store(&rc.closed, 1);
+        CHECK_OK(corio_join(spinner, NULL));
+        CHECK_OK(corio_join(reader, NULL));
+        CHECK_ERR((int)rc.r.n, CORIO_EBADF);
+        CHECK_OK(corio_close(sv[1]));
+    }
+    return NULL;
+}
+
+static void *main_remote_close(void *arg)
+{
+    /* Main itself may have been taken by loop 1, which the spinner holds. */
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, 0, close_from_loop_0, NULL));
+    CHECK_OK(corio_join(t, NULL));
+    return NULL;
+}
+
+TEST(close_on_another_loop_wakes_the_waiter)
+{
+    run_main_checked(2, main_remote_close, NULL);
 }
 
 /* ---- reads that prove nothing drained ---- */
@@ -455,6 +541,7 @@ int main(int argc, char **argv)
     RUN(woken_then_closed_is_ebadf);
     RUN(waiter_slot_freed_at_close);
     RUN(close_from_plain_thread);
+    RUN(close_on_another_loop_wakes_the_waiter);
     RUN(peek_leaves_data_readable);
     RUN(packet_pipe_reads_are_not_drains);
     RUN(urgent_mark_reads_are_not_drains);
