@@ -115,6 +115,8 @@ static bool is_tcp(int fd)
     return getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto == IPPROTO_TCP;
 }
 
+static unsigned drop_entry(corio__loop *l, corio__fd_entry *e);
+
 /* Make sure fd is registered with this loop under its current generation. */
 static int ensure_registered(corio__loop *l, corio__fd_entry *e, int fd)
 {
@@ -124,6 +126,11 @@ static int ensure_registered(corio__loop *l, corio__fd_entry *e, int fd)
     uint32_t gen = atomic_load_explicit(slot, memory_order_acquire);
     if (e->registered && e->gen == gen)
         return 0;
+    /* The number was closed since (its sweep here may not have run yet):
+     * a task still waiting on the old file here is done, and must not
+     * keep the new file's slot (CORIO_EBUSY). */
+    if (e->registered)
+        drop_entry(l, e);
     /* corio waits only on non-blocking descriptors. */
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0)

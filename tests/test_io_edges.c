@@ -236,12 +236,22 @@ static void *close_on_pool(void *arg)
     return PTR_OF(corio_close((int)INT_OF(arg)));
 }
 
+/* Holds loop 1 until the close, then, before loop 1 polls (and so
+ * before any sweep there), opens a file that gets the number and waits
+ * on it: the reader of the old file must not keep the slot. */
 static void *spin_until_closed(void *arg)
 {
     struct remote_close *rc = arg;
     atomic_store(&rc->spinning, 1);
     while (!atomic_load(&rc->closed))
         ;
+    int nv[2];
+    stream_pair(nv);
+    CHECK_EQ(nv[0], rc->r.fd);
+    char c;
+    CHECK_ERR((int)corio_read_until(nv[0], &c, 1, corio_now()), CORIO_ETIMEDOUT);
+    CHECK_OK(corio_close(nv[0]));
+    CHECK_OK(corio_close(nv[1]));
     return NULL;
 }
 
