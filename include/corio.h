@@ -692,7 +692,8 @@ CORIO_API ssize_t corio_sendto_until(int fd, const void *buf, size_t len, int fl
 
 CORIO_API int corio_shutdown(int fd, int how);
 /* Close fd and forget it (see the descriptor rules above). Callable from
- * any thread; from a task it also wakes this loop's waiters on fd. */
+ * any thread; from a task or blocking-pool function it also wakes the
+ * waiters on fd on every loop of its runtime (CORIO_EBADF). */
 CORIO_API int corio_close(int fd);
 
 enum corio_listen_flags {
