@@ -143,23 +143,34 @@ static void *main_many(void *arg)
     CHECK_OK(corio_gather(t, SLEEPERS, res));
     for (intptr_t i = 0; i < SLEEPERS; i++)
         CHECK_EQ(INT_OF(res[i]), i);
-    /* The longest sleep is ~100 ms; all ran concurrently. */
-    CHECK_LT(corio_now() - t0, 2 * CORIO_SEC * TEST_SLOW);
+    *(corio_time_t *)arg = corio_now() - t0;
     return NULL;
 }
 
+/* Every round must wake every sleeper, none early; the upper bounds
+ * (all ran concurrently: the longest sleep is ~100 ms; none woke 200 ms
+ * late) get two more rounds, as in main_accuracy: a loaded machine holds
+ * a loop up once, a timer that fires late is late every time (under TSan
+ * with two other test runs on the 2 vCPUs one round read 2.12 s late). */
 TEST(many_sleepers)
 {
     for (unsigned loops = 2; loops <= 4; loops += 2) {
-        atomic_store(&woke, 0);
-        atomic_store(&woke_early, 0);
-        atomic_store(&worst_late, 0);
-        run_main_checked(loops, main_many, NULL);
-        CHECK_EQ(atomic_load(&woke), SLEEPERS);
-        CHECK_EQ(atomic_load(&woke_early), 0);
-        fprintf(stderr, "   %u loops: worst lateness %.3f ms\n", loops,
-                atomic_load(&worst_late) / 1e6);
-        CHECK_LT(atomic_load(&worst_late), 200 * CORIO_MSEC * TEST_SLOW);
+        for (int tries = 1;; tries++) {
+            corio_time_t wall = 0;
+            atomic_store(&woke, 0);
+            atomic_store(&woke_early, 0);
+            atomic_store(&worst_late, 0);
+            run_main_checked(loops, main_many, &wall);
+            CHECK_EQ(atomic_load(&woke), SLEEPERS);
+            CHECK_EQ(atomic_load(&woke_early), 0);
+            int64_t late = atomic_load(&worst_late);
+            fprintf(stderr, "   %u loops: worst lateness %.3f ms, wall %.3f s\n", loops,
+                    late / 1e6, wall / 1e9);
+            if (late < 200 * CORIO_MSEC * TEST_SLOW && wall < 2 * CORIO_SEC * TEST_SLOW)
+                break;
+            if (tries == 3)
+                FAIL_("%u loops: late or slow three rounds in a row", loops);
+        }
     }
 }
 
