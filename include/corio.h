@@ -218,6 +218,10 @@ CORIO_API void corio_config_init(corio_config *cfg);
  * returns shut everything down and store its return value in *result
  * (result may be NULL). cfg may be NULL for the defaults.
  *
+ * main is a task like any other, queued on loop 0 (the calling thread):
+ * an idle loop may take it before it starts, so it may run on any loop.
+ * Work that must run on a given loop goes there with corio_spawn_on.
+ *
  * Shutdown: tasks still alive when main returns are cancelled: each of
  * their blocking calls from then on fails with CORIO_ECANCELED, and
  * corio_run waits until they have all returned. Tasks that never started
@@ -614,7 +618,11 @@ CORIO_API int corio_waitgroup_wait_until(corio_waitgroup *wg, corio_time_t deadl
  *    descriptors it registered, and a number reused by the kernel must
  *    not inherit that memory.
  *  - On each loop, at most one task waits to read and one to write a
- *    given descriptor (a second gets CORIO_EBUSY). A task blocked on a
+ *    given descriptor (a second gets CORIO_EBUSY; on different loops both
+ *    may wait, and which gets the data is the kernel's race). Migrating
+ *    tasks (CORIO_TASK_MIGRATE) do not choose their loop, so two of them
+ *    reading one descriptor may or may not get CORIO_EBUSY: give each
+ *    descriptor one reader and one writer at a time. A task blocked on a
  *    descriptor is woken with CORIO_EBADF when a task or blocking-pool
  *    function of its runtime closes it, on any loop. A close from
  *    elsewhere (a thread of no runtime, another runtime) wakes it only
