@@ -51,8 +51,13 @@ int corio_wait_fd(int fd, unsigned events, corio_time_t deadline)
      * kernel whether fd is ready now. If not, it is registered already,
      * so the edge of it becoming ready cannot be missed. */
     struct pollfd pfd = {.fd = fd, .events = events == CORIO_READABLE ? POLLIN : POLLOUT};
-    if (poll(&pfd, 1, 0) > 0)
+    if (poll(&pfd, 1, 0) > 0) {
+        /* Ready without waiting: an IO call like the others for the
+         * fairness budget, or a task that waits for an always-ready
+         * descriptor and makes its own calls would never yield. */
+        corio__io_coop(self);
         return 0;
+    }
     return corio__io_wait(self, fd, events == CORIO_READABLE ? CORIO__IO_IN : CORIO__IO_OUT,
                           deadline, CORIO__WAITS_FD);
 }

@@ -907,6 +907,35 @@ TEST(busy_reader_lets_neighbours_run)
     run_main_checked(1, main_io_budget, NULL);
 }
 
+/* The same for corio_wait_fd on a descriptor that is always ready (a
+ * socket with room to write): a task that waits with it and makes its
+ * own non-blocking calls (a TLS or protocol library's loop) never waits
+ * either, and is an IO call like the others for the budget. */
+static void *main_wait_fd_budget(void *arg)
+{
+    int sv[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    atomic_store(&neighbour_ran, 0);
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), set_neighbour_ran, NULL));
+    long waits = 0;
+    while (!atomic_load(&neighbour_ran) && waits < 100000) {
+        CHECK_OK(corio_wait_fd(sv[0], CORIO_WRITABLE, CORIO_FOREVER));
+        waits++;
+    }
+    fprintf(stderr, "   the neighbour ran after %ld waits\n", waits);
+    CHECK_LE(waits, 2 * 128);
+    CHECK_OK(corio_join(t, NULL));
+    CHECK_OK(corio_close(sv[0]));
+    CHECK_OK(corio_close(sv[1]));
+    return NULL;
+}
+
+TEST(busy_wait_fd_lets_neighbours_run)
+{
+    run_main_checked(1, main_wait_fd_budget, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(wait_readable_blocks_until_written);
@@ -924,5 +953,6 @@ int main(int argc, char **argv)
     RUN(io_outside_a_task);
     RUN(blocking_mode_descriptor);
     RUN(busy_reader_lets_neighbours_run);
+    RUN(busy_wait_fd_lets_neighbours_run);
     return test_summary();
 }
