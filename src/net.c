@@ -176,7 +176,10 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
         return rc;
     int timed_out = 0;
     for (;;) {
-        if (op != OP_RECVFROM && !timed_out && corio__io_known_unready(l, fd, CORIO__IO_IN)) {
+        /* Not for len 0: read(2) of nothing returns 0 at once, drained
+         * or not, and no edge need ever come to end a wait for it. */
+        if (op != OP_RECVFROM && len > 0 && !timed_out &&
+            corio__io_known_unready(l, fd, CORIO__IO_IN)) {
             rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, CORIO__WAITS_READ);
             /* Timed out on knowledge alone: still look once, data may
              * have come in the same instant. */

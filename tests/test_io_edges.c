@@ -443,6 +443,53 @@ TEST(passed_descriptor_reads_are_not_drains)
 
 /* ---- regular files: epoll cannot watch them, the calls just work ---- */
 
+/* read(2) of zero bytes returns 0 at once, whatever is queued (recv(2)
+ * of zero bytes on an empty TCP socket says EAGAIN instead, and waiting
+ * for it is right). corio_read with no deadline, in a task joined with
+ * PATIENCE: on a TCP socket known to be drained (not read yet, or read
+ * short) the shortcut waited for an edge instead, which no data may ever
+ * bring; on a pipe it returned 0. */
+struct zero_read {
+    int fd;
+    ssize_t n;
+};
+
+static void *read_zero_forever(void *arg)
+{
+    struct zero_read *z = arg;
+    z->n = corio_read(z->fd, NULL, 0);
+    return NULL;
+}
+
+static void read_zero_now(int fd)
+{
+    struct zero_read z = {.fd = fd, .n = 12345};
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, read_zero_forever, &z));
+    CHECK_OK(corio_join_until(t, NULL, corio_deadline_in(PATIENCE)));
+    CHECK_EQ(z.n, 0);
+}
+
+static void *main_zero_length_read(void *arg)
+{
+    int sv[2];
+    test_tcp_pair(sv);
+    read_zero_now(sv[0]);
+    /* And after a short read, which proves the socket drained. */
+    CHECK_EQ(write(sv[1], "ab", 2), 2);
+    char buf[8];
+    CHECK_EQ(corio_read_until(sv[0], buf, sizeof buf, corio_deadline_in(PATIENCE)), 2);
+    read_zero_now(sv[0]);
+    CHECK_OK(corio_close(sv[0]));
+    CHECK_OK(corio_close(sv[1]));
+    return NULL;
+}
+
+TEST(zero_length_read_does_not_wait)
+{
+    run_main_checked(1, main_zero_length_read, NULL);
+}
+
 static void *main_regular_file(void *arg)
 {
     char path[] = "/tmp/corio-io-edges-XXXXXX";
@@ -556,6 +603,7 @@ int main(int argc, char **argv)
     RUN(packet_pipe_reads_are_not_drains);
     RUN(urgent_mark_reads_are_not_drains);
     RUN(passed_descriptor_reads_are_not_drains);
+    RUN(zero_length_read_does_not_wait);
     RUN(regular_file);
     RUN(connect_waits_for_full_unix_backlog);
     return test_summary();
