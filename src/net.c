@@ -110,6 +110,12 @@ int corio_connect_until(int fd, const struct sockaddr *addr, socklen_t len, cori
     if (rc != 0)
         return rc;
     rc = connect_retrying(fd, addr, len, deadline);
+    if (rc == 0) {
+        /* Connected without a readiness wait (a Unix listener with room
+         * in its backlog): spend the fairness budget like the others. */
+        corio__io_coop(self);
+        return 0;
+    }
     if (rc != CORIO_EINPROGRESS && rc != CORIO_EINTR)
         return rc;
     rc = corio__io_wait(self, fd, CORIO__IO_OUT, deadline, CORIO__WAITS_CONNECT);

@@ -9,7 +9,9 @@
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "sys.h"
@@ -936,6 +938,44 @@ TEST(busy_wait_fd_lets_neighbours_run)
     run_main_checked(1, main_wait_fd_budget, NULL);
 }
 
+/* And for corio_connect: a connect to a Unix listener completes at once
+ * while its backlog has room (here room for more connects than the
+ * test makes), so a task connecting in a loop never waits either. */
+static void *main_connect_budget(void *arg)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    /* Abstract: nothing in the file system to clean up. */
+    snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, "corio-connect-budget-%d",
+             (int)getpid());
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+                                 strlen(addr.sun_path + 1));
+    int l = corio_socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK_GE(l, 0);
+    CHECK_EQ(bind(l, (struct sockaddr *)&addr, alen), 0);
+    CHECK_EQ(listen(l, 1000), 0);
+    atomic_store(&neighbour_ran, 0);
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), set_neighbour_ran, NULL));
+    long connects = 0;
+    while (!atomic_load(&neighbour_ran) && connects < 600) {
+        int fd = corio_socket(AF_UNIX, SOCK_STREAM, 0);
+        CHECK_GE(fd, 0);
+        CHECK_OK(corio_connect(fd, (struct sockaddr *)&addr, alen));
+        CHECK_OK(corio_close(fd));
+        connects++;
+    }
+    fprintf(stderr, "   the neighbour ran after %ld connects\n", connects);
+    CHECK_LE(connects, 2 * 128);
+    CHECK_OK(corio_join(t, NULL));
+    CHECK_OK(corio_close(l));
+    return NULL;
+}
+
+TEST(busy_connector_lets_neighbours_run)
+{
+    run_main_checked(1, main_connect_budget, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(wait_readable_blocks_until_written);
@@ -954,5 +994,6 @@ int main(int argc, char **argv)
     RUN(blocking_mode_descriptor);
     RUN(busy_reader_lets_neighbours_run);
     RUN(busy_wait_fd_lets_neighbours_run);
+    RUN(busy_connector_lets_neighbours_run);
     return test_summary();
 }
