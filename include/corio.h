@@ -668,7 +668,9 @@ CORIO_API int corio_accept_until(int listener, struct sockaddr *addr, socklen_t 
                                  corio_time_t deadline);
 
 /* Read at least one byte: the count, 0 at end of stream, or an error. A
- * timeout or cancellation consumes nothing. */
+ * timeout or cancellation consumes nothing. len 0 returns 0 at once, as
+ * read(2) does (corio_recv of 0 bytes waits for data, as recv(2) says
+ * EAGAIN until some is there). */
 CORIO_API ssize_t corio_read(int fd, void *buf, size_t len);
 CORIO_API ssize_t corio_read_until(int fd, void *buf, size_t len, corio_time_t deadline);
 
@@ -720,7 +722,10 @@ CORIO_API int corio_bind_udp(const char *host, uint16_t port, unsigned flags);
 CORIO_API int corio_local_port(int fd);
 
 /* getaddrinfo(3) on the blocking pool. Free *res with freeaddrinfo.
- * CORIO_ENONAME, CORIO_ENAMETEMP, CORIO_ENAMEFAIL for resolver failures. */
+ * CORIO_ENONAME (no such host or service, or no address of the family
+ * asked), CORIO_ENAMETEMP (try again later), CORIO_ENAMEFAIL (any other
+ * resolver failure) for resolver failures; CORIO_EINVAL for bad hints
+ * (flags, socket type), CORIO_EAFNOSUPPORT for an unknown family. */
 CORIO_API int corio_getaddrinfo(const char *node, const char *service,
                                 const struct addrinfo *hints, struct addrinfo **res);
 CORIO_API int corio_getaddrinfo_until(const char *node, const char *service,

@@ -4,7 +4,8 @@
  *
  * getaddrinfo may block for seconds (DNS), so it runs on the blocking
  * pool and only the asking task waits. Its EAI_* failures are mapped onto
- * corio's three resolver errors so callers need no second error space.
+ * corio's three resolver errors (bad hints onto CORIO_EINVAL, an unknown
+ * family onto CORIO_EAFNOSUPPORT) so callers need no second error space.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -27,7 +28,12 @@ static int map_eai(int eai)
 #ifdef EAI_NODATA
     case EAI_NODATA:
 #endif
+#ifdef EAI_ADDRFAMILY
+    case EAI_ADDRFAMILY: /* the host exists, with no address of that family */
+#endif
     case EAI_SERVICE: return CORIO_ENONAME;
+    case EAI_BADFLAGS:
+    case EAI_SOCKTYPE: return CORIO_EINVAL; /* the hints, not the name */
     case EAI_AGAIN: return CORIO_ENAMETEMP;
     case EAI_MEMORY: return CORIO_ENOMEM;
     case EAI_SYSTEM: return errno ? -errno : CORIO_ENAMEFAIL;

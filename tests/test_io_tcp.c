@@ -663,6 +663,16 @@ static void *main_resolve(void *arg)
     if (rc != CORIO_ENONAME && rc != CORIO_ENAMEFAIL)
         FAIL_("getaddrinfo(service no-such-service-corio) returned %s", corio_err_name(rc));
     CHECK_ERR(corio_getaddrinfo("localhost", "80", &hints, NULL), CORIO_EINVAL);
+    /* Bad hints are the caller's error, not the resolver's (EAI_BADFLAGS,
+     * EAI_SOCKTYPE); a numeric IPv6 host asked for as IPv4 has no address
+     * in that family (EAI_ADDRFAMILY, or EAI_NONAME: glibc versions differ). */
+    struct addrinfo bad = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM, .ai_flags = ~0};
+    CHECK_ERR(corio_getaddrinfo("127.0.0.1", "80", &bad, &res), CORIO_EINVAL);
+    bad = (struct addrinfo){.ai_family = AF_INET, .ai_socktype = 12345};
+    CHECK_ERR(corio_getaddrinfo("127.0.0.1", "80", &bad, &res), CORIO_EINVAL);
+    bad = (struct addrinfo){.ai_family = AF_INET, .ai_flags = AI_NUMERICHOST};
+    CHECK_ERR(corio_getaddrinfo("::1", "80", &bad, &res), CORIO_ENONAME);
+    CHECK(res == NULL);
     /* The resolver error reaches corio_connect_tcp's caller too. */
     rc = corio_connect_tcp("no-such-host.invalid", 80, corio_deadline_in(20 * CORIO_SEC));
     if (rc != CORIO_ENONAME && rc != CORIO_ENAMETEMP && rc != CORIO_ENAMEFAIL)
