@@ -117,13 +117,22 @@ static bool is_tcp(int fd)
 
 static unsigned drop_entry(corio__loop *l, corio__fd_entry *e);
 
+/* ensure_registered: the number is being closed (its generation is odd). */
+#define FD_CLOSING 1
+
 /* Make sure fd is registered with this loop under its current generation. */
 static int ensure_registered(corio__loop *l, corio__fd_entry *e, int fd)
 {
     _Atomic uint32_t *slot = gen_slot(fd, true);
     if (!slot)
         return CORIO_ENOMEM;
-    uint32_t gen = atomic_load_explicit(slot, memory_order_acquire);
+    uint32_t gen = atomic_load(slot);
+    /* Odd: another thread is inside corio_close of this number. Until it
+     * is done the number may name the file being closed (whose kernel
+     * registration the close will take, waiter or not) or, once the
+     * kernel has let the number go, a new file: register neither. */
+    if (gen & 1)
+        return FD_CLOSING;
     if (e->registered && e->gen == gen)
         return 0;
     /* The number was closed since (its sweep here may not have run yet):
@@ -163,7 +172,9 @@ int corio__io_prepare(corio__loop *l, int fd)
     corio__fd_entry *e = entry_of(&l->io, fd);
     if (!e)
         return CORIO_ENOMEM;
-    return ensure_registered(l, e, fd);
+    int rc = ensure_registered(l, e, fd);
+    /* Being closed: the call's system call tells, or its wait will. */
+    return rc == FD_CLOSING ? 0 : rc;
 }
 
 int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
@@ -171,11 +182,25 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
 {
     if (fd < 0 || fd >= CORIO__FD_MAX)
         return CORIO_EBADF;
-    corio__loop *l = self->home;
-    corio__fd_entry *e = entry_of(&l->io, fd);
-    if (!e)
-        return CORIO_ENOMEM;
-    int rc = ensure_registered(l, e, fd);
+    corio__loop *l;
+    corio__fd_entry *e;
+    int rc;
+    for (;;) {
+        l = self->home; /* a migrating task may move while it yields */
+        e = entry_of(&l->io, fd);
+        if (!e)
+            return CORIO_ENOMEM;
+        rc = ensure_registered(l, e, fd);
+        if (rc != FD_CLOSING)
+            break;
+        /* Another thread is closing the number: let it finish (a wait
+         * registered now could be the old file's, which the close would
+         * take with it unseen), then look again: the file is gone
+         * (CORIO_EBADF) or the number names a new one. */
+        if (deadline >= 0 && corio_now() >= deadline)
+            return CORIO_ETIMEDOUT;
+        corio__yield_now(self);
+    }
     if (rc != 0)
         return rc;
     if (e->direct)
@@ -272,10 +297,14 @@ void corio__io_dispatch(corio__loop *l, const corio__poll_event *ev, int n)
  * corio_shutdown() just raised, so nothing else would wake them. */
 static void invalidate(int fd, unsigned woken)
 {
-    /* No page: no loop ever registered a number of it, nothing to undo. */
-    _Atomic uint32_t *slot = gen_slot(fd, false);
+    /* Made now if need be: a task of another loop may register the number
+     * while the close is under way. Without memory for it, the number has
+     * no generation to make odd (corio__fd_closed then does nothing). */
+    _Atomic uint32_t *slot = gen_slot(fd, true);
     if (!slot)
         return;
+    /* Odd until corio__fd_closed: nobody registers the number meanwhile
+     * (ensure_registered). */
     atomic_fetch_add(slot, 1);
     _Atomic uint32_t *waiting = fd_slot(&fd_waiting_pages, fd, false);
     if (!waiting || atomic_load(waiting) <= woken)
@@ -323,6 +352,16 @@ void corio__io_forget(corio__loop *l, int fd)
     if ((uint32_t)fd < l->io.nfds)
         woken = drop_entry(l, &l->io.fds[fd]);
     invalidate(fd, woken);
+}
+
+void corio__fd_closed(int fd)
+{
+    if (fd < 0 || fd >= CORIO__FD_MAX)
+        return;
+    _Atomic uint32_t *slot = gen_slot(fd, false);
+    /* Even again, only if invalidate made it odd (it had the page). */
+    if (slot && (atomic_load(slot) & 1))
+        atomic_fetch_add(slot, 1);
 }
 
 bool corio__io_closes_pending(const corio__io *io)

@@ -101,6 +101,9 @@ void corio__io_forget(struct corio__loop *l, int fd);
 
 /* corio_close from any other thread: invalidate fd everywhere. */
 void corio__fd_invalidate(int fd);
+/* After either of those and the close(2) itself: the number's generation,
+ * odd while the close was under way, is even again (io.c, ensure_registered). */
+void corio__fd_closed(int fd);
 /*
  * A close of a number that tasks wait on elsewhere (another loop,
  * another runtime) sets this on every loop; it wakes the loops of the

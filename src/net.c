@@ -357,5 +357,7 @@ int corio_close(int fd)
         corio__io_forget(l, fd);
     else
         corio__fd_invalidate(fd);
-    return close(fd) == 0 ? 0 : -errno;
+    int rc = close(fd) == 0 ? 0 : -errno;
+    corio__fd_closed(fd);
+    return rc;
 }

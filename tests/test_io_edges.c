@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -310,6 +311,97 @@ TEST(close_on_another_loop_wakes_the_waiter)
     run_main_checked(2, main_remote_close, NULL);
 }
 
+/* ---- a wait that begins while another thread is inside corio_close ----
+ *
+ * corio_close marks the number closed, then closes it. A task of another
+ * loop that waits on it in between registers the still-open file anew and
+ * waits; the close then takes its registration (and any event) with it.
+ * This file's close() holds a chosen number's close until told, so the
+ * test can put the wait there. */
+
+static _Atomic int close_hold_fd = -1;
+static _Atomic int close_held, close_release;
+
+int close(int fd)
+{
+    if (fd >= 0 && atomic_load(&close_hold_fd) == fd) {
+        atomic_store(&close_hold_fd, -1);
+        atomic_store(&close_held, 1);
+        while (!atomic_load(&close_release))
+            ;
+    }
+    return (int)syscall(SYS_close, fd);
+}
+
+struct mid_close {
+    struct reader r;
+    _Atomic int spinning, stop;
+};
+
+static void *close_held_on_pool(void *arg)
+{
+    struct mid_close *mc = arg;
+    void *closed = PTR_OF(-1);
+    CHECK_OK(corio_run_blocking(close_on_pool, PTR_OF(mc->r.fd), &closed));
+    CHECK_OK((int)INT_OF(closed));
+    return NULL;
+}
+
+static void *spin_until_stopped(void *arg)
+{
+    struct mid_close *mc = arg;
+    atomic_store(&mc->spinning, 1);
+    while (!atomic_load(&mc->stop))
+        ;
+    return NULL;
+}
+
+static void *wait_in_close_from_loop_0(void *arg)
+{
+    (void)arg;
+    long rounds = test_scaled(10);
+    for (long i = 0; i < rounds; i++) {
+        struct mid_close mc = {.r = {.n = 12345}};
+        int sv[2];
+        stream_pair(sv);
+        mc.r.fd = sv[0];
+        atomic_store(&close_held, 0);
+        atomic_store(&close_release, 0);
+        atomic_store(&close_hold_fd, sv[0]);
+        corio_task *closer, *reader, *spinner;
+        CHECK_OK(corio_spawn_on(&closer, 0, close_held_on_pool, &mc));
+        /* The pool thread has marked the number closed and holds in close(). */
+        CHECK(test_await(&close_held, 1));
+        CHECK_OK(corio_spawn_on(&reader, 1, read_with_patience, &mc.r));
+        CHECK(test_await(&mc.r.waiting, 1));
+        CHECK_OK(corio_spawn_on(&spinner, 1, spin_until_stopped, &mc));
+        /* The reader waits (before the fix: registered on the file being
+         * closed) or yields until the close is done (after it). */
+        CHECK(test_await(&mc.spinning, 1));
+        atomic_store(&close_release, 1);
+        CHECK_OK(corio_join(closer, NULL));
+        atomic_store(&mc.stop, 1);
+        CHECK_OK(corio_join(spinner, NULL));
+        CHECK_OK(corio_join(reader, NULL));
+        CHECK_ERR((int)mc.r.n, CORIO_EBADF);
+        CHECK_OK(corio_close(sv[1]));
+    }
+    return NULL;
+}
+
+static void *main_wait_in_close(void *arg)
+{
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, 0, wait_in_close_from_loop_0, arg));
+    CHECK_OK(corio_join(t, NULL));
+    return NULL;
+}
+
+TEST(wait_begun_during_a_close_elsewhere_is_woken)
+{
+    run_main_checked(2, main_wait_in_close, NULL);
+}
+
 /* ---- reads that prove nothing drained ---- */
 
 /* A read with no deadline of fd, whose data is queued but announced by no
@@ -599,6 +691,7 @@ int main(int argc, char **argv)
     RUN(waiter_slot_freed_at_close);
     RUN(close_from_plain_thread);
     RUN(close_on_another_loop_wakes_the_waiter);
+    RUN(wait_begun_during_a_close_elsewhere_is_woken);
     RUN(peek_leaves_data_readable);
     RUN(packet_pipe_reads_are_not_drains);
     RUN(urgent_mark_reads_are_not_drains);
