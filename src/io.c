@@ -196,9 +196,13 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
         /* Another thread is closing the number: let it finish (a wait
          * registered now could be the old file's, which the close would
          * take with it unseen), then look again: the file is gone
-         * (CORIO_EBADF) or the number names a new one. */
-        if (deadline >= 0 && corio_now() >= deadline)
+         * (CORIO_EBADF) or the number names a new one. The wait's
+         * deadline and cancellation hold meanwhile, as they would asleep. */
+        if (deadline != CORIO_FOREVER && corio_now() >= deadline)
             return CORIO_ETIMEDOUT;
+        rc = corio__cancel_point(self);
+        if (rc != 0)
+            return rc;
         corio__yield_now(self);
     }
     if (rc != 0)
