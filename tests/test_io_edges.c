@@ -237,6 +237,15 @@ static void *close_on_pool(void *arg)
     return PTR_OF(corio_close((int)INT_OF(arg)));
 }
 
+/* corio_close(fd) from a blocking-pool thread: a thread of the runtime
+ * that is no loop. */
+static void close_via_pool(int fd)
+{
+    void *closed = PTR_OF(-1);
+    CHECK_OK(corio_run_blocking(close_on_pool, PTR_OF(fd), &closed));
+    CHECK_OK((int)INT_OF(closed));
+}
+
 /* Holds loop 1 until the close, then, before loop 1 polls (and so
  * before any sweep there), opens a file that gets the number and waits
  * on it: the reader of the old file must not keep the slot. */
@@ -281,13 +290,10 @@ static void *close_from_loop_0(void *arg)
         CHECK(test_await(&rc.spinning, 1));
         if (rc.how == 1)
             CHECK_OK(corio_shutdown(sv[0], SHUT_RDWR));
-        if (rc.how == 2) {
-            void *closed = PTR_OF(-1);
-            CHECK_OK(corio_run_blocking(close_on_pool, PTR_OF(sv[0]), &closed));
-            CHECK_OK((int)INT_OF(closed));
-        } else {
+        if (rc.how == 2)
+            close_via_pool(sv[0]);
+        else
             CHECK_OK(corio_close(sv[0]));
-        }
         atomic_store(&rc.closed, 1);
         CHECK_OK(corio_join(spinner, NULL));
         CHECK_OK(corio_join(reader, NULL));
@@ -297,18 +303,21 @@ static void *close_from_loop_0(void *arg)
     return NULL;
 }
 
-static void *main_remote_close(void *arg)
+/* Runs the task function *arg (a corio_fn) on loop 0 and joins it: main
+ * itself may have been taken by loop 1, which these tests hold with a
+ * spinner. */
+static void *main_on_loop_0(void *arg)
 {
-    /* Main itself may have been taken by loop 1, which the spinner holds. */
     corio_task *t;
-    CHECK_OK(corio_spawn_on(&t, 0, close_from_loop_0, NULL));
+    CHECK_OK(corio_spawn_on(&t, 0, *(const corio_fn *)arg, NULL));
     CHECK_OK(corio_join(t, NULL));
     return NULL;
 }
 
 TEST(close_on_another_loop_wakes_the_waiter)
 {
-    run_main_checked(2, main_remote_close, NULL);
+    static const corio_fn body = close_from_loop_0;
+    run_main_checked(2, main_on_loop_0, (void *)&body);
 }
 
 /* ---- a wait that begins while another thread is inside corio_close ----
@@ -341,9 +350,7 @@ struct mid_close {
 static void *close_held_on_pool(void *arg)
 {
     struct mid_close *mc = arg;
-    void *closed = PTR_OF(-1);
-    CHECK_OK(corio_run_blocking(close_on_pool, PTR_OF(mc->r.fd), &closed));
-    CHECK_OK((int)INT_OF(closed));
+    close_via_pool(mc->r.fd);
     return NULL;
 }
 
@@ -402,17 +409,10 @@ static void *wait_in_close_from_loop_0(void *arg)
     return NULL;
 }
 
-static void *main_wait_in_close(void *arg)
-{
-    corio_task *t;
-    CHECK_OK(corio_spawn_on(&t, 0, wait_in_close_from_loop_0, arg));
-    CHECK_OK(corio_join(t, NULL));
-    return NULL;
-}
-
 TEST(wait_begun_during_a_close_elsewhere_is_woken)
 {
-    run_main_checked(2, main_wait_in_close, NULL);
+    static const corio_fn body = wait_in_close_from_loop_0;
+    run_main_checked(2, main_on_loop_0, (void *)&body);
 }
 
 /* ---- reads that prove nothing drained ---- */
