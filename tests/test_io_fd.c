@@ -884,22 +884,36 @@ static void *set_neighbour_ran(void *arg)
     return NULL;
 }
 
+/* Makes `call(ctx)` (one IO call that completes without waiting) until a
+ * neighbour spawned on this loop has run, at most `cap` times, and checks
+ * that it ran within two budgets. */
+static void neighbour_runs_within_budget(void (*call)(void *ctx), void *ctx, long cap,
+                                         const char *what)
+{
+    atomic_store(&neighbour_ran, 0);
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), set_neighbour_ran, NULL));
+    long calls = 0;
+    while (!atomic_load(&neighbour_ran) && calls < cap) {
+        call(ctx);
+        calls++;
+    }
+    fprintf(stderr, "   the neighbour ran after %ld %s\n", calls, what);
+    CHECK_LE(calls, 2 * 128);
+    CHECK_OK(corio_join(t, NULL));
+}
+
+static void read_zero(void *ctx)
+{
+    char buf[64];
+    CHECK_EQ(corio_read(*(int *)ctx, buf, sizeof buf), (ssize_t)sizeof buf);
+}
+
 static void *main_io_budget(void *arg)
 {
     int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
     CHECK_GE(fd, 0);
-    atomic_store(&neighbour_ran, 0);
-    corio_task *t;
-    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), set_neighbour_ran, NULL));
-    long reads = 0;
-    char buf[64];
-    while (!atomic_load(&neighbour_ran) && reads < 100000) {
-        CHECK_EQ(corio_read(fd, buf, sizeof buf), (ssize_t)sizeof buf);
-        reads++;
-    }
-    fprintf(stderr, "   the neighbour ran after %ld reads\n", reads);
-    CHECK_LE(reads, 2 * 128);
-    CHECK_OK(corio_join(t, NULL));
+    neighbour_runs_within_budget(read_zero, &fd, 100000, "reads");
     CHECK_OK(corio_close(fd));
     return NULL;
 }
@@ -913,21 +927,16 @@ TEST(busy_reader_lets_neighbours_run)
  * socket with room to write): a task that waits with it and makes its
  * own non-blocking calls (a TLS or protocol library's loop) never waits
  * either, and is an IO call like the others for the budget. */
+static void wait_writable_now(void *ctx)
+{
+    CHECK_OK(corio_wait_fd(*(int *)ctx, CORIO_WRITABLE, CORIO_FOREVER));
+}
+
 static void *main_wait_fd_budget(void *arg)
 {
     int sv[2];
     CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    atomic_store(&neighbour_ran, 0);
-    corio_task *t;
-    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), set_neighbour_ran, NULL));
-    long waits = 0;
-    while (!atomic_load(&neighbour_ran) && waits < 100000) {
-        CHECK_OK(corio_wait_fd(sv[0], CORIO_WRITABLE, CORIO_FOREVER));
-        waits++;
-    }
-    fprintf(stderr, "   the neighbour ran after %ld waits\n", waits);
-    CHECK_LE(waits, 2 * 128);
-    CHECK_OK(corio_join(t, NULL));
+    neighbour_runs_within_budget(wait_writable_now, &sv[0], 100000, "waits");
     CHECK_OK(corio_close(sv[0]));
     CHECK_OK(corio_close(sv[1]));
     return NULL;
@@ -941,6 +950,20 @@ TEST(busy_wait_fd_lets_neighbours_run)
 /* And for corio_connect: a connect to a Unix listener completes at once
  * while its backlog has room (here room for more connects than the
  * test makes), so a task connecting in a loop never waits either. */
+struct unix_target {
+    struct sockaddr_un addr;
+    socklen_t alen;
+};
+
+static void connect_once(void *ctx)
+{
+    struct unix_target *to = ctx;
+    int fd = corio_socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK_GE(fd, 0);
+    CHECK_OK(corio_connect(fd, (struct sockaddr *)&to->addr, to->alen));
+    CHECK_OK(corio_close(fd));
+}
+
 static void *main_connect_budget(void *arg)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -953,20 +976,8 @@ static void *main_connect_budget(void *arg)
     CHECK_GE(l, 0);
     CHECK_EQ(bind(l, (struct sockaddr *)&addr, alen), 0);
     CHECK_EQ(listen(l, 1000), 0);
-    atomic_store(&neighbour_ran, 0);
-    corio_task *t;
-    CHECK_OK(corio_spawn_on(&t, (unsigned)corio_loop_index(), set_neighbour_ran, NULL));
-    long connects = 0;
-    while (!atomic_load(&neighbour_ran) && connects < 600) {
-        int fd = corio_socket(AF_UNIX, SOCK_STREAM, 0);
-        CHECK_GE(fd, 0);
-        CHECK_OK(corio_connect(fd, (struct sockaddr *)&addr, alen));
-        CHECK_OK(corio_close(fd));
-        connects++;
-    }
-    fprintf(stderr, "   the neighbour ran after %ld connects\n", connects);
-    CHECK_LE(connects, 2 * 128);
-    CHECK_OK(corio_join(t, NULL));
+    struct unix_target to = {.addr = addr, .alen = alen};
+    neighbour_runs_within_budget(connect_once, &to, 600, "connects");
     CHECK_OK(corio_close(l));
     return NULL;
 }
