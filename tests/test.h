@@ -407,6 +407,24 @@ static inline void *run_main_checked(unsigned loops, corio_fn fn, void *arg)
     return run_main_cfg(&cfg, fn, arg);
 }
 
+/* Main for tests that hold loop 1 with a spinner and need their body on
+ * loop 0: an idle loop may take main itself before it starts (corio.h),
+ * so main runs body->fn(body->arg) there and joins it. */
+struct test_on_loop_0 {
+    corio_fn fn;
+    void *arg;
+};
+
+static inline void *test_main_on_loop_0(void *arg)
+{
+    const struct test_on_loop_0 *body = arg;
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, 0, body->fn, body->arg));
+    void *result = NULL;
+    CHECK_OK(corio_join(t, &result));
+    return result;
+}
+
 /* ---- small helpers ------------------------------------------------------ */
 
 /* From a task: sleep in 1 ms steps until *value >= at_least, for at

@@ -303,21 +303,10 @@ static void *close_from_loop_0(void *arg)
     return NULL;
 }
 
-/* Runs the task function *arg (a corio_fn) on loop 0 and joins it: main
- * itself may have been taken by loop 1, which these tests hold with a
- * spinner. */
-static void *main_on_loop_0(void *arg)
-{
-    corio_task *t;
-    CHECK_OK(corio_spawn_on(&t, 0, *(const corio_fn *)arg, NULL));
-    CHECK_OK(corio_join(t, NULL));
-    return NULL;
-}
-
 TEST(close_on_another_loop_wakes_the_waiter)
 {
-    static const corio_fn body = close_from_loop_0;
-    run_main_checked(2, main_on_loop_0, (void *)&body);
+    struct test_on_loop_0 body = {close_from_loop_0, NULL};
+    run_main_checked(2, test_main_on_loop_0, &body);
 }
 
 /* ---- a wait that begins while another thread is inside corio_close ----
@@ -411,8 +400,8 @@ static void *wait_in_close_from_loop_0(void *arg)
 
 TEST(wait_begun_during_a_close_elsewhere_is_woken)
 {
-    static const corio_fn body = wait_in_close_from_loop_0;
-    run_main_checked(2, main_on_loop_0, (void *)&body);
+    struct test_on_loop_0 body = {wait_in_close_from_loop_0, NULL};
+    run_main_checked(2, test_main_on_loop_0, &body);
 }
 
 /* ---- reads that prove nothing drained ---- */
