@@ -5,10 +5,60 @@
 
 #include <stdatomic.h>
 
+#include "thread_probe.h"
+
 static bool is_stale(corio__loop *l, corio__loop *v)
 {
     int64_t idle_for = l->now - atomic_load_explicit(&v->activity_ns, memory_order_relaxed);
     return idle_for > CORIO__BALANCE_STALE_NS;
+}
+
+/* The verdict on a silent loop v's thread, from a probe taken now and the
+ * one before it in the same silence (thread_probe.h). A first probe cannot
+ * tell a computing thread from one waiting for a CPU, so it says "off the
+ * CPU" and the next, at least CORIO__BALANCE_PROBE_NS later, decides. */
+static bool probe_says_off_cpu(corio__loop *l, corio__loop *v, corio__peer_watch *w,
+                               int64_t silence)
+{
+    pid_t tid = atomic_load_explicit(&v->thread_id, memory_order_acquire);
+    if (tid == 0)
+        return true; /* its thread has not started yet: it will */
+    corio__thread_probe p;
+    if (!corio__thread_probe_read(tid, atomic_load_explicit(&v->cpu_clock, memory_order_relaxed),
+                                  &p))
+        return false; /* nothing known: the rule without probes */
+    bool first = w->silence != silence;
+    int64_t cpu_since = p.cpu_ns - w->cpu_ns;
+    w->cpu_ns = p.cpu_ns;
+    if (!p.runnable)
+        return false; /* blocked in a system call: stuck */
+    /* Less than half a CPU since the last probe: mostly waiting for one. */
+    return first || cpu_since * 2 < l->now - w->at;
+}
+
+/* Is silent v kept off the CPU by the OS, rather than stuck? Then it will
+ * be back within a time slice or two, and gets the treatment of a loop
+ * that has just polled: for at most CORIO__BALANCE_OFF_CPU_MAX_NS of
+ * silence. Not a parked loop (it waits for work, not for a CPU). One probe
+ * per loop watched per CORIO__BALANCE_PROBE_NS. */
+static bool kept_off_cpu(corio__loop *l, corio__loop *v)
+{
+    int64_t silence = atomic_load_explicit(&v->activity_ns, memory_order_relaxed);
+    if (l->now - silence > CORIO__BALANCE_OFF_CPU_MAX_NS || atomic_load(&v->parked))
+        return false;
+    corio__peer_watch *w = &l->peer_watch[v->index];
+    if (w->silence == silence && l->now - w->at < CORIO__BALANCE_PROBE_NS)
+        return w->off_cpu;
+    w->off_cpu = probe_says_off_cpu(l, v, w, silence);
+    w->silence = silence;
+    w->at = l->now;
+    return w->off_cpu;
+}
+
+/* Stuck: silent, and not for want of a CPU. */
+static bool is_stuck(corio__loop *l, corio__loop *v)
+{
+    return is_stale(l, v) && !kept_off_cpu(l, v);
 }
 
 /* Will v come for our queued tasks? Only a loop that runs out of work
@@ -18,6 +68,17 @@ static bool seeks_work(corio__loop *l, corio__loop *v)
 {
     int64_t since = l->now - atomic_load_explicit(&v->seek_ns, memory_order_relaxed);
     return since <= CORIO__BALANCE_STALE_NS;
+}
+
+/* Will v come for our queued tasks soon? A loop that looks for work does;
+ * so does one that was looking when the OS stopped running it. */
+static bool worth_holding_for(corio__loop *l, corio__loop *v)
+{
+    if (!is_stale(l, v))
+        return seeks_work(l, v);
+    int64_t seek_before_silence = atomic_load_explicit(&v->activity_ns, memory_order_relaxed) -
+                                  atomic_load_explicit(&v->seek_ns, memory_order_relaxed);
+    return seek_before_silence <= CORIO__BALANCE_STALE_NS && kept_off_cpu(l, v);
 }
 
 static size_t load_of(corio__loop *v)
@@ -43,7 +104,7 @@ size_t corio__balance_steal_allowance(corio__loop *l, corio__loop *v, size_t min
     size_t queued = corio__runq_len(&v->runq);
     if (queued == 0)
         return 0;
-    if (is_stale(l, v))
+    if (is_stuck(l, v))
         return queued;
     size_t v_live = atomic_load_explicit(&v->load, memory_order_relaxed);
     size_t theirs = v_live + queued;
@@ -82,7 +143,7 @@ bool corio__balance_may_start_new(corio__loop *l)
     size_t room = slack / 4;
     for (unsigned i = 0; i < rt->nloops; i++) {
         corio__loop *v = rt->loops[i];
-        if (v == l || is_stale(l, v) || !seeks_work(l, v))
+        if (v == l || !worth_holding_for(l, v))
             continue;
         size_t limit = load_of(v) + slack;
         if (mine >= limit) {

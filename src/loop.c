@@ -70,16 +70,27 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     l->rng = 0x9E3779B97F4A7C15ull * (index + 1);
     atomic_init(&l->inbox, NULL);
     atomic_init(&l->parked, 0);
+    /* Fresh, and looking for work, from the start: balance.c holds tasks
+     * for a loop whose thread has not run yet, as it will. */
+    atomic_init(&l->activity_ns, corio_now());
+    atomic_init(&l->seek_ns, corio_now());
+    atomic_init(&l->thread_id, 0);
     corio__timers_init(&l->timers, rt->huge_pages);
     l->arena.huge_pages = rt->huge_pages;
     corio__stack_pool_init(&l->stacks, rt->stack_size, STACK_POOL_LIMIT, &rt->stack_spill);
 
+    l->peer_watch = corio__calloc(rt->nloops, sizeof *l->peer_watch);
+    if (!l->peer_watch)
+        return CORIO_ENOMEM;
     int rc = corio__runq_init(&l->runq, rt->huge_pages);
-    if (rc != 0)
+    if (rc != 0) {
+        corio__free(l->peer_watch);
         return rc;
+    }
     rc = corio__runq_init(&l->roam, rt->huge_pages);
     if (rc != 0) {
         corio__runq_destroy(&l->runq);
+        corio__free(l->peer_watch);
         return rc;
     }
     rc = corio__poll_init(&l->poll);
@@ -114,6 +125,8 @@ void corio__loop_destroy(corio__loop *l)
     corio__poll_destroy(&l->poll);
     corio__runq_destroy(&l->runq);
     corio__runq_destroy(&l->roam);
+    corio__free(l->peer_watch);
+    l->peer_watch = NULL;
 }
 
 void corio__loop_wake(corio__loop *l)

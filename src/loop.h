@@ -19,6 +19,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include "arena.h"
 #include "corio.h"
@@ -43,6 +45,14 @@ enum corio__switch_reason {
 /* A loop polls (inbox, timers, descriptors) every this many tasks run,
  * even when busy. 61 is the interval Tokio and Go settled on. */
 #define CORIO__POLL_INTERVAL 61u
+
+/* What one loop last learnt of another's silent thread (balance.c). */
+typedef struct corio__peer_watch {
+    int64_t silence;  /* the peer's activity_ns when sampled: which silence */
+    int64_t at;       /* when sampled (the watcher's now) */
+    int64_t cpu_ns;   /* the peer thread's CPU time then */
+    bool off_cpu;     /* the verdict: kept off the CPU, not stuck */
+} corio__peer_watch;
 
 typedef struct corio__loop {
     /* --- owner --- */
@@ -94,6 +104,7 @@ typedef struct corio__loop {
     corio__io io;                  /* descriptor table */
     pthread_t thread;
     bool thread_started;
+    corio__peer_watch *peer_watch; /* one per loop of the runtime */
 
     /* Light tasks' shared stack and who occupies it. */
     corio__stack shared_stack;
@@ -112,6 +123,8 @@ typedef struct corio__loop {
     _Atomic int64_t activity_ns;   /* time of the last poll or spawn burst */
     _Atomic int64_t seek_ns;       /* when it last looked for tasks to steal
                                     * (balance.h: who is worth holding for) */
+    _Atomic pid_t thread_id;       /* its thread, for probes (0: not started) */
+    _Atomic clockid_t cpu_clock;   /* that thread's CPU-time clock */
 
     /* --- any thread: push tasks to make ready; parked flag --- */
     _Alignas(CORIO__CACHE_LINE) _Atomic(struct corio_task *) inbox;

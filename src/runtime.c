@@ -22,6 +22,7 @@
 #include "overflow.h"
 #include "sys.h"
 #include "task.h"
+#include "thread_probe.h"
 
 #define DEFAULT_STACK_SIZE ((size_t)128 * 1024)
 #define DEFAULT_BLOCKING_THREADS 64
@@ -188,6 +189,10 @@ static void run_loop_here(corio__loop *l)
 {
     corio__set_thread_loop(l);
     corio__set_thread_runtime(l->rt);
+    clockid_t cpu_clock;
+    pid_t tid = corio__thread_probe_self(&cpu_clock);
+    atomic_store_explicit(&l->cpu_clock, cpu_clock, memory_order_relaxed);
+    atomic_store_explicit(&l->thread_id, tid, memory_order_release);
 
     /* SIGPIPE blocked: a write to a closed pipe or socket returns EPIPE
      * instead of killing the process. Any SIGPIPE left pending is

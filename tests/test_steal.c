@@ -3,9 +3,15 @@
  * pinned tasks (corio_spawn_on) never move; a task that has started stays
  * on its loop for good.
  */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
+#include "loop.h"
 #include "test.h"
+#include "thread_probe.h"
 
 #define LOOPS 4
 
@@ -319,6 +325,195 @@ TEST(not_held_for_a_loop_that_never_steals)
     run_main_checked(2, main_not_held_for_busy, NULL);
 }
 
+/* ---- probing a thread's scheduler state (thread_probe.h) ----
+ *
+ * A thread blocked in a read is not runnable; a spinning one is, and gains
+ * CPU time; one that has exited cannot be probed. */
+struct probed {
+    pid_t tid;
+    clockid_t clock;
+    _Atomic int ready, stop;
+    int pipe[2];
+};
+
+static void *probed_blocks(void *arg)
+{
+    struct probed *p = arg;
+    p->tid = corio__thread_probe_self(&p->clock);
+    atomic_store(&p->ready, 1);
+    char c;
+    CHECK_EQ(read(p->pipe[0], &c, 1), 1);
+    return NULL;
+}
+
+static void *probed_spins(void *arg)
+{
+    struct probed *p = arg;
+    p->tid = corio__thread_probe_self(&p->clock);
+    atomic_store(&p->ready, 1);
+    while (!atomic_load(&p->stop))
+        ;
+    return NULL;
+}
+
+/* Probe until pred holds of the sample, for at most 10 s: the thread may
+ * need a moment to block, or a CPU to spin on. */
+static bool probe_until(struct probed *p, bool (*pred)(const corio__thread_probe *, int64_t),
+                        int64_t arg)
+{
+    corio_time_t give_up = corio_now() + 10 * CORIO_SEC;
+    corio__thread_probe s;
+    do {
+        CHECK(corio__thread_probe_read(p->tid, p->clock, &s));
+        if (pred(&s, arg))
+            return true;
+        usleep(1000);
+    } while (corio_now() < give_up);
+    return false;
+}
+
+static bool is_blocked(const corio__thread_probe *s, int64_t unused)
+{
+    (void)unused;
+    return !s->runnable;
+}
+
+static bool ran_past(const corio__thread_probe *s, int64_t cpu_ns)
+{
+    return s->runnable && s->cpu_ns > cpu_ns;
+}
+
+TEST(probe_tells_blocked_from_running)
+{
+    struct probed p = {0};
+    pthread_t th;
+    CHECK_EQ(pipe(p.pipe), 0);
+    CHECK_EQ(pthread_create(&th, NULL, probed_blocks, &p), 0);
+    while (!atomic_load(&p.ready))
+        usleep(1000);
+    CHECK(probe_until(&p, is_blocked, 0));
+    CHECK_EQ(write(p.pipe[1], "x", 1), 1);
+    CHECK_EQ(pthread_join(th, NULL), 0);
+    corio__thread_probe s;
+    CHECK(!corio__thread_probe_read(p.tid, p.clock, &s)); /* gone */
+    close(p.pipe[0]);
+    close(p.pipe[1]);
+
+    struct probed q = {0};
+    CHECK_EQ(pthread_create(&th, NULL, probed_spins, &q), 0);
+    while (!atomic_load(&q.ready))
+        usleep(1000);
+    CHECK(corio__thread_probe_read(q.tid, q.clock, &s));
+    CHECK(probe_until(&q, ran_past, s.cpu_ns + 2 * CORIO_MSEC));
+    atomic_store(&q.stop, 1);
+    CHECK_EQ(pthread_join(th, NULL), 0);
+    CHECK(!corio__thread_probe_read(0, q.clock, &s));
+}
+
+/* ---- tasks are held for a loop the OS keeps off the CPU ----
+ *
+ * Found by measurement: with a busy process beside the reference
+ * experiment, the spawner sometimes found its peer silent for 10+ ms in
+ * the burst, took it for stuck, and started every task itself (86% of the
+ * work on one loop). Here the whole process runs on one CPU. Loop 1 is
+ * parked; loop 0's thread and a spinner get real-time priority (loop 0's
+ * the higher), so once the spawns wake loop 1 it is runnable but gets no
+ * CPU while the spinner spins, 20 ms. Loop 0 must hold the tasks for it
+ * meanwhile, and loop 1 must take its share once the spinner stops.
+ * Without probes, loop 0 took loop 1 for stuck after 10 ms of silence and
+ * started all 64 itself (10 runs of 10). (SCHED_IDLE for loop 1 instead
+ * starves it too little: woken, it ran at once and stole half.)
+ */
+enum { HELD_TASKS = 64 };
+static _Atomic int started_on[2];
+
+static void *note_loop_then_sleep(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&started_on[corio_loop_index()], 1);
+    CHECK_OK(corio_sleep(300 * CORIO_MSEC)); /* stays in its loop's load */
+    return NULL;
+}
+
+static void *spin_20ms(void *arg)
+{
+    (void)arg;
+    corio_time_t until = corio_now() + 20 * CORIO_MSEC;
+    while (corio_now() < until)
+        ;
+    return NULL;
+}
+
+static void set_policy(pthread_t th, int policy, int priority)
+{
+    struct sched_param p = {.sched_priority = priority};
+    CHECK_EQ(pthread_setschedparam(th, policy, &p), 0);
+}
+
+static void *main_held_for_off_cpu_loop(void *arg)
+{
+    (void)arg;
+    corio__loop *other = corio__loop_current()->rt->loops[1];
+    /* Its silence starts now (a task run there, then a poll), not when the
+     * runtime started: the spinner must stop well within the 50 ms of
+     * silence for which a loop kept off the CPU is waited for. */
+    corio_task *touch;
+    CHECK_OK(corio_spawn_on(&touch, 1, test_ret_arg, NULL));
+    CHECK_OK(corio_join(touch, NULL));
+    while (!atomic_load(&other->parked))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    set_policy(pthread_self(), SCHED_FIFO, 2);
+    pthread_attr_t attr;
+    struct sched_param below = {.sched_priority = 1};
+    CHECK_EQ(pthread_attr_init(&attr), 0);
+    CHECK_EQ(pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED), 0);
+    CHECK_EQ(pthread_attr_setschedpolicy(&attr, SCHED_FIFO), 0);
+    CHECK_EQ(pthread_attr_setschedparam(&attr, &below), 0);
+    pthread_t spinner;
+    CHECK_EQ(pthread_create(&spinner, &attr, spin_20ms, NULL), 0);
+    pthread_attr_destroy(&attr);
+    static corio_task *t[HELD_TASKS];
+    for (int i = 0; i < HELD_TASKS; i++)
+        CHECK_OK(corio_spawn(&t[i], note_loop_then_sleep, NULL));
+    CHECK_OK(corio_gather(t, HELD_TASKS, NULL));
+    CHECK_EQ(pthread_join(spinner, NULL), 0);
+    set_policy(pthread_self(), SCHED_OTHER, 0);
+    return NULL;
+}
+
+TEST(tasks_are_held_for_a_loop_kept_off_the_cpu)
+{
+    TEST_SKIP_UNDER_VALGRIND("Valgrind runs one thread at a time: a thread waiting for its "
+                             "lock is blocked, not runnable");
+#ifdef TEST_TSAN
+    /* Measured: loop 1 took its share, then went 30 ms without a poll
+     * starting it, and so was stuck by the rule the test relies on. */
+    TEST_SKIP_IF(true, "under TSan",
+                 "a task's first start costs TSan a fiber (a millisecond): a loop starting its "
+                 "share goes longer than the stale time without polling");
+#endif
+    struct sched_param rt = {.sched_priority = 1}, normal = {0};
+    TEST_SKIP_IF(pthread_setschedparam(pthread_self(), SCHED_FIFO, &rt) != 0,
+                 "without real-time priority", "nothing else keeps a runnable thread off the CPU");
+    set_policy(pthread_self(), SCHED_OTHER, normal.sched_priority);
+    cpu_set_t all, one;
+    CHECK_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &all)) {
+            CPU_SET(c, &one);
+            break;
+        }
+    CHECK_EQ(sched_setaffinity(0, sizeof one, &one), 0); /* the loops inherit it */
+    atomic_store(&started_on[0], 0);
+    atomic_store(&started_on[1], 0);
+    struct test_on_loop_0 body = {main_held_for_off_cpu_loop, NULL};
+    run_main_checked(2, test_main_on_loop_0, &body);
+    CHECK_EQ(atomic_load(&started_on[0]) + atomic_load(&started_on[1]), HELD_TASKS);
+    if (atomic_load(&started_on[1]) < HELD_TASKS / 4)
+        FAIL_("loop 1 started %d of %d tasks", atomic_load(&started_on[1]), HELD_TASKS);
+}
+
 int main(int argc, char **argv)
 {
     RUN(not_held_for_a_loop_that_never_steals);
@@ -326,5 +521,7 @@ int main(int argc, char **argv)
     RUN(pinned_tasks_never_stolen);
     RUN(started_tasks_never_move);
     RUN(burst_spawns_with_many_thieves);
+    RUN(probe_tells_blocked_from_running);
+    RUN(tasks_are_held_for_a_loop_kept_off_the_cpu);
     return test_summary();
 }
