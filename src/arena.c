@@ -49,8 +49,9 @@ void *corio__arena_carve(corio__arena *a, size_t size)
 
 void *corio__arena_alloc(corio__arena *a, size_t size)
 {
+    /* Aligned like the small blocks (arena.h): malloc gives only 16. */
     if (!corio__arena_small(size))
-        return corio__malloc(size);
+        return corio__aligned_alloc(CORIO__ARENA_GRAIN, size);
     if (size == 0)
         size = 1;
     size_t cls = corio__arena_round(size) / CORIO__ARENA_GRAIN - 1;

@@ -92,6 +92,28 @@ TEST(big_blocks_go_to_malloc)
     corio__arena_release(&a);
 }
 
+/* arena.h promises CORIO__ARENA_GRAIN alignment for a block of any size,
+ * so a big one must not take malloc's 16-byte alignment. Several sizes:
+ * one could be aligned by chance. */
+TEST(big_blocks_keep_the_grain_alignment)
+{
+    test_baseline base = test_baseline_take();
+    corio__arena a = {0};
+    enum { N = 16 };
+    char *p[N];
+    for (size_t i = 0; i < N; i++) {
+        size_t size = CORIO__ARENA_MAX_BLOCK + 1 + i * 100;
+        p[i] = corio__arena_alloc(&a, size);
+        CHECK(p[i] != NULL);
+        CHECK_EQ((uintptr_t)p[i] % CORIO__ARENA_GRAIN, 0);
+        memset(p[i], 0x5a, size);
+    }
+    for (size_t i = 0; i < N; i++)
+        corio__arena_free(&a, p[i], CORIO__ARENA_MAX_BLOCK + 1 + i * 100);
+    CHECK_NO_LEAKS(base);
+    corio__arena_release(&a);
+}
+
 /* ---- huge pages ---- */
 
 /* VmFlags of the mapping that contains p (from /proc/self/smaps), or "". */
@@ -306,6 +328,7 @@ int main(int argc, char **argv)
     RUN(carve_aligned_disjoint_across_chunks);
     RUN(blocks_recycle_within_their_class);
     RUN(big_blocks_go_to_malloc);
+    RUN(big_blocks_keep_the_grain_alignment);
     RUN(huge_pages_from_the_second_chunk);
     RUN(mapping_failure_is_a_clean_null);
     RUN(runtime_asks_for_huge_pages_unless_told_not_to);
