@@ -7,8 +7,8 @@
 
 /* Write one line per runtime, loop and started task (up to 64 a loop) to
  * fd: queues, timers, and what each task waits on. Reads other threads'
- * state unsynchronised: for diagnosis only, once they have stopped
- * moving (a test's watchdog). */
+ * state unsynchronised: for diagnosis only (a test's watchdog); loops
+ * still running make its figures inexact but cannot make it fault. */
 void corio__debug_dump(int fd);
 
 #endif /* CORIO_DEBUG_H */

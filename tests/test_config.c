@@ -332,6 +332,76 @@ TEST(debug_list_follows_runtimes)
     CHECK_STR_CONTAINS(buf, "no corio runtime is running");
 }
 
+/* The watchdog dumps a hung test whose loops need not have stopped: one
+ * may be stuck while the others keep starting and ending tasks. A task
+ * that ends under the dump's walk of a live list leaves it a run state
+ * gone back with its stack (unmapped, for a stack not of the default
+ * size) or, once its object is reused, a `run` that is an argument. */
+static _Atomic bool churn_stop;
+
+static void *churn_child(void *arg)
+{
+    corio_yield(); /* a few live at once */
+    return arg;
+}
+
+/* Start and end tasks until told to stop, on stacks of `arg` bytes (0:
+ * the default, pooled). */
+static void *churn(void *arg)
+{
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.stack_size = (size_t)INT_OF(arg);
+    while (!atomic_load(&churn_stop)) {
+        corio_task *t[8];
+        for (int i = 0; i < 8; i++)
+            CHECK_EQ(corio_spawn_ex(&t[i], churn_child, NULL, &o), 0);
+        for (int i = 0; i < 8; i++)
+            CHECK_EQ(corio_join(t[i], NULL), 0);
+    }
+    return NULL;
+}
+
+/* Dump over and over for 300 ms, then stop the churn. */
+static void *dump_repeatedly(void *arg)
+{
+    int fd = open("/dev/null", O_WRONLY);
+    CHECK(fd >= 0);
+    corio_time_t end = corio_now() + 300 * CORIO_MSEC;
+    unsigned dumps = 0;
+    while (corio_now() < end || dumps < 10) {
+        corio__debug_dump(fd);
+        dumps++;
+    }
+    close(fd);
+    atomic_store(&churn_stop, true);
+    return NULL;
+}
+
+static void *main_dumped_while_churning(void *arg)
+{
+    corio_task *t[2];
+    CHECK_EQ(corio_spawn_on(&t[0], 0, churn, PTR_OF(0)), 0);
+    CHECK_EQ(corio_spawn_on(&t[1], 1, churn, PTR_OF(96 * 1024)), 0);
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, dump_repeatedly, NULL), 0);
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ(corio_join(t[i], NULL), 0);
+    CHECK_EQ(pthread_join(th, NULL), 0); /* done: it stopped the churn */
+    return NULL;
+}
+
+TEST(debug_dump_while_loops_run)
+{
+#ifdef TEST_TSAN
+    fprintf(stderr, "   skipped under TSan: the dump reads the loops' fields "
+                    "unsynchronised, by design\n");
+    return;
+#endif
+    clear_env();
+    run_main_checked(2, main_dumped_while_churning, NULL);
+}
+
 /* ---- pinning ---- */
 
 static int nth_allowed_cpu(unsigned n)
@@ -505,6 +575,7 @@ int main(int argc, char **argv)
     RUN(runtimes_one_after_another);
     RUN(runtimes_side_by_side);
     RUN(debug_list_follows_runtimes);
+    RUN(debug_dump_while_loops_run);
     RUN(pin_cpus);
     RUN(blocking_pool_not_pinned);
     RUN(bad_flags);
