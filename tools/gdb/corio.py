@@ -9,7 +9,9 @@ stripped). Commands:
                      loop, state, what it waits on, and its function;
                      never-run tasks on each loop are counted (queued
                      to be stolen, or pinned to it and waiting to start).
-  corio bt ID        backtrace of the suspended task with that id.
+  corio bt ID        backtrace of the suspended task with that id; in a
+                     live process only (it sets registers, which gdb
+                     refuses in a core file).
 
 How `corio bt` works: a suspended task's stack pointer is saved in its
 context; the switch left the callee-saved registers and the return
