@@ -65,6 +65,20 @@ corio__ctx_switch:
     ldp x19, x20, [sp, #0]
     add sp, sp, #176
     .cfi_def_cfa_offset 0
+    /* The registers hold their values again; their slots are below sp now,
+     * where a signal frame may be written over them (tests/test_cfi.sh). */
+    .cfi_restore x19
+    .cfi_restore x20
+    .cfi_restore x21
+    .cfi_restore x22
+    .cfi_restore x23
+    .cfi_restore x24
+    .cfi_restore x25
+    .cfi_restore x26
+    .cfi_restore x27
+    .cfi_restore x28
+    .cfi_restore x29
+    .cfi_restore x30
     ret
     .cfi_endproc
     .size corio__ctx_switch, .-corio__ctx_switch

@@ -20,6 +20,16 @@ if(CORIO_GDB AND NOT corio_test_runner)
   set_tests_properties(gdb PROPERTIES TIMEOUT 120 LABELS core)
 endif()
 
+# The assembly switches' unwind tables, for both targets whatever the host
+# (clang assembles either): no register saved below the stack pointer.
+find_program(CORIO_CLANG clang)
+find_program(CORIO_READELF readelf)
+if(CORIO_CLANG AND CORIO_READELF)
+  add_test(NAME cfi COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/test_cfi.sh ${CORIO_CLANG}
+           ${CORIO_READELF} ${PROJECT_SOURCE_DIR}/src)
+  set_tests_properties(cfi PROPERTIES TIMEOUT 60 LABELS core)
+endif()
+
 # Installing: header, libraries, pkg-config, CMake package, exports.
 # Native builds only (it compiles and runs consumers with the host cc).
 if(NOT CMAKE_CROSSCOMPILING AND NOT CORIO_TEST_WRAPPER AND CORIO_SANITIZE STREQUAL "none")
