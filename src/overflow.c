@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -104,11 +105,16 @@ static corio_task *guard_owner(const corio__loop *l, const void *addr, corio__st
     return NULL;
 }
 
+/* Whether the kernel raised this SIGSEGV for an access that faulted
+ * (si_addr is then that address), not kill(), raise() or sigqueue()
+ * (si_code <= 0; si_addr then overlays the sender's pid and uid). */
+static bool is_fault(const siginfo_t *info) { return info->si_code > 0; }
+
 static void on_segv(int sig, siginfo_t *info, void *uctx)
 {
     corio__loop *l = corio__loop_current();
     corio__stack st;
-    corio_task *t = l ? guard_owner(l, info->si_addr, &st) : NULL;
+    corio_task *t = l && is_fault(info) ? guard_owner(l, info->si_addr, &st) : NULL;
     if (t) {
         report(t, &st, info->si_addr);
         /* Die of the SIGSEGV, as without corio: returning re-runs the
@@ -121,11 +127,17 @@ static void on_segv(int sig, siginfo_t *info, void *uctx)
             previous.sa_sigaction(sig, info, uctx);
             return;
         }
+    } else if (previous.sa_handler == SIG_IGN && !is_fault(info)) {
+        return; /* sent, and ignored before corio: still ignored */
     } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
         previous.sa_handler(sig);
         return;
     }
     signal(sig, SIG_DFL);
+    /* Returning repeats a fault, which the default action then ends; a
+     * sent SIGSEGV happens only once: send it again (SA_NODEFER: now). */
+    if (!is_fault(info))
+        raise(sig);
 }
 
 int corio__overflow_install(void)

@@ -76,6 +76,15 @@ static void *segv_task(void *arg)
     return NULL;
 }
 
+/* A SIGSEGV sent, not a fault: nothing runs it again when a handler
+ * returns. */
+static void *raise_segv_task(void *arg)
+{
+    say_id();
+    raise(SIGSEGV);
+    return NULL;
+}
+
 static void *segv_blocking_fn(void *arg)
 {
     *wild_address = 1;
@@ -102,6 +111,7 @@ enum kind {
     MAIN_ITSELF,
     WILD_WRITE,
     WILD_WRITE_POOL,
+    RAISED,
     TRIMMED_STACK,
     IN_SWITCH,
 };
@@ -171,6 +181,8 @@ static void *child_main(void *arg)
         fn = segv_task;
     if (k == WILD_WRITE_POOL)
         fn = segv_in_pool;
+    if (k == RAISED)
+        fn = raise_segv_task;
     if (k == TRIMMED_STACK)
         leave_only_trimmed_stacks();
     if (k == IN_SWITCH) {
@@ -295,6 +307,12 @@ TEST(wild_write_on_pool_thread)
     expect_plain_segv(WILD_WRITE_POOL);
 }
 
+/* raise(SIGSEGV) (or kill -SEGV) kills as it does without corio. */
+TEST(raised_segv_kills)
+{
+    expect_plain_segv(RAISED);
+}
+
 /* ---- the handler that was there before corio's ---- */
 
 static void custom_segv(int sig)
@@ -372,6 +390,55 @@ TEST(previous_siginfo_handler_is_chained)
     if (!WIFEXITED(c.status) || WEXITSTATUS(c.status) != 43)
         FAIL_("child status 0x%x (43: handler saw the fault address), output:\n%s", c.status,
               c.out);
+#endif
+}
+
+#ifndef TEST_SANITIZED
+/* Two tasks raise SIGSEGV in a program that ignores it; then one
+ * overflows. */
+static void *raise_twice_then_overflow(void *arg)
+{
+    for (int i = 0; i < 2; i++) {
+        corio_task *t;
+        if (corio_spawn(&t, raise_segv_task, NULL) != 0)
+            return PTR_OF(10);
+        corio_join(t, NULL);
+    }
+    return overflow_task(NULL);
+}
+
+static int child_ignoring_segv(void *arg)
+{
+    signal(SIGSEGV, SIG_IGN);
+    return run_expecting_overflow(2, raise_twice_then_overflow, arg);
+}
+#endif
+
+/* A sent SIGSEGV the program ignores stays ignored, every time, and
+ * overflows are still reported after it. */
+TEST(ignored_raised_segv_stays_ignored)
+{
+#ifdef TEST_SANITIZED
+    fprintf(stderr, "   skipped: the sanitizer owns SIGSEGV\n");
+#else
+    TEST_SKIP_UNDER_QEMU("guest accesses are not checked against host guard pages "
+                         "(MADV_GUARD_INSTALL), so the overflow runs past the guard");
+    test_child c;
+    test_run_child(&c, child_ignoring_segv, NULL);
+    unsigned long long id = 0;
+    const char *p = c.out;
+    for (int i = 0; i < 3; i++) { /* the third ID is the overflowing task's */
+        p = strstr(p, "ID=");
+        if (!p)
+            FAIL_("only %d of 3 tasks ran; status 0x%x, output:\n%s", i, c.status, c.out);
+        id = strtoull(p + 3, NULL, 10);
+        p += 3;
+    }
+    char want[128];
+    snprintf(want, sizeof want, "corio: task %llu overflowed its ", id);
+    CHECK_STR_CONTAINS(c.out, want);
+    if (!WIFSIGNALED(c.status) || WTERMSIG(c.status) != SIGSEGV)
+        FAIL_("child should die of SIGSEGV; status 0x%x, output:\n%s", c.status, c.out);
 #endif
 }
 
@@ -482,6 +549,8 @@ int main(int argc, char **argv)
     RUN(overflow_in_context_switch);
     RUN(wild_write_is_not_an_overflow);
     RUN(wild_write_on_pool_thread);
+    RUN(raised_segv_kills);
+    RUN(ignored_raised_segv_stays_ignored);
     RUN(previous_handler_is_chained);
     RUN(handler_restored_after_run);
     RUN(previous_siginfo_handler_is_chained);
