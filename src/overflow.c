@@ -159,10 +159,19 @@ int corio__overflow_install(void)
     return rc;
 }
 
+/* Whether SIGSEGV's handler is still corio's: one the program installed
+ * while a runtime ran is the program's to keep. */
+static bool still_ours(void)
+{
+    struct sigaction now;
+    return sigaction(SIGSEGV, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO) &&
+           now.sa_sigaction == on_segv;
+}
+
 void corio__overflow_uninstall(void)
 {
     pthread_mutex_lock(&install_lock);
-    if (install_count && --install_count == 0)
+    if (install_count && --install_count == 0 && still_ours())
         sigaction(SIGSEGV, &previous, NULL);
     pthread_mutex_unlock(&install_lock);
 }

@@ -539,6 +539,23 @@ TEST(handler_restored_after_run)
     signal(SIGSEGV, SIG_DFL);
 }
 
+static void *install_custom_segv(void *arg)
+{
+    signal(SIGSEGV, custom_segv);
+    return arg;
+}
+
+/* A handler the program installs while corio_run runs is the program's:
+ * corio_run leaves it in place when it returns. */
+TEST(handler_installed_during_run_is_kept)
+{
+    struct sigaction after;
+    run_main_checked(2, install_custom_segv, NULL);
+    CHECK_EQ(sigaction(SIGSEGV, NULL, &after), 0);
+    CHECK(after.sa_handler == custom_segv);
+    signal(SIGSEGV, SIG_DFL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(regular_task_overflow);
@@ -553,6 +570,7 @@ int main(int argc, char **argv)
     RUN(ignored_raised_segv_stays_ignored);
     RUN(previous_handler_is_chained);
     RUN(handler_restored_after_run);
+    RUN(handler_installed_during_run_is_kept);
     RUN(previous_siginfo_handler_is_chained);
     RUN(overflow_reported_after_another_runtime_ended);
     RUN(handler_restored_after_runtimes_side_by_side);
