@@ -67,8 +67,14 @@ static void report(const corio_task *t, const corio__stack *st, const void *addr
     put_str(buf, &len, (t->flags & CORIO__TF_LIGHT) ? "-byte shared (light) stack" : "-byte stack");
     put_str(buf, &len, " (fault at ");
     put_hex(buf, &len, (uint64_t)(uintptr_t)addr);
-    put_str(buf, &len, " in its guard page); give it a bigger stack with "
-                       "corio_spawn_opts.stack_size or CORIO_STACK_SIZE\n");
+    put_str(buf, &len, " in its guard page); ");
+    /* A light task takes no stack size of its own (CORIO_EINVAL): its
+     * loop's shared stack has the runtime's. */
+    put_str(buf, &len, (t->flags & CORIO__TF_LIGHT)
+                           ? "give the loops' shared stacks more with corio_config.stack_size "
+                             "or CORIO_STACK_SIZE, or spawn it without CORIO_TASK_LIGHT\n"
+                           : "give it a bigger stack with corio_spawn_opts.stack_size or "
+                             "CORIO_STACK_SIZE\n");
     ssize_t w = write(STDERR_FILENO, buf, len);
     (void)w;
 }

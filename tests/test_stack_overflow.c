@@ -225,7 +225,8 @@ static unsigned long long parse_id(const char *out)
     return strtoull(p + 3, NULL, 10);
 }
 
-static void expect_overflow(enum kind k, const char *stack_words)
+/* As expect_overflow, and the line's advice says `advice`. */
+static void expect_overflow_advising(enum kind k, const char *stack_words, const char *advice)
 {
     TEST_SKIP_UNDER_QEMU("guest accesses are not checked against host guard pages "
                          "(MADV_GUARD_INSTALL), so the overflow runs past the guard");
@@ -244,16 +245,29 @@ static void expect_overflow(enum kind k, const char *stack_words)
     /* Exactly one report. */
     const char *first = strstr(c.out, "overflowed its");
     CHECK(strstr(first + 1, "overflowed its") == NULL);
+    if (advice)
+        CHECK_STR_CONTAINS(first, advice);
+}
+
+static void expect_overflow(enum kind k, const char *stack_words)
+{
+    expect_overflow_advising(k, stack_words, NULL);
 }
 
 TEST(regular_task_overflow)
 {
-    expect_overflow(REGULAR, "-byte stack");
+    expect_overflow_advising(REGULAR, "-byte stack",
+                             "corio_spawn_opts.stack_size or CORIO_STACK_SIZE\n");
 }
 
+/* The advice is what a light task can be given: its loop's shared stack
+ * is corio_config's size (corio_spawn_opts.stack_size and
+ * CORIO_TASK_LIGHT together are CORIO_EINVAL). */
 TEST(light_task_overflow)
 {
-    expect_overflow(LIGHT, "shared (light) stack");
+    expect_overflow_advising(LIGHT, "shared (light) stack",
+                             "corio_config.stack_size or CORIO_STACK_SIZE, or spawn it "
+                             "without CORIO_TASK_LIGHT\n");
 }
 
 TEST(custom_stack_size_overflow)
