@@ -12,6 +12,21 @@ ids = [l.split()[0] for l in gdb.execute("corio tasks", to_string=True).splitlin
        if "gdb_sleeper" in l and "waiting" in l]
 gdb.execute("corio bt " + ids[0])
 gdb.execute("corio bt " + ids[1])
+' -ex 'python
+# The aarch64 switch frame (src/ctx_aarch64.S) holds x19-x30 in its first
+# 12 words: corio bt must load every one (checked on any host: it reads
+# words of a suspended task stack as if they were that frame).
+import gdb
+loop, t = next(started_tasks())
+sp = int(t["run"]["ctx"]["sp"]) if "sp" in [f.name for f in t["run"]["ctx"].type.fields()] else 0
+if sp:
+    u64 = gdb.lookup_type("unsigned long long").pointer()
+    words = [int(gdb.Value(sp + 8 * i).cast(u64).dereference()) for i in range(12)]
+    want = dict(("x%d" % (19 + i), words[i]) for i in range(12))
+    want.update(sp=sp + 176, pc=words[11])
+    got = CorioBt.switch_frame_regs(sp, "aarch64")
+    print("aarch64 frame registers:", "ok" if got == want else
+          "missing %s" % sorted(set(want) - set(got)))
 ' "$target" 2>&1)
 fail() { echo "test_gdb: $1"; echo "$out"; exit 1; }
 echo "$out" | grep -q "running  -              stack gdb_main" || fail "main task not listed as running"
@@ -28,6 +43,10 @@ echo "$out" | grep -q "loop [01]: 1 never-run tasks queued" || fail "pinned unst
 if [ "$backend" = asm ]; then
     [ "$(echo "$out" | grep -c 'corio__ctx_trampoline')" -ge 2 ] ||
         fail "backtraces do not end at the trampoline"
+fi
+if [ "$backend" = asm ]; then
+    echo "$out" | grep -q "aarch64 frame registers: ok" ||
+        fail "corio bt would not load every register of an aarch64 switch frame"
 fi
 echo "$out" | grep -qi "corrupt\|previous frame identical" && fail "unwinding went wrong"
 echo "test_gdb: ok"

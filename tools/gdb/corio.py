@@ -183,8 +183,9 @@ class CorioBt(gdb.Command):
             return {n: int(g[i]) & 0xFFFFFFFFFFFFFFFF for n, i in names.items()}
         if "aarch64" in arch:
             m = uc["uc_mcontext"]
-            return {"sp": int(m["sp"]), "pc": int(m["pc"]), "x29": int(m["regs"][29]),
-                    "x30": int(m["regs"][30])}
+            regs = {"x%d" % n: int(m["regs"][n]) for n in range(19, 31)}
+            regs.update({"sp": int(m["sp"]), "pc": int(m["pc"])})
+            return regs
         raise gdb.GdbError("corio bt supports x86-64 and aarch64, not %s" % arch)
 
     @staticmethod
@@ -196,8 +197,11 @@ class CorioBt(gdb.Command):
             regs = {"rsp": sp + 64, "rip": slot(7), "rbp": slot(6), "rbx": slot(5),
                     "r12": slot(4), "r13": slot(3), "r14": slot(2), "r15": slot(1)}
         elif "aarch64" in arch:
-            regs = {"sp": sp + 176, "pc": slot(11), "x29": slot(10), "x30": slot(11),
-                    "x19": slot(0), "x20": slot(1)}
+            # Every callee-saved register, x19-x30 in its first 12 words:
+            # one left out would show the selected thread's value in the
+            # task's frames.
+            regs = {"x%d" % (19 + i): slot(i) for i in range(12)}
+            regs.update({"sp": sp + 176, "pc": slot(11)})
         else:
             raise gdb.GdbError("corio bt supports x86-64 and aarch64, not %s" % arch)
         return regs
