@@ -27,6 +27,9 @@ if sp:
     got = CorioBt.switch_frame_regs(sp, "aarch64")
     print("aarch64 frame registers:", "ok" if got == want else
           "missing %s" % sorted(set(want) - set(got)))
+# An address no symbol covers is shown as the address (gdb answers "No
+# symbol matches ...", whose first word was shown as the name).
+print("nameless address:", function_name(0x10))
 ' "$target" 2>&1)
 fail() { echo "test_gdb: $1"; echo "$out"; exit 1; }
 echo "$out" | grep -q "running  -              stack gdb_main" || fail "main task not listed as running"
@@ -48,5 +51,6 @@ if [ "$backend" = asm ]; then
     echo "$out" | grep -q "aarch64 frame registers: ok" ||
         fail "corio bt would not load every register of an aarch64 switch frame"
 fi
+echo "$out" | grep -q "nameless address: 0x10$" || fail "an address without a symbol is not shown as itself"
 echo "$out" | grep -qi "corrupt\|previous frame identical" && fail "unwinding went wrong"
 echo "test_gdb: ok"

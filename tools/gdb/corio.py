@@ -74,8 +74,11 @@ def function_name(addr):
         block = block.superblock
     if block is not None and block.function is not None:
         return block.function.name
-    sym = gdb.execute("info symbol 0x%x" % int(addr), to_string=True).split(" ")
-    return sym[0] if sym else "0x%x" % int(addr)
+    # "NAME + OFF in section S", or "No symbol matches ..." (not a name).
+    sym = gdb.execute("info symbol 0x%x" % int(addr), to_string=True)
+    if not sym or sym.startswith("No symbol"):
+        return "0x%x" % int(addr)
+    return sym.split(" ")[0]
 
 
 def wait_name(t):
