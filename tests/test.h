@@ -174,7 +174,12 @@ static inline void test_watchdog_arm(const char *name)
     long secs = s ? atol(s) : 45 * test_slow();
     if (secs <= 0)
         return;
-    signal(SIGALRM, test_watchdog_fire);
+    /* On the signal stack where the thread has one (loop threads do): the
+     * alarm may land on a small task stack, where the dump would overflow
+     * it and be reported as that task's overflow. */
+    struct sigaction sa = {.sa_handler = test_watchdog_fire, .sa_flags = SA_ONSTACK};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
     alarm((unsigned)secs);
 }
 
