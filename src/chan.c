@@ -36,9 +36,11 @@ struct corio_chan {
 
 int corio_chan_new(corio_chan **chan, size_t elem_size, size_t capacity)
 {
-    if (!chan || elem_size == 0 || capacity == 0)
+    if (!chan)
         return CORIO_EINVAL;
     *chan = NULL;
+    if (elem_size == 0 || capacity == 0)
+        return CORIO_EINVAL;
     size_t slots = capacity == CORIO_CHAN_UNBOUNDED ? 16 : capacity;
     if (slots > SIZE_MAX / elem_size)
         return CORIO_EINVAL;

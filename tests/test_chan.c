@@ -491,7 +491,10 @@ TEST(bad_arguments)
 {
     corio_chan *ch = (corio_chan *)&ch;
     CHECK_ERR(corio_chan_new(&ch, sizeof(int), 0), CORIO_EINVAL);
+    CHECK(ch == NULL); /* no stale pointer left for a caller to free */
+    ch = (corio_chan *)&ch;
     CHECK_ERR(corio_chan_new(&ch, 0, 4), CORIO_EINVAL);
+    CHECK(ch == NULL);
     CHECK_ERR(corio_chan_new(&ch, 0, CORIO_CHAN_UNBOUNDED), CORIO_EINVAL);
     CHECK_ERR(corio_chan_new(NULL, sizeof(int), 4), CORIO_EINVAL);
     /* elem_size * capacity overflows. */
