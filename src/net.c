@@ -73,6 +73,16 @@ int corio_socket(int domain, int type, int protocol)
 /* The longest pause between connect attempts that said EAGAIN. */
 #define CONNECT_PAUSE_MAX (64 * CORIO_MSEC)
 
+/* connect(2) once: 0 or -errno. Never inlined into connect_retrying: its
+ * sleeps may move a migrating task to another thread, and the compiler may
+ * keep errno's address (glibc's __errno_location is const) from before a
+ * sleep; here it is taken afresh on every call (corio.h, CORIO_TASK_MIGRATE). */
+static __attribute__((noinline)) int connect_once(int fd, const struct sockaddr *addr,
+                                                  socklen_t len)
+{
+    return connect(fd, addr, len) == 0 ? 0 : -errno;
+}
+
 /* connect(2), trying again while it says EAGAIN: a Unix-domain listener's
  * backlog is full (for IP: no local port free). No readiness event
  * announces the end of that, so the retries come after pauses growing
@@ -84,15 +94,14 @@ static int connect_retrying(int fd, const struct sockaddr *addr, socklen_t len,
 {
     corio_time_t pause = CORIO_MSEC;
     for (;;) {
-        if (connect(fd, addr, len) == 0)
-            return 0;
-        if (errno != EAGAIN)
-            return -errno;
+        int rc = connect_once(fd, addr, len);
+        if (rc != -EAGAIN)
+            return rc;
         corio_time_t now = corio_now();
         bool forever = deadline == CORIO_FOREVER; /* -1: compare with care */
         if (!forever && now >= deadline)
             return CORIO_ETIMEDOUT;
-        int rc = corio_sleep_until(forever || deadline - now > pause ? now + pause : deadline);
+        rc = corio_sleep_until(forever || deadline - now > pause ? now + pause : deadline);
         if (rc != 0)
             return rc;
         if (pause < CONNECT_PAUSE_MAX)
