@@ -457,8 +457,10 @@ CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,
  * CORIO_GROUP_CANCEL_ON_ERROR the first failure cancels the other
  * children: from then on each of their blocking calls fails with
  * CORIO_ECANCELED, every time, so they unwind. Any task may spawn into a
- * group or cancel it (but only the group's children may spawn into it
- * while a close may free it); one task at a time may wait on it (a second
+ * group or cancel it, but once a close may have begun, only the group's
+ * children may (the close frees the group once they have all finished, so
+ * another task's call could touch freed memory); one task at a time may
+ * wait on it (a second
  * waiter gets CORIO_EBUSY; a close waits for it to leave, which the close's
  * cancellation makes happen soon). A child of the group may not wait on
  * it or close it: CORIO_EDEADLK, and the group is left as it is. A group
@@ -515,15 +517,18 @@ CORIO_API int corio_group_close(corio_group *group);
  * loop is handed to that loop's inbox, never lost. Waits are FIFO
  * (semaphores and mutexes hand a permit straight to the first waiter; a
  * channel wakes its first waiter, which then takes the element when it
- * runs: if a try_recv/try_send got there first, it keeps its place in the
- * queue, but a later waiter on another loop, woken for the next element,
- * may run and take it first). A wait that times out or is cancelled
- * leaves nothing behind: a receive takes no message, an acquire holds no
- * permit, a lock is not held. The blocking calls must come from tasks;
- * the others (release, set, done, close, try_*) may come from any thread
- * of the runtime, except the mutex's: try_lock needs a task and unlock
- * the task holding the lock (else CORIO_EPERM). Objects are not tied to a
- * runtime. Free one only when no call on it is in progress,
+ * runs: if another call got there first, a try_recv/try_send or a send or
+ * recv that found the channel ready and so never waited, the woken waiter
+ * keeps its place in the queue, but a later waiter on another loop, woken
+ * for the next element, may run and take it first: channels trade strict
+ * order for never making a caller wait while they are ready). A wait that
+ * times out or is cancelled leaves nothing behind: a receive takes no
+ * message, an acquire holds no permit, a lock is not held. The blocking
+ * calls must come from tasks; the others (release, set, done, close,
+ * try_*) may come from any thread of the runtime, except the mutex's:
+ * try_lock needs a task and unlock the task holding the lock (else
+ * CORIO_EPERM). Objects are not tied to a runtime. Free one only when no
+ * call on it is in progress,
  * with one exception: a task whose wait on it has returned may free it at
  * once, even if the call that woke it has not yet returned (wait for a
  * wait group, then free it). Freeing right after a set or release while
