@@ -39,12 +39,18 @@ static bool probe_says_off_cpu(corio__loop *l, corio__loop *v, corio__peer_watch
 /* Is silent v kept off the CPU by the OS, rather than stuck? Then it will
  * be back within a time slice or two, and gets the treatment of a loop
  * that has just polled: for at most CORIO__BALANCE_OFF_CPU_MAX_NS of
- * silence. Not a parked loop (it waits for work, not for a CPU). One probe
- * per loop watched per CORIO__BALANCE_PROBE_NS. */
+ * silence, or of being woken if it parked in it (a loop parked for longer
+ * than that and woken by a burst was otherwise stuck at once). Not a
+ * parked loop (it waits for work, not for a CPU). One probe per loop
+ * watched per CORIO__BALANCE_PROBE_NS. */
 static bool kept_off_cpu(corio__loop *l, corio__loop *v)
 {
+    if (atomic_load(&v->parked))
+        return false;
     int64_t silence = atomic_load_explicit(&v->activity_ns, memory_order_relaxed);
-    if (l->now - silence > CORIO__BALANCE_OFF_CPU_MAX_NS || atomic_load(&v->parked))
+    int64_t woken = atomic_load_explicit(&v->woken_ns, memory_order_relaxed);
+    int64_t off_cpu_since = woken > silence ? woken : silence;
+    if (l->now - off_cpu_since > CORIO__BALANCE_OFF_CPU_MAX_NS)
         return false;
     corio__peer_watch *w = &l->peer_watch[v->index];
     if (w->silence == silence && l->now - w->at < CORIO__BALANCE_PROBE_NS)

@@ -46,9 +46,9 @@
  * since the last probe is kept off the CPU, and is treated as a loop that
  * has just polled (and, if it was looking for work when it fell silent, as
  * one looking for work) for up to CORIO__BALANCE_OFF_CPU_MAX_NS of
- * silence. A first probe in a silence cannot tell computing from waiting,
- * so a stuck loop is found CORIO__BALANCE_PROBE_NS later than without
- * probes.
+ * silence (counted from its wake-up for a loop woken from a park). A
+ * first probe in a silence cannot tell computing from waiting, so a stuck
+ * loop is found CORIO__BALANCE_PROBE_NS later than without probes.
  *
  * Loads are published by each owner with relaxed stores (loop.h: load,
  * activity_ns) and read by the others: a stale read only makes one
@@ -65,8 +65,9 @@
 /* 10 ms: the patience Go's sysmon has with a P stuck in a system call. */
 #define CORIO__BALANCE_STALE_NS ((int64_t)10000000)
 /* How long a loop that the OS keeps off the CPU is waited for, counted
- * from its last poll (a CFS time slice is a few ms; 50 ms covers a few,
- * and bounds what waiting for it can cost). */
+ * from its last poll, or from its wake-up if it was parked since (a CFS
+ * time slice is a few ms; 50 ms covers a few, and bounds what waiting for
+ * it can cost). */
 #define CORIO__BALANCE_OFF_CPU_MAX_NS ((int64_t)50000000)
 /* How often one loop probes another silent loop's thread at most (three
  * system calls a probe). */

@@ -70,6 +70,7 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     l->rng = 0x9E3779B97F4A7C15ull * (index + 1);
     atomic_init(&l->inbox, NULL);
     atomic_init(&l->parked, 0);
+    atomic_init(&l->woken_ns, 0);
     /* Fresh, and looking for work, from the start: balance.c holds tasks
      * for a loop whose thread has not run yet, as it will. */
     atomic_init(&l->activity_ns, corio_now());
@@ -129,9 +130,20 @@ void corio__loop_destroy(corio__loop *l)
     l->peer_watch = NULL;
 }
 
+/* Take parked l's flag to wake it, noting when: from then on it is a
+ * thread the OS has yet to run, and balance.c counts how long it has been
+ * kept off the CPU from here, not from its last poll (it may have parked
+ * long before). Noted before the flag is cleared, so that a loop that
+ * reads the flag clear also reads the time. */
+static bool unpark(corio__loop *l)
+{
+    atomic_store_explicit(&l->woken_ns, corio_now(), memory_order_relaxed);
+    return atomic_exchange(&l->parked, 0);
+}
+
 void corio__loop_wake(corio__loop *l)
 {
-    if (atomic_load(&l->parked) && atomic_exchange(&l->parked, 0))
+    if (atomic_load(&l->parked) && unpark(l))
         corio__poll_wake(&l->poll);
 }
 
@@ -204,7 +216,7 @@ void corio__notify_idle(corio__runtime *rt, corio__loop *from, bool started)
             continue;
         if (!started && atomic_load_explicit(&l->load, memory_order_relaxed) + 1 >= mine)
             continue;
-        if (atomic_exchange(&l->parked, 0)) {
+        if (unpark(l)) {
             corio__poll_wake(&l->poll);
             return;
         }

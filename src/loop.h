@@ -129,6 +129,7 @@ typedef struct corio__loop {
     /* --- any thread: push tasks to make ready; parked flag --- */
     _Alignas(CORIO__CACHE_LINE) _Atomic(struct corio_task *) inbox;
     _Alignas(CORIO__CACHE_LINE) _Atomic int parked; /* 1 while in (or entering) epoll_wait */
+    _Atomic int64_t woken_ns; /* when another thread last cleared parked (balance.c) */
 
     /* --- other loops: steal (head) --- Started migrating tasks, woken here
      * and homeless until a loop (this one or a thief) takes them and

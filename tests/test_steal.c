@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include "balance.h"
 #include "loop.h"
 #include "test.h"
 #include "thread_probe.h"
@@ -452,7 +453,7 @@ static void set_policy(pthread_t th, int policy, int priority)
 
 static void *main_held_for_off_cpu_loop(void *arg)
 {
-    (void)arg;
+    bool parked_long = *(const bool *)arg;
     corio__loop *other = corio__loop_current()->rt->loops[1];
     /* Its silence starts now (a task run there, then a poll), not when the
      * runtime started: the spinner must stop well within the 50 ms of
@@ -461,6 +462,13 @@ static void *main_held_for_off_cpu_loop(void *arg)
     CHECK_OK(corio_spawn_on(&touch, 1, test_ret_arg, NULL));
     CHECK_OK(corio_join(touch, NULL));
     while (!atomic_load(&other->parked))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    /* Or it has been parked, silent, for longer than those 50 ms: the
+     * spawns wake it, and from then on it waits for the CPU all the same
+     * (an idle server's loop, say, woken by a burst). */
+    while (parked_long &&
+           (!atomic_load(&other->parked) ||
+            corio_now() - atomic_load(&other->activity_ns) <= 2 * CORIO__BALANCE_OFF_CPU_MAX_NS))
         CHECK_OK(corio_sleep(CORIO_MSEC));
     set_policy(pthread_self(), SCHED_FIFO, 2);
     pthread_attr_t attr;
@@ -481,7 +489,9 @@ static void *main_held_for_off_cpu_loop(void *arg)
     return NULL;
 }
 
-TEST(tasks_are_held_for_a_loop_kept_off_the_cpu)
+/* One burst of HELD_TASKS with loop 1 kept off the only CPU (above);
+ * parked_long: loop 1 parked long before the burst woke it. */
+static void check_held_for_off_cpu_loop(bool parked_long)
 {
     TEST_SKIP_UNDER_VALGRIND("Valgrind runs one thread at a time: a thread waiting for its "
                              "lock is blocked, not runnable");
@@ -507,11 +517,21 @@ TEST(tasks_are_held_for_a_loop_kept_off_the_cpu)
     CHECK_EQ(sched_setaffinity(0, sizeof one, &one), 0); /* the loops inherit it */
     atomic_store(&started_on[0], 0);
     atomic_store(&started_on[1], 0);
-    struct test_on_loop_0 body = {main_held_for_off_cpu_loop, NULL};
+    struct test_on_loop_0 body = {main_held_for_off_cpu_loop, &parked_long};
     run_main_checked(2, test_main_on_loop_0, &body);
     CHECK_EQ(atomic_load(&started_on[0]) + atomic_load(&started_on[1]), HELD_TASKS);
     if (atomic_load(&started_on[1]) < HELD_TASKS / 4)
         FAIL_("loop 1 started %d of %d tasks", atomic_load(&started_on[1]), HELD_TASKS);
+}
+
+TEST(tasks_are_held_for_a_loop_kept_off_the_cpu) { check_held_for_off_cpu_loop(false); }
+
+/* Found by review: the 50 ms were counted from loop 1's last poll, which
+ * for a parked loop is when it parked; parked for longer, it was taken
+ * for stuck the moment the burst woke it, and loop 0 started all 64. */
+TEST(tasks_are_held_for_a_long_parked_loop_woken_off_the_cpu)
+{
+    check_held_for_off_cpu_loop(true);
 }
 
 int main(int argc, char **argv)
@@ -523,5 +543,6 @@ int main(int argc, char **argv)
     RUN(burst_spawns_with_many_thieves);
     RUN(probe_tells_blocked_from_running);
     RUN(tasks_are_held_for_a_loop_kept_off_the_cpu);
+    RUN(tasks_are_held_for_a_long_parked_loop_woken_off_the_cpu);
     return test_summary();
 }
