@@ -16,9 +16,12 @@ static bool is_stale(corio__loop *l, corio__loop *v)
 /* The verdict on a silent loop v's thread, from a probe taken now and the
  * one before it in the same silence (thread_probe.h). A first probe cannot
  * tell a computing thread from one waiting for a CPU, so it says "off the
- * CPU" and the next, at least CORIO__BALANCE_PROBE_NS later, decides. */
-static bool probe_says_off_cpu(corio__loop *l, corio__loop *v, corio__peer_watch *w,
-                               int64_t silence)
+ * CPU" and the next, at least CORIO__BALANCE_PROBE_NS later, decides. The
+ * CPU time v gained is set against the clock read with it, not l->now:
+ * that is l's last poll, and a probe made deep into a computation of l's
+ * and the next made just after a poll gave a window many times the real
+ * one, in which v computing flat out read as kept off the CPU. */
+static bool probe_says_off_cpu(corio__loop *v, corio__peer_watch *w, int64_t silence)
 {
     pid_t tid = atomic_load_explicit(&v->thread_id, memory_order_acquire);
     if (tid == 0)
@@ -27,13 +30,15 @@ static bool probe_says_off_cpu(corio__loop *l, corio__loop *v, corio__peer_watch
     if (!corio__thread_probe_read(tid, atomic_load_explicit(&v->cpu_clock, memory_order_relaxed),
                                   &p))
         return false; /* nothing known: the rule without probes */
+    corio_time_t probed = corio_now();
     bool first = w->silence != silence;
-    int64_t cpu_since = p.cpu_ns - w->cpu_ns;
+    int64_t cpu_since = p.cpu_ns - w->cpu_ns, window = probed - w->probed_ns;
     w->cpu_ns = p.cpu_ns;
+    w->probed_ns = probed;
     if (!p.runnable)
         return false; /* blocked in a system call: stuck */
     /* Less than half a CPU since the last probe: mostly waiting for one. */
-    return first || cpu_since * 2 < l->now - w->at;
+    return first || cpu_since * 2 < window;
 }
 
 /* Is silent v kept off the CPU by the OS, rather than stuck? Then it will
@@ -55,7 +60,7 @@ static bool kept_off_cpu(corio__loop *l, corio__loop *v)
     corio__peer_watch *w = &l->peer_watch[v->index];
     if (w->silence == silence && l->now - w->at < CORIO__BALANCE_PROBE_NS)
         return w->off_cpu;
-    w->off_cpu = probe_says_off_cpu(l, v, w, silence);
+    w->off_cpu = probe_says_off_cpu(v, w, silence);
     w->silence = silence;
     w->at = l->now;
     return w->off_cpu;

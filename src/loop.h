@@ -48,10 +48,11 @@ enum corio__switch_reason {
 
 /* What one loop last learnt of another's silent thread (balance.c). */
 typedef struct corio__peer_watch {
-    int64_t silence;  /* the peer's activity_ns when sampled: which silence */
-    int64_t at;       /* when sampled (the watcher's now) */
-    int64_t cpu_ns;   /* the peer thread's CPU time then */
-    bool off_cpu;     /* the verdict: kept off the CPU, not stuck */
+    int64_t silence;   /* the peer's activity_ns when sampled: which silence */
+    int64_t at;        /* when sampled (the watcher's now) */
+    int64_t cpu_ns;    /* the peer thread's CPU time then */
+    int64_t probed_ns; /* the clock read with it (at may be a poll old) */
+    bool off_cpu;      /* the verdict: kept off the CPU, not stuck */
 } corio__peer_watch;
 
 typedef struct corio__loop {

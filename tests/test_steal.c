@@ -534,6 +534,127 @@ TEST(tasks_are_held_for_a_long_parked_loop_woken_off_the_cpu)
     check_held_for_off_cpu_loop(true);
 }
 
+/* ---- a probe's window is measured when the probe is taken ----
+ *
+ * Found by review: the CPU time a silent peer gained between two probes
+ * was set against the watcher's loop time between them, which is a poll
+ * old, so a probe taken deep into a computation (no poll) and the next
+ * taken just after a poll put milliseconds of the peer's CPU time against
+ * tens of milliseconds of window: a peer computing flat out read as "kept
+ * off the CPU", and its queue was left to it. Here loop 1 spins on a CPU
+ * of its own at real-time priority with 4 tasks queued; loop 0, on
+ * another CPU and real-time too, probes it 20 ms of computing after its
+ * last poll, then just after a poll and 2 ms of computing more. Loop 1
+ * has had the whole 2 ms: stuck, all 4 may be taken. */
+enum { WINDOW_QUEUED = 4, WINDOW_SLEEPERS = 8 };
+static _Atomic int window_spinning, window_stop, window_slept;
+static int window_cpu[2];
+
+static void pin_self_rt(int cpu)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    CHECK_EQ(pthread_setaffinity_np(pthread_self(), sizeof one, &one), 0);
+    set_policy(pthread_self(), SCHED_FIFO, 1);
+}
+
+static void *window_sleeper(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&window_slept, 1);
+    while (!atomic_load(&window_stop))
+        CHECK_OK(corio_sleep(CORIO_MSEC)); /* stays in loop 0's load */
+    return NULL;
+}
+
+static void *window_spinner(void *arg)
+{
+    (void)arg;
+    cpu_set_t all;
+    CHECK_EQ(pthread_getaffinity_np(pthread_self(), sizeof all, &all), 0);
+    pin_self_rt(window_cpu[1]);
+    for (int i = 0; i < WINDOW_QUEUED; i++)
+        CHECK_OK(corio_spawn(NULL, test_ret_arg, NULL)); /* queued here */
+    atomic_store(&window_spinning, 1);
+    while (!atomic_load(&window_stop))
+        ;
+    set_policy(pthread_self(), SCHED_OTHER, 0);
+    CHECK_EQ(pthread_setaffinity_np(pthread_self(), sizeof all, &all), 0);
+    return NULL;
+}
+
+static void spin_for(corio_time_t ns)
+{
+    corio_time_t until = corio_now() + ns;
+    while (corio_now() < until)
+        ;
+}
+
+/* Yield until loop l has polled at least `after` past `since`. */
+static void yield_until_polled(corio__loop *l, corio_time_t since, corio_time_t after)
+{
+    while (l->now - since <= after)
+        CHECK_OK(corio_yield());
+}
+
+static void *main_probe_window(void *arg)
+{
+    (void)arg;
+    corio__loop *l = corio__loop_current(), *v = l->rt->loops[1];
+    cpu_set_t all;
+    CHECK_EQ(pthread_getaffinity_np(pthread_self(), sizeof all, &all), 0);
+    pin_self_rt(window_cpu[0]);
+    static corio_task *sleepers[WINDOW_SLEEPERS];
+    for (int i = 0; i < WINDOW_SLEEPERS; i++)
+        CHECK_OK(corio_spawn_on(&sleepers[i], 0, window_sleeper, NULL));
+    corio_task *spinner;
+    CHECK_OK(corio_spawn_on(&spinner, 1, window_spinner, NULL));
+    /* From here on loop 0 never idles (it would probe loop 1 itself). */
+    while (atomic_load(&window_slept) < WINDOW_SLEEPERS || !atomic_load(&window_spinning))
+        CHECK_OK(corio_yield());
+    /* Loop 1 stale by loop 0's clock, with room left under the 50 ms. */
+    yield_until_polled(l, atomic_load(&v->activity_ns), 12 * CORIO_MSEC);
+    size_t mine = corio__balance_own_load(l);
+    spin_for(20 * CORIO_MSEC);
+    CHECK_EQ(corio__balance_steal_allowance(l, v, mine), 0); /* a first probe waits */
+    yield_until_polled(l, l->now, CORIO__BALANCE_PROBE_NS);
+    spin_for(2 * CORIO_MSEC);
+    size_t allowance = corio__balance_steal_allowance(l, v, mine);
+    atomic_store(&window_stop, 1);
+    CHECK_OK(corio_join(spinner, NULL));
+    CHECK_OK(corio_gather(sleepers, WINDOW_SLEEPERS, NULL));
+    set_policy(pthread_self(), SCHED_OTHER, 0);
+    CHECK_EQ(pthread_setaffinity_np(pthread_self(), sizeof all, &all), 0);
+    if (allowance != WINDOW_QUEUED)
+        FAIL_("a computing loop was not taken for stuck (allowance %zu)", allowance);
+    return NULL;
+}
+
+TEST(a_probe_window_is_the_time_between_the_probes)
+{
+    TEST_SKIP_UNDER_VALGRIND("Valgrind runs one thread at a time: a spinner waiting for its "
+                             "lock reads as blocked, stuck from the first probe");
+    TEST_SKIP_UNDER_QEMU("not tried under qemu-user, where the steps may not fit in the 50 ms "
+                         "of loop 1's silence the test relies on");
+    struct sched_param rt = {.sched_priority = 1};
+    TEST_SKIP_IF(pthread_setschedparam(pthread_self(), SCHED_FIFO, &rt) != 0,
+                 "without real-time priority", "nothing else gives loop 1 a CPU for sure");
+    set_policy(pthread_self(), SCHED_OTHER, 0);
+    cpu_set_t all;
+    CHECK_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+    int found = 0;
+    for (int c = 0; c < CPU_SETSIZE && found < 2; c++)
+        if (CPU_ISSET(c, &all))
+            window_cpu[found++] = c;
+    TEST_SKIP_IF(found < 2, "on one CPU", "loop 1 needs a CPU of its own");
+    atomic_store(&window_spinning, 0);
+    atomic_store(&window_stop, 0);
+    atomic_store(&window_slept, 0);
+    struct test_on_loop_0 body = {main_probe_window, NULL};
+    run_main_checked(2, test_main_on_loop_0, &body);
+}
+
 int main(int argc, char **argv)
 {
     RUN(not_held_for_a_loop_that_never_steals);
@@ -544,5 +665,6 @@ int main(int argc, char **argv)
     RUN(probe_tells_blocked_from_running);
     RUN(tasks_are_held_for_a_loop_kept_off_the_cpu);
     RUN(tasks_are_held_for_a_long_parked_loop_woken_off_the_cpu);
+    RUN(a_probe_window_is_the_time_between_the_probes);
     return test_summary();
 }
