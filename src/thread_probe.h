@@ -28,8 +28,10 @@ typedef struct corio__thread_probe {
 pid_t corio__thread_probe_self(clockid_t *cpu_clock);
 /* Sample thread `tid` of this process (cpu_clock from
  * corio__thread_probe_self). false if it cannot be read (no /proc, the
- * thread has exited): then nothing is known. Three system calls; callers
- * ration it. */
+ * thread is gone): then nothing is known. A thread that has just exited
+ * may still be read for a moment (pthread_join returns before the kernel
+ * reaps it), as runnable while it finishes its exit. Three system calls;
+ * callers ration it. */
 bool corio__thread_probe_read(pid_t tid, clockid_t cpu_clock, corio__thread_probe *out);
 
 #endif /* CORIO_THREAD_PROBE_H */
