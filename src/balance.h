@@ -69,7 +69,7 @@
  * time slice is a few ms; 50 ms covers a few, and bounds what waiting for
  * it can cost). */
 #define CORIO__BALANCE_OFF_CPU_MAX_NS ((int64_t)50000000)
-/* How often one loop probes another silent loop's thread at most (three
+/* How often one loop probes another silent loop's thread at most (four
  * system calls a probe). */
 #define CORIO__BALANCE_PROBE_NS ((int64_t)1000000)
 /* How far ahead a loop may get before holding back: 1% of its started

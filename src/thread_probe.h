@@ -30,7 +30,8 @@ pid_t corio__thread_probe_self(clockid_t *cpu_clock);
  * corio__thread_probe_self). false if it cannot be read (no /proc, the
  * thread is gone): then nothing is known. A thread that has just exited
  * may still be read for a moment (pthread_join returns before the kernel
- * reaps it), as runnable while it finishes its exit. Three system calls;
+ * reaps it), as runnable while it finishes its exit. Four system calls
+ * (open, read, close, and clock_gettime: a CPU clock is not in the vDSO);
  * callers ration it. */
 bool corio__thread_probe_read(pid_t tid, clockid_t cpu_clock, corio__thread_probe *out);
 
