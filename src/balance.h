@@ -27,13 +27,13 @@
  *
  * A loop that has not polled for CORIO__BALANCE_STALE_NS is stuck in a
  * long computation (or a system call that blocks its thread): nobody holds
- * back for it, and thieves rescue its queue by taking all of it, since its
- * tasks would otherwise wait. Nor does anyone hold back for a loop that
- * polls but has not looked for work to steal within that time (seek_ns):
- * it is busy with ready tasks of its own, a yielding computation for
- * instance, and would never come for the tasks held for it. Once the
- * runtime stops, nothing is held back at all (the tasks are only
- * discarded).
+ * back for it, and thieves rescue its queue with plain steal-half (no
+ * load limit), since its tasks would otherwise wait. Nor does anyone hold
+ * back for a loop that polls but has not looked for work to steal within
+ * that time (seek_ns): it is busy with ready tasks of its own, a yielding
+ * computation for instance, and would never come for the tasks held for
+ * it. Once the runtime stops, nothing is held back at all (the tasks are
+ * only discarded).
  *
  * Silence can also mean the OS has not run the loop's thread: more threads
  * want the CPUs than there are (another process computing beside us, or a

@@ -562,7 +562,8 @@ TEST(tasks_are_held_for_a_long_parked_loop_woken_off_the_cpu)
  * of its own at real-time priority with 4 tasks queued; loop 0, on
  * another CPU and real-time too, probes it 20 ms of computing after its
  * last poll, then just after a poll and 2 ms of computing more. Loop 1
- * has had the whole 2 ms: stuck, all 4 may be taken. */
+ * has had the whole 2 ms: stuck, so the allowance has no load limit (4,
+ * all it holds; one steal takes half of them). */
 enum { WINDOW_QUEUED = 4, WINDOW_SLEEPERS = 8 };
 static _Atomic int window_spinning, window_stop, window_slept;
 static int window_cpu[2];
