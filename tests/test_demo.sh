@@ -81,6 +81,16 @@ if ! grep -qa -e __asan_init -e __tsan_init "$demo"; then
     echo "$out" | grep -q '"loops":null,.*"error":"E' || fail "unstarted run: $out"
     out=$(ulimit -v 8000 && "$demo" --tasks 10 --work-scale 0.05 --mode steal)
     echo "$out" | grep -q "^steal *- *10 *failed: " || fail "unstarted run, table: $out"
+    # A missing result is an error even where the right one is 0: at a
+    # work scale this small every task sums 0 or 1 unit (sum 0). One loop,
+    # 4 GiB stacks and an 18 GiB address space: the main task, the loop's
+    # light-task stack and both seed tasks fit (16 GiB), a summer does not,
+    # so offload's summations never run.
+    out=$(ulimit -v 18874368 && CORIO_STACK_SIZE=4g "$demo" --tasks 2 --loops 1 \
+          --work-scale 0.000001 --mode offload --json)
+    rc=$?
+    [ "$rc" -eq 1 ] || fail "missing zero results: exited $rc, not 1: $out"
+    echo "$out" | grep -q '"results_ok":false' || fail "missing zero results: $out"
 fi
 
 # The JSON names the work scale the run used, to the last digit: a reader
