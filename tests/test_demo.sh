@@ -137,6 +137,12 @@ want="--json takes no value"
 check_bad --json=1
 check_bad --json=
 want=
+# An option given twice: the second value would silently replace the first.
+want="given more than once"
+check_bad --mode single --mode steal
+check_bad --tasks 5 --tasks=6
+check_bad --seed 1 --json --seed 1
+want=
 # A bad CORIO_* environment variable: the same, before any run, naming it.
 for env in CORIO_LOOPS=abc CORIO_LOOPS=0 CORIO_STACK_SIZE=-5 CORIO_PIN=yes; do
     err=$(env "$env" "$demo" --tasks 10 --work-scale 0.05 2>&1 >/dev/null)

@@ -45,6 +45,17 @@ static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     return true;
 }
 
+/* The options that take a value, by name; -1 for any other name. */
+static int option_index(const char *name)
+{
+    static const char *const names[] = {"--tasks", "--loops", "--work-scale",
+                                        "--mode",  "--batches", "--seed"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(name, names[i]))
+            return (int)i;
+    return -1;
+}
+
 int parse_options(int argc, char **argv, struct demo_options *opt)
 {
     *opt = (struct demo_options){
@@ -56,6 +67,7 @@ int parse_options(int argc, char **argv, struct demo_options *opt)
         .seed = 1,
     };
     bool batches_given = false;
+    unsigned given = 0; /* bit option_index(name): the option was seen */
     for (int i = 1; i < argc; i++) {
         char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -84,13 +96,18 @@ int parse_options(int argc, char **argv, struct demo_options *opt)
         }
         memcpy(name, arg, len);
         name[len] = '\0';
-        bool known = !strcmp(name, "--tasks") || !strcmp(name, "--loops") ||
-                     !strcmp(name, "--work-scale") || !strcmp(name, "--mode") ||
-                     !strcmp(name, "--batches") || !strcmp(name, "--seed");
-        if (!known) {
+        int which = option_index(name);
+        if (which < 0) {
             fprintf(stderr, "corio-demo: unknown option '%s' (try --help)\n", name);
             return 2;
         }
+        /* A second value would silently replace the first: "--mode single
+         * --mode steal" reads like two runs but would be one. */
+        if (given & (1u << which)) {
+            fprintf(stderr, "corio-demo: %s given more than once\n", name);
+            return 2;
+        }
+        given |= 1u << which;
         if (value) {
             value++;
         } else if (i + 1 < argc) {
