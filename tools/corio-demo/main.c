@@ -92,8 +92,10 @@ static int check_environment(void)
         return 0;
     fprintf(stderr, "corio-demo: invalid CORIO_* environment variable among:");
     for (char **e = environ; *e; e++)
-        if (strncmp(*e, "CORIO_", 6) == 0)
-            fprintf(stderr, " %s", *e);
+        if (strncmp(*e, "CORIO_", 6) == 0) {
+            fputc(' ', stderr);
+            put_visible(*e, stderr);
+        }
     fprintf(stderr, "\n");
     return 2;
 }

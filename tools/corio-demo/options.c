@@ -24,10 +24,31 @@ static const char usage[] =
     "handed to a fresh task; all loops with 5 static batches) and prints one\n"
     "table. --json prints one JSON object per run instead.\n";
 
+void put_visible(const char *s, FILE *f)
+{
+    for (; *s; s++) {
+        if (iscntrl((unsigned char)*s))
+            fprintf(f, "\\x%02x", (unsigned char)*s);
+        else
+            fputc(*s, f);
+    }
+}
+
+/* "corio-demo: <before>'<arg>'<after>", the argument as put_visible shows
+ * it. Returns 2, the exit status. */
+static int refuse(const char *before, const char *arg, const char *after)
+{
+    fprintf(stderr, "corio-demo: %s'", before);
+    put_visible(arg, stderr);
+    fprintf(stderr, "'%s\n", after);
+    return 2;
+}
+
 static int bad(const char *opt, const char *want, const char *got)
 {
-    fprintf(stderr, "corio-demo: %s needs %s, got '%s'\n", opt, want, got);
-    return 2;
+    char before[128];
+    snprintf(before, sizeof before, "%s needs %s, got ", opt, want);
+    return refuse(before, got, "");
 }
 
 static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -79,27 +100,23 @@ int parse_options(int argc, char **argv, struct demo_options *opt)
             continue;
         }
         if (strncmp(arg, "--json=", 7) == 0) {
-            fprintf(stderr, "corio-demo: --json takes no value, got '%s'\n", arg);
-            return 2;
+            return refuse("--json takes no value, got ", arg, "");
         }
         if (strncmp(arg, "--", 2) != 0) {
-            fprintf(stderr, "corio-demo: unexpected argument '%s' (try --help)\n", arg);
-            return 2;
+            return refuse("unexpected argument ", arg, " (try --help)");
         }
         /* --name=value or --name value */
         char name[32];
         const char *value = strchr(arg, '=');
         size_t len = value ? (size_t)(value - arg) : strlen(arg);
         if (len >= sizeof name) {
-            fprintf(stderr, "corio-demo: unknown option '%s' (try --help)\n", arg);
-            return 2;
+            return refuse("unknown option ", arg, " (try --help)");
         }
         memcpy(name, arg, len);
         name[len] = '\0';
         int which = option_index(name);
         if (which < 0) {
-            fprintf(stderr, "corio-demo: unknown option '%s' (try --help)\n", name);
-            return 2;
+            return refuse("unknown option ", name, " (try --help)");
         }
         /* A second value would silently replace the first: "--mode single
          * --mode steal" reads like two runs but would be one. */

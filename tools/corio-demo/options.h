@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "experiment.h"
 
@@ -31,5 +32,10 @@ struct demo_options {
 /* Parse argv. Returns 0 to run, 1 when --help was printed, 2 after printing
  * a one-line error. */
 int parse_options(int argc, char **argv, struct demo_options *opt);
+
+/* Write s to f with each control character as \xHH: an argument or an
+ * environment variable holding a newline must not break a one-line
+ * error message in two. */
+void put_visible(const char *s, FILE *f);
 
 #endif
