@@ -23,6 +23,23 @@ struct example_arg {
     enum arg_kind kind;
 };
 
+/* Exit 2 after "<prog>: <before>'<arg>'<after>", each control character
+ * of arg shown as \xHH: an argument holding a newline must not break the
+ * one-line message in two. */
+static inline void refuse_arg(const char *prog, const char *before, const char *arg,
+                              const char *after)
+{
+    fprintf(stderr, "%s: %s'", prog, before);
+    for (; *arg; arg++) {
+        if (iscntrl((unsigned char)*arg))
+            fprintf(stderr, "\\x%02x", (unsigned char)*arg);
+        else
+            fputc(*arg, stderr);
+    }
+    fprintf(stderr, "'%s\n", after);
+    exit(2);
+}
+
 static inline void parse_example_args(const char *prog, int argc, char **argv,
                                       const struct example_arg *args, size_t nargs)
 {
@@ -31,10 +48,8 @@ static inline void parse_example_args(const char *prog, int argc, char **argv,
         for (size_t k = 0; k < nargs; k++)
             if (strcmp(argv[i], args[k].name) == 0)
                 a = &args[k];
-        if (!a) {
-            fprintf(stderr, "%s: unknown option '%s'\n", prog, argv[i]);
-            exit(2);
-        }
+        if (!a)
+            refuse_arg(prog, "unknown option ", argv[i], "");
         if (i + 1 >= argc) {
             fprintf(stderr, "%s: %s needs a value\n", prog, a->name);
             exit(2);
@@ -49,9 +64,10 @@ static inline void parse_example_args(const char *prog, int argc, char **argv,
         /* Digits only: strtoul would also take leading blanks and signs
          * (" -1" as ULONG_MAX). */
         if (!isdigit((unsigned char)v[0]) || errno || *end || n < min || n > max) {
-            fprintf(stderr, "%s: %s needs an integer from %lu to %lu, got '%s'\n", prog, a->name,
-                    min, max, v);
-            exit(2);
+            char before[96];
+            snprintf(before, sizeof before, "%s needs an integer from %lu to %lu, got ", a->name,
+                     min, max);
+            refuse_arg(prog, before, v, "");
         }
         if (port)
             *(uint16_t *)a->target = (uint16_t)n;

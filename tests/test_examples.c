@@ -600,6 +600,9 @@ TEST(bad_options)
         char *a6[] = {prog, "--loops", "-3", NULL};
         char *a7[] = {prog, "--port", "", NULL};
         char *a8[] = {prog, "extra", NULL};
+        /* A newline in an argument: still one line. */
+        char *a9[] = {prog, "--port", "80\n81", NULL};
+        char *a10[] = {prog, "--bo\ngus", NULL};
         expect_usage_error(a1);
         expect_usage_error(a2);
         expect_usage_error(a3);
@@ -608,6 +611,8 @@ TEST(bad_options)
         expect_usage_error(a6);
         expect_usage_error(a7);
         expect_usage_error(a8);
+        expect_usage_error(a9);
+        expect_usage_error(a10);
     }
     char *c1[] = {ECHO_CLIENT, "--connections", "0", NULL};
     char *c2[] = {ECHO_CLIENT, "--messages", "-1", NULL};
