@@ -43,6 +43,7 @@ static inline void refuse_arg(const char *prog, const char *before, const char *
 static inline void parse_example_args(const char *prog, int argc, char **argv,
                                       const struct example_arg *args, size_t nargs)
 {
+    unsigned long long given = 0; /* bit k: args[k] was seen (nargs <= 64) */
     for (int i = 1; i < argc; i++) {
         const struct example_arg *a = NULL;
         for (size_t k = 0; k < nargs; k++)
@@ -50,6 +51,13 @@ static inline void parse_example_args(const char *prog, int argc, char **argv,
                 a = &args[k];
         if (!a)
             refuse_arg(prog, "unknown option ", argv[i], "");
+        /* A second value would silently replace the first. */
+        unsigned long long bit = 1ull << (a - args);
+        if (given & bit) {
+            fprintf(stderr, "%s: %s given more than once\n", prog, a->name);
+            exit(2);
+        }
+        given |= bit;
         if (i + 1 >= argc) {
             fprintf(stderr, "%s: %s needs a value\n", prog, a->name);
             exit(2);

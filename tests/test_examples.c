@@ -603,6 +603,8 @@ TEST(bad_options)
         /* A newline in an argument: still one line. */
         char *a9[] = {prog, "--port", "80\n81", NULL};
         char *a10[] = {prog, "--bo\ngus", NULL};
+        /* An option given twice: which value was meant? */
+        char *a11[] = {prog, "--loops", "1", "--loops", "2", NULL};
         expect_usage_error(a1);
         expect_usage_error(a2);
         expect_usage_error(a3);
@@ -613,6 +615,7 @@ TEST(bad_options)
         expect_usage_error(a8);
         expect_usage_error(a9);
         expect_usage_error(a10);
+        expect_usage_error(a11);
     }
     char *c1[] = {ECHO_CLIENT, "--connections", "0", NULL};
     char *c2[] = {ECHO_CLIENT, "--messages", "-1", NULL};
