@@ -444,11 +444,20 @@ TEST(probe_tells_blocked_from_running)
  */
 enum { HELD_TASKS = 64 };
 static _Atomic int started_on[2];
+/* For the failure message: what loop 1 looked like right after the
+ * spawns, and when the last task started, each relative to the burst. */
+static _Atomic corio_time_t last_start_ns;
+static struct {
+    corio_time_t at;
+    int parked;
+    double since_poll_ms, since_woken_ms;
+} burst;
 
 static void *note_loop_then_sleep(void *arg)
 {
     (void)arg;
     atomic_fetch_add(&started_on[corio_loop_index()], 1);
+    atomic_store(&last_start_ns, corio_now());
     CHECK_OK(corio_sleep(300 * CORIO_MSEC)); /* stays in its loop's load */
     return NULL;
 }
@@ -498,8 +507,13 @@ static void *main_held_for_off_cpu_loop(void *arg)
     CHECK_EQ(pthread_create(&spinner, &attr, spin_20ms, NULL), 0);
     pthread_attr_destroy(&attr);
     static corio_task *t[HELD_TASKS];
+    burst.at = corio_now();
     for (int i = 0; i < HELD_TASKS; i++)
         CHECK_OK(corio_spawn(&t[i], note_loop_then_sleep, NULL));
+    corio_time_t now = corio_now();
+    burst.parked = atomic_load(&other->parked);
+    burst.since_poll_ms = (double)(now - atomic_load(&other->activity_ns)) / CORIO_MSEC;
+    burst.since_woken_ms = (double)(now - atomic_load(&other->woken_ns)) / CORIO_MSEC;
     CHECK_OK(corio_gather(t, HELD_TASKS, NULL));
     CHECK_EQ(pthread_join(spinner, NULL), 0);
     set_policy(pthread_self(), SCHED_OTHER, 0);
@@ -538,7 +552,11 @@ static void check_held_for_off_cpu_loop(bool parked_long)
     run_main_checked(2, test_main_on_loop_0, &body);
     CHECK_EQ(atomic_load(&started_on[0]) + atomic_load(&started_on[1]), HELD_TASKS);
     if (atomic_load(&started_on[1]) < HELD_TASKS / 4)
-        FAIL_("loop 1 started %d of %d tasks", atomic_load(&started_on[1]), HELD_TASKS);
+        FAIL_("loop 1 started %d of %d tasks (after the spawns loop 1 was parked %d, "
+              "%.1f ms since its last poll, %.1f since woken; last start %.1f ms after the "
+              "burst)",
+              atomic_load(&started_on[1]), HELD_TASKS, burst.parked, burst.since_poll_ms,
+              burst.since_woken_ms, (double)(atomic_load(&last_start_ns) - burst.at) / CORIO_MSEC);
 }
 
 TEST(tasks_are_held_for_a_loop_kept_off_the_cpu) { check_held_for_off_cpu_loop(false); }
