@@ -73,8 +73,9 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     atomic_init(&l->woken_ns, 0);
     /* Fresh, and looking for work, from the start: balance.c holds tasks
      * for a loop whose thread has not run yet, as it will. */
-    atomic_init(&l->activity_ns, corio_now());
-    atomic_init(&l->seek_ns, corio_now());
+    corio_time_t now = corio_now();
+    atomic_init(&l->activity_ns, now);
+    atomic_init(&l->seek_ns, now);
     atomic_init(&l->thread_id, 0);
     corio__timers_init(&l->timers, rt->huge_pages);
     l->arena.huge_pages = rt->huge_pages;
