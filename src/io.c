@@ -29,53 +29,76 @@ void corio__io_destroy(corio__io *io)
 }
 
 /*
- * Descriptor generations, one table for the process (io.h): two levels,
+ * Descriptor states, one table for the process (io.h): two levels,
  * pages allocated on first use with a CAS, so any thread can read and
- * bump without a lock. Pages live as long as the process: runtimes may
- * run side by side, and a descriptor outlives the runtime that opened it.
- * At most 4 MiB, for a process that used every number below 2^20.
+ * change them without a lock. Pages live as long as the process:
+ * runtimes may run side by side, and a descriptor outlives the runtime
+ * that opened it. At most 8 MiB, for a process that used every number
+ * below 2^20.
+ *
+ * A number's state is one word: its generation in the high half (bumped
+ * by every corio_close, carried by its epoll events), and in the low
+ * half how many corio_close calls of the number are under way (counted
+ * from before the generation bump to after close(2) returned). One word,
+ * changed by one atomic add, so that a reader sees both as one: the
+ * number is being closed exactly while the count is not 0, however many
+ * closes overlap (a number closed, reused and closed again before the
+ * first close has returned). An odd/even generation could not say so:
+ * two bumps in flight made it even while the second close was still
+ * under way.
  */
 #define FD_GEN_PAGE 4096
-typedef _Atomic(_Atomic uint32_t *) fd_pages[CORIO__FD_MAX / FD_GEN_PAGE];
-static fd_pages fd_gen_pages;
+#define FD_GEN_ONE ((uint64_t)1 << 32)
+#define FD_CLOSES_MASK (FD_GEN_ONE - 1)
+typedef _Atomic(void *) fd_pages[CORIO__FD_MAX / FD_GEN_PAGE];
+static fd_pages fd_state_pages;
 /* Tasks waiting on each number, on any loop of any runtime: a close
  * that sees some it has not woken itself must have their loops look
- * (corio__fd_invalidate). Same layout as the generations. */
+ * (corio__fd_invalidate). Same layout as the states, 32-bit counts. */
 static fd_pages fd_waiting_pages;
 /* Bumped by each such close; a loop that sees it change looks for its
  * waiters on closed numbers (corio__io_sweep_closed). */
 static _Atomic uint64_t remote_closes;
 
-/* fd's slot in `pages`; its page is allocated on first use if `create`,
- * otherwise NULL means nobody has registered (or waited on) this number
- * yet. */
-static _Atomic uint32_t *fd_slot(fd_pages *pages, int fd, bool create)
+/* The page of `pages` that holds fd, of `size`-byte slots; allocated on
+ * first use if `create`, otherwise NULL means nobody has registered (or
+ * waited on, or closed) this number yet. */
+static void *fd_page(fd_pages *pages, int fd, size_t size, bool create)
 {
-    _Atomic(_Atomic uint32_t *) *pagep = &(*pages)[(size_t)fd / FD_GEN_PAGE];
-    _Atomic uint32_t *page = atomic_load_explicit(pagep, memory_order_acquire);
+    _Atomic(void *) *pagep = &(*pages)[(size_t)fd / FD_GEN_PAGE];
+    void *page = atomic_load_explicit(pagep, memory_order_acquire);
     if (!page && create) {
-        _Atomic uint32_t *fresh = corio__calloc_permanent(FD_GEN_PAGE, sizeof *fresh);
+        void *fresh = corio__calloc_permanent(FD_GEN_PAGE, size);
         if (!fresh)
             return NULL;
         if (atomic_compare_exchange_strong_explicit(pagep, &page, fresh, memory_order_acq_rel,
                                                     memory_order_acquire))
             page = fresh;
         else
-            corio__free_permanent((void *)fresh);
+            corio__free_permanent(fresh);
     }
+    return page;
+}
+
+static _Atomic uint64_t *state_slot(int fd, bool create)
+{
+    _Atomic uint64_t *page = fd_page(&fd_state_pages, fd, sizeof *page, create);
     return page ? &page[(size_t)fd % FD_GEN_PAGE] : NULL;
 }
 
-static _Atomic uint32_t *gen_slot(int fd, bool create)
+static _Atomic uint32_t *waiting_slot(int fd, bool create)
 {
-    return fd_slot(&fd_gen_pages, fd, create);
+    _Atomic uint32_t *page = fd_page(&fd_waiting_pages, fd, sizeof *page, create);
+    return page ? &page[(size_t)fd % FD_GEN_PAGE] : NULL;
 }
+
+static uint32_t gen_of(uint64_t state) { return (uint32_t)(state >> 32); }
 
 /* fd's generation now (0 before anything was registered under it). */
 static uint32_t gen_now(int fd)
 {
-    _Atomic uint32_t *slot = gen_slot(fd, false);
-    return slot ? atomic_load(slot) : 0;
+    _Atomic uint64_t *slot = state_slot(fd, false);
+    return slot ? gen_of(atomic_load(slot)) : 0;
 }
 
 static corio__fd_entry *entry_of(corio__io *io, int fd)
@@ -117,22 +140,24 @@ static bool is_tcp(int fd)
 
 static unsigned drop_entry(corio__loop *l, corio__fd_entry *e);
 
-/* ensure_registered: the number is being closed (its generation is odd). */
+/* ensure_registered: the number is being closed (a close is counted in
+ * its state). */
 #define FD_CLOSING 1
 
 /* Make sure fd is registered with this loop under its current generation. */
 static int ensure_registered(corio__loop *l, corio__fd_entry *e, int fd)
 {
-    _Atomic uint32_t *slot = gen_slot(fd, true);
+    _Atomic uint64_t *slot = state_slot(fd, true);
     if (!slot)
         return CORIO_ENOMEM;
-    uint32_t gen = atomic_load(slot);
-    /* Odd: another thread is inside corio_close of this number. Until it
-     * is done the number may name the file being closed (whose kernel
-     * registration the close will take, waiter or not) or, once the
-     * kernel has let the number go, a new file: register neither. */
-    if (gen & 1)
+    uint64_t state = atomic_load(slot);
+    /* Another thread is inside corio_close of this number. Until every
+     * such close is done the number may name a file being closed (whose
+     * kernel registration the close will take, waiter or not) or, once
+     * the kernel has let the number go, a new file: register neither. */
+    if (state & FD_CLOSES_MASK)
         return FD_CLOSING;
+    uint32_t gen = gen_of(state);
     if (e->registered && e->gen == gen)
         return 0;
     /* The number was closed since (its sweep here may not have run yet):
@@ -214,7 +239,7 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
     if (e->waiter[dir])
         return CORIO_EBUSY;
     uint32_t gen = e->gen;
-    _Atomic uint32_t *waiting = fd_slot(&fd_waiting_pages, fd, true);
+    _Atomic uint32_t *waiting = waiting_slot(fd, true);
     if (!waiting)
         return CORIO_ENOMEM;
     /* Counted before the generation is read again, as a close bumps the
@@ -294,36 +319,42 @@ void corio__io_dispatch(corio__loop *l, const corio__poll_event *ev, int n)
     }
 }
 
-/* Bump fd's generation; if tasks wait on it beyond the `woken` this
- * loop has just failed itself, have every loop of the caller's runtime
- * look for them (corio__io_sweep_closed). Their loops' tables are their
- * own, and the kernel drops a closed file's pending events, even one a
- * corio_shutdown() just raised, so nothing else would wake them. */
-static void invalidate(int fd, unsigned woken)
+/* Count a close of fd as under way and bump its generation; if tasks
+ * wait on it beyond the `woken` this loop has just failed itself, have
+ * every loop of the caller's runtime look for them
+ * (corio__io_sweep_closed). Their loops' tables are their own, and the
+ * kernel drops a closed file's pending events, even one a
+ * corio_shutdown() just raised, so nothing else would wake them. Whether
+ * the close was counted (corio__fd_closed uncounts it). */
+static bool invalidate(int fd, unsigned woken)
 {
     /* Made now if need be: a task of another loop may register the number
      * while the close is under way. Without memory for it, the number has
-     * no generation to make odd (corio__fd_closed then does nothing). */
-    _Atomic uint32_t *slot = gen_slot(fd, true);
+     * no state to mark (and nobody can have registered it: that needs the
+     * page too). */
+    _Atomic uint64_t *slot = state_slot(fd, true);
     if (!slot)
-        return;
-    /* Odd until corio__fd_closed: nobody registers the number meanwhile
-     * (ensure_registered). */
-    atomic_fetch_add(slot, 1);
-    _Atomic uint32_t *waiting = fd_slot(&fd_waiting_pages, fd, false);
+        return false;
+    /* Counted until corio__fd_closed: nobody registers the number
+     * meanwhile (ensure_registered). The same add bumps the generation,
+     * which a wait that registered just before reads again after
+     * counting itself as waiting (corio__io_wait). */
+    atomic_fetch_add(slot, FD_GEN_ONE + 1);
+    _Atomic uint32_t *waiting = waiting_slot(fd, false);
     if (!waiting || atomic_load(waiting) <= woken)
-        return;
+        return true;
     atomic_fetch_add(&remote_closes, 1);
     corio__runtime *rt = corio__runtime_current();
     if (rt)
         corio__runtime_wake_all(rt);
+    return true;
 }
 
-void corio__fd_invalidate(int fd)
+bool corio__fd_invalidate(int fd)
 {
     if (fd < 0 || fd >= CORIO__FD_MAX)
-        return;
-    invalidate(fd, 0);
+        return false;
+    return invalidate(fd, 0);
 }
 
 /* fd is closed: fail this loop's waiters on it with CORIO_EBADF and
@@ -348,24 +379,22 @@ static unsigned drop_entry(corio__loop *l, corio__fd_entry *e)
     return woken;
 }
 
-void corio__io_forget(corio__loop *l, int fd)
+bool corio__io_forget(corio__loop *l, int fd)
 {
     if (fd < 0 || fd >= CORIO__FD_MAX)
-        return;
+        return false;
     unsigned woken = 0;
     if ((uint32_t)fd < l->io.nfds)
         woken = drop_entry(l, &l->io.fds[fd]);
-    invalidate(fd, woken);
+    return invalidate(fd, woken);
 }
 
-void corio__fd_closed(int fd)
+void corio__fd_closed(int fd, bool counted)
 {
-    if (fd < 0 || fd >= CORIO__FD_MAX)
+    if (!counted)
         return;
-    _Atomic uint32_t *slot = gen_slot(fd, false);
-    /* Even again, only if invalidate made it odd (it had the page). */
-    if (slot && (atomic_load(slot) & 1))
-        atomic_fetch_add(slot, 1);
+    /* The page exists: invalidate counted the close in it. */
+    atomic_fetch_sub(state_slot(fd, false), 1);
 }
 
 bool corio__io_closes_pending(const corio__io *io)

@@ -14,7 +14,10 @@
  * generation registers the descriptor again before waiting, events carry
  * the generation so a late event for the old file is ignored, and a task
  * woken by readiness that finds the generation changed under it gets
- * CORIO_EBADF instead of using whatever file now has the number. A
+ * CORIO_EBADF instead of using whatever file now has the number. While
+ * any corio_close of a number is under way (several may overlap: closed,
+ * reused, closed again), no loop registers it: a task that would wait on
+ * it pauses until they are done. A
  * descriptor closed with plain close() instead leaves stale entries
  * behind: hence the rule that descriptors corio waits on are closed with
  * corio_close().
@@ -96,14 +99,18 @@ void corio__io_note_read(struct corio__loop *l, int fd, size_t n, size_t asked);
 /* Scheduler: deliver polled events to waiting tasks. */
 void corio__io_dispatch(struct corio__loop *l, const corio__poll_event *ev, int n);
 /* corio_close on a loop: forget fd on this loop, fail its waiters here
- * with CORIO_EBADF, and invalidate it on every loop of every runtime. */
-void corio__io_forget(struct corio__loop *l, int fd);
+ * with CORIO_EBADF, and invalidate it on every loop of every runtime.
+ * Returns whether the close was counted as under way (io.c: until
+ * corio__fd_closed, no loop registers the number). */
+bool corio__io_forget(struct corio__loop *l, int fd);
 
-/* corio_close from any other thread: invalidate fd everywhere. */
-void corio__fd_invalidate(int fd);
-/* After either of those and the close(2) itself: the number's generation,
- * odd while the close was under way, is even again (io.c, ensure_registered). */
-void corio__fd_closed(int fd);
+/* corio_close from any other thread: invalidate fd everywhere. The same
+ * result. */
+bool corio__fd_invalidate(int fd);
+/* After either of those and the close(2) itself, with what it returned:
+ * the close is no longer under way (once no other close of the number
+ * is, loops may register it again: io.c, ensure_registered). */
+void corio__fd_closed(int fd, bool counted);
 /*
  * A close of a number that tasks wait on elsewhere (another loop,
  * another runtime) sets this on every loop; it wakes the loops of the

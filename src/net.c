@@ -362,11 +362,8 @@ int corio_close(int fd)
     if (fd < 0)
         return CORIO_EBADF;
     corio__loop *l = corio__loop_current();
-    if (l)
-        corio__io_forget(l, fd);
-    else
-        corio__fd_invalidate(fd);
+    bool counted = l ? corio__io_forget(l, fd) : corio__fd_invalidate(fd);
     int rc = close(fd) == 0 ? 0 : -errno;
-    corio__fd_closed(fd);
+    corio__fd_closed(fd, counted);
     return rc;
 }

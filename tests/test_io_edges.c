@@ -319,6 +319,10 @@ TEST(close_on_another_loop_wakes_the_waiter)
 
 static _Atomic int close_hold_fd = -1;
 static _Atomic int close_held, close_release;
+/* The same, after the system call: the number is free (and may be
+ * reused) but the close has not returned. */
+static _Atomic int close_after_fd = -1;
+static _Atomic int close_after_held, close_after_release;
 
 int close(int fd)
 {
@@ -327,6 +331,14 @@ int close(int fd)
         atomic_store(&close_held, 1);
         while (!atomic_load(&close_release))
             ;
+    }
+    if (fd >= 0 && atomic_load(&close_after_fd) == fd) {
+        atomic_store(&close_after_fd, -1);
+        int rc = (int)syscall(SYS_close, fd);
+        atomic_store(&close_after_held, 1);
+        while (!atomic_load(&close_after_release))
+            ;
+        return rc;
     }
     return (int)syscall(SYS_close, fd);
 }
@@ -401,6 +413,70 @@ static void *wait_in_close_from_loop_0(void *arg)
 TEST(wait_begun_during_a_close_elsewhere_is_woken)
 {
     struct test_on_loop_0 body = {wait_in_close_from_loop_0, NULL};
+    run_main_checked(2, test_main_on_loop_0, &body);
+}
+
+/* ---- two closes of one number in flight at once ----
+ *
+ * The first close has let the number go (close(2) returned) but has not
+ * returned itself; a new connection gets the number, and a second close
+ * of it holds before its close(2). A reader of the new file meanwhile
+ * must not register it: the second close would take the registration
+ * unseen, as in the test above. The two closes end in either order. */
+
+static void *overlapping_closes_from_loop_0(void *arg)
+{
+    (void)arg;
+    long rounds = test_scaled(10);
+    for (long i = 0; i < rounds; i++) {
+        struct mid_close mc = {.r = {.n = 12345}};
+        int sv[2], nv[2];
+        stream_pair(sv);
+        mc.r.fd = sv[0];
+        atomic_store(&close_held, 0);
+        atomic_store(&close_release, 0);
+        atomic_store(&close_after_held, 0);
+        atomic_store(&close_after_release, 0);
+        atomic_store(&close_after_fd, sv[0]);
+        corio_task *first, *second, *reader, *spinner;
+        CHECK_OK(corio_spawn_on(&first, 0, close_held_on_pool, &mc));
+        CHECK(test_await(&close_after_held, 1));
+        /* The number is free: the next connection gets it. */
+        stream_pair(nv);
+        CHECK_EQ(nv[0], sv[0]);
+        atomic_store(&close_hold_fd, nv[0]);
+        CHECK_OK(corio_spawn_on(&second, 0, close_held_on_pool, &mc));
+        CHECK(test_await(&close_held, 1));
+        CHECK_OK(corio_spawn_on(&reader, 1, read_with_patience, &mc.r));
+        CHECK(test_await(&mc.r.waiting, 1));
+        CHECK_OK(corio_spawn_on(&spinner, 1, spin_until_stopped, &mc));
+        /* The reader waits (before the fix: registered on the file the
+         * second close is taking) or yields until both are done. */
+        CHECK(test_await(&mc.spinning, 1));
+        atomic_store(&mc.stop, 1);
+        CHECK_OK(corio_join(spinner, NULL));
+        if (i % 2) {
+            atomic_store(&close_after_release, 1);
+            CHECK_OK(corio_join(first, NULL));
+            atomic_store(&close_release, 1);
+            CHECK_OK(corio_join(second, NULL));
+        } else {
+            atomic_store(&close_release, 1);
+            CHECK_OK(corio_join(second, NULL));
+            atomic_store(&close_after_release, 1);
+            CHECK_OK(corio_join(first, NULL));
+        }
+        CHECK_OK(corio_join(reader, NULL));
+        CHECK_ERR((int)mc.r.n, CORIO_EBADF);
+        CHECK_OK(corio_close(sv[1]));
+        CHECK_OK(corio_close(nv[1]));
+    }
+    return NULL;
+}
+
+TEST(overlapping_closes_of_one_number_keep_waits_off_it)
+{
+    struct test_on_loop_0 body = {overlapping_closes_from_loop_0, NULL};
     run_main_checked(2, test_main_on_loop_0, &body);
 }
 
@@ -694,6 +770,7 @@ int main(int argc, char **argv)
     RUN(close_from_plain_thread);
     RUN(close_on_another_loop_wakes_the_waiter);
     RUN(wait_begun_during_a_close_elsewhere_is_woken);
+    RUN(overlapping_closes_of_one_number_keep_waits_off_it);
     RUN(peek_leaves_data_readable);
     RUN(packet_pipe_reads_are_not_drains);
     RUN(urgent_mark_reads_are_not_drains);
