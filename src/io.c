@@ -202,6 +202,41 @@ int corio__io_prepare(corio__loop *l, int fd)
     return rc == FD_CLOSING ? 0 : rc;
 }
 
+/* Pauses of a wait that found its number being closed: from 50 us (a
+ * close(2) usually takes a few) doubling to 16 ms, since a lingering
+ * socket's close (SO_LINGER) can take seconds and no event announces
+ * its end. A task that only yielded kept its loop's thread running
+ * for all that time. */
+#define CLOSE_PAUSE_MIN (50 * CORIO_USEC)
+#define CLOSE_PAUSE_MAX (16 * CORIO_MSEC)
+
+/* Sleep *pause (doubled for next time), or to the deadline if sooner:
+ * 0 when the pause is over, CORIO_ETIMEDOUT at the deadline,
+ * CORIO_ECANCELED, or CORIO_ENOMEM (a light task's save buffer). As a
+ * `what` wait, for debuggers; nothing fires it but its timer or a
+ * cancellation. */
+static int pause_for_close(corio_task *self, corio_time_t *pause, corio_time_t deadline,
+                           enum corio__wait_kind what)
+{
+    corio_time_t now = corio_now();
+    bool forever = deadline == CORIO_FOREVER; /* -1: compare with care */
+    if (!forever && now >= deadline)
+        return CORIO_ETIMEDOUT;
+    int rc = corio__cancel_point(self);
+    if (rc != 0)
+        return rc;
+    bool short_of_deadline = forever || deadline - now > *pause;
+    corio_time_t until = short_of_deadline ? now + *pause : deadline;
+    if (*pause < CLOSE_PAUSE_MAX)
+        *pause *= 2;
+    uint64_t token;
+    rc = corio__wait_arm(self, &token);
+    if (rc != 0)
+        return rc;
+    rc = corio__wait_commit(self, token, until, what);
+    return rc == CORIO_ETIMEDOUT && short_of_deadline ? 0 : rc;
+}
+
 int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
                    enum corio__wait_kind what)
 {
@@ -210,8 +245,9 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
     corio__loop *l;
     corio__fd_entry *e;
     int rc;
+    corio_time_t pause = CLOSE_PAUSE_MIN;
     for (;;) {
-        l = self->home; /* a migrating task may move while it yields */
+        l = self->home; /* a migrating task may move while it pauses */
         e = entry_of(&l->io, fd);
         if (!e)
             return CORIO_ENOMEM;
@@ -222,13 +258,10 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
          * registered now could be the old file's, which the close would
          * take with it unseen), then look again: the file is gone
          * (CORIO_EBADF) or the number names a new one. The wait's
-         * deadline and cancellation hold meanwhile, as they would asleep. */
-        if (deadline != CORIO_FOREVER && corio_now() >= deadline)
-            return CORIO_ETIMEDOUT;
-        rc = corio__cancel_point(self);
+         * deadline and cancellation hold meanwhile. */
+        rc = pause_for_close(self, &pause, deadline, what);
         if (rc != 0)
             return rc;
-        corio__yield_now(self);
     }
     if (rc != 0)
         return rc;

@@ -3,7 +3,9 @@
  * and reused while tasks wait on it (the waiter woken by readiness just
  * before the close, the waiter slot free for the new file at once, a
  * close from a thread outside every runtime, a close on another loop that
- * must wake the waiter itself); reads that leave the data
+ * must wake the waiter itself, a wait begun while one close or two
+ * overlapping closes of the number are under way, which must sleep
+ * until they are done); reads that leave the data
  * queued (MSG_PEEK), return one packet (O_DIRECT pipes), stop at TCP's
  * urgent mark or end a Unix stream read at a message that carried
  * descriptors, and so prove nothing drained; regular files, which epoll
@@ -24,6 +26,7 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "thread_probe.h"
 
 #define PATIENCE (10 * CORIO_SEC)
 
@@ -384,7 +387,7 @@ static void *wait_in_close_from_loop_0(void *arg)
         CHECK(test_await(&mc.r.waiting, 1));
         CHECK_OK(corio_spawn_on(&spinner, 1, spin_until_stopped, &mc));
         /* The reader waits (before the fix: registered on the file being
-         * closed) or yields until the close is done (after it). */
+         * closed) or pauses until the close is done (after it). */
         CHECK(test_await(&mc.spinning, 1));
         if (i % 2) {
             /* Cancelled meanwhile: it ends now, as it would asleep, not
@@ -451,7 +454,7 @@ static void *overlapping_closes_from_loop_0(void *arg)
         CHECK(test_await(&mc.r.waiting, 1));
         CHECK_OK(corio_spawn_on(&spinner, 1, spin_until_stopped, &mc));
         /* The reader waits (before the fix: registered on the file the
-         * second close is taking) or yields until both are done. */
+         * second close is taking) or pauses until both are done. */
         CHECK(test_await(&mc.spinning, 1));
         atomic_store(&mc.stop, 1);
         CHECK_OK(corio_join(spinner, NULL));
@@ -477,6 +480,94 @@ static void *overlapping_closes_from_loop_0(void *arg)
 TEST(overlapping_closes_of_one_number_keep_waits_off_it)
 {
     struct test_on_loop_0 body = {overlapping_closes_from_loop_0, NULL};
+    run_main_checked(2, test_main_on_loop_0, &body);
+}
+
+/* ---- a task racing a close does not spin ----
+ *
+ * A close(2) can take long (a lingering socket: up to its SO_LINGER
+ * time). A reader that finds the number being closed must leave its
+ * loop's thread idle meanwhile: loop 1, with nothing else to run, is
+ * seen asleep in the kernel (not runnable), which a task that only
+ * yields never lets it be. Its deadline still ends the wait. */
+
+struct loop_thread {
+    pid_t tid;
+    clockid_t clock;
+};
+
+static void *note_loop_thread(void *arg)
+{
+    struct loop_thread *lt = arg;
+    lt->tid = corio__thread_probe_self(&lt->clock);
+    return NULL;
+}
+
+/* Whether lt's thread is seen not runnable within PATIENCE / 2 (the
+ * reader's own deadline, PATIENCE, must not end its wait first). */
+static bool loop_thread_sleeps(const struct loop_thread *lt)
+{
+    corio_time_t give_up = corio_deadline_in(PATIENCE / 2);
+    corio__thread_probe s;
+    while (corio_now() < give_up) {
+        CHECK(corio__thread_probe_read(lt->tid, lt->clock, &s));
+        if (!s.runnable)
+            return true;
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    }
+    return false;
+}
+
+static void *read_briefly(void *arg)
+{
+    struct reader *r = arg;
+    atomic_store(&r->waiting, 1);
+    r->n = corio_read_until(r->fd, r->buf, sizeof r->buf, corio_deadline_in(20 * CORIO_MSEC));
+    return NULL;
+}
+
+static void *racing_reader_sleeps_from_loop_0(void *arg)
+{
+    (void)arg;
+    struct loop_thread lt = {0};
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, 1, note_loop_thread, &lt));
+    CHECK_OK(corio_join(t, NULL));
+    long rounds = test_scaled(4);
+    for (long i = 0; i < rounds; i++) {
+        struct mid_close mc = {.r = {.n = 12345}};
+        int sv[2];
+        stream_pair(sv);
+        mc.r.fd = sv[0];
+        atomic_store(&close_held, 0);
+        atomic_store(&close_release, 0);
+        atomic_store(&close_hold_fd, sv[0]);
+        corio_task *closer, *reader;
+        CHECK_OK(corio_spawn_on(&closer, 0, close_held_on_pool, &mc));
+        CHECK(test_await(&close_held, 1));
+        /* Odd rounds: a deadline, which ends the wait while the close
+         * is still held. */
+        CHECK_OK(corio_spawn_on(&reader, 1, i % 2 ? read_briefly : read_with_patience, &mc.r));
+        CHECK(test_await(&mc.r.waiting, 1));
+        if (i % 2) {
+            CHECK_OK(corio_join_until(reader, NULL, corio_deadline_in(PATIENCE)));
+            CHECK_ERR((int)mc.r.n, CORIO_ETIMEDOUT);
+        }
+        CHECK(loop_thread_sleeps(&lt));
+        atomic_store(&close_release, 1);
+        CHECK_OK(corio_join(closer, NULL));
+        if (!(i % 2)) {
+            CHECK_OK(corio_join(reader, NULL));
+            CHECK_ERR((int)mc.r.n, CORIO_EBADF);
+        }
+        CHECK_OK(corio_close(sv[1]));
+    }
+    return NULL;
+}
+
+TEST(task_racing_a_close_leaves_its_loop_idle)
+{
+    struct test_on_loop_0 body = {racing_reader_sleeps_from_loop_0, NULL};
     run_main_checked(2, test_main_on_loop_0, &body);
 }
 
@@ -771,6 +862,7 @@ int main(int argc, char **argv)
     RUN(close_on_another_loop_wakes_the_waiter);
     RUN(wait_begun_during_a_close_elsewhere_is_woken);
     RUN(overlapping_closes_of_one_number_keep_waits_off_it);
+    RUN(task_racing_a_close_leaves_its_loop_idle);
     RUN(peek_leaves_data_readable);
     RUN(packet_pipe_reads_are_not_drains);
     RUN(urgent_mark_reads_are_not_drains);
