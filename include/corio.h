@@ -667,7 +667,13 @@ CORIO_API int corio_connect_until(int fd, const struct sockaddr *addr, socklen_t
 /* Accept a connection: the new fd (non-blocking, close-on-exec) or an
  * error. CORIO_EMFILE / CORIO_ENFILE when out of descriptors: the pending
  * connection stays queued, accept again once descriptors are free. A
- * timeout or cancellation accepts nothing. */
+ * timeout or cancellation accepts nothing. Errors of one connection that
+ * went away before it was accepted never come back: ECONNABORTED, and
+ * those Linux passes on from the new socket (ENETDOWN, EPROTO,
+ * ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH);
+ * the accept goes on to the next connection, waiting for one if need be.
+ * (Linux's TCP hands over a connection reset before its accept: the
+ * accept returns it, and its first read says CORIO_ECONNRESET.) */
 CORIO_API int corio_accept(int listener, struct sockaddr *addr, socklen_t *len);
 CORIO_API int corio_accept_until(int listener, struct sockaddr *addr, socklen_t *len,
                                  corio_time_t deadline);

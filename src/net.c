@@ -142,6 +142,36 @@ int corio_connect(int fd, const struct sockaddr *addr, socklen_t len)
     return corio_connect_until(fd, addr, len, CORIO_FOREVER);
 }
 
+/* An accept(2) error that belongs to one connection, not the listener:
+ * Linux passes on errors already pending on the new socket and drops
+ * that connection (accept(2), "Error handling": treat them like EAGAIN),
+ * and ECONNABORTED is a connection gone before it was accepted, which Go
+ * (internal/poll, "a silly error, so try again") and libuv
+ * (uv__server_io) skip too. A server's accept loop must not end on a
+ * client's misfortune. But only from a listening socket: EOPNOTSUPP is
+ * also accept on a socket that cannot listen (UDP), which trying again
+ * would never end. */
+static bool accept_error_is_transient(int listener, int err)
+{
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    switch (err) {
+    case ECONNABORTED:
+    case ENETDOWN:
+    case EPROTO:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+        return getsockopt(listener, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 &&
+               listening;
+    default:
+        return false;
+    }
+}
+
 int corio_accept_until(int listener, struct sockaddr *addr, socklen_t *len, corio_time_t deadline)
 {
     corio_task *self;
@@ -159,10 +189,24 @@ int corio_accept_until(int listener, struct sockaddr *addr, socklen_t *len, cori
             corio__io_coop(self);
             return fd;
         }
-        if (errno == EINTR)
+        int err = errno;
+        if (err == EINTR)
             continue;
-        if (errno != EAGAIN)
-            return -errno;
+        if (accept_error_is_transient(listener, err)) {
+            /* At once, not after a wait: more connections may be queued
+             * behind that one, and no new edge would announce them. Like
+             * an accept that succeeded for fairness; and a flood of them
+             * still ends at the deadline or a cancellation. */
+            corio__io_coop(self);
+            if (deadline != CORIO_FOREVER && corio_now() >= deadline)
+                return CORIO_ETIMEDOUT;
+            int rc = corio__cancel_point(self);
+            if (rc != 0)
+                return rc;
+            continue;
+        }
+        if (err != EAGAIN)
+            return -err;
         int rc = corio__io_wait(self, listener, CORIO__IO_IN, deadline, CORIO__WAITS_ACCEPT);
         if (rc != 0)
             return rc;

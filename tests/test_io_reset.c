@@ -4,6 +4,8 @@
  * closed: each ends in an error the caller sees (CORIO_ECONNRESET,
  * CORIO_EPIPE), never in a crash, and never in death by SIGPIPE, which
  * every test here leaves at its default action (terminate) on purpose.
+ * Connections that go away before they are accepted: the accept goes on
+ * to the next one.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -12,6 +14,8 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -301,10 +305,137 @@ TEST(write_to_pipe_without_reader)
     CHECK_EQ(sigismember(&mask, SIGPIPE), 0);
 }
 
+/* ---- connections gone before they are accepted ----
+ *
+ * accept(2) on Linux passes on errors already pending on the new
+ * socket, and ECONNABORTED, for a connection it then drops; the man page
+ * says to treat them like EAGAIN. Linux's own TCP queues a connection
+ * reset before its accept (the accept returns it, its first read says
+ * ECONNRESET), so this file's accept4 makes the errors: its next calls
+ * fail with each of them in turn, taking no connection. */
+
+static const int transient_accept_errors[] = {
+    ECONNABORTED, ENETDOWN,    EPROTO,    ENOPROTOOPT, EHOSTDOWN,
+    ENONET,       EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH,
+};
+#define N_TRANSIENT (int)(sizeof transient_accept_errors / sizeof transient_accept_errors[0])
+static _Atomic int accept_errors_left;
+
+int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    int left = atomic_load(&accept_errors_left);
+    while (left > 0 && !atomic_compare_exchange_weak(&accept_errors_left, &left, left - 1))
+        ;
+    if (left > 0) {
+        errno = transient_accept_errors[N_TRANSIENT - left];
+        return -1;
+    }
+    return (int)syscall(SYS_accept4, fd, addr, len, flags);
+}
+
+struct accepter {
+    int listener;
+    _Atomic int accepting;
+    int fd;
+};
+
+static void *accept_with_patience(void *arg)
+{
+    struct accepter *a = arg;
+    atomic_store(&a->accepting, 1);
+    a->fd = corio_accept_until(a->listener, NULL, NULL, corio_deadline_in(5 * CORIO_SEC));
+    return NULL;
+}
+
+/* A connection from a fresh client; the client's descriptor. */
+static int connect_to(uint16_t port)
+{
+    int c = corio_connect_tcp("127.0.0.1", port, corio_deadline_in(5 * CORIO_SEC));
+    CHECK_GE(c, 0);
+    return c;
+}
+
+/* What the server side of a connection reads first: one byte sent by
+ * the client. */
+static void check_first_byte(int server, char want)
+{
+    char c = 0;
+    CHECK_EQ((int)corio_read_until(server, &c, 1, corio_deadline_in(5 * CORIO_SEC)), 1);
+    CHECK_EQ(c, want);
+}
+
+static void *main_accept_past_gone_connections(void *arg)
+{
+    (void)arg;
+    int l = corio_listen_tcp("127.0.0.1", 0, 8, 0);
+    CHECK_GE(l, 0);
+    int port = corio_local_port(l);
+    CHECK_GT(port, 0);
+
+    /* What Linux does with a reset before the accept: hands it over. */
+    int gone = connect_to((uint16_t)port);
+    close_with_reset(gone);
+    int good = connect_to((uint16_t)port);
+    CHECK_EQ((int)corio_write(good, "g", 1), 1);
+    int s = corio_accept_until(l, NULL, NULL, corio_deadline_in(5 * CORIO_SEC));
+    CHECK_GE(s, 0);
+    char c;
+    CHECK_ERR((int)corio_read_until(s, &c, 1, corio_deadline_in(5 * CORIO_SEC)), CORIO_ECONNRESET);
+    CHECK_OK(corio_close(s));
+    s = corio_accept_until(l, NULL, NULL, corio_deadline_in(5 * CORIO_SEC));
+    CHECK_GE(s, 0);
+    check_first_byte(s, 'g');
+    CHECK_OK(corio_close(s));
+    CHECK_OK(corio_close(good));
+
+    /* Each error of a connection gone, with the good one queued behind. */
+    good = connect_to((uint16_t)port);
+    CHECK_EQ((int)corio_write(good, "q", 1), 1);
+    atomic_store(&accept_errors_left, N_TRANSIENT);
+    s = corio_accept_until(l, NULL, NULL, corio_deadline_in(5 * CORIO_SEC));
+    CHECK_GE(s, 0);
+    CHECK_EQ(atomic_load(&accept_errors_left), 0);
+    check_first_byte(s, 'q');
+    CHECK_OK(corio_close(s));
+    CHECK_OK(corio_close(good));
+
+    /* And with nothing behind them: the accept waits for the next. */
+    struct accepter a = {.listener = l, .fd = -1};
+    atomic_store(&accept_errors_left, N_TRANSIENT);
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, accept_with_patience, &a));
+    CHECK(test_await(&a.accepting, 1));
+    CHECK_OK(corio_sleep(CORIO_MSEC)); /* now in its wait, not just before */
+    good = connect_to((uint16_t)port);
+    CHECK_EQ((int)corio_write(good, "w", 1), 1);
+    CHECK_OK(corio_join(t, NULL));
+    CHECK_GE(a.fd, 0);
+    check_first_byte(a.fd, 'w');
+    CHECK_OK(corio_close(a.fd));
+    CHECK_OK(corio_close(good));
+    CHECK_OK(corio_close(l));
+
+    /* EOPNOTSUPP is also the caller's error of accepting on a socket
+     * that cannot listen: that one comes back, the accept does not try
+     * again until its deadline. */
+    int u = corio_bind_udp("127.0.0.1", 0, 0);
+    CHECK_GE(u, 0);
+    CHECK_ERR(corio_accept_until(u, NULL, NULL, corio_deadline_in(5 * CORIO_SEC)),
+              CORIO_EOPNOTSUPP);
+    CHECK_OK(corio_close(u));
+    return NULL;
+}
+
+TEST(accept_goes_past_connections_gone_before_it)
+{
+    run_main_checked(2, main_accept_past_gone_connections, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(reset_in_the_middle_of_a_read);
     RUN(write_to_reset_peer);
     RUN(write_to_pipe_without_reader);
+    RUN(accept_goes_past_connections_gone_before_it);
     return test_summary();
 }
