@@ -686,9 +686,17 @@ CORIO_API ssize_t corio_read(int fd, void *buf, size_t len);
 CORIO_API ssize_t corio_read_until(int fd, void *buf, size_t len, corio_time_t deadline);
 
 /* Write all len bytes: len, or an error (after which an unknown part may
- * have been written). */
+ * have been written: corio_write_counted says how much). */
 CORIO_API ssize_t corio_write(int fd, const void *buf, size_t len);
 CORIO_API ssize_t corio_write_until(int fd, const void *buf, size_t len, corio_time_t deadline);
+/* corio_write, which also sets *written (if not NULL) to how many bytes
+ * the system took, whatever the result: len with len, and with an error
+ * (a timeout, a cancellation, a reset) the part taken before it, so that
+ * a stream can go on from buf + *written after a timeout or a
+ * cancellation (after a reset the peer may not have had all of it). */
+CORIO_API ssize_t corio_write_counted(int fd, const void *buf, size_t len, size_t *written);
+CORIO_API ssize_t corio_write_counted_until(int fd, const void *buf, size_t len, size_t *written,
+                                            corio_time_t deadline);
 
 /* One recv(2) / send(2) once the socket is ready: partial counts possible.
  * send never raises SIGPIPE. */

@@ -337,28 +337,49 @@ static ssize_t send_once(corio_task *self, int fd, const void *buf, size_t len, 
     }
 }
 
-ssize_t corio_write_until(int fd, const void *buf, size_t len, corio_time_t deadline)
+/* corio_write_counted_until with `written` always there (the count so
+ * far is also what a caller that did not ask must not be told). */
+static ssize_t write_all(int fd, const void *buf, size_t len, size_t *written,
+                         corio_time_t deadline)
 {
+    *written = 0;
     corio_task *self;
     int entered = enter(&self);
     if (entered != 0)
         return entered;
     bool use_write = false;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = send_once(self, fd, (const char *)buf + done, len - done, 0, NULL, 0,
-                              &use_write, deadline);
+    while (*written < len) {
+        ssize_t n = send_once(self, fd, (const char *)buf + *written, len - *written, 0, NULL,
+                              0, &use_write, deadline);
         if (n < 0)
             return n;
-        done += (size_t)n;
+        *written += (size_t)n;
     }
     corio__io_coop(self);
     return (ssize_t)len;
 }
 
+ssize_t corio_write_until(int fd, const void *buf, size_t len, corio_time_t deadline)
+{
+    size_t written;
+    return write_all(fd, buf, len, &written, deadline);
+}
+
 ssize_t corio_write(int fd, const void *buf, size_t len)
 {
     return corio_write_until(fd, buf, len, CORIO_FOREVER);
+}
+
+ssize_t corio_write_counted_until(int fd, const void *buf, size_t len, size_t *written,
+                                  corio_time_t deadline)
+{
+    size_t ignored;
+    return write_all(fd, buf, len, written ? written : &ignored, deadline);
+}
+
+ssize_t corio_write_counted(int fd, const void *buf, size_t len, size_t *written)
+{
+    return corio_write_counted_until(fd, buf, len, written, CORIO_FOREVER);
 }
 
 ssize_t corio_send_until(int fd, const void *buf, size_t len, int flags, corio_time_t deadline)

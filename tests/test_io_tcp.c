@@ -3,7 +3,8 @@
  * tasks on different loops; corio_connect_tcp; refused and timed-out
  * connects; a thousand connections accepted at once; a cancelled or
  * timed-out accept that loses no connection; UDP with deadlines; the
- * resolver on the blocking pool.
+ * resolver on the blocking pool; a write that times out or is cancelled
+ * part way, and says how much went out.
  *
  * Every port is chosen by the kernel (bind to port 0, read it back with
  * corio_local_port), and every address is 127.0.0.1.
@@ -698,6 +699,140 @@ TEST(getaddrinfo_outside_a_task)
               (long long)(corio__live_allocs() - base.allocs));
 }
 
+/* ---- a full write that fails part way says how much went out ----
+ *
+ * The peer reads a part, then stops; the write ends at its deadline or
+ * when cancelled, with the socket buffers full. What it says it wrote
+ * must be exactly what the peer then receives, in order: the writer
+ * shuts its side down and the peer reads to the end. */
+
+#define COUNTED_LEN (8u << 20) /* far more than both socket buffers hold */
+#define COUNTED_READ (256u << 10)
+
+struct part_reader {
+    int fd;
+    size_t got; /* COUNTED_READ, or less if the stream ended first */
+};
+
+static void *read_a_part(void *arg)
+{
+    struct part_reader *r = arg;
+    char *buf = malloc(COUNTED_READ);
+    CHECK(buf);
+    while (r->got < COUNTED_READ) {
+        ssize_t n = corio_read_until(r->fd, buf + r->got, COUNTED_READ - r->got,
+                                     corio_deadline_in(10 * CORIO_SEC));
+        CHECK_GE(n, 0);
+        if (n == 0)
+            break;
+        r->got += (size_t)n;
+    }
+    for (size_t i = 0; i < r->got; i++)
+        CHECK_EQ((unsigned char)buf[i], (unsigned char)(i * 7 + 3));
+    free(buf);
+    return NULL;
+}
+
+struct counted_writer {
+    int fd;
+    const unsigned char *buf;
+    ssize_t rc;
+    size_t written;
+};
+
+static void *write_counted_forever(void *arg)
+{
+    struct counted_writer *w = arg;
+    w->rc = corio_write_counted(w->fd, w->buf, COUNTED_LEN, &w->written);
+    return NULL;
+}
+
+/* After the writer's end: the rest of what the server side receives,
+ * to the end of stream, checked against the pattern. */
+static size_t drain_the_rest(int fd, size_t from)
+{
+    char *buf = malloc(65536);
+    CHECK(buf);
+    size_t at = from;
+    for (;;) {
+        ssize_t n = corio_read_until(fd, buf, 65536, corio_deadline_in(10 * CORIO_SEC));
+        CHECK_GE(n, 0);
+        if (n == 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            CHECK_EQ((unsigned char)buf[i], (unsigned char)((at + (size_t)i) * 7 + 3));
+        at += (size_t)n;
+    }
+    free(buf);
+    return at;
+}
+
+static void *main_counted_write(void *arg)
+{
+    (void)arg;
+    unsigned char *buf = malloc(COUNTED_LEN);
+    CHECK(buf);
+    for (size_t i = 0; i < COUNTED_LEN; i++)
+        buf[i] = (unsigned char)(i * 7 + 3);
+    for (int cancel = 0; cancel < 2; cancel++) {
+        int sv[2];
+        test_tcp_pair(sv);
+        int small = 64 << 10;
+        CHECK_EQ(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+        CHECK_EQ(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+        struct part_reader r = {.fd = sv[1]};
+        corio_task *reader;
+        CHECK_OK(corio_spawn_on(&reader, 1, read_a_part, &r));
+        struct counted_writer w = {.fd = sv[0], .buf = buf, .written = 12345};
+        if (cancel) {
+            corio_task *writer;
+            CHECK_OK(corio_spawn(&writer, write_counted_forever, &w));
+            CHECK_OK(corio_join(reader, NULL));
+            CHECK_OK(corio_cancel(writer));
+            CHECK_OK(corio_join(writer, NULL));
+            CHECK_ERR((int)w.rc, CORIO_ECANCELED);
+            CHECK_EQ(r.got, (size_t)COUNTED_READ);
+            CHECK_GE(w.written, (size_t)COUNTED_READ);
+            CHECK_OK(corio_shutdown(sv[0], SHUT_WR));
+        } else {
+            /* Whenever the deadline comes, the count must be right (the
+             * reader has usually read its part by then; if not, it ends
+             * at the end of stream). The first send finds the buffer
+             * empty, so some bytes always go out. */
+            w.rc = corio_write_counted_until(w.fd, buf, COUNTED_LEN, &w.written,
+                                             corio_deadline_in(200 * CORIO_MSEC));
+            CHECK_ERR((int)w.rc, CORIO_ETIMEDOUT);
+            CHECK_GT(w.written, (size_t)0);
+            CHECK_OK(corio_shutdown(sv[0], SHUT_WR));
+            CHECK_OK(corio_join(reader, NULL));
+        }
+        CHECK_LT(w.written, (size_t)COUNTED_LEN);
+        CHECK_EQ(drain_the_rest(sv[1], r.got), w.written);
+        CHECK_OK(corio_close(sv[0]));
+        CHECK_OK(corio_close(sv[1]));
+    }
+    /* Done at once, and cancelled before a byte went out. */
+    int sv[2];
+    test_tcp_pair(sv);
+    size_t written = 12345;
+    CHECK_EQ(corio_write_counted(sv[0], buf, 100, &written), 100);
+    CHECK_EQ(written, (size_t)100);
+    CHECK_OK(corio_cancel(corio_self()));
+    written = 12345;
+    CHECK_ERR((int)corio_write_counted(sv[0], buf, 100, &written), CORIO_ECANCELED);
+    CHECK_EQ(written, (size_t)0);
+    CHECK_EQ(corio_write_counted_until(sv[0], buf, 100, NULL, CORIO_FOREVER), 100);
+    CHECK_OK(corio_close(sv[0]));
+    CHECK_OK(corio_close(sv[1]));
+    free(buf);
+    return NULL;
+}
+
+TEST(counted_write_says_what_went_out)
+{
+    run_main_checked(2, main_counted_write, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(echo_across_loops);
@@ -710,5 +845,6 @@ int main(int argc, char **argv)
     RUN(udp_with_deadlines);
     RUN(getaddrinfo);
     RUN(getaddrinfo_outside_a_task);
+    RUN(counted_write_says_what_went_out);
     return test_summary();
 }
