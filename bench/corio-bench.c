@@ -17,6 +17,12 @@
  *   sleepers_1m_rss_mb   peak RSS of the process that ran the sleepers.
  *   seed_efficiency      the reference experiment (10,000 tasks, work
  *                        scale 10) on all loops with stealing: bound/wall.
+ *                        With it seed_wall_s, seed_units_share_max (the
+ *                        busiest loop's share of the work units against
+ *                        an even split: placement) and seed_loop_work_ratio
+ *                        (longest loop's summing time over the shortest:
+ *                        with an even share, the vCPUs' speed); the two
+ *                        variants below emit the same under their names.
  *   seed_offload_efficiency  the same, each task handing its summation to
  *                        a fresh task (corio-demo --mode offload).
  *   seed_migrate_efficiency  the same, tasks spawned CORIO_TASK_MIGRATE
@@ -191,7 +197,13 @@ static void bench_sleepers(void)
 
 /* ---- the reference experiment ---- */
 
-static void bench_seed_mode(enum demo_mode mode, const char *eff_name, const char *wall_name)
+/* Besides efficiency and wall, what tells a low efficiency's cause apart:
+ * <prefix>_units_share_max, the busiest loop's share of the work against
+ * an even split (placement), and <prefix>_loop_work_ratio, the longest
+ * loop's summing time over the shortest (with an even share, the vCPUs'
+ * speed; these hosts' two vCPUs have run up to 13% apart). */
+static void bench_seed_mode(enum demo_mode mode, const char *prefix, const char *eff_name,
+                            const char *wall_name)
 {
     struct workload w;
     if (workload_generate(&w, 10000, 10.0, 1) != 0)
@@ -204,19 +216,24 @@ static void bench_seed_mode(enum demo_mode mode, const char *eff_name, const cha
         die("experiment results", CORIO_EPROTO);
     emit(eff_name, r.efficiency, "ratio");
     emit(wall_name, r.wall_s, "s");
+    char name[64];
+    snprintf(name, sizeof name, "%s_units_share_max", prefix);
+    emit(name, r.loop_units_share_max, "ratio");
+    snprintf(name, sizeof name, "%s_loop_work_ratio", prefix);
+    emit(name, r.loop_work_s_min > 0 ? r.loop_work_s_max / r.loop_work_s_min : 0, "ratio");
     workload_free(&w);
 }
 
-static void bench_seed(void) { bench_seed_mode(MODE_STEAL, "seed_efficiency", "seed_wall_s"); }
+static void bench_seed(void) { bench_seed_mode(MODE_STEAL, "seed", "seed_efficiency", "seed_wall_s"); }
 
 static void bench_seed_offload(void)
 {
-    bench_seed_mode(MODE_OFFLOAD, "seed_offload_efficiency", "seed_offload_wall_s");
+    bench_seed_mode(MODE_OFFLOAD, "seed_offload", "seed_offload_efficiency", "seed_offload_wall_s");
 }
 
 static void bench_seed_migrate(void)
 {
-    bench_seed_mode(MODE_MIGRATE, "seed_migrate_efficiency", "seed_migrate_wall_s");
+    bench_seed_mode(MODE_MIGRATE, "seed_migrate", "seed_migrate_efficiency", "seed_migrate_wall_s");
 }
 
 /* ---- channels ---- */
