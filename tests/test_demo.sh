@@ -132,6 +132,20 @@ for bad in "--tasks 0" "--tasks x" "--loops 0" "--work-scale -1" "--mode fast" \
     # shellcheck disable=SC2086
     check_bad $bad
 done
+# An option the chosen mode does not use would be silently ignored.
+want="applies to --mode batches only"
+check_bad --mode steal --batches 3
+check_bad --batches 3 --mode single
+want="does not apply to --mode single"
+check_bad --mode single --loops 2
+want=
+"$demo" --tasks 2 --work-scale 0.05 --mode single --loops 1 >/dev/null || fail "--mode single --loops 1 exited $?"
+# Without --mode each applies to the runs that use it.
+out=$("$demo" --tasks 4 --work-scale 0.05 --loops 1 --batches 2 --json) ||
+    fail "--loops 1 --batches 2 without --mode exited $?"
+echo "$out" | grep -q '"mode":"batches".*"batches":2' || fail "--batches 2 not used by the batches run: $out"
+[ "$(echo "$out" | grep -c '"loops":1,')" -eq "$(echo "$out" | wc -l)" ] ||
+    fail "--loops 1 not used by every run: $out"
 # A flag given a value is named as such, not as an unknown option.
 want="--json takes no value"
 check_bad --json=1

@@ -22,7 +22,11 @@ static const char usage[] =
     "(1 loop; all loops with each task summing where it slept; the same with\n"
     "tasks that may move to an idle loop when woken; all loops with each sum\n"
     "handed to a fresh task; all loops with 5 static batches) and prints one\n"
-    "table. --json prints one JSON object per run instead.\n";
+    "table. --json prints one JSON object per run instead.\n"
+    "\n"
+    "--loops sets the loops of every run but single; --batches the batches run's\n"
+    "batch count (5). Given with a --mode that does not use it (--loops above 1\n"
+    "with single), either is an error.\n";
 
 void put_visible(const char *s, FILE *f)
 {
@@ -179,6 +183,19 @@ int parse_options(int argc, char **argv, struct demo_options *opt)
                 return bad(name, "single, steal, offload, migrate or batches", value);
             opt->all_modes = false;
         }
+    }
+    /* An option the chosen mode has no use for would be silently
+     * ignored, and the run would not be the one asked for. Without
+     * --mode each applies to the runs that use it (--batches to the
+     * batches run, --loops to every run but single). */
+    if (!opt->all_modes && batches_given && opt->mode != MODE_BATCHES) {
+        fprintf(stderr, "corio-demo: --batches applies to --mode batches only\n");
+        return 2;
+    }
+    if (!opt->all_modes && opt->mode == MODE_SINGLE && opt->loops > 1) {
+        fprintf(stderr, "corio-demo: --loops %u does not apply to --mode single (always 1 loop)\n",
+                opt->loops);
+        return 2;
     }
     if (batches_given && opt->batches > opt->tasks) {
         fprintf(stderr, "corio-demo: --batches %u is more than --tasks %zu\n", opt->batches,
