@@ -13,9 +13,14 @@
 // Usage:
 //
 //	seed-go [--tasks N] [--work-scale K] [--seed S] [--loops P] [--json] [--debug]
-//	seed-go bench NAME     NAME: spawn_join_ns | yield_ns | sleepers_1m
+//	seed-go bench NAME [--loops P]
+//	                       NAME: spawn_join_ns | yield_ns | sleepers_1m
 //	                       (sleepers_1m_wall_s / sleepers_1m_rss_mb are
-//	                       aliases of sleepers_1m; it prints both lines)
+//	                       aliases of sleepers_1m; it prints both lines).
+//	                       spawn_join and sleepers run on GOMAXPROCS = P
+//	                       (default: the CPUs this process may run on), so
+//	                       bench/compare can give them corio's loop count;
+//	                       yield always runs on one thread.
 package main
 
 import (
@@ -282,9 +287,9 @@ func printBench(name string, value float64, unit string) {
 // benchSpawnJoin: from inside one goroutine, start 1M empty goroutines,
 // keeping a handle to each (a channel the goroutine closes: Go has no join
 // handle, this is the closest equivalent), then wait on them in order.
-func benchSpawnJoin() {
+func benchSpawnJoin(loops int) {
 	const count = 1000000
-	runtime.GOMAXPROCS(runtime.NumCPU())
+	runtime.GOMAXPROCS(loops)
 	out := make(chan time.Duration)
 	go func() {
 		handles := make([]chan struct{}, count)
@@ -324,9 +329,9 @@ func benchYield() {
 // benchSleepers: 1M goroutines each sleeping 1 s, joined with one
 // WaitGroup (the idiomatic Go join; a channel per goroutine would add
 // ~100 MB that is not the runtime's own cost). Reports wall and peak RSS.
-func benchSleepers() {
+func benchSleepers(loops int) {
 	const count = 1000000
-	runtime.GOMAXPROCS(runtime.NumCPU())
+	runtime.GOMAXPROCS(loops)
 	var wg sync.WaitGroup
 	wg.Add(count)
 	t0 := time.Now()
@@ -367,16 +372,23 @@ func peakRSSMiB() float64 {
 func main() {
 	args := os.Args[1:]
 	if len(args) > 0 && (args[0] == "bench" || args[0] == "--bench" || args[0] == "--only") {
-		if len(args) != 2 {
-			die("usage: seed-go bench spawn_join_ns|yield_ns|sleepers_1m")
+		if len(args) < 2 || args[1] == "--loops" {
+			die("usage: seed-go bench spawn_join_ns|yield_ns|sleepers_1m [--loops P]")
 		}
+		// Only --loops, parsed and checked as for the seed run.
+		for _, a := range args[2:] {
+			if a != "--loops" && !strings.HasPrefix(a, "--loops=") && strings.HasPrefix(a, "--") {
+				die("bench %s takes only --loops P, got %q", args[1], a)
+			}
+		}
+		o := parseArgs(args[2:])
 		switch args[1] {
 		case "spawn_join", "spawn_join_ns":
-			benchSpawnJoin()
+			benchSpawnJoin(o.loops)
 		case "yield", "yield_ns":
 			benchYield()
 		case "sleepers", "sleepers_1m", "sleepers_1m_wall_s", "sleepers_1m_rss_mb":
-			benchSleepers()
+			benchSleepers(o.loops)
 		default:
 			die("unknown bench %q (spawn_join_ns, yield_ns, sleepers_1m)", args[1])
 		}

@@ -12,9 +12,14 @@
 //!
 //! Usage:
 //!   seed-tokio [--tasks N] [--work-scale K] [--seed S] [--loops P] [--json] [--debug]
-//!   seed-tokio bench NAME   NAME: spawn_join_ns | yield_ns | sleepers_1m
+//!   seed-tokio bench NAME [--loops P]
+//!                           NAME: spawn_join_ns | yield_ns | sleepers_1m
 //!                           (sleepers_1m_wall_s / sleepers_1m_rss_mb are
-//!                           aliases of sleepers_1m; it prints both lines)
+//!                           aliases of sleepers_1m; it prints both lines).
+//!                           spawn_join and sleepers run P workers (default:
+//!                           available_parallelism), so bench/compare can
+//!                           give them corio's loop count; yield always runs
+//!                           on a current_thread runtime.
 //!
 //! Written for Debian 12's rustc 1.63, where `std::hint::black_box` is not
 //! yet stable (1.66): `opaque` below is the same idea, an empty asm statement
@@ -254,9 +259,9 @@ fn print_bench(name: &str, value: f64, unit: &str) {
     println!("{{\"bench\":\"{}\",\"value\":{:.3},\"unit\":\"{}\"}}", name, value, unit);
 }
 
-fn multi_thread_runtime() -> tokio::runtime::Runtime {
+fn multi_thread_runtime(loops: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(default_loops())
+        .worker_threads(loops)
         .enable_time()
         .build()
         .unwrap_or_else(|e| die(&format!("cannot build the runtime: {}", e)))
@@ -265,9 +270,9 @@ fn multi_thread_runtime() -> tokio::runtime::Runtime {
 /// From inside one task, spawn 1M empty tasks keeping their JoinHandles,
 /// then await them in order. Spawning from a worker task (not from
 /// block_on) uses the worker's local queue, the normal Tokio fast path.
-fn bench_spawn_join() {
+fn bench_spawn_join(loops: usize) {
     const COUNT: usize = 1_000_000;
-    let rt = multi_thread_runtime();
+    let rt = multi_thread_runtime(loops);
     let elapsed = rt.block_on(async {
         tokio::spawn(async {
             let mut handles = Vec::with_capacity(COUNT);
@@ -310,9 +315,9 @@ fn bench_yield() {
 
 /// 1M tasks each sleeping 1 s, spawned from one task and joined in order.
 /// Prints the wall time and the process's peak RSS.
-fn bench_sleepers() {
+fn bench_sleepers(loops: usize) {
     const COUNT: usize = 1_000_000;
-    let rt = multi_thread_runtime();
+    let rt = multi_thread_runtime(loops);
     let elapsed = rt.block_on(async {
         tokio::spawn(async {
             let mut handles = Vec::with_capacity(COUNT);
@@ -350,13 +355,20 @@ fn peak_rss_mib() -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if matches!(args.first().map(String::as_str), Some("bench" | "--bench" | "--only")) {
-        if args.len() != 2 {
-            die("usage: seed-tokio bench spawn_join_ns|yield_ns|sleepers_1m");
+        if args.len() < 2 || args[1] == "--loops" {
+            die("usage: seed-tokio bench spawn_join_ns|yield_ns|sleepers_1m [--loops P]");
         }
+        // Only --loops, parsed and checked as for the seed run.
+        for a in &args[2..] {
+            if a.starts_with("--") && a != "--loops" && !a.starts_with("--loops=") {
+                die(&format!("bench {} takes only --loops P, got {:?}", args[1], a));
+            }
+        }
+        let loops = parse_args(&args[2..]).loops;
         match args[1].as_str() {
-            "spawn_join" | "spawn_join_ns" => bench_spawn_join(),
+            "spawn_join" | "spawn_join_ns" => bench_spawn_join(loops),
             "yield" | "yield_ns" => bench_yield(),
-            "sleepers" | "sleepers_1m" | "sleepers_1m_wall_s" | "sleepers_1m_rss_mb" => bench_sleepers(),
+            "sleepers" | "sleepers_1m" | "sleepers_1m_wall_s" | "sleepers_1m_rss_mb" => bench_sleepers(loops),
             other => die(&format!("unknown bench {:?} (spawn_join_ns, yield_ns, sleepers_1m)", other)),
         }
         return;
