@@ -209,7 +209,9 @@ static void bench_sleepers(void)
  * <prefix>_units_share_max, the busiest loop's share of the work against
  * an even split (placement), and <prefix>_loop_work_ratio, the longest
  * loop's summing time over the shortest (with an even share, the vCPUs'
- * speed; these hosts' two vCPUs have run up to 13% apart). */
+ * speed; these hosts' two vCPUs have run up to 13% apart). A loop that
+ * summed nothing has no ratio: 0 then (never a real ratio, which is >= 1),
+ * and the share max says where the work went. */
 static void bench_seed_mode(enum demo_mode mode, const char *prefix, const char *eff_name,
                             const char *wall_name)
 {
