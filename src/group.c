@@ -24,7 +24,6 @@
  * free, so a spawn costs O(1) amortised, and the group holds memory for
  * the children still running, not for every child it ever had.
  */
-#include <sched.h>
 #include <stdatomic.h>
 
 #include "corio.h"
@@ -52,6 +51,10 @@ struct corio_group {
     size_t count, cap;
     size_t joined;          /* children[0..joined) released or being released */
     corio_task *waiter;     /* the task in wait or close, or NULL */
+    /* Closes parked until the waiter leaves (release_waiter wakes them),
+     * linked by their run states' wq_next, each with its wait token in
+     * its join_token (a task parked here is in no queue or join). */
+    corio_task *closers;
     _Atomic int first_error;
     _Atomic bool cancelled;
 };
@@ -265,6 +268,49 @@ static void release_waiter(corio_group *g)
 {
     corio__spin_lock(&g->lock);
     g->waiter = NULL;
+    /* Under the lock: a parked close leaves the list only under it, so
+     * its run state is there to read. */
+    for (corio_task *c = g->closers, *next; c; c = next) {
+        next = c->run->wq_next;
+        c->run->wq_next = NULL;
+        corio__task_fire(c, atomic_load_explicit(&c->run->join_token, memory_order_relaxed), 0);
+    }
+    g->closers = NULL;
+    corio__spin_unlock(&g->lock);
+}
+
+/* A close found another task waiting on the group (which leaves once the
+ * children are cancelled): park until it has left, with a wait that
+ * cancellation does not end (close has no "busy" answer: its result is
+ * the children's first error, which could be any code). Returns when the
+ * waiter is gone or a cancellation woke us; the caller tries again. */
+static void await_waiter_gone(corio_group *g, corio_task *self, bool *cancelled)
+{
+    uint64_t token = corio__wait_arm_uncancellable(self, cancelled);
+    corio__spin_lock(&g->lock);
+    bool busy = g->waiter != NULL;
+    if (busy) {
+        atomic_store_explicit(&self->run->join_token, token, memory_order_relaxed);
+        self->run->wq_next = g->closers;
+        g->closers = self;
+    }
+    corio__spin_unlock(&g->lock);
+    if (!busy) {
+        corio__wait_disarm(self, token);
+        return;
+    }
+    if (corio__wait_commit_uncancellable(self, CORIO__WAITS_JOIN, cancelled) == 0)
+        return; /* release_waiter took us off the list */
+    /* A cancellation woke us: leave the list, unless release_waiter has
+     * taken us off it meanwhile (its wake-up then failed, harmlessly). */
+    corio__spin_lock(&g->lock);
+    for (corio_task **p = &g->closers; *p; p = &(*p)->run->wq_next) {
+        if (*p == self) {
+            *p = self->run->wq_next;
+            self->run->wq_next = NULL;
+            break;
+        }
+    }
     corio__spin_unlock(&g->lock);
 }
 
@@ -357,16 +403,15 @@ int corio_group_close(corio_group *group)
     }
     int rc;
     /* Another task waiting on the group leaves once the children are
-     * cancelled; wait for it (close has no "busy" answer: its result is
-     * the children's first error, which could be any code). */
-    bool cancelled = false;
+     * cancelled; wait for it. */
+    bool children_cancelled = false, cancel_taken = false;
     while ((rc = claim_waiter(group, self)) == CORIO_EBUSY) {
-        if (!cancelled)
+        if (!children_cancelled)
             cancel_children(group);
-        cancelled = true;
-        corio__yield_now(self);
-        sched_yield(); /* the waiter may run on another loop */
+        children_cancelled = true;
+        await_waiter_gone(group, self, &cancel_taken);
     }
+    corio__wait_uncancellable_end(self, cancel_taken);
     if (rc != 0)
         return rc; /* EDEADLK: a child closing its own group */
     cancel_children(group);
@@ -379,8 +424,9 @@ int corio_group_close(corio_group *group)
         cancel_again = true;
     if (rc != 0) {
         /* Shutdown or a sticky cancel of our own (no wait can block now),
-         * or a light task out of memory for its wait: wait by yielding.
-         * The children are cancelled as well and finish soon. */
+         * or a light task out of memory for its wait: wait with waits
+         * that neither ends. The children are cancelled as well and
+         * finish soon. */
         corio_task *t;
         while ((t = next_child(group))) {
             corio__join_wait_uncancellable(t);

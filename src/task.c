@@ -21,7 +21,6 @@
  * succeeds after all.
  */
 #define _GNU_SOURCE
-#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -474,11 +473,28 @@ int corio_join_until(corio_task *task, void **result, corio_time_t deadline)
 void corio__join_wait_uncancellable(corio_task *t)
 {
     corio_task *self = corio__current_task();
+    bool cancelled = false;
     while (!is_done(t)) {
-        corio__yield_now(self);
-        if (!is_done(t))
-            sched_yield(); /* it runs on another loop: let that thread in */
+        uint64_t token = corio__wait_arm_uncancellable(self, &cancelled);
+        if (join_register(t, self, token) <= 0) {
+            /* Done meanwhile (or not ours to join, which a group's own
+             * handle never is). A cancellation that fired the wait
+             * already is put back by the disarm. */
+            corio__wait_disarm(self, token);
+            break;
+        }
+        corio__loop *l = self->home;
+        l->joining++;
+        corio__loop_publish_load(l);
+        self->flags |= CORIO__TF_JOINING;
+        int rc = corio__wait_commit_uncancellable(self, CORIO__WAITS_JOIN, &cancelled);
+        corio__wait_settle(self);
+        /* 0: t's finisher woke us. Otherwise a cancellation did (noted):
+         * wait again, unless t finished as it did. */
+        if (rc == 0 || !join_unregister(t, self))
+            break;
     }
+    corio__wait_uncancellable_end(self, cancelled);
 }
 
 int corio_join(corio_task *task, void **result)

@@ -257,6 +257,20 @@ void corio__yield_now(corio_task *self);
 /* Any thread: wake t from whatever wait it is in (cancellation). */
 bool corio__task_fire_any(corio_task *t, int result);
 
+/* Waits that cancellation does not end (a group's close; wait.c says
+ * why). Arm ignores shutdown and a sticky cancel, and takes a pending
+ * cancellation off the word, noting it in *cancelled. Commit blocks
+ * without deadline until fired, a light task even without memory for its
+ * save buffer; it returns 0 or what the waker passed, or CORIO_ECANCELED
+ * (noted in *cancelled) when a cancellation fired it: the caller then
+ * unregisters and waits again. A wait that turns out needless is undone
+ * by corio__wait_disarm. When done, corio__wait_uncancellable_end puts a
+ * noted one-shot cancellation back for the task's next call. */
+uint64_t corio__wait_arm_uncancellable(corio_task *self, bool *cancelled);
+int corio__wait_commit_uncancellable(corio_task *self, enum corio__wait_kind what,
+                                     bool *cancelled);
+void corio__wait_uncancellable_end(corio_task *self, bool cancelled);
+
 /* ---- task lifecycle (task.c) ---- */
 
 /* The task being run by the calling thread, or NULL. */
@@ -284,8 +298,8 @@ int corio__join_take(corio_task *t);
 /* Whether t (a handle not yet released) has finished: corio__join_take
  * would release it now without waiting. */
 bool corio__task_is_done(corio_task *t);
-/* Wait until t is done without any wait that cancellation (or a light
- * task's lack of memory) could end: yields until then. No release. */
+/* Wait until t is done with a wait that neither cancellation nor a light
+ * task's lack of memory ends (parked, as a join). No release. */
 void corio__join_wait_uncancellable(corio_task *t);
 /* Free every task slab of a loop (runtime teardown). */
 void corio__task_slabs_free(struct corio__loop *l);

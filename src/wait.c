@@ -243,6 +243,62 @@ int corio_cancel(corio_task *task)
     }
 }
 
+/* ---- waits that cancellation does not end ----
+ *
+ * A group's close never leaves a child running, so once its own waits
+ * fail for good (a sticky cancel, shutdown) it still has to wait for the
+ * children, and for another task waiting on the group to leave. It waits
+ * as every other wait does (arm, register, commit: the task parks and its
+ * loop runs other tasks or sleeps in epoll), only with cancellation
+ * ignored: shutdown and a sticky cancel do not fail the arm or the
+ * commit, a pending cancellation is taken off the word for the wait
+ * (ARMED never carries CANCEL: corio_cancel relies on it) and put back
+ * after, and a light task without memory for its save buffer suspends all
+ * the same (its frames then stay on the shared stack until a save finds
+ * the memory, as corio__yield_now's). A cancellation can still fire the
+ * armed wait (corio_cancel, shutdown's sweep, a group's cancel: each
+ * fires once); the commit then returns CORIO_ECANCELED and the caller
+ * unregisters and waits again. Waiting by yielding and sched_yield, as
+ * these waits did, kept the waiting loop's CPU busy for as long as the
+ * child computed or slept. */
+
+uint64_t corio__wait_arm_uncancellable(corio_task *self, bool *cancelled)
+{
+    uint64_t w = atomic_load_explicit(&self->wait, memory_order_relaxed);
+    for (;;) {
+        uint64_t armed = (GEN(w) + CORIO__WAIT_GEN_ONE) | CORIO__WAIT_ARMED;
+        if (atomic_compare_exchange_weak(&self->wait, &w, armed)) {
+            if (w & CORIO__WAIT_CANCEL)
+                *cancelled = true;
+            return armed;
+        }
+    }
+}
+
+/* Out of line for the same reason as wait_commit_at: the light task's
+ * reservation covers only the fixed path from here to the switch. */
+__attribute__((noinline)) int corio__wait_commit_uncancellable(corio_task *self,
+                                                               enum corio__wait_kind what,
+                                                               bool *cancelled)
+{
+    if (self->flags & CORIO__TF_LIGHT)
+        (void)corio__light_reserve(self);
+    self->wait_what = (uint8_t)what;
+    int rc = consume_wakeup(self);
+    corio__wait_settle(self);
+    if (rc == CORIO_ECANCELED)
+        *cancelled = true;
+    return rc;
+}
+
+void corio__wait_uncancellable_end(corio_task *self, bool cancelled)
+{
+    /* One-shot cancellations taken or delivered meanwhile fail the next
+     * call, as they would have; cancellations for good need no mark. */
+    if (cancelled && !cancelled_for_good(self))
+        corio__cancel_repend(self);
+}
+
 /* ---- the simplest waits: sleep and yield ---- */
 
 /* A yield that the inline rotation (ready.h) could not do: it needs the
@@ -289,9 +345,8 @@ static inline int yield_now(corio_task *self, bool anyway)
     return yield_slow(self, anyway);
 }
 
-/* For the loops that yield until something is done (an uncancellable
- * join, a group's close): a yield that failed for want of memory would
- * keep the CPU from the very tasks they wait for. */
+/* For a yield that must happen (io.c's fairness budget): one that
+ * failed for want of memory would let the task keep the CPU. */
 void corio__yield_now(corio_task *self) { (void)yield_now(self, true); }
 
 int corio__cancel_point(corio_task *self)

@@ -48,6 +48,7 @@
 
 #include "corio.h"
 #include "debug.h" /* the watchdog's dump */
+#include "thread_probe.h" /* test_loop_thread_sleeps */
 
 /* ---- sanitizer lanes ---------------------------------------------------- */
 
@@ -486,6 +487,38 @@ static inline void test_register_fd(int fd)
 {
     char buf[1];
     CHECK_ERR((int)corio_read_until(fd, buf, sizeof buf, corio_now()), CORIO_ETIMEDOUT);
+}
+
+/* A loop's thread, as tests that prove a loop sleeps instead of spinning
+ * see it: fill one by running test_note_loop_thread on that loop. */
+struct test_loop_thread {
+    pid_t tid;
+    clockid_t clock;
+};
+
+static inline void *test_note_loop_thread(void *arg)
+{
+    struct test_loop_thread *lt = arg;
+    lt->tid = corio__thread_probe_self(&lt->clock);
+    return NULL;
+}
+
+/* From a task: whether lt's thread is seen not runnable (asleep in the
+ * kernel) before `within` ns have passed, sampled every millisecond. A
+ * loop that keeps its CPU (a task that only yields, a scheduler that
+ * retries at once) stays runnable and is never seen so; no timing is
+ * judged, only the thread's state. */
+static inline bool test_loop_thread_sleeps(const struct test_loop_thread *lt, int64_t within)
+{
+    corio_time_t give_up = corio_deadline_in(within);
+    corio__thread_probe s;
+    while (corio_now() < give_up) {
+        CHECK(corio__thread_probe_read(lt->tid, lt->clock, &s));
+        if (!s.runnable)
+            return true;
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    }
+    return false;
 }
 
 /* Spawn options for a task on `loop` (-1: any), light or regular. */

@@ -4,7 +4,8 @@
  * wait's own result), cancel-on-error (sticky for the cancelled
  * children), spawning into a cancelled group, close (cancels and waits:
  * no child outlives its group), a timed-out wait that leaves the children
- * running, and many children across loops.
+ * running, and many children across loops; a close that cannot be
+ * cancelled still parks while it waits.
  */
 #define _GNU_SOURCE
 #include <stdatomic.h>
@@ -758,6 +759,174 @@ TEST(close_waits_when_its_wait_fails)
     run_main_checked(2, main_close_without_memory, NULL);
 }
 
+/* ---- a close that cannot be cancelled still parks ----
+ *
+ * A close whose own waits fail for good (a sticky cancel: it is a child
+ * of a cancelled group) must still wait for its children, and a close
+ * that finds another task waiting on the group must wait for it to
+ * leave. Both waits must park the closing task, not yield in a loop:
+ * with the child held on loop 2 (a plain thread handshake, no corio call,
+ * so cancellation cannot end it), the closer's loop 1 has nothing else
+ * to run and must be seen asleep in the kernel. A loop that yields and
+ * calls sched_yield is runnable throughout and never seen so. */
+
+#define HELD_PATIENCE (10 * CORIO_SEC * TEST_SLOW)
+
+struct thread_hold {
+    _Atomic int started, release;
+};
+
+/* Blocks loop 2's thread until released: no corio call, so the sticky
+ * cancel of its group does not end it. */
+static int thread_held_child(void *arg)
+{
+    struct thread_hold *h = arg;
+    atomic_store(&h->started, 1);
+    corio_time_t give_up = corio_deadline_in(HELD_PATIENCE);
+    while (!atomic_load(&h->release) && corio_now() < give_up)
+        usleep(200);
+    return 0;
+}
+
+struct sticky_close {
+    struct thread_hold held;
+    corio_event *never;    /* never set: the closer waits on it until cancelled */
+    _Atomic int closing;
+    int wait_rc, close_rc;
+};
+
+/* A child of the outer group, on loop 1: opens a group with a held child
+ * on loop 2, waits until its own group is cancelled (sticky), then closes
+ * its group, which must wait for the held child with every wait of its
+ * own failing. */
+static int sticky_closer(void *arg)
+{
+    struct sticky_close *sc = arg;
+    corio_group *inner;
+    CHECK_OK(corio_group_new(&inner, 0));
+    corio_spawn_opts o = test_on_loop(2, false);
+    CHECK_OK(corio_group_spawn_ex(inner, thread_held_child, &sc->held, &o));
+    sc->wait_rc = corio_event_wait(sc->never);
+    atomic_store(&sc->closing, 1);
+    sc->close_rc = corio_group_close(inner);
+    return 0;
+}
+
+static void *sticky_close_from_loop_0(void *arg)
+{
+    (void)arg;
+    struct test_loop_thread lt = {0};
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, 1, test_note_loop_thread, &lt));
+    CHECK_OK(corio_join(t, NULL));
+    long rounds = test_scaled(3);
+    for (long i = 0; i < rounds; i++) {
+        struct sticky_close sc = {0};
+        CHECK_OK(corio_event_new(&sc.never));
+        corio_group *outer;
+        CHECK_OK(corio_group_new(&outer, 0));
+        corio_spawn_opts o = test_on_loop(1, false);
+        CHECK_OK(corio_group_spawn_ex(outer, sticky_closer, &sc, &o));
+        CHECK(test_await(&sc.held.started, 1));
+        CHECK_OK(corio_group_cancel(outer));
+        CHECK(test_await(&sc.closing, 1));
+        CHECK(test_loop_thread_sleeps(&lt, HELD_PATIENCE / 2));
+        CHECK_EQ(atomic_load(&sc.held.release), 0); /* the close still waits */
+        atomic_store(&sc.held.release, 1);
+        CHECK_OK(corio_group_close(outer));
+        CHECK_ERR(sc.wait_rc, CORIO_ECANCELED);
+        CHECK_OK(sc.close_rc);
+        corio_event_free(sc.never);
+    }
+    return NULL;
+}
+
+TEST(close_after_a_sticky_cancel_parks)
+{
+    struct test_on_loop_0 body = {sticky_close_from_loop_0, NULL};
+    run_main_checked(3, test_main_on_loop_0, &body);
+}
+
+struct busy_close {
+    corio_group *g;
+    _Atomic int waiting, closing;
+    int wait_rc, close_rc, after_rc;
+};
+
+static void *group_waiter(void *arg)
+{
+    struct busy_close *bc = arg;
+    atomic_store(&bc->waiting, 1);
+    bc->wait_rc = corio_group_wait(bc->g);
+    return NULL;
+}
+
+static void *busy_closer(void *arg)
+{
+    struct busy_close *bc = arg;
+    atomic_store(&bc->closing, 1);
+    bc->close_rc = corio_group_close(bc->g);
+    bc->after_rc = corio_yield(); /* a cancellation the close ignored fails this */
+    return NULL;
+}
+
+static void *close_while_waited_from_loop_0(void *arg)
+{
+    (void)arg;
+    struct test_loop_thread lt = {0};
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, 1, test_note_loop_thread, &lt));
+    CHECK_OK(corio_join(t, NULL));
+    long rounds = test_scaled(3);
+    for (long i = 0; i < rounds; i++) {
+        struct thread_hold held = {0};
+        struct busy_close bc = {0};
+        CHECK_OK(corio_group_new(&bc.g, 0));
+        corio_spawn_opts o = test_on_loop(2, false);
+        CHECK_OK(corio_group_spawn_ex(bc.g, thread_held_child, &held, &o));
+        CHECK(test_await(&held.started, 1));
+        corio_task *waiter, *closer;
+        CHECK_OK(corio_spawn_on(&waiter, 0, group_waiter, &bc));
+        CHECK(test_await(&bc.waiting, 1));
+        /* Until the waiter holds the group: a wait of ours that finds it
+         * held gets CORIO_EBUSY (one that does not times out at once). */
+        corio_time_t give_up = corio_deadline_in(HELD_PATIENCE);
+        int rc;
+        while ((rc = corio_group_wait_until(bc.g, corio_now())) != CORIO_EBUSY &&
+               corio_now() < give_up) {
+            CHECK_ERR(rc, CORIO_ETIMEDOUT);
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+        }
+        CHECK_ERR(rc, CORIO_EBUSY);
+        CHECK_OK(corio_spawn_on(&closer, 1, busy_closer, &bc));
+        CHECK(test_await(&bc.closing, 1));
+        CHECK(test_loop_thread_sleeps(&lt, HELD_PATIENCE / 2));
+        if (i % 2) {
+            /* Odd rounds: a cancellation wakes the parked close, which
+             * parks again and leaves it for the closer's next call. */
+            CHECK_OK(corio_cancel(closer));
+            CHECK(test_loop_thread_sleeps(&lt, HELD_PATIENCE / 2));
+        }
+        CHECK_EQ(atomic_load(&held.release), 0); /* the close still waits */
+        atomic_store(&held.release, 1);
+        CHECK_OK(corio_join(waiter, NULL));
+        CHECK_OK(corio_join(closer, NULL));
+        CHECK_OK(bc.wait_rc);
+        CHECK_OK(bc.close_rc);
+        if (i % 2)
+            CHECK_ERR(bc.after_rc, CORIO_ECANCELED);
+        else
+            CHECK_OK(bc.after_rc);
+    }
+    return NULL;
+}
+
+TEST(close_waiting_for_the_waiter_parks)
+{
+    struct test_on_loop_0 body = {close_while_waited_from_loop_0, NULL};
+    run_main_checked(3, test_main_on_loop_0, &body);
+}
+
 /* ---- a long-lived group holds only its running children ----
  *
  * One child per connection, say, in a group waited on only at the end:
@@ -1171,6 +1340,8 @@ int main(int argc, char **argv)
     RUN(bad_arguments);
     RUN(one_waiter_at_a_time);
     RUN(close_waits_when_its_wait_fails);
+    RUN(close_after_a_sticky_cancel_parks);
+    RUN(close_waiting_for_the_waiter_parks);
     RUN(long_lived_group_releases_finished_children);
     RUN(releases_race_waits_across_loops);
     RUN(spawn_after_a_reap_survives_a_failed_growth);

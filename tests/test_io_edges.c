@@ -26,7 +26,6 @@
 #include <unistd.h>
 
 #include "test.h"
-#include "thread_probe.h"
 
 #define PATIENCE (10 * CORIO_SEC)
 
@@ -491,31 +490,11 @@ TEST(overlapping_closes_of_one_number_keep_waits_off_it)
  * seen asleep in the kernel (not runnable), which a task that only
  * yields never lets it be. Its deadline still ends the wait. */
 
-struct loop_thread {
-    pid_t tid;
-    clockid_t clock;
-};
-
-static void *note_loop_thread(void *arg)
-{
-    struct loop_thread *lt = arg;
-    lt->tid = corio__thread_probe_self(&lt->clock);
-    return NULL;
-}
-
 /* Whether lt's thread is seen not runnable within PATIENCE / 2 (the
  * reader's own deadline, PATIENCE, must not end its wait first). */
-static bool loop_thread_sleeps(const struct loop_thread *lt)
+static bool loop_thread_sleeps(const struct test_loop_thread *lt)
 {
-    corio_time_t give_up = corio_deadline_in(PATIENCE / 2);
-    corio__thread_probe s;
-    while (corio_now() < give_up) {
-        CHECK(corio__thread_probe_read(lt->tid, lt->clock, &s));
-        if (!s.runnable)
-            return true;
-        CHECK_OK(corio_sleep(CORIO_MSEC));
-    }
-    return false;
+    return test_loop_thread_sleeps(lt, PATIENCE / 2);
 }
 
 static void *read_briefly(void *arg)
@@ -529,9 +508,9 @@ static void *read_briefly(void *arg)
 static void *racing_reader_sleeps_from_loop_0(void *arg)
 {
     (void)arg;
-    struct loop_thread lt = {0};
+    struct test_loop_thread lt = {0};
     corio_task *t;
-    CHECK_OK(corio_spawn_on(&t, 1, note_loop_thread, &lt));
+    CHECK_OK(corio_spawn_on(&t, 1, test_note_loop_thread, &lt));
     CHECK_OK(corio_join(t, NULL));
     long rounds = test_scaled(4);
     for (long i = 0; i < rounds; i++) {
