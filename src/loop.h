@@ -163,8 +163,9 @@ typedef struct corio__runtime {
     struct corio__runtime *debug_next; /* corio__debug_runtimes list */
 } corio__runtime;
 
-/* Every running runtime, for debuggers (tools/gdb/corio.py); changed under
- * a mutex when a runtime starts or ends. */
+/* Every running runtime, for debuggers (tools/gdb/corio.py) and the
+ * watchdog's dump; changed only by corio__debug_register/unregister
+ * (debug.c), under the list's lock, when a runtime starts or ends. */
 extern corio__runtime *corio__debug_runtimes;
 
 /* The loop whose thread is calling, or NULL. */

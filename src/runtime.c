@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "blocking.h"
+#include "debug.h"
 #include "loop.h"
 #include "overflow.h"
 #include "sys.h"
@@ -242,28 +243,6 @@ static void *loop_thread(void *arg)
 
 /* ---- life cycle ---- */
 
-corio__runtime *corio__debug_runtimes;
-static pthread_mutex_t debug_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void debug_register(corio__runtime *rt)
-{
-    pthread_mutex_lock(&debug_lock);
-    rt->debug_next = corio__debug_runtimes;
-    corio__debug_runtimes = rt;
-    pthread_mutex_unlock(&debug_lock);
-}
-
-static void debug_unregister(corio__runtime *rt)
-{
-    pthread_mutex_lock(&debug_lock);
-    for (corio__runtime **p = &corio__debug_runtimes; *p; p = &(*p)->debug_next)
-        if (*p == rt) {
-            *p = rt->debug_next;
-            break;
-        }
-    pthread_mutex_unlock(&debug_lock);
-}
-
 static void runtime_free(corio__runtime *rt)
 {
     if (rt->loops) {
@@ -400,7 +379,7 @@ int corio_run(const corio_config *cfg, corio_fn main_fn, void *arg, void **resul
      * an owner operation (into an empty ring: it cannot fail). Other loops
      * may already steal from it. */
     (void)!corio__runq_push(&l0->runq, main_task);
-    debug_register(rt);
+    corio__debug_register(rt);
 
     cpu_set_t saved_affinity;
     bool restore_affinity = false;
@@ -415,7 +394,7 @@ int corio_run(const corio_config *cfg, corio_fn main_fn, void *arg, void **resul
 
     for (unsigned i = 1; i < rt->nloops; i++)
         pthread_join(rt->loops[i]->thread, NULL);
-    debug_unregister(rt);
+    corio__debug_unregister(rt);
     corio__free(starts);
     corio__blocking_pool_stop(rt->pool);
     corio__overflow_uninstall();

@@ -30,6 +30,14 @@ if(CORIO_CLANG AND CORIO_READELF)
   set_tests_properties(cfi PROPERTIES TIMEOUT 60 LABELS core)
 endif()
 
+# The watchdog's dump calls only async-signal-safe functions (it runs in
+# a SIGALRM handler): read from debug.c's object in the static library.
+if(CMAKE_NM)
+  add_test(NAME signal_safe COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/test_signal_safe.sh ${CMAKE_NM}
+           $<TARGET_FILE:corio_static>)
+  set_tests_properties(signal_safe PROPERTIES TIMEOUT 60 LABELS core)
+endif()
+
 # Installing: header, libraries, pkg-config, CMake package, exports.
 # Native builds only (it compiles and runs consumers with the host cc).
 if(NOT CMAKE_CROSSCOMPILING AND NOT CORIO_TEST_WRAPPER AND CORIO_SANITIZE STREQUAL "none")

@@ -9,7 +9,9 @@
 #include <sched.h>
 #include <stdatomic.h>
 
+#include "debug.h" /* the watchdog's dump and the list it walks */
 #include "loop.h" /* the runtime's resolved settings */
+#include "sigfmt.h" /* the dump's formatter */
 #include "task.h" /* corio__task_stack(): the stack a task really got */
 #include "test.h"
 
@@ -406,6 +408,217 @@ TEST(debug_dump_while_loops_run)
     run_main_checked(2, main_dumped_while_churning, NULL);
 }
 
+/* ---- the dump against runtimes starting and ending ----
+ *
+ * corio_run frees its runtime once it ends: a dump walking the list then
+ * (from another thread, or from a signal handler on any thread) read
+ * freed memory. Two threads start and end runtimes over and over while a
+ * third dumps without pause and sends the starters SIGUSR1, whose handler
+ * dumps too: on their own thread, a dump may land while that thread
+ * changes the list (it must back off, not wait for itself). Under ASan
+ * the walk's use of a freed runtime shows as heap-use-after-free. */
+static _Atomic bool starters_stop;
+static _Atomic unsigned runtimes_run, handler_dumps;
+static int dump_null_fd = -1;
+
+static void dump_on_signal(int sig)
+{
+    (void)sig;
+    corio__debug_dump(dump_null_fd);
+    atomic_fetch_add(&handler_dumps, 1);
+}
+
+static void *short_child(void *arg) { return arg; }
+
+static void *main_short(void *arg)
+{
+    corio_task *t;
+    CHECK_EQ(corio_spawn(&t, short_child, arg), 0);
+    CHECK_EQ(corio_join(t, NULL), 0);
+    return NULL;
+}
+
+static void *start_runtimes(void *arg)
+{
+    corio_config cfg;
+    corio_config_init(&cfg);
+    cfg.loops = (unsigned)INT_OF(arg);
+    while (!atomic_load(&starters_stop)) {
+        CHECK_OK(corio_run(&cfg, main_short, NULL, NULL));
+        atomic_fetch_add(&runtimes_run, 1);
+    }
+    return NULL;
+}
+
+TEST(debug_dump_while_runtimes_start_and_end)
+{
+#ifdef TEST_TSAN
+    fprintf(stderr, "   skipped under TSan: the dump reads the loops' fields "
+                    "unsynchronised, by design\n");
+    return;
+#endif
+    clear_env();
+    test_baseline base = test_baseline_take();
+    dump_null_fd = open("/dev/null", O_WRONLY);
+    CHECK(dump_null_fd >= 0);
+    /* On the signal stack where there is one, as the watchdog's: the
+     * signal may land on a task's stack. SA_RESTART: the runtime's own
+     * calls are not what this tests. */
+    struct sigaction sa = {.sa_handler = dump_on_signal, .sa_flags = SA_ONSTACK | SA_RESTART};
+    struct sigaction old;
+    sigemptyset(&sa.sa_mask);
+    CHECK_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ(pthread_create(&th[i], NULL, start_runtimes, PTR_OF(1 + i)), 0);
+    unsigned want = (unsigned)test_scaled(2000);
+    unsigned dumps = 0;
+    while (atomic_load(&runtimes_run) < want) {
+        corio__debug_dump(dump_null_fd);
+        if (++dumps % 4 == 0)
+            CHECK_EQ(pthread_kill(th[dumps / 4 % 2], SIGUSR1), 0);
+    }
+    atomic_store(&starters_stop, true);
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ(pthread_join(th[i], NULL), 0);
+    CHECK_EQ(sigaction(SIGUSR1, &old, NULL), 0);
+    close(dump_null_fd);
+    fprintf(stderr, "   %u runtimes, %u dumps, %u from the handler\n", atomic_load(&runtimes_run),
+            dumps, atomic_load(&handler_dumps));
+    CHECK(atomic_load(&handler_dumps) > 0);
+    CHECK(corio__debug_runtimes == NULL);
+    CHECK_NO_LEAKS(base);
+}
+
+/* A dump that finds the list held (here by this very thread, as when the
+ * watchdog's signal lands on a thread inside corio_run's start or end)
+ * says so in a line and returns: it never waits, which in a handler on
+ * the holding thread would be forever. */
+static char handler_buf[4096];
+
+static void dump_to_buf_on_signal(int sig)
+{
+    (void)sig;
+    int p[2];
+    if (pipe(p) != 0)
+        return;
+    corio__debug_dump(p[1]);
+    close(p[1]);
+    ssize_t n = read(p[0], handler_buf, sizeof handler_buf - 1);
+    handler_buf[n > 0 ? n : 0] = '\0';
+    close(p[0]);
+}
+
+TEST(debug_dump_backs_off_while_the_list_changes)
+{
+    clear_env();
+    char buf[4096];
+    corio__debug_list_lock();
+    dump_to(buf, sizeof buf);
+    CHECK_STR_CONTAINS(buf, "runtime list busy");
+    struct sigaction sa = {.sa_handler = dump_to_buf_on_signal}, old;
+    sigemptyset(&sa.sa_mask);
+    CHECK_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+    CHECK_EQ(raise(SIGUSR1), 0);
+    CHECK_EQ(sigaction(SIGUSR1, &old, NULL), 0);
+    CHECK_STR_CONTAINS(handler_buf, "runtime list busy");
+    corio__debug_list_unlock();
+    dump_to(buf, sizeof buf);
+    CHECK_STR_CONTAINS(buf, "no corio runtime is running");
+}
+
+/* A handler must leave errno as it found it: the dump's writes fail here
+ * (a closed descriptor), and the code the watchdog's signal interrupted
+ * may be about to read errno. */
+TEST(debug_dump_keeps_errno)
+{
+    clear_env();
+    int fd = open("/dev/null", O_WRONLY);
+    CHECK(fd >= 0);
+    close(fd);
+    errno = ERANGE;
+    corio__debug_dump(fd);
+    CHECK_EQ(errno, ERANGE);
+}
+
+/* The dump's lines, built by hand since the printf family is not
+ * async-signal-safe, read exactly as the snprintf formats they replace
+ * (tools and people read them): each parses back with that format, to
+ * the last character. */
+static void *main_dump_parses(void *arg)
+{
+    corio_task *t;
+    CHECK_EQ(corio_spawn(&t, churn_child, NULL), 0); /* a task waiting */
+    char buf[16384];
+    dump_to(buf, sizeof buf);
+    CHECK_EQ(corio_join(t, NULL), 0);
+    unsigned runtimes = 0, loops = 0, tasks = 0;
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        int end = -1;
+        unsigned u;
+        int d;
+        size_t z;
+        unsigned long long llu;
+        long long lld;
+        char s1[32], s2[32], s3[64];
+        if (strncmp(line, "runtime ", 8) == 0) {
+            sscanf(line, "runtime %u: %u loops, stopping %d, active loops %u, parked %d, "
+                         "searching %d%n",
+                   &u, &u, &d, &u, &d, &d, &end);
+            runtimes++;
+        } else if (strncmp(line, "  loop ", 7) == 0) {
+            sscanf(line,
+                   "  loop %u: parked %d stopping %d live %zu joining %zu ready %zu runq %zu "
+                   "roam %zu inbox %31s current %llu tick %u queue_picks %zu light_stalled %d "
+                   "timers armed %zu, next in %lld us%n",
+                   &u, &d, &d, &z, &z, &z, &z, &z, s1, &llu, &u, &z, &d, &z, &lld, &end);
+            loops++;
+        } else if (strncmp(line, "    task ", 9) == 0) {
+            sscanf(line, "    task %llu: %31[^,], waits on %63[^,], wait word %31s (gen %llu), "
+                         "flags 0x%x%n",
+                   &llu, s1, s3, s2, &llu, &u, &end);
+            if (end >= 0 && line[end] == ',') /* ", cancelled for good" */
+                end = strcmp(line + end, ", cancelled for good") == 0 ? (int)strlen(line) : -1;
+            tasks++;
+        }
+        if (end != (int)strlen(line))
+            FAIL_("dump line does not read as its format: \"%s\"", line);
+    }
+    CHECK_EQ(runtimes, 1);
+    CHECK_EQ(loops, 2);
+    CHECK(tasks >= 1); /* main, at least (the child may not have started) */
+    return arg;
+}
+
+TEST(debug_dump_lines_read_as_before)
+{
+    clear_env();
+    run_main_checked(2, main_dump_parses, NULL);
+    /* The formatter against snprintf at the edges of each form. */
+    static const int64_t values[] = {0, 1, 9, 10, 99, 100, -1, -10, INT64_MAX, INT64_MIN,
+                                     (int64_t)UINT32_MAX, 1234567890123};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        char got[64], want[64];
+        corio__sigfmt f = corio__sigfmt_on(got, sizeof got);
+        corio__sigfmt_i64(&f, values[i]);
+        corio__sigfmt_str(&f, " ");
+        corio__sigfmt_u64(&f, (uint64_t)values[i]);
+        corio__sigfmt_str(&f, " ");
+        corio__sigfmt_hex(&f, (uint64_t)values[i]);
+        got[f.len] = '\0';
+        snprintf(want, sizeof want, "%lld %llu %llx", (long long)values[i],
+                 (unsigned long long)values[i], (unsigned long long)values[i]);
+        CHECK_STR_EQ(got, want);
+    }
+    /* Cut as snprintf cuts: cap - 1 bytes. */
+    char small[8];
+    corio__sigfmt f = corio__sigfmt_on(small, sizeof small);
+    corio__sigfmt_str(&f, "abc ");
+    corio__sigfmt_u64(&f, 123456);
+    small[f.len] = '\0';
+    CHECK_STR_EQ(small, "abc 123");
+}
+
 /* ---- pinning ---- */
 
 static int nth_allowed_cpu(unsigned n)
@@ -580,6 +793,10 @@ int main(int argc, char **argv)
     RUN(runtimes_side_by_side);
     RUN(debug_list_follows_runtimes);
     RUN(debug_dump_while_loops_run);
+    RUN(debug_dump_while_runtimes_start_and_end);
+    RUN(debug_dump_backs_off_while_the_list_changes);
+    RUN(debug_dump_keeps_errno);
+    RUN(debug_dump_lines_read_as_before);
     RUN(pin_cpus);
     RUN(blocking_pool_not_pinned);
     RUN(bad_flags);
