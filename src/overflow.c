@@ -2,8 +2,8 @@
  * overflow.c: the stack-overflow reporter (see overflow.h).
  *
  * Everything in the handler is async-signal-safe: the current loop comes
- * from an initial-exec TLS variable, the message is formatted by hand and
- * written with write(2).
+ * from an initial-exec TLS variable, the message is formatted by hand
+ * (sigfmt.h) and written with write(2).
  */
 #define _GNU_SOURCE
 #include "overflow.h"
@@ -16,67 +16,34 @@
 #include <unistd.h>
 
 #include "loop.h"
+#include "sigfmt.h"
 #include "task.h"
 
 static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned install_count;
 static struct sigaction previous;
 
-/* Append the decimal form of v to buf at *len. */
-static void put_u64(char *buf, size_t *len, uint64_t v)
-{
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        buf[(*len)++] = tmp[--n];
-}
-
-static void put_hex(char *buf, size_t *len, uint64_t v)
-{
-    buf[(*len)++] = '0';
-    buf[(*len)++] = 'x';
-    char tmp[16];
-    int n = 0;
-    do {
-        tmp[n++] = "0123456789abcdef"[v & 15];
-        v >>= 4;
-    } while (v);
-    while (n)
-        buf[(*len)++] = tmp[--n];
-}
-
-static void put_str(char *buf, size_t *len, const char *s)
-{
-    size_t n = strlen(s);
-    memcpy(buf + *len, s, n);
-    *len += n;
-}
-
 static void report(const corio_task *t, const corio__stack *st, const void *addr)
 {
     char buf[320];
-    size_t len = 0;
-    put_str(buf, &len, "corio: task ");
-    put_u64(buf, &len, t->id);
-    put_str(buf, &len, " overflowed its ");
-    put_u64(buf, &len, st->size);
-    put_str(buf, &len, (t->flags & CORIO__TF_LIGHT) ? "-byte shared (light) stack" : "-byte stack");
-    put_str(buf, &len, " (fault at ");
-    put_hex(buf, &len, (uint64_t)(uintptr_t)addr);
-    put_str(buf, &len, " in its guard page); ");
+    corio__sigfmt f = corio__sigfmt_on(buf, sizeof buf);
+    corio__sigfmt_str(&f, "corio: task ");
+    corio__sigfmt_u64(&f, t->id);
+    corio__sigfmt_str(&f, " overflowed its ");
+    corio__sigfmt_u64(&f, st->size);
+    corio__sigfmt_str(&f, (t->flags & CORIO__TF_LIGHT) ? "-byte shared (light) stack"
+                                                       : "-byte stack");
+    corio__sigfmt_str(&f, " (fault at 0x");
+    corio__sigfmt_hex(&f, (uint64_t)(uintptr_t)addr);
+    corio__sigfmt_str(&f, " in its guard page); ");
     /* A light task takes no stack size of its own (CORIO_EINVAL): its
      * loop's shared stack has the runtime's. */
-    put_str(buf, &len, (t->flags & CORIO__TF_LIGHT)
-                           ? "give the loops' shared stacks more with corio_config.stack_size "
-                             "or CORIO_STACK_SIZE, or spawn it without CORIO_TASK_LIGHT\n"
-                           : "give it a bigger stack with corio_spawn_opts.stack_size or "
-                             "CORIO_STACK_SIZE\n");
-    ssize_t w = write(STDERR_FILENO, buf, len);
-    (void)w;
+    corio__sigfmt_str(&f, (t->flags & CORIO__TF_LIGHT)
+                              ? "give the loops' shared stacks more with corio_config.stack_size "
+                                "or CORIO_STACK_SIZE, or spawn it without CORIO_TASK_LIGHT\n"
+                              : "give it a bigger stack with corio_spawn_opts.stack_size or "
+                                "CORIO_STACK_SIZE\n");
+    corio__sigfmt_write(STDERR_FILENO, &f);
 }
 
 /* The stack task t runs on. */
