@@ -28,8 +28,8 @@ assert runs[4]["batches"] == 5
 
 # The workload comes from --seed and --work-scale as experiment.h says
 # (splitmix64: delay, then work, per task), and the bound is DESIGN.md's
-# max(max_i(io_i + cpu_i), min_i(io_i) + sum_i(cpu_i) / loops) at the run's
-# own ns/unit: regenerate the tasks here and recompute both. Seed 83's two
+# max(max_i(io_i + cpu_i), min_i(io_i) + sum_i(cpu_i) / P) at the run's
+# own ns/unit, P = min(loops, cpus): regenerate the tasks here and recompute both. Seed 83's two
 # tasks sleep within 9 ms of each other and sum for ~60 ms each, so there
 # the second term would be the larger had it divided by 1, not 2.
 for run in "300 2 12345" "300 2 18446744073709551615" "2 300 83"; do
@@ -59,10 +59,29 @@ unit = r["unit_ns"]
 cpu = [u * unit / 1e9 for u in units]
 cpu_s = sum(cpu)
 assert abs(r["cpu_s"] - cpu_s) <= 0.002 * cpu_s + 0.0002, ("cpu_s", r["cpu_s"], cpu_s)
-bound = max(max(a + b for a, b in zip(io, cpu)), min(io) + cpu_s / r["loops"])
+bound = max(max(a + b for a, b in zip(io, cpu)), min(io) + cpu_s / min(r["loops"], r["cpus"]))
 assert abs(r["bound_s"] - bound) <= 0.0003, ("bound_s", r["bound_s"], bound)
 ' "$@" || fail "'$run': workload or bound not as generated: $out"
 done
+
+# More loops than CPUs (oversubscription, a legitimate experiment): the
+# bound is for P = min(loops, CPUs of the affinity mask) cores, not for
+# the loops, and the run says how many CPUs it had ("cpus"). Here 4 loops
+# on one CPU: every summation shares that CPU, so the bound is at least
+# the summed CPU time (it was min_io + cpu_s / 4, below it), and it is
+# still a lower bound (efficiency <= 1): per-unit cost from elapsed time
+# would count the other loops' turns on the CPU into each summation.
+cpu=$(python3 -c 'import os; print(min(os.sched_getaffinity(0)))')
+out=$(taskset -c "$cpu" "$demo" --tasks 1000 --work-scale 10 --loops 4 --mode steal --json) ||
+    fail "--loops 4 on one CPU exited $?"
+echo "$out" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+assert r["results_ok"] is True and r["loops"] == 4, r
+assert r.get("cpus") == 1, ("cpus", r)
+assert r["bound_s"] >= r["cpu_s"], ("bound below the CPU time on one CPU", r)
+assert 0 < r["efficiency"] <= 1.02, ("efficiency", r)
+' || fail "--loops 4 on one CPU: $out"
 
 # A run that fails (here: no 1 TiB stack within a 4 GB address space) is
 # reported, with exit status 1. Not where a sanitizer needs the address

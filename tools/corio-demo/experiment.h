@@ -45,11 +45,14 @@ struct workload {
 struct run_result {
     enum demo_mode mode;
     unsigned loops;
+    unsigned cpus;     /* CPUs this process may run on (affinity mask) */
     bool results_ok;
     size_t wrong;      /* tasks whose result was missing or wrong */
     int error;         /* corio error that stopped the run, or 0 */
     double wall_s;
-    double unit_ns;    /* CPU cost per unit measured in this run */
+    double unit_ns;    /* CPU cost per unit measured in this run: from
+                        * elapsed time, or from thread CPU time when there
+                        * are more loops than CPUs (experiment_run) */
     double cpu_s;      /* the workload's CPU time at that cost */
     double bound_s;
     double efficiency;
@@ -82,6 +85,10 @@ uint64_t opaque_sum(uint64_t units);
  * speed of our shared VMs drifts by up to 2x within a minute. */
 double calibrate_unit_ns(void);
 
+/* The CPUs this process may run on: its affinity mask's count (1 if it
+ * cannot be read). */
+unsigned usable_cpus(void);
+
 /* Total CPU seconds of the workload at unit_ns. */
 double workload_cpu_s(const struct workload *w, double unit_ns);
 
@@ -97,6 +104,12 @@ double workload_bound_s(const struct workload *w, double unit_ns, unsigned cores
  * unit is the total of those times over the total units, and the bound is
  * computed from it. A slow or contended machine thus slows the bound with
  * the run and the efficiency measures the scheduling, not the hardware.
+ *
+ * The bound is for P = min(loops, CPUs of the affinity mask) cores: more
+ * loops than CPUs (oversubscription) cannot run faster than the CPUs. The
+ * loops then take turns on the CPUs, so a summation's elapsed time would
+ * include the other loops' turns; there the cost per unit comes from each
+ * summation's thread CPU time instead.
  */
 int experiment_run(const struct workload *w, enum demo_mode mode, unsigned loops,
                    unsigned batches, struct run_result *out);

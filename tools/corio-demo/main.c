@@ -11,7 +11,8 @@
  *            round-robin to loops, no stealing.
  * (experiment.h says more about each.)
  * Efficiency = lower bound / wall, the bound computed from the generated
- * delays and the measured CPU cost per unit of work (experiment.h).
+ * delays and the measured CPU cost per unit of work, for P = min(loops,
+ * CPUs this process may run on) cores (experiment.h).
  *
  * Exit status: 0 when every run returned every result correctly, 1 when a
  * run failed or a result was wrong, 2 for bad options.
@@ -52,11 +53,11 @@ static void print_json(const struct demo_options *opt, const struct run_result *
                        double calib_unit_ns)
 {
     char loops[16], scale[32];
-    printf("{\"system\":\"corio\",\"mode\":\"%s\",\"loops\":%s,\"tasks\":%zu,"
+    printf("{\"system\":\"corio\",\"mode\":\"%s\",\"loops\":%s,\"cpus\":%u,\"tasks\":%zu,"
            "\"work_scale\":%s,\"seed\":%llu,\"results_ok\":%s,\"wall_s\":%.4f,"
            "\"bound_s\":%.4f,\"efficiency\":%.4f,\"cpu_s\":%.4f,\"unit_ns\":%.5f,"
            "\"calib_unit_ns\":%.5f",
-           mode_name(r->mode), loops_text(loops, r->loops, "null"), opt->tasks,
+           mode_name(r->mode), loops_text(loops, r->loops, "null"), r->cpus, opt->tasks,
            exact_text(scale, opt->work_scale),
            (unsigned long long)opt->seed, r->results_ok ? "true" : "false", r->wall_s,
            r->bound_s, r->efficiency, r->cpu_s, r->unit_ns, calib_unit_ns);
@@ -169,8 +170,10 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     if (!opt.json)
-        printf("\nlower bound = max(max_i(io_i + cpu_i), min_i(io_i) + sum_i(cpu_i) / loops), "
-               "cpu_i = units_i x the run's measured ns/unit; efficiency = bound / wall\n");
+        printf("\nlower bound = max(max_i(io_i + cpu_i), min_i(io_i) + sum_i(cpu_i) / P), "
+               "P = min(loops, %u CPUs), cpu_i = units_i x the run's measured ns/unit "
+               "(thread CPU time where loops > CPUs); efficiency = bound / wall\n",
+               usable_cpus());
     workload_free(&w);
     return status;
 }

@@ -26,7 +26,9 @@ static const char usage[] =
     "\n"
     "--loops sets the loops of every run but single; --batches the batches run's\n"
     "batch count (5). Given with a --mode that does not use it (--loops above 1\n"
-    "with single), either is an error.\n";
+    "with single), either is an error. --loops may exceed the CPUs (the affinity\n"
+    "mask's): the lower bound is then for P = min(loops, CPUs) cores, with each\n"
+    "summation's cost from its thread's CPU time; JSON's \"cpus\" gives the count.\n";
 
 void put_visible(const char *s, FILE *f)
 {
