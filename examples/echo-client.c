@@ -8,19 +8,34 @@
  * of bytes came back, compare, repeat. A second task writes each message
  * while the first reads, so a message of any size flows through the
  * socket buffers instead of filling them. Exit status 0 only if every
- * connection echoed every message exactly.
+ * connection echoed every message exactly, 2 (one line) for bad options:
+ * up to 65535 connections, no more than the descriptors left under the
+ * open-file limit, messages of up to 64 MiB, and all the connections'
+ * buffers (2 x C x S bytes) within half the machine's memory.
  */
+#include <dirent.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "corio.h"
 #include "example_args.h"
 
 #define CHUNK 65536 /* the most one write waits for under one deadline */
 #define IO_TIMEOUT (10 * CORIO_SEC)
+
+/* Every connection is open at once, from 127.0.0.1 to one address and
+ * port, so each needs a source port of its own: 65535 at the very most
+ * (the kernel's ephemeral range is smaller still, and the descriptor
+ * limit usually smaller again: descriptors_left checks that one). */
+#define MAX_CONNECTIONS 65535
+/* A message is one buffer each way; it flows in CHUNK pieces, so larger
+ * ones only cost memory and measure nothing new. */
+#define MAX_SIZE (64u << 20)
 
 static uint16_t port = 7000;
 static unsigned connections = 100, messages = 100, size = 1000;
@@ -139,8 +154,42 @@ done:
     return status;
 }
 
+/* Descriptors this process may still open under its soft limit, or -1
+ * when that cannot be known (no /proc, no limit). */
+static long descriptors_left(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return -1;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    long open_now = -1; /* less the one opendir holds */
+    while (readdir(d))
+        open_now++;
+    closedir(d);
+    open_now -= 2; /* "." and ".." */
+    return (long)rl.rlim_cur - open_now;
+}
+
+/* The exit status for bad options; client_main's result when it finds
+ * too few descriptors left, which only the running runtime can tell (its
+ * loops hold some). */
+#define EXIT_USAGE 2
+
 static void *client_main(void *arg)
 {
+    /* Each connection holds one descriptor for its whole life, all at
+     * once: past the limit the last ones would each fail on their own,
+     * one message apiece, and the run would measure nothing. */
+    long left = descriptors_left();
+    if (left >= 0 && connections > (unsigned long)left) {
+        fprintf(stderr,
+                "echo-client: --connections %u needs as many descriptors at once; %ld left "
+                "under the open-file limit (ulimit -n)\n",
+                connections, left);
+        return (void *)EXIT_USAGE;
+    }
     corio_task **tasks = calloc(connections, sizeof *tasks);
     void **results = calloc(connections, sizeof *results);
     if (!tasks || !results) {
@@ -200,18 +249,30 @@ int main(int argc, char **argv)
     corio_config cfg;
     corio_config_init(&cfg);
     struct example_arg args[] = {
-        {"--port", &port, ARG_PEER_PORT},
-        {"--connections", &connections, ARG_COUNT},
-        {"--messages", &messages, ARG_COUNT},
-        {"--size", &size, ARG_COUNT},
-        {"--loops", &cfg.loops, ARG_LOOPS},
+        {"--port", &port, ARG_PEER_PORT, 0},
+        {"--connections", &connections, ARG_COUNT, MAX_CONNECTIONS},
+        {"--messages", &messages, ARG_COUNT, 0},
+        {"--size", &size, ARG_COUNT, MAX_SIZE},
+        {"--loops", &cfg.loops, ARG_LOOPS, 0},
     };
     parse_example_args("echo-client", argc, argv, args, sizeof args / sizeof args[0]);
+    /* Every connection's two buffers are allocated and filled at once:
+     * more than half the machine's memory would end in the OOM killer
+     * or swap, not in a result. */
+    double buffers = 2.0 * connections * size;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && buffers > (double)pages * (double)page / 2) {
+        fprintf(stderr,
+                "echo-client: --connections %u x --size %u needs %.1f GiB of memory for "
+                "buffers, more than half of this machine's %.1f GiB\n",
+                connections, size, buffers / (1 << 30), (double)pages * page / (1 << 30));
+        return EXIT_USAGE;
+    }
     void *failed = NULL;
     int rc = corio_run(&cfg, client_main, NULL, &failed);
     if (rc != 0) {
         fprintf(stderr, "echo-client: %s\n", corio_strerror(rc));
         return 1;
     }
-    return failed ? 1 : 0;
+    return (int)(uintptr_t)failed; /* 0, 1, or EXIT_USAGE */
 }

@@ -40,8 +40,8 @@ int main(int argc, char **argv)
     corio_config_init(&cfg);
     struct server server = {"echo-server", default_port, serve_connection};
     struct example_arg args[] = {
-        {"--port", &server.port, ARG_PORT},
-        {"--loops", &cfg.loops, ARG_LOOPS},
+        {"--port", &server.port, ARG_PORT, 0},
+        {"--loops", &cfg.loops, ARG_LOOPS, 0},
     };
     parse_example_args("echo-server", argc, argv, args, sizeof args / sizeof args[0]);
     void *failed = NULL; /* run_server returns only on failure, having said why */

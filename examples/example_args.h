@@ -21,6 +21,7 @@ struct example_arg {
     const char *name;
     void *target; /* uint16_t for ARG_PORT and ARG_PEER_PORT, unsigned otherwise */
     enum arg_kind kind;
+    unsigned long max; /* the largest value; 0: the kind's (65535, 1024, 100000000) */
 };
 
 /* Exit 2 after "<prog>: <before>'<arg>'<after>", each control character
@@ -67,7 +68,10 @@ static inline void parse_example_args(const char *prog, int argc, char **argv,
         errno = 0;
         unsigned long n = strtoul(v, &end, 10);
         bool port = a->kind == ARG_PORT || a->kind == ARG_PEER_PORT;
-        unsigned long max = port ? 65535 : a->kind == ARG_LOOPS ? 1024 : 100000000;
+        unsigned long max = a->max         ? a->max
+                            : port             ? 65535
+                            : a->kind == ARG_LOOPS ? 1024
+                                               : 100000000;
         unsigned long min = a->kind == ARG_PORT ? 0 : 1;
         /* Digits only: strtoul would also take leading blanks and signs
          * (" -1" as ULONG_MAX). */

@@ -24,6 +24,7 @@
 #include <netinet/in.h>
 #include <sys/poll.h> /* not <poll.h>: src/poll.h is on the include path */
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -571,7 +572,8 @@ TEST(echo_port_zero_large_message)
 
 /* ---- bad options ---- */
 
-static void expect_usage_error(char *const argv[])
+/* Exit 2 with one line on stderr containing `want` (NULL: any). */
+static void expect_usage_error_saying(char *const argv[], const char *want)
 {
     char out[1024], err[1024];
     int status = run_capture(argv, out, sizeof out, err, sizeof err, 10000);
@@ -585,7 +587,11 @@ static void expect_usage_error(char *const argv[])
     if (count_of(err, "\n") != 1 || err[strlen(err) - 1] != '\n')
         FAIL_("`%s`: stderr is not one line:\n%s", cmd, err);
     CHECK_EQ(strlen(out), 0);
+    if (want)
+        CHECK_STR_CONTAINS(err, want);
 }
+
+static void expect_usage_error(char *const argv[]) { expect_usage_error_saying(argv, NULL); }
 
 TEST(bad_options)
 {
@@ -629,6 +635,28 @@ TEST(bad_options)
     expect_usage_error(c4);
     expect_usage_error(c5);
     expect_usage_error(c6);
+
+    /* Limits: every connection is open at once from 127.0.0.1 to one
+     * port (one source port each), and holds two buffers of --size. */
+    char port_s[16];
+    snprintf(port_s, sizeof port_s, "%u", free_port());
+    char *l1[] = {ECHO_CLIENT, "--port", port_s, "--connections", "65536", NULL};
+    char *l2[] = {ECHO_CLIENT, "--port", port_s, "--size", "67108865", NULL};
+    char *l3[] = {ECHO_CLIENT, "--port", port_s, "--connections", "65535", "--size", "67108864",
+                  NULL};
+    expect_usage_error_saying(l1, "--connections needs an integer from 1 to 65535");
+    expect_usage_error_saying(l2, "--size needs an integer from 1 to 67108864");
+    expect_usage_error_saying(l3, "of memory");
+    /* More connections than descriptors left under the open-file limit
+     * (the child inherits the lowered soft limit). Nothing listens on the
+     * port: without the check each connection failed on its own (exit 1). */
+    struct rlimit old;
+    CHECK_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    struct rlimit low = {64, old.rlim_max};
+    CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    char *l4[] = {ECHO_CLIENT, "--port", port_s, "--connections", "100", "--loops", "2", NULL};
+    expect_usage_error_saying(l4, "open-file limit");
+    CHECK_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
 }
 
 int main(int argc, char **argv)
