@@ -24,6 +24,11 @@ static _Atomic bool fault_has_fired;
 static void (*_Atomic fault_hook)(void *);
 static void *fault_hook_arg;
 static pthread_t fault_hook_thread;
+/* corio__fault_starve_thread's mode, and its thread: read only while
+ * starving is set, but atomic all the same, since a thread that saw the
+ * last arm may still read it while the next one writes it. */
+static _Atomic bool fault_starving;
+static _Atomic pthread_t fault_starved_thread;
 
 static _Atomic int64_t live_allocs;
 static _Atomic int64_t live_maps;
@@ -31,6 +36,7 @@ static _Atomic int64_t live_maps;
 uint64_t corio__fault_arm(uint64_t n)
 {
     atomic_store(&fault_hook, NULL);
+    atomic_store(&fault_starving, false);
     uint64_t counted = atomic_exchange(&fault_counted, 0);
     atomic_store(&fault_has_fired, false);
     atomic_store(&fault_countdown, n);
@@ -50,6 +56,27 @@ void corio__fault_arm_hook(uint64_t n, void (*hook)(void *), void *arg)
     atomic_store(&fault_countdown, n);
     atomic_store(&fault_hook, hook);
     atomic_store(&corio__fault_armed, true);
+}
+
+void corio__fault_starve_thread(void)
+{
+    corio__fault_arm(0);
+    atomic_store(&fault_starved_thread, pthread_self());
+    atomic_store(&fault_starving, true);
+    atomic_store(&corio__fault_armed, true);
+}
+
+uint64_t corio__fault_counted(void) { return atomic_load(&fault_counted); }
+
+/* The starving half of corio__fault_fire. */
+static bool fault_starve_fire(int err)
+{
+    if (err != ENOMEM || !pthread_equal(pthread_self(), atomic_load(&fault_starved_thread)))
+        return false;
+    atomic_fetch_add(&fault_counted, 1);
+    atomic_store(&fault_has_fired, true);
+    errno = err;
+    return true;
 }
 
 /* The hook's half of corio__fault_fire: false, the wrapped call goes on. */
@@ -74,6 +101,8 @@ bool corio__fault_fire(int err)
     void (*hook)(void *) = atomic_load(&fault_hook);
     if (hook)
         return fault_hook_fire(hook);
+    if (atomic_load(&fault_starving))
+        return fault_starve_fire(err);
     atomic_fetch_add(&fault_counted, 1);
     uint64_t left = atomic_load(&fault_countdown);
     while (left != 0) {

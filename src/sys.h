@@ -45,6 +45,17 @@ bool corio__fault_fired(void);
  * counted (an idle loop's stack trim would shift the count). One shot;
  * corio__fault_arm(0) disarms. */
 void corio__fault_arm_hook(uint64_t n, void (*hook)(void *), void *arg);
+/* Starve the calling thread: until corio__fault_arm(0) (from any
+ * thread), every wrapped call it makes that fails when memory runs out
+ * (those whose injected error is ENOMEM: allocations, mappings, madvise,
+ * mprotect, epoll_ctl) fails, while other threads' calls go ahead. A seam
+ * for tests of a loop out of memory that must also run under the
+ * sanitizers, where RLIMIT_AS cannot be used (their shadow maps far
+ * beyond any limit). */
+void corio__fault_starve_thread(void);
+/* Wrapped calls counted since the last arm, without disarming; while
+ * starving, the calls failed. */
+uint64_t corio__fault_counted(void);
 bool corio__fault_fire(int err);
 
 /* True when the wrapped call should fail now (with errno set to err). */
