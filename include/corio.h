@@ -260,7 +260,13 @@ enum corio_spawn_flags {
      * variables are not at their addresses, so no other task or thread may
      * use a pointer to them. Everything corio does on a task's behalf
      * respects this. A light task whose frames are deeper than 4 GiB when
-     * it would suspend gets CORIO_ENOMEM instead.
+     * it would suspend gets CORIO_ENOMEM instead. When memory runs out, a
+     * light task may have to suspend with its frames left on the shared
+     * stack (a group's close waits for its children whatever happens);
+     * its loop's other light tasks then wait to start or resume until the
+     * frames can be moved, which they try again as soon as that task has
+     * run and otherwise every 1 to 64 ms (doubling while memory stays
+     * short). Regular tasks run on meanwhile, and an idle loop sleeps.
      */
     CORIO_TASK_LIGHT = 1u << 0,
     /*

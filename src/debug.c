@@ -183,9 +183,11 @@ static const char *wait_word_name(uint64_t w)
 
 static void dump_loop(int fd, corio__loop *lp, corio_time_t now)
 {
-    size_t ready = 0;
+    size_t ready = 0, stalled = 0;
     for (corio_task *t = lp->ready_head; t && ready < 1000000; t = t->next)
         ready++;
+    for (corio_task *t = lp->stalled_head; t && stalled < 1000000; t = t->next)
+        stalled++;
     corio_time_t next = corio__timers_next(&lp->timers);
     /* Read once: the loop may set it to NULL between two reads (task
      * objects themselves stay mapped while the runtime lives). */
@@ -216,8 +218,8 @@ static void dump_loop(int fd, corio__loop *lp, corio_time_t now)
     put_u(&l, lp->tick);
     put(&l, " queue_picks ");
     put_u(&l, lp->queue_picks);
-    put(&l, " light_stalled ");
-    put_i(&l, lp->light_stalled);
+    put(&l, " light_stalled "); /* light tasks waiting for memory to have the stack */
+    put_u(&l, stalled);
     put(&l, " timers armed ");
     put_u(&l, lp->timers.armed);
     put(&l, ", next in ");

@@ -90,7 +90,15 @@ typedef struct corio__loop {
     bool stopping;                 /* runtime shutdown seen by this loop */
     bool shutdown_counted;         /* left rt->active_loops */
     bool searching;                /* counted in rt->nsearching */
-    bool light_stalled;            /* a light task could not get the shared stack */
+    struct corio_task *stalled_head, *stalled_tail; /* light tasks that are
+                                    * ready but cannot have the shared stack:
+                                    * its owner's frames could not be saved
+                                    * (no memory); off the ready list, linked
+                                    * by `next` (sched.c, light_stall) */
+    corio_time_t stalled_retry_at; /* when they try again if the owner has
+                                    * not run by then */
+    int64_t stalled_backoff;       /* the wait that set stalled_retry_at;
+                                    * 0 once the stack changed hands */
     corio__timers timers;
     corio__stack_pool stacks;
     struct corio_task *free_tasks; /* recycled regular task objects */

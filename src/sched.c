@@ -29,6 +29,9 @@
  * last ran stay on it until another light task needs it ("lazy save"):
  * only then are they copied to that task's heap buffer, and the newcomer's
  * copied in. Both copies happen here, on the scheduler's own stack.
+ * When memory runs out the occupant may be impossible to save; the light
+ * tasks that need the stack then wait on the loop's stalled list, off the
+ * ready list, while everything else runs on (light_stall below).
  *
  * Shutdown. When the main task finishes the runtime is "stopping". Each
  * loop then fires every waiting task with CORIO_ECANCELED, fails every
@@ -98,13 +101,16 @@ static bool saved_resize(corio__loop *l, corio_task *t, size_t need)
 /* Move the frames of the light task occupying the shared stack to its
  * buffer. false if the buffer could not be grown (only possible when
  * memory ran out and the task suspended without a big enough
- * reservation: the margin fell short in an unusual build, or it took a
- * wake-up that beat its commit, wait.c). */
+ * reservation: the margin fell short in an unusual build, it took a
+ * wake-up that beat its commit, or an uncancellable wait suspended it
+ * without memory, wait.c). */
 static bool light_save_owner(corio__loop *l)
 {
     corio_task *o = l->shared_owner;
-    if (!o)
+    if (!o) {
+        l->stalled_backoff = 0; /* the stack is free: a later stall is new */
         return true;
+    }
     char *low = corio__ctx_stack_low(&o->run->ctx);
     char *top = shared_top(l);
     if (low < (char *)l->shared_stack.lo)
@@ -116,6 +122,7 @@ static bool light_save_owner(corio__loop *l)
     copy_stack_bytes(o->run->saved, low, len);
     o->run->saved_len = (uint32_t)len;
     l->shared_owner = NULL;
+    l->stalled_backoff = 0; /* the stack is free: a later stall is new */
     return true;
 }
 
@@ -132,6 +139,65 @@ static bool light_swap_in(corio__loop *l, corio_task *t)
     copy_stack_bytes(dst, r->saved, r->saved_len);
     l->shared_owner = t;
     return true;
+}
+
+/*
+ * Light tasks stalled on memory. When the stack's owner cannot be saved
+ * (it suspended without a big enough reservation: a wake-up beat its
+ * commit, or an uncancellable wait, wait.c, suspended it without memory),
+ * no other light task of the loop can start or swap in until the owner
+ * runs again (it owns the stack, so it can; once it suspends with a
+ * reservation or finishes, the others can go) or memory comes back,
+ * which nothing signals. Those tasks wait on the stalled list meanwhile,
+ * so that the rest of the loop, the owner included, runs on, and a loop
+ * with nothing else to do parks. (They used to go back on the ready
+ * list, which the scheduler then skipped until the next poll: the loop
+ * polled, retried, failed and polled again, busy for as long as memory
+ * stayed short.)
+ *
+ * They go back on the ready list, in their order, when the owner has run
+ * (run_task) and otherwise at the first poll after stalled_retry_at
+ * (poll_events; park sleeps until then at most). While the list is not
+ * empty, a light task that needs the stack joins it without trying, so
+ * a retry costs one failed allocation however many tasks wait. The wait
+ * before a retry doubles from LIGHT_RETRY_MIN_NS to LIGHT_RETRY_MAX_NS
+ * while the stall lasts: a shortage that passes quickly (another task
+ * freed memory) costs its light tasks a millisecond, and one that lasts
+ * costs the loop some sixteen wake-ups and failed mmaps a second, next
+ * to nothing, instead of a thousand; 64 ms after memory comes back is
+ * the most they then wait, a delay that only comes with an exhausted
+ * machine.
+ */
+#define LIGHT_RETRY_MIN_NS ((int64_t)1 * CORIO_MSEC)
+#define LIGHT_RETRY_MAX_NS ((int64_t)64 * CORIO_MSEC)
+
+/* t (ready, light, not the owner) cannot have the shared stack now. */
+static void light_stall(corio__loop *l, corio_task *t)
+{
+    if (!l->stalled_head) {
+        /* A retry failed (or the first try): wait longer this time. */
+        int64_t b = l->stalled_backoff;
+        b = !b ? LIGHT_RETRY_MIN_NS : b < LIGHT_RETRY_MAX_NS / 2 ? 2 * b : LIGHT_RETRY_MAX_NS;
+        l->stalled_backoff = b;
+        l->stalled_retry_at = l->now + b;
+        l->stalled_head = t;
+    } else {
+        l->stalled_tail->next = t;
+    }
+    t->next = NULL;
+    l->stalled_tail = t;
+}
+
+/* The stalled light tasks may have the stack now, or may find memory to
+ * save its owner: back to the end of the ready list, in their order. */
+static void light_retry(corio__loop *l)
+{
+    if (l->ready_tail)
+        l->ready_tail->next = l->stalled_head;
+    else
+        l->ready_head = l->stalled_head;
+    l->ready_tail = l->stalled_tail;
+    l->stalled_head = l->stalled_tail = NULL;
 }
 
 int corio__light_reserve(corio_task *self)
@@ -372,7 +438,7 @@ static inline void forfeit_picks(corio__loop *l)
 __attribute__((noinline)) static void suspend_with_none_ready(corio__loop *l, corio_task *self)
 {
     if (l->tick >= CORIO__POLL_INTERVAL || (self->flags & CORIO__TF_LIGHT) ||
-        l->light_stalled || l->overflow_turn || !corio__runq_owner_empty(&l->roam) ||
+        l->overflow_turn || !corio__runq_owner_empty(&l->roam) ||
         corio__runq_ring_owner_empty(&l->runq) || l->stopping ||
         atomic_load_explicit(&l->rt->stopping, memory_order_acquire) ||
         !direct_start_headroom(self) || !corio__balance_may_start_new(l)) {
@@ -421,21 +487,24 @@ static void run_task(corio__loop *l, corio_task *t)
 {
     l->tick++;
     if (t->state == CORIO__TASK_NEW) {
+        if ((t->flags & CORIO__TF_LIGHT) && l->stalled_head) {
+            light_stall(l, t); /* it would fail as they did */
+            return;
+        }
         enum start_result started = task_start(l, t);
         if (started == START_FAILED) {
             task_finish_unrun(l, t, CORIO_ENOSTACK);
             return;
         }
         if (started == START_LATER) {
-            corio__ready_push(l, t);
-            l->light_stalled = true;
+            light_stall(l, t);
             return;
         }
     } else if (!t->home) {
         adopt(l, t);
-    } else if ((t->flags & CORIO__TF_LIGHT) && !light_swap_in(l, t)) {
-        corio__ready_push(l, t);
-        l->light_stalled = true;
+    } else if ((t->flags & CORIO__TF_LIGHT) && l->shared_owner != t &&
+               (l->stalled_head || !light_swap_in(l, t))) {
+        light_stall(l, t);
         return;
     }
     t->state = CORIO__TASK_RUNNING;
@@ -446,8 +515,15 @@ static void run_task(corio__loop *l, corio_task *t)
     l->current = NULL;
     int reason = l->switch_reason;
     l->switch_reason = CORIO__SWITCH_NONE;
+    /* A light task that ran owned the shared stack (light tasks always
+     * come back here, never switching straight to another task): it has
+     * suspended, maybe with a reservation now, or finished, so the
+     * stalled tasks try again. Read before the exit, which may free it. */
+    bool owner_ran = l->stalled_head && (cur->flags & CORIO__TF_LIGHT);
     if (reason == CORIO__SWITCH_EXIT)
         task_exit(l, cur);
+    if (owner_ran)
+        light_retry(l);
 }
 
 /* ---- polling ---- */
@@ -464,6 +540,10 @@ static void fire_due_timers(corio__loop *l)
 static void enter_stopping(corio__loop *l)
 {
     l->stopping = true;
+    /* Never-run stalled tasks are to be dropped now (run_unless_stopped),
+     * not after the next retry; the started ones try again as well. */
+    if (l->stalled_head)
+        light_retry(l);
     for (corio_task *t = l->live; t; t = t->run->live_next)
         corio__task_fire_any(t, CORIO_ECANCELED);
 }
@@ -557,7 +637,8 @@ static void poll_events(corio__loop *l)
          * 1,000 tasks ready, against 2.6%). */
         l->ready_mark = queued ? ready_before : NULL;
     }
-    l->light_stalled = false;
+    if (l->stalled_head && l->now >= l->stalled_retry_at)
+        light_retry(l); /* memory may have come back */
     l->start_credit = 0; /* credit is for a burst, not for later */
 }
 
@@ -615,11 +696,12 @@ static corio_task *next_runnable(corio__loop *l)
     /* The tasks ready before the poll that owed the picks. The mark
      * lives only while picks are owed: direct switches, which pop the
      * ready list without looking at it, wait until none are (ready.h), so
-     * it is cleared wherever the picks run out (a light task's stall can
-     * skip this and let them). A mark left on a task no longer listed
+     * it is cleared wherever the picks run out. A mark left on a task
+     * no longer listed (a light task's stall once skipped this while the
+     * picks ran out)
      * would put the ready list first for good: a lone yielder re-listing
      * itself then starved the picks it owed (found by review). */
-    if (l->ready_mark && !l->light_stalled) {
+    if (l->ready_mark) {
         t = corio__ready_pop(l);
         if (!t || t == l->ready_mark)
             l->ready_mark = NULL;
@@ -646,7 +728,7 @@ static corio_task *next_runnable(corio__loop *l)
         else
             forfeit_picks(l); /* emptied, stolen, or held back */
     }
-    if (!t && !l->light_stalled)
+    if (!t)
         t = corio__ready_pop(l);
     if (!t)
         t = roam_pop(l);
@@ -816,13 +898,17 @@ static void park(corio__loop *l)
     }
 
     corio_time_t deadline = corio__timers_next(&l->timers);
-    if (queued_elsewhere || l->ready_head) {
-        /* Tasks wait that balance keeps us from taking or starting yet,
-         * or light tasks stalled on memory: look again soon. */
+    if (queued_elsewhere) {
+        /* Tasks wait that balance keeps us from taking or starting yet:
+         * look again soon. */
         corio_time_t recheck = l->now + CORIO__BALANCE_RECHECK_NS;
         if (deadline == CORIO_FOREVER || recheck < deadline)
             deadline = recheck;
     }
+    /* Light tasks stalled on memory: until their retry, unless the owner
+     * is woken first (it runs, and they retry after it). */
+    if (l->stalled_head && (deadline == CORIO_FOREVER || l->stalled_retry_at < deadline))
+        deadline = l->stalled_retry_at;
     /* Idle for STACK_TRIM_IDLE_NS with a surplus of idle stacks: wake up
      * to give their memory back (below), unless something comes first. */
     bool trim = false;
@@ -867,6 +953,8 @@ static bool shutdown_step(corio__loop *l)
         /* No started task is left anywhere: nothing can hand us work any
          * more except late spawns racing the stop; drop those. */
         drain_inbox(l);
+        if (l->stalled_head)
+            light_retry(l); /* none started (no live task): drop them too */
         corio_task *t;
         while ((t = corio__ready_pop(l)) || (t = corio__runq_pop(&l->runq)))
             task_finish_unrun(l, t, CORIO_ESHUTDOWN);

@@ -569,9 +569,9 @@ static void *main_dump_parses(void *arg)
         } else if (strncmp(line, "  loop ", 7) == 0) {
             sscanf(line,
                    "  loop %u: parked %d stopping %d live %zu joining %zu ready %zu runq %zu "
-                   "roam %zu inbox %31s current %llu tick %u queue_picks %zu light_stalled %d "
+                   "roam %zu inbox %31s current %llu tick %u queue_picks %zu light_stalled %zu "
                    "timers armed %zu, next in %lld us%n",
-                   &u, &d, &d, &z, &z, &z, &z, &z, s1, &llu, &u, &z, &d, &z, &lld, &end);
+                   &u, &d, &d, &z, &z, &z, &z, &z, s1, &llu, &u, &z, &z, &z, &lld, &end);
             loops++;
         } else if (strncmp(line, "    task ", 9) == 0) {
             sscanf(line, "    task %llu: %31[^,], waits on %63[^,], wait word %31s (gen %llu), "

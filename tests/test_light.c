@@ -579,6 +579,166 @@ TEST(light_group_close_without_memory)
 #endif
 }
 
+
+/* ---- light tasks stalled on memory: the loop sleeps ----
+ *
+ * The light task A that occupies loop 1's shared stack closes a group
+ * when loop 1 has no memory left (its arena emptied, every allocation of
+ * its thread failing: corio__fault_starve_thread): the close's join
+ * cannot reserve a save buffer and suspends all the same, uncancellable,
+ * its frames left on the shared stack. Its child is held on loop 2 by a
+ * plain thread handshake. Then two more light tasks of loop 1 need the
+ * stack: B2, spawned there (its start fails), and B1, suspended before A
+ * started and woken now (its swap-in fails). Neither can run until A's
+ * frames can be saved, and nothing else can run on loop 1: the loop must
+ * be seen asleep in the kernel. A loop that retries the stalled tasks
+ * after every poll (epoll_wait with timeout 0) keeps its thread runnable
+ * and is never seen so. Then, in turn, the two ways out: memory comes
+ * back (the stalled tasks run at a recheck, with A still suspended), or
+ * A itself moves (its child released, it finishes, with memory still
+ * short: it owns the stack, so it runs, and once it is gone the others
+ * need no memory to start or swap in). Three loops. */
+
+#define STALL_PATIENCE (10 * CORIO_SEC * TEST_SLOW)
+
+struct stall_hold {
+    _Atomic int started, release;
+};
+
+/* Holds loop 2's thread until released: no corio call, so the close's
+ * cancellation does not end it. */
+static int stall_held_child(void *arg)
+{
+    struct stall_hold *h = arg;
+    atomic_store(&h->started, 1);
+    corio_time_t give_up = corio_deadline_in(STALL_PATIENCE);
+    while (!atomic_load(&h->release) && corio_now() < give_up)
+        usleep(200);
+    return 0;
+}
+
+struct light_stall {
+    struct stall_hold held;
+    corio_event *wake_b1;
+    _Atomic int b1_waiting, b1_ran, b2_ran, closing;
+    int b1_rc, close_rc;
+};
+
+/* A: owns the shared stack, suspends in the close without a buffer. */
+static void *stall_owner(void *arg)
+{
+    struct light_stall *ls = arg;
+    corio_group *g;
+    corio_spawn_opts o = light_opts(2);
+    o.flags = 0;
+    if (corio_group_new(&g, 0) != 0 || corio_group_spawn_ex(g, stall_held_child, &ls->held, &o))
+        return PTR_OF(-1);
+    if (!test_await(&ls->held.started, 1))
+        return PTR_OF(-2);
+    corio__loop *l = corio__loop_current();
+    l->arena.next = l->arena.end;
+    for (size_t i = 0; i < CORIO__ARENA_CLASSES; i++)
+        l->arena.free[i] = NULL;
+    corio__fault_starve_thread();
+    atomic_store(&ls->closing, 1);
+    ls->close_rc = corio_group_close(g);
+    return NULL;
+}
+
+static void *stall_b1(void *arg)
+{
+    struct light_stall *ls = arg;
+    atomic_store(&ls->b1_waiting, 1);
+    ls->b1_rc = corio_event_wait(ls->wake_b1);
+    atomic_store(&ls->b1_ran, 1);
+    return PTR_OF(7);
+}
+
+static void *stall_b2(void *arg)
+{
+    struct light_stall *ls = arg;
+    atomic_store(&ls->b2_ran, 1);
+    return PTR_OF(9);
+}
+
+/* The failed calls of the starved thread reach more than `than`. */
+static bool await_failures_past(uint64_t than)
+{
+    corio_time_t give_up = corio_deadline_in(STALL_PATIENCE);
+    while (corio__fault_counted() <= than && corio_now() < give_up)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    return corio__fault_counted() > than;
+}
+
+static void *light_stall_from_loop_0(void *arg)
+{
+    (void)arg;
+    struct test_loop_thread lt = {0};
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, 1, test_note_loop_thread, &lt));
+    CHECK_OK(corio_join(t, NULL));
+    long rounds = test_scaled(4);
+    if (rounds < 2)
+        rounds = 2;
+    for (long i = 0; i < rounds; i++) {
+        bool memory_back = i % 2 == 0; /* else the owner moves */
+        struct light_stall ls = {0};
+        CHECK_OK(corio_event_new(&ls.wake_b1));
+        corio_spawn_opts o = light_opts(1);
+        corio_task *a, *b1, *b2;
+        CHECK_OK(corio_spawn_ex(&b1, stall_b1, &ls, &o));
+        CHECK(test_await(&ls.b1_waiting, 1));
+        CHECK_OK(corio_spawn_ex(&a, stall_owner, &ls, &o)); /* starts once B1 waits */
+        CHECK(test_await(&ls.closing, 1));
+        /* A suspended in the close: loop 1 had nothing left to run. */
+        CHECK(test_loop_thread_sleeps(&lt, STALL_PATIENCE / 2));
+        uint64_t failed = corio__fault_counted();
+        CHECK_OK(corio_spawn_ex(&b2, stall_b2, &ls, &o));
+        CHECK(await_failures_past(failed)); /* B2's start found no memory */
+        CHECK_OK(corio_event_set(ls.wake_b1));
+        CHECK(test_loop_thread_sleeps(&lt, STALL_PATIENCE / 2));
+        CHECK_EQ(atomic_load(&ls.b1_ran), 0);
+        CHECK_EQ(atomic_load(&ls.b2_ran), 0);
+        /* The loop's regular tasks run on meanwhile (its warm stack from
+         * test_note_loop_thread needs no memory). */
+        corio_spawn_opts ro = light_opts(1);
+        ro.flags = 0;
+        void *r;
+        CHECK_OK(corio_spawn_ex(&t, test_ret_arg, PTR_OF(5), &ro));
+        CHECK_OK(corio_join(t, &r));
+        CHECK_EQ(INT_OF(r), 5);
+        CHECK_EQ(atomic_load(&ls.b1_ran), 0);
+        if (memory_back) {
+            corio__fault_arm(0);
+            CHECK(test_await(&ls.b1_ran, 1));
+            CHECK(test_await(&ls.b2_ran, 1));
+            CHECK_EQ(atomic_load(&ls.held.release), 0); /* A still in its close */
+            atomic_store(&ls.held.release, 1);
+        } else {
+            atomic_store(&ls.held.release, 1);
+            CHECK(test_await(&ls.b1_ran, 1));
+            CHECK(test_await(&ls.b2_ran, 1));
+            corio__fault_arm(0);
+        }
+        CHECK_OK(corio_join(a, &r));
+        CHECK(r == NULL);
+        CHECK_OK(ls.close_rc);
+        CHECK_OK(corio_join(b1, &r));
+        CHECK_EQ(INT_OF(r), 7);
+        CHECK_OK(ls.b1_rc);
+        CHECK_OK(corio_join(b2, &r));
+        CHECK_EQ(INT_OF(r), 9);
+        corio_event_free(ls.wake_b1);
+    }
+    return NULL;
+}
+
+TEST(light_tasks_stalled_on_memory_let_the_loop_sleep)
+{
+    struct test_on_loop_0 body = {light_stall_from_loop_0, NULL};
+    run_main_checked(3, test_main_on_loop_0, &body);
+}
+
 int main(int argc, char **argv)
 {
     RUN(locals_survive_suspension);
@@ -590,5 +750,6 @@ int main(int argc, char **argv)
     RUN(sleeping_light_task_buffer_is_tight);
     RUN(wake_up_beats_a_commit_without_memory);
     RUN(light_group_close_without_memory);
+    RUN(light_tasks_stalled_on_memory_let_the_loop_sleep);
     return test_summary();
 }

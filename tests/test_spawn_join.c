@@ -714,15 +714,17 @@ TEST(spilled_task_starts_while_the_ring_keeps_filling)
 /* ---- the ready mark does not outlive the picks ----
  *
  * Found by review (sched.c, ready_mark). A light task's stall (its start
- * failed for want of memory to save the shared stack; set by hand here,
- * as run_task sets it) skips the mark, so the picks ran out with the mark
- * still set; a direct switch then took the marked task off the ready
- * list, and the mark, never matched again, kept the ready list first for
- * good: a lone yielder, which re-lists itself before every pass, starved
- * the task queued behind it. Two players take turns until just after a
- * poll has marked one of them; the other stalls the loop and yields, a
- * task queued then yields straight to the marked player, which leaves
- * the list for good; the other, now alone, queues a task and yields.
+ * failed for want of memory to save the shared stack) made the scheduler
+ * skip the mark, so the picks ran out with the mark still set; a direct
+ * switch then took the marked task off the ready list, and the mark,
+ * never matched again, kept the ready list first for good: a lone
+ * yielder, which re-lists itself before every pass, starved the task
+ * queued behind it. Two players take turns until just after a poll has
+ * marked one of them; the other yields, a task queued then yields
+ * straight to the marked player, which leaves the list for good; the
+ * other, now alone, queues a task and yields. (The test set the stall by
+ * hand; stalled light tasks now wait on a list of their own and no longer
+ * make the scheduler skip anything, so it runs the same turns without.)
  */
 static corio__loop *mark_loop;
 static corio_event *mark_release;
@@ -764,7 +766,6 @@ static void *mark_player(void *arg)
         if (mark_n && l->tick < before && l->ready_mark && l->ready_mark != self &&
             l->queue_picks) {
             mark_marked = l->ready_mark; /* just after the poll: the other player */
-            l->light_stalled = true;
             mark_phase = 1;
             CHECK_OK(corio_yield()); /* the picks start N; N's yield pops the mark */
             break;

@@ -57,10 +57,11 @@ def chain(t):
 
 
 def pinned_unstarted(loop, started):
-    """Never-run tasks pinned to loop: on its ready list (spawned there)
-    or in its inbox (spawned from another thread), not started yet."""
+    """Never-run tasks pinned to loop: on its ready list (spawned there),
+    on its stalled list (light tasks whose start found no memory) or in
+    its inbox (spawned from another thread), not started yet."""
     waiting = 0
-    for head in (loop["ready_head"], loop["inbox"]):
+    for head in (loop["ready_head"], loop["stalled_head"], loop["inbox"]):
         try:
             waiting += sum(1 for t in chain(head) if int(t) not in started)
         except gdb.error:
