@@ -698,9 +698,9 @@ static corio_task *next_runnable(corio__loop *l)
      * ready list without looking at it, wait until none are (ready.h), so
      * it is cleared wherever the picks run out. A mark left on a task
      * no longer listed (a light task's stall once skipped this while the
-     * picks ran out)
-     * would put the ready list first for good: a lone yielder re-listing
-     * itself then starved the picks it owed (found by review). */
+     * picks ran out) would put the ready list first for good: a lone
+     * yielder re-listing itself then starved the picks it owed (found by
+     * review). */
     if (l->ready_mark) {
         t = corio__ready_pop(l);
         if (!t || t == l->ready_mark)
