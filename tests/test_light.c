@@ -624,6 +624,21 @@ struct light_stall {
     int b1_rc, close_rc;
 };
 
+/* The close, from frames deeper than any earlier wait of A's: A's save
+ * buffer holds what its last reservation needed (test_await's sleep), so
+ * the close's own reservation must ask for more, or the stack would be
+ * saved without an allocation and nothing would stall. Optimised, the
+ * close's path was the deeper one by itself; unoptimised (the debug
+ * lane) the sleep's was, and B2 started at once. */
+__attribute__((noinline)) static int close_from_deep(corio_group *g)
+{
+    volatile char depth[8192];
+    depth[0] = 1;
+    int rc = corio_group_close(g);
+    depth[sizeof depth - 1] = depth[0];
+    return rc;
+}
+
 /* A: owns the shared stack, suspends in the close without a buffer. */
 static void *stall_owner(void *arg)
 {
@@ -641,7 +656,7 @@ static void *stall_owner(void *arg)
         l->arena.free[i] = NULL;
     corio__fault_starve_thread();
     atomic_store(&ls->closing, 1);
-    ls->close_rc = corio_group_close(g);
+    ls->close_rc = close_from_deep(g);
     return NULL;
 }
 
