@@ -181,6 +181,33 @@ static const char *wait_word_name(uint64_t w)
     }
 }
 
+/* corio__timers_next for a loop that may be running: its entries read
+ * with peek(). The loop grows its arrays by realloc or mremap, either of
+ * which may move them and unmap the old pages, so an entry read through
+ * the pointer a moment after the pointer itself could fault (a plain read
+ * did, given an array whose pages were gone: test_config
+ * debug_dump_survives_timer_arrays_moving). false where an entry could
+ * not be read. */
+static bool timers_next(const corio__timers *live, corio_time_t *next)
+{
+    corio__timers tm;
+    memcpy(&tm, live, sizeof tm); /* one copy: the fields agree more often */
+    corio__timer_entry e;
+    *next = CORIO_FOREVER;
+    if (tm.len) {
+        if (!peek(&e, tm.heap, sizeof e))
+            return false;
+        *next = e.deadline;
+    }
+    if (tm.run_len && tm.run_head < tm.run_cap) {
+        if (!peek(&e, tm.run + tm.run_head, sizeof e))
+            return false;
+        if (e.deadline < *next)
+            *next = e.deadline;
+    }
+    return true;
+}
+
 static void dump_loop(int fd, corio__loop *lp, corio_time_t now)
 {
     size_t ready = 0, stalled = 0;
@@ -188,7 +215,8 @@ static void dump_loop(int fd, corio__loop *lp, corio_time_t now)
         ready++;
     for (corio_task *t = lp->stalled_head; t && stalled < 1000000; t = t->next)
         stalled++;
-    corio_time_t next = corio__timers_next(&lp->timers);
+    corio_time_t next;
+    bool next_known = timers_next(&lp->timers, &next);
     /* Read once: the loop may set it to NULL between two reads (task
      * objects themselves stay mapped while the runtime lives). */
     corio_task *current = *(corio_task *volatile *)&lp->current;
@@ -223,7 +251,10 @@ static void dump_loop(int fd, corio__loop *lp, corio_time_t now)
     put(&l, " timers armed ");
     put_u(&l, lp->timers.armed);
     put(&l, ", next in ");
-    put_i(&l, next == CORIO_FOREVER ? -1 : (int64_t)((next - now) / 1000));
+    if (!next_known)
+        put(&l, "?");
+    else
+        put_i(&l, next == CORIO_FOREVER ? -1 : (int64_t)((next - now) / 1000));
     put(&l, " us\n");
     line_write(fd, &l);
     unsigned shown = 0;

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sched.h>
 #include <stdatomic.h>
 
@@ -635,6 +636,58 @@ TEST(debug_dump_lines_read_as_before)
     CHECK_STR_EQ(small, "abc 123");
 }
 
+/* ---- the dump against a loop's timer arrays moving ----
+ *
+ * A loop grows its timer arrays (heap and sorted run) by realloc or
+ * mremap, which may move them and unmap the old pages; a dump on another
+ * thread that read the array's pointer just before then read its first
+ * entry from pages that are gone. The window is a few instructions wide,
+ * so the test makes it wide open: from a task of a one-loop runtime (the
+ * loop's own thread, so nothing else touches its timers meanwhile) it
+ * points each array in turn at pages that cannot be read, as a moved
+ * array's old pages, and dumps. A plain read of the entry faulted
+ * (signal 11); the dump must say the time is unknown instead. */
+static void *main_dump_with_timer_arrays_gone(void *arg)
+{
+    (void)arg;
+    corio__loop *l = corio__loop_current();
+    long page = sysconf(_SC_PAGESIZE);
+    void *gone = mmap(NULL, (size_t)page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(gone != MAP_FAILED);
+    corio__timers saved = l->timers;
+    char buf[4096];
+    /* The heap's pages gone. */
+    l->timers.heap = gone;
+    l->timers.len = 1;
+    l->timers.run_len = 0;
+    dump_to(buf, sizeof buf);
+    l->timers = saved;
+    CHECK_STR_CONTAINS(buf, "  loop 0: ");
+    CHECK_STR_CONTAINS(buf, ", next in ? us\n");
+    /* The run's pages gone. */
+    l->timers.len = 0;
+    l->timers.run = gone;
+    l->timers.run_head = 0;
+    l->timers.run_len = 1;
+    l->timers.run_cap = 1;
+    dump_to(buf, sizeof buf);
+    l->timers = saved;
+    CHECK_STR_CONTAINS(buf, ", next in ? us\n");
+    /* As before with the arrays in place. */
+    dump_to(buf, sizeof buf);
+    CHECK_STR_CONTAINS(buf, ", next in -1 us\n");
+    CHECK_EQ(munmap(gone, (size_t)page), 0);
+    return NULL;
+}
+
+TEST(debug_dump_survives_timer_arrays_moving)
+{
+    clear_env();
+    TEST_SKIP_UNDER_QEMU("qemu-user does not implement process_vm_readv, so the dump falls back "
+                         "to plain reads, which pages that are gone fault");
+    run_main_checked(1, main_dump_with_timer_arrays_gone, NULL);
+}
+
 /* ---- pinning ---- */
 
 static int nth_allowed_cpu(unsigned n)
@@ -813,6 +866,7 @@ int main(int argc, char **argv)
     RUN(debug_dump_backs_off_while_the_list_changes);
     RUN(debug_dump_keeps_errno);
     RUN(debug_dump_lines_read_as_before);
+    RUN(debug_dump_survives_timer_arrays_moving);
     RUN(pin_cpus);
     RUN(blocking_pool_not_pinned);
     RUN(bad_flags);
