@@ -5,7 +5,8 @@
  * children), spawning into a cancelled group, close (cancels and waits:
  * no child outlives its group), a timed-out wait that leaves the children
  * running, and many children across loops; a close that cannot be
- * cancelled still parks while it waits.
+ * cancelled still parks while it waits, and its park survives the
+ * waiter's leaving racing cancellations, and shutdown.
  */
 #define _GNU_SOURCE
 #include <stdatomic.h>
@@ -927,6 +928,213 @@ TEST(close_waiting_for_the_waiter_parks)
     run_main_checked(3, test_main_on_loop_0, &body);
 }
 
+/* ---- a parked close raced by its waiter's leaving and by cancellations ----
+ *
+ * The close that finds another task waiting parks on the group's closers
+ * list; the waiter's leaving (release_waiter, on its loop) and
+ * cancellations of the closer (from a third loop) both fire that wait,
+ * and whichever loses must be harmless: the closer woken once, off the
+ * list whichever woke it, its close returning, and the cancellations it
+ * took passed on as exactly one failure of its next call (none if none
+ * was sent). Four loops, children sleeping a random few microseconds so
+ * that the waiter leaves at every point of the closer's park. */
+
+struct close_race {
+    corio_group *g;
+    corio_event *go; /* the children's end, unless the close cancels them first */
+    corio_task *closer;
+    uint64_t seed;
+    _Atomic int closing, closed, cancels_done;
+    int close_rc, after_rc, again_rc;
+    _Atomic int cancels_sent;
+};
+
+static int pcr_child(void *arg)
+{
+    return corio_event_wait(arg);
+}
+
+static void *pcr_waiter(void *arg)
+{
+    struct close_race *cr = arg;
+    /* Busy while the main task's probe below holds the group a moment. */
+    while (corio_group_wait(cr->g) == CORIO_EBUSY)
+        CHECK_OK(corio_yield());
+    return NULL;
+}
+
+static void *pcr_closer(void *arg)
+{
+    struct close_race *cr = arg;
+    atomic_store(&cr->closing, 1);
+    cr->close_rc = corio_group_close(cr->g);
+    atomic_store(&cr->closed, 1);
+    /* No corio call until the canceller has stopped: every cancellation
+     * it sent is in the wait word by then. */
+    while (!atomic_load(&cr->cancels_done))
+        usleep(20);
+    cr->after_rc = corio_yield();
+    cr->again_rc = corio_yield();
+    return NULL;
+}
+
+static void *pcr_canceller(void *arg)
+{
+    struct close_race *cr = arg;
+    uint64_t rng = cr->seed;
+    while (!atomic_load(&cr->closed)) {
+        if (atomic_load(&cr->closing) && test_rand(&rng) % 2) {
+            CHECK_OK(corio_cancel(cr->closer));
+            atomic_fetch_add(&cr->cancels_sent, 1);
+        }
+        CHECK_OK(corio_sleep((int64_t)(test_rand(&rng) % 50) * 1000));
+    }
+    atomic_store(&cr->cancels_done, 1);
+    return NULL;
+}
+
+static void *main_close_races(void *arg)
+{
+    (void)arg;
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    long rounds = test_scaled(2000);
+    for (long i = 0; i < rounds; i++) {
+        struct close_race cr = {0};
+        cr.seed = test_rand(&rng) | 1;
+        CHECK_OK(corio_event_new(&cr.go));
+        CHECK_OK(corio_group_new(&cr.g, 0));
+        for (int c = 0; c < 3; c++) {
+            corio_spawn_opts o = test_on_loop(c + 1, c == 2);
+            CHECK_OK(corio_group_spawn_ex(cr.g, pcr_child, cr.go, &o));
+        }
+        corio_task *w, *x;
+        CHECK_OK(corio_spawn_on(&w, 1, pcr_waiter, &cr));
+        /* Until the waiter holds the group (it cannot leave before the
+         * children end): then the close finds it there. */
+        corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC * TEST_SLOW);
+        int rc;
+        while ((rc = corio_group_wait_until(cr.g, corio_now())) != CORIO_EBUSY &&
+               corio_now() < give_up) {
+            CHECK_ERR(rc, CORIO_ETIMEDOUT);
+            CHECK_OK(corio_yield());
+        }
+        CHECK_ERR(rc, CORIO_EBUSY);
+        CHECK_OK(corio_spawn_on(&cr.closer, (unsigned)(2 + i % 2), pcr_closer, &cr));
+        CHECK_OK(corio_spawn_on(&x, (unsigned)(3 - i % 2), pcr_canceller, &cr));
+        /* The children end by the close's cancellation or by this, at
+         * any point of the close. */
+        CHECK_OK(corio_sleep((int64_t)(test_rand(&rng) % 100) * 1000));
+        CHECK_OK(corio_event_set(cr.go));
+        CHECK_OK(corio_join(w, NULL));
+        CHECK_OK(corio_join(x, NULL));
+        CHECK_OK(corio_join(cr.closer, NULL));
+        CHECK(cr.close_rc == 0 || cr.close_rc == CORIO_ECANCELED);
+        if (atomic_load(&cr.cancels_sent))
+            CHECK_ERR(cr.after_rc, CORIO_ECANCELED);
+        else
+            CHECK_OK(cr.after_rc);
+        CHECK_OK(cr.again_rc); /* passed on once, not twice */
+        corio_event_free(cr.go);
+    }
+    return NULL;
+}
+
+TEST(parked_close_races_release_and_cancels)
+{
+    run_main_checked(4, main_close_races, NULL);
+}
+
+/* ---- shutdown while a close is parked on the closers list ----
+ *
+ * The main task returns while a close waits for another task's wait on
+ * the group to end, its child holding loop 2 until the stop is under way
+ * (no corio call: the close's cancellation does not end it). Shutdown
+ * fires the parked close once (it parks again: the waiter is still
+ * there) and the waiter's wait, which leaves and wakes the close; the
+ * close then joins the child with waits shutdown does not end, and the
+ * runtime ends. A close left on the list, or woken twice, hangs or
+ * crashes here. */
+
+struct stop_close {
+    corio_group *g;
+    _Atomic int started, release, waiting, closing, closed;
+    int close_rc;
+};
+
+/* 200 us of holding on: a sleep until cancelled, then (the close's
+ * cancellation is for good) a thread pause and a yield that cancellation
+ * cannot fail, so that main, which may run on this loop, still runs. */
+static void stop_hold_step(void)
+{
+    if (corio_sleep(200 * 1000) != 0) {
+        usleep(200);
+        corio__yield_now(corio__current_task());
+    }
+}
+
+static int stop_held_child(void *arg)
+{
+    struct stop_close *sc = arg;
+    atomic_store(&sc->started, 1);
+    while (!atomic_load(&sc->release))
+        stop_hold_step();
+    for (int i = 0; i < 10; i++)
+        stop_hold_step(); /* the stop's fires come first */
+    return 0;
+}
+
+static void *stop_waiter(void *arg)
+{
+    struct stop_close *sc = arg;
+    atomic_store(&sc->waiting, 1);
+    (void)corio_group_wait(sc->g);
+    return NULL;
+}
+
+static void *stop_closer(void *arg)
+{
+    struct stop_close *sc = arg;
+    atomic_store(&sc->closing, 1);
+    sc->close_rc = corio_group_close(sc->g);
+    atomic_store(&sc->closed, 1);
+    return NULL;
+}
+
+static void *main_stop_while_closing(void *arg)
+{
+    struct stop_close *sc = arg;
+    CHECK_OK(corio_group_new(&sc->g, 0));
+    corio_spawn_opts o = test_on_loop(2, false);
+    CHECK_OK(corio_group_spawn_ex(sc->g, stop_held_child, sc, &o));
+    CHECK(test_await(&sc->started, 1));
+    CHECK_OK(corio_spawn_on(NULL, 0, stop_waiter, sc));
+    CHECK(test_await(&sc->waiting, 1));
+    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC * TEST_SLOW);
+    int rc;
+    while ((rc = corio_group_wait_until(sc->g, corio_now())) != CORIO_EBUSY &&
+           corio_now() < give_up)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    CHECK_ERR(rc, CORIO_EBUSY);
+    CHECK_OK(corio_spawn_on(NULL, 1, stop_closer, sc));
+    CHECK(test_await(&sc->closing, 1));
+    CHECK_OK(corio_sleep(2 * CORIO_MSEC)); /* parked by now, most runs */
+    CHECK_EQ(atomic_load(&sc->closed), 0);
+    atomic_store(&sc->release, 1); /* the child ends 2 ms into the stop */
+    return NULL;
+}
+
+TEST(stop_while_a_close_waits_for_the_waiter)
+{
+    long rounds = test_scaled(20);
+    for (long i = 0; i < rounds; i++) {
+        struct stop_close sc = {0};
+        struct test_on_loop_0 body = {main_stop_while_closing, &sc};
+        run_main_checked(3, test_main_on_loop_0, &body);
+        CHECK_EQ(atomic_load(&sc.closed), 1);
+        CHECK_OK(sc.close_rc);
+    }
+}
+
 /* ---- a long-lived group holds only its running children ----
  *
  * One child per connection, say, in a group waited on only at the end:
@@ -1342,6 +1550,8 @@ int main(int argc, char **argv)
     RUN(close_waits_when_its_wait_fails);
     RUN(close_after_a_sticky_cancel_parks);
     RUN(close_waiting_for_the_waiter_parks);
+    RUN(parked_close_races_release_and_cancels);
+    RUN(stop_while_a_close_waits_for_the_waiter);
     RUN(long_lived_group_releases_finished_children);
     RUN(releases_race_waits_across_loops);
     RUN(spawn_after_a_reap_survives_a_failed_growth);
