@@ -521,6 +521,25 @@ static inline bool test_loop_thread_sleeps(const struct test_loop_thread *lt, in
     return false;
 }
 
+/* A task that holds its loop's thread until released, by a plain
+ * handshake with no corio call, so no cancellation ends it: what a group
+ * close must wait for whatever happens to its own waits. Gives up after
+ * `patience` ns so a failing test still ends. */
+struct test_thread_hold {
+    _Atomic int started, release;
+    int64_t patience;
+};
+
+static inline int test_thread_held(void *arg)
+{
+    struct test_thread_hold *h = arg;
+    atomic_store(&h->started, 1);
+    corio_time_t give_up = corio_deadline_in(h->patience);
+    while (!atomic_load(&h->release) && corio_now() < give_up)
+        usleep(200);
+    return 0;
+}
+
 /* Spawn options for a task on `loop` (-1: any), light or regular. */
 static inline corio_spawn_opts test_on_loop(int loop, bool light)
 {

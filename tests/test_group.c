@@ -773,24 +773,8 @@ TEST(close_waits_when_its_wait_fails)
 
 #define HELD_PATIENCE (10 * CORIO_SEC * TEST_SLOW)
 
-struct thread_hold {
-    _Atomic int started, release;
-};
-
-/* Blocks loop 2's thread until released: no corio call, so the sticky
- * cancel of its group does not end it. */
-static int thread_held_child(void *arg)
-{
-    struct thread_hold *h = arg;
-    atomic_store(&h->started, 1);
-    corio_time_t give_up = corio_deadline_in(HELD_PATIENCE);
-    while (!atomic_load(&h->release) && corio_now() < give_up)
-        usleep(200);
-    return 0;
-}
-
 struct sticky_close {
-    struct thread_hold held;
+    struct test_thread_hold held;
     corio_event *never;    /* never set: the closer waits on it until cancelled */
     _Atomic int closing;
     int wait_rc, close_rc;
@@ -806,7 +790,7 @@ static int sticky_closer(void *arg)
     corio_group *inner;
     CHECK_OK(corio_group_new(&inner, 0));
     corio_spawn_opts o = test_on_loop(2, false);
-    CHECK_OK(corio_group_spawn_ex(inner, thread_held_child, &sc->held, &o));
+    CHECK_OK(corio_group_spawn_ex(inner, test_thread_held, &sc->held, &o));
     sc->wait_rc = corio_event_wait(sc->never);
     atomic_store(&sc->closing, 1);
     sc->close_rc = corio_group_close(inner);
@@ -822,7 +806,7 @@ static void *sticky_close_from_loop_0(void *arg)
     CHECK_OK(corio_join(t, NULL));
     long rounds = test_scaled(3);
     for (long i = 0; i < rounds; i++) {
-        struct sticky_close sc = {0};
+        struct sticky_close sc = {.held.patience = HELD_PATIENCE};
         CHECK_OK(corio_event_new(&sc.never));
         corio_group *outer;
         CHECK_OK(corio_group_new(&outer, 0));
@@ -880,11 +864,11 @@ static void *close_while_waited_from_loop_0(void *arg)
     CHECK_OK(corio_join(t, NULL));
     long rounds = test_scaled(3);
     for (long i = 0; i < rounds; i++) {
-        struct thread_hold held = {0};
+        struct test_thread_hold held = {.patience = HELD_PATIENCE};
         struct busy_close bc = {0};
         CHECK_OK(corio_group_new(&bc.g, 0));
         corio_spawn_opts o = test_on_loop(2, false);
-        CHECK_OK(corio_group_spawn_ex(bc.g, thread_held_child, &held, &o));
+        CHECK_OK(corio_group_spawn_ex(bc.g, test_thread_held, &held, &o));
         CHECK(test_await(&held.started, 1));
         corio_task *waiter, *closer;
         CHECK_OK(corio_spawn_on(&waiter, 0, group_waiter, &bc));

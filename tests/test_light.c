@@ -601,24 +601,8 @@ TEST(light_group_close_without_memory)
 
 #define STALL_PATIENCE (10 * CORIO_SEC * TEST_SLOW)
 
-struct stall_hold {
-    _Atomic int started, release;
-};
-
-/* Holds loop 2's thread until released: no corio call, so the close's
- * cancellation does not end it. */
-static int stall_held_child(void *arg)
-{
-    struct stall_hold *h = arg;
-    atomic_store(&h->started, 1);
-    corio_time_t give_up = corio_deadline_in(STALL_PATIENCE);
-    while (!atomic_load(&h->release) && corio_now() < give_up)
-        usleep(200);
-    return 0;
-}
-
 struct light_stall {
-    struct stall_hold held;
+    struct test_thread_hold held;
     corio_event *wake_b1;
     _Atomic int b1_waiting, b1_ran, b2_ran, closing;
     int b1_rc, close_rc;
@@ -646,7 +630,7 @@ static void *stall_owner(void *arg)
     corio_group *g;
     corio_spawn_opts o = light_opts(2);
     o.flags = 0;
-    if (corio_group_new(&g, 0) != 0 || corio_group_spawn_ex(g, stall_held_child, &ls->held, &o))
+    if (corio_group_new(&g, 0) != 0 || corio_group_spawn_ex(g, test_thread_held, &ls->held, &o))
         return PTR_OF(-1);
     if (!test_await(&ls->held.started, 1))
         return PTR_OF(-2);
@@ -697,7 +681,7 @@ static void *light_stall_from_loop_0(void *arg)
         rounds = 2;
     for (long i = 0; i < rounds; i++) {
         bool memory_back = i % 2 == 0; /* else the owner moves */
-        struct light_stall ls = {0};
+        struct light_stall ls = {.held.patience = STALL_PATIENCE};
         CHECK_OK(corio_event_new(&ls.wake_b1));
         corio_spawn_opts o = light_opts(1);
         corio_task *a, *b1, *b2;
