@@ -511,7 +511,9 @@ CORIO_API int corio_group_cancel(corio_group *group);
  * (CORIO_EDEADLK; tell it from a child's own failure by
  * corio_group_error(), which the group still answers), and outside a
  * task with children left to join (CORIO_EPERM; only a group with none
- * can be closed there, or CORIO_EBUSY while a task waits on it). */
+ * can be closed there, or CORIO_EBUSY while a task waits on it). Close
+ * a group once, from one task: like free(), a second close, or one
+ * racing the first, uses freed memory. */
 CORIO_API int corio_group_close(corio_group *group);
 
 /* ------------------------------------------------------------------------ */
