@@ -129,7 +129,7 @@ typedef struct corio__loop {
 
     /* --- published by the owner (relaxed) for thieves and spawners --- */
     _Alignas(CORIO__CACHE_LINE) _Atomic size_t load; /* corio__loop_load() */
-    _Atomic int64_t activity_ns;   /* time of the last poll or spawn burst */
+    _Atomic int64_t activity_ns;   /* time of the last poll, spawn burst or fresh-stack start */
     _Atomic int64_t seek_ns;       /* when it last looked for tasks to steal
                                     * (balance.h: who is worth holding for) */
     _Atomic pid_t thread_id;       /* its thread, for probes (0: not started) */

@@ -306,8 +306,19 @@ static enum start_result task_start(corio__loop *l, corio_task *t)
     } else {
         /* The run state takes the top of the stack, above the first frame. */
         corio__stack st;
+        size_t carved = l->stacks.carved;
         if (corio__stack_get(&l->stacks, &st, (size_t)t->stack_pages * CORIO__STACK_UNIT) != 0)
             return START_FAILED;
+        /* A fresh stack costs system calls and page faults (tens of us on
+         * our VMs), and at start-up every start needs one: 61 of them,
+         * the run between two polls, took over 10 ms, and the other loops
+         * took this one, silent and on the CPU, for stuck and rescued its
+         * whole queue (bench/RESULTS.md, 2026-11-29). A loop working
+         * through its queue is busy, not stuck: say so, as spawn bursts
+         * do (loop.c). A clock read against the carve's cost; none once
+         * stacks are recycled. */
+        if (l->stacks.carved != carved)
+            atomic_store_explicit(&l->activity_ns, corio_now(), memory_order_relaxed);
         lo = st.lo;
         size = st.size - CORIO__RUN_ROOM;
         r = (struct corio__task_run *)((char *)st.lo + size);
