@@ -550,6 +550,10 @@ static void check_held_for_off_cpu_loop(bool parked_long)
     atomic_store(&started_on[1], 0);
     struct test_on_loop_0 body = {main_held_for_off_cpu_loop, &parked_long};
     run_main_checked(2, test_main_on_loop_0, &body);
+    /* Back on every CPU: the tests after this one in the process (and
+     * their loops, which inherit the mask) ran on one CPU otherwise, and
+     * two of them judge a computing loop by its share of a CPU. */
+    CHECK_EQ(sched_setaffinity(0, sizeof all, &all), 0);
     CHECK_EQ(atomic_load(&started_on[0]) + atomic_load(&started_on[1]), HELD_TASKS);
     if (atomic_load(&started_on[1]) < HELD_TASKS / 4)
         FAIL_("loop 1 started %d of %d tasks (after the spawns loop 1 was parked %d, "
