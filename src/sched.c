@@ -944,9 +944,14 @@ static void park(corio__loop *l)
     if (n > 0)
         corio__io_dispatch(l, events, n);
 
-    atomic_exchange(&l->parked, 0);
+    /* Flag already taken: another thread woke us (the eventfd, which the
+     * poller does not count as an event). Then something came before
+     * the idle time was up, and the trim waits: trimming on any wake-up
+     * with no I/O gave stacks back moments after a park, with a system
+     * call per stack, while the work that woke the loop waited. */
+    bool woken = atomic_exchange(&l->parked, 0) == 0;
     atomic_fetch_sub(&rt->nparked, 1);
-    if (trim && n == 0)
+    if (trim && n == 0 && !woken)
         corio__stack_pool_trim(&l->stacks);
 }
 
