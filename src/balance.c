@@ -9,7 +9,10 @@
 
 static bool is_stale(corio__loop *l, corio__loop *v)
 {
-    int64_t idle_for = l->now - atomic_load_explicit(&v->activity_ns, memory_order_relaxed);
+    /* Acquire: pairs with the poll's store (sched.c), so that a loop
+     * seen polling after a park is also seen looking for work if it woke
+     * to (seeks_work reads seek_ns after this). */
+    int64_t idle_for = l->now - atomic_load_explicit(&v->activity_ns, memory_order_acquire);
     return idle_for > CORIO__BALANCE_STALE_NS;
 }
 

@@ -573,6 +573,82 @@ TEST(tasks_are_held_for_a_long_parked_loop_woken_off_the_cpu)
     check_held_for_off_cpu_loop(true);
 }
 
+/* ---- a loop woken to steal reads as looking for work ----
+ *
+ * Found by the held-share tests above failing about 1 run in 100: loop 1,
+ * woken by the burst and let back on the CPU, polled (activity_ns fresh)
+ * and was about to steal; loop 0, preempting it just then, saw a loop that
+ * polls but had not looked for work since it parked (seek_ns stale),
+ * which is the sign of a loop busy with tasks of its own, stopped holding
+ * for it, and started the whole burst itself. A loop back from a park with
+ * nothing of its own to run must read as looking for work from before its
+ * first poll. Here loop 0 wakes parked loop 1 with nothing to do, again
+ * and again, and reads its two times as the holding rule does (activity
+ * first) until loop 1 has looked: never a fresh poll with a stale seek.
+ * (Before the fix the moment between the two stores was wide enough to
+ * be seen in most rounds.) */
+static void pin_thread(pthread_t th, int cpu)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    CHECK_EQ(pthread_setaffinity_np(th, sizeof one, &one), 0);
+}
+
+static void *main_woken_seeks(void *arg)
+{
+    long rounds = *(const long *)arg, polled_before_seeking = 0;
+    corio__loop *other = corio__loop_current()->rt->loops[1];
+    /* On CPUs of their own: sharing one, loop 1 ran its whole turn
+     * whenever loop 0 yielded, and the moment was never seen. */
+    cpu_set_t all;
+    CHECK_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+    int cpu[2], found = 0;
+    for (int c = 0; c < CPU_SETSIZE && found < 2; c++)
+        if (CPU_ISSET(c, &all))
+            cpu[found++] = c;
+    if (found == 2) {
+        pin_thread(pthread_self(), cpu[0]);
+        pin_thread(other->thread, cpu[1]);
+    }
+    for (long r = 0; r < rounds; r++) {
+        corio_time_t give_up = corio_now() + 10 * CORIO_SEC;
+        while (!atomic_load(&other->parked) && corio_now() < give_up)
+            sched_yield();
+        CHECK(atomic_load(&other->parked));
+        corio_time_t woken = corio_now();
+        corio__loop_wake(other);
+        for (unsigned spins = 0;;) {
+            int64_t activity = atomic_load_explicit(&other->activity_ns, memory_order_acquire);
+            int64_t seek = atomic_load_explicit(&other->seek_ns, memory_order_relaxed);
+            if (seek >= woken)
+                break;
+            if (activity >= woken) {
+                polled_before_seeking++;
+                break;
+            }
+            /* Now and then, the CPU for loop 1 if it shares ours. */
+            if ((++spins & 1023) == 0) {
+                CHECK(corio_now() < give_up);
+                sched_yield();
+            }
+        }
+    }
+    CHECK_EQ(pthread_setaffinity_np(pthread_self(), sizeof all, &all), 0);
+    CHECK_EQ(pthread_setaffinity_np(other->thread, sizeof all, &all), 0);
+    if (polled_before_seeking)
+        FAIL_("in %ld of %ld wake-ups loop 1 read as polling but not looking for work",
+              polled_before_seeking, rounds);
+    return NULL;
+}
+
+TEST(a_loop_woken_to_steal_reads_as_looking_for_work)
+{
+    long rounds = test_scaled(2000);
+    struct test_on_loop_0 body = {main_woken_seeks, &rounds};
+    run_main_checked(2, test_main_on_loop_0, &body);
+}
+
 /* ---- a loop slowly starting its share is not stuck ----
  *
  * At start-up each task start carves a fresh stack (its guard, its first
@@ -769,6 +845,7 @@ int main(int argc, char **argv)
     RUN(probe_tells_blocked_from_running);
     RUN(tasks_are_held_for_a_loop_kept_off_the_cpu);
     RUN(tasks_are_held_for_a_long_parked_loop_woken_off_the_cpu);
+    RUN(a_loop_woken_to_steal_reads_as_looking_for_work);
     RUN(a_loop_slowly_starting_its_share_is_not_stuck);
     RUN(a_probe_window_is_the_time_between_the_probes);
     return test_summary();
