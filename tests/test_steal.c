@@ -778,6 +778,18 @@ static void yield_until_polled(corio__loop *l, corio_time_t since, corio_time_t 
         CHECK_OK(corio_yield());
 }
 
+/* What a round saw: the verdict, and the share of a CPU loop 1 had
+ * between the two probes (measured around them). */
+static size_t window_allowance;
+static double window_v_share;
+
+static int64_t thread_cpu_ns(clockid_t clock)
+{
+    struct timespec ts;
+    CHECK_EQ(clock_gettime(clock, &ts), 0);
+    return (int64_t)ts.tv_sec * CORIO_SEC + ts.tv_nsec;
+}
+
 static void *main_probe_window(void *arg)
 {
     (void)arg;
@@ -797,17 +809,18 @@ static void *main_probe_window(void *arg)
     yield_until_polled(l, atomic_load(&v->activity_ns), 12 * CORIO_MSEC);
     size_t mine = corio__balance_own_load(l);
     spin_for(20 * CORIO_MSEC);
+    clockid_t v_clock = atomic_load(&v->cpu_clock);
+    int64_t v_cpu0 = thread_cpu_ns(v_clock), t0 = corio_now();
     CHECK_EQ(corio__balance_steal_allowance(l, v, mine), 0); /* a first probe waits */
     yield_until_polled(l, l->now, CORIO__BALANCE_PROBE_NS);
     spin_for(2 * CORIO_MSEC);
-    size_t allowance = corio__balance_steal_allowance(l, v, mine);
+    window_allowance = corio__balance_steal_allowance(l, v, mine);
+    window_v_share = (double)(thread_cpu_ns(v_clock) - v_cpu0) / (double)(corio_now() - t0);
     atomic_store(&window_stop, 1);
     CHECK_OK(corio_join(spinner, NULL));
     CHECK_OK(corio_gather(sleepers, WINDOW_SLEEPERS, NULL));
     set_policy(pthread_self(), SCHED_OTHER, 0);
     CHECK_EQ(pthread_setaffinity_np(pthread_self(), sizeof all, &all), 0);
-    if (allowance != WINDOW_QUEUED)
-        FAIL_("a computing loop was not taken for stuck (allowance %zu)", allowance);
     return NULL;
 }
 
@@ -828,11 +841,28 @@ TEST(a_probe_window_is_the_time_between_the_probes)
         if (CPU_ISSET(c, &all))
             window_cpu[found++] = c;
     TEST_SKIP_IF(found < 2, "on one CPU", "loop 1 needs a CPU of its own");
-    atomic_store(&window_spinning, 0);
-    atomic_store(&window_stop, 0);
-    atomic_store(&window_slept, 0);
-    struct test_on_loop_0 body = {main_probe_window, NULL};
-    run_main_checked(2, test_main_on_loop_0, &body);
+    /* Real-time priority on a CPU of its own is not the whole CPU on a VM:
+     * the hypervisor may run something else on that vCPU. A round in which
+     * loop 1 had less than 3/4 of its CPU between the probes (the rule
+     * needs 1/2) says nothing about the rule, and is run again (1 round in
+     * about 100 on our VMs had too little and failed). */
+    int rounds_valid = 0;
+    for (int attempt = 0; attempt < 5 && !rounds_valid; attempt++) {
+        atomic_store(&window_spinning, 0);
+        atomic_store(&window_stop, 0);
+        atomic_store(&window_slept, 0);
+        struct test_on_loop_0 body = {main_probe_window, NULL};
+        run_main_checked(2, test_main_on_loop_0, &body);
+        if (window_v_share < 0.75)
+            continue;
+        rounds_valid++;
+        if (window_allowance != WINDOW_QUEUED)
+            FAIL_("a computing loop was not taken for stuck (allowance %zu; it had %.2f of a "
+                  "CPU between the probes)",
+                  window_allowance, window_v_share);
+    }
+    TEST_SKIP_IF(!rounds_valid, "on this host",
+                 "in 5 rounds loop 1 never had 3/4 of its CPU between the probes");
 }
 
 int main(int argc, char **argv)
