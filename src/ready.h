@@ -31,6 +31,17 @@ static inline void corio__ready_append(corio__loop *l, corio_task *t)
     l->ready_tail = t;
 }
 
+/* Owner: append the list head..tail (linked by next, tail->next NULL),
+ * in its order. */
+static inline void corio__ready_append_list(corio__loop *l, corio_task *head, corio_task *tail)
+{
+    if (l->ready_tail)
+        l->ready_tail->next = head;
+    else
+        l->ready_head = head;
+    l->ready_tail = tail;
+}
+
 static inline corio_task *corio__ready_pop(corio__loop *l)
 {
     corio_task *t = l->ready_head;

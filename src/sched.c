@@ -107,21 +107,19 @@ static bool saved_resize(corio__loop *l, corio_task *t, size_t need)
 static bool light_save_owner(corio__loop *l)
 {
     corio_task *o = l->shared_owner;
-    if (!o) {
-        l->stalled_backoff = 0; /* the stack is free: a later stall is new */
-        return true;
+    if (o) {
+        char *low = corio__ctx_stack_low(&o->run->ctx);
+        char *top = shared_top(l);
+        if (low < (char *)l->shared_stack.lo)
+            low = l->shared_stack.lo;
+        size_t len = (size_t)(top - low);
+        corio__sanitize_stack_readable(low, len);
+        if (len > o->saved_cap && !saved_resize(l, o, len))
+            return false;
+        copy_stack_bytes(o->run->saved, low, len);
+        o->run->saved_len = (uint32_t)len;
+        l->shared_owner = NULL;
     }
-    char *low = corio__ctx_stack_low(&o->run->ctx);
-    char *top = shared_top(l);
-    if (low < (char *)l->shared_stack.lo)
-        low = l->shared_stack.lo;
-    size_t len = (size_t)(top - low);
-    corio__sanitize_stack_readable(low, len);
-    if (len > o->saved_cap && !saved_resize(l, o, len))
-        return false;
-    copy_stack_bytes(o->run->saved, low, len);
-    o->run->saved_len = (uint32_t)len;
-    l->shared_owner = NULL;
     l->stalled_backoff = 0; /* the stack is free: a later stall is new */
     return true;
 }
@@ -192,11 +190,7 @@ static void light_stall(corio__loop *l, corio_task *t)
  * save its owner: back to the end of the ready list, in their order. */
 static void light_retry(corio__loop *l)
 {
-    if (l->ready_tail)
-        l->ready_tail->next = l->stalled_head;
-    else
-        l->ready_head = l->stalled_head;
-    l->ready_tail = l->stalled_tail;
+    corio__ready_append_list(l, l->stalled_head, l->stalled_tail);
     l->stalled_head = l->stalled_tail = NULL;
 }
 
