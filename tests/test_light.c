@@ -738,6 +738,95 @@ TEST(light_tasks_stalled_on_memory_let_the_loop_sleep)
     run_main_checked(3, test_main_on_loop_0, &body);
 }
 
+/* ---- the runtime stops while light tasks are stalled on memory ----
+ *
+ * The stall above, and then main returns with memory still short: B2
+ * never ran and is dropped; B1 has started, so the stop waits for it,
+ * and it can only run once A has moved. A plain thread, once the stop
+ * has begun and loop 1 is seen asleep in it, releases A's child; then A
+ * finishes, B1 swaps in (a copy, no allocation) and finishes, and the
+ * runtime ends, leaving nothing behind, all with loop 1's allocations
+ * still failing. */
+struct stall_stop {
+    struct light_stall ls;
+    struct test_loop_thread lt;
+    corio__runtime *_Atomic rt; /* set once the stall is in place */
+    _Atomic int slept_in_stop;
+};
+
+static void *release_once_stopping(void *arg)
+{
+    struct stall_stop *ss = arg;
+    corio_time_t give_up = corio_deadline_in(STALL_PATIENCE);
+    corio__runtime *rt;
+    while (!(rt = atomic_load(&ss->rt)) && corio_now() < give_up)
+        usleep(1000);
+    while (rt && !atomic_load(&rt->stopping) && corio_now() < give_up)
+        usleep(1000);
+    /* Loop 1 has B1 stalled and nothing else: asleep, not retrying. */
+    corio__thread_probe p;
+    while (corio_now() < give_up) {
+        if (corio__thread_probe_read(ss->lt.tid, ss->lt.clock, &p) && !p.runnable) {
+            atomic_store(&ss->slept_in_stop, 1);
+            break;
+        }
+        usleep(1000);
+    }
+    atomic_store(&ss->ls.held.release, 1);
+    return NULL;
+}
+
+static void *light_stall_then_stop(void *arg)
+{
+    struct stall_stop *ss = arg;
+    struct light_stall *ls = &ss->ls;
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, 1, test_note_loop_thread, &ss->lt));
+    CHECK_OK(corio_join(t, NULL));
+    CHECK_OK(corio_event_new(&ls->wake_b1));
+    corio_spawn_opts o = light_opts(1);
+    corio_task *a, *b1, *b2;
+    CHECK_OK(corio_spawn_ex(&b1, stall_b1, ls, &o));
+    CHECK(test_await(&ls->b1_waiting, 1));
+    CHECK_OK(corio_spawn_ex(&a, stall_owner, ls, &o));
+    CHECK(test_await(&ls->closing, 1));
+    CHECK(test_loop_thread_sleeps(&ss->lt, STALL_PATIENCE / 2));
+    uint64_t failed = corio__fault_counted();
+    CHECK_OK(corio_spawn_ex(&b2, stall_b2, ls, &o));
+    CHECK(await_failures_past(failed)); /* B2's start found no memory */
+    CHECK_OK(corio_event_set(ls->wake_b1));
+    CHECK(test_loop_thread_sleeps(&ss->lt, STALL_PATIENCE / 2));
+    CHECK_EQ(atomic_load(&ls->b1_ran), 0);
+    atomic_store(&ss->rt, corio__loop_current()->rt);
+    CHECK_OK(corio_detach(a));
+    CHECK_OK(corio_detach(b1));
+    CHECK_OK(corio_detach(b2));
+    return NULL; /* the runtime stops, memory still short */
+}
+
+TEST(stop_while_light_tasks_are_stalled_on_memory)
+{
+    static struct stall_stop ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ls.held.patience = STALL_PATIENCE;
+    ss.ls.close_rc = -12345; /* A's close never returned */
+    pthread_t helper;
+    CHECK_EQ(pthread_create(&helper, NULL, release_once_stopping, &ss), 0);
+    struct test_on_loop_0 body = {light_stall_then_stop, &ss};
+    /* The leak check after the event is freed: B1 holds it until it has
+     * run, which is after main returned. */
+    test_baseline base = test_baseline_take();
+    run_main(3, test_main_on_loop_0, &body);
+    corio__fault_arm(0);
+    CHECK_EQ(pthread_join(helper, NULL), 0);
+    corio_event_free(ss.ls.wake_b1);
+    CHECK_NO_LEAKS(base);
+    CHECK_EQ(atomic_load(&ss.slept_in_stop), 1);
+    CHECK_EQ(atomic_load(&ss.ls.b1_ran), 1);   /* started: the stop waited for it */
+    CHECK_EQ(atomic_load(&ss.ls.b2_ran), 0);   /* never ran: dropped */
+    CHECK(ss.ls.close_rc != -12345);           /* A finished */
+}
+
 int main(int argc, char **argv)
 {
     RUN(locals_survive_suspension);
@@ -750,5 +839,6 @@ int main(int argc, char **argv)
     RUN(wake_up_beats_a_commit_without_memory);
     RUN(light_group_close_without_memory);
     RUN(light_tasks_stalled_on_memory_let_the_loop_sleep);
+    RUN(stop_while_light_tasks_are_stalled_on_memory);
     return test_summary();
 }
