@@ -56,10 +56,11 @@ def chain(t):
         t = t["next"]
 
 
-def pinned_unstarted(loop, started):
-    """Never-run tasks pinned to loop: on its ready list (spawned there),
-    on its stalled list (light tasks whose start found no memory) or in
-    its inbox (spawned from another thread), not started yet."""
+def unstarted_off_runq(loop, started):
+    """Never-run tasks of loop outside its run queue: on its ready list
+    (pinned, spawned there), in its inbox (spawned from another thread),
+    or on its stalled list (light tasks, pinned or not, whose start found
+    no memory: an unpinned one left the run queue when the loop took it)."""
     waiting = 0
     for head in (loop["ready_head"], loop["stalled_head"], loop["inbox"]):
         try:
@@ -121,7 +122,7 @@ class CorioTasks(gdb.Command):
             for loop in loops(rt):
                 q = loop["runq"]
                 queued = int(q["tail"]) - int(q["head"]) + int(q["overflow_len"])
-                queued += pinned_unstarted(loop, started)
+                queued += unstarted_off_runq(loop, started)
                 if queued:
                     print("loop %d: %d never-run tasks queued" % (int(loop["index"]), queued))
                 q = loop["roam"]
