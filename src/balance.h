@@ -33,7 +33,8 @@
  * that time (seek_ns): it is busy with ready tasks of its own, a yielding
  * computation for instance, and would never come for the tasks held for
  * it. (A loop back from a park with no work of its own is looking for
- * work from its wake-up: sched.c stores seek_ns before its next poll.) Once the runtime stops, nothing is held back at all (the tasks are
+ * work from its wake-up: sched.c stores seek_ns before its next poll.)
+ * Once the runtime stops, nothing is held back at all (the tasks are
  * only discarded).
  *
  * Silence can also mean the OS has not run the loop's thread: more threads

@@ -127,11 +127,13 @@ typedef struct corio__loop {
     /* --- other loops: steal (head) --- */
     corio__runq runq;
 
-    /* --- published by the owner (relaxed) for thieves and spawners --- */
+    /* --- published by the owner (relaxed; a poll's activity_ns is a
+     * release, sched.c) for thieves and spawners --- */
     _Alignas(CORIO__CACHE_LINE) _Atomic size_t load; /* corio__loop_load() */
     _Atomic int64_t activity_ns;   /* time of the last poll, spawn burst or fresh-stack start */
-    _Atomic int64_t seek_ns;       /* when it last looked for tasks to steal
-                                    * (balance.h: who is worth holding for) */
+    _Atomic int64_t seek_ns;       /* when it last looked for tasks to steal,
+                                    * or woke idle from a park (balance.h:
+                                    * who is worth holding for) */
     _Atomic pid_t thread_id;       /* its thread, for probes (0: not started) */
     _Atomic clockid_t cpu_clock;   /* that thread's CPU-time clock */
 
