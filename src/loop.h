@@ -94,7 +94,7 @@ typedef struct corio__loop {
                                     * ready but cannot have the shared stack:
                                     * its owner's frames could not be saved
                                     * (no memory); off the ready list, linked
-                                    * by `next` (sched.c, light_stall) */
+                                    * by `next` (light.c) */
     corio_time_t stalled_retry_at; /* when they try again if the owner has
                                     * not run by then */
     int64_t stalled_backoff;       /* the wait that set stalled_retry_at;
