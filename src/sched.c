@@ -800,9 +800,9 @@ static void park(corio__loop *l)
 }
 
 /* Back from park() with nothing of its own to run (no I/O, no task handed
- * over or made ready, no timer or stalled task due): another loop woke it
- * to steal, or park itself saw work to steal, or its recheck or trim came
- * round. Either way it looks for work next, as it was doing when it went
+ * over or made ready, no close to sweep, no timer or stalled task due):
+ * another loop woke it to steal, or park itself saw work to steal, or its
+ * recheck or trim came round. Either way it looks for work next, as it was doing when it went
  * to park: say so before its next poll says it is active. Otherwise a
  * loop holding tasks for it saw it poll but not look for work since it
  * parked (seek_ns, balance.h), took it for busy with tasks of its own, and
@@ -812,8 +812,11 @@ static void park(corio__loop *l)
  * own runs that first, and is left as it was. */
 static void seek_unless_own_work(corio__loop *l)
 {
+    /* A close elsewhere of a number our tasks may wait on: the poll's
+     * sweep may fail waiters of ours, work of our own (this store made a
+     * loop woken so read as looking for work while it ran them). */
     if (l->ready_head || atomic_load_explicit(&l->inbox, memory_order_relaxed) ||
-        !corio__runq_owner_empty(&l->roam))
+        !corio__runq_owner_empty(&l->roam) || corio__io_closes_pending(&l->io))
         return;
     corio_time_t now = corio_now(), timer = corio__timers_next(&l->timers);
     if ((timer != CORIO_FOREVER && timer <= now) || (l->stalled_head && l->stalled_retry_at <= now))

@@ -4,6 +4,7 @@
  * on its loop for good.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -649,6 +650,70 @@ TEST(a_loop_woken_to_steal_reads_as_looking_for_work)
     run_main_checked(2, test_main_on_loop_0, &body);
 }
 
+/* ---- a loop woken to fail its waiters on a closed fd reads as busy ----
+ *
+ * Found by review of the test above's fix: a close from another loop of
+ * a descriptor that a task of loop 1 waits on wakes loop 1 with no I/O,
+ * no task handed over and nothing due; its waiter is only failed by the
+ * sweep in its next poll, which is work of its own. It stored seek_ns
+ * on that wake-up all the same, and so read as looking for work while
+ * it ran the failed waiter, for as long as CORIO__BALANCE_STALE_NS:
+ * other loops held their queued tasks for it meanwhile. Here the failed
+ * waiter, first to run on loop 1 after the wake-up, reads its loop's
+ * seek_ns: from before the close. */
+struct close_wake {
+    int fd;
+    _Atomic int waiting;
+    int rc;
+    int64_t seek; /* loop 1's seek_ns as its failed waiter saw it */
+};
+
+static void *wait_on_closed_fd(void *arg)
+{
+    struct close_wake *cw = arg;
+    CHECK_EQ(corio_loop_index(), 1u);
+    atomic_store(&cw->waiting, 1);
+    cw->rc = corio_wait_fd(cw->fd, CORIO_READABLE, CORIO_FOREVER);
+    cw->seek = atomic_load_explicit(&corio__loop_current()->seek_ns, memory_order_relaxed);
+    return NULL;
+}
+
+static void *main_close_wake(void *arg)
+{
+    (void)arg;
+    corio__loop *other = corio__loop_current()->rt->loops[1];
+    for (int round = 0; round < 20; round++) {
+        int p[2];
+        CHECK_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+        struct close_wake cw = {.fd = p[0]};
+        corio_task *t;
+        CHECK_OK(corio_spawn_on(&t, 1, wait_on_closed_fd, &cw));
+        corio_time_t give_up = corio_now() + 10 * CORIO_SEC;
+        /* Waiting, and loop 1 parked since (with nothing else to run). */
+        while (!atomic_load(&cw.waiting) && corio_now() < give_up)
+            sched_yield();
+        while (!atomic_load(&other->parked) && corio_now() < give_up)
+            sched_yield();
+        CHECK(atomic_load(&other->parked));
+        corio_time_t closed = corio_now();
+        CHECK_OK(corio_close(p[0]));
+        CHECK_OK(corio_join(t, NULL));
+        CHECK_EQ(cw.rc, CORIO_EBADF);
+        if (cw.seek >= closed)
+            FAIL_("round %d: loop 1, woken to fail its waiter, read as looking for work "
+                  "(seek_ns %lld ns after the close)",
+                  round, (long long)(cw.seek - closed));
+        CHECK_OK(corio_close(p[1]));
+    }
+    return NULL;
+}
+
+TEST(a_loop_woken_to_fail_its_waiters_reads_as_busy)
+{
+    struct test_on_loop_0 body = {main_close_wake, NULL};
+    run_main_checked(2, test_main_on_loop_0, &body);
+}
+
 /* ---- a loop slowly starting its share is not stuck ----
  *
  * At start-up each task start carves a fresh stack (its guard, its first
@@ -876,6 +941,7 @@ int main(int argc, char **argv)
     RUN(tasks_are_held_for_a_loop_kept_off_the_cpu);
     RUN(tasks_are_held_for_a_long_parked_loop_woken_off_the_cpu);
     RUN(a_loop_woken_to_steal_reads_as_looking_for_work);
+    RUN(a_loop_woken_to_fail_its_waiters_reads_as_busy);
     RUN(a_loop_slowly_starting_its_share_is_not_stuck);
     RUN(a_probe_window_is_the_time_between_the_probes);
     return test_summary();
