@@ -202,8 +202,9 @@ typedef struct corio_config {
     bool small_pages;
     /* Memory of idle task stacks: each loop keeps up to 256 idle stacks
      * resident; the memory of the others is handed back to the kernel
-     * when the loop has had nothing to do for 20 ms, or, on a loop that
-     * stays busy, once they have been idle this long (milliseconds).
+     * when the loop has had nothing to do for 20 ms at a stretch, or, on
+     * a loop that stays busy (or is woken more often than that), once
+     * they have been idle this long (milliseconds).
      * Handing it back interrupts every CPU running the process, so it is
      * done in batches, not as each task exits. 0: CORIO_STACK_RETAIN_MS
      * from the environment if set, else 10,000. */

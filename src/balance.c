@@ -90,8 +90,13 @@ static bool worth_holding_for(corio__loop *l, corio__loop *v)
 {
     if (!is_stale(l, v))
         return seeks_work(l, v);
-    int64_t seek_before_silence = atomic_load_explicit(&v->activity_ns, memory_order_relaxed) -
-                                  atomic_load_explicit(&v->seek_ns, memory_order_relaxed);
+    /* The poll first, with acquire, then the seek (as is_stale and
+     * seeks_work): v may have polled since is_stale read it, and a new
+     * poll read with an old seek would say "not looking" of a loop that
+     * is (found by review; the operands of a subtraction are read in no
+     * set order, and arm64 may reorder two relaxed loads). */
+    int64_t activity = atomic_load_explicit(&v->activity_ns, memory_order_acquire);
+    int64_t seek_before_silence = activity - atomic_load_explicit(&v->seek_ns, memory_order_relaxed);
     return seek_before_silence <= CORIO__BALANCE_STALE_NS && kept_off_cpu(l, v);
 }
 

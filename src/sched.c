@@ -802,8 +802,9 @@ static void park(corio__loop *l)
 /* Back from park() with nothing of its own to run (no I/O, no task handed
  * over or made ready, no close to sweep, no timer or stalled task due):
  * another loop woke it to steal, or park itself saw work to steal, or its
- * recheck or trim came round. Either way it looks for work next, as it was doing when it went
- * to park: say so before its next poll says it is active. Otherwise a
+ * recheck or trim came round. Either way it looks for work next, as it
+ * was doing when it went to park: say so before its next poll says it is
+ * active. Otherwise a
  * loop holding tasks for it saw it poll but not look for work since it
  * parked (seek_ns, balance.h), took it for busy with tasks of its own, and
  * started the whole burst itself in the moment between that poll and the
