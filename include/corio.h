@@ -196,7 +196,11 @@ typedef struct corio_config {
      * the kernel for transparent huge pages (fewer page faults: a million
      * tasks start ~20% faster), and so do its timers once more than a few
      * thousand deadlines are pending; with THP defrag set to "madvise" that
-     * may compact memory on a fault. Also switched on by
+     * may compact memory on a fault. On VMs that hand free memory back to
+     * their host (free page reporting), each huge page's first touch waits
+     * for the host: there a million sleepers measured 1.8-2.2 s with huge
+     * pages against 1.25 s without, on the first run after a pause
+     * (bench/RESULTS.md, 2026-11-29); set this there. Also switched on by
      * CORIO_HUGE_PAGES=0 in the environment (1 or unset: huge pages; any
      * other value: CORIO_EINVAL). */
     bool small_pages;
