@@ -116,9 +116,10 @@ bool corio__light_swap_in(corio__loop *l, corio_task *t)
  *
  * They go back on the ready list, in their order, when the owner has run
  * (sched.c, run_task) and otherwise at the first poll after
- * stalled_retry_at (poll_events; park sleeps until then at most). While the list is not
- * empty, a light task that needs the stack joins it without trying, so
- * a retry costs one failed allocation however many tasks wait. The wait
+ * stalled_retry_at (poll_events; park sleeps until then at most). While
+ * the list is not empty, a light task that needs the stack joins it
+ * without trying, so a retry costs one failed allocation however many
+ * tasks wait. The wait
  * before a retry doubles from LIGHT_RETRY_MIN_NS to LIGHT_RETRY_MAX_NS
  * while the stall lasts: a shortage that passes quickly (another task
  * freed memory) costs its light tasks a millisecond, and one that lasts

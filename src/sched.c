@@ -653,14 +653,25 @@ static bool stealable_somewhere(corio__loop *l, bool *held_back)
     return false;
 }
 
+/* Work other threads have handed l: tasks in its inbox, woken migrating
+ * tasks on its roam queue, or a close elsewhere of a descriptor its tasks
+ * may wait on (the next poll's sweep fails those waiters). The inbox is
+ * read seq_cst: after park() announces the loop parked, this and
+ * inbox_push's seq_cst push, then its read of `parked`, cannot both miss
+ * the other. */
+static bool work_handed_over(corio__loop *l)
+{
+    return atomic_load(&l->inbox) || !corio__runq_owner_empty(&l->roam) ||
+           corio__io_closes_pending(&l->io);
+}
+
 /* Anything to do, as seen after announcing ourselves parked? Sets
  * *queued_elsewhere when some loop has queued tasks we may not take yet
  * (we must look again once its owner could have gone stale). */
 static bool work_visible(corio__loop *l, bool *queued_elsewhere)
 {
     *queued_elsewhere = false;
-    if (atomic_load(&l->inbox) || !corio__runq_owner_empty(&l->roam) ||
-        corio__io_closes_pending(&l->io))
+    if (work_handed_over(l))
         return true;
     corio__runtime *rt = l->rt;
     if (!l->stopping && atomic_load(&rt->stopping))
@@ -799,25 +810,23 @@ static void park(corio__loop *l)
         corio__stack_pool_trim(&l->stacks);
 }
 
-/* Back from park() with nothing of its own to run (no I/O, no task handed
- * over or made ready, no close to sweep, no timer or stalled task due):
- * another loop woke it to steal, or park itself saw work to steal, or its
- * recheck or trim came round. Either way it looks for work next, as it
- * was doing when it went to park: say so before its next poll says it is
- * active. Otherwise a
- * loop holding tasks for it saw it poll but not look for work since it
- * parked (seek_ns, balance.h), took it for busy with tasks of its own, and
- * started the whole burst itself in the moment between that poll and the
- * steal after it (test_steal's held-share tests failed about 1 run in 100
- * so; always, with that moment made 300 us long). A loop with work of its
- * own runs that first, and is left as it was. */
+/* Back from park() with nothing of its own to run (no I/O, no task made
+ * ready, no work handed over, including a close to sweep, no timer or
+ * stalled task due): another loop woke it to steal, or park itself saw
+ * work to steal, or its recheck or trim came round. Either way it looks
+ * for work next, as it was doing when it went to park: say so before its
+ * next poll says it is active. Otherwise a loop holding tasks for it saw
+ * it poll but not look for work since it parked (seek_ns, balance.h),
+ * took it for busy with tasks of its own, and started the whole burst
+ * itself in the moment between that poll and the steal after it
+ * (test_steal's held-share tests failed about 1 run in 100 so; always,
+ * with that moment made 300 us long). A loop with work of its own runs
+ * that first, and is left as it was (a close's sweep too: counted as
+ * looking for work, a loop woken by one had others hold tasks for it
+ * while it failed its waiters). */
 static void seek_unless_own_work(corio__loop *l)
 {
-    /* A close elsewhere of a number our tasks may wait on: the poll's
-     * sweep may fail waiters of ours, work of our own (this store made a
-     * loop woken so read as looking for work while it ran them). */
-    if (l->ready_head || atomic_load_explicit(&l->inbox, memory_order_relaxed) ||
-        !corio__runq_owner_empty(&l->roam) || corio__io_closes_pending(&l->io))
+    if (l->ready_head || work_handed_over(l))
         return;
     corio_time_t now = corio_now(), timer = corio__timers_next(&l->timers);
     if ((timer != CORIO_FOREVER && timer <= now) || (l->stalled_head && l->stalled_retry_at <= now))
