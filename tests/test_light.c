@@ -670,6 +670,29 @@ static bool await_failures_past(uint64_t than)
     return corio__fault_counted() > than;
 }
 
+/* The stall itself, on loop 1 (lt: its thread): B1 waits, A suspends in
+ * its close without memory, B2's start finds none, B1 is woken; loop 1
+ * is then seen asleep with B1 and B2 stalled, neither having run on. */
+static void stall_light_tasks(struct light_stall *ls, const struct test_loop_thread *lt,
+                              corio_task **a, corio_task **b1, corio_task **b2)
+{
+    CHECK_OK(corio_event_new(&ls->wake_b1));
+    corio_spawn_opts o = light_opts(1);
+    CHECK_OK(corio_spawn_ex(b1, stall_b1, ls, &o));
+    CHECK(test_await(&ls->b1_waiting, 1));
+    CHECK_OK(corio_spawn_ex(a, stall_owner, ls, &o)); /* starts once B1 waits */
+    CHECK(test_await(&ls->closing, 1));
+    /* A suspended in the close: loop 1 had nothing left to run. */
+    CHECK(test_loop_thread_sleeps(lt, STALL_PATIENCE / 2));
+    uint64_t failed = corio__fault_counted();
+    CHECK_OK(corio_spawn_ex(b2, stall_b2, ls, &o));
+    CHECK(await_failures_past(failed)); /* B2's start found no memory */
+    CHECK_OK(corio_event_set(ls->wake_b1));
+    CHECK(test_loop_thread_sleeps(lt, STALL_PATIENCE / 2));
+    CHECK_EQ(atomic_load(&ls->b1_ran), 0);
+    CHECK_EQ(atomic_load(&ls->b2_ran), 0);
+}
+
 static void *light_stall_from_loop_0(void *arg)
 {
     (void)arg;
@@ -683,22 +706,8 @@ static void *light_stall_from_loop_0(void *arg)
     for (long i = 0; i < rounds; i++) {
         bool memory_back = i % 2 == 0; /* else the owner moves */
         struct light_stall ls = {.held.patience = STALL_PATIENCE};
-        CHECK_OK(corio_event_new(&ls.wake_b1));
-        corio_spawn_opts o = light_opts(1);
         corio_task *a, *b1, *b2;
-        CHECK_OK(corio_spawn_ex(&b1, stall_b1, &ls, &o));
-        CHECK(test_await(&ls.b1_waiting, 1));
-        CHECK_OK(corio_spawn_ex(&a, stall_owner, &ls, &o)); /* starts once B1 waits */
-        CHECK(test_await(&ls.closing, 1));
-        /* A suspended in the close: loop 1 had nothing left to run. */
-        CHECK(test_loop_thread_sleeps(&lt, STALL_PATIENCE / 2));
-        uint64_t failed = corio__fault_counted();
-        CHECK_OK(corio_spawn_ex(&b2, stall_b2, &ls, &o));
-        CHECK(await_failures_past(failed)); /* B2's start found no memory */
-        CHECK_OK(corio_event_set(ls.wake_b1));
-        CHECK(test_loop_thread_sleeps(&lt, STALL_PATIENCE / 2));
-        CHECK_EQ(atomic_load(&ls.b1_ran), 0);
-        CHECK_EQ(atomic_load(&ls.b2_ran), 0);
+        stall_light_tasks(&ls, &lt, &a, &b1, &b2);
         /* The loop's regular tasks run on meanwhile (its warm stack from
          * test_note_loop_thread needs no memory). */
         corio_spawn_opts ro = light_opts(1);
@@ -784,20 +793,8 @@ static void *light_stall_then_stop(void *arg)
     corio_task *t;
     CHECK_OK(corio_spawn_on(&t, 1, test_note_loop_thread, &ss->lt));
     CHECK_OK(corio_join(t, NULL));
-    CHECK_OK(corio_event_new(&ls->wake_b1));
-    corio_spawn_opts o = light_opts(1);
     corio_task *a, *b1, *b2;
-    CHECK_OK(corio_spawn_ex(&b1, stall_b1, ls, &o));
-    CHECK(test_await(&ls->b1_waiting, 1));
-    CHECK_OK(corio_spawn_ex(&a, stall_owner, ls, &o));
-    CHECK(test_await(&ls->closing, 1));
-    CHECK(test_loop_thread_sleeps(&ss->lt, STALL_PATIENCE / 2));
-    uint64_t failed = corio__fault_counted();
-    CHECK_OK(corio_spawn_ex(&b2, stall_b2, ls, &o));
-    CHECK(await_failures_past(failed)); /* B2's start found no memory */
-    CHECK_OK(corio_event_set(ls->wake_b1));
-    CHECK(test_loop_thread_sleeps(&ss->lt, STALL_PATIENCE / 2));
-    CHECK_EQ(atomic_load(&ls->b1_ran), 0);
+    stall_light_tasks(ls, &ss->lt, &a, &b1, &b2);
     atomic_store(&ss->rt, corio__loop_current()->rt);
     CHECK_OK(corio_detach(a));
     CHECK_OK(corio_detach(b1));

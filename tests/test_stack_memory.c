@@ -114,13 +114,19 @@ static void *busy_main(void *arg)
     return NULL;
 }
 
-TEST(a_busy_loop_gives_memory_back_after_the_retention_time)
+/* run_main_cfg on `loops` loops whose busy-loop retention is retain_ms. */
+static void run_retaining(unsigned loops, unsigned retain_ms, corio_fn fn, void *arg)
 {
     corio_config cfg;
     corio_config_init(&cfg);
-    cfg.loops = 1;
-    cfg.stack_retain_ms = 50;
-    run_main_cfg(&cfg, busy_main, NULL);
+    cfg.loops = loops;
+    cfg.stack_retain_ms = retain_ms;
+    run_main_cfg(&cfg, fn, arg);
+}
+
+TEST(a_busy_loop_gives_memory_back_after_the_retention_time)
+{
+    run_retaining(1, 50, busy_main, NULL);
 }
 
 /* After a trim the stacks are reused, faulting their pages back in,
@@ -247,12 +253,9 @@ static void *early_wake_main(void *arg)
 
 TEST(a_loop_woken_before_its_idle_time_keeps_its_stacks)
 {
-    corio_config cfg;
-    corio_config_init(&cfg);
-    cfg.loops = 2;
-    cfg.stack_retain_ms = 600000;
     early_wakes = 0;
-    run_main_cfg(&cfg, test_main_on_loop_0, &(struct test_on_loop_0){early_wake_main, NULL});
+    run_retaining(2, 600000, test_main_on_loop_0,
+                  &(struct test_on_loop_0){early_wake_main, NULL});
     TEST_SKIP_IF(early_wakes == 0, "on this host",
                  "in none of 50 rounds was loop 1 woken within 10 ms of its park "
                  "before a trim");

@@ -478,6 +478,24 @@ static void set_policy(pthread_t th, int policy, int priority)
     CHECK_EQ(pthread_setschedparam(th, policy, &p), 0);
 }
 
+/* The first n CPUs of `set` into cpu[]; how many it has, up to n. */
+static int first_cpus(const cpu_set_t *set, int *cpu, int n)
+{
+    int found = 0;
+    for (int c = 0; c < CPU_SETSIZE && found < n; c++)
+        if (CPU_ISSET(c, set))
+            cpu[found++] = c;
+    return found;
+}
+
+static void pin_thread(pthread_t th, int cpu)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    CHECK_EQ(pthread_setaffinity_np(th, sizeof one, &one), 0);
+}
+
 static void *main_held_for_off_cpu_loop(void *arg)
 {
     bool parked_long = *(const bool *)arg;
@@ -538,15 +556,11 @@ static void check_held_for_off_cpu_loop(bool parked_long)
     TEST_SKIP_IF(pthread_setschedparam(pthread_self(), SCHED_FIFO, &rt) != 0,
                  "without real-time priority", "nothing else keeps a runnable thread off the CPU");
     set_policy(pthread_self(), SCHED_OTHER, normal.sched_priority);
-    cpu_set_t all, one;
+    cpu_set_t all;
     CHECK_EQ(sched_getaffinity(0, sizeof all, &all), 0);
-    CPU_ZERO(&one);
-    for (int c = 0; c < CPU_SETSIZE; c++)
-        if (CPU_ISSET(c, &all)) {
-            CPU_SET(c, &one);
-            break;
-        }
-    CHECK_EQ(sched_setaffinity(0, sizeof one, &one), 0); /* the loops inherit it */
+    int first;
+    CHECK_EQ(first_cpus(&all, &first, 1), 1);
+    pin_thread(pthread_self(), first); /* the loops inherit it */
     atomic_store(&started_on[0], 0);
     atomic_store(&started_on[1], 0);
     struct test_on_loop_0 body = {main_held_for_off_cpu_loop, &parked_long};
@@ -588,14 +602,6 @@ TEST(tasks_are_held_for_a_long_parked_loop_woken_off_the_cpu)
  * first) until loop 1 has looked: never a fresh poll with a stale seek.
  * (Before the fix the moment between the two stores was wide enough to
  * be seen in most rounds.) */
-static void pin_thread(pthread_t th, int cpu)
-{
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    CHECK_EQ(pthread_setaffinity_np(th, sizeof one, &one), 0);
-}
-
 static void *main_woken_seeks(void *arg)
 {
     long rounds = *(const long *)arg, polled_before_seeking = 0;
@@ -604,11 +610,8 @@ static void *main_woken_seeks(void *arg)
      * whenever loop 0 yielded, and the moment was never seen. */
     cpu_set_t all;
     CHECK_EQ(sched_getaffinity(0, sizeof all, &all), 0);
-    int cpu[2], found = 0;
-    for (int c = 0; c < CPU_SETSIZE && found < 2; c++)
-        if (CPU_ISSET(c, &all))
-            cpu[found++] = c;
-    if (found == 2) {
+    int cpu[2];
+    if (first_cpus(&all, cpu, 2) == 2) {
         pin_thread(pthread_self(), cpu[0]);
         pin_thread(other->thread, cpu[1]);
     }
@@ -797,10 +800,7 @@ static int window_cpu[2];
 
 static void pin_self_rt(int cpu)
 {
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    CHECK_EQ(pthread_setaffinity_np(pthread_self(), sizeof one, &one), 0);
+    pin_thread(pthread_self(), cpu);
     set_policy(pthread_self(), SCHED_FIFO, 1);
 }
 
@@ -901,11 +901,8 @@ TEST(a_probe_window_is_the_time_between_the_probes)
     set_policy(pthread_self(), SCHED_OTHER, 0);
     cpu_set_t all;
     CHECK_EQ(sched_getaffinity(0, sizeof all, &all), 0);
-    int found = 0;
-    for (int c = 0; c < CPU_SETSIZE && found < 2; c++)
-        if (CPU_ISSET(c, &all))
-            window_cpu[found++] = c;
-    TEST_SKIP_IF(found < 2, "on one CPU", "loop 1 needs a CPU of its own");
+    TEST_SKIP_IF(first_cpus(&all, window_cpu, 2) < 2, "on one CPU",
+                 "loop 1 needs a CPU of its own");
     /* Real-time priority on a CPU of its own is not the whole CPU on a VM:
      * the hypervisor may run something else on that vCPU. A round in which
      * loop 1 had less than 3/4 of its CPU between the probes (the rule
