@@ -15,7 +15,13 @@
  *     `parked` (inbox) or nsearching/nparked (run queue)
  * For the inbox all of these are sequentially consistent, so either the
  * producer sees the loop parked and writes its eventfd, or the loop's
- * re-check sees the task: a wake-up is never lost. The run-queue tail is
+ * re-check sees the task: a wake-up is never lost. The same holds for the
+ * runtime's stop flag, which park also re-checks, and the count of closes
+ * (io.c): each is written sequentially consistent before the writer
+ * wakes every parked loop. A release store there is not enough: it can
+ * pass the writer's read of `parked` (x86's store buffer does it), and a
+ * loop that missed the stop slept through it (test_cancel hung so once
+ * under ASan in CI). The run-queue tail is
  * stored with release only (runq.c says why), so a spawner and a parking
  * loop may miss each other; then the task simply runs on the spawner's
  * own loop, which is awake. The scheduler side lives in sched.c.

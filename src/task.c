@@ -319,7 +319,13 @@ void corio__task_finish(corio__loop *l, corio_task *t)
         corio__runtime *rt = l->rt;
         rt->main_result = t->result;
         rt->main_error = (t->flags & CORIO__TF_UNRUN) ? t->exit_error : 0;
-        atomic_store_explicit(&rt->stopping, true, memory_order_release);
+        /* Sequentially consistent, as park()'s read of it: a store with
+         * release only could still be in this CPU's store buffer when
+         * wake_all reads a loop's `parked` flag, while that loop parks
+         * and reads `stopping` false; both miss, and the loop sleeps
+         * through the stop with no timer to wake it (loop.c, "Parking").
+         * Once per run, so the fence costs nothing. */
+        atomic_store(&rt->stopping, true);
         corio__runtime_wake_all(rt);
     }
     uintptr_t v = join_lock(t);
