@@ -83,6 +83,9 @@ static void cancel_children(corio_group *g)
     corio__spin_lock(&g->lock);
     for (size_t i = g->joined; i < g->count; i++) {
         corio_task *t = g->children[i];
+        /* Both sequentially consistent, as the child's arm and its read
+         * of the flag in the commit (wait.c, cancelled_for_good): either
+         * this fire sees the wait armed, or the commit sees the flag. */
         atomic_store(&t->cancel_sticky, true);
         corio__task_fire_any(t, CORIO_ECANCELED);
     }

@@ -59,11 +59,23 @@ __attribute__((used)) const char *const corio__wait_names[CORIO__WAITS_KINDS] = 
 #define STATE(w) ((w) & CORIO__WAIT_STATE_MASK)
 #define GEN(w) ((w) & ~(uint64_t)(CORIO__WAIT_STATE_MASK | CORIO__WAIT_CANCEL))
 
-/* Shutdown, or a group's cancellation: every wait fails at once. */
+/* Shutdown, or a group's cancellation: every wait fails at once.
+ *
+ * The sticky flag is read sequentially consistent: it is one side of a
+ * store-then-load handshake. A group's cancel_children (group.c) stores
+ * it, then reads the wait word to fire an ARMED wait; a task arms (its
+ * CAS on the wait word), then reads the flag here in the commit. With a
+ * relaxed read both may miss: the canceller reads the word from before
+ * the arm and fires nothing, the commit reads the flag from before the
+ * store and suspends, and the child waits on (a read, a join, a sleep
+ * for ever) while its group's close waits for it. x86 cannot do it (the
+ * CAS is a locked instruction), but arm64 without LSE can: the CAS's
+ * store-exclusive does not keep a later plain load behind it, and the
+ * outline atomics' CAS is such a loop there. A plain load on x86 and an
+ * LDAR on arm64, so it costs the waits nothing. */
 static bool cancelled_for_good(corio_task *self)
 {
-    return self->home->stopping ||
-           atomic_load_explicit(&self->cancel_sticky, memory_order_relaxed);
+    return self->home->stopping || atomic_load(&self->cancel_sticky);
 }
 
 /* corio__wait_arm's result in registers: a caller that passes the token
