@@ -62,17 +62,27 @@ static _Atomic uint64_t remote_closes;
 
 /* The page of `pages` that holds fd, of `size`-byte slots; allocated on
  * first use if `create`, otherwise NULL means nobody has registered (or
- * waited on, or closed) this number yet. */
+ * waited on, or closed) this number yet.
+ *
+ * Published and read sequentially consistent, not just release/acquire:
+ * a waiting page is part of the waiter/closer handshake (corio__io_wait,
+ * invalidate). The first waiter of a page publishes it, counts itself and
+ * reads the generation; a close bumps the generation and then looks the
+ * page up. With acquire only, C11 lets the close read the page as absent
+ * while the waiter reads the old generation, and nobody wakes the
+ * waiter's loop. x86 cannot do it (both RMWs are locked instructions);
+ * arm64 can where acquire loads compile to LDAPR (armv8.3 targets and
+ * later), which may pass the close's earlier store-release. The same code
+ * on x86; LDAR, not LDAPR, on arm64; once per wait and close. */
 static void *fd_page(fd_pages *pages, int fd, size_t size, bool create)
 {
     _Atomic(void *) *pagep = &(*pages)[(size_t)fd / FD_GEN_PAGE];
-    void *page = atomic_load_explicit(pagep, memory_order_acquire);
+    void *page = atomic_load(pagep);
     if (!page && create) {
         void *fresh = corio__calloc_permanent(FD_GEN_PAGE, size);
         if (!fresh)
             return NULL;
-        if (atomic_compare_exchange_strong_explicit(pagep, &page, fresh, memory_order_acq_rel,
-                                                    memory_order_acquire))
+        if (atomic_compare_exchange_strong(pagep, &page, fresh))
             page = fresh;
         else
             corio__free_permanent(fresh);
