@@ -721,6 +721,15 @@ static void cpu_relax(void)
 #endif
 }
 
+/* No longer looking for work. */
+static void stop_searching(corio__loop *l)
+{
+    if (l->searching) {
+        l->searching = false;
+        atomic_fetch_sub(&l->rt->nsearching, 1);
+    }
+}
+
 static bool spin_for_work(corio__loop *l)
 {
     corio__runtime *rt = l->rt;
@@ -733,8 +742,17 @@ static bool spin_for_work(corio__loop *l)
     corio_time_t until = corio_now() + SPIN_BEFORE_PARK_NS;
     do {
         for (int i = 0; i < 64; i++) {
-            if (atomic_load_explicit(&l->inbox, memory_order_relaxed))
+            if (atomic_load_explicit(&l->inbox, memory_order_relaxed)) {
+                /* Work handed to us, which we run next: we are busy, not
+                 * looking. Still counted as searching while it ran, the
+                 * loop kept every spawner from waking a parked loop for
+                 * a share (notify_idle), as long as the task ran; two
+                 * loops passing messages through their inboxes did it
+                 * almost all the time. (Go's spinning M stops spinning
+                 * as it finds work, the same rule.) */
+                stop_searching(l);
                 return true;
+            }
             cpu_relax();
         }
         /* Only work balance lets us take: returning for a queue we must
@@ -752,10 +770,7 @@ static void park(corio__loop *l)
         return;
     atomic_store(&l->parked, 1);
     atomic_fetch_add(&rt->nparked, 1);
-    if (l->searching) {
-        l->searching = false;
-        atomic_fetch_sub(&rt->nsearching, 1);
-    }
+    stop_searching(l);
     bool queued_elsewhere;
     if (work_visible(l, &queued_elsewhere)) {
         atomic_exchange(&l->parked, 0);

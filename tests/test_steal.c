@@ -717,6 +717,96 @@ TEST(a_loop_woken_to_fail_its_waiters_reads_as_busy)
     run_main_checked(2, test_main_on_loop_0, &body);
 }
 
+/* ---- a loop handed work as it spins stops searching ----
+ *
+ * Before parking, a loop that had work handed to it lately spins a moment
+ * for more (sched.c, spin_for_work), counted as searching. When work came
+ * it ran that still counted: and while any loop is counted, a spawner
+ * wakes no parked loop to share its burst (notify_idle). Here loop 1 runs
+ * a task handed to it and is caught looking for work after it (the count
+ * reads 1: loop 0 is busy with this task, and never searches meanwhile);
+ * then it is handed a second, which reads the count as it runs. Nobody
+ * is looking then: 0, in every round (loop 1 may have parked instead, or
+ * been woken from a park; the test is sure of its premise only in the
+ * rounds where it caught loop 1 looking, and skips if there were none). */
+static _Atomic int handed_first_done;
+static _Atomic long handed_seen_searching;
+
+static void *handed_first(void *arg)
+{
+    atomic_store(&handed_first_done, 1);
+    return arg;
+}
+
+static void *handed_second(void *arg)
+{
+    atomic_store(&handed_seen_searching,
+                 (long)atomic_load(&corio__loop_current()->rt->nsearching));
+    return arg;
+}
+
+static int handed_caught;
+
+static void *main_handed_while_searching(void *arg)
+{
+    long rounds = *(const long *)arg, still_counted = 0;
+    corio__runtime *rt = corio__loop_current()->rt;
+    corio__loop *other = rt->loops[1];
+    /* On CPUs of their own: sharing one, loop 1 spun while this task was
+     * off the CPU and was seldom caught looking. */
+    cpu_set_t all;
+    CHECK_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+    int cpu[2];
+    if (first_cpus(&all, cpu, 2) == 2) {
+        pin_thread(pthread_self(), cpu[0]);
+        pin_thread(other->thread, cpu[1]);
+    }
+    for (long r = 0; r < rounds; r++) {
+        atomic_store(&handed_first_done, 0);
+        atomic_store(&handed_seen_searching, -1);
+        corio_task *first, *second;
+        CHECK_OK(corio_spawn_on(&first, 1, handed_first, NULL));
+        while (!atomic_load(&handed_first_done))
+            sched_yield();
+        /* Until loop 1 looks for work, or has parked (the moment missed). */
+        corio_time_t give_up = corio_now() + 10 * CORIO_SEC;
+        unsigned searching, spins = 0;
+        while ((searching = (unsigned)atomic_load(&rt->nsearching)) == 0 &&
+               !atomic_load(&other->parked)) {
+            if ((++spins & 255) == 0) {
+                CHECK(corio_now() < give_up);
+                sched_yield(); /* the CPU for loop 1 if it shares ours */
+            }
+        }
+        CHECK_OK(corio_spawn_on(&second, 1, handed_second, NULL));
+        while (atomic_load(&handed_seen_searching) < 0)
+            sched_yield(); /* not joining yet: this loop would search */
+        /* Nobody looks for work while the second runs, caught or not;
+         * only a caught round is sure to have taken the spin's path. */
+        handed_caught += searching != 0;
+        still_counted += atomic_load(&handed_seen_searching) != 0;
+        CHECK_OK(corio_join(first, NULL));
+        CHECK_OK(corio_join(second, NULL));
+    }
+    CHECK_EQ(pthread_setaffinity_np(pthread_self(), sizeof all, &all), 0);
+    CHECK_EQ(pthread_setaffinity_np(other->thread, sizeof all, &all), 0);
+    if (still_counted)
+        FAIL_("in %ld of %ld rounds (%d caught looking for work first) loop 1 ran the "
+              "task handed to it counted as searching",
+              still_counted, rounds, handed_caught);
+    return NULL;
+}
+
+TEST(a_loop_handed_work_as_it_spins_stops_searching)
+{
+    long rounds = test_scaled(400);
+    handed_caught = 0;
+    struct test_on_loop_0 body = {main_handed_while_searching, &rounds};
+    run_main_checked(2, test_main_on_loop_0, &body);
+    TEST_SKIP_IF(handed_caught == 0, "on this host",
+                 "loop 1 was never caught looking for work between the two tasks");
+}
+
 /* ---- a loop slowly starting its share is not stuck ----
  *
  * At start-up each task start carves a fresh stack (its guard, its first
@@ -939,6 +1029,7 @@ int main(int argc, char **argv)
     RUN(tasks_are_held_for_a_long_parked_loop_woken_off_the_cpu);
     RUN(a_loop_woken_to_steal_reads_as_looking_for_work);
     RUN(a_loop_woken_to_fail_its_waiters_reads_as_busy);
+    RUN(a_loop_handed_work_as_it_spins_stops_searching);
     RUN(a_loop_slowly_starting_its_share_is_not_stuck);
     RUN(a_probe_window_is_the_time_between_the_probes);
     return test_summary();
