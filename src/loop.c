@@ -23,8 +23,11 @@
  * loop that missed the stop slept through it (test_cancel hung so once
  * under ASan in CI). The run-queue tail is
  * stored with release only (runq.c says why), so a spawner and a parking
- * loop may miss each other; then the task simply runs on the spawner's
- * own loop, which is awake. The scheduler side lives in sched.c.
+ * loop may miss each other; then the task runs on the spawner's own loop,
+ * which is awake, or, if balance holds it for the loop that parked
+ * (balance.c), the spawner wakes that loop at its next check (every
+ * 200 us) and stops holding after 10 ms: a delay, never a task left
+ * queued. The scheduler side lives in sched.c.
  */
 #define _GNU_SOURCE
 #include "loop.h"
