@@ -496,6 +496,25 @@ static void pin_thread(pthread_t th, int cpu)
     CHECK_EQ(pthread_setaffinity_np(th, sizeof one, &one), 0);
 }
 
+/* Time thread `tid` of this process has spent runnable but waiting for a
+ * CPU (schedstat's run_delay), or -1 where the kernel does not say. */
+static int64_t run_delay_ns(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    unsigned long long ran, waited;
+    int n = fscanf(f, "%llu %llu", &ran, &waited);
+    fclose(f);
+    return n == 2 ? (int64_t)waited : -1;
+}
+
+/* How long loop 1 waited for a CPU from just before the burst to the end
+ * of the gather (-1: unknown). */
+static int64_t held_loop_1_waited_ns;
+
 static void *main_held_for_off_cpu_loop(void *arg)
 {
     bool parked_long = *(const bool *)arg;
@@ -526,6 +545,8 @@ static void *main_held_for_off_cpu_loop(void *arg)
     CHECK_EQ(pthread_create(&spinner, &attr, spin_20ms, NULL), 0);
     pthread_attr_destroy(&attr);
     static corio_task *t[HELD_TASKS];
+    pid_t tid = atomic_load(&other->thread_id);
+    int64_t waited_before = run_delay_ns(tid);
     burst.at = corio_now();
     for (int i = 0; i < HELD_TASKS; i++)
         CHECK_OK(corio_spawn(&t[i], note_loop_then_sleep, NULL));
@@ -534,6 +555,9 @@ static void *main_held_for_off_cpu_loop(void *arg)
     burst.since_poll_ms = (double)(now - atomic_load(&other->activity_ns)) / CORIO_MSEC;
     burst.since_woken_ms = (double)(now - atomic_load(&other->woken_ns)) / CORIO_MSEC;
     CHECK_OK(corio_gather(t, HELD_TASKS, NULL));
+    int64_t waited_after = run_delay_ns(tid);
+    held_loop_1_waited_ns =
+        waited_before < 0 || waited_after < 0 ? -1 : waited_after - waited_before;
     CHECK_EQ(pthread_join(spinner, NULL), 0);
     set_policy(pthread_self(), SCHED_OTHER, 0);
     return NULL;
@@ -560,22 +584,41 @@ static void check_held_for_off_cpu_loop(bool parked_long)
     CHECK_EQ(sched_getaffinity(0, sizeof all, &all), 0);
     int first;
     CHECK_EQ(first_cpus(&all, &first, 1), 1);
-    pin_thread(pthread_self(), first); /* the loops inherit it */
-    atomic_store(&started_on[0], 0);
-    atomic_store(&started_on[1], 0);
-    struct test_on_loop_0 body = {main_held_for_off_cpu_loop, &parked_long};
-    run_main_checked(2, test_main_on_loop_0, &body);
-    /* Back on every CPU: the tests after this one in the process (and
-     * their loops, which inherit the mask) ran on one CPU otherwise, and
-     * two of them judge a computing loop by its share of a CPU. */
-    CHECK_EQ(sched_setaffinity(0, sizeof all, &all), 0);
-    CHECK_EQ(atomic_load(&started_on[0]) + atomic_load(&started_on[1]), HELD_TASKS);
-    if (atomic_load(&started_on[1]) < HELD_TASKS / 4)
-        FAIL_("loop 1 started %d of %d tasks (after the spawns loop 1 was parked %d, "
-              "%.1f ms since its last poll, %.1f since woken; last start %.1f ms after the "
-              "burst)",
-              atomic_load(&started_on[1]), HELD_TASKS, burst.parked, burst.since_poll_ms,
-              burst.since_woken_ms, (double)(atomic_load(&last_start_ns) - burst.at) / CORIO_MSEC);
+    /* A round in which loop 1 waited for the CPU, in all, as long as a
+     * loop kept off it is waited for (the spinner's 20 ms plus another
+     * 30 ms of a busy host, say) says nothing: loop 0 rightly took it for
+     * stuck and started all 64 (with the spinner made 60 ms long, every
+     * round failed so: "loop 1 started 0 of 64", as a CI lane did once).
+     * Such a round is run again. */
+    int rounds_valid = 0;
+    int64_t waited_ms = 0;
+    for (int attempt = 0; attempt < 5 && !rounds_valid; attempt++) {
+        pin_thread(pthread_self(), first); /* the loops inherit it */
+        atomic_store(&started_on[0], 0);
+        atomic_store(&started_on[1], 0);
+        struct test_on_loop_0 body = {main_held_for_off_cpu_loop, &parked_long};
+        run_main_checked(2, test_main_on_loop_0, &body);
+        /* Back on every CPU: the tests after this one in the process (and
+         * their loops, which inherit the mask) ran on one CPU otherwise,
+         * and two of them judge a computing loop by its share of a CPU. */
+        CHECK_EQ(sched_setaffinity(0, sizeof all, &all), 0);
+        CHECK_EQ(atomic_load(&started_on[0]) + atomic_load(&started_on[1]), HELD_TASKS);
+        waited_ms = held_loop_1_waited_ns / CORIO_MSEC;
+        if (held_loop_1_waited_ns >= CORIO__BALANCE_OFF_CPU_MAX_NS)
+            continue;
+        rounds_valid++;
+        if (atomic_load(&started_on[1]) < HELD_TASKS / 4)
+            FAIL_("loop 1 started %d of %d tasks (after the spawns loop 1 was parked %d, "
+                  "%.1f ms since its last poll, %.1f since woken; last start %.1f ms after "
+                  "the burst; it waited %lld ms for the CPU in all)",
+                  atomic_load(&started_on[1]), HELD_TASKS, burst.parked, burst.since_poll_ms,
+                  burst.since_woken_ms,
+                  (double)(atomic_load(&last_start_ns) - burst.at) / CORIO_MSEC,
+                  (long long)waited_ms);
+    }
+    TEST_SKIP_IF(!rounds_valid, "on this host",
+                 "in 5 rounds loop 1 always waited for the CPU as long as a loop kept off it "
+                 "is waited for");
 }
 
 TEST(tasks_are_held_for_a_loop_kept_off_the_cpu) { check_held_for_off_cpu_loop(false); }
