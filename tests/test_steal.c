@@ -496,6 +496,26 @@ static void pin_thread(pthread_t th, int cpu)
     CHECK_EQ(pthread_setaffinity_np(th, sizeof one, &one), 0);
 }
 
+/* Pin the calling thread and loop `other`'s to two CPUs of their own
+ * (where there are two), saving the process's CPUs in *all for
+ * unpin_apart: tests that must catch a moment of the other loop's
+ * between two of its steps, which on a shared CPU it ran whole while
+ * the caller was off it. */
+static void pin_apart(corio__loop *other, cpu_set_t *all)
+{
+    CHECK_EQ(sched_getaffinity(0, sizeof *all, all), 0);
+    int cpu[2];
+    if (first_cpus(all, cpu, 2) == 2) {
+        pin_thread(pthread_self(), cpu[0]);
+        pin_thread(other->thread, cpu[1]);
+    }
+}
+
+static void unpin_apart(corio__loop *other, const cpu_set_t *all)
+{
+    CHECK_EQ(pthread_setaffinity_np(pthread_self(), sizeof *all, all), 0);
+    CHECK_EQ(pthread_setaffinity_np(other->thread, sizeof *all, all), 0);
+}
 /* Time thread `tid` of this process has spent runnable but waiting for a
  * CPU (schedstat's run_delay), or -1 where the kernel does not say. */
 static int64_t run_delay_ns(pid_t tid)
@@ -652,12 +672,7 @@ static void *main_woken_seeks(void *arg)
     /* On CPUs of their own: sharing one, loop 1 ran its whole turn
      * whenever loop 0 yielded, and the moment was never seen. */
     cpu_set_t all;
-    CHECK_EQ(sched_getaffinity(0, sizeof all, &all), 0);
-    int cpu[2];
-    if (first_cpus(&all, cpu, 2) == 2) {
-        pin_thread(pthread_self(), cpu[0]);
-        pin_thread(other->thread, cpu[1]);
-    }
+    pin_apart(other, &all);
     for (long r = 0; r < rounds; r++) {
         corio_time_t give_up = corio_now() + 10 * CORIO_SEC;
         while (!atomic_load(&other->parked) && corio_now() < give_up)
@@ -681,8 +696,7 @@ static void *main_woken_seeks(void *arg)
             }
         }
     }
-    CHECK_EQ(pthread_setaffinity_np(pthread_self(), sizeof all, &all), 0);
-    CHECK_EQ(pthread_setaffinity_np(other->thread, sizeof all, &all), 0);
+    unpin_apart(other, &all);
     if (polled_before_seeking)
         FAIL_("in %ld of %ld wake-ups loop 1 read as polling but not looking for work",
               polled_before_seeking, rounds);
@@ -798,12 +812,7 @@ static void *main_handed_while_searching(void *arg)
     /* On CPUs of their own: sharing one, loop 1 spun while this task was
      * off the CPU and was seldom caught looking. */
     cpu_set_t all;
-    CHECK_EQ(sched_getaffinity(0, sizeof all, &all), 0);
-    int cpu[2];
-    if (first_cpus(&all, cpu, 2) == 2) {
-        pin_thread(pthread_self(), cpu[0]);
-        pin_thread(other->thread, cpu[1]);
-    }
+    pin_apart(other, &all);
     for (long r = 0; r < rounds; r++) {
         atomic_store(&handed_first_done, 0);
         atomic_store(&handed_seen_searching, -1);
@@ -831,8 +840,7 @@ static void *main_handed_while_searching(void *arg)
         CHECK_OK(corio_join(first, NULL));
         CHECK_OK(corio_join(second, NULL));
     }
-    CHECK_EQ(pthread_setaffinity_np(pthread_self(), sizeof all, &all), 0);
-    CHECK_EQ(pthread_setaffinity_np(other->thread, sizeof all, &all), 0);
+    unpin_apart(other, &all);
     if (still_counted)
         FAIL_("in %ld of %ld rounds (%d caught looking for work first) loop 1 ran the "
               "task handed to it counted as searching",
