@@ -516,6 +516,7 @@ static void unpin_apart(corio__loop *other, const cpu_set_t *all)
     CHECK_EQ(pthread_setaffinity_np(pthread_self(), sizeof *all, all), 0);
     CHECK_EQ(pthread_setaffinity_np(other->thread, sizeof *all, all), 0);
 }
+
 /* Time thread `tid` of this process has spent runnable but waiting for a
  * CPU (schedstat's run_delay), or -1 where the kernel does not say. */
 static int64_t run_delay_ns(pid_t tid)
@@ -529,6 +530,13 @@ static int64_t run_delay_ns(pid_t tid)
     int n = fscanf(f, "%llu %llu", &ran, &waited);
     fclose(f);
     return n == 2 ? (int64_t)waited : -1;
+}
+
+/* run_delay_ns(tid) gained since it read `before` (-1: unknown). */
+static int64_t run_delay_since(pid_t tid, int64_t before)
+{
+    int64_t now = run_delay_ns(tid);
+    return before < 0 || now < 0 ? -1 : now - before;
 }
 
 /* How long loop 1 waited for a CPU from just before the burst to the end
@@ -575,9 +583,7 @@ static void *main_held_for_off_cpu_loop(void *arg)
     burst.since_poll_ms = (double)(now - atomic_load(&other->activity_ns)) / CORIO_MSEC;
     burst.since_woken_ms = (double)(now - atomic_load(&other->woken_ns)) / CORIO_MSEC;
     CHECK_OK(corio_gather(t, HELD_TASKS, NULL));
-    int64_t waited_after = run_delay_ns(tid);
-    held_loop_1_waited_ns =
-        waited_before < 0 || waited_after < 0 ? -1 : waited_after - waited_before;
+    held_loop_1_waited_ns = run_delay_since(tid, waited_before);
     CHECK_EQ(pthread_join(spinner, NULL), 0);
     set_policy(pthread_self(), SCHED_OTHER, 0);
     return NULL;
@@ -918,8 +924,7 @@ static void *main_slow_starts(void *arg)
     for (int i = 0; i < SLOW_TASKS; i++)
         CHECK_OK(corio_spawn(&t[i], note_loop_then_sleep, NULL));
     CHECK_OK(corio_gather(t, SLOW_TASKS, NULL));
-    int64_t waited_after = run_delay_ns(self);
-    *waited = waited_before < 0 || waited_after < 0 ? -1 : waited_after - waited_before;
+    *waited = run_delay_since(self, waited_before);
     atomic_store(&slow_starts_on, false);
     corio__fault_arm(0);
     return NULL;
