@@ -818,10 +818,14 @@ static void park(corio__loop *l)
      * poller does not count as an event). Then something came before
      * the idle time was up, and the trim waits: trimming on any wake-up
      * with no I/O gave stacks back moments after a park, with a system
-     * call per stack, while the work that woke the loop waited. */
+     * call per stack, while the work that woke the loop waited. And only
+     * once the idle time is really up: a wake-up left over from an
+     * earlier park (its waker took the flag, but that park saw the work
+     * in its re-check and never waited) returns at once with no event
+     * and the flag untaken; TSan soaks trimmed so, 0 ms after the poll. */
     bool woken = atomic_exchange(&l->parked, 0) == 0;
     atomic_fetch_sub(&rt->nparked, 1);
-    if (trim && n == 0 && !woken)
+    if (trim && n == 0 && !woken && corio_now() >= deadline)
         corio__stack_pool_trim(&l->stacks);
 }
 

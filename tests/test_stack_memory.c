@@ -235,8 +235,13 @@ static void *early_wake_main(void *arg)
     for (int round = 0; round < 50; round++) {
         while (!atomic_load(&one->parked))
             sched_yield(); /* this task holds loop 0: no poll, no trim here */
-        uint64_t trims_before = corio__dontneed_calls();
+        /* Its last poll before the count: a park that began after that
+         * poll cannot run out its idle time (20 ms) before a nudge sent
+         * within 10 ms of it. Read the other way round, a park that ran
+         * out while this task was slow to read (TSan) trimmed after the
+         * count, polled, and made the round look early. */
         corio_time_t idle_since = atomic_load(&one->activity_ns);
+        uint64_t trims_before = corio__dontneed_calls();
         corio_task *nudge;
         CHECK_OK(corio_spawn_on(&nudge, 1, dontneed_calls_as_started, NULL));
         /* Its idle time (from its park, after this poll) cannot be up. */
