@@ -202,10 +202,10 @@ static void *slow_until_released(void *arg)
 static void *main_deadline(void *arg)
 {
     void *r = PTR_OF(-7);
-    corio_time_t t0 = corio_now();
-    CHECK_ERR(corio_run_blocking_until(slow_until_released, NULL, &r, t0 + 30 * CORIO_MSEC),
+    test_stopwatch sw = test_stopwatch_start();
+    CHECK_ERR(corio_run_blocking_until(slow_until_released, NULL, &r, sw.t0 + 30 * CORIO_MSEC),
               CORIO_ETIMEDOUT);
-    CHECK_TIME_WITHIN(corio_now() - t0, 30 * CORIO_MSEC, CORIO_MSEC, 40 * CORIO_MSEC);
+    CHECK_ELAPSED_WITHIN(&sw, 30 * CORIO_MSEC, CORIO_MSEC, 40 * CORIO_MSEC);
     CHECK_EQ(INT_OF(r), -7); /* untouched */
     CHECK_EQ(atomic_load(&slow_finished), 0);
     /* A pool thread picks a job up within microseconds, except on a slow
@@ -373,10 +373,10 @@ static void *main_one_thread(void *arg)
     corio_task *busy;
     CHECK_OK(corio_spawn(&busy, occupy_pool, NULL));
     CHECK(test_await(&pool_held, 1));
-    corio_time_t t0 = corio_now();
-    CHECK_ERR(corio_run_blocking_until(mark_ran, NULL, NULL, t0 + 20 * CORIO_MSEC),
+    test_stopwatch sw = test_stopwatch_start();
+    CHECK_ERR(corio_run_blocking_until(mark_ran, NULL, NULL, sw.t0 + 20 * CORIO_MSEC),
               CORIO_ETIMEDOUT);
-    CHECK_TIME_WITHIN(corio_now() - t0, 20 * CORIO_MSEC, CORIO_MSEC, 40 * CORIO_MSEC);
+    CHECK_ELAPSED_WITHIN(&sw, 20 * CORIO_MSEC, CORIO_MSEC, 40 * CORIO_MSEC);
     atomic_store(&pool_release, 1);
     void *r;
     CHECK_OK(corio_join(busy, &r));

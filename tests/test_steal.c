@@ -517,25 +517,10 @@ static void unpin_apart(corio__loop *other, const cpu_set_t *all)
     CHECK_EQ(pthread_setaffinity_np(other->thread, sizeof *all, all), 0);
 }
 
-/* Time thread `tid` of this process has spent runnable but waiting for a
- * CPU (schedstat's run_delay), or -1 where the kernel does not say. */
-static int64_t run_delay_ns(pid_t tid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    unsigned long long ran, waited;
-    int n = fscanf(f, "%llu %llu", &ran, &waited);
-    fclose(f);
-    return n == 2 ? (int64_t)waited : -1;
-}
-
-/* run_delay_ns(tid) gained since it read `before` (-1: unknown). */
+/* test_run_delay_ns(tid) gained since it read `before` (-1: unknown). */
 static int64_t run_delay_since(pid_t tid, int64_t before)
 {
-    int64_t now = run_delay_ns(tid);
+    int64_t now = test_run_delay_ns(tid);
     return before < 0 || now < 0 ? -1 : now - before;
 }
 
@@ -574,7 +559,7 @@ static void *main_held_for_off_cpu_loop(void *arg)
     pthread_attr_destroy(&attr);
     static corio_task *t[HELD_TASKS];
     pid_t tid = atomic_load(&other->thread_id);
-    int64_t waited_before = run_delay_ns(tid);
+    int64_t waited_before = test_run_delay_ns(tid);
     burst.at = corio_now();
     for (int i = 0; i < HELD_TASKS; i++)
         CHECK_OK(corio_spawn(&t[i], note_loop_then_sleep, NULL));
@@ -916,7 +901,7 @@ static void *main_slow_starts(void *arg)
     static corio_task *t[SLOW_TASKS];
     int64_t *waited = arg; /* loop 0's, over the burst, or -1 */
     pid_t self = atomic_load(&corio__loop_current()->thread_id);
-    int64_t waited_before = run_delay_ns(self);
+    int64_t waited_before = test_run_delay_ns(self);
     last_hook_end = 0;
     atomic_store(&slow_step_seen, false);
     atomic_store(&slow_starts_on, true);
