@@ -44,7 +44,7 @@ run_lane() {
         tsan)     cmake_args+=(-DCORIO_SANITIZE=thread)
                   env=(TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 CORIO_TEST_SCALE=10) ;;
         valgrind) cmake_args+=(-DCORIO_VALGRIND=ON
-                               "-DCORIO_TEST_WRAPPER=valgrind;--quiet;--error-exitcode=99;--leak-check=full;--errors-for-leak-kinds=definite;--track-fds=no;--suppressions=$PWD/tests/valgrind.supp")
+                               "-DCORIO_TEST_WRAPPER=valgrind;--quiet;--fair-sched=yes;--error-exitcode=99;--leak-check=full;--errors-for-leak-kinds=definite;--track-fds=no;--suppressions=$PWD/tests/valgrind.supp")
                   env=(CORIO_TEST_SCALE=50 CORIO_TEST_SLOW=1 CORIO_TEST_VALGRIND=1) ;;
         ucontext) cmake_args+=(-DCORIO_CONTEXT=ucontext)
                   env=(CORIO_TEST_SCALE=4) ;;
