@@ -135,8 +135,6 @@ TEST(loop_keeps_running_sleeping_neighbour)
  * the loop's inbox, which the loop reads only when it polls). */
 TEST(loop_keeps_running_yielding_neighbour)
 {
-    TEST_SKIP_UNDER_VALGRIND("a task that yields without ever blocking keeps Valgrind's "
-                             "one-thread-at-a-time lock from the pool thread");
     run_main_checked(2, main_loop_keeps_running, PTR_OF(0));
 }
 
