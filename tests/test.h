@@ -320,6 +320,13 @@ static inline int64_t test_run_delay_ns(pid_t tid)
     return n == 2 ? (int64_t)waited : -1;
 }
 
+/* test_run_delay_ns(tid) gained since it read `before` (-1: unknown). */
+static inline int64_t test_run_delay_since(pid_t tid, int64_t before)
+{
+    int64_t now = test_run_delay_ns(tid);
+    return before < 0 || now < 0 ? -1 : now - before;
+}
+
 /*
  * A stopwatch for a wait that ends at a deadline, on the thread that
  * started it (a task's loop thread: a started task stays on its loop).
@@ -348,8 +355,8 @@ static inline test_stopwatch test_stopwatch_start(void)
  * (0 where the kernel does not say). */
 static inline int64_t test_stopwatch_waited(const test_stopwatch *sw)
 {
-    int64_t now = test_run_delay_ns(sw->tid);
-    return sw->waited0 < 0 || now < 0 ? 0 : now - sw->waited0;
+    int64_t waited = test_run_delay_since(sw->tid, sw->waited0);
+    return waited < 0 ? 0 : waited;
 }
 
 /* The time since sw started must lie in [expected - early, expected +

@@ -517,13 +517,6 @@ static void unpin_apart(corio__loop *other, const cpu_set_t *all)
     CHECK_EQ(pthread_setaffinity_np(other->thread, sizeof *all, all), 0);
 }
 
-/* test_run_delay_ns(tid) gained since it read `before` (-1: unknown). */
-static int64_t run_delay_since(pid_t tid, int64_t before)
-{
-    int64_t now = test_run_delay_ns(tid);
-    return before < 0 || now < 0 ? -1 : now - before;
-}
-
 /* How long loop 1 waited for a CPU from just before the burst to the end
  * of the gather (-1: unknown). */
 static int64_t held_loop_1_waited_ns;
@@ -568,7 +561,7 @@ static void *main_held_for_off_cpu_loop(void *arg)
     burst.since_poll_ms = (double)(now - atomic_load(&other->activity_ns)) / CORIO_MSEC;
     burst.since_woken_ms = (double)(now - atomic_load(&other->woken_ns)) / CORIO_MSEC;
     CHECK_OK(corio_gather(t, HELD_TASKS, NULL));
-    held_loop_1_waited_ns = run_delay_since(tid, waited_before);
+    held_loop_1_waited_ns = test_run_delay_since(tid, waited_before);
     CHECK_EQ(pthread_join(spinner, NULL), 0);
     set_policy(pthread_self(), SCHED_OTHER, 0);
     return NULL;
@@ -909,7 +902,7 @@ static void *main_slow_starts(void *arg)
     for (int i = 0; i < SLOW_TASKS; i++)
         CHECK_OK(corio_spawn(&t[i], note_loop_then_sleep, NULL));
     CHECK_OK(corio_gather(t, SLOW_TASKS, NULL));
-    *waited = run_delay_since(self, waited_before);
+    *waited = test_run_delay_since(self, waited_before);
     atomic_store(&slow_starts_on, false);
     corio__fault_arm(0);
     return NULL;
