@@ -191,19 +191,22 @@ typedef struct corio_config {
      * by CORIO_PIN=1 in the environment (0 or unset: off; any other value
      * makes corio_run fail with CORIO_EINVAL, as for the numbers). */
     bool pin_cpus;
-    /* Keep task memory in ordinary pages. By default a loop that outgrows
-     * its first 2 MiB of task objects and light tasks' saved stacks asks
-     * the kernel for transparent huge pages (fewer page faults: a million
-     * tasks start ~20% faster), and so do its timers once more than a few
-     * thousand deadlines are pending; with THP defrag set to "madvise" that
-     * may compact memory on a fault. On VMs that hand free memory back to
-     * their host (free page reporting), each huge page's first touch waits
-     * for the host: there a million sleepers measured 1.8-2.2 s with huge
-     * pages against 1.25 s without, on the first run after a pause
-     * (bench/RESULTS.md, 2026-11-29); set this there. Also switched on by
-     * CORIO_HUGE_PAGES=0 in the environment (1 or unset: huge pages; any
-     * other value: CORIO_EINVAL). */
-    bool small_pages;
+    /* Ask the kernel for transparent huge pages (MADV_HUGEPAGE) for task
+     * memory: a loop that outgrows its first 2 MiB of task objects and
+     * light tasks' saved stacks, and its timers once more than a few
+     * thousand deadlines are pending. Off by default. Where the memory is
+     * already backed, huge pages mean fewer page faults (a million
+     * sleepers started ~5% faster on our AMD VMs, ~20% on an Intel one).
+     * Where it is not, a huge page's first touch is a stall: with THP
+     * defrag at "madvise" the fault may compact memory, and on VMs that
+     * hand free memory back to their host (free page reporting) it waits
+     * for the host to back 2 MiB. There a million sleepers took 1.8-2.2 s
+     * with huge pages against 1.25 s without, and faulting in 344 MB took
+     * 10x longer (bench/RESULTS.md, 2026-11-29); Go stopped marking its
+     * heap MADV_HUGEPAGE for the same stalls. Also switched on by
+     * CORIO_HUGE_PAGES=1 in the environment (0 or unset: off; any other
+     * value: CORIO_EINVAL). */
+    bool huge_pages;
     /* Memory of idle task stacks: each loop keeps up to 256 idle stacks
      * resident; the memory of the others is handed back to the kernel
      * when the loop has had nothing to do for 20 ms at a stretch, or, on

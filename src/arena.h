@@ -7,11 +7,12 @@
  * and on our VMs a first-touch page fault costs 2-3.5 us, so faults were a
  * third of spawn+join and most of the time it took to start a million
  * sleepers (bench/RESULTS.md). The arena maps 2 MiB-aligned chunks and,
- * once a loop has outgrown its first chunk, asks for transparent huge
- * pages (MADV_HUGEPAGE), so the kernel faults in 2 MiB at a time: touching
- * 184 MiB took 35 ms instead of 102 ms. A loop that never outgrows its
- * first chunk keeps ordinary pages and touches only what it uses, and so
- * does every loop of a runtime configured with small_pages.
+ * in a runtime configured with huge_pages, asks for transparent huge
+ * pages (MADV_HUGEPAGE) once a loop has outgrown its first chunk, so the
+ * kernel faults in 2 MiB at a time: touching 184 MiB took 35 ms instead
+ * of 102 ms, when the host had the memory backed (when not, far longer:
+ * corio.h, huge_pages). A loop that never outgrows its first chunk keeps
+ * ordinary pages and touches only what it uses.
  *
  * Blocks up to CORIO__ARENA_MAX_BLOCK come in size classes of
  * CORIO__ARENA_GRAIN bytes with a free list each; bigger ones go to

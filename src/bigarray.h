@@ -13,7 +13,7 @@
  * So an array stays with malloc while it is small, and from
  * CORIO__BIGARRAY_MAP_MIN on lives in a mapping of its own, a whole number
  * of 2 MiB units, 2 MiB-aligned, with transparent huge pages where the
- * runtime allows them (corio_config's small_pages). It grows within its
+ * runtime asks for them (corio_config's huge_pages). It grows within its
  * mapping for free, and past it by moving its pages (mremap) onto a
  * bigger aligned mapping: nothing is copied or faulted in again. The cost
  * is up to one 2 MiB huge page per array of a loop that ever had more than

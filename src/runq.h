@@ -19,7 +19,7 @@
  *             loops: median 102.5 ns with the list, 95.4 with blocks,
  *             bench/RESULTS.md). Blocks come from an arena of the
  *             queue's own (arena.h: 2 MiB chunks, huge pages from the
- *             second on unless the runtime has small_pages), used under
+ *             second on if the runtime has huge_pages), used under
  *             the queue's lock; emptied ones go back to it (the last one
  *             to a lock-free spare), and its chunks are unmapped only with
  *             the queue. From malloc they had been
@@ -72,7 +72,7 @@ typedef struct corio__runq {
     corio__arena blocks;
 } corio__runq;
 
-/* huge_pages: the runtime's (corio_config's small_pages not set). */
+/* huge_pages: the runtime's (corio_config's huge_pages). */
 int corio__runq_init(corio__runq *q, bool huge_pages);
 void corio__runq_destroy(corio__runq *q);
 

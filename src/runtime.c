@@ -143,10 +143,10 @@ static int resolve_config(const corio_config *cfg, corio__runtime *rt, cpu_set_t
         return CORIO_EINVAL;
 
     bool huge_env, pin_env;
-    if (flag_setting("CORIO_HUGE_PAGES", true, &huge_env) != 0 ||
+    if (flag_setting("CORIO_HUGE_PAGES", false, &huge_env) != 0 ||
         flag_setting("CORIO_PIN", false, &pin_env) != 0)
         return CORIO_EINVAL;
-    rt->huge_pages = !cfg->small_pages && huge_env;
+    rt->huge_pages = cfg->huge_pages || huge_env;
     rt->nloops = (unsigned)loops;
     rt->stack_size = stack;
     rt->stack_retain_ns = (corio_time_t)retain_ms * CORIO_MSEC;

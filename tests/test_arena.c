@@ -2,10 +2,11 @@
  * test_arena.c: the per-loop arena (src/arena.h) that task slabs and light
  * tasks' saved stacks come from: alignment, no overlap across chunks,
  * recycling by size class, big blocks through malloc, huge-page advice
- * from the second chunk on (and none when the runtime is told small_pages
- * or CORIO_HUGE_PAGES=0), clean failure when mapping fails, nothing left
- * mapped after release. Then the same memory under a running runtime: a
- * million light sleepers and a million spawn+join, leaving nothing behind.
+ * from the second chunk on when the runtime is told huge_pages or
+ * CORIO_HUGE_PAGES=1 (and none by default), clean failure when mapping
+ * fails, nothing left mapped after release. Then the same memory under a
+ * running runtime: a million light sleepers and a million spawn+join,
+ * leaving nothing behind.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -188,7 +189,7 @@ TEST(huge_pages_from_the_second_chunk)
     CHECK_STR_CONTAINS(flags, " hg");
     corio__arena_release(&a);
 
-    /* Told not to (corio_config.small_pages), it never asks. */
+    /* Not told to (corio_config.huge_pages), it never asks. */
     corio__arena small = {.huge_pages = false};
     while (small.nchunks < 3)
         CHECK(corio__arena_carve(&small, CORIO__ARENA_CHUNK / 4) != NULL);
@@ -236,27 +237,28 @@ static void *main_count_huge(void *arg)
     return NULL;
 }
 
-static int huge_mappings_with(bool small_pages, const char *env)
+static int huge_mappings_with(bool huge_pages, const char *env)
 {
     if (env)
         setenv("CORIO_HUGE_PAGES", env, 1);
     corio_config cfg;
     corio_config_init(&cfg);
     cfg.loops = 2;
-    cfg.small_pages = small_pages;
+    cfg.huge_pages = huge_pages;
     int n = -1;
     run_main_cfg(&cfg, main_count_huge, &n);
     unsetenv("CORIO_HUGE_PAGES");
     return n;
 }
 
-TEST(runtime_asks_for_huge_pages_unless_told_not_to)
+TEST(runtime_asks_for_huge_pages_only_when_told)
 {
     SKIP_UNLESS_HUGE_PAGES_SEEN();
     int before = hugepage_mappings();
-    CHECK_GT(huge_mappings_with(false, NULL), before);
-    CHECK_EQ(huge_mappings_with(true, NULL), before);
+    CHECK_EQ(huge_mappings_with(false, NULL), before);
     CHECK_EQ(huge_mappings_with(false, "0"), before);
+    CHECK_GT(huge_mappings_with(true, NULL), before);
+    CHECK_GT(huge_mappings_with(true, "0"), before); /* either one asks */
     CHECK_GT(huge_mappings_with(false, "1"), before);
 }
 
@@ -331,7 +333,7 @@ int main(int argc, char **argv)
     RUN(big_blocks_keep_the_grain_alignment);
     RUN(huge_pages_from_the_second_chunk);
     RUN(mapping_failure_is_a_clean_null);
-    RUN(runtime_asks_for_huge_pages_unless_told_not_to);
+    RUN(runtime_asks_for_huge_pages_only_when_told);
     RUN(million_light_sleepers_leave_nothing);
     RUN(million_spawn_join_leave_nothing);
     return test_summary();
