@@ -400,7 +400,12 @@ CORIO_API int corio_detach(corio_task *task);
  * Cancelling a finished task does nothing. The handle stays owned by the
  * caller; a released one is CORIO_EINVAL (see the ownership rules above),
  * and so is a detached one, even while its task still runs (a detached
- * task may still cancel itself through corio_self()).
+ * task may still cancel itself through corio_self()). The exception is
+ * corio_run's main task, whose handle (corio_self() in main) any task or
+ * blocking-pool function of its runtime may cancel until corio_run
+ * returns, as asyncio cancels its main task on Ctrl-C: e.g. a task that
+ * reads a signalfd cancels main, and main's wait returns CORIO_ECANCELED.
+ * Main cannot be joined or detached (CORIO_EINVAL): corio_run owns it.
  */
 CORIO_API int corio_cancel(corio_task *task);
 

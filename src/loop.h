@@ -161,6 +161,10 @@ typedef struct corio__runtime {
      * no loop looks at other loops' roam queues. */
     _Atomic bool migrating;
     struct corio__blocking_pool *pool;
+    /* corio_run's main task: detached, as nobody joins it, yet any task
+     * of the runtime may cancel it (corio_cancel). Set before it is
+     * queued, never changed. */
+    corio_task *main_task;
     void *main_result;
     int main_error;                /* why the main task never ran, or 0 */
 

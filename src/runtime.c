@@ -375,6 +375,7 @@ int corio_run(const corio_config *cfg, corio_fn main_fn, void *arg, void **resul
         runtime_free(rt);
         return rc;
     }
+    rt->main_task = main_task;
     /* Loop 0 is this thread and not running yet: pushing to its queue is
      * an owner operation (into an empty ring: it cannot fail). Other loops
      * may already steal from it. */

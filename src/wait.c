@@ -224,6 +224,18 @@ bool corio__task_fire_any(corio_task *t, int result)
     return false;
 }
 
+/* corio_run's main task, named from a thread of its runtime. Detached (no
+ * task joins it: corio_run reads its result), yet cancellable by others,
+ * as asyncio cancels its main task on a signal. Naming it stays safe until
+ * corio_run returns: its object is released only when it returns, to its
+ * loop's free list, and that loop spawns nothing from then on (the
+ * runtime is stopping: CORIO_ESHUTDOWN), so nothing reuses it. */
+static bool is_main_of_this_runtime(const corio_task *task)
+{
+    corio__runtime *rt = corio__runtime_current();
+    return rt && rt->main_task == task;
+}
+
 int corio_cancel(corio_task *task)
 {
     if (!task)
@@ -231,11 +243,17 @@ int corio_cancel(corio_task *task)
     /* A released handle (corio.h: CORIO_EINVAL until a spawn reuses the
      * object); not a pending cancellation on a free list. A detach is a
      * release too, though the task may still run; only the task itself
-     * may still name itself (corio_self). */
+     * may still name itself (corio_self). The main task is the exception:
+     * anyone may cancel it, and once it has returned that does nothing,
+     * as for any finished task. */
     uintptr_t join = atomic_load_explicit(&task->join, memory_order_acquire);
-    if (join == CORIO__JOIN_RELEASED ||
-        (join == CORIO__JOIN_DETACHED && task != corio__current_task()))
-        return CORIO_EINVAL;
+    if (join == CORIO__JOIN_RELEASED || join == CORIO__JOIN_DETACHED) {
+        bool is_main = is_main_of_this_runtime(task);
+        if (join == CORIO__JOIN_RELEASED)
+            return is_main ? 0 : CORIO_EINVAL;
+        if (!is_main && task != corio__current_task())
+            return CORIO_EINVAL;
+    }
     uint64_t w = atomic_load(&task->wait);
     for (;;) {
         if (STATE(w) == CORIO__WAIT_ARMED) {

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include "task.h" /* the join word: main released */
 #include "test.h"
 
 /* ---- a sleeping task ---- */
@@ -555,6 +556,90 @@ TEST(cancel_racing_run_blocking_completion)
     racing_cancel(true);
 }
 
+/* ---- the main task ---- */
+
+/* corio_run's main task is detached (corio_run owns it), yet other tasks
+ * and blocking-pool functions may cancel it, as asyncio's main task is
+ * cancelled on Ctrl-C. */
+
+enum main_canceller { FROM_THIS_LOOP, FROM_OTHER_LOOP, FROM_POOL };
+
+static corio_task *_Atomic main_handle;
+
+static void *cancel_from_pool(void *task) { return PTR_OF(corio_cancel(task)); }
+
+static void *cancel_main(void *arg)
+{
+    corio_task *m = atomic_load(&main_handle);
+    /* Neither joinable nor detachable: corio_run owns it. */
+    CHECK_EQ(corio_join(m, NULL), CORIO_EINVAL);
+    CHECK_EQ(corio_detach(m), CORIO_EINVAL);
+    if ((enum main_canceller)INT_OF(arg) != FROM_POOL)
+        return PTR_OF(corio_cancel(m));
+    void *rc = PTR_OF(-1);
+    CHECK_OK(corio_run_blocking(cancel_from_pool, m, &rc));
+    return rc;
+}
+
+static void *main_cancelled_by_another(void *arg)
+{
+    atomic_store(&main_handle, corio_self());
+    unsigned here = (unsigned)corio_loop_index();
+    unsigned there = (enum main_canceller)INT_OF(arg) == FROM_THIS_LOOP ? here : here ^ 1;
+    corio_task *t;
+    CHECK_OK(corio_spawn_on(&t, there, cancel_main, arg));
+    /* Cancelled before or during the sleep: either way it ends it. */
+    CHECK_EQ(corio_sleep(60 * CORIO_SEC), CORIO_ECANCELED);
+    void *rc = PTR_OF(-1);
+    CHECK_OK(corio_join(t, &rc));
+    CHECK_EQ(INT_OF(rc), 0);
+    /* Once: the next wait is a normal one. */
+    CHECK_OK(corio_sleep(CORIO_MSEC));
+    return PTR_OF(7);
+}
+
+/* After main has returned, cancelling it does nothing, as for any
+ * finished task, until corio_run returns. */
+static _Atomic int late_cancel_started;
+static _Atomic int late_cancel_rc;
+
+static void *cancel_main_late(void *arg)
+{
+    corio_task *m = atomic_load(&main_handle);
+    atomic_store(&late_cancel_started, 1);
+    /* Main returns and the runtime stops meanwhile; this task, started,
+     * runs on (its waits would fail now: spin instead). */
+    while (atomic_load_explicit(&m->join, memory_order_acquire) != CORIO__JOIN_RELEASED)
+        sched_yield();
+    atomic_store(&late_cancel_rc, corio_cancel(m));
+    return arg;
+}
+
+static void *main_returns_before_its_cancel(void *arg)
+{
+    atomic_store(&main_handle, corio_self());
+    unsigned there = (unsigned)corio_loop_index() ^ 1;
+    CHECK_OK(corio_spawn_on(NULL, there, cancel_main_late, arg));
+    while (!atomic_load(&late_cancel_started))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    return NULL;
+}
+
+TEST(main_task_cancelled_by_another)
+{
+    for (long i = 0; i < test_scaled(60); i++) {
+        enum main_canceller who = (enum main_canceller)(i % 3);
+        CHECK_EQ(INT_OF(run_main_checked(2, main_cancelled_by_another, PTR_OF(who))), 7);
+    }
+    for (long i = 0; i < test_scaled(20); i++) {
+        atomic_store(&late_cancel_started, 0);
+        atomic_store(&late_cancel_rc, -1);
+        run_main_checked(2, main_returns_before_its_cancel, NULL);
+        int late_rc = atomic_load(&late_cancel_rc);
+        CHECK_EQ(late_rc, 0);
+    }
+}
+
 int main(int argc, char **argv)
 {
     RUN(cancel_sleeping_task);
@@ -565,5 +650,6 @@ int main(int argc, char **argv)
     RUN(cancel_races);
     RUN(cancel_racing_join_completion);
     RUN(cancel_racing_run_blocking_completion);
+    RUN(main_task_cancelled_by_another);
     return test_summary();
 }
