@@ -656,7 +656,10 @@ CORIO_API int corio_waitgroup_wait_until(corio_waitgroup *wg, corio_time_t deadl
  *    close to the woken task (the kernel drops a closed file's pending
  *    events). A task whose wait had just ended when the descriptor was
  *    closed (on any loop) gets CORIO_EBADF too, never the file that
- *    reuses the number.
+ *    reuses the number. A call that races a close from another thread
+ *    (nothing orders the two) may act on either file, the closed one or
+ *    one that reuses the number, as read(2) itself would: corio cannot
+ *    tell which file a number meant once the kernel has reused it.
  *  - Regular files and directories, which epoll cannot watch, are always
  *    ready: the calls make the system call directly (a slow disk holds
  *    the loop meanwhile; corio_run_blocking is for that), and
