@@ -634,7 +634,9 @@ CORIO_API int corio_waitgroup_wait_until(corio_waitgroup *wg, corio_time_t deadl
 /*
  * A task waits for a descriptor on its own loop (edge-triggered epoll);
  * only the task waits, its loop runs others meanwhile. The calls below
- * never return EAGAIN: they wait instead, up to their deadline. A peer
+ * never return EAGAIN: they wait instead, up to their deadline (the
+ * exception: a corio_recv or corio_recvfrom of the error queue or the
+ * urgent byte, which never waits; see corio_recv). A peer
  * reset is CORIO_ECONNRESET (or CORIO_EPIPE on write); SIGPIPE is never
  * raised by corio's calls.
  *
@@ -723,7 +725,18 @@ CORIO_API ssize_t corio_write_counted_until(int fd, const void *buf, size_t len,
                                             corio_time_t deadline);
 
 /* One recv(2) / send(2) once the socket is ready: partial counts possible.
- * send never raises SIGPIPE. */
+ * send never raises SIGPIPE.
+ *
+ * With MSG_ERRQUEUE or MSG_OOB in flags (here and in corio_recvfrom) the
+ * receive reads another queue than the data's, and readiness, which is
+ * about the data, says nothing of it: such a call makes the system call
+ * once, as MSG_DONTWAIT, and returns what it says without waiting:
+ * CORIO_EAGAIN when the error queue is empty or the announced urgent
+ * byte has not arrived, CORIO_EINVAL on TCP when no urgent byte is
+ * there. The deadline is unused; a pending cancellation still fails it.
+ * (Linux never blocks on these either. Families that ignore the flag,
+ * UDP for MSG_OOB and Unix stream sockets for MSG_ERRQUEUE, read the
+ * data queue: CORIO_EAGAIN there when it is empty.) */
 CORIO_API ssize_t corio_recv(int fd, void *buf, size_t len, int flags);
 CORIO_API ssize_t corio_recv_until(int fd, void *buf, size_t len, int flags,
                                    corio_time_t deadline);

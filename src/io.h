@@ -93,7 +93,8 @@ int corio__io_prepare(struct corio__loop *l, int fd);
 bool corio__io_known_unready(struct corio__loop *l, int fd, int dir);
 /* A TCP read returned less than asked (n > 0): the descriptor is
  * drained. n == 0: end of stream, never skip a read again. Not for reads
- * that leave the data queued (MSG_PEEK) or read another queue (MSG_OOB). */
+ * that leave the data queued (MSG_PEEK); reads of another queue
+ * (MSG_ERRQUEUE, MSG_OOB) never come here (net.c, read_other_queue). */
 void corio__io_note_read(struct corio__loop *l, int fd, size_t n, size_t asked);
 
 /* Scheduler: deliver polled events to waiting tasks. */

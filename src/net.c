@@ -219,12 +219,59 @@ int corio_accept(int listener, struct sockaddr *addr, socklen_t *len)
 }
 
 /* The common read side: op() until it returns something other than
- * EAGAIN. `stream_read`: a short result proves the buffer drained. */
+ * EAGAIN. On TCP a short result proves the buffer drained
+ * (corio__io_note_read). */
 enum read_op { OP_READ, OP_RECV, OP_RECVFROM };
+
+/*
+ * A recv or recvfrom of another queue than the data's: the error queue
+ * (MSG_ERRQUEUE) or TCP's urgent byte (MSG_OOB). Neither says anything
+ * about the data queue, which is what readiness and its edges are about:
+ * an empty error queue is EAGAIN with data queued, and waiting for an
+ * edge then could wait for ever (and marked the data drained). So one
+ * system call, whatever it says (CORIO_EAGAIN: nothing there), without
+ * waiting and without touching what the loop knows of the descriptor.
+ *
+ * This is what the kernel itself does, blocking socket or not: TCP and
+ * UDP hand MSG_ERRQUEUE to ip_recv_error / ipv6_recv_error
+ * (net/ipv4/ip_sockglue.c), which dequeue one entry or return EAGAIN and
+ * never sleep; TCP's MSG_OOB goes to tcp_recv_urg (net/ipv4/tcp.c),
+ * EINVAL when no urgent byte is announced or it was read already, EAGAIN
+ * while the announced byte has not arrived, and never sleeps ("this call
+ * should never block, independent of the blocking state of the socket",
+ * says its comment). Checked on Linux 6.18 with blocking sockets. Some
+ * families ignore the flag and read the data queue instead (UDP ignores
+ * MSG_OOB, AF_UNIX stream sockets MSG_ERRQUEUE, and there a blocking
+ * socket does block): MSG_DONTWAIT keeps such a call from blocking the
+ * loop's thread on a descriptor corio never made non-blocking, and it
+ * still does not wait, as the header says. A cancellation point like
+ * every call here.
+ */
+static ssize_t read_other_queue(enum read_op op, int fd, void *buf, size_t len, int flags,
+                                struct sockaddr *from, socklen_t *fromlen)
+{
+    corio_task *self;
+    int entered = enter(&self);
+    if (entered != 0)
+        return entered;
+    ssize_t n;
+    do {
+        n = op == OP_RECV ? recv(fd, buf, len, flags | MSG_DONTWAIT)
+                          : recvfrom(fd, buf, len, flags | MSG_DONTWAIT, from, fromlen);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        n = -errno;
+    /* Completed without waiting, EAGAIN included: a task polling an
+     * empty error queue must not keep its loop either. */
+    corio__io_coop(self);
+    return n;
+}
 
 static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int flags,
                          struct sockaddr *from, socklen_t *fromlen, corio_time_t deadline)
 {
+    if (op != OP_READ && (flags & (MSG_ERRQUEUE | MSG_OOB)))
+        return read_other_queue(op, fd, buf, len, flags, from, fromlen);
     corio_task *self;
     int entered = enter(&self);
     if (entered != 0)
@@ -254,7 +301,7 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
         default: n = recvfrom(fd, buf, len, flags, from, fromlen); break;
         }
         if (n >= 0) {
-            if (op != OP_RECVFROM && !(flags & (MSG_PEEK | MSG_OOB)))
+            if (op != OP_RECVFROM && !(flags & MSG_PEEK))
                 corio__io_note_read(l, fd, (size_t)n, len);
             corio__io_coop(self);
             return n;

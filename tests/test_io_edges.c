@@ -8,7 +8,9 @@
  * until they are done); reads that leave the data
  * queued (MSG_PEEK), return one packet (O_DIRECT pipes), stop at TCP's
  * urgent mark or end a Unix stream read at a message that carried
- * descriptors, and so prove nothing drained; regular files, which epoll
+ * descriptors, and so prove nothing drained; reads of the error queue or
+ * the urgent byte, which never wait and leave the data queue's readiness
+ * alone; regular files, which epoll
  * cannot watch; a connect to a Unix listener whose backlog is full.
  *
  * Where a bug would make a call wait for an event that never comes, the
@@ -681,6 +683,89 @@ TEST(passed_descriptor_reads_are_not_drains)
     run_main_checked(1, main_passed_descriptor, NULL);
 }
 
+/* ---- reads of another queue (MSG_ERRQUEUE, MSG_OOB) never wait ---- */
+
+/* A TCP socket with data queued, known ready (a full read took part of
+ * it), then drained (a short read): a recv of the error queue or of the
+ * urgent byte, with none there, must answer at once, whatever it says,
+ * and leave the loop's knowledge of the data queue as it was: an empty
+ * error queue says nothing about the data. Before the fix the first
+ * error queue call waited for an edge (to its deadline) and marked the
+ * socket drained, so the read of the 3 bytes queued all along waited for
+ * ever; and after the short read either flag's call waited on the
+ * drained mark before trying (an urgent read with a deadline then still
+ * answered EINVAL, but only at the deadline: hence the call with no
+ * deadline in a task, joined with PATIENCE). */
+struct other_queue {
+    int fd, flags;
+    ssize_t n;
+};
+
+static void *recv_other_queue_forever(void *arg)
+{
+    struct other_queue *q = arg;
+    char buf[64];
+    q->n = corio_recv(q->fd, buf, sizeof buf, q->flags);
+    return NULL;
+}
+
+static void check_other_queue_answer(ssize_t n, int flags)
+{
+    if (flags & MSG_ERRQUEUE)
+        CHECK_ERR((int)n, CORIO_EAGAIN);
+    else if (n >= 0 || n == CORIO_ETIMEDOUT) /* Linux: EINVAL, no urgent data */
+        FAIL_("recv(MSG_OOB) without urgent data: %zd (%s)", n, corio_err_name((int)n));
+}
+
+static void recv_other_queue_at_once(int fd, int flags)
+{
+    char buf[64];
+    check_other_queue_answer(
+        corio_recv_until(fd, buf, sizeof buf, flags, corio_deadline_in(PATIENCE)), flags);
+    struct other_queue q = {.fd = fd, .flags = flags, .n = 12345};
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, recv_other_queue_forever, &q));
+    CHECK_OK(corio_join_until(t, NULL, corio_deadline_in(PATIENCE)));
+    check_other_queue_answer(q.n, flags);
+}
+
+static void *main_other_queue(void *arg)
+{
+    int flags = (int)INT_OF(arg);
+    int sv[2];
+    test_tcp_pair(sv);
+    test_register_fd(sv[0]);
+    CHECK_EQ(write(sv[1], "hello", 5), 5);
+    CHECK_OK(corio_sleep(20 * CORIO_MSEC)); /* the loop polls: the one edge is spent */
+    char buf[8];
+    CHECK_EQ(corio_read_until(sv[0], buf, 2, corio_deadline_in(PATIENCE)), 2);
+    recv_other_queue_at_once(sv[0], flags);
+    read_without_edge(sv[0], "llo"); /* with no deadline: 3 of 32, drained */
+    recv_other_queue_at_once(sv[0], flags);
+    /* A cancellation point like the other calls, though it never waits. */
+    CHECK_OK(corio_cancel(corio_self()));
+    CHECK_ERR((int)corio_recv(sv[0], buf, sizeof buf, flags), CORIO_ECANCELED);
+    /* Still waits for data, and gets it, after all that. */
+    corio_task *w;
+    CHECK_OK(corio_spawn(&w, late_writer, PTR_OF(sv[1])));
+    CHECK_EQ(corio_read_until(sv[0], buf, sizeof buf, corio_deadline_in(PATIENCE)), 1);
+    CHECK_EQ(buf[0], 'y');
+    CHECK_OK(corio_join(w, NULL));
+    CHECK_OK(corio_close(sv[0]));
+    CHECK_OK(corio_close(sv[1]));
+    return NULL;
+}
+
+TEST(error_queue_reads_never_wait)
+{
+    run_main_checked(1, main_other_queue, PTR_OF(MSG_ERRQUEUE));
+}
+
+TEST(urgent_reads_never_wait)
+{
+    run_main_checked(1, main_other_queue, PTR_OF(MSG_OOB));
+}
+
 /* ---- regular files: epoll cannot watch them, the calls just work ---- */
 
 /* read(2) of zero bytes returns 0 at once, whatever is queued (recv(2)
@@ -846,6 +931,8 @@ int main(int argc, char **argv)
     RUN(packet_pipe_reads_are_not_drains);
     RUN(urgent_mark_reads_are_not_drains);
     RUN(passed_descriptor_reads_are_not_drains);
+    RUN(error_queue_reads_never_wait);
+    RUN(urgent_reads_never_wait);
     RUN(zero_length_read_does_not_wait);
     RUN(regular_file);
     RUN(connect_waits_for_full_unix_backlog);
