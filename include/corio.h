@@ -647,7 +647,10 @@ CORIO_API int corio_waitgroup_wait_until(corio_waitgroup *wg, corio_time_t deadl
  *    not inherit that memory.
  *  - On each loop, at most one task waits to read and one to write a
  *    given descriptor (a second gets CORIO_EBUSY; on different loops both
- *    may wait, and which gets the data is the kernel's race). Migrating
+ *    may wait, and which gets the data is the kernel's race). A task
+ *    stops counting the moment its wait ends (cancelled, timed out, or
+ *    woken by readiness), before it runs again; one that then waits
+ *    again is a second like any other. Migrating
  *    tasks (CORIO_TASK_MIGRATE) do not choose their loop, so two of them
  *    reading one descriptor may or may not get CORIO_EBUSY: give each
  *    descriptor one reader and one writer at a time. A task blocked on a

@@ -247,6 +247,34 @@ static int pause_for_close(corio_task *self, corio_time_t *pause, corio_time_t d
     return rc == CORIO_ETIMEDOUT && short_of_deadline ? 0 : rc;
 }
 
+/*
+ * Is the task in e's slot for dir done with the wait it took the slot
+ * for? Its wait word moves off the slot's token (ARMED) the moment the
+ * wait ends, by readiness, its deadline or a cancellation (wait.c); it
+ * clears the slot only later, when it runs again. Until then the slot is
+ * nobody's: another task of the loop may take it (the descriptor rules
+ * count waiting tasks, and a cancelled or timed-out one has stopped
+ * waiting), instead of hearing CORIO_EBUSY from a reader that is gone.
+ * The ended waiter, when it runs, leaves a slot that is not its own
+ * (corio__io_wait), and a retry of its read after EAGAIN is then the
+ * second waiter; dispatch and close fire only the slot's task and
+ * token, the new owner's.
+ *
+ * Safe to read: the task in a slot is alive (it is inside corio__io_wait
+ * until it has cleared the slot or found another task there, and a
+ * close drops the slot at once), the word is atomic (a canceller on
+ * another thread CASes it), and once it has left a token it never comes
+ * back to it (arming bumps the generation). The slots are this loop's
+ * own: only its thread reads or writes them (an fd wait never moves a
+ * migrating task: wait_kind.h, corio__wait_kind_movable, so the ended
+ * waiter clears its slot on this thread too); a light task's slot holds
+ * its task object, not its frame.
+ */
+static bool slot_stale(const corio__fd_entry *e, int dir)
+{
+    return atomic_load(&e->waiter[dir]->wait) != e->token[dir];
+}
+
 int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
                    enum corio__wait_kind what)
 {
@@ -279,7 +307,7 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
         return CORIO_EOPNOTSUPP;
     /* The caller just saw EAGAIN: whatever we knew is out of date. */
     e->ready &= (uint8_t) ~(1u << dir);
-    if (e->waiter[dir])
+    if (e->waiter[dir] && !slot_stale(e, dir))
         return CORIO_EBUSY;
     uint32_t gen = e->gen;
     _Atomic uint32_t *waiting = waiting_slot(fd, true);
@@ -306,6 +334,8 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
     atomic_fetch_sub(waiting, 1);
     /* The table may have moved while we slept (another fd grew it). */
     e = &l->io.fds[fd];
+    /* Another task may hold the slot by now: ours went stale when our
+     * wait ended (slot_stale), or a close dropped it. */
     if (e->waiter[dir] == self)
         e->waiter[dir] = NULL;
     /* Woken by readiness, then the number was closed (by a task of this

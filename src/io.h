@@ -59,7 +59,9 @@ typedef struct corio__fd_entry {
     uint8_t urgent : 1;   /* urgent data seen: a TCP read stops short at its
                            * mark with data queued behind it, so a short
                            * read proves nothing drained any more */
-    struct corio_task *waiter[2];
+    struct corio_task *waiter[2]; /* waiting per direction, and its wait's
+                                   * token; stale once the task's wait
+                                   * word left the token (io.c, slot_stale) */
     uint64_t token[2];
 } corio__fd_entry;
 
@@ -78,8 +80,9 @@ void corio__io_destroy(corio__io *io);
  * passes or the task is cancelled. Call after the system call said EAGAIN.
  * 0, CORIO_ETIMEDOUT, CORIO_ECANCELED, CORIO_EBADF (fd closed meanwhile or
  * out of range), CORIO_EBUSY (another task of this loop waits on the same
- * fd and direction), CORIO_ENOMEM, CORIO_EOPNOTSUPP (a direct file: it
- * can never become ready by waiting).
+ * fd and direction; one whose wait has ended, not run yet, does not),
+ * CORIO_ENOMEM, CORIO_EOPNOTSUPP (a direct file: it can never become
+ * ready by waiting).
  */
 int corio__io_wait(struct corio_task *self, int fd, int dir, corio_time_t deadline,
                    enum corio__wait_kind what);

@@ -62,6 +62,14 @@ static corio_task *reader_waiting(struct reader *r)
     return t;
 }
 
+/* Writes "y" to fd `arg` after a pause, from a task of this loop. */
+static void *late_writer(void *arg)
+{
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    CHECK_EQ(write((int)INT_OF(arg), "y", 1), 1);
+    return NULL;
+}
+
 /* ---- woken by readiness, then the number is closed and reused ---- */
 
 struct woken_close {
@@ -168,18 +176,141 @@ TEST(waiter_slot_freed_at_close)
     run_main_checked(1, main_slot_freed_at_close, NULL);
 }
 
+/* ---- a waiter whose wait ended frees its slot before it runs ---- */
+
+/* A reader of this loop waits; its wait is cancelled, and before it
+ * runs again (cancelling does not yield) this task reads the same
+ * descriptor. The slot is the ended wait's no longer: the read waits
+ * and gets its data (from the late writer: the poll must wake this
+ * task, not the cancelled one, and the cancelled one must not clear the
+ * slot when it runs), or times out as any read would; never
+ * CORIO_EBUSY. Before the fix, CORIO_EBUSY until the reader had run. */
+static void *main_slot_freed_at_cancel(void *arg)
+{
+    long rounds = test_scaled(100);
+    for (long i = 0; i < rounds; i++) {
+        int sv[2];
+        stream_pair(sv);
+        bool with_data = i % 2 == 0;
+        struct reader r = {.fd = sv[0], .n = 12345};
+        corio_task *t = reader_waiting(&r);
+        char c = 0;
+        /* While it waits, the slot is its own. */
+        CHECK_ERR((int)corio_read_until(sv[0], &c, 1, corio_deadline_in(PATIENCE)),
+                  CORIO_EBUSY);
+        CHECK_OK(corio_cancel(t));
+        if (with_data) {
+            corio_task *w;
+            CHECK_OK(corio_spawn(&w, late_writer, PTR_OF(sv[1])));
+            CHECK_EQ(corio_read_until(sv[0], &c, 1, corio_deadline_in(PATIENCE)), 1);
+            CHECK_EQ(c, 'y');
+            CHECK_OK(corio_join(w, NULL));
+        } else {
+            CHECK_ERR((int)corio_read_until(sv[0], &c, 1, corio_deadline_in(CORIO_MSEC)),
+                      CORIO_ETIMEDOUT);
+        }
+        CHECK_OK(corio_join(t, NULL));
+        CHECK_ERR((int)r.n, CORIO_ECANCELED);
+        CHECK_OK(corio_close(sv[0]));
+        CHECK_OK(corio_close(sv[1]));
+    }
+    return NULL;
+}
+
+TEST(waiter_slot_freed_at_cancel)
+{
+    run_main_checked(1, main_slot_freed_at_cancel, NULL);
+}
+
+/* The same for a wait that timed out: the reader's deadline and this
+ * task's sleep pass while a spinning task holds the loop, so one poll
+ * fires both timers, this task's first (its deadline is earlier), and
+ * this task reads while the timed-out reader has not run. */
+struct timed_reader {
+    int fd;
+    corio_time_t deadline;
+    _Atomic int waiting;
+    ssize_t n;
+};
+
+static void *read_until_deadline(void *arg)
+{
+    struct timed_reader *r = arg;
+    char c;
+    atomic_store(&r->waiting, 1);
+    r->n = corio_read_until(r->fd, &c, 1, r->deadline);
+    return NULL;
+}
+
+static void *spin_until(void *arg)
+{
+    corio_time_t until = *(corio_time_t *)arg;
+    while (corio_now() <= until)
+        ;
+    return NULL;
+}
+
+/* One round; false if it came too late to test anything: the reader's
+ * deadline had passed before it began to wait, or before the spinner
+ * took the loop (a slow lane, a busy host), so it ran first. */
+static bool slot_freed_at_timeout_round(bool with_data)
+{
+    unsigned here = (unsigned)corio_loop_index();
+    int sv[2];
+    stream_pair(sv);
+    corio_time_t wake = corio_deadline_in(10 * CORIO_MSEC);
+    struct timed_reader r = {.fd = sv[0], .deadline = wake + 1, .n = 12345};
+    corio_task *t, *spinner;
+    CHECK_OK(corio_spawn_on(&t, here, read_until_deadline, &r));
+    while (!atomic_load(&r.waiting))
+        CHECK_OK(corio_yield());
+    corio_time_t spin_end = r.deadline + CORIO_MSEC;
+    CHECK_OK(corio_spawn_on(&spinner, here, spin_until, &spin_end));
+    CHECK_OK(corio_sleep_until(wake));
+    bool in_time = r.n == 12345; /* timed out, not run yet */
+    if (in_time) {
+        char c = 0;
+        if (with_data) {
+            corio_task *w;
+            CHECK_OK(corio_spawn(&w, late_writer, PTR_OF(sv[1])));
+            CHECK_EQ(corio_read_until(sv[0], &c, 1, corio_deadline_in(PATIENCE)), 1);
+            CHECK_EQ(c, 'y');
+            CHECK_OK(corio_join(w, NULL));
+        } else {
+            CHECK_ERR((int)corio_read_until(sv[0], &c, 1, corio_deadline_in(CORIO_MSEC)),
+                      CORIO_ETIMEDOUT);
+        }
+    }
+    CHECK_OK(corio_join(t, NULL));
+    CHECK_OK(corio_join(spinner, NULL));
+    CHECK_ERR((int)r.n, CORIO_ETIMEDOUT);
+    CHECK_OK(corio_close(sv[0]));
+    CHECK_OK(corio_close(sv[1]));
+    return in_time;
+}
+
+static void *main_slot_freed_at_timeout(void *arg)
+{
+    long rounds = test_scaled(50), late = 0;
+    for (long i = 0; i < rounds; i++) {
+        while (!slot_freed_at_timeout_round(i % 2 == 0))
+            CHECK_LE(++late, rounds * 10);
+    }
+    if (late)
+        fprintf(stderr, "   %ld late rounds done again\n", late);
+    return NULL;
+}
+
+TEST(waiter_slot_freed_at_timeout)
+{
+    run_main_checked(1, main_slot_freed_at_timeout, NULL);
+}
+
 /* ---- corio_close from a thread outside every runtime ---- */
 
 static void *plain_thread_close(void *arg)
 {
     return PTR_OF(corio_close((int)INT_OF(arg)));
-}
-
-static void *late_writer(void *arg)
-{
-    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
-    CHECK_EQ(write((int)INT_OF(arg), "y", 1), 1);
-    return NULL;
 }
 
 static void *main_foreign_close(void *arg)
@@ -922,6 +1053,8 @@ int main(int argc, char **argv)
 {
     RUN(woken_then_closed_is_ebadf);
     RUN(waiter_slot_freed_at_close);
+    RUN(waiter_slot_freed_at_cancel);
+    RUN(waiter_slot_freed_at_timeout);
     RUN(close_from_plain_thread);
     RUN(close_on_another_loop_wakes_the_waiter);
     RUN(wait_begun_during_a_close_elsewhere_is_woken);
