@@ -742,17 +742,10 @@ static bool spin_for_work(corio__loop *l)
     corio_time_t until = corio_now() + SPIN_BEFORE_PARK_NS;
     do {
         for (int i = 0; i < 64; i++) {
-            if (atomic_load_explicit(&l->inbox, memory_order_relaxed)) {
-                /* Work handed to us, which we run next: we are busy, not
-                 * looking. Still counted as searching while it ran, the
-                 * loop kept every spawner from waking a parked loop for
-                 * a share (notify_idle), as long as the task ran; two
-                 * loops passing messages through their inboxes did it
-                 * almost all the time. (Go's spinning M stops spinning
-                 * as it finds work, the same rule.) */
-                stop_searching(l);
+            /* Work handed to us, which we run next: the loop stops
+             * searching as it picks it (corio__loop_run). */
+            if (atomic_load_explicit(&l->inbox, memory_order_relaxed))
                 return true;
-            }
             cpu_relax();
         }
         /* Only work balance lets us take: returning for a queue we must
@@ -903,6 +896,15 @@ void corio__loop_run(corio__loop *l)
             t = next_runnable(l);
         }
         if (t) {
+            /* Busy with work of its own, not looking. Still counted as
+             * searching while it ran, the loop kept every spawn from
+             * waking a parked loop for a share (notify_idle) as long as
+             * the task ran: two loops passing messages through their
+             * inboxes did it almost all the time, and so did a loop whose
+             * spin for steals (spin_for_work) ended as a timer of its own
+             * fired (found by review). Go's spinning M stops spinning as
+             * it finds work, the same rule. */
+            stop_searching(l);
             run_unless_stopped(l, t);
             continue;
         }

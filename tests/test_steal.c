@@ -1113,6 +1113,86 @@ TEST(a_probe_window_is_the_time_between_the_probes)
                  "within 50 ms of its silence");
 }
 
+/* ---- a loop running a task of its own is not searching ----
+ *
+ * Found by review: a searching loop that had stolen lately spins before
+ * parking (sched.c, spin_for_work) and returns as soon as some queue
+ * elsewhere has work it may take. If a timer of its own fired meanwhile,
+ * the poll after the spin made that task ready and the loop ran it, still
+ * counted in nsearching: and while any loop is counted, a spawn wakes no
+ * parked loop (notify_idle), however long the task ran. Here loop 0 keeps
+ * a trickle of short stealable tasks coming, which loop 1 steals, so it
+ * searches and spins; a task pinned to loop 1 sleeps a few microseconds
+ * at a time, so its timer is often what the spin returns to. Each time it
+ * runs it looks at its own loop, which must not count as searching. (The
+ * flag is the loop's own, read on its thread: no race to lose.) Without
+ * the fix 2-20% of the wake-ups found it set here (10 runs of 10). */
+static _Atomic int own_stop;
+static _Atomic long own_wakes, own_counted;
+
+static void *own_short_task(void *arg)
+{
+    test_spin(20000);
+    return arg;
+}
+
+/* On loop 0: a task now and then, computing in between so that loop 0
+ * seldom gets round to starting them itself. */
+static void *own_producer(void *arg)
+{
+    (void)arg;
+    unsigned n = 0;
+    while (!atomic_load(&own_stop)) {
+        CHECK_OK(corio_spawn(NULL, own_short_task, NULL));
+        corio_time_t until = corio_now() + 30 * CORIO_USEC;
+        while (corio_now() < until)
+            ;
+        if ((++n & 7) == 0)
+            corio_yield();
+    }
+    return NULL;
+}
+
+/* On loop 1: short sleeps of varied length, each one's end a timer of
+ * loop 1's own that may fire while it spins for steals. */
+static void *own_sleeper(void *arg)
+{
+    corio_time_t end = corio_now() + *(const corio_time_t *)arg;
+    corio__loop *self = corio__loop_current();
+    uint64_t rng = 1;
+    while (corio_now() < end) {
+        CHECK_OK(corio_sleep((corio_time_t)(5 + test_rand(&rng) % 40) * CORIO_USEC));
+        atomic_fetch_add(&own_wakes, 1);
+        if (self->searching)
+            atomic_fetch_add(&own_counted, 1);
+    }
+    atomic_store(&own_stop, 1);
+    return NULL;
+}
+
+static void *main_own_task_after_spin(void *arg)
+{
+    corio_task *producer, *sleeper;
+    CHECK_OK(corio_spawn_on(&producer, 0, own_producer, NULL));
+    CHECK_OK(corio_spawn_on(&sleeper, 1, own_sleeper, arg));
+    CHECK_OK(corio_join(sleeper, NULL));
+    CHECK_OK(corio_join(producer, NULL));
+    return NULL;
+}
+
+TEST(a_loop_running_its_own_task_after_a_spin_stops_searching)
+{
+    corio_time_t run_for = test_scaled(2000) * CORIO_MSEC;
+    atomic_store(&own_stop, 0);
+    atomic_store(&own_wakes, 0);
+    atomic_store(&own_counted, 0);
+    run_main_checked(3, main_own_task_after_spin, &run_for);
+    if (atomic_load(&own_counted))
+        FAIL_("loop 1 ran its own task counted as searching in %ld of %ld wake-ups",
+              atomic_load(&own_counted), atomic_load(&own_wakes));
+}
+
+
 int main(int argc, char **argv)
 {
     RUN(not_held_for_a_loop_that_never_steals);
@@ -1128,5 +1208,6 @@ int main(int argc, char **argv)
     RUN(a_loop_handed_work_as_it_spins_stops_searching);
     RUN(a_loop_slowly_starting_its_share_is_not_stuck);
     RUN(a_probe_window_is_the_time_between_the_probes);
+    RUN(a_loop_running_its_own_task_after_a_spin_stops_searching);
     return test_summary();
 }
