@@ -79,6 +79,7 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     l->rng = 0x9E3779B97F4A7C15ull * (index + 1);
     atomic_init(&l->inbox, NULL);
     atomic_init(&l->parked, 0);
+    atomic_init(&l->rechecks, 0);
     atomic_init(&l->woken_ns, 0);
     /* Fresh, and looking for work, from the start: balance.c holds tasks
      * for a loop whose thread has not run yet, as it will. */
@@ -210,9 +211,17 @@ void corio__loop_make_ready(corio_task *t)
 
 /* Try to hand new work to a parked loop, unless one is already searching
  * (it will find the work itself; waking more would only make them race
- * for it), and only one whose load is low enough that it would steal
- * (sched.c, steal_allowance): waking a loop that then declines costs a
- * syscall per spawn. */
+ * for it). Never-run tasks go to a loop whose load is low enough that it
+ * would steal (balance.c, steal_allowance) if there is one. Otherwise to a
+ * loaded one, unless it already parked with a recheck due (park: it saw
+ * tasks queued that balance kept from it, and looks again every 200 us):
+ * load counts tasks blocked on events and I/O, which need no CPU, and a
+ * loaded loop that nobody woke slept for good, so when `from` then
+ * computed without yielding, nothing found it stuck (balance.h) and its
+ * queue waited the whole computation while a core idled (found by
+ * review). The one woken steals, or re-parks with a recheck if balance
+ * keeps the queue from it, so the rest of a burst wakes nobody: not the
+ * syscall per spawn the load filter was there to save. */
 void corio__notify_idle(corio__runtime *rt, corio__loop *from, bool started)
 {
     if (atomic_load(&rt->nsearching) != 0 || atomic_load(&rt->nparked) == 0)
@@ -220,17 +229,23 @@ void corio__notify_idle(corio__runtime *rt, corio__loop *from, bool started)
     unsigned n = rt->nloops;
     unsigned start = from->index + 1;
     size_t mine = corio__loop_load(from) + corio__runq_len(&from->runq);
+    corio__loop *loaded = NULL;
     for (unsigned i = 0; i < n; i++) {
         corio__loop *l = rt->loops[(start + i) % n];
         if (l == from || !atomic_load(&l->parked))
             continue;
-        if (!started && atomic_load_explicit(&l->load, memory_order_relaxed) + 1 >= mine)
+        if (!started && atomic_load_explicit(&l->load, memory_order_relaxed) + 1 >= mine) {
+            if (!loaded && !atomic_load(&l->rechecks))
+                loaded = l;
             continue;
+        }
         if (unpark(l)) {
             corio__poll_wake(&l->poll);
             return;
         }
     }
+    if (loaded && unpark(loaded))
+        corio__poll_wake(&loaded->poll);
 }
 
 void corio__loop_push_new(corio__loop *l, corio_task *t)

@@ -140,6 +140,7 @@ typedef struct corio__loop {
     /* --- any thread: push tasks to make ready; parked flag --- */
     _Alignas(CORIO__CACHE_LINE) _Atomic(struct corio_task *) inbox;
     _Alignas(CORIO__CACHE_LINE) _Atomic int parked; /* 1 while in (or entering) epoll_wait */
+    _Atomic int rechecks;     /* parked with a balance recheck due (sched.c, park) */
     _Atomic int64_t woken_ns; /* when another thread last cleared parked (balance.c) */
 
     /* --- other loops: steal (head) --- Started migrating tasks, woken here
@@ -233,9 +234,11 @@ void corio__loop_push_new_remote(corio__loop *l, struct corio_task *t);
 /* Owner: take the inbox, oldest first, as a list linked by `next`. */
 struct corio_task *corio__inbox_take(corio__loop *l);
 /* New stealable work was queued on `from`: wake a parked loop if no loop
- * is already searching. Never-run tasks are only worth waking a loop whose
- * load is low enough that balance lets it steal them; woken migrating
- * tasks (`started`) are worth any idle loop. */
+ * is already searching. Never-run tasks go first to a loop whose load is
+ * low enough that balance lets it steal them; failing that, to a loaded
+ * one that will not look again on its own (it rescues them if `from`
+ * turns out stuck). Woken migrating tasks (`started`) are worth any idle
+ * loop. */
 void corio__notify_idle(corio__runtime *rt, corio__loop *from, bool started);
 /* Owner: t, a started migrating task just woken here, leaves this loop
  * for its roam queue, settling what its wait left on the loop. */

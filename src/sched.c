@@ -761,6 +761,11 @@ static void park(corio__loop *l)
     corio__runtime *rt = l->rt;
     if (!l->stopping && spin_for_work(l))
         return;
+    /* Cleared before the loop reads as parked, set after its re-check:
+     * a spawner that sees it parked and rechecking (all seq_cst, as the
+     * handshake on `parked`) can leave it be; one that reads it clear
+     * wakes it at worst once too often (notify_idle). */
+    atomic_store(&l->rechecks, 0);
     atomic_store(&l->parked, 1);
     atomic_fetch_add(&rt->nparked, 1);
     stop_searching(l);
@@ -774,10 +779,11 @@ static void park(corio__loop *l)
     corio_time_t deadline = corio__timers_next(&l->timers);
     if (queued_elsewhere) {
         /* Tasks wait that balance keeps us from taking or starting yet:
-         * look again soon. */
+         * look again soon, and say so. */
         corio_time_t recheck = l->now + CORIO__BALANCE_RECHECK_NS;
         if (deadline == CORIO_FOREVER || recheck < deadline)
             deadline = recheck;
+        atomic_store(&l->rechecks, 1);
     }
     /* Light tasks stalled on memory: until their retry, unless the owner
      * is woken first (it runs, and they retry after it). */

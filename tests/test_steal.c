@@ -1192,6 +1192,99 @@ TEST(a_loop_running_its_own_task_after_a_spin_stops_searching)
               atomic_load(&own_counted), atomic_load(&own_wakes));
 }
 
+/* ---- a task queued behind a computation is rescued by a loaded loop ----
+ *
+ * Found by review: a spawn wakes a parked loop only if balance would let
+ * it steal (notify_idle), and the filter judged by load, which counts the
+ * tasks blocked on events or channels that need no CPU. Loop 1 here holds
+ * such tasks and parks with no timer; loop 0 spawns X and computes for
+ * 500 ms without yielding. Loop 1 was never woken, so nothing ever found
+ * loop 0 stuck and X waited the whole computation while loop 1 idled.
+ * Loop 1 must start X long before the end: at once with 1 blocked task
+ * (level loads: it may take one), after loop 0's 10 ms of silence with 8
+ * (balance holds it back until it finds loop 0 stuck). A round in which
+ * loop 1's thread waited for a CPU for 100 ms or more says nothing about
+ * the rule and is run again. */
+enum { RESCUE_COMPUTE_MS = 500, RESCUE_WITHIN_MS = 200 };
+static corio_event *rescue_ev;
+static _Atomic int rescue_blocked, rescue_x_loop;
+static _Atomic corio_time_t rescue_x_at;
+
+static void *rescue_blocked_task(void *arg)
+{
+    atomic_fetch_add(&rescue_blocked, 1);
+    CHECK_OK(corio_event_wait(rescue_ev));
+    return arg;
+}
+
+static void *rescue_x(void *arg)
+{
+    atomic_store(&rescue_x_at, corio_now());
+    atomic_store(&rescue_x_loop, corio_loop_index());
+    return arg;
+}
+
+struct rescue_round {
+    int blocked;
+    corio_time_t spawned_at;
+    int64_t loop_1_waited; /* for a CPU, from the spawn to X's start (-1: unknown) */
+};
+
+static void *main_rescue(void *arg)
+{
+    struct rescue_round *r = arg;
+    corio__loop *other = corio__loop_current()->rt->loops[1];
+    corio_task *b[8], *x;
+    for (int i = 0; i < r->blocked; i++)
+        CHECK_OK(corio_spawn_on(&b[i], 1, rescue_blocked_task, NULL));
+    CHECK(test_await(&rescue_blocked, r->blocked));
+    while (!atomic_load(&other->parked))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    pid_t tid = atomic_load(&other->thread_id);
+    int64_t waited_before = test_run_delay_ns(tid);
+    CHECK_OK(corio_spawn(&x, rescue_x, NULL));
+    r->spawned_at = corio_now();
+    /* No yield: only another loop can start X meanwhile. */
+    corio_time_t end = r->spawned_at + RESCUE_COMPUTE_MS * CORIO_MSEC;
+    while (atomic_load(&rescue_x_loop) < 0 && corio_now() < end)
+        ;
+    r->loop_1_waited = test_run_delay_since(tid, waited_before);
+    CHECK_OK(corio_event_set(rescue_ev));
+    CHECK_OK(corio_join(x, NULL));
+    for (int i = 0; i < r->blocked; i++)
+        CHECK_OK(corio_join(b[i], NULL));
+    return NULL;
+}
+
+TEST(a_task_queued_behind_a_computation_is_rescued_by_a_loaded_parked_loop)
+{
+    long rounds = test_scaled(20), valid = 0;
+    for (long i = 0; i < rounds + 10 && valid < rounds; i++) {
+        struct rescue_round r = {.blocked = i % 2 ? 8 : 1};
+        atomic_store(&rescue_blocked, 0);
+        atomic_store(&rescue_x_loop, -1);
+        CHECK_OK(corio_event_new(&rescue_ev));
+        struct test_on_loop_0 body = {main_rescue, &r};
+        run_main_checked(2, test_main_on_loop_0, &body);
+        corio_event_free(rescue_ev);
+        if (r.loop_1_waited >= 100 * CORIO_MSEC)
+            continue;
+        valid++;
+        int on = atomic_load(&rescue_x_loop);
+        long long after_ms = (long long)((atomic_load(&rescue_x_at) - r.spawned_at) / CORIO_MSEC);
+        /* Stretched for slow lanes, but always well within the computation. */
+        long long within = RESCUE_WITHIN_MS * TEST_SLOW;
+        if (within > RESCUE_COMPUTE_MS * 4 / 5)
+            within = RESCUE_COMPUTE_MS * 4 / 5;
+        if (on != 1 || after_ms > within)
+            FAIL_("round %ld (%d blocked on loop 1): X started on loop %d %lld ms after the "
+                  "spawn, during a %d ms computation (loop 1 waited %.1f ms for a CPU)",
+                  i, r.blocked, on, after_ms, RESCUE_COMPUTE_MS,
+                  (double)r.loop_1_waited / CORIO_MSEC);
+    }
+    TEST_SKIP_IF(!valid, "on this host",
+                 "in every round loop 1 waited 100 ms or more for a CPU");
+}
 
 int main(int argc, char **argv)
 {
@@ -1209,5 +1302,6 @@ int main(int argc, char **argv)
     RUN(a_loop_slowly_starting_its_share_is_not_stuck);
     RUN(a_probe_window_is_the_time_between_the_probes);
     RUN(a_loop_running_its_own_task_after_a_spin_stops_searching);
+    RUN(a_task_queued_behind_a_computation_is_rescued_by_a_loaded_parked_loop);
     return test_summary();
 }
