@@ -196,14 +196,16 @@ typedef struct corio_config {
      * light tasks' saved stacks, and its timers once more than a few
      * thousand deadlines are pending. Off by default. Where the memory is
      * already backed, huge pages mean fewer page faults (a million
-     * sleepers started ~5% faster on our AMD VMs, ~20% on an Intel one).
+     * sleepers ran 6-8% faster on our AMD VMs, spawn+join 10-15%; ~20% on
+     * an Intel one).
      * Where it is not, a huge page's first touch is a stall: with THP
      * defrag at "madvise" the fault may compact memory, and on VMs that
      * hand free memory back to their host (free page reporting) it waits
-     * for the host to back 2 MiB. There a million sleepers took 1.8-2.2 s
-     * with huge pages against 1.25 s without, and faulting in 344 MB took
-     * 10x longer (bench/RESULTS.md, 2026-11-29); Go stopped marking its
-     * heap MADV_HUGEPAGE for the same stalls. Also switched on by
+     * for the host to back 2 MiB. There, after a pause, a million
+     * sleepers took 1.9-2.1 s with huge pages against 1.3 s without, and
+     * faulting in 344 MB took 1.1-2.3 s against 0.15-0.3 s (bench/
+     * RESULTS.md, 2026-11-29); Go stopped marking its heap MADV_HUGEPAGE
+     * for the same stalls (golang/go#61718). Also switched on by
      * CORIO_HUGE_PAGES=1 in the environment (0 or unset: off; any other
      * value: CORIO_EINVAL). */
     bool huge_pages;
