@@ -82,6 +82,11 @@ size_t corio__stack_round(size_t size)
     return (size + page - 1) & ~(page - 1);
 }
 
+void corio__stack_use_mprotect_guards(void)
+{
+    atomic_store_explicit(&guard_mode, 2, memory_order_relaxed);
+}
+
 /* Make [guard, guard + corio__stack_guard()) fault on any access. */
 static int install_guard(char *guard)
 {

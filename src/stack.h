@@ -67,6 +67,10 @@
  * must start on page boundaries, or the kernel refuses the guard). Virtual
  * only. Cached once known; safe in a signal handler from then on. */
 size_t corio__stack_guard(void);
+/* Tests: make every guard from now on a PROT_NONE page (mprotect), as on
+ * kernels without MADV_GUARD_INSTALL (before Linux 6.13), which this
+ * process's kernel may have. For the whole process, for good. */
+void corio__stack_use_mprotect_guards(void);
 
 typedef struct corio__stack {
     void *lo;       /* lowest usable byte, just above the guard; NULL: none */

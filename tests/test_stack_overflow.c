@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include "stack.h" /* corio__stack_use_mprotect_guards */
 #include "sys.h"
 #include "test.h"
 
@@ -114,6 +115,10 @@ enum kind {
     RAISED,
     TRIMMED_STACK,
     IN_SWITCH,
+    /* REGULAR and TRIMMED_STACK with the guards of kernels before
+     * MADV_GUARD_INSTALL: mprotect'd pages. */
+    MPROTECT_REGULAR,
+    MPROTECT_TRIMMED,
 };
 
 struct holders {
@@ -165,11 +170,33 @@ static void leave_only_trimmed_stacks(void)
     hold(&company, 300); /* never released: the child dies first */
 }
 
+/* PROT_NONE mappings of exactly a guard's size: mprotect'd guards, each
+ * its own VMA (MADV_GUARD_INSTALL makes none). */
+static int mprotect_guards(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    int n = 0;
+    unsigned long lo, hi;
+    char perms[5];
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) == 3 && !strcmp(perms, "---p") &&
+            hi - lo == corio__stack_guard())
+            n++;
+    fclose(f);
+    return n;
+}
+
 static void *child_main(void *arg)
 {
     enum kind k = (enum kind)INT_OF(arg);
     if (k == MAIN_ITSELF)
         return overflow_task(NULL);
+    /* Not vacuous: main's own stack has such a guard. */
+    if ((k == MPROTECT_REGULAR || k == MPROTECT_TRIMMED) && mprotect_guards() < 1)
+        return PTR_OF(12);
     corio_spawn_opts o;
     corio_spawn_opts_init(&o);
     corio_fn fn = overflow_task;
@@ -183,7 +210,7 @@ static void *child_main(void *arg)
         fn = segv_in_pool;
     if (k == RAISED)
         fn = raise_segv_task;
-    if (k == TRIMMED_STACK)
+    if (k == TRIMMED_STACK || k == MPROTECT_TRIMMED)
         leave_only_trimmed_stacks();
     if (k == IN_SWITCH) {
         fn = yielding_overflow_task;
@@ -215,7 +242,10 @@ static int run_expecting_overflow(unsigned loops, corio_fn main_fn, void *arg)
 static int child(void *arg)
 {
     enum kind k = (enum kind)INT_OF(arg);
-    return run_expecting_overflow(k == TRIMMED_STACK || k == IN_SWITCH ? 1 : 2, child_main, arg);
+    if (k == MPROTECT_REGULAR || k == MPROTECT_TRIMMED)
+        corio__stack_use_mprotect_guards();
+    bool one_loop = k == TRIMMED_STACK || k == MPROTECT_TRIMMED || k == IN_SWITCH;
+    return run_expecting_overflow(one_loop ? 1 : 2, child_main, arg);
 }
 
 static unsigned long long parse_id(const char *out)
@@ -292,6 +322,15 @@ TEST(trimmed_stack_overflow)
 TEST(overflow_in_context_switch)
 {
     expect_overflow(IN_SWITCH, "-byte stack");
+}
+
+/* The fallback guard of kernels before Linux 6.13 (stack.c,
+ * install_guard), forced: a fresh stack's and, after a trim's
+ * MADV_DONTNEED over it, a reused one's. */
+TEST(overflow_hits_mprotect_guards)
+{
+    expect_overflow(MPROTECT_REGULAR, "-byte stack");
+    expect_overflow(MPROTECT_TRIMMED, "-byte stack");
 }
 
 static void expect_plain_segv(enum kind k)
@@ -578,6 +617,7 @@ int main(int argc, char **argv)
     RUN(main_task_overflow);
     RUN(trimmed_stack_overflow);
     RUN(overflow_in_context_switch);
+    RUN(overflow_hits_mprotect_guards);
     RUN(wild_write_is_not_an_overflow);
     RUN(wild_write_on_pool_thread);
     RUN(raised_segv_kills);
