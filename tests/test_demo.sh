@@ -175,6 +175,7 @@ want="given more than once"
 check_bad --mode single --mode steal
 check_bad --tasks 5 --tasks=6
 check_bad --seed 1 --json --seed 1
+check_bad --json --tasks 5 --json
 want=
 # An argument with a newline in it still makes one line.
 nl='
@@ -199,4 +200,16 @@ for opt in --seed --tasks --loops --batches --work-scale; do
     check_bad "$opt" " 1"
     check_bad "$opt=+1"
 done
+# A scale above 0 that strtod calls an underflow (subnormal) is still
+# above 0; one that underflows to 0 is not.
+"$demo" --tasks 2 --work-scale 5e-324 --mode single >/dev/null || fail "--work-scale 5e-324 exited $?"
+check_bad --work-scale 1e-400
+# Results that could not be written are a failure, said in one line.
+if [ -w /dev/full ]; then
+    err=$("$demo" --tasks 2 --work-scale 0.05 --mode single --json 2>&1 >/dev/full)
+    rc=$?
+    [ "$rc" -eq 1 ] || fail "output to /dev/full exited $rc, not 1"
+    [ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "output to /dev/full: more than one line: $err"
+    case "$err" in corio-demo:*"could not write"*) ;; *) fail "output to /dev/full: $err" ;; esac
+fi
 echo "test_demo: ok"

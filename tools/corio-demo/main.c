@@ -15,7 +15,8 @@
  * CPUs this process may run on) cores (experiment.h).
  *
  * Exit status: 0 when every run returned every result correctly, 1 when a
- * run failed or a result was wrong, 2 for bad options.
+ * run failed, a result was wrong or the output could not be written, 2
+ * for bad options.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,5 +176,11 @@ int main(int argc, char **argv)
                "(thread CPU time where loops > CPUs); efficiency = bound / wall\n",
                usable_cpus());
     workload_free(&w);
+    /* Results nobody could read are no results: a full disk gets a
+     * one-line reason and exit 1, not a silent 0. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "corio-demo: could not write the results to standard output\n");
+        return 1;
+    }
     return status;
 }

@@ -102,6 +102,12 @@ int parse_options(int argc, char **argv, struct demo_options *opt)
             return 1;
         }
         if (strcmp(arg, "--json") == 0) {
+            /* Harmless twice, but refused like any option given twice:
+             * one rule, which the README states. */
+            if (opt->json) {
+                fprintf(stderr, "corio-demo: --json given more than once\n");
+                return 2;
+            }
             opt->json = true;
             continue;
         }
@@ -164,10 +170,13 @@ int parse_options(int argc, char **argv, struct demo_options *opt)
             bool plain = (isdigit((unsigned char)value[0]) ||
                           (value[0] == '.' && isdigit((unsigned char)value[1]))) &&
                          !strpbrk(value, "xX");
-            char *end;
+            char *end = NULL;
             errno = 0;
             double k = plain ? strtod(value, &end) : 0;
-            if (!plain || errno || *end || !isfinite(k) || k <= 0 || k > 1000)
+            /* ERANGE for a tiny value that is still above 0 (subnormal)
+             * is no reason to refuse it; an underflow to 0 is refused as
+             * 0 is, an overflow as above 1000. */
+            if (!plain || *end || !isfinite(k) || k <= 0 || k > 1000)
                 return bad(name, "a number greater than 0 and at most 1000", value);
             opt->work_scale = k;
         } else { /* --mode */
