@@ -170,16 +170,18 @@ CORIO_API corio_time_t corio_deadline_in(int64_t ns);
 typedef void *(*corio_fn)(void *arg);
 
 typedef struct corio_config {
-    /* Event loops (threads). 0: the CORIO_LOOPS environment variable if
-     * set, else the number of CPUs this process may run on. */
+    /* Event loops (threads), at most 1024 (CORIO_EINVAL above). 0: the
+     * CORIO_LOOPS environment variable if set (a decimal number), else
+     * the number of CPUs this process may run on. */
     unsigned loops;
     /* Default stack size of a task in bytes, rounded up to whole pages,
      * at least 16 KiB, at most 1 TiB (CORIO_EINVAL above). Each loop also
      * maps one stack of this size for its light tasks when it starts.
-     * 0: CORIO_STACK_SIZE from the environment if set, else 128 KiB. The
-     * runtime keeps a task's bookkeeping in the top 64 bytes (more in
-     * sanitizer builds, about 1 KiB with the ucontext fallback); the rest
-     * is the task's. */
+     * 0: CORIO_STACK_SIZE from the environment if set (a decimal number
+     * of bytes, or of KiB, MiB or GiB with a k, m or g after it: "256k"),
+     * else 128 KiB. The runtime keeps a task's bookkeeping in the top 64
+     * bytes (more in sanitizer builds, about 1 KiB with the ucontext
+     * fallback); the rest is the task's. */
     size_t stack_size;
     /* Most threads in the blocking pool behind corio_run_blocking().
      * 0: 64. Threads start on demand. */
@@ -216,7 +218,8 @@ typedef struct corio_config {
      * they have been idle this long (milliseconds).
      * Handing it back interrupts every CPU running the process, so it is
      * done in batches, not as each task exits. 0: CORIO_STACK_RETAIN_MS
-     * from the environment if set, else 10,000. */
+     * from the environment if set (a decimal number, no suffix, below
+     * 2^32), else 10,000. */
     unsigned stack_retain_ms;
 } corio_config;
 
@@ -238,7 +241,8 @@ CORIO_API void corio_config_init(corio_config *cfg);
  * are discarded without running. Blocking-pool functions that are already
  * running are waited for. Another runtime may be started afterwards.
  *
- * Returns 0, CORIO_EINVAL for a bad configuration, CORIO_ENOMEM /
+ * Returns 0, CORIO_EINVAL for a bad configuration (a CORIO_* environment
+ * variable included: any value but those described here), CORIO_ENOMEM /
  * CORIO_EAGAIN when memory or threads run out, CORIO_EMFILE /
  * CORIO_ENFILE when descriptors do (each loop takes an epoll instance and
  * an eventfd), CORIO_ENOSTACK when no stack could be had for main (it

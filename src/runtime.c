@@ -61,8 +61,9 @@ unsigned corio_loop_count(void)
 
 /* ---- configuration ---- */
 
-/* Parse a positive size with an optional k/m/g suffix. 0 if malformed. */
-static size_t parse_size(const char *s)
+/* Parse a positive decimal number, with an optional k/m/g suffix (KiB,
+ * MiB, GiB) if `suffix`. 0 if malformed. */
+static size_t parse_number(const char *s, bool suffix)
 {
     /* strtoull would skip blanks and accept a sign (" -1" wraps). */
     if (*s < '0' || *s > '9')
@@ -73,7 +74,7 @@ static size_t parse_size(const char *s)
     if (errno || end == s)
         return 0;
     unsigned long long mult = 1;
-    switch (*end) {
+    switch (suffix ? *end : '\0') {
     case 'k': case 'K': mult = 1ull << 10; end++; break;
     case 'm': case 'M': mult = 1ull << 20; end++; break;
     case 'g': case 'G': mult = 1ull << 30; end++; break;
@@ -95,15 +96,18 @@ static unsigned usable_cpus(cpu_set_t *set)
 }
 
 /* A numeric setting: the configuration's value if non-zero, else the
- * environment variable `name` if set (a positive number with an optional
- * k/m/g suffix, at most `max`; CORIO_EINVAL otherwise), else `fallback`. */
-static int setting(size_t configured, const char *name, size_t max, size_t fallback,
-                   size_t *out)
+ * environment variable `name` if set (a positive decimal number, at most
+ * `max`, with a k/m/g suffix if it is a size in bytes: `is_size`;
+ * CORIO_EINVAL otherwise), else `fallback`. A suffix elsewhere would
+ * mislead: "4m" milliseconds reads as 4 minutes, and would have been
+ * 4,194,304 ms. */
+static int setting(size_t configured, const char *name, size_t max, bool is_size,
+                   size_t fallback, size_t *out)
 {
     const char *env = getenv(name);
     *out = configured;
     if (!*out && env && *env) {
-        *out = parse_size(env);
+        *out = parse_number(env, is_size);
         if (*out == 0 || *out > max)
             return CORIO_EINVAL;
     }
@@ -131,14 +135,14 @@ static int resolve_config(const corio_config *cfg, corio__runtime *rt, cpu_set_t
 {
     unsigned ncpu = usable_cpus(cpus);
     size_t loops, stack, retain_ms;
-    if (setting(cfg->loops, "CORIO_LOOPS", MAX_LOOPS, ncpu, &loops) != 0 || loops > MAX_LOOPS)
+    if (setting(cfg->loops, "CORIO_LOOPS", MAX_LOOPS, false, ncpu, &loops) != 0 || loops > MAX_LOOPS)
         return CORIO_EINVAL;
-    if (setting(cfg->stack_size, "CORIO_STACK_SIZE", SIZE_MAX, DEFAULT_STACK_SIZE, &stack) != 0)
+    if (setting(cfg->stack_size, "CORIO_STACK_SIZE", SIZE_MAX, true, DEFAULT_STACK_SIZE, &stack) != 0)
         return CORIO_EINVAL;
     stack = corio__stack_round(stack);
     if (!stack)
         return CORIO_EINVAL;
-    if (setting(cfg->stack_retain_ms, "CORIO_STACK_RETAIN_MS", UINT32_MAX,
+    if (setting(cfg->stack_retain_ms, "CORIO_STACK_RETAIN_MS", UINT32_MAX, false,
                 DEFAULT_STACK_RETAIN_MS, &retain_ms) != 0)
         return CORIO_EINVAL;
 

@@ -100,9 +100,10 @@ TEST(loops_from_environment)
 TEST(bad_loops)
 {
     clear_env();
+    /* No size suffix for a count: "1k" would be 1024 loops. */
     const char *bad[] = {"abc", "0",   "99999", "-1",   "2x",   "4k",
                          " -1", "1e3", "0x4",   " 2",   "+2",   " -18446744073709551615",
-                         "-18446744073709551615"};
+                         "-18446744073709551615", "1k", "1K", "1m"};
     corio_config cfg;
     corio_config_init(&cfg);
     expect_rejected("CORIO_LOOPS", bad, sizeof bad / sizeof bad[0], &cfg);
@@ -112,8 +113,14 @@ TEST(bad_loops)
     void *r;
     CHECK_OK(run_cfg(&cfg, report_loops, &r));
     CHECK_EQ(INT_OF(r), 2);
-    /* Too many loops in the configuration itself. */
+    /* Too many loops in the configuration itself: the documented 1024
+     * and no more. */
     cfg.loops = 100000;
+    CHECK_ERR(run_cfg(&cfg, report_loops, &r), CORIO_EINVAL);
+    cfg.loops = 1025;
+    CHECK_ERR(run_cfg(&cfg, report_loops, &r), CORIO_EINVAL);
+    setenv("CORIO_LOOPS", "1025", 1);
+    cfg.loops = 0;
     CHECK_ERR(run_cfg(&cfg, report_loops, &r), CORIO_EINVAL);
     clear_env();
 }
@@ -190,7 +197,10 @@ TEST(stack_retention_from_environment)
     CHECK_OK(run_cfg(&cfg, report_retain_main, &r));
     CHECK_EQ(INT_OF(r), 40);
     cfg.stack_retain_ms = 0;
-    const char *bad[] = {"abc", "0", "-1", "5000000000", "12q", " -18446744073709551615"};
+    /* No size suffix for milliseconds: "4m" reads as 4 minutes, and was
+     * 4,194,304 ms. */
+    const char *bad[] = {"abc", "0", "-1", "5000000000", "12q", " -18446744073709551615",
+                         "4m", "1k", "1g"};
     expect_rejected("CORIO_STACK_RETAIN_MS", bad, sizeof bad / sizeof bad[0], &cfg);
     clear_env();
 }
