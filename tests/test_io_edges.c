@@ -70,6 +70,18 @@ static void *late_writer(void *arg)
     return NULL;
 }
 
+/* Read rfd while a late writer sends a byte on wfd: the poll must wake
+ * this task, the descriptor's waiter now. */
+static void read_from_late_writer(int rfd, int wfd)
+{
+    corio_task *w;
+    char c = 0;
+    CHECK_OK(corio_spawn(&w, late_writer, PTR_OF(wfd)));
+    CHECK_EQ(corio_read_until(rfd, &c, 1, corio_deadline_in(PATIENCE)), 1);
+    CHECK_EQ(c, 'y');
+    CHECK_OK(corio_join(w, NULL));
+}
+
 /* ---- woken by readiness, then the number is closed and reused ---- */
 
 struct woken_close {
@@ -178,6 +190,19 @@ TEST(waiter_slot_freed_at_close)
 
 /* ---- a waiter whose wait ended frees its slot before it runs ---- */
 
+/* This task reads rfd after another task's wait on it ended: the read
+ * waits as any would, and gets a late writer's byte (with_data) or times
+ * out; never CORIO_EBUSY. */
+static void read_as_any_waiter(int rfd, int wfd, bool with_data)
+{
+    if (with_data) {
+        read_from_late_writer(rfd, wfd);
+        return;
+    }
+    char c;
+    CHECK_ERR((int)corio_read_until(rfd, &c, 1, corio_deadline_in(CORIO_MSEC)), CORIO_ETIMEDOUT);
+}
+
 /* A reader of this loop waits; its wait is cancelled, and before it
  * runs again (cancelling does not yield) this task reads the same
  * descriptor. The slot is the ended wait's no longer: the read waits
@@ -199,16 +224,7 @@ static void *main_slot_freed_at_cancel(void *arg)
         CHECK_ERR((int)corio_read_until(sv[0], &c, 1, corio_deadline_in(PATIENCE)),
                   CORIO_EBUSY);
         CHECK_OK(corio_cancel(t));
-        if (with_data) {
-            corio_task *w;
-            CHECK_OK(corio_spawn(&w, late_writer, PTR_OF(sv[1])));
-            CHECK_EQ(corio_read_until(sv[0], &c, 1, corio_deadline_in(PATIENCE)), 1);
-            CHECK_EQ(c, 'y');
-            CHECK_OK(corio_join(w, NULL));
-        } else {
-            CHECK_ERR((int)corio_read_until(sv[0], &c, 1, corio_deadline_in(CORIO_MSEC)),
-                      CORIO_ETIMEDOUT);
-        }
+        read_as_any_waiter(sv[0], sv[1], with_data);
         CHECK_OK(corio_join(t, NULL));
         CHECK_ERR((int)r.n, CORIO_ECANCELED);
         CHECK_OK(corio_close(sv[0]));
@@ -268,19 +284,8 @@ static bool slot_freed_at_timeout_round(bool with_data)
     CHECK_OK(corio_spawn_on(&spinner, here, spin_until, &spin_end));
     CHECK_OK(corio_sleep_until(wake));
     bool in_time = r.n == 12345; /* timed out, not run yet */
-    if (in_time) {
-        char c = 0;
-        if (with_data) {
-            corio_task *w;
-            CHECK_OK(corio_spawn(&w, late_writer, PTR_OF(sv[1])));
-            CHECK_EQ(corio_read_until(sv[0], &c, 1, corio_deadline_in(PATIENCE)), 1);
-            CHECK_EQ(c, 'y');
-            CHECK_OK(corio_join(w, NULL));
-        } else {
-            CHECK_ERR((int)corio_read_until(sv[0], &c, 1, corio_deadline_in(CORIO_MSEC)),
-                      CORIO_ETIMEDOUT);
-        }
-    }
+    if (in_time)
+        read_as_any_waiter(sv[0], sv[1], with_data);
     CHECK_OK(corio_join(t, NULL));
     CHECK_OK(corio_join(spinner, NULL));
     CHECK_ERR((int)r.n, CORIO_ETIMEDOUT);
@@ -334,11 +339,7 @@ static void *main_foreign_close(void *arg)
         int nv[2];
         stream_pair(nv);
         CHECK_EQ(nv[0], sv[0]);
-        corio_task *w;
-        CHECK_OK(corio_spawn(&w, late_writer, PTR_OF(nv[1])));
-        CHECK_EQ(corio_read_until(nv[0], &c, 1, corio_deadline_in(PATIENCE)), 1);
-        CHECK_EQ(c, 'y');
-        CHECK_OK(corio_join(w, NULL));
+        read_from_late_writer(nv[0], nv[1]);
         CHECK_OK(corio_close(nv[0]));
         CHECK_OK(corio_close(nv[1]));
         CHECK_OK(corio_close(sv[1]));
@@ -877,11 +878,7 @@ static void *main_other_queue(void *arg)
     CHECK_OK(corio_cancel(corio_self()));
     CHECK_ERR((int)corio_recv(sv[0], buf, sizeof buf, flags), CORIO_ECANCELED);
     /* Still waits for data, and gets it, after all that. */
-    corio_task *w;
-    CHECK_OK(corio_spawn(&w, late_writer, PTR_OF(sv[1])));
-    CHECK_EQ(corio_read_until(sv[0], buf, sizeof buf, corio_deadline_in(PATIENCE)), 1);
-    CHECK_EQ(buf[0], 'y');
-    CHECK_OK(corio_join(w, NULL));
+    read_from_late_writer(sv[0], sv[1]);
     CHECK_OK(corio_close(sv[0]));
     CHECK_OK(corio_close(sv[1]));
     return NULL;
