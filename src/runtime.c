@@ -135,9 +135,11 @@ static int resolve_config(const corio_config *cfg, corio__runtime *rt, cpu_set_t
 {
     unsigned ncpu = usable_cpus(cpus);
     size_t loops, stack, retain_ms;
-    if (setting(cfg->loops, "CORIO_LOOPS", MAX_LOOPS, false, ncpu, &loops) != 0 || loops > MAX_LOOPS)
+    if (setting(cfg->loops, "CORIO_LOOPS", MAX_LOOPS, false, ncpu, &loops) != 0 ||
+        loops > MAX_LOOPS)
         return CORIO_EINVAL;
-    if (setting(cfg->stack_size, "CORIO_STACK_SIZE", SIZE_MAX, true, DEFAULT_STACK_SIZE, &stack) != 0)
+    if (setting(cfg->stack_size, "CORIO_STACK_SIZE", SIZE_MAX, true, DEFAULT_STACK_SIZE,
+                &stack) != 0)
         return CORIO_EINVAL;
     stack = corio__stack_round(stack);
     if (!stack)
