@@ -80,6 +80,7 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     atomic_init(&l->inbox, NULL);
     atomic_init(&l->parked, 0);
     atomic_init(&l->rechecks, 0);
+    atomic_init(&l->sent_to_search, 0);
     atomic_init(&l->woken_ns, 0);
     /* Fresh, and looking for work, from the start: balance.c holds tasks
      * for a loop whose thread has not run yet, as it will. */
@@ -209,6 +210,18 @@ void corio__loop_make_ready(corio_task *t)
         inbox_push(home, t);
 }
 
+/* Wake l, unparked by the caller, to look for the tasks queued that made
+ * the caller wake it: it counts as searching from its wake-up, so that if
+ * it finds work of its own instead, it hands the search on (sched.c,
+ * stop_searching_for_own_work). Stored before the eventfd write the loop
+ * waits for; a loop that a timer woke first may miss it, and search no
+ * more than before. */
+static void send_to_search(corio__loop *l)
+{
+    atomic_store_explicit(&l->sent_to_search, 1, memory_order_release);
+    corio__poll_wake(&l->poll);
+}
+
 /* Try to hand new work to a parked loop, unless one is already searching
  * (it will find the work itself; waking more would only make them race
  * for it). Never-run tasks go to a loop whose load is low enough that it
@@ -228,7 +241,9 @@ void corio__notify_idle(corio__runtime *rt, corio__loop *from, bool started)
         return;
     unsigned n = rt->nloops;
     unsigned start = from->index + 1;
-    size_t mine = corio__loop_load(from) + corio__runq_len(&from->runq);
+    size_t load = from == tls_loop ? corio__loop_load(from)
+                                   : atomic_load_explicit(&from->load, memory_order_relaxed);
+    size_t mine = load + corio__runq_len(&from->runq);
     corio__loop *loaded = NULL;
     for (unsigned i = 0; i < n; i++) {
         corio__loop *l = rt->loops[(start + i) % n];
@@ -240,12 +255,12 @@ void corio__notify_idle(corio__runtime *rt, corio__loop *from, bool started)
             continue;
         }
         if (unpark(l)) {
-            corio__poll_wake(&l->poll);
+            send_to_search(l);
             return;
         }
     }
     if (loaded && unpark(loaded))
-        corio__poll_wake(&loaded->poll);
+        send_to_search(loaded);
 }
 
 void corio__loop_push_new(corio__loop *l, corio_task *t)

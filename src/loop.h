@@ -142,6 +142,7 @@ typedef struct corio__loop {
     _Alignas(CORIO__CACHE_LINE) _Atomic int parked; /* 1 while in (or entering) epoll_wait */
     _Atomic int rechecks;     /* parked with a balance recheck due (sched.c, park) */
     _Atomic int64_t woken_ns; /* when another thread last cleared parked (balance.c) */
+    _Atomic int sent_to_search; /* woken for queued tasks: searches on waking (sched.c, park) */
 
     /* --- other loops: steal (head) --- Started migrating tasks, woken here
      * and homeless until a loop (this one or a thief) takes them and
@@ -233,8 +234,9 @@ void corio__ready_push(corio__loop *l, struct corio_task *t);
 void corio__loop_push_new_remote(corio__loop *l, struct corio_task *t);
 /* Owner: take the inbox, oldest first, as a list linked by `next`. */
 struct corio_task *corio__inbox_take(corio__loop *l);
-/* New stealable work was queued on `from`: wake a parked loop if no loop
- * is already searching. Never-run tasks go first to a loop whose load is
+/* New stealable work was queued on `from` (the caller's loop, or another
+ * whose published load is then read): wake a parked loop if no loop is
+ * already searching. Never-run tasks go first to a loop whose load is
  * low enough that balance lets it steal them; failing that, to a loaded
  * one that will not look again on its own (it rescues them if `from`
  * turns out stuck). Woken migrating tasks (`started`) are worth any idle

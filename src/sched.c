@@ -721,12 +721,50 @@ static void cpu_relax(void)
 #endif
 }
 
+/* Looking for work: spawners leave it to this loop (notify_idle). */
+static void start_searching(corio__loop *l)
+{
+    if (!l->searching) {
+        l->searching = true;
+        atomic_fetch_add(&l->rt->nsearching, 1);
+    }
+}
+
 /* No longer looking for work. */
 static void stop_searching(corio__loop *l)
 {
     if (l->searching) {
         l->searching = false;
         atomic_fetch_sub(&l->rt->nsearching, 1);
+    }
+}
+
+/* No longer looking, busy with a task of its own. Every spawn made while
+ * this loop searched woke nobody (notify_idle), counting on it to take
+ * the task; the last searcher to stop without taking them hands the
+ * search on to a parked loop, or those tasks wait for their own loop
+ * while a core idles (Go's resetspinning makes the same hand-over). */
+static void stop_searching_for_own_work(corio__loop *l)
+{
+    if (!l->searching)
+        return;
+    l->searching = false;
+    corio__runtime *rt = l->rt;
+    if (atomic_fetch_sub(&rt->nsearching, 1) != 1 || !atomic_load(&rt->nparked))
+        return;
+    bool migrating = atomic_load_explicit(&rt->migrating, memory_order_relaxed);
+    for (unsigned i = 0; i < rt->nloops; i++) {
+        corio__loop *v = rt->loops[i];
+        if (v == l)
+            continue;
+        if (migrating && corio__runq_len(&v->roam)) {
+            corio__notify_idle(rt, v, true);
+            return;
+        }
+        if (corio__runq_len(&v->runq)) {
+            corio__notify_idle(rt, v, false);
+            return;
+        }
     }
 }
 
@@ -766,13 +804,19 @@ static void park(corio__loop *l)
      * handshake on `parked`) can leave it be; one that reads it clear
      * wakes it at worst once too often (notify_idle). */
     atomic_store(&l->rechecks, 0);
+    atomic_store_explicit(&l->sent_to_search, 0, memory_order_relaxed);
     atomic_store(&l->parked, 1);
     atomic_fetch_add(&rt->nparked, 1);
+    bool was_searching = l->searching;
     stop_searching(l);
     bool queued_elsewhere;
     if (work_visible(l, &queued_elsewhere)) {
         atomic_exchange(&l->parked, 0);
         atomic_fetch_sub(&rt->nparked, 1);
+        /* Back to looking, as Go's findRunnable does after its last
+         * check: a spawn may have counted on this loop meanwhile. */
+        if (was_searching)
+            start_searching(l);
         return;
     }
 
@@ -824,6 +868,8 @@ static void park(corio__loop *l)
      * and the flag untaken; TSan soaks trimmed so, 0 ms after the poll. */
     bool woken = atomic_exchange(&l->parked, 0) == 0;
     atomic_fetch_sub(&rt->nparked, 1);
+    if (woken && atomic_exchange_explicit(&l->sent_to_search, 0, memory_order_acquire))
+        start_searching(l);
     if (trim && n == 0 && !woken && corio_now() >= deadline)
         corio__stack_pool_trim(&l->stacks);
 }
@@ -910,7 +956,7 @@ void corio__loop_run(corio__loop *l)
              * spin for steals (spin_for_work) ended as a timer of its own
              * fired (found by review). Go's spinning M stops spinning as
              * it finds work, the same rule. */
-            stop_searching(l);
+            stop_searching_for_own_work(l);
             run_unless_stopped(l, t);
             continue;
         }
@@ -920,10 +966,7 @@ void corio__loop_run(corio__loop *l)
             park(l);
             continue;
         }
-        if (!l->searching) {
-            l->searching = true;
-            atomic_fetch_add(&rt->nsearching, 1);
-        }
+        start_searching(l);
         atomic_store_explicit(&l->seek_ns, l->now, memory_order_relaxed);
         t = steal_any(l);
         if (t) {

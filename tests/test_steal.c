@@ -1286,6 +1286,113 @@ TEST(a_task_queued_behind_a_computation_is_rescued_by_a_loaded_parked_loop)
                  "in every round loop 1 waited 100 ms or more for a CPU");
 }
 
+/* ---- a searcher busy with a task of its own hands the search on ----
+ *
+ * A spawn made while a loop searches wakes nobody: the searcher is to
+ * take the task. Here loop 1 searches (it spins after a task handed to
+ * it), loop 0 spawns X and hands loop 1 a task that computes, and loop 2
+ * is parked. Loop 1 stops searching for its own task without taking X,
+ * and loop 0 computes without yielding: before the hand-over nothing
+ * woke loop 2, and X waited the whole computation while a core idled.
+ * X must start on loop 2 long before the end. A round says nothing when
+ * loop 1 was not caught searching, when it took X itself (it parked
+ * first and found X on the way), or when loop 2's thread waited 100 ms or
+ * more for a CPU; such rounds are run again. */
+enum { HANDOVER_COMPUTE_MS = 500, HANDOVER_WITHIN_MS = 200 };
+static _Atomic int handover_first_done, handover_x_loop;
+static _Atomic corio_time_t handover_x_at;
+
+static void *handover_first(void *arg)
+{
+    atomic_store(&handover_first_done, 1);
+    return arg;
+}
+
+static void *handover_x(void *arg)
+{
+    atomic_store(&handover_x_at, corio_now());
+    atomic_store(&handover_x_loop, corio_loop_index());
+    return arg;
+}
+
+/* Until X starts or the computation's end, with no yield. */
+static void compute_until_x_starts(corio_time_t end)
+{
+    while (atomic_load(&handover_x_loop) < 0 && corio_now() < end)
+        ;
+}
+
+static void *handover_busy(void *arg)
+{
+    compute_until_x_starts(*(const corio_time_t *)arg);
+    return NULL;
+}
+
+struct handover_round {
+    bool caught;
+    corio_time_t spawned_at;
+    int64_t loop_2_waited; /* for a CPU, from the spawn to X's start (-1: unknown) */
+};
+
+static void *main_handover(void *arg)
+{
+    struct handover_round *r = arg;
+    corio__runtime *rt = corio__loop_current()->rt;
+    corio__loop *searcher = rt->loops[1], *idle = rt->loops[2];
+    while (!atomic_load(&idle->parked))
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    cpu_set_t all;
+    pin_apart(searcher, &all);
+    corio_task *first, *x, *busy;
+    CHECK_OK(corio_spawn_on(&first, 1, handover_first, NULL));
+    while (!atomic_load(&handover_first_done))
+        sched_yield();
+    corio_time_t give_up = corio_now() + 10 * CORIO_SEC;
+    unsigned spins = 0;
+    while (!(r->caught = atomic_load(&rt->nsearching) != 0) && !atomic_load(&searcher->parked))
+        if ((++spins & 255) == 0)
+            CHECK(corio_now() < give_up);
+    pid_t tid = atomic_load(&idle->thread_id);
+    int64_t waited_before = test_run_delay_ns(tid);
+    CHECK_OK(corio_spawn(&x, handover_x, NULL));
+    r->spawned_at = corio_now();
+    corio_time_t end = r->spawned_at + HANDOVER_COMPUTE_MS * CORIO_MSEC;
+    CHECK_OK(corio_spawn_on(&busy, 1, handover_busy, &end));
+    compute_until_x_starts(end);
+    r->loop_2_waited = test_run_delay_since(tid, waited_before);
+    unpin_apart(searcher, &all);
+    CHECK_OK(corio_join(busy, NULL));
+    CHECK_OK(corio_join(x, NULL));
+    CHECK_OK(corio_join(first, NULL));
+    return NULL;
+}
+
+TEST(a_searcher_busy_with_its_own_task_hands_the_search_on)
+{
+    long rounds = test_scaled(20), valid = 0;
+    for (long i = 0; i < rounds * 10 && valid < rounds; i++) {
+        struct handover_round r = {0};
+        atomic_store(&handover_first_done, 0);
+        atomic_store(&handover_x_loop, -1);
+        struct test_on_loop_0 body = {main_handover, &r};
+        run_main_checked(3, test_main_on_loop_0, &body);
+        if (!r.caught || r.loop_2_waited >= 100 * CORIO_MSEC)
+            continue;
+        int on = atomic_load(&handover_x_loop);
+        long long after_ms = (long long)((atomic_load(&handover_x_at) - r.spawned_at) / CORIO_MSEC);
+        long long within = HANDOVER_WITHIN_MS * TEST_SLOW;
+        if (within > HANDOVER_COMPUTE_MS * 4 / 5)
+            within = HANDOVER_COMPUTE_MS * 4 / 5;
+        if (after_ms > within)
+            FAIL_("round %ld: X started on loop %d %lld ms after the spawn, during a %d ms "
+                  "computation on loops 0 and 1 (loop 2 waited %.1f ms for a CPU)",
+                  i, on, after_ms, HANDOVER_COMPUTE_MS, (double)r.loop_2_waited / CORIO_MSEC);
+        valid += on == 2; /* on loop 1, which took X itself, the round says nothing */
+    }
+    TEST_SKIP_IF(!valid, "on this host",
+                 "no round caught loop 1 searching with loop 2 free to take X");
+}
+
 int main(int argc, char **argv)
 {
     RUN(not_held_for_a_loop_that_never_steals);
@@ -1303,5 +1410,6 @@ int main(int argc, char **argv)
     RUN(a_probe_window_is_the_time_between_the_probes);
     RUN(a_loop_running_its_own_task_after_a_spin_stops_searching);
     RUN(a_task_queued_behind_a_computation_is_rescued_by_a_loaded_parked_loop);
+    RUN(a_searcher_busy_with_its_own_task_hands_the_search_on);
     return test_summary();
 }
