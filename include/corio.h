@@ -394,6 +394,27 @@ CORIO_API int corio_gather(corio_task *const *tasks, size_t n, void **results);
 CORIO_API int corio_gather_until(corio_task *const *tasks, size_t n,
                                  void **results, corio_time_t deadline);
 
+/*
+ * asyncio.wait(..., return_when=FIRST_COMPLETED), or Go's select over
+ * tasks: wait until at least one of tasks[0..n-1] has finished and store
+ * in *index the lowest index among those found finished. No handle is
+ * released: join the finished one (at once, it does not wait) and cancel
+ * or keep waiting for the rest. NULL entries are skipped, so a caller can
+ * join the finished task, set its slot to NULL and call again to take
+ * the tasks as they complete (asyncio.as_completed); each call looks at
+ * all n slots, so for thousands of tasks let each one send its result on
+ * a channel instead. Whatever ends the wait, every handle is left as it
+ * was, free to be joined, gathered or detached. Returns 0, CORIO_ETIMEDOUT
+ * or CORIO_ECANCELED (the wait itself ended early, with no task
+ * finished), CORIO_EINVAL (index or tasks NULL, no handle given, a handle
+ * detached, released, being joined by another task, or given twice while
+ * running), CORIO_EDEADLK (the caller's own handle) or CORIO_EPERM (not
+ * in a task).
+ */
+CORIO_API int corio_wait_any(corio_task *const *tasks, size_t n, size_t *index);
+CORIO_API int corio_wait_any_until(corio_task *const *tasks, size_t n, size_t *index,
+                                   corio_time_t deadline);
+
 /* Release a handle without waiting; the task runs on and its memory is
  * freed when it finishes. From a task or loop thread only (CORIO_EPERM
  * elsewhere, e.g. in a blocking-pool function); CORIO_EINVAL for a handle

@@ -1,6 +1,6 @@
 /*
- * task.c: spawning, joining, gathering, detaching and cancelling tasks,
- * and the memory task objects live in.
+ * task.c: spawning, joining, gathering, waiting for the first of many,
+ * detaching and cancelling tasks, and the memory task objects live in.
  *
  * Task objects come from per-loop slabs of SLAB_TASKS, carved from the
  * loop's arena (arena.h), and are recycled through per-loop free lists
@@ -550,6 +550,113 @@ int corio_gather_until(corio_task *const *tasks, size_t n, void **results,
 int corio_gather(corio_task *const *tasks, size_t n, void **results)
 {
     return corio_gather_until(tasks, n, results, CORIO_FOREVER);
+}
+
+/* ---- waiting for the first of many ---- */
+
+/* The first of tasks[0, n) (NULLs skipped) that has finished. */
+static bool first_done(corio_task *const *tasks, size_t n, size_t *index)
+{
+    for (size_t i = 0; i < n; i++)
+        if (tasks[i] && is_done(tasks[i])) {
+            *index = i;
+            return true;
+        }
+    return false;
+}
+
+/* Undo self's registrations on tasks[0, n). true: one of them finished
+ * meanwhile (its unregistering failed: it is DONE). */
+static bool unregister_all(corio_task *self, corio_task *const *tasks, size_t n)
+{
+    bool finished = false;
+    for (size_t i = 0; i < n; i++)
+        if (tasks[i] && !join_unregister(tasks[i], self))
+            finished = true;
+    return finished;
+}
+
+/* A handle wait_any can never wait on, whatever the timing: detached or
+ * released. (One being joined by another task, or given twice, is found
+ * as it registers.) */
+static bool never_waitable(corio_task *t)
+{
+    uintptr_t v = atomic_load_explicit(&t->join, memory_order_acquire) & ~JOIN_LOCK;
+    return v == CORIO__JOIN_DETACHED || v == CORIO__JOIN_RELEASED;
+}
+
+/*
+ * One wait, registered as the joiner of every task with one token: the
+ * first finisher fires it and the others' fires fail (task.h). Whatever
+ * ends the wait, every registration is undone before returning, so the
+ * handles are left as they were, each free to be joined.
+ */
+int corio_wait_any_until(corio_task *const *tasks, size_t n, size_t *index,
+                         corio_time_t deadline)
+{
+    corio_task *self = corio__current_task();
+    if (!self)
+        return CORIO_EPERM;
+    if (!index || !tasks)
+        return CORIO_EINVAL;
+    size_t named = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!tasks[i])
+            continue;
+        int rc = join_check(self, tasks[i]);
+        if (rc != 0)
+            return rc;
+        if (never_waitable(tasks[i]))
+            return CORIO_EINVAL;
+        named++;
+    }
+    if (named == 0)
+        return CORIO_EINVAL;
+    if (first_done(tasks, n, index))
+        return 0;
+    uint64_t token;
+    int rc = corio__wait_arm(self, &token);
+    if (rc != 0)
+        return rc;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (!tasks[i])
+            continue;
+        rc = join_register(tasks[i], self, token);
+        if (rc <= 0)
+            break;
+    }
+    if (i < n) {
+        /* tasks[i] finished (0) or is not ours to wait on (EINVAL). A task
+         * registered before it may have fired us already: the disarm takes
+         * that wake-up, and puts back a cancellation's for the next call. */
+        (void)corio__wait_disarm(self, token);
+        unregister_all(self, tasks, i);
+        if (rc < 0)
+            return rc;
+        return first_done(tasks, n, index) ? 0 : CORIO_EINVAL;
+    }
+    corio__loop *l = self->home;
+    l->joining++; /* needs no CPU meanwhile, as a join (loop.h) */
+    corio__loop_publish_load(l);
+    self->flags |= CORIO__TF_JOINING;
+    rc = corio__wait_commit(self, token, deadline, CORIO__WAITS_WAIT_ANY);
+    corio__wait_settle(self);
+    bool finished = unregister_all(self, tasks, n);
+    if (rc != 0) {
+        if (!finished)
+            return rc;
+        /* One finished as the wait ended: it succeeds after all. */
+        if (rc == CORIO_ECANCELED)
+            corio__cancel_repend(self);
+    }
+    /* A finisher stores DONE before it fires its joiner (task.h). */
+    return first_done(tasks, n, index) ? 0 : CORIO_EINVAL;
+}
+
+int corio_wait_any(corio_task *const *tasks, size_t n, size_t *index)
+{
+    return corio_wait_any_until(tasks, n, index, CORIO_FOREVER);
 }
 
 int corio_detach(corio_task *task)

@@ -54,6 +54,7 @@ __attribute__((used)) const char *const corio__wait_names[CORIO__WAITS_KINDS] = 
     [CORIO__WAITS_EVENT] = "event",
     [CORIO__WAITS_WAITGROUP] = "waitgroup",
     [CORIO__WAITS_BLOCKING] = "run_blocking",
+    [CORIO__WAITS_WAIT_ANY] = "wait any",
 };
 
 #define STATE(w) ((w) & CORIO__WAIT_STATE_MASK)

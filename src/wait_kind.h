@@ -25,6 +25,7 @@ enum corio__wait_kind {
     CORIO__WAITS_EVENT,
     CORIO__WAITS_WAITGROUP,
     CORIO__WAITS_BLOCKING,
+    CORIO__WAITS_WAIT_ANY,
     CORIO__WAITS_KINDS
 };
 extern const char *const corio__wait_names[CORIO__WAITS_KINDS];
@@ -50,6 +51,7 @@ static inline bool corio__wait_kind_movable(enum corio__wait_kind what)
     case CORIO__WAITS_EVENT:
     case CORIO__WAITS_WAITGROUP:
     case CORIO__WAITS_BLOCKING:
+    case CORIO__WAITS_WAIT_ANY:
         return true;
     default:
         return false;
