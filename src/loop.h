@@ -184,6 +184,10 @@ typedef struct corio__runtime {
  * (debug.c), under the list's lock, when a runtime starts or ends. */
 extern corio__runtime *corio__debug_runtimes;
 
+/* rt->nsearching as the last corio_run saw it once every loop had
+ * exited: 0 unless a loop left counted as searching (tests read it). */
+extern int corio__exit_nsearching;
+
 /* The loop whose thread is calling, or NULL. */
 corio__loop *corio__loop_current(void);
 /* The runtime of the calling thread (loop or blocking-pool thread). */

@@ -961,6 +961,12 @@ void corio__loop_run(corio__loop *l)
             continue;
         }
         if (l->stopping) {
+            /* A stopping loop never steals, so it is no searcher: park's
+             * successful last check (the stop itself, or active_loops
+             * reaching 0) or a notify_idle wake-up may have made it one
+             * again, and a loop that left counted kept nsearching at 1
+             * for good (every run ended so, found by review). */
+            stop_searching(l);
             if (shutdown_step(l))
                 return;
             park(l);

@@ -1393,6 +1393,33 @@ TEST(a_searcher_busy_with_its_own_task_hands_the_search_on)
                  "no round caught loop 1 searching with loop 2 free to take X");
 }
 
+/* ---- no loop is left counted as searching when the runtime ends ----
+ *
+ * A loop that parks as the main task returns finds the stop in its last
+ * check, and one that stops finds active_loops at 0 in its own: each
+ * resumed searching for it (park), and left the runtime counted in
+ * nsearching. Every run, with idle loops, ended with nsearching 1 so. */
+static void *spawn_a_burst(void *arg)
+{
+    corio_task *t[32];
+    for (int i = 0; i < 32; i++)
+        CHECK_OK(corio_spawn(&t[i], test_ret_arg, PTR_OF(i)));
+    CHECK_OK(corio_gather(t, 32, NULL));
+    return arg;
+}
+
+TEST(no_loop_is_left_counted_as_searching_when_the_runtime_ends)
+{
+    for (unsigned loops = 2; loops <= 4; loops++)
+        for (long i = 0; i < test_scaled(20); i++) {
+            corio__exit_nsearching = -1;
+            run_main_checked(loops, spawn_a_burst, NULL);
+            if (corio__exit_nsearching != 0)
+                FAIL_("%u loops, run %ld: the runtime ended with nsearching %d", loops, i,
+                      corio__exit_nsearching);
+        }
+}
+
 int main(int argc, char **argv)
 {
     RUN(not_held_for_a_loop_that_never_steals);
@@ -1411,5 +1438,6 @@ int main(int argc, char **argv)
     RUN(a_loop_running_its_own_task_after_a_spin_stops_searching);
     RUN(a_task_queued_behind_a_computation_is_rescued_by_a_loaded_parked_loop);
     RUN(a_searcher_busy_with_its_own_task_hands_the_search_on);
+    RUN(no_loop_is_left_counted_as_searching_when_the_runtime_ends);
     return test_summary();
 }
