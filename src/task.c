@@ -373,7 +373,10 @@ static int join_register(corio_task *t, corio_task *self, uint64_t token)
 }
 
 /* Undo join_register after a failed wait. true: unregistered, t still
- * running; false: t finished meanwhile (its result is there). */
+ * running; false: t finished meanwhile (its result is there), or, once
+ * it had, another task took the handle (a join or detach of the finished
+ * task, racing a wait_any on it): self is no longer registered either
+ * way, and waiting for the word to read self again would spin for ever. */
 static bool join_unregister(corio_task *t, corio_task *self)
 {
     uintptr_t v = (uintptr_t)self;
@@ -382,10 +385,10 @@ static bool join_unregister(corio_task *t, corio_task *self)
         if (atomic_compare_exchange_weak_explicit(&t->join, &v, CORIO__JOIN_NONE,
                                                   memory_order_acq_rel, memory_order_acquire))
             return true;
-        if (v == CORIO__JOIN_DONE)
-            return false;
         if (v == ((uintptr_t)self | JOIN_LOCK))
-            corio__spin_pause(&spins);
+            corio__spin_pause(&spins); /* the finisher is publishing DONE */
+        else if (v != (uintptr_t)self)
+            return false; /* DONE, or released since */
         v = (uintptr_t)self;
     }
 }

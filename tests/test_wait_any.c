@@ -255,6 +255,72 @@ TEST(bad_arguments_and_handles_are_refused)
     run_main_checked(2, main_errors, NULL);
 }
 
+/* ---- a finished handle taken by another task before the undoing ----
+ *
+ * The task finishes on loop 1 and wakes the waiter, which a computation
+ * keeps off loop 0 until another task has joined (or detached) the
+ * finished handle. A race in the callers, but the waiter's undoing then
+ * found the join word neither its own nor DONE and spun for ever, its
+ * loop's CPU with it (found by review). The handle is not ours to report:
+ * CORIO_EINVAL, as for one being joined by another task. */
+static _Atomic int taken_by_other;
+
+static void *compute_until_taken(void *arg)
+{
+    (void)arg;
+    corio_time_t give_up = corio_now() + 10 * CORIO_SEC;
+    while (!atomic_load(&taken_by_other))
+        CHECK(corio_now() < give_up);
+    return NULL;
+}
+
+struct take {
+    corio_task *task;
+    bool detach;
+};
+
+static void *take_once_finished(void *arg)
+{
+    const struct take *k = arg;
+    while (!corio__task_is_done(k->task))
+        CHECK_OK(corio_sleep(CORIO_MSEC / 10));
+    if (k->detach)
+        CHECK_OK(corio_detach(k->task));
+    else
+        CHECK_OK(corio_join(k->task, NULL));
+    atomic_store(&taken_by_other, 1);
+    return NULL;
+}
+
+static void *main_taken_by_other(void *arg)
+{
+    (void)arg;
+    for (int detach = 0; detach < 2; detach++) {
+        atomic_store(&taken_by_other, 0);
+        struct gate g[1];
+        gates_new(g, 1);
+        corio_task *t[1], *taker, *hog;
+        corio_spawn_opts o1 = test_on_loop(1, false);
+        CHECK_OK(corio_spawn_ex(&t[0], wait_for_gate, &g[0], &o1));
+        struct take k = {t[0], detach};
+        CHECK_OK(corio_spawn_ex(&taker, take_once_finished, &k, &o1));
+        CHECK_OK(corio_spawn_on(&hog, 0, compute_until_taken, NULL));
+        CHECK_OK(corio_event_set(g[0].go));
+        size_t index = SIZE_MAX;
+        CHECK_ERR(corio_wait_any(t, 1, &index), CORIO_EINVAL);
+        CHECK_OK(corio_join(hog, NULL));
+        CHECK_OK(corio_join(taker, NULL));
+        gates_free(g, 1);
+    }
+    return NULL;
+}
+
+TEST(a_finished_handle_taken_by_another_task_is_refused)
+{
+    struct test_on_loop_0 body = {main_taken_by_other, NULL};
+    run_main_checked(2, test_main_on_loop_0, &body);
+}
+
 /* ---- as completed, across loops, many rounds ----
  *
  * Tasks on every loop finish after a random number of yields; the waiter
@@ -447,6 +513,7 @@ int main(int argc, char **argv)
     RUN(finished_tasks_give_the_lowest_index_and_stay_joinable);
     RUN(a_timeout_or_cancellation_leaves_every_handle_joinable);
     RUN(bad_arguments_and_handles_are_refused);
+    RUN(a_finished_handle_taken_by_another_task_is_refused);
     RUN(as_completed_across_loops);
     RUN(light_and_migrating_waiters);
     RUN(a_finish_racing_the_deadline);
