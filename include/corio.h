@@ -404,12 +404,13 @@ CORIO_API int corio_gather_until(corio_task *const *tasks, size_t n,
  * the tasks as they complete (asyncio.as_completed); each call looks at
  * all n slots, so for thousands of tasks let each one send its result on
  * a channel instead. Whatever ends the wait, every handle is left as it
- * was, free to be joined, gathered or detached. Returns 0, CORIO_ETIMEDOUT
- * or CORIO_ECANCELED (the wait itself ended early, with no task
- * finished), CORIO_EINVAL (index or tasks NULL, no handle given, a handle
- * detached, released, being joined by another task, or given twice while
- * running), CORIO_EDEADLK (the caller's own handle) or CORIO_EPERM (not
- * in a task).
+ * was, free to be joined, gathered or detached. Returns 0, CORIO_ETIMEDOUT,
+ * CORIO_ECANCELED or CORIO_ENOMEM (the wait itself ended early, with no
+ * task finished; ENOMEM: a light waiter, or a deadline's timer, without
+ * the memory to wait, as corio_join), CORIO_EINVAL (index or tasks
+ * NULL, no handle given, a handle detached, released, being joined by
+ * another task, or given twice while running), CORIO_EDEADLK (the
+ * caller's own handle) or CORIO_EPERM (not in a task).
  */
 CORIO_API int corio_wait_any(corio_task *const *tasks, size_t n, size_t *index);
 CORIO_API int corio_wait_any_until(corio_task *const *tasks, size_t n, size_t *index,
