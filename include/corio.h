@@ -514,7 +514,10 @@ CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,
  * may live as long as the program (a server's one child per connection,
  * waited on only at shutdown): the children that have finished are
  * released as it spawns more, so it holds memory for the children still
- * running, and their failures are kept for corio_group_error().
+ * running, and their failures are kept for corio_group_error(). A
+ * child's own handle (its corio_self()) is the group's: joined, detached
+ * or waited on with corio_wait_any by anyone else, it breaks the group's
+ * bookkeeping (only corio_cancel may name it).
  */
 typedef struct corio_group corio_group;
 typedef int (*corio_group_fn)(void *arg);

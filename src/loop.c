@@ -215,7 +215,10 @@ void corio__loop_make_ready(corio_task *t)
  * it finds work of its own instead, it hands the search on (sched.c,
  * stop_searching_for_own_work). Stored before the eventfd write the loop
  * waits for; a loop that a timer woke first may miss it, and search no
- * more than before. */
+ * more than before. A hint either way: a store that comes late, after
+ * the loop woke for something else, is cleared at its next park, or
+ * makes a later wake-up count as searching, which at worst hands the
+ * search on once for nothing. */
 static void send_to_search(corio__loop *l)
 {
     atomic_store_explicit(&l->sent_to_search, 1, memory_order_release);

@@ -1420,6 +1420,103 @@ TEST(no_loop_is_left_counted_as_searching_when_the_runtime_ends)
         }
 }
 
+/* ---- bursts on many loops leave nobody searching once all is quiet ----
+ *
+ * Spawners on random loops (or stealable) spawn bursts of children that
+ * return at once, sleep, compute or yield; every few rounds, once every
+ * other loop has parked, nsearching must read 0 (a loop counted as
+ * searching while parked would keep every spawn from waking anyone).
+ * Under TSan it also checks that a loop handing the search on reads
+ * another loop's load only through what that loop published. A check
+ * whose loops do not all park within 2 s (one may recheck a held share)
+ * says nothing. */
+static void *burst_child(void *arg)
+{
+    uint64_t rng = (uint64_t)INT_OF(arg) * 0x9E3779B97F4A7C15ull + 5;
+    switch (test_rand(&rng) % 4) {
+    case 0:
+        break;
+    case 1:
+        CHECK_OK(corio_sleep((corio_time_t)(test_rand(&rng) % 200) * CORIO_USEC));
+        break;
+    case 2:
+        test_spin((unsigned)(test_rand(&rng) % 200) * 1000);
+        break;
+    default:
+        for (int i = 0; i < 10; i++)
+            CHECK_OK(corio_yield());
+    }
+    return arg;
+}
+
+static void *spawn_random_burst(void *arg)
+{
+    uint64_t rng = (uint64_t)INT_OF(arg) * 31 + 1;
+    int n = 1 + (int)(test_rand(&rng) % 40);
+    corio_task *t[40];
+    for (int i = 0; i < n; i++)
+        CHECK_OK(corio_spawn(&t[i], burst_child, PTR_OF(INT_OF(arg) * 64 + i)));
+    CHECK_OK(corio_gather(t, (size_t)n, NULL));
+    return NULL;
+}
+
+/* Whether nsearching read 0 with every other loop parked (false: they
+ * did not all park in time). */
+static bool nobody_searching_once_quiet(corio__runtime *rt, long round)
+{
+    corio__loop *me = corio__loop_current();
+    corio_time_t give_up = corio_now() + 2 * CORIO_SEC;
+    long counted = 0;
+    while (corio_now() < give_up) {
+        bool all_parked = true;
+        for (unsigned i = 0; i < rt->nloops; i++)
+            if (rt->loops[i] != me && !atomic_load(&rt->loops[i]->parked))
+                all_parked = false;
+        if (all_parked) {
+            int searching = atomic_load(&rt->nsearching);
+            if (searching == 0)
+                return true;
+            /* A loop just parking may still be counted for a moment. */
+            if (++counted > 2000)
+                FAIL_("round %ld: every other loop parked, nsearching %d", round, searching);
+        }
+        sched_yield();
+    }
+    return false;
+}
+
+static long bursts_checked;
+
+static void *main_random_bursts(void *arg)
+{
+    long rounds = *(const long *)arg;
+    corio__runtime *rt = corio__loop_current()->rt;
+    uint64_t rng = 99;
+    for (long r = 0; r < rounds; r++) {
+        int k = 1 + (int)(test_rand(&rng) % 4);
+        corio_task *spawners[4];
+        for (int i = 0; i < k; i++) {
+            corio_spawn_opts o = test_on_loop((int)(test_rand(&rng) % rt->nloops), false);
+            if (test_rand(&rng) % 2)
+                o.loop = -1;
+            CHECK_OK(corio_spawn_ex(&spawners[i], spawn_random_burst, PTR_OF(r * 8 + i), &o));
+        }
+        CHECK_OK(corio_gather(spawners, (size_t)k, NULL));
+        if (r % 10 == 0)
+            bursts_checked += nobody_searching_once_quiet(rt, r);
+    }
+    return NULL;
+}
+
+TEST(bursts_on_many_loops_leave_nobody_searching)
+{
+    long rounds = test_scaled(300);
+    bursts_checked = 0;
+    run_main_checked(3, main_random_bursts, &rounds);
+    run_main_checked(4, main_random_bursts, &rounds);
+    TEST_SKIP_IF(bursts_checked == 0, "on this host", "the other loops never all parked");
+}
+
 int main(int argc, char **argv)
 {
     RUN(not_held_for_a_loop_that_never_steals);
@@ -1439,5 +1536,6 @@ int main(int argc, char **argv)
     RUN(a_task_queued_behind_a_computation_is_rescued_by_a_loaded_parked_loop);
     RUN(a_searcher_busy_with_its_own_task_hands_the_search_on);
     RUN(no_loop_is_left_counted_as_searching_when_the_runtime_ends);
+    RUN(bursts_on_many_loops_leave_nobody_searching);
     return test_summary();
 }

@@ -10,6 +10,7 @@
 
 #include <sched.h>
 
+#include "sys.h"
 #include "task.h"
 #include "test.h"
 
@@ -229,11 +230,10 @@ static void *main_errors(void *arg)
     CHECK_OK(corio_join(joiner, &r));
     CHECK_EQ(INT_OF(r), g[1].value);
 
-    /* Detached: refused even beside a finished task. */
+    /* Detached (running or, once finished, released): refused. It gets
+     * nothing of this frame, which it may outlive. */
     t[1] = NULL;
-    CHECK_OK(corio_spawn(&t[2], test_ret_arg, PTR_OF(5)));
-    CHECK_OK(corio_join(t[2], NULL));
-    CHECK_OK(corio_spawn(&t[2], wait_for_gate, &g[1]));
+    CHECK_OK(corio_spawn(&t[2], test_ret_arg, NULL));
     CHECK_OK(corio_detach(t[2]));
     CHECK_ERR(corio_wait_any(t, 3, &index), CORIO_EINVAL);
     CHECK_EQ((long)index, 77); /* untouched by every refusal */
@@ -507,6 +507,194 @@ TEST(a_finish_racing_a_cancellation_fails_one_call)
     run_main_checked(2, test_main_on_loop_0, &body);
 }
 
+/* ---- a wait that ends as its task finishes succeeds: forced ----
+ *
+ * The two tests above leave the moment to chance; here it is made. The
+ * waiter (on loop 0) is woken by its deadline or by a cancellation, and a
+ * task queued ahead of it on loop 0 then lets the awaited task finish on
+ * loop 1 and waits until it has. When the waiter runs, its undoing finds
+ * the task finished: the call succeeds after all, and a cancellation that
+ * lost so fails the waiter's next call instead.
+ *
+ * For the deadline, the task ahead sleeps until just before the waiter's
+ * deadline while a third task computes past both, so that one poll fires
+ * the two timers in deadline order. A round whose computation started
+ * too late for that (a slow start) says nothing and is run again. */
+struct finish_first {
+    struct gate *gate;
+    corio_task *task;
+    corio_task *waiter;
+    corio_time_t deadline; /* the waiter's; 0: cancel it instead */
+    corio_time_t compute_started;
+};
+
+static void *let_it_finish_first(void *arg)
+{
+    struct finish_first *f = arg;
+    if (f->deadline)
+        CHECK_OK(corio_sleep_until(f->deadline - CORIO_USEC));
+    else
+        CHECK_OK(corio_cancel(f->waiter)); /* queues the waiter behind us */
+    CHECK_OK(corio_event_set(f->gate->go));
+    corio_time_t give_up = corio_now() + 10 * CORIO_SEC;
+    while (!corio__task_is_done(f->task))
+        CHECK(corio_now() < give_up);
+    return NULL;
+}
+
+static void *compute_past_the_deadline(void *arg)
+{
+    struct finish_first *f = arg;
+    f->compute_started = corio_now();
+    while (corio_now() < f->deadline + CORIO_MSEC)
+        ;
+    return NULL;
+}
+
+/* One round; false if it said nothing. */
+static bool finish_first_round(bool by_deadline)
+{
+    struct gate g[1];
+    gates_new(g, 1);
+    corio_task *t[1], *first, *compute = NULL;
+    corio_spawn_opts o1 = test_on_loop(1, false);
+    CHECK_OK(corio_spawn_ex(&t[0], wait_for_gate, &g[0], &o1));
+    struct finish_first f = {.gate = g, .task = t[0], .waiter = corio_self()};
+    if (by_deadline)
+        f.deadline = corio_now() + 20 * CORIO_MSEC;
+    CHECK_OK(corio_spawn_on(&first, 0, let_it_finish_first, &f));
+    if (by_deadline)
+        CHECK_OK(corio_spawn_on(&compute, 0, compute_past_the_deadline, &f));
+    size_t index = SIZE_MAX;
+    int rc = corio_wait_any_until(t, 1, &index, by_deadline ? f.deadline : CORIO_FOREVER);
+    bool premise = !by_deadline || f.compute_started < f.deadline - CORIO_USEC;
+    if (premise) {
+        CHECK_OK(rc);
+        CHECK_EQ((long)index, 0);
+        if (!by_deadline)
+            CHECK_ERR(corio_yield(), CORIO_ECANCELED);
+    }
+    CHECK_OK(corio_join(first, NULL));
+    if (compute)
+        CHECK_OK(corio_join(compute, NULL));
+    join_gated(t, g, 0);
+    gates_free(g, 1);
+    return premise;
+}
+
+static void *main_finish_first(void *arg)
+{
+    bool by_deadline = *(const bool *)arg;
+    int valid = 0;
+    for (int r = 0; r < 20 && valid < 3; r++)
+        valid += finish_first_round(by_deadline);
+    CHECK_GT(valid, 0);
+    return NULL;
+}
+
+TEST(a_wait_ended_by_its_deadline_as_the_task_finishes_succeeds)
+{
+    bool by_deadline = true;
+    struct test_on_loop_0 body = {main_finish_first, &by_deadline};
+    run_main_checked(2, test_main_on_loop_0, &body);
+}
+
+TEST(a_wait_ended_by_a_cancellation_as_the_task_finishes_succeeds)
+{
+    bool by_deadline = false;
+    struct test_on_loop_0 body = {main_finish_first, &by_deadline};
+    run_main_checked(2, test_main_on_loop_0, &body);
+}
+
+/* ---- a task that never ran counts as finished ----
+ *
+ * Its stack could not be had (the next wrapped call, its stack's
+ * mapping, made to fail): it ends without running, and wait_any reports
+ * it like any finished task; its join then says why. */
+static void *never_runs(void *arg)
+{
+    FAIL_("%s", "a task whose stack could not be mapped ran");
+    return arg;
+}
+
+static void *main_never_ran(void *arg)
+{
+    (void)arg;
+    corio_spawn_opts o;
+    corio_spawn_opts_init(&o);
+    o.stack_size = 3u << 20; /* a size no pooled stack has: a fresh mapping */
+    corio_task *t[2] = {NULL, NULL};
+    CHECK_OK(corio_spawn_ex(&t[1], never_runs, NULL, &o));
+    corio__fault_arm(1);
+    size_t index = SIZE_MAX;
+    int rc = corio_wait_any(t, 2, &index);
+    bool fired = corio__fault_fired();
+    corio__fault_arm(0);
+    CHECK(fired);
+    CHECK_OK(rc);
+    CHECK_EQ((long)index, 1);
+    CHECK(test_err_is(corio_join(t[1], NULL), "ENOSTACK"));
+    return NULL;
+}
+
+TEST(a_task_that_never_ran_counts_as_finished)
+{
+    run_main_checked(1, main_never_ran, NULL);
+}
+
+/* ---- the runtime stopping under waiters ----
+ *
+ * main returns while regular, light and migrating tasks wait on tasks
+ * that sleep for an hour. Shutdown fails every wait, the sleeps too, so
+ * each wait ends: with CORIO_ECANCELED, or with 0 if a sleeper, its
+ * sleep failed, finished first. Either way its handles are left to be
+ * detached. */
+static _Atomic int stop_rc[3];
+
+static void *sleep_an_hour(void *arg)
+{
+    (void)corio_sleep(3600 * CORIO_SEC);
+    return arg;
+}
+
+static void *wait_on_sleepers(void *arg)
+{
+    corio_task *t[3];
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(corio_spawn(&t[i], sleep_an_hour, NULL));
+    size_t index;
+    atomic_store(&stop_rc[INT_OF(arg)], corio_wait_any(t, 3, &index));
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(corio_detach(t[i]));
+    return NULL;
+}
+
+static void *main_stops_under_waiters(void *arg)
+{
+    (void)arg;
+    static const unsigned flags[3] = {0, CORIO_TASK_LIGHT, CORIO_TASK_MIGRATE};
+    for (int i = 0; i < 3; i++) {
+        corio_spawn_opts o;
+        corio_spawn_opts_init(&o);
+        o.flags = flags[i];
+        CHECK_OK(corio_spawn_ex(NULL, wait_on_sleepers, PTR_OF(i), &o));
+    }
+    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    return NULL;
+}
+
+TEST(waits_end_when_the_runtime_stops)
+{
+    for (unsigned loops = 1; loops <= 4; loops++) {
+        for (int i = 0; i < 3; i++)
+            atomic_store(&stop_rc[i], 1);
+        run_main_checked(loops, main_stops_under_waiters, NULL);
+        for (int i = 0; i < 3; i++)
+            if (atomic_load(&stop_rc[i]) != CORIO_ECANCELED)
+                CHECK_OK(atomic_load(&stop_rc[i]));
+    }
+}
+
 int main(int argc, char **argv)
 {
     RUN(tasks_come_out_in_the_order_they_finish);
@@ -518,5 +706,9 @@ int main(int argc, char **argv)
     RUN(light_and_migrating_waiters);
     RUN(a_finish_racing_the_deadline);
     RUN(a_finish_racing_a_cancellation_fails_one_call);
+    RUN(a_wait_ended_by_its_deadline_as_the_task_finishes_succeeds);
+    RUN(a_wait_ended_by_a_cancellation_as_the_task_finishes_succeeds);
+    RUN(a_task_that_never_ran_counts_as_finished);
+    RUN(waits_end_when_the_runtime_stops);
     return test_summary();
 }
