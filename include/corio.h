@@ -666,8 +666,9 @@ CORIO_API int corio_waitgroup_wait_until(corio_waitgroup *wg, corio_time_t deadl
  * A task waits for a descriptor on its own loop (edge-triggered epoll);
  * only the task waits, its loop runs others meanwhile. The calls below
  * never return EAGAIN: they wait instead, up to their deadline (the
- * exception: a corio_recv or corio_recvfrom of the error queue or the
- * urgent byte, which never waits; see corio_recv). A peer
+ * exceptions: a send or receive with MSG_DONTWAIT in its flags, and a
+ * corio_recv or corio_recvfrom of the error queue or the urgent byte,
+ * which never wait; see corio_recv). A peer
  * reset is CORIO_ECONNRESET (or CORIO_EPIPE on write); SIGPIPE is never
  * raised by corio's calls.
  *
@@ -760,6 +761,10 @@ CORIO_API ssize_t corio_write_counted_until(int fd, const void *buf, size_t len,
 
 /* One recv(2) / send(2) once the socket is ready: partial counts possible.
  * send never raises SIGPIPE.
+ *
+ * With MSG_DONTWAIT in flags (here, in corio_recvfrom and corio_sendto)
+ * the call tries once and returns CORIO_EAGAIN instead of waiting, as
+ * recv(2) and send(2) say; the deadline is unused.
  *
  * With MSG_ERRQUEUE or MSG_OOB in flags (here and in corio_recvfrom) the
  * receive reads another queue than the data's, and readiness, which is

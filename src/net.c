@@ -272,6 +272,9 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
 {
     if (op != OP_READ && (flags & (MSG_ERRQUEUE | MSG_OOB)))
         return read_other_queue(op, fd, buf, len, flags, from, fromlen);
+    /* The caller's own MSG_DONTWAIT: one try, CORIO_EAGAIN for nothing
+     * there, as recv(2) says; what it reads counts as any read. */
+    bool no_wait = op != OP_READ && (flags & MSG_DONTWAIT);
     corio_task *self;
     int entered = enter(&self);
     if (entered != 0)
@@ -284,7 +287,7 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
     for (;;) {
         /* Not for len 0: read(2) of nothing returns 0 at once, drained
          * or not, and no edge need ever come to end a wait for it. */
-        if (op != OP_RECVFROM && len > 0 && !timed_out &&
+        if (op != OP_RECVFROM && len > 0 && !timed_out && !no_wait &&
             corio__io_known_unready(l, fd, CORIO__IO_IN)) {
             rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, CORIO__WAITS_READ);
             /* Timed out on knowledge alone: still look once, data may
@@ -310,6 +313,10 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
             continue;
         if (errno != EAGAIN)
             return -errno;
+        if (no_wait) {
+            corio__io_coop(self); /* a task polling must not keep its loop */
+            return CORIO_EAGAIN;
+        }
         if (timed_out)
             return timed_out;
         rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, CORIO__WAITS_READ);
@@ -378,6 +385,11 @@ static ssize_t send_once(corio_task *self, int fd, const void *buf, size_t len, 
             continue;
         if (errno != EAGAIN)
             return -errno;
+        if (flags & MSG_DONTWAIT) {
+            /* The caller's own: one try, as send(2) says. */
+            corio__io_coop(self);
+            return CORIO_EAGAIN;
+        }
         int rc = corio__io_wait(self, fd, CORIO__IO_OUT, deadline, CORIO__WAITS_WRITE);
         if (rc != 0)
             return rc;

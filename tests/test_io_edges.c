@@ -894,6 +894,67 @@ TEST(urgent_reads_never_wait)
     run_main_checked(1, main_other_queue, PTR_OF(MSG_OOB));
 }
 
+/* ---- the caller's own MSG_DONTWAIT: one try, never a wait ----
+ *
+ * recv and recvfrom with MSG_DONTWAIT on an empty socket, and send and
+ * sendto on a full one, answer CORIO_EAGAIN (with a deadline far away, a
+ * call that waited would answer CORIO_ETIMEDOUT only then); with data
+ * there, or room, they work as without the flag; and afterwards the
+ * socket's waits work as before (a read waits for a late writer). Before,
+ * the flag was passed to the kernel and its EAGAIN waited for an edge. */
+static void *main_dontwait(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    test_tcp_pair(sv);
+    char buf[64];
+    corio_time_t later = corio_deadline_in(PATIENCE);
+    CHECK_ERR((int)corio_recv_until(sv[0], buf, sizeof buf, MSG_DONTWAIT, later), CORIO_EAGAIN);
+    CHECK_ERR((int)corio_recvfrom_until(sv[0], buf, sizeof buf, MSG_DONTWAIT, NULL, NULL, later),
+              CORIO_EAGAIN);
+    CHECK_EQ(write(sv[1], "abc", 3), 3);
+    corio_time_t give_up = corio_deadline_in(PATIENCE);
+    ssize_t n;
+    while ((n = corio_recv(sv[0], buf, sizeof buf, MSG_DONTWAIT)) == CORIO_EAGAIN) {
+        CHECK(corio_now() < give_up); /* loopback delivers at once, but say so */
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    }
+    CHECK_EQ(n, 3);
+    CHECK(memcmp(buf, "abc", 3) == 0);
+    read_from_late_writer(sv[0], sv[1]);
+
+    /* Fill the writer's side: the last send takes part or nothing, the
+     * next answers CORIO_EAGAIN at once. */
+    static char block[65536];
+    size_t sent = 0;
+    for (;;) {
+        n = corio_send_until(sv[1], block, sizeof block, MSG_DONTWAIT, later);
+        if (n == CORIO_EAGAIN)
+            break;
+        CHECK_GT(n, 0);
+        sent += (size_t)n;
+        CHECK_LT(sent, (size_t)1 << 30);
+    }
+    CHECK_ERR((int)corio_sendto_until(sv[1], block, 1, MSG_DONTWAIT, NULL, 0, later), CORIO_EAGAIN);
+    /* Drain it all; a plain send then waits for room as before. */
+    for (size_t got = 0; got < sent;) {
+        n = corio_read_until(sv[0], block, sizeof block, later);
+        CHECK_GT(n, 0);
+        got += (size_t)n;
+    }
+    CHECK_EQ(corio_send_until(sv[1], "z", 1, 0, later), 1);
+    CHECK_EQ(corio_read_until(sv[0], buf, 1, later), 1);
+    CHECK_EQ(buf[0], 'z');
+    CHECK_OK(corio_close(sv[0]));
+    CHECK_OK(corio_close(sv[1]));
+    return NULL;
+}
+
+TEST(dontwait_sends_and_receives_never_wait)
+{
+    run_main_checked(1, main_dontwait, NULL);
+}
+
 /* ---- regular files: epoll cannot watch them, the calls just work ---- */
 
 /* read(2) of zero bytes returns 0 at once, whatever is queued (recv(2)
@@ -1063,6 +1124,7 @@ int main(int argc, char **argv)
     RUN(passed_descriptor_reads_are_not_drains);
     RUN(error_queue_reads_never_wait);
     RUN(urgent_reads_never_wait);
+    RUN(dontwait_sends_and_receives_never_wait);
     RUN(zero_length_read_does_not_wait);
     RUN(regular_file);
     RUN(connect_waits_for_full_unix_backlog);
