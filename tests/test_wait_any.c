@@ -349,7 +349,8 @@ static void *main_as_completed(void *arg)
         corio_task *t[RACE_TASKS];
         bool seen[RACE_TASKS] = {false};
         for (int i = 0; i < RACE_TASKS; i++) {
-            corio_spawn_opts o = test_on_loop(i % 2 ? -1 : (int)(i % (int)corio_loop_count()), a->light);
+            int loop = i % 2 ? -1 : i % (int)corio_loop_count();
+            corio_spawn_opts o = test_on_loop(loop, a->light);
             CHECK_OK(corio_spawn_ex(&t[i], yield_then_return,
                                     PTR_OF(round * RACE_TASKS + i), &o));
         }
