@@ -186,7 +186,7 @@ extern corio__runtime *corio__debug_runtimes;
 
 /* rt->nsearching as the last corio_run saw it once every loop had
  * exited: 0 unless a loop left counted as searching (tests read it). */
-extern int corio__exit_nsearching;
+extern _Atomic int corio__exit_nsearching;
 
 /* The loop whose thread is calling, or NULL. */
 corio__loop *corio__loop_current(void);

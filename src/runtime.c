@@ -42,7 +42,7 @@ corio_time_t corio_deadline_in(int64_t ns)
     return ns < 0 ? CORIO_FOREVER : corio__deadline_after(corio_now(), ns);
 }
 
-int corio__exit_nsearching;
+_Atomic int corio__exit_nsearching;
 
 void corio_config_init(corio_config *cfg) { memset(cfg, 0, sizeof *cfg); }
 
@@ -403,7 +403,8 @@ int corio_run(const corio_config *cfg, corio_fn main_fn, void *arg, void **resul
 
     for (unsigned i = 1; i < rt->nloops; i++)
         pthread_join(rt->loops[i]->thread, NULL);
-    corio__exit_nsearching = atomic_load(&rt->nsearching);
+    atomic_store_explicit(&corio__exit_nsearching, atomic_load(&rt->nsearching),
+                          memory_order_relaxed); /* runtimes side by side store it too */
     corio__debug_unregister(rt);
     corio__free(starts);
     corio__blocking_pool_stop(rt->pool);

@@ -1412,11 +1412,11 @@ TEST(no_loop_is_left_counted_as_searching_when_the_runtime_ends)
 {
     for (unsigned loops = 2; loops <= 4; loops++)
         for (long i = 0; i < test_scaled(20); i++) {
-            corio__exit_nsearching = -1;
+            atomic_store(&corio__exit_nsearching, -1);
             run_main_checked(loops, spawn_a_burst, NULL);
-            if (corio__exit_nsearching != 0)
-                FAIL_("%u loops, run %ld: the runtime ended with nsearching %d", loops, i,
-                      corio__exit_nsearching);
+            int left = atomic_load(&corio__exit_nsearching);
+            if (left != 0)
+                FAIL_("%u loops, run %ld: the runtime ended with nsearching %d", loops, i, left);
         }
 }
 
