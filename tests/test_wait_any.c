@@ -651,6 +651,7 @@ TEST(a_task_that_never_ran_counts_as_finished)
  * sleep failed, finished first. Either way its handles are left to be
  * detached. */
 static _Atomic int stop_rc[3];
+static _Atomic int stop_waiters_ready;
 
 static void *sleep_an_hour(void *arg)
 {
@@ -663,6 +664,7 @@ static void *wait_on_sleepers(void *arg)
     corio_task *t[3];
     for (int i = 0; i < 3; i++)
         CHECK_OK(corio_spawn(&t[i], sleep_an_hour, NULL));
+    atomic_fetch_add(&stop_waiters_ready, 1);
     size_t index;
     atomic_store(&stop_rc[INT_OF(arg)], corio_wait_any(t, 3, &index));
     for (int i = 0; i < 3; i++)
@@ -680,7 +682,11 @@ static void *main_stops_under_waiters(void *arg)
         o.flags = flags[i];
         CHECK_OK(corio_spawn_ex(NULL, wait_on_sleepers, PTR_OF(i), &o));
     }
-    CHECK_OK(corio_sleep(5 * CORIO_MSEC));
+    /* Every waiter has spawned what it waits on (a spawn once the
+     * runtime stops is refused); the stop may still come before its
+     * wait begins, which then fails at once, as it should. */
+    CHECK(test_await(&stop_waiters_ready, 3));
+    CHECK_OK(corio_sleep(CORIO_MSEC));
     return NULL;
 }
 
@@ -689,6 +695,7 @@ TEST(waits_end_when_the_runtime_stops)
     for (unsigned loops = 1; loops <= 4; loops++) {
         for (int i = 0; i < 3; i++)
             atomic_store(&stop_rc[i], 1);
+        atomic_store(&stop_waiters_ready, 0);
         run_main_checked(loops, main_stops_under_waiters, NULL);
         for (int i = 0; i < 3; i++)
             if (atomic_load(&stop_rc[i]) != CORIO_ECANCELED)
