@@ -1461,25 +1461,30 @@ static void *spawn_random_burst(void *arg)
 }
 
 /* Whether nsearching read 0 with every other loop parked (false: they
- * did not all park in time). */
+ * did not all park in time). A loop sets `parked` just before it stops
+ * searching, so a count seen with every loop parked fails the test only
+ * if it lasts: a second, stretched for slow lanes (a thread preempted
+ * between the two steps on a busy host). */
 static bool nobody_searching_once_quiet(corio__runtime *rt, long round)
 {
     corio__loop *me = corio__loop_current();
-    corio_time_t give_up = corio_now() + 2 * CORIO_SEC;
-    long counted = 0;
+    corio_time_t patience = CORIO_SEC * TEST_SLOW, counted_since = 0;
+    corio_time_t give_up = corio_now() + 2 * patience;
     while (corio_now() < give_up) {
         bool all_parked = true;
         for (unsigned i = 0; i < rt->nloops; i++)
             if (rt->loops[i] != me && !atomic_load(&rt->loops[i]->parked))
                 all_parked = false;
-        if (all_parked) {
-            int searching = atomic_load(&rt->nsearching);
-            if (searching == 0)
-                return true;
-            /* A loop just parking may still be counted for a moment. */
-            if (++counted > 2000)
-                FAIL_("round %ld: every other loop parked, nsearching %d", round, searching);
-        }
+        int searching = atomic_load(&rt->nsearching);
+        if (all_parked && searching == 0)
+            return true;
+        if (!all_parked)
+            counted_since = 0;
+        else if (!counted_since)
+            counted_since = corio_now();
+        else if (corio_now() - counted_since > patience)
+            FAIL_("round %ld: every other loop parked for %lld ms, nsearching %d", round,
+                  (long long)(patience / CORIO_MSEC), searching);
         sched_yield();
     }
     return false;
