@@ -10,6 +10,7 @@
 
 #include <sched.h>
 
+#include "loop.h"
 #include "sys.h"
 #include "task.h"
 #include "test.h"
@@ -703,6 +704,51 @@ TEST(waits_end_when_the_runtime_stops)
     }
 }
 
+/* ---- a waiter counts as joining, as a join does ----
+ *
+ * A task blocked in corio_wait_any needs no CPU until a task finishes,
+ * so its loop's load for placement leaves it out (loop.h: live tasks
+ * minus those joining), or idle loops would refuse the very work it
+ * waits for. Loop 1 holds the waiter and the task it waits on: its
+ * published load must read 1 (the gated task), not 2. */
+static void *wait_any_on(void *arg)
+{
+    corio_task **t = arg;
+    size_t index;
+    CHECK_OK(corio_wait_any(t, 1, &index));
+    return NULL;
+}
+
+static void *main_waiter_load(void *arg)
+{
+    (void)arg;
+    corio__loop *one = corio__loop_current()->rt->loops[1];
+    struct gate g[1];
+    gates_new(g, 1);
+    corio_task *t[1], *waiter;
+    corio_spawn_opts o1 = test_on_loop(1, false);
+    CHECK_OK(corio_spawn_ex(&t[0], wait_for_gate, &g[0], &o1));
+    CHECK_OK(corio_spawn_ex(&waiter, wait_any_on, t, &o1));
+    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
+    while (atomic_load_explicit(&one->load, memory_order_relaxed) != 1) {
+        if (corio_now() >= give_up)
+            FAIL_("loop 1's load reads %zu with one task gated and one waiting on it",
+                  atomic_load_explicit(&one->load, memory_order_relaxed));
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    }
+    CHECK_OK(corio_event_set(g[0].go));
+    CHECK_OK(corio_join(waiter, NULL));
+    join_gated(t, g, 0);
+    gates_free(g, 1);
+    return NULL;
+}
+
+TEST(a_waiter_counts_as_joining)
+{
+    struct test_on_loop_0 body = {main_waiter_load, NULL};
+    run_main_checked(2, test_main_on_loop_0, &body);
+}
+
 int main(int argc, char **argv)
 {
     RUN(tasks_come_out_in_the_order_they_finish);
@@ -718,5 +764,6 @@ int main(int argc, char **argv)
     RUN(a_wait_ended_by_a_cancellation_as_the_task_finishes_succeeds);
     RUN(a_task_that_never_ran_counts_as_finished);
     RUN(waits_end_when_the_runtime_stops);
+    RUN(a_waiter_counts_as_joining);
     return test_summary();
 }
