@@ -730,13 +730,14 @@ static void start_searching(corio__loop *l)
     }
 }
 
-/* No longer looking for work. */
-static void stop_searching(corio__loop *l)
+/* No longer looking for work. True if this loop was the last searcher:
+ * spawns made meanwhile woke nobody, counting on it. */
+static bool stop_searching(corio__loop *l)
 {
-    if (l->searching) {
-        l->searching = false;
-        atomic_fetch_sub(&l->rt->nsearching, 1);
-    }
+    if (!l->searching)
+        return false;
+    l->searching = false;
+    return atomic_fetch_sub(&l->rt->nsearching, 1) == 1;
 }
 
 /* No longer looking, busy with a task of its own. Every spawn made while
@@ -746,11 +747,8 @@ static void stop_searching(corio__loop *l)
  * while a core idles (Go's resetspinning makes the same hand-over). */
 static void stop_searching_for_own_work(corio__loop *l)
 {
-    if (!l->searching)
-        return;
-    l->searching = false;
     corio__runtime *rt = l->rt;
-    if (atomic_fetch_sub(&rt->nsearching, 1) != 1 || !atomic_load(&rt->nparked))
+    if (!stop_searching(l) || !atomic_load(&rt->nparked))
         return;
     bool migrating = atomic_load_explicit(&rt->migrating, memory_order_relaxed);
     for (unsigned i = 0; i < rt->nloops; i++) {
@@ -976,11 +974,10 @@ void corio__loop_run(corio__loop *l)
         atomic_store_explicit(&l->seek_ns, l->now, memory_order_relaxed);
         t = steal_any(l);
         if (t) {
-            l->searching = false;
             l->stole_ns = l->now;
             /* The last searcher to find work wakes another loop if work is
              * left, so a burst of spawns spreads over all idle loops. */
-            if (atomic_fetch_sub(&rt->nsearching, 1) == 1) {
+            if (stop_searching(l)) {
                 if (!corio__runq_owner_empty(&l->roam))
                     corio__notify_idle(rt, l, true);
                 else if (corio__runq_len(&l->runq))
