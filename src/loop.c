@@ -244,9 +244,10 @@ void corio__notify_idle(corio__runtime *rt, corio__loop *from, bool started)
         return;
     unsigned n = rt->nloops;
     unsigned start = from->index + 1;
-    size_t load = from == tls_loop ? corio__loop_load(from)
-                                   : atomic_load_explicit(&from->load, memory_order_relaxed);
-    size_t mine = load + corio__runq_len(&from->runq);
+    /* The published load, which every change to it updates: the same
+     * value the owner would compute, and the one other loops may read. */
+    size_t mine = atomic_load_explicit(&from->load, memory_order_relaxed) +
+                  corio__runq_len(&from->runq);
     corio__loop *loaded = NULL;
     for (unsigned i = 0; i < n; i++) {
         corio__loop *l = rt->loops[(start + i) % n];

@@ -238,8 +238,8 @@ void corio__ready_push(corio__loop *l, struct corio_task *t);
 void corio__loop_push_new_remote(corio__loop *l, struct corio_task *t);
 /* Owner: take the inbox, oldest first, as a list linked by `next`. */
 struct corio_task *corio__inbox_take(corio__loop *l);
-/* New stealable work was queued on `from` (the caller's loop, or another
- * whose published load is then read): wake a parked loop if no loop is
+/* New stealable work was queued on `from` (the caller's loop or another;
+ * its published load is what is read): wake a parked loop if no loop is
  * already searching. Never-run tasks go first to a loop whose load is
  * low enough that balance lets it steal them; failing that, to a loaded
  * one that will not look again on its own (it rescues them if `from`
