@@ -602,7 +602,7 @@ int corio_wait_any_until(corio_task *const *tasks, size_t n, size_t *index,
         return CORIO_EPERM;
     if (!index || !tasks)
         return CORIO_EINVAL;
-    size_t named = 0;
+    bool named = false;
     for (size_t i = 0; i < n; i++) {
         if (!tasks[i])
             continue;
@@ -611,9 +611,9 @@ int corio_wait_any_until(corio_task *const *tasks, size_t n, size_t *index,
             return rc;
         if (never_waitable(tasks[i]))
             return CORIO_EINVAL;
-        named++;
+        named = true;
     }
-    if (named == 0)
+    if (!named)
         return CORIO_EINVAL;
     if (first_done(tasks, n, index))
         return 0;
