@@ -36,7 +36,9 @@
  * Ownership of a task handle: the corio_task pointer returned by a spawn is
  * owned by the spawner and must be released exactly once, either by a
  * join that ends the wait (corio_join / corio_gather returning 0,
- * CORIO_ENOSTACK or CORIO_ESHUTDOWN) or by corio_detach(). A join whose
+ * CORIO_ENOSTACK or CORIO_ESHUTDOWN) or by corio_detach(). A handle
+ * added to a task set (corio_set_add) is the set's until corio_set_next
+ * hands it back; a set freed with it still inside releases it. A join whose
  * wait fails (timeout, cancellation) does not release the handle. A handle
  * used again after its release gets CORIO_EINVAL while its memory has not
  * been reused by a spawn; after that, the behaviour is undefined, as for
@@ -402,9 +404,9 @@ CORIO_API int corio_gather_until(corio_task *const *tasks, size_t n,
  * or keep waiting for the rest. NULL entries are skipped, so a caller can
  * join the finished task, set its slot to NULL and call again to take
  * the tasks as they complete (asyncio.as_completed); each call looks at
- * all n slots, so for thousands of tasks let each one send its result on
- * a channel instead. Whatever ends the wait, every handle is left as it
- * was, free to be joined, gathered or detached. Returns 0, CORIO_ETIMEDOUT,
+ * all n slots, so for thousands of tasks use a task set (below).
+ * Whatever ends the wait, every handle is left as it was, free to be
+ * joined, gathered or detached. Returns 0, CORIO_ETIMEDOUT,
  * CORIO_ECANCELED or CORIO_ENOMEM (the wait itself ended early, with no
  * task finished; ENOMEM: a light waiter, or a deadline's timer, without
  * the memory to wait, as corio_join), CORIO_EINVAL (index or tasks
@@ -415,6 +417,55 @@ CORIO_API int corio_gather_until(corio_task *const *tasks, size_t n,
 CORIO_API int corio_wait_any(corio_task *const *tasks, size_t n, size_t *index);
 CORIO_API int corio_wait_any_until(corio_task *const *tasks, size_t n, size_t *index,
                                    corio_time_t deadline);
+
+/*
+ * Task sets: asyncio.as_completed, or Tokio's JoinSet, for any number of
+ * tasks. Hand joinable handles to a set; corio_set_next then gives back
+ * whichever member finishes next, each exactly once, at O(1) a member
+ * (corio_wait_any looks at every slot on every call).
+ *
+ * corio_set_add: the set takes over waiting for the task. From then on the
+ * handle is the set's until corio_set_next returns it: corio_join,
+ * corio_gather, corio_wait_any and corio_detach refuse it (CORIO_EINVAL);
+ * corio_cancel may name it. A task already finished is taken too (it is
+ * next at once). Errors: CORIO_EINVAL (NULL, or a handle detached,
+ * released, being joined or waited on, or in a set already),
+ * CORIO_EDEADLK (the caller's own handle), CORIO_ENOMEM (the handle stays
+ * the caller's), CORIO_EPERM (not in a task).
+ *
+ * corio_set_next: wait until a member has finished, remove it from the set
+ * and store its handle in *task: the caller's again, to join (at once: it
+ * does not wait; the join reports how the task ended) or detach. Members
+ * come out in the order they finished. Any number of tasks may wait on one
+ * set; each finished member goes to one of them. Returns 0,
+ * CORIO_ENOENT (the set has no members: every one was taken, or none was
+ * added), CORIO_ETIMEDOUT or CORIO_ECANCELED (no member was taken; a
+ * member that finished meanwhile is there for the next call), CORIO_ENOMEM
+ * (as corio_join), CORIO_EDEADLK (the caller is a member of the set: it
+ * could wait for itself), CORIO_EINVAL (NULL argument), CORIO_EPERM (not
+ * in a task). *task is NULL after any failure.
+ *
+ * corio_set_len: members not yet taken, finished or not.
+ * corio_set_cancel: corio_cancel every member still running.
+ * corio_set_free: cancel the members still running and detach them (they
+ * run on, and their memory is freed when they finish), release the
+ * finished ones not taken (their results are lost), free the set.
+ * CORIO_EBUSY while a corio_set_next on it is under way (a taker woken
+ * but not yet run included), the set left as it is; CORIO_EPERM off the
+ * runtime's loop threads (in a task or a discard function) when members
+ * are left. Free a set once, with no call on it running or to come, as
+ * with free(), and before corio_run returns: its members' handles end
+ * with the runtime, so a set still holding some cannot be freed after.
+ */
+typedef struct corio_set corio_set;
+
+CORIO_API int corio_set_new(corio_set **set);
+CORIO_API int corio_set_add(corio_set *set, corio_task *task);
+CORIO_API int corio_set_next(corio_set *set, corio_task **task);
+CORIO_API int corio_set_next_until(corio_set *set, corio_task **task, corio_time_t deadline);
+CORIO_API size_t corio_set_len(corio_set *set);
+CORIO_API int corio_set_cancel(corio_set *set);
+CORIO_API int corio_set_free(corio_set *set);
 
 /* Release a handle without waiting; the task runs on and its memory is
  * freed when it finishes. From a task or loop thread only (CORIO_EPERM
@@ -515,9 +566,9 @@ CORIO_API int corio_run_blocking_until(corio_fn fn, void *arg, void **result,
  * waited on only at shutdown): the children that have finished are
  * released as it spawns more, so it holds memory for the children still
  * running, and their failures are kept for corio_group_error(). A
- * child's own handle (its corio_self()) is the group's: joined, detached
- * or waited on with corio_wait_any by anyone else, it breaks the group's
- * bookkeeping (only corio_cancel may name it).
+ * child's own handle (its corio_self()) is the group's: joined, detached,
+ * waited on with corio_wait_any or added to a task set by anyone else, it
+ * breaks the group's bookkeeping (only corio_cancel may name it).
  */
 typedef struct corio_group corio_group;
 typedef int (*corio_group_fn)(void *arg);

@@ -30,7 +30,7 @@
 #include "task.h"
 
 #define SLAB_TASKS 64
-#define JOIN_LOCK ((uintptr_t)4)
+#define JOIN_LOCK CORIO__JOIN_LOCK
 /* corio_gather's mark on a DONE task it is about to release (only ever
  * seen by that gather: it finds a handle given twice). */
 #define JOIN_GATHERED ((uintptr_t)(JOIN_LOCK | CORIO__JOIN_RELEASED))
@@ -333,6 +333,14 @@ void corio__task_finish(corio__loop *l, corio_task *t)
         corio__task_release(l, t);
         return;
     }
+    if (v & CORIO__JOIN_SET) {
+        /* A set's member: the set takes it (set.c). The word stays locked
+         * until then, so the set is there to touch; the unlocking store
+         * is the last touch of either. */
+        corio__set_member_finished(v);
+        atomic_store_explicit(&t->join, v | CORIO__JOIN_DONE, memory_order_release);
+        return;
+    }
     /* The joiner cannot leave its join while we hold the lock, so its run
      * state is there to read. */
     corio_task *joiner = v != CORIO__JOIN_NONE ? (corio_task *)v : NULL;
@@ -390,6 +398,50 @@ static bool join_unregister(corio_task *t, corio_task *self)
         else if (v != (uintptr_t)self)
             return false; /* DONE, or released since */
         v = (uintptr_t)self;
+    }
+}
+
+/* ---- a task set's members (set.c) ---- */
+
+int corio__join_set_claim(corio_task *t, uintptr_t mark)
+{
+    uintptr_t v = CORIO__JOIN_NONE;
+    unsigned spins = 0;
+    for (;;) {
+        uintptr_t want = v == CORIO__JOIN_DONE ? mark | CORIO__JOIN_DONE : mark;
+        if (atomic_compare_exchange_weak_explicit(&t->join, &v, want, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return v == CORIO__JOIN_NONE ? 1 : 0;
+        if (v == (CORIO__JOIN_NONE | JOIN_LOCK)) {
+            corio__spin_pause(&spins); /* the finisher is publishing DONE */
+            v = CORIO__JOIN_NONE;
+        } else if (v != CORIO__JOIN_NONE && v != CORIO__JOIN_DONE) {
+            return CORIO_EINVAL; /* detached, released, joined, in a set */
+        }
+    }
+}
+
+void corio__join_set_take(corio_task *t, uintptr_t mark)
+{
+    unsigned spins = 0;
+    while (atomic_load_explicit(&t->join, memory_order_acquire) != (mark | CORIO__JOIN_DONE))
+        corio__spin_pause(&spins); /* its finisher has yet to unlock */
+    atomic_store_explicit(&t->join, CORIO__JOIN_DONE, memory_order_relaxed);
+}
+
+bool corio__join_set_detach(corio_task *t, uintptr_t mark)
+{
+    uintptr_t v = mark;
+    unsigned spins = 0;
+    for (;;) {
+        if (atomic_compare_exchange_weak_explicit(&t->join, &v, CORIO__JOIN_DETACHED,
+                                                  memory_order_acq_rel, memory_order_acquire))
+            return true;
+        if (v == (mark | CORIO__JOIN_DONE))
+            return false;
+        if (v == (mark | JOIN_LOCK))
+            corio__spin_pause(&spins);
+        v = mark;
     }
 }
 

@@ -111,6 +111,16 @@ void *corio__run_wrapped(void *wrapper);
 #define CORIO__JOIN_DONE ((uintptr_t)1)
 #define CORIO__JOIN_DETACHED ((uintptr_t)2)
 #define CORIO__JOIN_RELEASED ((uintptr_t)3)
+/* Set while a finisher publishes DONE (task.c, join_lock). */
+#define CORIO__JOIN_LOCK ((uintptr_t)4)
+/* The word of a task set's member (set.c) holds the address of its member
+ * record | JOIN_SET: the record's address alone while the task runs,
+ * | JOIN_DONE once it has finished, | JOIN_LOCK while its finisher hands
+ * it to the set. Records are malloc'd (16-byte aligned) and task objects
+ * 64-byte aligned, so neither has these four bits; the constants above
+ * are all below JOIN_SET. */
+#define CORIO__JOIN_SET ((uintptr_t)8)
+#define CORIO__JOIN_TAGS ((uintptr_t)15)
 
 struct corio__task_run;
 
@@ -278,6 +288,19 @@ corio_task *corio__current_task(void);
 /* Mark t finished: publish DONE, wake its joiner, recycle if detached.
  * Runs on t's home loop, off t's stack. */
 void corio__task_finish(struct corio__loop *loop, corio_task *t);
+/* The join word of a set's member, for set.c. Claim: take a joinable
+ * handle for the set (word NONE or DONE -> mark, or mark | JOIN_DONE): 1 if
+ * it still runs, 0 if it had finished, CORIO_EINVAL if it is not free to
+ * take. Take: the finished member leaves the set (mark | JOIN_DONE ->
+ * DONE), waiting the few instructions its finisher may still need.
+ * Detach: the running member is detached (mark -> DETACHED) and true;
+ * false, having waited for its finisher, once it has finished. */
+int corio__join_set_claim(corio_task *t, uintptr_t mark);
+void corio__join_set_take(corio_task *t, uintptr_t mark);
+bool corio__join_set_detach(corio_task *t, uintptr_t mark);
+/* set.c: a member finished (its word, `join`, is locked by its finisher):
+ * move it to its set's finished members and wake a waiter. */
+void corio__set_member_finished(uintptr_t join);
 /* Return a finished, released task object to the loop's free list. */
 void corio__task_release(struct corio__loop *loop, corio_task *t);
 /* corio_spawn_ex, with `kept` (if not NULL) as the task's discard wrapper

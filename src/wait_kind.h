@@ -26,6 +26,7 @@ enum corio__wait_kind {
     CORIO__WAITS_WAITGROUP,
     CORIO__WAITS_BLOCKING,
     CORIO__WAITS_WAIT_ANY,
+    CORIO__WAITS_SET_NEXT,
     CORIO__WAITS_KINDS
 };
 extern const char *const corio__wait_names[CORIO__WAITS_KINDS];
@@ -52,6 +53,7 @@ static inline bool corio__wait_kind_movable(enum corio__wait_kind what)
     case CORIO__WAITS_WAITGROUP:
     case CORIO__WAITS_BLOCKING:
     case CORIO__WAITS_WAIT_ANY:
+    case CORIO__WAITS_SET_NEXT:
         return true;
     default:
         return false;
