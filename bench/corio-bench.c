@@ -32,6 +32,9 @@
  *   chan_pingpong_cross_ns   the same with the tasks on two loops.
  *   sem_spawn_ns         1M tasks spawned with at most 1,000 alive, bounded
  *                        by a semaphore each task releases; ns per task.
+ *   set_as_completed_ns  spawn_join_ns's tasks, each added to a task set and
+ *                        taken back as it finishes (corio_set_next) before
+ *                        its join; ns per task.
  *
  * Targets (DESIGN.md, 2 cores): spawn+join <= 100 ns, yield <= 10 ns,
  * 1M sleepers <= 1.2 s and <= Go's 1.33 GB, efficiency >= 0.99.
@@ -116,6 +119,47 @@ static void *spawn_join_main(void *arg)
     a->ns_per_task = (double)(corio_now() - t0) / SPAWN_N;
     free(tasks);
     return NULL;
+}
+
+/* The same tasks, each handed to a task set and taken back as it
+ * finishes (as_completed) before its join. */
+static void *set_as_completed_main(void *arg)
+{
+    double *ns = arg;
+    corio_set *set;
+    int rc = corio_set_new(&set);
+    if (rc != 0)
+        die("corio_set_new", rc);
+    corio_time_t t0 = corio_now();
+    for (size_t i = 0; i < SPAWN_N; i++) {
+        corio_task *task;
+        rc = corio_spawn(&task, empty_task, NULL);
+        if (rc != 0)
+            die("corio_spawn", rc);
+        rc = corio_set_add(set, task);
+        if (rc != 0)
+            die("corio_set_add", rc);
+    }
+    size_t taken = 0;
+    corio_task *task;
+    while ((rc = corio_set_next(set, &task)) == 0) {
+        rc = corio_join(task, NULL);
+        if (rc != 0)
+            die("corio_join", rc);
+        taken++;
+    }
+    if (rc != CORIO_ENOENT || taken != SPAWN_N)
+        die("corio_set_next", rc != CORIO_ENOENT ? rc : CORIO_EIO);
+    *ns = (double)(corio_now() - t0) / SPAWN_N;
+    corio_set_free(set);
+    return NULL;
+}
+
+static void bench_set_as_completed(void)
+{
+    double ns = 0;
+    run_in_runtime(0, set_as_completed_main, &ns);
+    emit("set_as_completed_ns", ns, "ns");
 }
 
 static void bench_spawn_join(const char *name, unsigned flags)
@@ -414,6 +458,7 @@ static const struct bench benches[] = {
     {"chan_pingpong_local_ns", bench_pingpong_local},
     {"chan_pingpong_cross_ns", bench_pingpong_cross},
     {"sem_spawn_ns", bench_sem_spawn},
+    {"set_as_completed_ns", bench_set_as_completed},
 };
 #define NBENCH (sizeof benches / sizeof benches[0])
 

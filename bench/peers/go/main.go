@@ -14,7 +14,7 @@
 //
 //	seed-go [--tasks N] [--work-scale K] [--seed S] [--loops P] [--json] [--debug]
 //	seed-go bench NAME [--loops P]
-//	                       NAME: spawn_join_ns | yield_ns | sleepers_1m
+//	                       NAME: spawn_join_ns | set_as_completed_ns | yield_ns | sleepers_1m
 //	                       (sleepers_1m_wall_s / sleepers_1m_rss_mb are
 //	                       aliases of sleepers_1m; it prints both lines).
 //	                       spawn_join and sleepers run on GOMAXPROCS = P
@@ -307,6 +307,27 @@ func benchSpawnJoin(loops int) {
 	printBench("spawn_join_ns", float64((<-out).Nanoseconds())/count, "ns")
 }
 
+// benchSetAsCompleted: the same 1M empty goroutines, taken back as they
+// finish. Go has no join set: each goroutine sends on one channel with
+// room for all of them, and the spawner receives 1M times.
+func benchSetAsCompleted(loops int) {
+	const count = 1000000
+	runtime.GOMAXPROCS(loops)
+	out := make(chan time.Duration)
+	go func() {
+		done := make(chan struct{}, count)
+		t0 := time.Now()
+		for i := 0; i < count; i++ {
+			go func() { done <- struct{}{} }()
+		}
+		for i := 0; i < count; i++ {
+			<-done
+		}
+		out <- time.Since(t0)
+	}()
+	printBench("set_as_completed_ns", float64((<-out).Nanoseconds())/count, "ns")
+}
+
 // benchYield: two goroutines on one thread, each yielding 5M times.
 func benchYield() {
 	const perTask = 5000000
@@ -373,7 +394,7 @@ func main() {
 	args := os.Args[1:]
 	if len(args) > 0 && (args[0] == "bench" || args[0] == "--bench" || args[0] == "--only") {
 		if len(args) < 2 || args[1] == "--loops" {
-			die("usage: seed-go bench spawn_join_ns|yield_ns|sleepers_1m [--loops P]")
+			die("usage: seed-go bench spawn_join_ns|set_as_completed_ns|yield_ns|sleepers_1m [--loops P]")
 		}
 		// Only --loops, parsed and checked as for the seed run.
 		for _, a := range args[2:] {
@@ -385,12 +406,14 @@ func main() {
 		switch args[1] {
 		case "spawn_join", "spawn_join_ns":
 			benchSpawnJoin(o.loops)
+		case "set_as_completed", "set_as_completed_ns":
+			benchSetAsCompleted(o.loops)
 		case "yield", "yield_ns":
 			benchYield()
 		case "sleepers", "sleepers_1m", "sleepers_1m_wall_s", "sleepers_1m_rss_mb":
 			benchSleepers(o.loops)
 		default:
-			die("unknown bench %q (spawn_join_ns, yield_ns, sleepers_1m)", args[1])
+			die("unknown bench %q (spawn_join_ns, set_as_completed_ns, yield_ns, sleepers_1m)", args[1])
 		}
 		return
 	}

@@ -13,7 +13,7 @@
 //! Usage:
 //!   seed-tokio [--tasks N] [--work-scale K] [--seed S] [--loops P] [--json] [--debug]
 //!   seed-tokio bench NAME [--loops P]
-//!                           NAME: spawn_join_ns | yield_ns | sleepers_1m
+//!                           NAME: spawn_join_ns | set_as_completed_ns | yield_ns | sleepers_1m
 //!                           (sleepers_1m_wall_s / sleepers_1m_rss_mb are
 //!                           aliases of sleepers_1m; it prints both lines).
 //!                           spawn_join and sleepers run P workers (default:
@@ -294,6 +294,34 @@ fn bench_spawn_join(loops: usize) {
     print_bench("spawn_join_ns", elapsed.as_nanos() as f64 / COUNT as f64, "ns");
 }
 
+/// The same 1M empty tasks spawned into a JoinSet and taken back as they
+/// finish (join_next): Tokio's as_completed.
+fn bench_set_as_completed(loops: usize) {
+    const COUNT: usize = 1_000_000;
+    let rt = multi_thread_runtime(loops);
+    let elapsed = rt.block_on(async {
+        tokio::spawn(async {
+            let mut set = tokio::task::JoinSet::new();
+            let t0 = Instant::now();
+            for _ in 0..COUNT {
+                set.spawn(async {});
+            }
+            let mut taken = 0;
+            while let Some(r) = set.join_next().await {
+                r.expect("task panicked");
+                taken += 1;
+            }
+            if taken != COUNT {
+                die(&format!("join_next gave {} tasks of {}", taken, COUNT));
+            }
+            t0.elapsed()
+        })
+        .await
+        .expect("task panicked")
+    });
+    print_bench("set_as_completed_ns", elapsed.as_nanos() as f64 / COUNT as f64, "ns");
+}
+
 /// Two tasks on a current_thread runtime, each yielding 5M times.
 fn bench_yield() {
     const PER_TASK: u64 = 5_000_000;
@@ -366,7 +394,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if matches!(args.first().map(String::as_str), Some("bench" | "--bench" | "--only")) {
         if args.len() < 2 || args[1] == "--loops" {
-            die("usage: seed-tokio bench spawn_join_ns|yield_ns|sleepers_1m [--loops P]");
+            die("usage: seed-tokio bench spawn_join_ns|set_as_completed_ns|yield_ns|sleepers_1m [--loops P]");
         }
         // Only --loops, parsed and checked as for the seed run.
         for a in &args[2..] {
@@ -377,9 +405,10 @@ fn main() {
         let loops = parse_args(&args[2..]).loops;
         match args[1].as_str() {
             "spawn_join" | "spawn_join_ns" => bench_spawn_join(loops),
+            "set_as_completed" | "set_as_completed_ns" => bench_set_as_completed(loops),
             "yield" | "yield_ns" => bench_yield(),
             "sleepers" | "sleepers_1m" | "sleepers_1m_wall_s" | "sleepers_1m_rss_mb" => bench_sleepers(loops),
-            other => die(&format!("unknown bench {:?} (spawn_join_ns, yield_ns, sleepers_1m)", other)),
+            other => die(&format!("unknown bench {:?} (spawn_join_ns, set_as_completed_ns, yield_ns, sleepers_1m)", other)),
         }
         return;
     }
