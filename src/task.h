@@ -116,8 +116,8 @@ void *corio__run_wrapped(void *wrapper);
 /* The word of a task set's member (set.c) holds the address of its member
  * record | JOIN_SET: the record's address alone while the task runs,
  * | JOIN_DONE once it has finished, | JOIN_LOCK while its finisher hands
- * it to the set. Records are malloc'd (16-byte aligned) and task objects
- * 64-byte aligned, so neither has these four bits; the constants above
+ * it to the set. Records and task objects are 64-byte aligned (loop
+ * arenas), so neither has these four bits; the constants above
  * are all below JOIN_SET. */
 #define CORIO__JOIN_SET ((uintptr_t)8)
 #define CORIO__JOIN_TAGS ((uintptr_t)15)
