@@ -2138,6 +2138,49 @@ TEST(light_and_migrating_consumers)
     run_main_checked(3, main_as_task, &light_order);
 }
 
+/* ---- a taker counts as joining, as a join does ----
+ *
+ * A task blocked in corio_set_next needs no CPU until a member finishes,
+ * so its loop's load for placement leaves it out (loop.h: live tasks
+ * minus those joining), or idle loops would refuse the very work it
+ * waits for. Loop 1 holds the taker and the member it waits for: its
+ * published load must read 1 (the gated member), not 2. */
+static void *main_taker_load(void *arg)
+{
+    (void)arg;
+    corio__loop *one = corio__loop_current()->rt->loops[1];
+    struct gate g[1];
+    gates_new(g, 1);
+    corio_set *s;
+    CHECK_OK(corio_set_new(&s));
+    corio_task *member, *taker;
+    corio_spawn_opts o1 = test_on_loop(1, false);
+    CHECK_OK(corio_spawn_ex(&member, wait_for_gate, &g[0], &o1));
+    CHECK_OK(corio_set_add(s, member));
+    CHECK_OK(corio_spawn_ex(&taker, take_one, s, &o1));
+    corio_time_t give_up = corio_deadline_in(10 * CORIO_SEC);
+    while (atomic_load_explicit(&one->load, memory_order_relaxed) != 1) {
+        if (corio_now() >= give_up)
+            FAIL_("loop 1's load reads %zu with one member gated and one task taking",
+                  atomic_load_explicit(&one->load, memory_order_relaxed));
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    }
+    CHECK_OK(corio_event_set(g[0].go));
+    void *r = NULL;
+    CHECK_OK(corio_join(taker, &r));
+    CHECK_PTR_EQ(r, member);
+    CHECK_EQ(INT_OF(join_now(member)), g[0].value);
+    CHECK_OK(corio_set_free(s));
+    gates_free(g, 1);
+    return NULL;
+}
+
+TEST(a_taker_counts_as_joining)
+{
+    struct test_on_loop_0 body = {main_taker_load, NULL};
+    run_main_checked(2, test_main_on_loop_0, &body);
+}
+
 int main(int argc, char **argv)
 {
     RUN(members_come_out_in_the_order_they_finish);
@@ -2163,5 +2206,6 @@ int main(int argc, char **argv)
     RUN(set_free_from_a_discard_function);
     RUN(consumers_end_when_the_runtime_stops);
     RUN(light_and_migrating_consumers);
+    RUN(a_taker_counts_as_joining);
     return test_summary();
 }
