@@ -56,6 +56,7 @@
 #define CORIO_H
 
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -880,6 +881,34 @@ CORIO_API int corio_getaddrinfo_until(const char *node, const char *service,
 /* Resolve host, then connect to its addresses in turn until one answers.
  * Returns the connected fd or the last error. */
 CORIO_API int corio_connect_tcp(const char *host, uint16_t port, corio_time_t deadline);
+
+
+/* ------------------------------------------------------------------------ */
+/* Signals                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Wait until one of the signals in `set` arrives and store its number in
+ * *signo: a server's or crawler's way to hear SIGINT or SIGTERM and shut
+ * down in order (asyncio's add_signal_handler, tokio::signal), with no
+ * handler running in the middle of a task.
+ *
+ * The signals must be blocked in every thread of the process, or the
+ * kernel delivers them the usual way (their handler, or the default
+ * action: SIGINT ends the process). Block them with pthread_sigmask()
+ * before corio_run and before creating other threads: the runtime's
+ * threads inherit the mask of the thread that starts them. A signal that
+ * arrives while no task waits stays pending and is taken by the next
+ * wait. Each arrival goes to one waiter; several arrivals of one signal
+ * while it is pending are one, as the kernel counts them.
+ *
+ * Returns 0; CORIO_EINVAL (set or signo NULL, set empty, or a signal in
+ * it not blocked in the calling thread: SIGKILL and SIGSTOP never are),
+ * CORIO_ETIMEDOUT, CORIO_ECANCELED, CORIO_EMFILE / CORIO_ENFILE /
+ * CORIO_ENOMEM (the signalfd the wait uses could not be made), or
+ * CORIO_EPERM (not in a task).
+ */
+CORIO_API int corio_signal_wait(const sigset_t *set, int *signo, corio_time_t deadline);
 
 #ifdef __cplusplus
 }

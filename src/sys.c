@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #ifdef CORIO_VALGRIND
@@ -307,6 +308,14 @@ int corio__eventfd(void)
     if (corio__fault(EMFILE))
         return -1;
     return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+int corio__signalfd(const sigset_t *set)
+{
+    if (corio__fault(EMFILE))
+        return -EMFILE;
+    int fd = signalfd(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
+    return fd >= 0 ? fd : -errno;
 }
 
 int corio__close(int fd) { return close(fd); }

@@ -22,6 +22,7 @@
 #define CORIO_SYS_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -104,6 +105,9 @@ int corio__thread_create(pthread_t *th, void *(*fn)(void *), void *arg,
 
 int corio__epoll_create(void);
 int corio__eventfd(void);
+/* A non-blocking signalfd for `set`: the descriptor, or a negative corio
+ * error (-errno). */
+int corio__signalfd(const sigset_t *set);
 int corio__close(int fd);
 struct epoll_event;
 struct timespec;

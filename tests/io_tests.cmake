@@ -6,6 +6,7 @@ list(APPEND corio_tests
   io_tcp
   io_reset
   io_emfile
+  signal
   cancel_waits
   deadline
   chan
