@@ -6,11 +6,16 @@
  * (out of descriptors or buffers, a connection that failed while it
  * waited in the backlog) pause accepting for 10 ms instead of stopping
  * the server; any other error stops every loop and the server fails.
+ * SIGINT or SIGTERM stops it in order: a task waiting for them
+ * (corio_signal_wait) cancels the accept loops, and the server says so
+ * and exits 0; connections still open end with the runtime.
  */
 #ifndef CORIO_EXAMPLE_ACCEPT_LOOPS_H
 #define CORIO_EXAMPLE_ACCEPT_LOOPS_H
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,6 +36,24 @@ struct accept_args {
 
 /* run_server's result when the server failed (it printed why). */
 static char server_failed;
+
+/* The signals that stop a server, blocked by block_stop_signals() in
+ * main before corio_run, so that every thread of the runtime inherits the
+ * mask and the signals wait for corio_signal_wait. */
+static sigset_t stop_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    return set;
+}
+
+static void block_stop_signals(void)
+{
+    sigset_t set = stop_signals();
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
 
 /* Errors after which accepting again can succeed: out of descriptors or
  * memory (the connection waits in the backlog until some are free), and
@@ -84,10 +107,30 @@ static int accept_loop(void *arg)
     }
 }
 
+struct stop_args {
+    const struct server *server;
+    corio_group *group;
+    int signo; /* the stop signal taken, 0 until then */
+};
+
+/* A child of run_server's group: wait for SIGINT or SIGTERM, then cancel
+ * the accept loops. Cancelled itself when an accept loop fails. */
+static int stop_on_signal(void *arg)
+{
+    struct stop_args *a = arg;
+    sigset_t set = stop_signals();
+    int rc = corio_signal_wait(&set, &a->signo, CORIO_FOREVER);
+    if (rc != 0)
+        return rc == CORIO_ECANCELED ? 0 : rc;
+    printf("%s: stopping on %s\n", a->server->name, a->signo == SIGINT ? "SIGINT" : "SIGTERM");
+    fflush(stdout);
+    return corio_group_cancel(a->group);
+}
+
 /* corio_run's main: start the accept loops, print a "listening" line, run
- * until killed. Returns only on failure, &server_failed, having printed
- * one line: the server could not start or an accept loop met a fatal
- * error. */
+ * until SIGINT or SIGTERM (then NULL). Returns &server_failed on failure,
+ * having printed one line: the server could not start or an accept loop
+ * met a fatal error. */
 static void *run_server(void *arg)
 {
     const struct server *s = arg;
@@ -102,7 +145,11 @@ static void *run_server(void *arg)
     }
     uint16_t port = s->port;
     unsigned opened = 0; /* listeners to close */
-    bool started = true;
+    struct stop_args stop = {s, group, 0};
+    rc = corio_group_spawn(group, stop_on_signal, &stop);
+    if (rc != 0)
+        fprintf(stderr, "%s: cannot wait for stop signals: %s\n", s->name, corio_strerror(rc));
+    bool started = rc == 0;
     for (unsigned i = 0; started && i < loops; i++) {
         int fd = corio_listen_tcp("127.0.0.1", port, 4096, CORIO_LISTEN_REUSEPORT);
         if (fd < 0) {
@@ -137,8 +184,8 @@ static void *run_server(void *arg)
     if (started) {
         printf("%s: listening on 127.0.0.1:%u with %u loops\n", s->name, port, loops);
         fflush(stdout);
-        /* Returns once every loop has stopped: after a fatal error, which
-         * cancels the others. */
+        /* Returns once every loop has stopped: after a stop signal, or
+         * a fatal error, which cancels the others. */
         rc = corio_group_wait(group);
         if (rc != 0)
             fprintf(stderr, "%s: waiting for the accept loops: %s\n", s->name,
@@ -148,8 +195,9 @@ static void *run_server(void *arg)
     for (unsigned i = 0; i < opened; i++)
         corio_close(args[i].listener);
     free(args);
-    /* The accept loops stop only on failure, which has been reported. */
-    return &server_failed;
+    /* Otherwise the accept loops stopped on a failure, which has been
+     * reported. */
+    return stop.signo ? NULL : &server_failed;
 }
 
 #endif

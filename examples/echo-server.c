@@ -5,9 +5,9 @@
  *
  * One accept loop per corio loop, each on its own SO_REUSEPORT listener,
  * so the kernel spreads connections over the loops; each connection is a
- * task pinned to the loop that accepted it. Runs until killed; exits 1
- * if it cannot listen, or accept fails for good. --port 0: any free port,
- * which the "listening" line names.
+ * task pinned to the loop that accepted it. Runs until SIGINT or SIGTERM,
+ * then says so and exits 0; exits 1 if it cannot listen, or accept fails
+ * for good. --port 0: any free port, which the "listening" line names.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +44,8 @@ int main(int argc, char **argv)
         {"--loops", &cfg.loops, ARG_LOOPS, 0},
     };
     parse_example_args("echo-server", argc, argv, args, sizeof args / sizeof args[0]);
-    void *failed = NULL; /* run_server returns only on failure, having said why */
+    block_stop_signals(); /* before the runtime's threads, which inherit the mask */
+    void *failed = NULL; /* run_server's failure, having said why */
     int rc = corio_run(&cfg, run_server, &server, &failed);
     if (rc != 0) {
         fprintf(stderr, "echo-server: %s\n", corio_strerror(rc));

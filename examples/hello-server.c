@@ -9,7 +9,8 @@
  * One accept loop per corio loop (SO_REUSEPORT), each connection a task
  * on the loop that accepted it. "Connection: close", or HTTP/1.0 without
  * "Connection: keep-alive", closes after the response. Requests may carry
- * a Content-Length body, which is read and ignored. Runs until killed;
+ * a Content-Length body, which is read and ignored. Runs until SIGINT or
+ * SIGTERM, then says so and exits 0 (corio_signal_wait, accept_loops.h);
  * exits 1 if it cannot listen, or accept fails for good. --port 0: any
  * free port, which the "listening" line names.
  */
@@ -210,7 +211,8 @@ int main(int argc, char **argv)
         {"--loops", &cfg.loops, ARG_LOOPS, 0},
     };
     parse_example_args("hello-server", argc, argv, args, sizeof args / sizeof args[0]);
-    void *failed = NULL; /* run_server returns only on failure, having said why */
+    block_stop_signals(); /* before the runtime's threads, which inherit the mask */
+    void *failed = NULL; /* run_server's failure, having said why */
     int rc = corio_run(&cfg, run_server, &server, &failed);
     if (rc != 0) {
         fprintf(stderr, "hello-server: %s\n", corio_strerror(rc));

@@ -246,7 +246,9 @@ static void server_start(struct proc *p, const char *path, const char *name, uin
     FAIL_("%s would not start", name);
 }
 
-static void server_stop(struct proc *p, const char *name)
+/* A stop signal ends the server in order: it says so on its output and
+ * exits 0 (corio_signal_wait, examples/accept_loops.h). */
+static void server_stop(struct proc *p, const char *name, int sig)
 {
     /* Still running after everything the test did to it. */
     int status;
@@ -256,10 +258,16 @@ static void server_stop(struct proc *p, const char *name)
         read_all(p->err, err, sizeof err, 100);
         FAIL_("%s exited during the test (status %d): %s", name, status, err);
     }
-    CHECK_EQ(kill(p->pid, SIGTERM), 0);
-    status = proc_wait(p, 5000);
+    CHECK_EQ(kill(p->pid, sig), 0);
+    char line[256];
+    CHECK(read_line(p->out, line, sizeof line, 10000));
+    char want[128];
+    snprintf(want, sizeof want, "%s: stopping on %s\n", name, sig == SIGINT ? "SIGINT" : "SIGTERM");
+    CHECK_STR_EQ(line, want);
+    status = proc_wait(p, 10000);
     CHECK(status != -1);
-    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        FAIL_("%s ended with status %d after %s", name, status, want);
     proc_close(p);
 }
 
@@ -474,7 +482,7 @@ TEST(hello_server)
         fprintf(stderr, "   /usr/bin/curl not found: curl requests skipped\n");
     /* And the raw requests once more, after curl's. */
     hello_raw(port);
-    server_stop(&p, "hello-server");
+    server_stop(&p, "hello-server", SIGTERM);
 }
 
 /* ---- echo ---- */
@@ -509,7 +517,7 @@ TEST(echo_server_and_client)
     server_start(&p, ECHO_SERVER, "echo-server", &port);
     echo_client_ok(port, "200", "50", NULL,
                    "200 connections x 50 messages x 1000 bytes: 0 failed");
-    server_stop(&p, "echo-server");
+    server_stop(&p, "echo-server", SIGINT);
 }
 
 /* Nothing listening: every connection fails, and the rate it prints is
@@ -566,7 +574,7 @@ TEST(echo_port_zero_large_message)
     CHECK_EQ(listeners_on((uint16_t)port), 2);
     echo_client_ok(port, "1", "1", "16000000",
                    "1 connections x 1 messages x 16000000 bytes: 0 failed");
-    server_stop(&p, "echo-server");
+    server_stop(&p, "echo-server", SIGTERM);
 }
 
 /* ---- bad options ---- */
