@@ -890,25 +890,39 @@ CORIO_API int corio_connect_tcp(const char *host, uint16_t port, corio_time_t de
 /*
  * Wait until one of the signals in `set` arrives and store its number in
  * *signo: a server's or crawler's way to hear SIGINT or SIGTERM and shut
- * down in order (asyncio's add_signal_handler, tokio::signal), with no
- * handler running in the middle of a task.
+ * down in order, with no handler running in the middle of a task.
  *
  * The signals must be blocked in every thread of the process, or the
  * kernel delivers them the usual way (their handler, or the default
  * action: SIGINT ends the process). Block them with pthread_sigmask()
  * before corio_run and before creating other threads: the runtime's
- * threads inherit the mask of the thread that starts them. A signal that
- * arrives while no task waits stays pending and is taken by the next
- * wait. Each arrival goes to one waiter; several arrivals of one signal
- * while it is pending are one, as the kernel counts them.
+ * threads inherit the mask of the thread that starts them. Only signals
+ * sent to the whole process are waited for (kill(2), a terminal's ^C, a
+ * timer aimed at the process); one sent to a thread (raise(3),
+ * pthread_kill(3)) reaches only a wait on that thread's loop. A signal
+ * that arrives while no task waits stays pending and is taken by the
+ * next wait. Each arrival goes to one waiter; several arrivals of a
+ * standard signal while it is pending are one, as the kernel counts them
+ * (real-time signals queue). SIGKILL and SIGSTOP in `set` are ignored, so
+ * a set from sigfillset() waits for every signal the mask blocks.
  *
- * Returns 0; CORIO_EINVAL (set or signo NULL, set empty, or a signal in
- * it not blocked in the calling thread: SIGKILL and SIGSTOP never are),
+ * Blocked signals stay blocked in processes the program starts (the mask
+ * survives exec: reset it for them, e.g. posix_spawnattr_setsigmask), and
+ * one still pending when the program unblocks them is delivered then.
+ *
+ * Returns 0; CORIO_EINVAL (set or signo NULL, no signal in set other than
+ * SIGKILL and SIGSTOP, or one of them not blocked in the calling thread),
  * CORIO_ETIMEDOUT, CORIO_ECANCELED, CORIO_EMFILE / CORIO_ENFILE /
- * CORIO_ENOMEM (the signalfd the wait uses could not be made), or
- * CORIO_EPERM (not in a task).
+ * CORIO_ENOMEM (the signalfd the wait uses could not be made), another
+ * error of corio_read, or CORIO_EPERM (not in a task).
+ *
+ * Declared where sigset_t is (POSIX: not under a strict -std=c11 with no
+ * feature macro, where <signal.h> leaves it out).
  */
+#if defined(_POSIX_C_SOURCE) || defined(_XOPEN_SOURCE) || defined(_DEFAULT_SOURCE) || \
+    defined(_GNU_SOURCE) || !defined(__STRICT_ANSI__)
 CORIO_API int corio_signal_wait(const sigset_t *set, int *signo, corio_time_t deadline);
+#endif
 
 #ifdef __cplusplus
 }

@@ -30,7 +30,9 @@ static int check_blocked(const sigset_t *set)
         return CORIO_EINVAL;
     bool any = false;
     for (int sig = 1; sig < NSIG; sig++) {
-        if (sigismember(set, sig) != 1)
+        /* Never blockable, and a signalfd ignores them: a set from
+         * sigfillset() means "every signal I blocked". */
+        if (sig == SIGKILL || sig == SIGSTOP || sigismember(set, sig) != 1)
             continue;
         if (sigismember(&blocked, sig) != 1)
             return CORIO_EINVAL;

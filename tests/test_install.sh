@@ -28,6 +28,22 @@ cc -o "$tmp/ex_pc_static" "$src/tests/install/example.c" $(pkg-config --cflags c
     "$(dirname "$lib")/libcorio.a" $static_libs || fail "static build with pkg-config failed"
 [ "$("$tmp/ex_pc_static")" = 1998 ] || fail "static pkg-config build ran wrong"
 
+# The header alone, under strict ISO C (where <signal.h> leaves out
+# sigset_t: corio_signal_wait is then left out), under POSIX and in C++.
+for std in -std=c99 -std=c11 "-std=c11 -D_POSIX_C_SOURCE=200809L" -std=gnu11; do
+    printf '#include <corio.h>\nint main(void) { return corio_loop_count() == 0; }\n' |
+        cc $std -Wall -Werror -x c -c -o /dev/null -I"$tmp/prefix/include" - ||
+        fail "corio.h does not compile with $std"
+done
+printf '#include <signal.h>\n#include <corio.h>\nint f(sigset_t *s, int *n) { return corio_signal_wait(s, n, CORIO_FOREVER); }\n' |
+    cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Werror -x c -c -o /dev/null -I"$tmp/prefix/include" - ||
+    fail "corio_signal_wait is not declared under POSIX"
+if command -v c++ >/dev/null; then
+    printf '#include <corio.h>\nint main() { return corio_loop_count() == 0; }\n' |
+        c++ -Wall -Werror -x c++ -c -o /dev/null -I"$tmp/prefix/include" - ||
+        fail "corio.h does not compile as C++"
+fi
+
 # find_package(corio).
 cmake -S "$src/tests/install" -B "$tmp/consumer" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null \
     || fail "find_package(corio) failed"

@@ -252,7 +252,14 @@ static void *main_errors(void *arg)
     CHECK_ERR(corio_signal_wait(&empty, &signo, CORIO_FOREVER), CORIO_EINVAL);
     /* Not blocked: it would never reach the wait. */
     CHECK_ERR(corio_signal_wait(&unblocked, &signo, CORIO_FOREVER), CORIO_EINVAL);
-    CHECK_ERR(corio_signal_wait(&kill_set, &signo, CORIO_FOREVER), CORIO_EINVAL);
+    /* SIGKILL and SIGSTOP are ignored in a set: alone, nothing is left to
+     * wait for; beside a blocked signal, that one is waited for. */
+    sigset_t kill_only = set_of(SIGKILL, SIGSTOP);
+    CHECK_ERR(corio_signal_wait(&kill_only, &signo, CORIO_FOREVER), CORIO_EINVAL);
+    send_self(SIGUSR1);
+    CHECK_OK(corio_signal_wait(&kill_set, &signo, CORIO_FOREVER));
+    CHECK_EQ(signo, SIGUSR1);
+    signo = 0;
     /* No descriptor for the signalfd: the error, and no wait. */
     send_self(SIGUSR1);
     corio__fault_arm(1);
@@ -293,6 +300,39 @@ TEST(bad_arguments_and_unblocked_signals_are_refused)
     run_main_checked(1, main_off_task, NULL);
 }
 
+/* ---- a signal sent to one thread ----
+ *
+ * raise() aims at the calling thread: a wait on that thread's loop takes
+ * it, as corio.h says, while one on another loop would not see it. */
+static void *raise_usr1(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(raise(SIGUSR1), 0);
+    return NULL;
+}
+
+static void *main_thread_directed(void *arg)
+{
+    (void)arg;
+    struct waiter w = {.set = set_of(SIGUSR1, 0), .deadline = CORIO_FOREVER};
+    corio_task *waiter, *raiser;
+    corio_spawn_opts o1 = test_on_loop(1, false);
+    CHECK_OK(corio_spawn_ex(&waiter, wait_for_signal, &w, &o1));
+    CHECK(test_await(&w.waiting, 1));
+    CHECK_OK(corio_spawn_ex(&raiser, raise_usr1, NULL, &o1));
+    CHECK_OK(corio_join(raiser, NULL));
+    CHECK_OK(corio_join(waiter, NULL));
+    CHECK_OK(w.rc);
+    CHECK_EQ(atomic_load(&w.got), SIGUSR1);
+    return NULL;
+}
+
+TEST(a_signal_raised_on_a_loop_reaches_a_wait_there)
+{
+    block(SIGUSR1, 0);
+    run_main_checked(2, main_thread_directed, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(a_blocked_signal_reaches_the_waiter_whenever_sent);
@@ -300,5 +340,6 @@ int main(int argc, char **argv)
     RUN(waits_for_different_signals_stay_apart);
     RUN(deadlines_and_cancellation_take_nothing);
     RUN(bad_arguments_and_unblocked_signals_are_refused);
+    RUN(a_signal_raised_on_a_loop_reaches_a_wait_there);
     return test_summary();
 }
