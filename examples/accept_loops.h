@@ -6,9 +6,11 @@
  * (out of descriptors or buffers, a connection that failed while it
  * waited in the backlog) pause accepting for 10 ms instead of stopping
  * the server; any other error stops every loop and the server fails.
- * SIGINT or SIGTERM stops it in order: a task waiting for them
- * (corio_signal_wait) cancels the accept loops, and the server says so
- * and exits 0; connections still open end with the runtime.
+ * SIGINT or SIGTERM stops it: a task waiting for them (corio_signal_wait)
+ * cancels the accept loops, the server says so and exits 0. It stops
+ * accepting, it does not drain: connections still open are cancelled and
+ * closed as the runtime ends. A second signal meanwhile is taken by
+ * nobody (the signals stay blocked); only SIGKILL cuts a stop short.
  */
 #ifndef CORIO_EXAMPLE_ACCEPT_LOOPS_H
 #define CORIO_EXAMPLE_ACCEPT_LOOPS_H
@@ -114,14 +116,21 @@ struct stop_args {
 };
 
 /* A child of run_server's group: wait for SIGINT or SIGTERM, then cancel
- * the accept loops. Cancelled itself when an accept loop fails. */
+ * the accept loops. Cancelled itself when an accept loop fails. A server
+ * that cannot wait for the signals could never be stopped but by
+ * SIGKILL, so that fails it. */
 static int stop_on_signal(void *arg)
 {
     struct stop_args *a = arg;
     sigset_t set = stop_signals();
     int rc = corio_signal_wait(&set, &a->signo, CORIO_FOREVER);
-    if (rc != 0)
-        return rc == CORIO_ECANCELED ? 0 : rc;
+    if (rc == CORIO_ECANCELED)
+        return rc; /* an accept loop failed; it said why */
+    if (rc != 0) {
+        fprintf(stderr, "%s: cannot wait for stop signals: %s\n", a->server->name,
+                corio_strerror(rc));
+        return rc;
+    }
     printf("%s: stopping on %s\n", a->server->name, a->signo == SIGINT ? "SIGINT" : "SIGTERM");
     fflush(stdout);
     return corio_group_cancel(a->group);
@@ -146,10 +155,7 @@ static void *run_server(void *arg)
     uint16_t port = s->port;
     unsigned opened = 0; /* listeners to close */
     struct stop_args stop = {s, group, 0};
-    rc = corio_group_spawn(group, stop_on_signal, &stop);
-    if (rc != 0)
-        fprintf(stderr, "%s: cannot wait for stop signals: %s\n", s->name, corio_strerror(rc));
-    bool started = rc == 0;
+    bool started = true;
     for (unsigned i = 0; started && i < loops; i++) {
         int fd = corio_listen_tcp("127.0.0.1", port, 4096, CORIO_LISTEN_REUSEPORT);
         if (fd < 0) {
@@ -181,6 +187,12 @@ static void *run_server(void *arg)
             started = false;
         }
     }
+    /* Last, so that a signal during the start waits (blocked, pending)
+     * until the server is up, and stops it then. */
+    if (started && (rc = corio_group_spawn(group, stop_on_signal, &stop)) != 0) {
+        fprintf(stderr, "%s: cannot wait for stop signals: %s\n", s->name, corio_strerror(rc));
+        started = false;
+    }
     if (started) {
         printf("%s: listening on 127.0.0.1:%u with %u loops\n", s->name, port, loops);
         fflush(stdout);
@@ -191,13 +203,14 @@ static void *run_server(void *arg)
             fprintf(stderr, "%s: waiting for the accept loops: %s\n", s->name,
                     corio_strerror(rc));
     }
-    corio_group_close(group); /* cancels and waits for what still runs */
+    /* Cancels and waits for what still runs; the first failure of a
+     * child: CORIO_ECANCELED when the stop came first, the accept loop's
+     * or the stop task's error (reported) when that came first. */
+    rc = corio_group_close(group);
     for (unsigned i = 0; i < opened; i++)
         corio_close(args[i].listener);
     free(args);
-    /* Otherwise the accept loops stopped on a failure, which has been
-     * reported. */
-    return stop.signo ? NULL : &server_failed;
+    return started && stop.signo && (rc == 0 || rc == CORIO_ECANCELED) ? NULL : &server_failed;
 }
 
 #endif

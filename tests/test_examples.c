@@ -260,11 +260,11 @@ static void server_stop(struct proc *p, const char *name, int sig)
     }
     CHECK_EQ(kill(p->pid, sig), 0);
     char line[256];
-    CHECK(read_line(p->out, line, sizeof line, 10000));
+    CHECK(read_line(p->out, line, sizeof line, 10000 * (int)TEST_SLOW));
     char want[128];
     snprintf(want, sizeof want, "%s: stopping on %s\n", name, sig == SIGINT ? "SIGINT" : "SIGTERM");
     CHECK_STR_EQ(line, want);
-    status = proc_wait(p, 10000);
+    status = proc_wait(p, 10000 * (int)TEST_SLOW);
     CHECK(status != -1);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         FAIL_("%s ended with status %d after %s", name, status, want);
