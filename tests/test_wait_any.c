@@ -293,6 +293,12 @@ static void *take_once_finished(void *arg)
     return NULL;
 }
 
+static void *set_gate(void *arg)
+{
+    CHECK_OK(corio_event_set(arg));
+    return NULL;
+}
+
 static void *main_taken_by_other(void *arg)
 {
     (void)arg;
@@ -305,10 +311,17 @@ static void *main_taken_by_other(void *arg)
         CHECK_OK(corio_spawn_ex(&t[0], wait_for_gate, &g[0], &o1));
         struct take k = {t[0], detach};
         CHECK_OK(corio_spawn_ex(&taker, take_once_finished, &k, &o1));
+        /* The gate opens only once the wait is registered: loop 0 runs
+         * the setter, then the hog, when main suspends in the wait (the
+         * gate set from main itself let a fast loop 1 finish the task
+         * before the wait began, which then just succeeded: seen once
+         * in the debug lane). */
+        corio_task *setter;
+        CHECK_OK(corio_spawn_on(&setter, 0, set_gate, g[0].go));
         CHECK_OK(corio_spawn_on(&hog, 0, compute_until_taken, NULL));
-        CHECK_OK(corio_event_set(g[0].go));
         size_t index = SIZE_MAX;
         CHECK_ERR(corio_wait_any(t, 1, &index), CORIO_EINVAL);
+        CHECK_OK(corio_join(setter, NULL));
         CHECK_OK(corio_join(hog, NULL));
         CHECK_OK(corio_join(taker, NULL));
         gates_free(g, 1);
