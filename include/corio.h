@@ -430,7 +430,8 @@ CORIO_API int corio_wait_any_until(corio_task *const *tasks, size_t n, size_t *i
  * corio_gather, corio_wait_any and corio_detach refuse it (CORIO_EINVAL);
  * corio_cancel may name it. A task already finished is taken too (it is
  * next at once). Errors: CORIO_EINVAL (NULL, or a handle detached,
- * released, being joined or waited on, or in a set already),
+ * released, being joined or waited on, or in a set already; a set
+ * holding another runtime's members, below),
  * CORIO_EDEADLK (the caller's own handle), CORIO_ENOMEM (the handle stays
  * the caller's), CORIO_EPERM (not in a task).
  *
@@ -443,20 +444,32 @@ CORIO_API int corio_wait_any_until(corio_task *const *tasks, size_t n, size_t *i
  * added), CORIO_ETIMEDOUT or CORIO_ECANCELED (no member was taken; a
  * member that finished meanwhile is there for the next call), CORIO_ENOMEM
  * (as corio_join), CORIO_EDEADLK (the caller is a member of the set: it
- * could wait for itself), CORIO_EINVAL (NULL argument), CORIO_EPERM (not
- * in a task). *task is NULL after any failure.
+ * could wait for itself; checked as the call starts, so a taker that
+ * another task adds to the set it already waits on may wait for itself,
+ * as tasks joining each other in a cycle do), CORIO_EINVAL (NULL
+ * argument; a set holding another runtime's members, below), CORIO_EPERM
+ * (not in a task). *task is NULL after any failure.
  *
- * corio_set_len: members not yet taken, finished or not.
- * corio_set_cancel: corio_cancel every member still running.
+ * corio_set_new: CORIO_EINVAL (set NULL) or CORIO_ENOMEM.
+ * corio_set_len: members not yet taken, finished or not (0 for NULL).
+ * corio_set_cancel: corio_cancel every member still running; CORIO_EINVAL
+ * for NULL.
  * corio_set_free: cancel the members still running and detach them (they
  * run on, and their memory is freed when they finish), release the
- * finished ones not taken (their results are lost), free the set.
- * CORIO_EBUSY while a corio_set_next on it is under way (a taker woken
- * but not yet run included), the set left as it is; CORIO_EPERM off the
- * runtime's loop threads (in a task or a discard function) when members
- * are left. Free a set once, with no call on it running or to come, as
- * with free(), and before corio_run returns: its members' handles end
- * with the runtime, so a set still holding some cannot be freed after.
+ * finished ones not taken (their results are lost), free the set; NULL
+ * is a no-op (0). CORIO_EBUSY, the set left as it is, while a
+ * corio_set_next or corio_set_cancel on it is under way (a taker woken
+ * but not yet run included): end or cancel those tasks, join them, free
+ * again. CORIO_EPERM, the same, off the loop threads of the members'
+ * runtime (a task or a discard function of it) when members are left.
+ * Otherwise free a set once, with no call on it running or to come, as
+ * with free(), and before its members' runtime ends: their handles end
+ * with it, so a set still holding some cannot be freed after.
+ *
+ * A set with members belongs to their runtime: a task of another runtime
+ * running beside it gets CORIO_EINVAL from corio_set_add and
+ * corio_set_next (and CORIO_EPERM from corio_set_free) until the set is
+ * empty again, when either may use it.
  */
 typedef struct corio_set corio_set;
 

@@ -53,11 +53,14 @@ struct corio_set {
     struct set_member *running; /* and the cursors of corio_set_cancel */
     struct set_member *done_head, *done_tail;
     size_t len; /* members not yet taken */
+    /* The runtime whose tasks the members are, while there are any: their
+     * records come from its loops' arenas, which end with it. */
+    struct corio__runtime *rt;
     corio__waitq takers;
-    /* Calls of corio_set_next under way, queued or not: a taker woken
-     * and not yet run is in no queue, yet will touch the set. Its last
-     * touch is the decrement (release); corio_set_free reads it with
-     * acquire. */
+    /* Calls of corio_set_next and corio_set_cancel under way, a taker
+     * queued or not (one woken and not yet run is in no queue, yet will
+     * touch the set). A call's last touch is the decrement (release);
+     * corio_set_free reads it with acquire. */
     _Atomic size_t callers;
 };
 
@@ -166,6 +169,12 @@ int corio_set_new(corio_set **set)
     return *set ? 0 : CORIO_ENOMEM;
 }
 
+/* Under the lock: may a task of `rt` use the set's members? */
+static bool same_runtime(const corio_set *s, const struct corio__runtime *rt)
+{
+    return s->len == 0 || s->rt == rt;
+}
+
 int corio_set_add(corio_set *set, corio_task *task)
 {
     corio_task *self = corio__current_task();
@@ -180,10 +189,12 @@ int corio_set_add(corio_set *set, corio_task *task)
         return CORIO_ENOMEM;
     *m = (struct set_member){.task = task, .set = set};
     corio__spin_lock(&set->lock);
-    /* Under the lock, so that a finisher that sees the mark finds the
-     * record linked (and waits for the lock until it is). */
-    int rc = corio__join_set_claim(task, mark_of(m));
+    /* The claim under the lock, so that a finisher that sees the mark
+     * finds the record linked (and waits for the lock until it is). */
+    int rc = same_runtime(set, self->home->rt) ? corio__join_set_claim(task, mark_of(m))
+                                               : CORIO_EINVAL;
     if (rc >= 0) {
+        set->rt = self->home->rt;
         set->len++;
         if (rc == 1)
             running_push(set, m);
@@ -220,11 +231,17 @@ static corio_task *hand_back(struct set_member *m)
 }
 
 /* Is self a member of s? Waiting on its own set, it could wait for
- * itself. Its own join word names its record while it runs. */
-static bool is_member(const corio_task *self, const corio_set *s)
+ * itself. Its own join word names its record while it runs; held locked
+ * while the record is read, or a corio_set_free of that other set could
+ * detach self and recycle the record meanwhile (task.c). */
+static bool is_member(corio_task *self, const corio_set *s)
 {
-    uintptr_t v = atomic_load_explicit(&self->join, memory_order_acquire);
-    return (v & CORIO__JOIN_SET) && member_of(v)->set == s;
+    uintptr_t mark = corio__join_set_hold(self);
+    if (!mark)
+        return false;
+    bool mine = member_of(mark)->set == s;
+    corio__join_set_unhold(self, mark);
+    return mine;
 }
 
 static int next_until(corio_set *set, corio_task **task, corio_time_t deadline)
@@ -250,7 +267,7 @@ static int next_until(corio_set *set, corio_task **task, corio_time_t deadline)
         }
         struct set_member *m;
         corio__spin_lock(&set->lock);
-        rc = take_finished(set, &m);
+        rc = same_runtime(set, self->home->rt) ? take_finished(set, &m) : CORIO_EINVAL;
         if (rc != CORIO_EAGAIN) {
             corio__spin_unlock(&set->lock);
             corio__wait_disarm(self, token);
@@ -300,12 +317,11 @@ size_t corio_set_len(corio_set *set)
 }
 
 /* A cursor (a record with no task) keeps the walk's place while the lock
- * is let go: finishers unlink only their own records, and the walk and
- * detach_running skip cursors. */
-int corio_set_cancel(corio_set *set)
+ * is let go: finishers unlink only their own records, and the walk skips
+ * other walks' cursors. (corio_set_free, which would not, is refused
+ * while a cancel is under way: `callers`.) */
+static void cancel_running(corio_set *set)
 {
-    if (!set)
-        return CORIO_EINVAL;
     struct set_member cursor = {.set = set};
     corio__spin_lock(&set->lock);
     running_push(set, &cursor);
@@ -320,10 +336,23 @@ int corio_set_cancel(corio_set *set)
         if (!cursor.next)
             break;
         corio__spin_unlock(&set->lock);
+        /* A moment for the finishers spinning on the lock: relocking at
+         * once would win it back most times. */
+        for (unsigned spins = 0; spins < 32;)
+            corio__spin_pause(&spins);
         corio__spin_lock(&set->lock);
     }
     running_unlink(set, &cursor);
     corio__spin_unlock(&set->lock);
+}
+
+int corio_set_cancel(corio_set *set)
+{
+    if (!set)
+        return CORIO_EINVAL;
+    atomic_fetch_add_explicit(&set->callers, 1, memory_order_relaxed);
+    cancel_running(set);
+    atomic_fetch_sub_explicit(&set->callers, 1, memory_order_release);
     return 0;
 }
 
@@ -355,10 +384,11 @@ int corio_set_free(corio_set *set)
         return 0;
     corio__spin_lock(&set->lock);
     int rc = 0;
+    corio__loop *l = corio__loop_current();
     if (atomic_load_explicit(&set->callers, memory_order_acquire) != 0)
         rc = CORIO_EBUSY;
-    else if (set->len && !corio__loop_current())
-        rc = CORIO_EPERM; /* releasing a finished member needs a loop */
+    else if (set->len && (!l || l->rt != set->rt))
+        rc = CORIO_EPERM; /* the records go back to a loop of their runtime */
     corio__spin_unlock(&set->lock);
     if (rc != 0)
         return rc;

@@ -445,6 +445,23 @@ bool corio__join_set_detach(corio_task *t, uintptr_t mark)
     }
 }
 
+uintptr_t corio__join_set_hold(corio_task *self)
+{
+    uintptr_t v = atomic_load_explicit(&self->join, memory_order_acquire);
+    /* Only a detach (mark -> DETACHED) can change it meanwhile: a running
+     * task has no finisher yet. */
+    while (v & CORIO__JOIN_SET)
+        if (atomic_compare_exchange_weak_explicit(&self->join, &v, v | JOIN_LOCK,
+                                                  memory_order_acquire, memory_order_acquire))
+            return v;
+    return 0;
+}
+
+void corio__join_set_unhold(corio_task *self, uintptr_t mark)
+{
+    atomic_store_explicit(&self->join, mark, memory_order_release);
+}
+
 /* Wait until t is done without releasing it. */
 static int wait_done(corio_task *self, corio_task *t, corio_time_t deadline,
                      enum corio__wait_kind what)

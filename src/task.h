@@ -298,6 +298,12 @@ void corio__task_finish(struct corio__loop *loop, corio_task *t);
 int corio__join_set_claim(corio_task *t, uintptr_t mark);
 void corio__join_set_take(corio_task *t, uintptr_t mark);
 bool corio__join_set_detach(corio_task *t, uintptr_t mark);
+/* The running task self, a set's member, holds its own word locked
+ * (mark -> mark | LOCK) while it reads its record, which a detach could
+ * otherwise recycle meanwhile: returns the mark, or 0 if self is in no
+ * set; unhold puts the mark back. */
+uintptr_t corio__join_set_hold(corio_task *self);
+void corio__join_set_unhold(corio_task *self, uintptr_t mark);
 /* set.c: a member finished (its word, `join`, is locked by its finisher):
  * move it to its set's finished members and wake a waiter. */
 void corio__set_member_finished(uintptr_t join);

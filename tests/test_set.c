@@ -2181,6 +2181,102 @@ TEST(a_taker_counts_as_joining)
     run_main_checked(2, test_main_on_loop_0, &body);
 }
 
+/* ---- a set holding one runtime's members refuses another's tasks ----
+ *
+ * Member records come from the members' runtime's loops and go back to
+ * them: a task of a second runtime running beside the first may not add
+ * to, take from or free a set that holds the first's members (taking one
+ * would put its record on the second runtime's free list, memory the
+ * first unmaps as it ends: found by review, a crash). Once the set is
+ * empty, the other runtime may use it. */
+struct other_runtime {
+    corio_set *set;
+    int add_rc, next_rc, free_rc, empty_add_rc;
+};
+
+static void *other_main(void *arg)
+{
+    struct other_runtime *o = arg;
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, test_ret_arg, PTR_OF(5)));
+    o->add_rc = corio_set_add(o->set, t);
+    corio_task *m = NULL;
+    o->next_rc = corio_set_next_until(o->set, &m, corio_now());
+    CHECK(m == NULL);
+    o->free_rc = corio_set_free(o->set);
+    void *r = NULL;
+    CHECK_OK(corio_join(t, &r)); /* still ours: the add was refused */
+    CHECK_EQ(INT_OF(r), 5);
+    return NULL;
+}
+
+static void *other_runtime_thread(void *arg)
+{
+    run_main(1, other_main, arg); /* beside another: no leak count of its own */
+    return NULL;
+}
+
+static void *empty_set_main(void *arg)
+{
+    struct other_runtime *o = arg;
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, test_ret_arg, PTR_OF(6)));
+    o->empty_add_rc = corio_set_add(o->set, t);
+    corio_task *m = next_member(o->set);
+    CHECK_PTR_EQ(m, t);
+    CHECK_EQ(INT_OF(join_now(m)), 6);
+    return NULL;
+}
+
+static void *empty_set_thread(void *arg)
+{
+    run_main(1, empty_set_main, arg);
+    return NULL;
+}
+
+static void *join_thread(void *arg)
+{
+    pthread_join(*(pthread_t *)arg, NULL);
+    return NULL;
+}
+
+static void *main_other_runtime(void *arg)
+{
+    (void)arg;
+    struct gate g[1];
+    gates_new(g, 1);
+    corio_set *s;
+    CHECK_OK(corio_set_new(&s));
+    corio_task *member;
+    CHECK_OK(corio_spawn(&member, wait_for_gate, &g[0]));
+    CHECK_OK(corio_set_add(s, member));
+    struct other_runtime o = {.set = s};
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, other_runtime_thread, &o), 0);
+    CHECK_OK(corio_run_blocking(join_thread, &th, NULL));
+    CHECK_ERR(o.add_rc, CORIO_EINVAL);
+    CHECK_ERR(o.next_rc, CORIO_EINVAL);
+    CHECK_ERR(o.free_rc, CORIO_EPERM);
+    CHECK_EQ(corio_set_len(s), 1);
+    CHECK_OK(corio_event_set(g[0].go));
+    corio_task *m = next_member(s);
+    CHECK_PTR_EQ(m, member);
+    CHECK_EQ(INT_OF(join_now(m)), g[0].value);
+    /* Empty now: the other runtime may use it, and leave it empty. */
+    CHECK_EQ(pthread_create(&th, NULL, empty_set_thread, &o), 0);
+    CHECK_OK(corio_run_blocking(join_thread, &th, NULL));
+    CHECK_OK(o.empty_add_rc);
+    CHECK_EQ(corio_set_len(s), 0);
+    CHECK_OK(corio_set_free(s));
+    gates_free(g, 1);
+    return NULL;
+}
+
+TEST(a_set_refuses_another_runtime_while_it_holds_members)
+{
+    run_main_checked(2, main_other_runtime, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(members_come_out_in_the_order_they_finish);
@@ -2207,5 +2303,6 @@ int main(int argc, char **argv)
     RUN(consumers_end_when_the_runtime_stops);
     RUN(light_and_migrating_consumers);
     RUN(a_taker_counts_as_joining);
+    RUN(a_set_refuses_another_runtime_while_it_holds_members);
     return test_summary();
 }
