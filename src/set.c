@@ -251,14 +251,8 @@ static int next_until(corio_set *set, corio_task **task, corio_time_t deadline)
         uint64_t token;
         int rc = corio__sync_arm(&self, &token);
         if (rc != 0) {
-            if (woken) {
-                /* Woken to try again, but cancelled first: pass the
-                 * wake-up on, or a finished member would wait for the
-                 * next finisher while others wait for it (chan.c). */
-                corio__spin_lock(&set->lock);
-                corio__waitq_wake_one(&set->takers, 0);
-                corio__spin_unlock(&set->lock);
-            }
+            if (woken)
+                corio__sync_pass_on(&set->lock, &set->takers);
             return rc;
         }
         if (!woken && is_member(self, set)) {

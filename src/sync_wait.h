@@ -56,6 +56,17 @@ static inline int corio__sync_arm(corio_task **self, uint64_t *token)
     return corio__wait_arm(*self, token);
 }
 
+/* A task woken to try again whose cancellation came first leaves without
+ * trying: it passes the wake-up on, or the element (or slot, or finished
+ * task) it announced would wait for the next one while other tasks wait
+ * for it. Taking the lock also lets the waker finish. */
+static inline void corio__sync_pass_on(corio__spin *lock, corio__waitq *q)
+{
+    corio__spin_lock(lock);
+    corio__waitq_wake_one(q, 0);
+    corio__spin_unlock(lock);
+}
+
 /*
  * The one shape of a blocking call on a cross-loop object. Under the
  * object's lock, attempt(obj, arg) either completes the call (returns 0 or
@@ -74,16 +85,8 @@ static inline int corio__sync_call(corio__spin *lock, corio__waitq *q,
         uint64_t token;
         int rc = corio__sync_arm(&self, &token);
         if (rc != 0) {
-            if (woken) {
-                /* Woken to try again, but a cancellation came first: we
-                 * leave without trying, so pass the wake-up on, or the
-                 * element (or slot) it announced would wait for the next
-                 * send (or receive) while other tasks wait for it.
-                 * Taking the lock also lets the waker finish. */
-                corio__spin_lock(lock);
-                corio__waitq_wake_one(q, 0);
-                corio__spin_unlock(lock);
-            }
+            if (woken)
+                corio__sync_pass_on(lock, q);
             return rc;
         }
         corio__spin_lock(lock);
