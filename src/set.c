@@ -271,10 +271,7 @@ static int next_until(corio_set *set, corio_task **task, corio_time_t deadline)
         }
         /* Waiting for members to finish needs no CPU, as a join
          * (loop.h, corio__loop_load). */
-        corio__loop *l = self->home;
-        l->joining++;
-        corio__loop_publish_load(l);
-        self->flags |= CORIO__TF_JOINING;
+        corio__wait_count_joining(self);
         rc = corio__sync_block(&set->lock, &set->takers, self, token, deadline,
                                CORIO__WAITS_SET_NEXT, true, woken);
         corio__wait_settle(self);

@@ -477,10 +477,7 @@ static int wait_done(corio_task *self, corio_task *t, corio_time_t deadline,
         corio__wait_disarm(self, token);
         return rc;
     }
-    corio__loop *l = self->home;
-    l->joining++;
-    corio__loop_publish_load(l);
-    self->flags |= CORIO__TF_JOINING;
+    corio__wait_count_joining(self);
     rc = corio__wait_commit(self, token, deadline, what);
     /* On our loop now, which need not be the one we waited on: a migrating
      * task's old loop settled the count as it let us go. The commit
@@ -561,10 +558,7 @@ void corio__join_wait_uncancellable(corio_task *t)
             corio__wait_disarm(self, token);
             break;
         }
-        corio__loop *l = self->home;
-        l->joining++;
-        corio__loop_publish_load(l);
-        self->flags |= CORIO__TF_JOINING;
+        corio__wait_count_joining(self);
         int rc = corio__wait_commit_uncancellable(self, CORIO__WAITS_JOIN, &cancelled);
         corio__wait_settle(self);
         /* 0: t's finisher woke us. Otherwise a cancellation did (noted):
@@ -708,10 +702,7 @@ int corio_wait_any_until(corio_task *const *tasks, size_t n, size_t *index,
             return rc;
         return first_done(tasks, n, index) ? 0 : CORIO_EINVAL;
     }
-    corio__loop *l = self->home;
-    l->joining++; /* needs no CPU meanwhile, as a join (loop.h) */
-    corio__loop_publish_load(l);
-    self->flags |= CORIO__TF_JOINING;
+    corio__wait_count_joining(self); /* needs no CPU meanwhile, as a join */
     rc = corio__wait_commit(self, token, deadline, CORIO__WAITS_WAIT_ANY);
     corio__wait_settle(self);
     bool finished = unregister_all(self, tasks, n);

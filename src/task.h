@@ -254,6 +254,10 @@ bool corio__task_fire(corio_task *t, uint64_t token, int result);
  * the home loop's thread: by the task once its wait is over, or by the
  * loop as it lets a migrating task go (sched.c, corio__roam_push). */
 void corio__wait_settle(corio_task *t);
+/* The coming wait of self (for other tasks to finish: a join, wait-any,
+ * a set's take) needs no CPU: count it in its loop's `joining`, left out
+ * of the load placement reads (loop.h), until corio__wait_settle. */
+void corio__wait_count_joining(corio_task *self);
 /* 0, or CORIO_ECANCELED if a cancellation is pending (consumed) or the
  * task is cancelled for good: for calls that fail when cancelled even
  * if they need not wait (yield, the descriptor calls of net.c). */

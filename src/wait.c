@@ -191,6 +191,14 @@ __attribute__((noinline)) static int wait_commit_at(corio_task *self, uint64_t t
     return rc;
 }
 
+void corio__wait_count_joining(corio_task *self)
+{
+    corio__loop *l = self->home;
+    l->joining++;
+    corio__loop_publish_load(l);
+    self->flags |= CORIO__TF_JOINING;
+}
+
 void corio__wait_settle(corio_task *t)
 {
     corio__loop *l = t->home;
