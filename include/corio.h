@@ -677,6 +677,42 @@ CORIO_API int corio_chan_close(corio_chan *chan);
 /* Elements queued now. */
 CORIO_API size_t corio_chan_len(corio_chan *chan);
 
+/*
+ * Go's select over channels: wait until one of several sends and
+ * receives can go ahead, do that one alone, and store its index in
+ * *index. Each op names a channel, CORIO_CHAN_SEND or CORIO_CHAN_RECV,
+ * and elem: the element to send (copied in), or where a received element
+ * goes (NULL: dropped). An op whose chan is NULL is never ready (Go's nil
+ * channel), so a caller can switch one off and call again. When several
+ * are ready at once, one of them is picked at random, so that a busy
+ * channel cannot starve the others (Go's and Tokio's rule; to prefer one,
+ * try it first with corio_chan_try_*).
+ *
+ * Returns 0 (ops[*index] was done), CORIO_EPIPE (ops[*index]'s channel is
+ * closed: a send, or a receive from a closed and drained channel, is
+ * "ready" with that error, as a receive is in Go), CORIO_ETIMEDOUT (the
+ * deadline passed with no op ready; a deadline already past polls
+ * once), CORIO_ECANCELED, CORIO_ENOMEM (no memory to wait; or a send to
+ * an unbounded channel that could not grow, *index naming it),
+ * CORIO_ENOENT (n is 0 or every chan is NULL: nothing could ever be
+ * ready), CORIO_EINVAL (index NULL, ops NULL with n > 0, an enabled op
+ * neither SEND nor RECV, a send with elem NULL) or CORIO_EPERM (not in a
+ * task). No op was done unless the result is 0; *index is n when no op
+ * decided the result. A wait that ends
+ * early leaves nothing behind, as every channel wait: no element taken,
+ * none sent. A woken select that finds its element taken by another
+ * task keeps its place in that channel's queue, as a receiver does.
+ */
+enum { CORIO_CHAN_SEND = 1, CORIO_CHAN_RECV = 2 };
+typedef struct corio_chan_op {
+    corio_chan *chan;
+    int dir;     /* CORIO_CHAN_SEND or CORIO_CHAN_RECV */
+    void *elem;
+} corio_chan_op;
+CORIO_API int corio_chan_select(const corio_chan_op *ops, size_t n, size_t *index);
+CORIO_API int corio_chan_select_until(const corio_chan_op *ops, size_t n, size_t *index,
+                                      corio_time_t deadline);
+
 /* Counting semaphore (e.g. a crawler's concurrency limit). */
 typedef struct corio_sem corio_sem;
 CORIO_API int corio_sem_new(corio_sem **sem, size_t permits);

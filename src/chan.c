@@ -17,6 +17,7 @@
  */
 #include <string.h>
 
+#include "chan.h"
 #include "corio.h"
 #include "spin.h"
 #include "sync_wait.h"
@@ -24,15 +25,6 @@
 #include "task.h"
 #include "waitq.h"
 
-struct corio_chan {
-    corio__spin lock;
-    size_t elem_size;
-    size_t capacity;      /* CORIO_CHAN_UNBOUNDED or the bound */
-    char *buf;            /* ring of `slots` elements */
-    size_t slots, head, count;
-    bool closed;
-    corio__waitq receivers, senders;
-};
 
 int corio_chan_new(corio_chan **chan, size_t elem_size, size_t capacity)
 {
@@ -91,9 +83,7 @@ static int make_room(corio_chan *c)
     return 0;
 }
 
-/* Under lock: try to put one element. 0, CORIO_EPIPE, CORIO_EAGAIN (full)
- * or CORIO_ENOMEM. */
-static int put(corio_chan *c, const void *elem)
+int corio__chan_put(corio_chan *c, const void *elem)
 {
     if (c->closed)
         return CORIO_EPIPE;
@@ -107,9 +97,7 @@ static int put(corio_chan *c, const void *elem)
     return 0;
 }
 
-/* Under lock: try to take one element. 0, CORIO_EPIPE (closed and
- * drained) or CORIO_EAGAIN (empty). */
-static int take(corio_chan *c, void *elem)
+int corio__chan_take(corio_chan *c, void *elem)
 {
     if (c->count == 0)
         return c->closed ? CORIO_EPIPE : CORIO_EAGAIN;
@@ -126,13 +114,13 @@ int corio_chan_try_send(corio_chan *chan, const void *elem)
     if (!chan || !elem)
         return CORIO_EINVAL;
     corio__spin_lock(&chan->lock);
-    int rc = put(chan, elem);
+    int rc = corio__chan_put(chan, elem);
     corio__spin_unlock(&chan->lock);
     return rc;
 }
 
-static int try_put(void *chan, void *elem) { return put(chan, elem); }
-static int try_take(void *chan, void *elem) { return take(chan, elem); }
+static int try_put(void *chan, void *elem) { return corio__chan_put(chan, elem); }
+static int try_take(void *chan, void *elem) { return corio__chan_take(chan, elem); }
 
 int corio_chan_send_until(corio_chan *chan, const void *elem, corio_time_t deadline)
 {
@@ -152,7 +140,7 @@ int corio_chan_try_recv(corio_chan *chan, void *elem)
     if (!chan)
         return CORIO_EINVAL;
     corio__spin_lock(&chan->lock);
-    int rc = take(chan, elem);
+    int rc = corio__chan_take(chan, elem);
     corio__spin_unlock(&chan->lock);
     return rc;
 }

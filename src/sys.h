@@ -67,6 +67,11 @@ static inline bool corio__fault(int err)
     return false;
 }
 
+/* A landmark inside a window that has no allocation of its own: it counts
+ * as a wrapped call, so that a test's hook (corio__fault_arm_hook) can run
+ * the other side of a race exactly there; it never fails. */
+static inline void corio__race_point(void) { (void)corio__fault(0); }
+
 /* ---- memory ---- */
 
 void *corio__malloc(size_t size);

@@ -56,6 +56,7 @@ __attribute__((used)) const char *const corio__wait_names[CORIO__WAITS_KINDS] = 
     [CORIO__WAITS_BLOCKING] = "run_blocking",
     [CORIO__WAITS_WAIT_ANY] = "wait any",
     [CORIO__WAITS_SET_NEXT] = "set next",
+    [CORIO__WAITS_CHAN_SELECT] = "chan select",
 };
 
 #define STATE(w) ((w) & CORIO__WAIT_STATE_MASK)

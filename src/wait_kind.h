@@ -27,6 +27,7 @@ enum corio__wait_kind {
     CORIO__WAITS_BLOCKING,
     CORIO__WAITS_WAIT_ANY,
     CORIO__WAITS_SET_NEXT,
+    CORIO__WAITS_CHAN_SELECT,
     CORIO__WAITS_KINDS
 };
 extern const char *const corio__wait_names[CORIO__WAITS_KINDS];
@@ -54,6 +55,7 @@ static inline bool corio__wait_kind_movable(enum corio__wait_kind what)
     case CORIO__WAITS_BLOCKING:
     case CORIO__WAITS_WAIT_ANY:
     case CORIO__WAITS_SET_NEXT:
+    case CORIO__WAITS_CHAN_SELECT:
         return true;
     default:
         return false;

@@ -10,6 +10,13 @@
  * armed. If the fire fails, the task's wait already ended (deadline,
  * cancellation) and the next one is tried: a wake-up is never spent on a
  * task no longer waiting.
+ *
+ * A channel select (select.c) waits in several queues at once, which one
+ * set of links in the run state cannot do: it queues a node per channel
+ * instead, from memory of its own. A queue keeps its nodes in a second
+ * list; tasks and nodes draw tickets from one counter, and a wake-up goes
+ * to the lowest ticket of the two heads, so the order stays FIFO across
+ * both. Only channels ever hold nodes.
  */
 #ifndef CORIO_WAITQ_H
 #define CORIO_WAITQ_H
@@ -20,8 +27,19 @@
 
 #include "task.h"
 
+/* A select's place in one queue. `fired`: this node's wake-up fired the
+ * task; written by the waker under the queue's lock, read by the select
+ * under it once the node is out of the queue. */
+struct corio__waitq_node {
+    struct corio__waitq_node *next, *prev;
+    uint64_t ticket; /* 0 until first queued, then kept (push_again) */
+    corio_task *task;
+    bool fired;
+};
+
 typedef struct corio__waitq {
     corio_task *head, *tail;
+    struct corio__waitq_node *nodes, *nodes_tail; /* selects, ticket order */
     uint64_t tickets; /* handed out by push, in arrival order */
 } corio__waitq;
 
@@ -85,16 +103,71 @@ static inline void corio__waitq_remove(corio__waitq *q, corio_task *t)
     r->wq_next = r->wq_prev = NULL;
 }
 
-/* Wake the first task still waiting; returns it, or NULL if none was. */
+/* Queue a select's node: at the back the first time, in its old turn
+ * after that (as corio__waitq_push_again, and for the same reason). */
+static inline void corio__waitq_node_push(corio__waitq *q, struct corio__waitq_node *n)
+{
+    if (!n->ticket)
+        n->ticket = ++q->tickets;
+    struct corio__waitq_node *prev = q->nodes_tail, *next = NULL;
+    while (prev && prev->ticket > n->ticket) {
+        next = prev;
+        prev = prev->prev;
+    }
+    n->prev = prev;
+    n->next = next;
+    if (prev)
+        prev->next = n;
+    else
+        q->nodes = n;
+    if (next)
+        next->prev = n;
+    else
+        q->nodes_tail = n;
+}
+
+static inline bool corio__waitq_node_queued(const corio__waitq *q,
+                                            const struct corio__waitq_node *n)
+{
+    return n->prev != NULL || q->nodes == n;
+}
+
+static inline void corio__waitq_node_remove(corio__waitq *q, struct corio__waitq_node *n)
+{
+    if (!corio__waitq_node_queued(q, n))
+        return;
+    if (n->prev)
+        n->prev->next = n->next;
+    else
+        q->nodes = n->next;
+    if (n->next)
+        n->next->prev = n->prev;
+    else
+        q->nodes_tail = n->prev;
+    n->next = n->prev = NULL;
+}
+
+/* Wake the first task still waiting (a task queued itself, or a select
+ * through its node); returns it, or NULL if none was. */
 static inline corio_task *corio__waitq_wake_one(corio__waitq *q, int result)
 {
-    corio_task *t;
-    while ((t = q->head) != NULL) {
+    for (;;) {
+        corio_task *t = q->head;
+        struct corio__waitq_node *n = q->nodes;
+        if (n && (!t || n->ticket < t->run->wq_ticket)) {
+            corio__waitq_node_remove(q, n);
+            if (corio__task_fire_any(n->task, result)) {
+                n->fired = true;
+                return n->task;
+            }
+            continue;
+        }
+        if (!t)
+            return NULL;
         corio__waitq_remove(q, t);
         if (corio__task_fire_any(t, result))
             return t;
     }
-    return NULL;
 }
 
 static inline void corio__waitq_wake_all(corio__waitq *q, int result)
@@ -103,6 +176,9 @@ static inline void corio__waitq_wake_all(corio__waitq *q, int result)
         ;
 }
 
-static inline bool corio__waitq_empty(const corio__waitq *q) { return q->head == NULL; }
+static inline bool corio__waitq_empty(const corio__waitq *q)
+{
+    return q->head == NULL && q->nodes == NULL;
+}
 
 #endif /* CORIO_WAITQ_H */

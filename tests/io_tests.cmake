@@ -10,6 +10,7 @@ list(APPEND corio_tests
   cancel_waits
   deadline
   chan
+  select
   sync
   group
 )
