@@ -35,6 +35,10 @@
  *   set_as_completed_ns  spawn_join_ns's tasks, each added to a task set and
  *                        taken back as it finishes (corio_set_next) before
  *                        its join; ns per task.
+ *   chan_select_ns       two tasks on one loop: ping sends on two
+ *                        capacity-1 channels in turn and waits for the
+ *                        reply; pong waits in corio_chan_select over both
+ *                        and replies by a plain send; ns per round trip.
  *
  * Targets (DESIGN.md, 2 cores): spawn+join <= 100 ns, yield <= 10 ns,
  * 1M sleepers <= 1.2 s and <= Go's 1.33 GB, efficiency >= 0.99.
@@ -375,6 +379,75 @@ static void bench_pingpong_cross(void)
     emit("chan_pingpong_cross_ns", ns[0], "ns");
 }
 
+/* ---- select ---- */
+
+#define SELECTS 1000000
+
+struct select_pair {
+    corio_chan *in[2], *reply;
+    int pong_lost;
+};
+
+static void select_pong_discard(void *arg, int error)
+{
+    struct select_pair *p = arg;
+    p->pong_lost = error;
+    corio_chan_close(p->reply);
+}
+
+static void *select_pong(void *arg)
+{
+    struct select_pair *p = arg;
+    long v;
+    corio_chan_op ops[2] = {{p->in[0], CORIO_CHAN_RECV, &v}, {p->in[1], CORIO_CHAN_RECV, &v}};
+    size_t idx;
+    while (corio_chan_select(ops, 2, &idx) == 0)
+        if (corio_chan_send(p->reply, &v) != 0)
+            break;
+    return NULL;
+}
+
+static void *select_main(void *arg)
+{
+    struct select_pair p = {0};
+    for (int i = 0; i < 2; i++)
+        if (corio_chan_new(&p.in[i], sizeof(long), 1) != 0)
+            die("corio_chan_new", CORIO_ENOMEM);
+    if (corio_chan_new(&p.reply, sizeof(long), 1) != 0)
+        die("corio_chan_new", CORIO_ENOMEM);
+    corio_task *pong;
+    corio_spawn_opts opts;
+    corio_spawn_opts_init(&opts);
+    opts.loop = corio_loop_index(); /* on this loop, never stolen */
+    opts.discard = select_pong_discard;
+    int rc = corio_spawn_ex(&pong, select_pong, &p, &opts);
+    if (rc != 0)
+        die("corio_spawn_ex", rc);
+    corio_time_t t0 = corio_now();
+    for (long i = 0; i < SELECTS; i++) {
+        long v = i;
+        if (corio_chan_send(p.in[i & 1], &v) != 0 || corio_chan_recv(p.reply, &v) != 0 || v != i)
+            die(p.pong_lost ? "select (pong never ran)" : "select ping-pong",
+                p.pong_lost ? p.pong_lost : CORIO_EPROTO);
+    }
+    *(double *)arg = (double)(corio_now() - t0) / SELECTS;
+    corio_chan_close(p.in[0]);
+    rc = corio_join(pong, NULL);
+    if (rc != 0)
+        die("corio_join (pong)", rc);
+    for (int i = 0; i < 2; i++)
+        corio_chan_free(p.in[i]);
+    corio_chan_free(p.reply);
+    return NULL;
+}
+
+static void bench_select(void)
+{
+    double ns = 0;
+    run_in_runtime(1, select_main, &ns);
+    emit("chan_select_ns", ns, "ns");
+}
+
 /* ---- spawning bounded by a semaphore ---- */
 
 #define SEM_TASKS 1000000
@@ -459,6 +532,7 @@ static const struct bench benches[] = {
     {"chan_pingpong_cross_ns", bench_pingpong_cross},
     {"sem_spawn_ns", bench_sem_spawn},
     {"set_as_completed_ns", bench_set_as_completed},
+    {"chan_select_ns", bench_select},
 };
 #define NBENCH (sizeof benches / sizeof benches[0])
 

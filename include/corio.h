@@ -684,9 +684,11 @@ CORIO_API size_t corio_chan_len(corio_chan *chan);
  * and elem: the element to send (copied in), or where a received element
  * goes (NULL: dropped). An op whose chan is NULL is never ready (Go's nil
  * channel), so a caller can switch one off and call again. When several
- * are ready at once, one of them is picked at random, so that a busy
- * channel cannot starve the others (Go's and Tokio's rule; to prefer one,
- * try it first with corio_chan_try_*).
+ * are ready at once, each is as likely to be picked as any other (Go's
+ * rule; beyond 16 ops, a call that finds no memory for its shuffle picks
+ * less evenly), so that a busy channel cannot starve the others; to
+ * prefer one, try it first with corio_chan_try_*. A select that waited
+ * tries the channel that woke it first.
  *
  * Returns 0 (ops[*index] was done), CORIO_EPIPE (ops[*index]'s channel is
  * closed: a send, or a receive from a closed and drained channel, is

@@ -26,10 +26,11 @@
  *   of their nodes: by the time a node is queued, nothing the select does
  *   later in the pass can touch that channel.
  *
- * Nodes live in memory the call allocates only when it must wait (a light
- * task's frames move while it waits, so not on its stack), freed before
- * it returns; ops and their elements are touched only by the select
- * itself, while it runs, so they may live on any task's stack.
+ * Nodes live in the call's frame for a few ops, or in memory it allocates
+ * when it must wait (always for a light task: its frames move while it
+ * waits), freed before it returns; ops and their elements are touched
+ * only by the select itself, while it runs, so they may live on any
+ * task's stack.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -41,6 +42,10 @@
 #include "waitq.h"
 
 #define NONE SIZE_MAX
+/* Nodes and shuffled order kept in the call's frame for up to this many
+ * ops (more come from malloc). */
+#define LOCAL_OPS 4
+#define LOCAL_POLL 16
 
 /* An enabled op's place in the registering order (by channel). */
 struct slot {
@@ -54,11 +59,20 @@ struct select {
     corio_task *self;
     uint64_t token;
     corio_time_t deadline;
-    size_t start;                    /* where a trying pass begins (fairness) */
+    const uint32_t *poll;            /* the order trying passes go in, shuffled */
+    size_t start;                    /* without one (no memory): a random start */
     struct corio__waitq_node *nodes; /* per op; NULL until the call must wait */
     struct slot *order;              /* the enabled ops by channel */
     size_t enabled;
     bool registered;                 /* nodes may be queued */
+    bool allocated;                  /* nodes and order from malloc */
+    bool poll_allocated;             /* `poll` from malloc */
+    uint32_t poll_local[LOCAL_POLL]; /* `poll` for a few ops */
+};
+
+struct select_local {
+    struct corio__waitq_node nodes[LOCAL_OPS];
+    struct slot order[LOCAL_OPS];
 };
 
 static corio__waitq *queue_of(const corio_chan_op *op)
@@ -92,18 +106,18 @@ __attribute__((noinline)) static size_t random_below(size_t n)
     x ^= x >> 7;
     x ^= x << 17;
     state = x;
-    return (size_t)(x % n);
+    return (size_t)(((unsigned __int128)x * n) >> 64); /* no division */
 }
 
 /* Try every enabled op once, `first` (NONE: none) before the others, the
- * others from s->start round. Returns the index of the op that went
- * ahead or is closed (*rc its result), or NONE. */
+ * others in the call's random order. Returns the index of the op that
+ * went ahead or is closed (*rc its result), or NONE. */
 static size_t try_all(const struct select *s, size_t first, int *rc)
 {
     if (first != NONE && (*rc = attempt_locked(&s->ops[first])) != CORIO_EAGAIN)
         return first;
     for (size_t i = 0; i < s->n; i++) {
-        size_t k = (s->start + i) % s->n;
+        size_t k = s->poll ? s->poll[i] : (s->start + i) % s->n;
         if (k == first || !s->ops[k].chan)
             continue;
         if ((*rc = attempt_locked(&s->ops[k])) != CORIO_EAGAIN)
@@ -112,30 +126,82 @@ static size_t try_all(const struct select *s, size_t first, int *rc)
     return NONE;
 }
 
-static int by_channel(const void *a, const void *b)
+/* The order trying passes go in: a uniform shuffle (Fisher-Yates), so that
+ * of the ops ready at once each is as likely to go as any other, as in
+ * Go (a random start alone favours an op that follows idle ones). In the
+ * call's frame for a few ops; beyond, from malloc, and without the
+ * memory a random start (fair only among neighbours). */
+static uint32_t *shuffle(struct select *s)
 {
-    const struct slot *x = a, *y = b;
-    if (x->chan != y->chan)
-        return x->chan < y->chan ? -1 : 1;
-    return x->index < y->index ? -1 : x->index > y->index;
+    uint32_t *v = s->poll_local;
+    if (s->n > LOCAL_POLL) {
+        v = s->n <= UINT32_MAX ? corio__malloc(s->n * sizeof *v) : NULL;
+        if (!v) {
+            s->start = random_below(s->n);
+            return NULL;
+        }
+        s->poll_allocated = true;
+    }
+    v[0] = 0;
+    for (size_t i = 1; i < s->n; i++) {
+        size_t j = random_below(i + 1);
+        v[i] = v[j];
+        v[j] = (uint32_t)i;
+    }
+    return v;
 }
 
-/* The nodes and the registering order, once the call must wait. */
-static int prepare_wait(struct select *s)
+static bool slot_before(const struct slot *x, const struct slot *y)
 {
-    size_t bytes_nodes = s->n * sizeof *s->nodes;
-    void *mem = corio__malloc(bytes_nodes + s->n * sizeof *s->order);
-    if (!mem)
-        return CORIO_ENOMEM;
-    s->nodes = mem;
-    s->order = (struct slot *)((char *)mem + bytes_nodes);
+    return x->chan != y->chan ? x->chan < y->chan : x->index < y->index;
+}
+
+static int by_channel(const void *a, const void *b)
+{
+    return slot_before(a, b) ? -1 : slot_before(b, a);
+}
+
+/* Selects are mostly a handful of ops: insertion sort, qsort past that. */
+static void sort_slots(struct slot *v, size_t n)
+{
+    if (n > 16) {
+        qsort(v, n, sizeof *v, by_channel);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        struct slot x = v[i];
+        size_t j = i;
+        for (; j > 0 && slot_before(&x, &v[j - 1]); j--)
+            v[j] = v[j - 1];
+        v[j] = x;
+    }
+}
+
+/* The nodes and the registering order, once the call must wait: in
+ * `local` (the caller's frame) when they fit and the task has a stack of
+ * its own, which stays in place while it waits; from malloc for a light
+ * task, whose frames are copied away meanwhile. */
+static int prepare_wait(struct select *s, struct select_local *local)
+{
+    if (s->n <= LOCAL_OPS && !(s->self->flags & CORIO__TF_LIGHT)) {
+        s->nodes = local->nodes;
+        s->order = local->order;
+    } else {
+        size_t bytes_nodes = s->n * sizeof *s->nodes;
+        void *mem = corio__malloc(bytes_nodes + s->n * sizeof *s->order);
+        if (!mem)
+            return CORIO_ENOMEM;
+        s->nodes = mem;
+        s->order = (struct slot *)((char *)mem + bytes_nodes);
+        s->allocated = true;
+    }
     s->enabled = 0;
     for (size_t k = 0; k < s->n; k++) {
         s->nodes[k] = (struct corio__waitq_node){.task = s->self};
         if (s->ops[k].chan)
             s->order[s->enabled++] = (struct slot){(uintptr_t)s->ops[k].chan, k};
     }
-    qsort(s->order, s->enabled, sizeof *s->order, by_channel);
+    sort_slots(s->order, s->enabled);
     return 0;
 }
 
@@ -207,7 +273,10 @@ static int finish(struct select *s, size_t done, int rc, size_t *index)
     if (s->token)
         (void)corio__wait_disarm(s->self, s->token);
     pass_on(s, fired);
-    corio__free(s->nodes);
+    if (s->allocated)
+        corio__free(s->nodes);
+    if (s->poll_allocated)
+        corio__free((void *)s->poll);
     *index = done != NONE ? done : s->n;
     return rc;
 }
@@ -239,17 +308,18 @@ int corio_chan_select_until(const corio_chan_op *ops, size_t n, size_t *index,
     if (rc != 0)
         return rc;
     struct select s = {.ops = ops, .n = n, .deadline = deadline};
+    struct select_local local;
     rc = corio__sync_arm(&s.self, &s.token);
     if (rc != 0)
         return rc;
-    s.start = random_below(n);
+    s.poll = shuffle(&s);
     for (size_t fired = NONE;;) {
         size_t done = try_all(&s, fired, &rc);
         if (done != NONE)
             return finish(&s, done, rc, index);
         if (deadline != CORIO_FOREVER && deadline <= corio_now())
             return finish(&s, NONE, CORIO_ETIMEDOUT, index);
-        if (!s.nodes && (rc = prepare_wait(&s)) != 0)
+        if (!s.nodes && (rc = prepare_wait(&s, &local)) != 0)
             return finish(&s, NONE, rc, index);
         done = register_all(&s, &rc);
         if (done != NONE)
@@ -257,8 +327,12 @@ int corio_chan_select_until(const corio_chan_op *ops, size_t n, size_t *index,
         rc = corio__wait_commit(s.self, s.token, deadline, CORIO__WAITS_CHAN_SELECT);
         s.token = 0; /* spent: woken, timed out or cancelled */
         fired = unregister_all(&s);
-        if (rc != 0)
+        if (rc != 0) {
+            /* No node fired (one CAS decides, and channels fire with 0);
+             * if one ever did, its wake-up must not die here. */
+            pass_on(&s, fired);
             return finish(&s, NONE, rc, index);
+        }
         /* Woken (by `fired`'s channel): try again, that op first. */
         rc = corio__sync_arm(&s.self, &s.token);
         if (rc != 0) {

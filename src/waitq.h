@@ -16,7 +16,10 @@
  * instead, from memory of its own. A queue keeps its nodes in a second
  * list; tasks and nodes draw tickets from one counter, and a wake-up goes
  * to the lowest ticket of the two heads, so the order stays FIFO across
- * both. Only channels ever hold nodes.
+ * both. Only channels ever hold nodes. A select's nodes stay queued for a
+ * moment after its wait ended, until it takes them out: a waker that
+ * finds one then fails to fire it and goes on to the next waiter, as for
+ * any waiter whose wait ended.
  */
 #ifndef CORIO_WAITQ_H
 #define CORIO_WAITQ_H

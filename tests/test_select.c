@@ -204,6 +204,42 @@ TEST(ready_ops_are_picked_at_random)
     run_main_checked(1, main_fair, NULL);
 }
 
+/* Two ready ops among idle ones: each is picked about half the time (a
+ * random start alone would favour the one after the idle run). */
+static void *main_fair_gap(void *arg)
+{
+    (void)arg;
+    enum { N = 10, ROUNDS = 4000 };
+    corio_chan *ch[N];
+    long v = 0, got;
+    corio_chan_op ops[N];
+    for (int i = 0; i < N; i++) {
+        ch[i] = chan_new(i < 2 ? CORIO_CHAN_UNBOUNDED : 1);
+        for (int r = 0; i < 2 && r < ROUNDS; r++)
+            CHECK_OK(corio_chan_send(ch[i], &v));
+        ops[i] = recv_op(ch[i], &got);
+    }
+    int picked[2] = {0, 0};
+    for (int r = 0; r < ROUNDS; r++) {
+        size_t idx;
+        CHECK_OK(corio_chan_select(ops, N, &idx));
+        CHECK_LT(idx, 2);
+        picked[idx]++;
+    }
+    /* A fair coin lands under 1,600 of 4,000 with a probability below
+     * 1e-36. */
+    CHECK_GT(picked[0], 1600);
+    CHECK_GT(picked[1], 1600);
+    for (int i = 0; i < N; i++)
+        corio_chan_free(ch[i]);
+    return NULL;
+}
+
+TEST(ready_ops_are_picked_fairly_among_idle_ones)
+{
+    run_main_checked(1, main_fair_gap, NULL);
+}
+
 /* ---- closed and switched-off channels ---- */
 
 static void *main_closed(void *arg)
@@ -372,8 +408,11 @@ TEST(deadlines_and_cancellation_leave_nothing_behind)
     run_main_checked(1, main_deadline_cancel, NULL);
 }
 
-/* No memory to wait: CORIO_ENOMEM, nothing taken, nothing queued. */
-static void *main_nomem(void *arg)
+/* No memory to wait: CORIO_ENOMEM, nothing taken, nothing queued. A
+ * light task's select allocates its nodes (a regular task's few ops keep
+ * them in its frame); a select of many ops allocates its shuffled order,
+ * and without it still works (a random start instead). */
+static void *nomem_light(void *arg)
 {
     (void)arg;
     corio_chan *a = chan_new(1), *b = chan_new(1);
@@ -382,6 +421,7 @@ static void *main_nomem(void *arg)
     corio_chan_op ops[2] = {recv_op(a, &got), recv_op(b, &got)};
     corio__fault_arm(1);
     CHECK_ERR(corio_chan_select(ops, 2, &idx), CORIO_ENOMEM);
+    CHECK(corio__fault_fired());
     corio__fault_arm(0);
     CHECK_EQ(idx, 2);
     CHECK_OK(corio_chan_send(a, &v));
@@ -390,6 +430,35 @@ static void *main_nomem(void *arg)
     CHECK_EQ(got, 4);
     corio_chan_free(a);
     corio_chan_free(b);
+    return NULL;
+}
+
+static void *main_nomem(void *arg)
+{
+    (void)arg;
+    corio_task *t;
+    corio_spawn_opts o = test_on_loop(0, true);
+    CHECK_OK(corio_spawn_ex(&t, nomem_light, NULL, &o));
+    CHECK_OK(corio_join(t, NULL));
+
+    enum { MANY = 40 };
+    corio_chan *ch[MANY];
+    corio_chan_op ops[MANY];
+    long got = 0, v = 8;
+    for (int i = 0; i < MANY; i++) {
+        ch[i] = chan_new(1);
+        ops[i] = recv_op(ch[i], &got);
+    }
+    CHECK_OK(corio_chan_send(ch[MANY - 1], &v));
+    size_t idx;
+    corio__fault_arm(1);
+    CHECK_OK(corio_chan_select(ops, MANY, &idx));
+    CHECK(corio__fault_fired()); /* the order's allocation failed */
+    corio__fault_arm(0);
+    CHECK_EQ(idx, MANY - 1);
+    CHECK_EQ(got, 8);
+    for (int i = 0; i < MANY; i++)
+        corio_chan_free(ch[i]);
     return NULL;
 }
 
@@ -478,6 +547,7 @@ struct pass {
     long r1_got, r2_got, s_got;
     size_t s_idx;
     int s_rc;
+    bool light; /* the select runs in a light task */
 };
 
 static void *pass_receiver(void *arg)
@@ -529,9 +599,10 @@ static void *pass_selector(void *arg)
 {
     struct pass *p = arg;
     corio_chan_op ops[2] = {recv_op(p->a, &p->s_got), recv_op(p->b, &p->s_got)};
-    /* The wrapped calls from here: the nodes' allocation, then the race
-     * point after A (A sorts first: the lower address). */
-    corio__fault_arm_hook(2, pass_hook, p);
+    /* The wrapped calls from here: a light task's nodes' allocation (a
+     * regular task keeps two ops' nodes in its frame), then the race point
+     * after A (A sorts first: the lower address). */
+    corio__fault_arm_hook(p->light ? 2 : 1, pass_hook, p);
     p->s_rc = corio_chan_select(ops, 2, &p->s_idx);
     corio__fault_arm(0);
     return NULL;
@@ -541,7 +612,7 @@ static void *main_pass_on(void *arg)
 {
     (void)arg;
     for (int round = 0; round < 20; round++) {
-        struct pass p = {0};
+        struct pass p = {.light = round % 2};
         p.a = chan_new(4);
         p.b = chan_new(4);
         if ((uintptr_t)p.a > (uintptr_t)p.b) {
@@ -825,6 +896,7 @@ int main(int argc, char **argv)
     RUN(a_waiting_select_is_woken_by_any_channel_on_either_loop);
     RUN(a_select_waiting_to_send_is_woken_by_room);
     RUN(ready_ops_are_picked_at_random);
+    RUN(ready_ops_are_picked_fairly_among_idle_ones);
     RUN(closed_channels_are_ready_with_epipe_and_null_ones_never);
     RUN(closing_a_channel_wakes_its_select_with_epipe);
     RUN(bad_arguments_are_refused);

@@ -14,7 +14,7 @@
 //
 //	seed-go [--tasks N] [--work-scale K] [--seed S] [--loops P] [--json] [--debug]
 //	seed-go bench NAME [--loops P]
-//	                       NAME: spawn_join_ns | set_as_completed_ns | yield_ns | sleepers_1m
+//	                       NAME: spawn_join_ns | set_as_completed_ns | yield_ns | chan_select_ns | sleepers_1m
 //	                       (sleepers_1m_wall_s / sleepers_1m_rss_mb are
 //	                       aliases of sleepers_1m; it prints both lines).
 //	                       spawn_join and sleepers run on GOMAXPROCS = P
@@ -328,6 +328,44 @@ func benchSetAsCompleted(loops int) {
 	printBench("set_as_completed_ns", float64((<-out).Nanoseconds())/count, "ns")
 }
 
+// benchSelect: two goroutines on one thread. Ping sends on two
+// capacity-1 channels in turn and waits for the reply; pong selects over
+// both and replies. ns per round trip (corio-bench chan_select_ns).
+func benchSelect() {
+	const count = 1000000
+	runtime.GOMAXPROCS(1)
+	in0, in1 := make(chan int, 1), make(chan int, 1)
+	reply := make(chan int, 1)
+	go func() {
+		for {
+			var v int
+			var ok bool
+			select {
+			case v, ok = <-in0:
+			case v, ok = <-in1:
+			}
+			if !ok {
+				return
+			}
+			reply <- v
+		}
+	}()
+	t0 := time.Now()
+	for i := 0; i < count; i++ {
+		if i&1 == 0 {
+			in0 <- i
+		} else {
+			in1 <- i
+		}
+		if v := <-reply; v != i {
+			die("select ping-pong: got %d, want %d", v, i)
+		}
+	}
+	elapsed := time.Since(t0)
+	close(in0)
+	printBench("chan_select_ns", float64(elapsed.Nanoseconds())/count, "ns")
+}
+
 // benchYield: two goroutines on one thread, each yielding 5M times.
 func benchYield() {
 	const perTask = 5000000
@@ -394,7 +432,7 @@ func main() {
 	args := os.Args[1:]
 	if len(args) > 0 && (args[0] == "bench" || args[0] == "--bench" || args[0] == "--only") {
 		if len(args) < 2 || args[1] == "--loops" {
-			die("usage: seed-go bench spawn_join_ns|set_as_completed_ns|yield_ns|sleepers_1m [--loops P]")
+			die("usage: seed-go bench spawn_join_ns|set_as_completed_ns|yield_ns|chan_select_ns|sleepers_1m [--loops P]")
 		}
 		// Only --loops, parsed and checked as for the seed run.
 		for _, a := range args[2:] {
@@ -410,10 +448,12 @@ func main() {
 			benchSetAsCompleted(o.loops)
 		case "yield", "yield_ns":
 			benchYield()
+		case "select", "chan_select_ns":
+			benchSelect()
 		case "sleepers", "sleepers_1m", "sleepers_1m_wall_s", "sleepers_1m_rss_mb":
 			benchSleepers(o.loops)
 		default:
-			die("unknown bench %q (spawn_join_ns, set_as_completed_ns, yield_ns, sleepers_1m)", args[1])
+			die("unknown bench %q (spawn_join_ns, set_as_completed_ns, yield_ns, chan_select_ns, sleepers_1m)", args[1])
 		}
 		return
 	}

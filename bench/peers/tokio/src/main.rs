@@ -13,13 +13,14 @@
 //! Usage:
 //!   seed-tokio [--tasks N] [--work-scale K] [--seed S] [--loops P] [--json] [--debug]
 //!   seed-tokio bench NAME [--loops P]
-//!                           NAME: spawn_join_ns | set_as_completed_ns | yield_ns | sleepers_1m
+//!                           NAME: spawn_join_ns | set_as_completed_ns | yield_ns | chan_select_ns |
+//!                                 sleepers_1m
 //!                           (sleepers_1m_wall_s / sleepers_1m_rss_mb are
 //!                           aliases of sleepers_1m; it prints both lines).
 //!                           spawn_join and sleepers run P workers (default:
 //!                           available_parallelism), so bench/compare can
-//!                           give them corio's loop count; yield always runs
-//!                           on a current_thread runtime.
+//!                           give them corio's loop count; yield and
+//!                           chan_select always run on a current_thread runtime.
 //!
 //! Written for Debian 12's rustc 1.63, where `std::hint::black_box` is not
 //! yet stable (1.66): `opaque` below is the same idea, an empty asm statement
@@ -322,6 +323,52 @@ fn bench_set_as_completed(loops: usize) {
     print_bench("set_as_completed_ns", elapsed.as_nanos() as f64 / COUNT as f64, "ns");
 }
 
+/// Two tasks on a current_thread runtime. Ping sends on two capacity-1
+/// channels in turn and waits for the reply; pong waits in `tokio::select!`
+/// over both and replies (corio-bench chan_select_ns). ns per round trip.
+fn bench_select() {
+    const COUNT: u64 = 1_000_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| die(&format!("cannot build the runtime: {}", e)));
+    let elapsed = rt.block_on(async {
+        let (tx0, mut rx0) = tokio::sync::mpsc::channel::<u64>(1);
+        let (tx1, mut rx1) = tokio::sync::mpsc::channel::<u64>(1);
+        let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<u64>(1);
+        let pong = tokio::spawn(async move {
+            loop {
+                let v = tokio::select! {
+                    v = rx0.recv() => v,
+                    v = rx1.recv() => v,
+                };
+                match v {
+                    Some(v) => {
+                        if reply_tx.send(v).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+        });
+        let t0 = Instant::now();
+        for i in 0..COUNT {
+            let tx = if i & 1 == 0 { &tx0 } else { &tx1 };
+            tx.send(i).await.unwrap_or_else(|_| die("select ping-pong: pong ended"));
+            match reply_rx.recv().await {
+                Some(v) if v == i => {}
+                _ => die("select ping-pong: wrong reply"),
+            }
+        }
+        let elapsed = t0.elapsed();
+        drop(tx0);
+        drop(tx1);
+        pong.await.expect("task panicked");
+        elapsed
+    });
+    print_bench("chan_select_ns", elapsed.as_nanos() as f64 / COUNT as f64, "ns");
+}
+
 /// Two tasks on a current_thread runtime, each yielding 5M times.
 fn bench_yield() {
     const PER_TASK: u64 = 5_000_000;
@@ -394,7 +441,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if matches!(args.first().map(String::as_str), Some("bench" | "--bench" | "--only")) {
         if args.len() < 2 || args[1] == "--loops" {
-            die("usage: seed-tokio bench spawn_join_ns|set_as_completed_ns|yield_ns|sleepers_1m [--loops P]");
+            die("usage: seed-tokio bench spawn_join_ns|set_as_completed_ns|yield_ns|chan_select_ns|sleepers_1m [--loops P]");
         }
         // Only --loops, parsed and checked as for the seed run.
         for a in &args[2..] {
@@ -407,8 +454,9 @@ fn main() {
             "spawn_join" | "spawn_join_ns" => bench_spawn_join(loops),
             "set_as_completed" | "set_as_completed_ns" => bench_set_as_completed(loops),
             "yield" | "yield_ns" => bench_yield(),
+            "select" | "chan_select_ns" => bench_select(),
             "sleepers" | "sleepers_1m" | "sleepers_1m_wall_s" | "sleepers_1m_rss_mb" => bench_sleepers(loops),
-            other => die(&format!("unknown bench {:?} (spawn_join_ns, set_as_completed_ns, yield_ns, sleepers_1m)", other)),
+            other => die(&format!("unknown bench {:?} (spawn_join_ns, set_as_completed_ns, yield_ns, chan_select_ns, sleepers_1m)", other)),
         }
         return;
     }
