@@ -62,6 +62,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 struct addrinfo;
 
@@ -885,6 +886,34 @@ CORIO_API ssize_t corio_recv_until(int fd, void *buf, size_t len, int flags,
 CORIO_API ssize_t corio_send(int fd, const void *buf, size_t len, int flags);
 CORIO_API ssize_t corio_send_until(int fd, const void *buf, size_t len, int flags,
                                    corio_time_t deadline);
+
+/*
+ * Vectored and message IO: readv(2), writev(2), recvmsg(2), sendmsg(2)
+ * with waiting, as the calls above. corio_readv reads at least one byte
+ * into the buffers in order, as corio_read. corio_writev writes every
+ * byte of every buffer, as corio_write, and sets *written (if not NULL)
+ * to the bytes the system took whatever the result (a stream goes on
+ * from there after a timeout). corio_recvmsg and corio_sendmsg make one
+ * call once the socket is ready, as corio_recv and corio_send (partial
+ * counts possible; MSG_DONTWAIT, MSG_ERRQUEUE and MSG_OOB as there: the
+ * error queue's entries with their control messages come this way;
+ * SCM_RIGHTS passes descriptors, received close-on-exec only with
+ * MSG_CMSG_CLOEXEC, as recvmsg(2) says). CORIO_EINVAL for an iovcnt (or
+ * msg_iovlen) below 0 or above IOV_MAX, a NULL array with a count, a
+ * total past SSIZE_MAX, or msg NULL.
+ */
+CORIO_API ssize_t corio_readv(int fd, const struct iovec *iov, int iovcnt);
+CORIO_API ssize_t corio_readv_until(int fd, const struct iovec *iov, int iovcnt,
+                                    corio_time_t deadline);
+CORIO_API ssize_t corio_writev(int fd, const struct iovec *iov, int iovcnt, size_t *written);
+CORIO_API ssize_t corio_writev_until(int fd, const struct iovec *iov, int iovcnt,
+                                     size_t *written, corio_time_t deadline);
+CORIO_API ssize_t corio_recvmsg(int fd, struct msghdr *msg, int flags);
+CORIO_API ssize_t corio_recvmsg_until(int fd, struct msghdr *msg, int flags,
+                                      corio_time_t deadline);
+CORIO_API ssize_t corio_sendmsg(int fd, const struct msghdr *msg, int flags);
+CORIO_API ssize_t corio_sendmsg_until(int fd, const struct msghdr *msg, int flags,
+                                      corio_time_t deadline);
 
 /* Datagrams. */
 CORIO_API ssize_t corio_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,

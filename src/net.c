@@ -13,10 +13,12 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "io.h"
@@ -218,10 +220,49 @@ int corio_accept(int listener, struct sockaddr *addr, socklen_t *len)
     return corio_accept_until(listener, addr, len, CORIO_FOREVER);
 }
 
-/* The common read side: op() until it returns something other than
+/* The common read side: one call until it returns something other than
  * EAGAIN. On TCP a short result proves the buffer drained
  * (corio__io_note_read). */
-enum read_op { OP_READ, OP_RECV, OP_RECVFROM };
+enum read_op { OP_READ, OP_RECV, OP_RECVFROM, OP_READV, OP_RECVMSG };
+
+/* One read-side call's arguments, whichever its form. */
+struct read_req {
+    enum read_op op;
+    int fd, flags;
+    void *buf;
+    size_t len;                /* bytes asked for (READV: all of iov's) */
+    struct sockaddr *from;     /* RECVFROM */
+    socklen_t *fromlen;
+    const struct iovec *iov;   /* READV */
+    int iovcnt;
+    struct msghdr *msg;        /* RECVMSG */
+};
+
+/* The system call itself, with `extra` flags on top of the caller's. */
+static ssize_t read_call(const struct read_req *r, int extra)
+{
+    switch (r->op) {
+    case OP_READ: return read(r->fd, r->buf, r->len);
+    case OP_RECV: return recv(r->fd, r->buf, r->len, r->flags | extra);
+    case OP_RECVFROM: return recvfrom(r->fd, r->buf, r->len, r->flags | extra, r->from, r->fromlen);
+    case OP_READV: return readv(r->fd, r->iov, r->iovcnt);
+    default: return recvmsg(r->fd, r->msg, r->flags | extra);
+    }
+}
+
+/* Whether the call goes by what the loop knows of the descriptor (and
+ * may skip a system call known to find nothing), and whether its result
+ * adds to that (read_notes): not a datagram-shaped call (a short datagram
+ * says nothing of the next), and no call that leaves the data queued. */
+static bool read_knows(const struct read_req *r)
+{
+    return r->op != OP_RECVFROM && r->op != OP_RECVMSG;
+}
+
+static bool read_notes(const struct read_req *r)
+{
+    return read_knows(r) && !(r->flags & MSG_PEEK);
+}
 
 /*
  * A recv or recvfrom of another queue than the data's: the error queue
@@ -247,8 +288,7 @@ enum read_op { OP_READ, OP_RECV, OP_RECVFROM };
  * still does not wait, as the header says. A cancellation point like
  * every call here.
  */
-static ssize_t read_other_queue(enum read_op op, int fd, void *buf, size_t len, int flags,
-                                struct sockaddr *from, socklen_t *fromlen)
+static ssize_t read_other_queue(const struct read_req *r)
 {
     corio_task *self;
     int entered = enter(&self);
@@ -256,8 +296,7 @@ static ssize_t read_other_queue(enum read_op op, int fd, void *buf, size_t len, 
         return entered;
     ssize_t n;
     do {
-        n = op == OP_RECV ? recv(fd, buf, len, flags | MSG_DONTWAIT)
-                          : recvfrom(fd, buf, len, flags | MSG_DONTWAIT, from, fromlen);
+        n = read_call(r, MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n < 0)
         n = -errno;
@@ -267,29 +306,29 @@ static ssize_t read_other_queue(enum read_op op, int fd, void *buf, size_t len, 
     return n;
 }
 
-static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int flags,
-                         struct sockaddr *from, socklen_t *fromlen, corio_time_t deadline)
+static ssize_t read_side(const struct read_req *r, corio_time_t deadline)
 {
-    if (op != OP_READ && (flags & (MSG_ERRQUEUE | MSG_OOB)))
-        return read_other_queue(op, fd, buf, len, flags, from, fromlen);
+    bool sockets = r->op == OP_RECV || r->op == OP_RECVFROM || r->op == OP_RECVMSG;
+    if (sockets && (r->flags & (MSG_ERRQUEUE | MSG_OOB)))
+        return read_other_queue(r);
     /* The caller's own MSG_DONTWAIT: one try, CORIO_EAGAIN for nothing
      * there, as recv(2) says; what it reads counts as any read. */
-    bool no_wait = op != OP_READ && (flags & MSG_DONTWAIT);
+    bool no_wait = sockets && (r->flags & MSG_DONTWAIT);
     corio_task *self;
     int entered = enter(&self);
     if (entered != 0)
         return entered;
     corio__loop *l = self->home;
-    int rc = corio__io_prepare(l, fd);
+    int rc = corio__io_prepare(l, r->fd);
     if (rc != 0)
         return rc;
     int timed_out = 0;
     for (;;) {
         /* Not for len 0: read(2) of nothing returns 0 at once, drained
          * or not, and no edge need ever come to end a wait for it. */
-        if (op != OP_RECVFROM && len > 0 && !timed_out && !no_wait &&
-            corio__io_known_unready(l, fd, CORIO__IO_IN)) {
-            rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, CORIO__WAITS_READ);
+        if (read_knows(r) && r->len > 0 && !timed_out && !no_wait &&
+            corio__io_known_unready(l, r->fd, CORIO__IO_IN)) {
+            rc = corio__io_wait(self, r->fd, CORIO__IO_IN, deadline, CORIO__WAITS_READ);
             /* Timed out on knowledge alone: still look once, data may
              * have come in the same instant. */
             if (rc == CORIO_ETIMEDOUT)
@@ -297,15 +336,10 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
             else if (rc != 0)
                 return rc;
         }
-        ssize_t n;
-        switch (op) {
-        case OP_READ: n = read(fd, buf, len); break;
-        case OP_RECV: n = recv(fd, buf, len, flags); break;
-        default: n = recvfrom(fd, buf, len, flags, from, fromlen); break;
-        }
+        ssize_t n = read_call(r, 0);
         if (n >= 0) {
-            if (op != OP_RECVFROM && !(flags & MSG_PEEK))
-                corio__io_note_read(l, fd, (size_t)n, len);
+            if (read_notes(r))
+                corio__io_note_read(l, r->fd, (size_t)n, r->len);
             corio__io_coop(self);
             return n;
         }
@@ -319,7 +353,7 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
         }
         if (timed_out)
             return timed_out;
-        rc = corio__io_wait(self, fd, CORIO__IO_IN, deadline, CORIO__WAITS_READ);
+        rc = corio__io_wait(self, r->fd, CORIO__IO_IN, deadline, CORIO__WAITS_READ);
         if (rc != 0)
             return rc;
     }
@@ -327,7 +361,8 @@ static ssize_t read_side(enum read_op op, int fd, void *buf, size_t len, int fla
 
 ssize_t corio_read_until(int fd, void *buf, size_t len, corio_time_t deadline)
 {
-    return read_side(OP_READ, fd, buf, len, 0, NULL, NULL, deadline);
+    struct read_req r = {.op = OP_READ, .fd = fd, .buf = buf, .len = len};
+    return read_side(&r, deadline);
 }
 
 ssize_t corio_read(int fd, void *buf, size_t len)
@@ -337,7 +372,8 @@ ssize_t corio_read(int fd, void *buf, size_t len)
 
 ssize_t corio_recv_until(int fd, void *buf, size_t len, int flags, corio_time_t deadline)
 {
-    return read_side(OP_RECV, fd, buf, len, flags, NULL, NULL, deadline);
+    struct read_req r = {.op = OP_RECV, .fd = fd, .flags = flags, .buf = buf, .len = len};
+    return read_side(&r, deadline);
 }
 
 ssize_t corio_recv(int fd, void *buf, size_t len, int flags)
@@ -348,7 +384,9 @@ ssize_t corio_recv(int fd, void *buf, size_t len, int flags)
 ssize_t corio_recvfrom_until(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
                              socklen_t *fromlen, corio_time_t deadline)
 {
-    return read_side(OP_RECVFROM, fd, buf, len, flags, from, fromlen, deadline);
+    struct read_req r = {.op = OP_RECVFROM, .fd = fd, .flags = flags, .buf = buf, .len = len,
+                         .from = from, .fromlen = fromlen};
+    return read_side(&r, deadline);
 }
 
 ssize_t corio_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
@@ -357,40 +395,106 @@ ssize_t corio_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr
     return corio_recvfrom_until(fd, buf, len, flags, from, fromlen, CORIO_FOREVER);
 }
 
-/* One send-like call, waiting while the socket is full. `use_write`:
- * the descriptor is not a socket. */
-static ssize_t send_once(corio_task *self, int fd, const void *buf, size_t len, int flags,
-                         const struct sockaddr *to, socklen_t tolen, bool *use_write,
-                         corio_time_t deadline)
+/* The bytes an iovec array holds, or -1 for a count readv(2) would refuse
+ * or a total past SSIZE_MAX (EINVAL there too). */
+static ssize_t iov_total(const struct iovec *iov, int iovcnt)
 {
-    int prep = corio__io_prepare(self->home, fd);
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (iovcnt > 0 && !iov))
+        return -1;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_len > (size_t)SSIZE_MAX - total)
+            return -1;
+        total += iov[i].iov_len;
+    }
+    return (ssize_t)total;
+}
+
+ssize_t corio_readv_until(int fd, const struct iovec *iov, int iovcnt, corio_time_t deadline)
+{
+    ssize_t total = iov_total(iov, iovcnt);
+    if (total < 0)
+        return CORIO_EINVAL;
+    struct read_req r = {.op = OP_READV, .fd = fd, .len = (size_t)total, .iov = iov,
+                         .iovcnt = iovcnt};
+    return read_side(&r, deadline);
+}
+
+ssize_t corio_readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    return corio_readv_until(fd, iov, iovcnt, CORIO_FOREVER);
+}
+
+ssize_t corio_recvmsg_until(int fd, struct msghdr *msg, int flags, corio_time_t deadline)
+{
+    if (!msg || msg->msg_iovlen > (size_t)IOV_MAX ||
+        iov_total(msg->msg_iov, (int)msg->msg_iovlen) < 0)
+        return CORIO_EINVAL;
+    struct read_req r = {.op = OP_RECVMSG, .fd = fd, .flags = flags, .msg = msg};
+    return read_side(&r, deadline);
+}
+
+ssize_t corio_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    return corio_recvmsg_until(fd, msg, flags, CORIO_FOREVER);
+}
+
+/* One send-side call's arguments, whichever its form. */
+enum send_op { OP_SEND, OP_WRITEV, OP_SENDMSG };
+struct send_req {
+    enum send_op op;
+    int fd, flags;
+    const void *buf;            /* SEND */
+    size_t len;
+    const struct sockaddr *to;  /* SEND: sendto when not NULL */
+    socklen_t tolen;
+    const struct iovec *iov;    /* WRITEV */
+    int iovcnt;
+    const struct msghdr *msg;   /* SENDMSG */
+    bool use_write;             /* SEND: the descriptor is no socket */
+};
+
+/* The system call itself. SIGPIPE is blocked on loop threads, so write
+ * and writev on a pipe whose reader left say EPIPE; the socket calls get
+ * MSG_NOSIGNAL anyway (a thread may unblock it). */
+static ssize_t send_call(struct send_req *r)
+{
+    switch (r->op) {
+    case OP_WRITEV: return writev(r->fd, r->iov, r->iovcnt);
+    case OP_SENDMSG: return sendmsg(r->fd, r->msg, r->flags | MSG_NOSIGNAL);
+    default: break;
+    }
+    if (r->use_write)
+        return write(r->fd, r->buf, r->len);
+    ssize_t n = r->to ? sendto(r->fd, r->buf, r->len, r->flags | MSG_NOSIGNAL, r->to, r->tolen)
+                      : send(r->fd, r->buf, r->len, r->flags | MSG_NOSIGNAL);
+    if (n < 0 && errno == ENOTSOCK) {
+        r->use_write = true;
+        return write(r->fd, r->buf, r->len);
+    }
+    return n;
+}
+
+/* One send-like call, waiting while the descriptor is full. */
+static ssize_t send_once(corio_task *self, struct send_req *r, corio_time_t deadline)
+{
+    int prep = corio__io_prepare(self->home, r->fd);
     if (prep != 0)
         return prep;
     for (;;) {
-        ssize_t n;
-        if (*use_write) {
-            /* SIGPIPE is blocked on loop threads: EPIPE comes back. */
-            n = write(fd, buf, len);
-        } else {
-            n = to ? sendto(fd, buf, len, flags | MSG_NOSIGNAL, to, tolen)
-                   : send(fd, buf, len, flags | MSG_NOSIGNAL);
-            if (n < 0 && errno == ENOTSOCK) {
-                *use_write = true;
-                continue;
-            }
-        }
+        ssize_t n = send_call(r);
         if (n >= 0)
             return n;
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN)
             return -errno;
-        if (flags & MSG_DONTWAIT) {
+        if (r->op != OP_WRITEV && (r->flags & MSG_DONTWAIT)) {
             /* The caller's own: one try, as send(2) says. */
             corio__io_coop(self);
             return CORIO_EAGAIN;
         }
-        int rc = corio__io_wait(self, fd, CORIO__IO_OUT, deadline, CORIO__WAITS_WRITE);
+        int rc = corio__io_wait(self, r->fd, CORIO__IO_OUT, deadline, CORIO__WAITS_WRITE);
         if (rc != 0)
             return rc;
     }
@@ -406,10 +510,11 @@ static ssize_t write_all(int fd, const void *buf, size_t len, size_t *written,
     int entered = enter(&self);
     if (entered != 0)
         return entered;
-    bool use_write = false;
+    struct send_req r = {.op = OP_SEND, .fd = fd};
     while (*written < len) {
-        ssize_t n = send_once(self, fd, (const char *)buf + *written, len - *written, 0, NULL,
-                              0, &use_write, deadline);
+        r.buf = (const char *)buf + *written;
+        r.len = len - *written;
+        ssize_t n = send_once(self, &r, deadline);
         if (n < 0)
             return n;
         *written += (size_t)n;
@@ -441,17 +546,23 @@ ssize_t corio_write_counted(int fd, const void *buf, size_t len, size_t *written
     return corio_write_counted_until(fd, buf, len, written, CORIO_FOREVER);
 }
 
-ssize_t corio_send_until(int fd, const void *buf, size_t len, int flags, corio_time_t deadline)
+/* One send-like call for the public calls that make exactly one. */
+static ssize_t send_one(struct send_req *r, corio_time_t deadline)
 {
     corio_task *self;
     int entered = enter(&self);
     if (entered != 0)
         return entered;
-    bool use_write = false;
-    ssize_t n = send_once(self, fd, buf, len, flags, NULL, 0, &use_write, deadline);
+    ssize_t n = send_once(self, r, deadline);
     if (n >= 0)
         corio__io_coop(self);
     return n;
+}
+
+ssize_t corio_send_until(int fd, const void *buf, size_t len, int flags, corio_time_t deadline)
+{
+    struct send_req r = {.op = OP_SEND, .fd = fd, .flags = flags, .buf = buf, .len = len};
+    return send_one(&r, deadline);
 }
 
 ssize_t corio_send(int fd, const void *buf, size_t len, int flags)
@@ -462,21 +573,94 @@ ssize_t corio_send(int fd, const void *buf, size_t len, int flags)
 ssize_t corio_sendto_until(int fd, const void *buf, size_t len, int flags,
                            const struct sockaddr *to, socklen_t tolen, corio_time_t deadline)
 {
-    corio_task *self;
-    int entered = enter(&self);
-    if (entered != 0)
-        return entered;
-    bool use_write = false;
-    ssize_t n = send_once(self, fd, buf, len, flags, to, tolen, &use_write, deadline);
-    if (n >= 0)
-        corio__io_coop(self);
-    return n;
+    struct send_req r = {.op = OP_SEND, .fd = fd, .flags = flags, .buf = buf, .len = len,
+                         .to = to, .tolen = tolen};
+    return send_one(&r, deadline);
 }
 
 ssize_t corio_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
                      socklen_t tolen)
 {
     return corio_sendto_until(fd, buf, len, flags, to, tolen, CORIO_FOREVER);
+}
+
+ssize_t corio_sendmsg_until(int fd, const struct msghdr *msg, int flags, corio_time_t deadline)
+{
+    if (!msg || msg->msg_iovlen > (size_t)IOV_MAX ||
+        iov_total(msg->msg_iov, (int)msg->msg_iovlen) < 0)
+        return CORIO_EINVAL;
+    struct send_req r = {.op = OP_SENDMSG, .fd = fd, .flags = flags, .msg = msg};
+    return send_one(&r, deadline);
+}
+
+ssize_t corio_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    return corio_sendmsg_until(fd, msg, flags, CORIO_FOREVER);
+}
+
+/*
+ * Every byte of iov, in order, through writev(2), waiting while the
+ * descriptor is full. A partial writev can stop inside an element: the
+ * rest of that element goes by writev of a one-element array (the
+ * caller's array is const, and copying a thousand elements to adjust the
+ * first is what this avoids), then the next writev starts at the next
+ * element.
+ */
+ssize_t corio_writev_until(int fd, const struct iovec *iov, int iovcnt, size_t *written,
+                           corio_time_t deadline)
+{
+    size_t ignored;
+    if (!written)
+        written = &ignored;
+    *written = 0;
+    ssize_t total = iov_total(iov, iovcnt);
+    if (total < 0)
+        return CORIO_EINVAL;
+    corio_task *self;
+    int entered = enter(&self);
+    if (entered != 0)
+        return entered;
+    struct send_req r = {.op = OP_WRITEV, .fd = fd};
+    int next = 0;      /* the first element not yet fully written */
+    size_t inside = 0; /* bytes of iov[next] written */
+    while (*written < (size_t)total) {
+        while (next < iovcnt && inside == iov[next].iov_len) {
+            next++; /* done, or empty */
+            inside = 0;
+        }
+        struct iovec part;
+        if (inside > 0) {
+            part.iov_base = (char *)iov[next].iov_base + inside;
+            part.iov_len = iov[next].iov_len - inside;
+            r.iov = &part;
+            r.iovcnt = 1;
+        } else {
+            r.iov = iov + next;
+            r.iovcnt = iovcnt - next;
+        }
+        ssize_t n = send_once(self, &r, deadline);
+        if (n < 0)
+            return n;
+        *written += (size_t)n;
+        /* Walk past what went. */
+        for (size_t left = (size_t)n; left > 0;) {
+            size_t room = iov[next].iov_len - inside;
+            if (left < room) {
+                inside += left;
+                break;
+            }
+            left -= room;
+            next++;
+            inside = 0;
+        }
+    }
+    corio__io_coop(self);
+    return total;
+}
+
+ssize_t corio_writev(int fd, const struct iovec *iov, int iovcnt, size_t *written)
+{
+    return corio_writev_until(fd, iov, iovcnt, written, CORIO_FOREVER);
 }
 
 int corio_shutdown(int fd, int how) { return shutdown(fd, how) == 0 ? 0 : -errno; }

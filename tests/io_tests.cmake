@@ -4,6 +4,7 @@ list(APPEND corio_tests
   io_fd
   io_edges
   io_tcp
+  io_vec
   io_reset
   io_emfile
   signal
