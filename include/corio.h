@@ -898,9 +898,12 @@ CORIO_API ssize_t corio_send_until(int fd, const void *buf, size_t len, int flag
  * counts possible; MSG_DONTWAIT, MSG_ERRQUEUE and MSG_OOB as there: the
  * error queue's entries with their control messages come this way;
  * SCM_RIGHTS passes descriptors, received close-on-exec only with
- * MSG_CMSG_CLOEXEC, as recvmsg(2) says). CORIO_EINVAL for an iovcnt (or
- * msg_iovlen) below 0 or above IOV_MAX, a NULL array with a count, a
- * total past SSIZE_MAX, or msg NULL.
+ * MSG_CMSG_CLOEXEC, as recvmsg(2) says). corio_recvmsg and corio_sendmsg
+ * are socket calls (CORIO_ENOTSOCK on a pipe, where corio_readv and
+ * corio_writev work); corio_writev of no bytes makes no system call (as
+ * corio_write of none: no empty datagram). CORIO_EINVAL for an iovcnt
+ * (or msg_iovlen) below 0 or above IOV_MAX, a NULL array with a count,
+ * a total past SSIZE_MAX, or msg NULL.
  */
 CORIO_API ssize_t corio_readv(int fd, const struct iovec *iov, int iovcnt);
 CORIO_API ssize_t corio_readv_until(int fd, const struct iovec *iov, int iovcnt,

@@ -236,6 +236,8 @@ struct read_req {
     const struct iovec *iov;   /* READV */
     int iovcnt;
     struct msghdr *msg;        /* RECVMSG */
+    bool invalid;              /* bad arguments: CORIO_EINVAL, once the
+                                * task and its cancellation are checked */
 };
 
 /* The system call itself, with `extra` flags on top of the caller's. */
@@ -288,12 +290,8 @@ static bool read_notes(const struct read_req *r)
  * still does not wait, as the header says. A cancellation point like
  * every call here.
  */
-static ssize_t read_other_queue(const struct read_req *r)
+static ssize_t read_other_queue(corio_task *self, const struct read_req *r)
 {
-    corio_task *self;
-    int entered = enter(&self);
-    if (entered != 0)
-        return entered;
     ssize_t n;
     do {
         n = read_call(r, MSG_DONTWAIT);
@@ -308,16 +306,18 @@ static ssize_t read_other_queue(const struct read_req *r)
 
 static ssize_t read_side(const struct read_req *r, corio_time_t deadline)
 {
-    bool sockets = r->op == OP_RECV || r->op == OP_RECVFROM || r->op == OP_RECVMSG;
-    if (sockets && (r->flags & (MSG_ERRQUEUE | MSG_OOB)))
-        return read_other_queue(r);
-    /* The caller's own MSG_DONTWAIT: one try, CORIO_EAGAIN for nothing
-     * there, as recv(2) says; what it reads counts as any read. */
-    bool no_wait = sockets && (r->flags & MSG_DONTWAIT);
     corio_task *self;
     int entered = enter(&self);
     if (entered != 0)
         return entered;
+    if (r->invalid)
+        return CORIO_EINVAL;
+    bool sockets = r->op == OP_RECV || r->op == OP_RECVFROM || r->op == OP_RECVMSG;
+    if (sockets && (r->flags & (MSG_ERRQUEUE | MSG_OOB)))
+        return read_other_queue(self, r);
+    /* The caller's own MSG_DONTWAIT: one try, CORIO_EAGAIN for nothing
+     * there, as recv(2) says; what it reads counts as any read. */
+    bool no_wait = sockets && (r->flags & MSG_DONTWAIT);
     corio__loop *l = self->home;
     int rc = corio__io_prepare(l, r->fd);
     if (rc != 0)
@@ -413,10 +413,8 @@ static ssize_t iov_total(const struct iovec *iov, int iovcnt)
 ssize_t corio_readv_until(int fd, const struct iovec *iov, int iovcnt, corio_time_t deadline)
 {
     ssize_t total = iov_total(iov, iovcnt);
-    if (total < 0)
-        return CORIO_EINVAL;
-    struct read_req r = {.op = OP_READV, .fd = fd, .len = (size_t)total, .iov = iov,
-                         .iovcnt = iovcnt};
+    struct read_req r = {.op = OP_READV, .fd = fd, .len = total < 0 ? 0 : (size_t)total,
+                         .iov = iov, .iovcnt = iovcnt, .invalid = total < 0};
     return read_side(&r, deadline);
 }
 
@@ -425,12 +423,17 @@ ssize_t corio_readv(int fd, const struct iovec *iov, int iovcnt)
     return corio_readv_until(fd, iov, iovcnt, CORIO_FOREVER);
 }
 
+/* A message header recvmsg(2) and sendmsg(2) would take. */
+static bool msg_valid(const struct msghdr *msg)
+{
+    return msg && msg->msg_iovlen <= (size_t)IOV_MAX &&
+           iov_total(msg->msg_iov, (int)msg->msg_iovlen) >= 0;
+}
+
 ssize_t corio_recvmsg_until(int fd, struct msghdr *msg, int flags, corio_time_t deadline)
 {
-    if (!msg || msg->msg_iovlen > (size_t)IOV_MAX ||
-        iov_total(msg->msg_iov, (int)msg->msg_iovlen) < 0)
-        return CORIO_EINVAL;
-    struct read_req r = {.op = OP_RECVMSG, .fd = fd, .flags = flags, .msg = msg};
+    struct read_req r = {.op = OP_RECVMSG, .fd = fd, .flags = flags, .msg = msg,
+                         .invalid = !msg_valid(msg)};
     return read_side(&r, deadline);
 }
 
@@ -451,16 +454,28 @@ struct send_req {
     const struct iovec *iov;    /* WRITEV */
     int iovcnt;
     const struct msghdr *msg;   /* SENDMSG */
-    bool use_write;             /* SEND: the descriptor is no socket */
+    bool use_write;             /* SEND, WRITEV: the descriptor is no socket */
+    bool invalid;               /* as read_req's */
 };
 
-/* The system call itself. SIGPIPE is blocked on loop threads, so write
- * and writev on a pipe whose reader left say EPIPE; the socket calls get
- * MSG_NOSIGNAL anyway (a thread may unblock it). */
+/* The system call itself. Sockets always get MSG_NOSIGNAL: SIGPIPE is
+ * blocked on loop threads, but a write to a closed socket would still
+ * leave one pending there, for a corio_signal_wait to take as if sent
+ * (or to kill a thread that unblocks it). So a writev goes as a sendmsg
+ * while the descriptor is a socket, and as writev(2) once it proved not
+ * to be one (a pipe whose reader left says EPIPE, its SIGPIPE blocked). */
 static ssize_t send_call(struct send_req *r)
 {
     switch (r->op) {
-    case OP_WRITEV: return writev(r->fd, r->iov, r->iovcnt);
+    case OP_WRITEV:
+        if (!r->use_write) {
+            struct msghdr m = {.msg_iov = (struct iovec *)r->iov, .msg_iovlen = (size_t)r->iovcnt};
+            ssize_t n = sendmsg(r->fd, &m, MSG_NOSIGNAL);
+            if (n >= 0 || errno != ENOTSOCK)
+                return n;
+            r->use_write = true;
+        }
+        return writev(r->fd, r->iov, r->iovcnt);
     case OP_SENDMSG: return sendmsg(r->fd, r->msg, r->flags | MSG_NOSIGNAL);
     default: break;
     }
@@ -553,6 +568,8 @@ static ssize_t send_one(struct send_req *r, corio_time_t deadline)
     int entered = enter(&self);
     if (entered != 0)
         return entered;
+    if (r->invalid)
+        return CORIO_EINVAL;
     ssize_t n = send_once(self, r, deadline);
     if (n >= 0)
         corio__io_coop(self);
@@ -586,10 +603,8 @@ ssize_t corio_sendto(int fd, const void *buf, size_t len, int flags, const struc
 
 ssize_t corio_sendmsg_until(int fd, const struct msghdr *msg, int flags, corio_time_t deadline)
 {
-    if (!msg || msg->msg_iovlen > (size_t)IOV_MAX ||
-        iov_total(msg->msg_iov, (int)msg->msg_iovlen) < 0)
-        return CORIO_EINVAL;
-    struct send_req r = {.op = OP_SENDMSG, .fd = fd, .flags = flags, .msg = msg};
+    struct send_req r = {.op = OP_SENDMSG, .fd = fd, .flags = flags, .msg = msg,
+                         .invalid = !msg_valid(msg)};
     return send_one(&r, deadline);
 }
 
@@ -613,13 +628,13 @@ ssize_t corio_writev_until(int fd, const struct iovec *iov, int iovcnt, size_t *
     if (!written)
         written = &ignored;
     *written = 0;
-    ssize_t total = iov_total(iov, iovcnt);
-    if (total < 0)
-        return CORIO_EINVAL;
     corio_task *self;
     int entered = enter(&self);
     if (entered != 0)
         return entered;
+    ssize_t total = iov_total(iov, iovcnt);
+    if (total < 0)
+        return CORIO_EINVAL;
     struct send_req r = {.op = OP_WRITEV, .fd = fd};
     int next = 0;      /* the first element not yet fully written */
     size_t inside = 0; /* bytes of iov[next] written */

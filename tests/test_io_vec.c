@@ -4,12 +4,14 @@
  * writes that stop inside an element, and after a timeout says exactly
  * how much went; recvmsg and sendmsg wait, pass descriptors (SCM_RIGHTS)
  * and datagram addresses, take nothing on a timeout or a cancellation,
- * and keep the recv rules for MSG_DONTWAIT and MSG_ERRQUEUE; bad
- * arguments are refused.
+ * and keep the recv rules for MSG_DONTWAIT and MSG_ERRQUEUE; a writev to
+ * a closed socket raises no SIGPIPE; bad arguments are refused, after
+ * the task and cancellation checks every call makes first.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/uio.h>
 
@@ -351,6 +353,49 @@ TEST(a_cancelled_recvmsg_takes_nothing)
     run_main_checked(1, main_cancel, NULL);
 }
 
+/* ---- no SIGPIPE ---- */
+
+/* A writev to a socket whose writing side is shut goes as a sendmsg with
+ * MSG_NOSIGNAL: CORIO_EPIPE, and no SIGPIPE left pending on the loop's
+ * thread (where a signal wait would take it as if sent). */
+static int sigpipe_arrives(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    int signo = 0;
+    return corio_signal_wait(&set, &signo, corio_deadline_in(20 * CORIO_MSEC));
+}
+
+static void *main_sigpipe(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    test_tcp_pair(sv);
+    CHECK_OK(corio_shutdown(sv[0], SHUT_WR));
+    char c = 'x';
+    struct iovec iov = {&c, 1};
+    size_t written = 9;
+    CHECK_ERR((int)corio_writev(sv[0], &iov, 1, &written), CORIO_EPIPE);
+    CHECK_EQ(written, 0);
+    CHECK_ERR(sigpipe_arrives(), CORIO_ETIMEDOUT);
+    /* A pipe whose reader left: EPIPE too (writev itself, SIGPIPE
+     * blocked on the loop thread and so, again, none delivered). */
+    int p[2];
+    CHECK_EQ(pipe2(p, O_CLOEXEC), 0);
+    CHECK_EQ(close(p[0]), 0);
+    CHECK_ERR((int)corio_writev(p[1], &iov, 1, NULL), CORIO_EPIPE);
+    CHECK_OK(corio_close(p[1]));
+    CHECK_OK(corio_close(sv[0]));
+    CHECK_OK(corio_close(sv[1]));
+    return NULL;
+}
+
+TEST(writev_to_a_closed_socket_is_epipe_without_sigpipe)
+{
+    run_main_checked(1, main_sigpipe, NULL);
+}
+
 /* ---- bad arguments ---- */
 
 static void *main_bad(void *arg)
@@ -380,12 +425,36 @@ static void *main_bad(void *arg)
     return NULL;
 }
 
+/* As every IO call: the task and its cancellation first, then the
+ * arguments. */
+static void *cancelled_bad_args(void *arg)
+{
+    (void)arg;
+    CHECK_OK(corio_cancel(corio_self()));
+    CHECK_ERR((int)corio_readv(0, NULL, 1), CORIO_ECANCELED);
+    CHECK_OK(corio_cancel(corio_self()));
+    CHECK_ERR((int)corio_sendmsg(0, NULL, 0), CORIO_ECANCELED);
+    return NULL;
+}
+
+static void *main_bad_order(void *arg)
+{
+    (void)arg;
+    corio_task *t;
+    CHECK_OK(corio_spawn(&t, cancelled_bad_args, NULL));
+    CHECK_OK(corio_join(t, NULL));
+    return NULL;
+}
+
 TEST(bad_arguments_are_refused)
 {
     run_main_checked(1, main_bad, NULL);
+    run_main_checked(1, main_bad_order, NULL);
     char buf[1];
     struct iovec iov = {buf, 1};
     CHECK_ERR((int)corio_readv(0, &iov, 1), CORIO_EPERM);
+    CHECK_ERR((int)corio_writev(0, NULL, 1, NULL), CORIO_EPERM);
+    CHECK_ERR((int)corio_recvmsg(0, NULL, 0), CORIO_EPERM);
 }
 
 int main(int argc, char **argv)
@@ -396,6 +465,7 @@ int main(int argc, char **argv)
     RUN(recvmsg_waits_and_receives_a_descriptor_sent_by_sendmsg);
     RUN(datagrams_carry_their_address_and_empty_queues_follow_the_recv_rules);
     RUN(a_cancelled_recvmsg_takes_nothing);
+    RUN(writev_to_a_closed_socket_is_epipe_without_sigpipe);
     RUN(bad_arguments_are_refused);
     return test_summary();
 }
