@@ -741,6 +741,39 @@ CORIO_API int corio_mutex_lock_until(corio_mutex *mutex, corio_time_t deadline);
 CORIO_API int corio_mutex_try_lock(corio_mutex *mutex);
 CORIO_API int corio_mutex_unlock(corio_mutex *mutex);
 
+/*
+ * Condition variable (asyncio.Condition, Go's sync.Cond, pthread_cond)
+ * over a corio_mutex. corio_cond_wait: the caller holds mutex; the call
+ * queues the task on cond, unlocks mutex, and waits until a signal or
+ * broadcast wakes it; whatever ends the wait (a wake-up, the deadline, a
+ * cancellation, shutdown), the task holds mutex again when the call
+ * returns, taken back in the mutex's FIFO turn whatever cancellation
+ * says. No wake-up is lost between the unlock and the wait: a signal
+ * made after the caller unlocked reaches it. A wake-up does not promise
+ * the condition: another task may take the mutex first and change it,
+ * so wait in a loop over the predicate. Returns 0 (woken),
+ * CORIO_ETIMEDOUT, CORIO_ECANCELED (a pending cancellation fails the
+ * call before anything is unlocked), CORIO_ENOMEM (a light waiter
+ * without memory to wait; it holds the mutex again, as after every other
+ * result once the wait began), CORIO_EINVAL (NULL), or
+ * CORIO_EPERM (not in a task, or mutex not held by the caller: nothing
+ * unlocked). A waiter whose wait ended otherwise than by a wake-up never
+ * takes a signal: it goes to the next waiter.
+ *
+ * corio_cond_signal wakes the first waiter, corio_cond_broadcast every
+ * waiter queued at the time; with none waiting they do nothing. Either
+ * may be called from any thread of the runtime, holding the mutex or
+ * not. Free a condition variable with no task waiting on it. NULL
+ * arguments are CORIO_EINVAL throughout.
+ */
+typedef struct corio_cond corio_cond;
+CORIO_API int corio_cond_new(corio_cond **cond);
+CORIO_API void corio_cond_free(corio_cond *cond);
+CORIO_API int corio_cond_wait(corio_cond *cond, corio_mutex *mutex);
+CORIO_API int corio_cond_wait_until(corio_cond *cond, corio_mutex *mutex, corio_time_t deadline);
+CORIO_API int corio_cond_signal(corio_cond *cond);
+CORIO_API int corio_cond_broadcast(corio_cond *cond);
+
 /* Event: set wakes every waiter and stays set until cleared. */
 typedef struct corio_event corio_event;
 CORIO_API int corio_event_new(corio_event **event);

@@ -7,9 +7,11 @@
  * served in order, a woken task never has to compete again, and a waiter
  * whose wait ended first is skipped: its fire fails and the permit goes
  * to the next (waitq.h). A cancelled or timed-out acquire therefore holds
- * nothing.
+ * nothing. A condition wait (cond.c) takes its mutex back through
+ * corio__mutex_relock, which cancellation does not end.
  */
 #include "corio.h"
+#include "mutex.h"
 #include "spin.h"
 #include "sync_wait.h"
 #include "sys.h"
@@ -159,4 +161,43 @@ int corio_mutex_unlock(corio_mutex *mutex)
     mutex->owner = corio__waitq_wake_one(&mutex->waiters, 0);
     corio__spin_unlock(&mutex->lock);
     return 0;
+}
+
+bool corio__mutex_held_by(corio_mutex *m, corio_task *self)
+{
+    corio__spin_lock(&m->lock);
+    bool held = m->owner == self;
+    corio__spin_unlock(&m->lock);
+    return held;
+}
+
+void corio__mutex_relock(corio_mutex *m, corio_task *self)
+{
+    bool cancelled = false;
+    for (;;) {
+        uint64_t token = corio__wait_arm_uncancellable(self, &cancelled);
+        corio__spin_lock(&m->lock);
+        if (!m->owner) {
+            /* Free: nobody is queued either (an unlock hands the mutex to
+             * the first waiter still waiting). */
+            m->owner = self;
+            corio__spin_unlock(&m->lock);
+            corio__wait_disarm(self, token);
+            break;
+        }
+        corio__waitq_push(&m->waiters, self);
+        corio__spin_unlock(&m->lock);
+        int rc = corio__wait_commit_uncancellable(self, CORIO__WAITS_MUTEX, &cancelled);
+        /* Woken by the unlocker (it made us the owner), or by a
+         * cancellation: then leave the queue and queue again. The lock
+         * also lets a waker finish with the mutex. */
+        corio__spin_lock(&m->lock);
+        if (rc != 0)
+            corio__waitq_remove(&m->waiters, self);
+        bool mine = m->owner == self;
+        corio__spin_unlock(&m->lock);
+        if (mine)
+            break;
+    }
+    corio__wait_uncancellable_end(self, cancelled);
 }

@@ -57,6 +57,7 @@ __attribute__((used)) const char *const corio__wait_names[CORIO__WAITS_KINDS] = 
     [CORIO__WAITS_WAIT_ANY] = "wait any",
     [CORIO__WAITS_SET_NEXT] = "set next",
     [CORIO__WAITS_CHAN_SELECT] = "chan select",
+    [CORIO__WAITS_COND] = "cond",
 };
 
 #define STATE(w) ((w) & CORIO__WAIT_STATE_MASK)

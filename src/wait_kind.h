@@ -28,6 +28,7 @@ enum corio__wait_kind {
     CORIO__WAITS_WAIT_ANY,
     CORIO__WAITS_SET_NEXT,
     CORIO__WAITS_CHAN_SELECT,
+    CORIO__WAITS_COND,
     CORIO__WAITS_KINDS
 };
 extern const char *const corio__wait_names[CORIO__WAITS_KINDS];
@@ -56,6 +57,7 @@ static inline bool corio__wait_kind_movable(enum corio__wait_kind what)
     case CORIO__WAITS_WAIT_ANY:
     case CORIO__WAITS_SET_NEXT:
     case CORIO__WAITS_CHAN_SELECT:
+    case CORIO__WAITS_COND:
         return true;
     default:
         return false;

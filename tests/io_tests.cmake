@@ -13,6 +13,7 @@ list(APPEND corio_tests
   chan
   select
   sync
+  cond
   group
 )
 
