@@ -884,7 +884,8 @@ CORIO_API ssize_t corio_read(int fd, void *buf, size_t len);
 CORIO_API ssize_t corio_read_until(int fd, void *buf, size_t len, corio_time_t deadline);
 
 /* Write all len bytes: len, or an error (after which an unknown part may
- * have been written: corio_write_counted says how much). */
+ * have been written: corio_write_counted says how much; CORIO_EINVAL for
+ * a len past SSIZE_MAX, which no count could report). */
 CORIO_API ssize_t corio_write(int fd, const void *buf, size_t len);
 CORIO_API ssize_t corio_write_until(int fd, const void *buf, size_t len, corio_time_t deadline);
 /* corio_write, which also sets *written (if not NULL) to how many bytes

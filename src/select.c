@@ -58,7 +58,6 @@ struct select {
     size_t n;
     corio_task *self;
     uint64_t token;
-    corio_time_t deadline;
     const uint32_t *poll;            /* the order trying passes go in, shuffled */
     size_t start;                    /* without one (no memory): a random start */
     struct corio__waitq_node *nodes; /* per op; NULL until the call must wait */
@@ -307,7 +306,7 @@ int corio_chan_select_until(const corio_chan_op *ops, size_t n, size_t *index,
     int rc = check_ops(ops, n);
     if (rc != 0)
         return rc;
-    struct select s = {.ops = ops, .n = n, .deadline = deadline};
+    struct select s = {.ops = ops, .n = n};
     struct select_local local;
     rc = corio__sync_arm(&s.self, &s.token);
     if (rc != 0)
