@@ -21,13 +21,19 @@ static bool arena_grow(corio__arena *a)
     char *map = corio__mmap_aligned(CORIO__ARENA_CHUNK, CORIO__ARENA_CHUNK);
     if (map == MAP_FAILED)
         return false;
-#ifdef MADV_HUGEPAGE
     /* Only a loop that outgrew its first chunk is worth a 2 MiB page at a
-     * time. Advice that is refused (no THP in this kernel) changes
+     * time, or its whole chunk faulted in by one call: it is carving
+     * objects by the thousand and will touch all of it soon. Advice that
+     * is refused (no THP in this kernel, no MADV_POPULATE_WRITE) changes
      * nothing but speed. */
-    if (a->huge_pages && a->nchunks > 0)
-        corio__madvise(map, CORIO__ARENA_CHUNK, MADV_HUGEPAGE);
+    if (a->nchunks > 0) {
+#ifdef MADV_HUGEPAGE
+        if (a->huge_pages)
+            corio__madvise(map, CORIO__ARENA_CHUNK, MADV_HUGEPAGE);
+        else
 #endif
+            corio__prefault(map, CORIO__ARENA_CHUNK);
+    }
     struct corio__arena_chunk *c = (struct corio__arena_chunk *)map;
     c->next = a->chunks;
     a->chunks = c;

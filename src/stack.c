@@ -19,9 +19,6 @@
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102
 #endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 
 /* Smallest stack: the entry frame, a signal frame with AVX-512 state and a
  * little room for the task. */
@@ -39,8 +36,6 @@
 /* 0: untried, 1: MADV_GUARD_INSTALL works, 2: use mprotect. Shared by all
  * runtimes of the process; racing first uses settle on the same answer. */
 static _Atomic int guard_mode;
-/* Set once MADV_POPULATE_WRITE has answered EINVAL (Linux before 5.14). */
-static _Atomic bool no_populate;
 
 struct corio__pooled_stack {
     struct corio__pooled_stack *next;
@@ -117,12 +112,8 @@ static int install_guard(char *guard)
  */
 static void prefault_top(const corio__stack *st)
 {
-    if (atomic_load_explicit(&no_populate, memory_order_relaxed))
-        return;
     size_t page = page_size();
-    if (corio__madvise((char *)st->lo + st->size - page, page, MADV_POPULATE_WRITE) != 0 &&
-        errno == EINVAL)
-        atomic_store_explicit(&no_populate, true, memory_order_relaxed);
+    corio__prefault((char *)st->lo + st->size - page, page);
 }
 
 int corio__stack_map(corio__stack *st, size_t size)

@@ -272,6 +272,22 @@ int corio__madvise(void *p, size_t len, int advice)
     return madvise(p, len, advice);
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Set once MADV_POPULATE_WRITE has answered EINVAL (Linux before 5.14):
+ * shared by all runtimes of the process. */
+static _Atomic bool no_populate;
+
+void corio__prefault(void *p, size_t len)
+{
+    if (atomic_load_explicit(&no_populate, memory_order_relaxed))
+        return;
+    if (corio__madvise(p, len, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
+        atomic_store_explicit(&no_populate, true, memory_order_relaxed);
+}
+
 int corio__mprotect(void *p, size_t len, int prot)
 {
     if (corio__fault(ENOMEM))

@@ -100,6 +100,11 @@ int corio__mremap_onto(void *p, size_t old_len, void *dest, size_t new_len);
 void corio__forget_failed_target(void *dest, size_t len);
 int corio__madvise(void *p, size_t len, int advice);
 int corio__mprotect(void *p, size_t len, int prot);
+/* Fault in [p, p + len) for writing with one system call
+ * (MADV_POPULATE_WRITE) instead of one fault per page, where a fault's
+ * trap costs more than its zeroing (VMs: arena.h, stack.c). Advice only:
+ * where it fails or the kernel lacks it, pages fault in on first touch. */
+void corio__prefault(void *p, size_t len);
 
 /* ---- threads ---- */
 
