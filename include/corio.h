@@ -92,9 +92,11 @@ extern "C" {
  */
 #define CORIO_ERROR_MAP(X)                                                      \
     X(EPERM, -EPERM, "operation not permitted here (not inside a corio task?)") \
+    X(ESRCH, -ESRCH, "no such process (already reaped)")                        \
     X(ENOENT, -ENOENT, "no such file or directory")                             \
     X(EINTR, -EINTR, "interrupted system call")                                 \
     X(EIO, -EIO, "input/output error")                                          \
+    X(ECHILD, -ECHILD, "no such child process (reaped elsewhere?)")             \
     X(EBADF, -EBADF, "bad file descriptor")                                     \
     X(EAGAIN, -EAGAIN, "resource temporarily unavailable (limit reached)")      \
     X(ENOMEM, -ENOMEM, "out of memory")                                         \
@@ -999,6 +1001,140 @@ CORIO_API int corio_getaddrinfo_until(const char *node, const char *service,
  * Returns the connected fd or the last error. */
 CORIO_API int corio_connect_tcp(const char *host, uint16_t port, corio_time_t deadline);
 
+
+/* ------------------------------------------------------------------------ */
+/* Child processes                                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Start a program and wait for it without holding a loop, talking to it
+ * through pipes read and written like any descriptor:
+ * asyncio.create_subprocess_exec, tokio::process, Go's os/exec.
+ *
+ *     corio_process_opts o;
+ *     corio_process_opts_init(&o);
+ *     o.flags = CORIO_PROCESS_SEARCH_PATH;
+ *     o.stdio[1] = CORIO_STDIO_PIPE;
+ *     char *argv[] = {"uname", "-r", NULL};
+ *     corio_process *p;
+ *     int rc = corio_process_spawn(&p, argv, &o);
+ *     ... corio_read(corio_process_fd(p, 1), buf, sizeof buf) until 0 ...
+ *     int code;
+ *     rc = corio_process_wait(p, &code);   (code: uname's exit status)
+ *     corio_process_free(p);
+ *
+ * The child starts with an empty signal mask and SIGPIPE at its default
+ * action, whatever the parent blocked or ignored (corio_signal_wait asks
+ * for signals blocked in every thread; a child that inherited that mask
+ * would not die of SIGTERM). Other signal dispositions, the resource
+ * limits and the descriptors without FD_CLOEXEC (every descriptor corio
+ * makes has it) are inherited as exec(2) passes them on.
+ *
+ * The waiting: on Linux 5.3 and later a pidfd (pidfd_open) that the loop
+ * polls, like any descriptor; where the kernel has none (or no descriptor
+ * is left for one), corio_process_wait looks with waitpid(WNOHANG) after
+ * pauses growing from 1 ms to 100 ms, up to its deadline. Children are
+ * reaped by these calls only: a program that reaps them elsewhere
+ * (waitpid(-1), SIGCHLD set to SIG_IGN) makes the wait fail with
+ * CORIO_ECHILD.
+ *
+ * A process handle may be used from any task of the runtime (and
+ * corio_process_kill from any thread), one wait at a time; freeing it
+ * ends all of that.
+ */
+typedef struct corio_process corio_process;
+
+/* What each of a child's standard descriptors (stdio[0], [1], [2]) is: */
+#define CORIO_STDIO_INHERIT (-1) /* the parent's own (the default) */
+#define CORIO_STDIO_PIPE (-2)    /* a pipe to the parent (corio_process_fd) */
+#define CORIO_STDIO_NULL (-3)    /* /dev/null */
+/* ... or a descriptor >= 0 of the parent, which the child gets a copy of
+ * (its file status flags, O_NONBLOCK included, are shared with it). */
+
+/* Look argv[0] up in PATH (execvp's rule) when it contains no '/'. */
+#define CORIO_PROCESS_SEARCH_PATH 1u
+/* The child leads a process group of its own (setpgid(0, 0)): a terminal's
+ * ^C does not reach it, and kill(-pid, sig) reaches it and its children. */
+#define CORIO_PROCESS_NEW_GROUP 2u
+/* corio_process_free sends SIGKILL to a child that has not been reaped. */
+#define CORIO_PROCESS_KILL_ON_FREE 4u
+
+typedef struct corio_process_opts {
+    unsigned flags;    /* CORIO_PROCESS_* */
+    int stdio[3];      /* CORIO_STDIO_* or a descriptor, for fds 0, 1, 2 */
+    const char *cwd;   /* the child's working directory; NULL: the parent's */
+    char *const *envp; /* its environment, NULL-terminated; NULL: environ */
+} corio_process_opts;
+
+/* No flags, every stdio CORIO_STDIO_INHERIT, cwd and envp NULL. */
+CORIO_API void corio_process_opts_init(corio_process_opts *opts);
+
+/*
+ * Start argv[0] with the arguments argv (NULL-terminated; argv[0] is also
+ * the name the program sees) and store its handle in *out. opts NULL means
+ * the defaults. Pipes are made with FD_CLOEXEC and, on the parent's side,
+ * O_NONBLOCK: read and write them with corio_read and corio_write (the
+ * child's side is blocking, as programs expect). The call holds its loop
+ * for the clone and exec (posix_spawn: tens to hundreds of microseconds);
+ * it may be made outside a task too.
+ *
+ * Returns 0; CORIO_ENOENT, CORIO_EACCES, or another exec(2) error the
+ * child met starting argv[0] (no process is left behind then); CORIO_EBADF
+ * (a stdio descriptor that is not open); CORIO_EINVAL (out or argv NULL,
+ * argv[0] NULL, an unknown flag or stdio value); CORIO_EMFILE /
+ * CORIO_ENFILE (no descriptor for a pipe); CORIO_EAGAIN (the process limit);
+ * CORIO_ENOMEM.
+ */
+CORIO_API int corio_process_spawn(corio_process **out, char *const argv[],
+                                  const corio_process_opts *opts);
+
+/* The child's process id; it stays the child's (no other process can
+ * take the number) until a wait has reaped it. */
+CORIO_API pid_t corio_process_pid(const corio_process *p);
+
+/* The parent's end of the pipe for the child's descriptor `which` (0, 1 or
+ * 2): write to the child's stdin (0), read its stdout (1) or stderr (2).
+ * -1 if that descriptor was not CORIO_STDIO_PIPE, or is closed. The handle
+ * owns the descriptor: close it with corio_process_close_fd. */
+CORIO_API int corio_process_fd(const corio_process *p, int which);
+
+/* Close the parent's end of pipe `which`: closing 0 is how the child sees
+ * the end of its input. Returns 0, or CORIO_EBADF if it was not open (or
+ * `which` is not 0, 1 or 2). A task blocked on it is woken with
+ * CORIO_EBADF, as by corio_close. */
+CORIO_API int corio_process_close_fd(corio_process *p, int which);
+
+/*
+ * Wait until the child ends and reap it; store its exit status (0-255) in
+ * *code, or minus the signal's number if a signal ended it (asyncio's
+ * returncode: -9 for SIGKILL). Once reaped, every later wait returns the
+ * same code at once. A wait that times out or is cancelled leaves the
+ * child running and the handle as it was.
+ *
+ * Returns 0; CORIO_ETIMEDOUT, CORIO_ECANCELED; CORIO_EBUSY (another task
+ * is waiting for it); CORIO_ECHILD (the child was reaped elsewhere: see
+ * above); CORIO_EINVAL (p or code NULL); CORIO_EPERM (not in a task).
+ */
+CORIO_API int corio_process_wait(corio_process *p, int *code);
+CORIO_API int corio_process_wait_until(corio_process *p, int *code, corio_time_t deadline);
+
+/* Send signal `sig` to the child (0 checks that it can be sent). Never
+ * reaches another process: once the child has been reaped this returns
+ * CORIO_ESRCH, even if its number has been reused (a pidfd names the
+ * process, where there is one; elsewhere the reaping and the sending are
+ * ordered by a lock). Returns 0, CORIO_ESRCH, CORIO_EINVAL (p NULL or an
+ * invalid sig) or CORIO_EPERM. Callable from any thread. */
+CORIO_API int corio_process_kill(corio_process *p, int sig);
+
+/*
+ * Close the pipes and release the handle. A child not yet reaped is not
+ * stopped (unless CORIO_PROCESS_KILL_ON_FREE sends it SIGKILL): freed in a
+ * task, a detached task of the runtime reaps it once it ends; freed
+ * outside one, or when the runtime ends first (or has no memory for the
+ * task), it stays a zombie until the program reaps it or ends. NULL is
+ * ignored.
+ */
+CORIO_API void corio_process_free(corio_process *p);
 
 /* ------------------------------------------------------------------------ */
 /* Signals                                                                  */

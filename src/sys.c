@@ -6,11 +6,14 @@
 #include "sys.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #ifdef CORIO_VALGRIND
 #include <valgrind/valgrind.h>
@@ -324,6 +327,52 @@ int corio__eventfd(void)
     if (corio__fault(EMFILE))
         return -1;
     return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+int corio__pipe_cloexec(int fds[2])
+{
+    if (corio__fault(EMFILE))
+        return -1;
+    return pipe2(fds, O_CLOEXEC);
+}
+
+int corio__dup_cloexec(int fd, int min)
+{
+    if (corio__fault(EMFILE))
+        return -1;
+    return fcntl(fd, F_DUPFD_CLOEXEC, min);
+}
+
+int corio__pidfd_open(pid_t pid)
+{
+    if (corio__fault(EMFILE))
+        return -1;
+#ifdef CORIO_VALGRIND
+    /* Valgrind 3.19 (Debian 12) does not know the call: it would answer
+     * ENOSYS after a warning of five lines on every spawn. */
+    if (RUNNING_ON_VALGRIND) {
+        errno = ENOSYS;
+        return -1;
+    }
+#endif
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int corio__posix_spawn(pid_t *pid, const char *file, const void *actions, const void *attr,
+                       char *const argv[], char *const envp[], bool search_path)
+{
+    if (corio__fault(EAGAIN))
+        return EAGAIN;
+    const posix_spawn_file_actions_t *fa = actions;
+    const posix_spawnattr_t *sa = attr;
+    return search_path ? posix_spawnp(pid, file, fa, sa, argv, envp)
+                       : posix_spawn(pid, file, fa, sa, argv, envp);
 }
 
 int corio__signalfd(const sigset_t *set)

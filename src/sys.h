@@ -119,6 +119,18 @@ int corio__eventfd(void);
  * error (-errno). */
 int corio__signalfd(const sigset_t *set);
 int corio__close(int fd);
+/* pipe2(O_CLOEXEC): 0, or -1 with errno set. */
+int corio__pipe_cloexec(int fds[2]);
+/* fcntl(fd, F_DUPFD_CLOEXEC, min): the new descriptor, or -1 with errno. */
+int corio__dup_cloexec(int fd, int min);
+/* pidfd_open(2): the descriptor (close-on-exec), or -1 with errno set
+ * (ENOSYS where this build or the kernel lacks it). */
+int corio__pidfd_open(pid_t pid);
+/* posix_spawn, or posix_spawnp when search_path: returns 0 or an errno
+ * value, as they do. Arguments as theirs (void * for the two types the
+ * header would drag in). */
+int corio__posix_spawn(pid_t *pid, const char *file, const void *actions, const void *attr,
+                       char *const argv[], char *const envp[], bool search_path);
 struct epoll_event;
 struct timespec;
 /* epoll_pwait2 (nanosecond timeout) where the kernel has it, else
