@@ -39,6 +39,10 @@
  *                        capacity-1 channels in turn and waits for the
  *                        reply; pong waits in corio_chan_select over both
  *                        and replies by a plain send; ns per round trip.
+ *   process_spawn_wait_us  2,000 runs of /bin/true, 16 at a time, each
+ *                        started by corio_process_spawn and reaped by
+ *                        corio_process_wait from a task; wall us per
+ *                        process, all loops.
  *
  * Targets (DESIGN.md, 2 cores): spawn+join <= 100 ns, yield <= 10 ns,
  * 1M sleepers <= 1.2 s and <= Go's 1.33 GB, efficiency >= 0.99.
@@ -513,6 +517,54 @@ struct bench {
     void (*run)(void);
 };
 
+/* ---- child processes ---- */
+
+#define PROCESSES 2000
+#define PROCESS_WORKERS 16
+
+static void *process_worker(void *arg)
+{
+    (void)arg;
+    char *argv[] = {"/bin/true", NULL};
+    for (int i = 0; i < PROCESSES / PROCESS_WORKERS; i++) {
+        corio_process *p;
+        int rc = corio_process_spawn(&p, argv, NULL);
+        if (rc != 0)
+            die("corio_process_spawn", rc);
+        int code;
+        rc = corio_process_wait(p, &code);
+        if (rc != 0)
+            die("corio_process_wait", rc);
+        if (code != 0)
+            die("/bin/true's exit status", CORIO_EIO);
+        corio_process_free(p);
+    }
+    return NULL;
+}
+
+static void *process_main(void *arg)
+{
+    corio_task *workers[PROCESS_WORKERS];
+    corio_time_t t0 = corio_now();
+    for (int i = 0; i < PROCESS_WORKERS; i++) {
+        int rc = corio_spawn(&workers[i], process_worker, NULL);
+        if (rc != 0)
+            die("corio_spawn", rc);
+    }
+    int rc = corio_gather(workers, PROCESS_WORKERS, NULL);
+    if (rc != 0)
+        die("corio_gather", rc);
+    *(double *)arg = (double)(corio_now() - t0) / 1e3 / PROCESSES;
+    return NULL;
+}
+
+static void bench_process(void)
+{
+    double us = 0;
+    run_in_runtime(0, process_main, &us);
+    emit("process_spawn_wait_us", us, "us");
+}
+
 static void run_spawn_join(void) { bench_spawn_join("spawn_join_ns", 0); }
 static void run_spawn_join_light(void)
 {
@@ -533,6 +585,7 @@ static const struct bench benches[] = {
     {"sem_spawn_ns", bench_sem_spawn},
     {"set_as_completed_ns", bench_set_as_completed},
     {"chan_select_ns", bench_select},
+    {"process_spawn_wait_us", bench_process},
 };
 #define NBENCH (sizeof benches / sizeof benches[0])
 

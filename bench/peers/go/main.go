@@ -14,7 +14,8 @@
 //
 //	seed-go [--tasks N] [--work-scale K] [--seed S] [--loops P] [--json] [--debug]
 //	seed-go bench NAME [--loops P]
-//	                       NAME: spawn_join_ns | set_as_completed_ns | yield_ns | chan_select_ns | sleepers_1m
+//	                       NAME: spawn_join_ns | set_as_completed_ns | yield_ns | chan_select_ns |
+//	                             process_spawn_wait_us | sleepers_1m
 //	                       (sleepers_1m_wall_s / sleepers_1m_rss_mb are
 //	                       aliases of sleepers_1m; it prints both lines).
 //	                       spawn_join and sleepers run on GOMAXPROCS = P
@@ -28,6 +29,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -366,6 +368,29 @@ func benchSelect() {
 	printBench("chan_select_ns", float64(elapsed.Nanoseconds())/count, "ns")
 }
 
+// benchProcess: 2,000 runs of /bin/true, 16 at a time, each started and
+// waited for by exec.Cmd.Run in a goroutine (corio-bench
+// process_spawn_wait_us). Wall us per process.
+func benchProcess(loops int) {
+	const count, workers = 2000, 16
+	runtime.GOMAXPROCS(loops)
+	var wg sync.WaitGroup
+	wg.Add(workers)
+	t0 := time.Now()
+	for w := 0; w < workers; w++ {
+		go func() {
+			defer wg.Done()
+			for i := 0; i < count/workers; i++ {
+				if err := exec.Command("/bin/true").Run(); err != nil {
+					die("/bin/true: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	printBench("process_spawn_wait_us", float64(time.Since(t0).Microseconds())/count, "us")
+}
+
 // benchYield: two goroutines on one thread, each yielding 5M times.
 func benchYield() {
 	const perTask = 5000000
@@ -432,7 +457,7 @@ func main() {
 	args := os.Args[1:]
 	if len(args) > 0 && (args[0] == "bench" || args[0] == "--bench" || args[0] == "--only") {
 		if len(args) < 2 || args[1] == "--loops" {
-			die("usage: seed-go bench spawn_join_ns|set_as_completed_ns|yield_ns|chan_select_ns|sleepers_1m [--loops P]")
+			die("usage: seed-go bench spawn_join_ns|set_as_completed_ns|yield_ns|chan_select_ns|process_spawn_wait_us|sleepers_1m [--loops P]")
 		}
 		// Only --loops, parsed and checked as for the seed run.
 		for _, a := range args[2:] {
@@ -450,10 +475,12 @@ func main() {
 			benchYield()
 		case "select", "chan_select_ns":
 			benchSelect()
+		case "process", "process_spawn_wait_us":
+			benchProcess(o.loops)
 		case "sleepers", "sleepers_1m", "sleepers_1m_wall_s", "sleepers_1m_rss_mb":
 			benchSleepers(o.loops)
 		default:
-			die("unknown bench %q (spawn_join_ns, set_as_completed_ns, yield_ns, chan_select_ns, sleepers_1m)", args[1])
+			die("unknown bench %q (spawn_join_ns, set_as_completed_ns, yield_ns, chan_select_ns, process_spawn_wait_us, sleepers_1m)", args[1])
 		}
 		return
 	}

@@ -14,7 +14,7 @@
 //!   seed-tokio [--tasks N] [--work-scale K] [--seed S] [--loops P] [--json] [--debug]
 //!   seed-tokio bench NAME [--loops P]
 //!                           NAME: spawn_join_ns | set_as_completed_ns | yield_ns | chan_select_ns |
-//!                                 sleepers_1m
+//!                                 process_spawn_wait_us | sleepers_1m
 //!                           (sleepers_1m_wall_s / sleepers_1m_rss_mb are
 //!                           aliases of sleepers_1m; it prints both lines).
 //!                           spawn_join and sleepers run P workers (default:
@@ -323,6 +323,42 @@ fn bench_set_as_completed(loops: usize) {
     print_bench("set_as_completed_ns", elapsed.as_nanos() as f64 / COUNT as f64, "ns");
 }
 
+/// 2,000 runs of /bin/true, 16 at a time, each started and awaited by
+/// tokio::process::Command::status in a task (corio-bench
+/// process_spawn_wait_us). Wall us per process.
+fn bench_process(loops: usize) {
+    const COUNT: usize = 2000;
+    const WORKERS: usize = 16;
+    // The child reaper listens for SIGCHLD: the IO and signal driver.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(loops)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| die(&format!("cannot build the runtime: {}", e)));
+    let elapsed = rt.block_on(async {
+        let t0 = Instant::now();
+        let mut workers = Vec::with_capacity(WORKERS);
+        for _ in 0..WORKERS {
+            workers.push(tokio::spawn(async {
+                for _ in 0..COUNT / WORKERS {
+                    let status = tokio::process::Command::new("/bin/true")
+                        .status()
+                        .await
+                        .unwrap_or_else(|e| die(&format!("/bin/true: {}", e)));
+                    if !status.success() {
+                        die(&format!("/bin/true: {}", status));
+                    }
+                }
+            }));
+        }
+        for w in workers {
+            w.await.expect("task panicked");
+        }
+        t0.elapsed()
+    });
+    print_bench("process_spawn_wait_us", elapsed.as_micros() as f64 / COUNT as f64, "us");
+}
+
 /// Two tasks on a current_thread runtime. Ping sends on two capacity-1
 /// channels in turn and waits for the reply; pong waits in `tokio::select!`
 /// over both and replies (corio-bench chan_select_ns). ns per round trip.
@@ -441,7 +477,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if matches!(args.first().map(String::as_str), Some("bench" | "--bench" | "--only")) {
         if args.len() < 2 || args[1] == "--loops" {
-            die("usage: seed-tokio bench spawn_join_ns|set_as_completed_ns|yield_ns|chan_select_ns|sleepers_1m [--loops P]");
+            die("usage: seed-tokio bench spawn_join_ns|set_as_completed_ns|yield_ns|chan_select_ns|process_spawn_wait_us|sleepers_1m [--loops P]");
         }
         // Only --loops, parsed and checked as for the seed run.
         for a in &args[2..] {
@@ -455,8 +491,9 @@ fn main() {
             "set_as_completed" | "set_as_completed_ns" => bench_set_as_completed(loops),
             "yield" | "yield_ns" => bench_yield(),
             "select" | "chan_select_ns" => bench_select(),
+            "process" | "process_spawn_wait_us" => bench_process(loops),
             "sleepers" | "sleepers_1m" | "sleepers_1m_wall_s" | "sleepers_1m_rss_mb" => bench_sleepers(loops),
-            other => die(&format!("unknown bench {:?} (spawn_join_ns, set_as_completed_ns, yield_ns, chan_select_ns, sleepers_1m)", other)),
+            other => die(&format!("unknown bench {:?} (spawn_join_ns, set_as_completed_ns, yield_ns, chan_select_ns, process_spawn_wait_us, sleepers_1m)", other)),
         }
         return;
     }
