@@ -20,7 +20,7 @@ list(APPEND corio_tests
 # test_examples runs the example programs (examples/), so it is built
 # here rather than from the list: it needs their paths, which it gets as
 # compile definitions (its command line names the tests to run).
-if(TARGET hello-server AND TARGET echo-server AND TARGET echo-client)
+if(TARGET hello-server AND TARGET echo-server AND TARGET echo-client AND TARGET parallel-run)
   add_executable(test_examples test_examples.c)
   target_link_libraries(test_examples PRIVATE corio_static m)
   target_include_directories(test_examples PRIVATE
@@ -28,8 +28,9 @@ if(TARGET hello-server AND TARGET echo-server AND TARGET echo-client)
   target_compile_definitions(test_examples PRIVATE
     HELLO_SERVER="$<TARGET_FILE:hello-server>"
     ECHO_SERVER="$<TARGET_FILE:echo-server>"
-    ECHO_CLIENT="$<TARGET_FILE:echo-client>")
-  add_dependencies(test_examples hello-server echo-server echo-client)
+    ECHO_CLIENT="$<TARGET_FILE:echo-client>"
+    PARALLEL_RUN="$<TARGET_FILE:parallel-run>")
+  add_dependencies(test_examples hello-server echo-server echo-client parallel-run)
   add_test(NAME examples COMMAND ${corio_test_runner} $<TARGET_FILE:test_examples>)
   set_tests_properties(examples PROPERTIES TIMEOUT 180 LABELS core)
 endif()

@@ -12,6 +12,10 @@
  *    chose, which the "listening" line names; echo-client sends it one
  *    16 MB message, far more than the socket buffers hold (the client
  *    writes while it reads, or both sides would block on full buffers);
+ *  - parallel-run: every command's block once, with its status (exit N,
+ *    killed by signal N), its stdout and stderr together, and exit
+ *    status 1 when one failed; a command past --timeout-ms is "timed
+ *    out" and its process group killed; all succeeding: exit 0;
  *  - bad options: exit status 2 and one line on stderr.
  *
  * The paths of the programs come from CMake (compile definitions). The
@@ -580,6 +584,83 @@ TEST(echo_port_zero_large_message)
 /* ---- bad options ---- */
 
 /* Exit 2 with one line on stderr containing `want` (NULL: any). */
+/* ---- parallel-run ---- */
+
+/* Run parallel-run with `options` on the commands `input` (its stdin, from
+ * a file) and capture its output; its wait status. */
+static int parallel_run(const char *options, const char *input, char *out, size_t out_cap)
+{
+    char path[] = "/tmp/corio-parallel-run-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK_GE(fd, 0);
+    CHECK_EQ(write(fd, input, strlen(input)), (ssize_t)strlen(input));
+    close(fd);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "'%s' %s < '%s'", PARALLEL_RUN, options, path);
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    char err[1024];
+    int status = run_capture(argv, out, out_cap, err, sizeof err, 60000);
+    unlink(path);
+    CHECK_EQ(strlen(err), 0);
+    return status;
+}
+
+TEST(parallel_run_reports_every_command_once)
+{
+    char out[8192];
+    int status = parallel_run("--jobs 3",
+                              "echo hello\n"
+                              "\n"
+                              "exit 3\n"
+                              "echo err >&2; echo out\n"
+                              "kill -9 $$\n"
+                              "printf 'no newline'\n"
+                              "  \n"
+                              "true\n",
+                              out, sizeof out);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 1); /* exit 3 and the kill */
+    /* Six commands (blank lines are none), six blocks, each whole: its
+     * header line, then its output. */
+    CHECK_EQ(count_of(out, "### "), 6);
+    CHECK_EQ(count_of(out, "### 1 exit 0: echo hello\nhello\n"), 1);
+    CHECK_EQ(count_of(out, "### 3 exit 3: exit 3\n"), 1);
+    CHECK_EQ(count_of(out, "### 4 exit 0: echo err >&2; echo out\nerr\nout\n"), 1);
+    CHECK_EQ(count_of(out, "### 5 killed by signal 9: kill -9 $$\n"), 1);
+    CHECK_EQ(count_of(out, "### 6 exit 0: printf 'no newline'\nno newline\n"), 1);
+    CHECK_EQ(count_of(out, "### 8 exit 0: true\n"), 1);
+
+    status = parallel_run("--jobs 2", "true\necho a\necho b\n", out, sizeof out);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+    CHECK_EQ(count_of(out, "### "), 3);
+}
+
+TEST(parallel_run_times_out_a_process_group)
+{
+    /* The shell's child must die too, not only the shell: it prints its
+     * pid, and is looked for after parallel-run has exited. */
+    char out[4096];
+    const char *command = "sleep 300 & echo $!; sleep 300";
+    char input[128];
+    snprintf(input, sizeof input, "%s\n", command);
+    int status = parallel_run("--timeout-ms 300", input, out, sizeof out);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 1);
+    char header[128];
+    snprintf(header, sizeof header, "### 1 timed out: %s\n", command);
+    CHECK_EQ(count_of(out, header), 1);
+    long pid = strtol(out + strlen(header), NULL, 10);
+    CHECK_GT(pid, 1);
+    /* Killed, it is reaped by init: ESRCH then. A zombie still answers
+     * kill(pid, 0), hence the wait. */
+    corio_time_t guard = corio_now() + 10 * CORIO_SEC * (corio_time_t)TEST_SLOW;
+    while (kill((pid_t)pid, 0) == 0 && corio_now() < guard)
+        usleep(10000);
+    CHECK_EQ(kill((pid_t)pid, 0), -1);
+    CHECK_EQ(errno, ESRCH);
+}
+
 static void expect_usage_error_saying(char *const argv[], const char *want)
 {
     char out[1024], err[1024];
@@ -630,6 +711,14 @@ TEST(bad_options)
         expect_usage_error(a10);
         expect_usage_error(a11);
     }
+    char *p1[] = {PARALLEL_RUN, "--jobs", "0", NULL};
+    char *p2[] = {PARALLEL_RUN, "--jobs", "10001", NULL};
+    char *p3[] = {PARALLEL_RUN, "--timeout-ms", "soon", NULL};
+    char *p4[] = {PARALLEL_RUN, "echo", NULL};
+    expect_usage_error_saying(p1, "--jobs needs an integer from 1 to 10000");
+    expect_usage_error(p2);
+    expect_usage_error(p3);
+    expect_usage_error(p4);
     char *c1[] = {ECHO_CLIENT, "--connections", "0", NULL};
     char *c2[] = {ECHO_CLIENT, "--messages", "-1", NULL};
     char *c3[] = {ECHO_CLIENT, "--size", "99999999999999999999", NULL};
@@ -672,6 +761,8 @@ int main(int argc, char **argv)
     RUN(echo_server_and_client);
     RUN(echo_client_no_server);
     RUN(echo_port_zero_large_message);
+    RUN(parallel_run_reports_every_command_once);
+    RUN(parallel_run_times_out_a_process_group);
     RUN(bad_options);
     return test_summary();
 }
