@@ -1051,7 +1051,8 @@ typedef struct corio_process corio_process;
 /* ... or a descriptor >= 0 of the parent, which the child gets a copy of
  * (its file status flags, O_NONBLOCK included, are shared with it). */
 
-/* Look argv[0] up in PATH (execvp's rule) when it contains no '/'. */
+/* Look argv[0] up in PATH (execvp's rule) when it contains no '/': the
+ * parent's PATH, even when envp gives the child another one. */
 #define CORIO_PROCESS_SEARCH_PATH 1u
 /* The child leads a process group of its own (setpgid(0, 0)): a terminal's
  * ^C does not reach it, and kill(-pid, sig) reaches it and its children. */
@@ -1089,7 +1090,8 @@ CORIO_API int corio_process_spawn(corio_process **out, char *const argv[],
                                   const corio_process_opts *opts);
 
 /* The child's process id; it stays the child's (no other process can
- * take the number) until a wait has reaped it. */
+ * take the number) until the child is reaped: by a wait, by the reaper a
+ * freed handle gets, or by the kernel where the program ignores SIGCHLD. */
 CORIO_API pid_t corio_process_pid(const corio_process *p);
 
 /* The parent's end of the pipe for the child's descriptor `which` (0, 1 or
@@ -1113,7 +1115,9 @@ CORIO_API int corio_process_close_fd(corio_process *p, int which);
  *
  * Returns 0; CORIO_ETIMEDOUT, CORIO_ECANCELED; CORIO_EBUSY (another task
  * is waiting for it); CORIO_ECHILD (the child was reaped elsewhere: see
- * above); CORIO_EINVAL (p or code NULL); CORIO_EPERM (not in a task).
+ * above); CORIO_ENOMEM (no memory to wait with: a light task's save
+ * buffer, the loop's descriptor table, a timer; the child is left as it
+ * was); CORIO_EINVAL (p or code NULL); CORIO_EPERM (not in a task).
  */
 CORIO_API int corio_process_wait(corio_process *p, int *code);
 CORIO_API int corio_process_wait_until(corio_process *p, int *code, corio_time_t deadline);
@@ -1121,18 +1125,25 @@ CORIO_API int corio_process_wait_until(corio_process *p, int *code, corio_time_t
 /* Send signal `sig` to the child (0 checks that it can be sent). Never
  * reaches another process: once the child has been reaped this returns
  * CORIO_ESRCH, even if its number has been reused (a pidfd names the
- * process, where there is one; elsewhere the reaping and the sending are
- * ordered by a lock). Returns 0, CORIO_ESRCH, CORIO_EINVAL (p NULL or an
- * invalid sig) or CORIO_EPERM. Callable from any thread. */
+ * process, and is checked to name the child when it is opened; without
+ * one, the reaping and the sending are ordered by a lock). Without a
+ * pidfd that holds only while these calls alone reap the child: where the
+ * program reaps it elsewhere (above), kill(2) by number may reach a
+ * process that took the number since. Returns 0, CORIO_ESRCH,
+ * CORIO_EINVAL (p NULL or sig not a signal number) or CORIO_EPERM.
+ * Callable from any thread. */
 CORIO_API int corio_process_kill(corio_process *p, int sig);
 
 /*
- * Close the pipes and release the handle. A child not yet reaped is not
- * stopped (unless CORIO_PROCESS_KILL_ON_FREE sends it SIGKILL): freed in a
- * task, a detached task of the runtime reaps it once it ends; freed
- * outside one, or when the runtime ends first (or has no memory for the
- * task), it stays a zombie until the program reaps it or ends. NULL is
- * ignored.
+ * Close the pipes and release the handle. A child that has ended is
+ * reaped then and there. One still running is not stopped (unless
+ * CORIO_PROCESS_KILL_ON_FREE sends it SIGKILL): freed in a task, a
+ * detached light task of the runtime reaps it once it ends (one task
+ * counted by max_tasks); freed outside one, or when the runtime ends
+ * first, or when that task cannot be spawned (no memory, max_tasks
+ * reached), it stays a zombie once it ends until the program reaps it
+ * (waitpid on corio_process_pid's number) or ends. No other call on the
+ * handle may be under way, or come after. NULL is ignored.
  */
 CORIO_API void corio_process_free(corio_process *p);
 

@@ -239,6 +239,28 @@ static int start(corio_process *p, char *const argv[], const corio_process_opts 
     return rc;
 }
 
+/* waitid's P_PIDFD (Linux 5.4), which older headers lack. */
+#define IDTYPE_PIDFD ((idtype_t)3)
+
+/* The pidfd was opened by number. Had a program that reaps children
+ * elsewhere (SIGCHLD ignored, waitpid(-1)) reaped this one already, the
+ * number may have gone to another process, which the pidfd would then
+ * name, and kill would reach. Still our child now (running or ended,
+ * not reaped) means it was ours when the pidfd was opened. Not ours: the
+ * child is gone, so waits say CORIO_ECHILD and kill CORIO_ESRCH. A kernel
+ * without P_PIDFD (EINVAL, 5.3) keeps the pidfd unchecked. */
+static void check_pidfd_names_child(corio_process *p)
+{
+    siginfo_t info;
+    if (waitid(IDTYPE_PIDFD, (id_t)p->pidfd, &info, WEXITED | WNOHANG | WNOWAIT) == 0 ||
+        errno != ECHILD)
+        return;
+    (void)corio__close(p->pidfd);
+    p->pidfd = -1;
+    p->reaped = true;
+    p->reap_error = CORIO_ECHILD;
+}
+
 int corio_process_spawn(corio_process **out, char *const argv[], const corio_process_opts *opts)
 {
     corio_process_opts defaults;
@@ -272,6 +294,8 @@ int corio_process_spawn(corio_process **out, char *const argv[], const corio_pro
     /* No pidfd (old kernel, no descriptor left): waits poll instead. */
     if (!atomic_load_explicit(&test_no_pidfd, memory_order_relaxed))
         p->pidfd = corio__pidfd_open(p->pid);
+    if (p->pidfd >= 0)
+        check_pidfd_names_child(p);
     *out = p;
     return 0;
 }
@@ -300,7 +324,7 @@ int corio_process_close_fd(corio_process *p, int which)
 
 int corio_process_kill(corio_process *p, int sig)
 {
-    if (!p)
+    if (!p || sig < 0 || sig >= NSIG)
         return CORIO_EINVAL;
     pthread_mutex_lock(&p->lock);
     int rc;
@@ -319,8 +343,10 @@ int corio_process_kill(corio_process *p, int sig)
 /* ---- waiting ---- */
 
 /* Reap the child if it has ended: true once it is reaped (by this call or
- * an earlier one, or found reaped elsewhere: reap_error). */
-static bool try_reap(corio_process *p)
+ * an earlier one, or found reaped elsewhere: reap_error). Not inlined into
+ * the waits: it reads errno, whose address a migrating task must not
+ * carry across their waits (corio.h, CORIO_TASK_MIGRATE). */
+__attribute__((noinline)) static bool try_reap(corio_process *p)
 {
     pthread_mutex_lock(&p->lock);
     if (!p->reaped) {
@@ -417,13 +443,24 @@ static void release(corio_process *p)
 }
 
 /* A detached task's whole job: wait for a freed handle's child, then
- * release the handle. A wait ended by the runtime's shutdown leaves the
- * child a zombie (corio.h). */
+ * release the handle. Only the runtime's shutdown ends the job early
+ * (leaving a zombie, corio.h); a wait that found no memory (a light
+ * task's save buffer, the descriptor table, a timer) is tried again
+ * after a pause, or the child would stay a zombie while the runtime
+ * runs (found by review). */
 static void *reaper(void *arg)
 {
     corio_process *p = arg;
     int code;
-    (void)corio_process_wait(p, &code);
+    corio_time_t pause = POLL_PAUSE_MIN;
+    while (corio_process_wait(p, &code) == CORIO_ENOMEM) {
+        int rc = corio_sleep_until(corio_now() + pause);
+        if (rc == CORIO_ENOMEM)
+            rc = corio_yield();
+        if (rc == CORIO_ECANCELED || rc == CORIO_ESHUTDOWN)
+            break;
+        pause = pause * 2 < POLL_PAUSE_MAX ? pause * 2 : POLL_PAUSE_MAX;
+    }
     release(p);
     return NULL;
 }
