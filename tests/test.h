@@ -34,6 +34,7 @@
 #ifndef CORIO_TEST_H
 #define CORIO_TEST_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -384,6 +385,29 @@ static inline void *run_main(unsigned loops, corio_fn fn, void *arg)
     void *result = NULL;
     CHECK_OK(corio_run(&cfg, fn, arg, &result));
     return result;
+}
+
+/* Descriptors of this process whose /proc/self/fd link names `kind`
+ * ("signalfd", "pidfd": anonymous inodes read as "anon_inode:[kind]").
+ * By kind, since other descriptors come and go with the runtime's own
+ * work (/proc files read by its thread probes). */
+static inline int test_open_fds_of_kind(const char *kind)
+{
+    DIR *d = opendir("/proc/self/fd");
+    CHECK(d != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char path[300], target[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(path, target, sizeof target - 1);
+        if (len > 0) {
+            target[len] = '\0';
+            n += strstr(target, kind) != NULL;
+        }
+    }
+    closedir(d);
+    return n;
 }
 
 /* Scale iteration counts down in slow lanes (sanitizers, Valgrind):

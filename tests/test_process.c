@@ -286,26 +286,6 @@ static int count_fds(void)
     return n - 1;
 }
 
-/* Pidfds open in this process. */
-static int count_pidfds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        char path[300], target[64];
-        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
-        ssize_t len = readlink(path, target, sizeof target - 1);
-        if (len > 0) {
-            target[len] = '\0';
-            n += strstr(target, "pidfd") != NULL;
-        }
-    }
-    closedir(d);
-    return n;
-}
-
 /* Whether this kernel has pidfd_open (Linux 5.3). */
 static bool kernel_has_pidfd(void)
 {
@@ -325,9 +305,9 @@ static bool kernel_has_pidfd(void)
 static void await_no_pidfds(void)
 {
     corio_time_t give_up = guard();
-    while (count_pidfds() != 0) {
+    while (test_open_fds_of_kind("pidfd") != 0) {
         if (corio_now() > give_up)
-            FAIL_("%d pidfds still open", count_pidfds());
+            FAIL_("%d pidfds still open", test_open_fds_of_kind("pidfd"));
         CHECK_OK(corio_sleep(CORIO_MSEC));
     }
 }
@@ -369,16 +349,16 @@ static void *main_exit_codes(void *arg)
 {
     (void)arg;
     bool pidfds = !polling && kernel_has_pidfd();
-    CHECK_EQ(count_pidfds(), 0);
+    CHECK_EQ(test_open_fds_of_kind("pidfd"), 0);
 
     corio_process *p = spawn_ok(ARGV("/bin/true"), NULL); /* NULL opts: the defaults */
     /* The pid is this process's child until reaped. */
     CHECK_EQ(proc_ppid(corio_process_pid(p)), getpid());
     /* Waited for through a pidfd where the kernel has them (corio.h). */
-    CHECK_EQ(count_pidfds(), pidfds ? 1 : 0);
+    CHECK_EQ(test_open_fds_of_kind("pidfd"), pidfds ? 1 : 0);
     CHECK_EQ(wait_code(p), 0);
     corio_process_free(p);
-    CHECK_EQ(count_pidfds(), 0);
+    CHECK_EQ(test_open_fds_of_kind("pidfd"), 0);
 
     p = spawn_ok(ARGV("/bin/false"), NULL);
     CHECK_EQ(wait_code(p), 1);
@@ -408,7 +388,7 @@ static void *main_exit_codes(void *arg)
                          NULL, out, sizeof out),
              0);
     CHECK_STR_EQ(out, "name zero|one|\n");
-    CHECK_EQ(count_pidfds(), 0);
+    CHECK_EQ(test_open_fds_of_kind("pidfd"), 0);
     return NULL;
 }
 
@@ -1585,7 +1565,7 @@ static void *main_many(void *arg)
     CHECK_OK(corio_gather(t, (size_t)tasks, NULL));
     fprintf(stderr, "   %d children from %d tasks on %d loops\n", each * tasks, tasks, loops);
     check_no_children();
-    CHECK_EQ(count_pidfds(), 0);
+    CHECK_EQ(test_open_fds_of_kind("pidfd"), 0);
     free(b);
     free(t);
     return NULL;

@@ -38,27 +38,6 @@ static sigset_t set_of(int a, int b)
     return set;
 }
 
-/* Signalfds open in this process (other descriptors come and go with
- * the runtime's own work: /proc files read by its thread probes). */
-static int open_signalfds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        char path[300], target[64];
-        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
-        ssize_t len = readlink(path, target, sizeof target - 1);
-        if (len > 0) {
-            target[len] = '\0';
-            n += strstr(target, "signalfd") != NULL;
-        }
-    }
-    closedir(d);
-    return n;
-}
-
 /* ---- a waiter ---- */
 
 struct waiter {
@@ -87,7 +66,7 @@ static void send_self(int sig) { CHECK_EQ(kill(getpid(), sig), 0); }
 static void *main_sent_while_waiting(void *arg)
 {
     (void)arg;
-    CHECK_EQ(open_signalfds(), 0);
+    CHECK_EQ(test_open_fds_of_kind("signalfd"), 0);
     for (int loop = 0; loop < (int)corio_loop_count(); loop++) {
         struct waiter w = {.set = set_of(SIGUSR1, 0), .deadline = CORIO_FOREVER};
         corio_task *t;
@@ -109,7 +88,7 @@ static void *main_sent_while_waiting(void *arg)
     CHECK_EQ(signo, SIGUSR1);
     /* Taken: nothing is pending now. */
     CHECK_ERR(corio_signal_wait(&set, &signo, corio_now()), CORIO_ETIMEDOUT);
-    CHECK_EQ(open_signalfds(), 0); /* each wait closed its descriptor */
+    CHECK_EQ(test_open_fds_of_kind("signalfd"), 0); /* each wait closed its descriptor */
     return NULL;
 }
 
@@ -208,7 +187,7 @@ TEST(waits_for_different_signals_stay_apart)
 static void *main_deadline_cancel(void *arg)
 {
     (void)arg;
-    CHECK_EQ(open_signalfds(), 0);
+    CHECK_EQ(test_open_fds_of_kind("signalfd"), 0);
     sigset_t set = set_of(SIGUSR1, 0);
     int signo = 0;
     CHECK_ERR(corio_signal_wait(&set, &signo, corio_deadline_in(5 * CORIO_MSEC)),
@@ -227,7 +206,7 @@ static void *main_deadline_cancel(void *arg)
     send_self(SIGUSR1);
     CHECK_OK(corio_signal_wait(&set, &signo, CORIO_FOREVER));
     CHECK_EQ(signo, SIGUSR1);
-    CHECK_EQ(open_signalfds(), 0);
+    CHECK_EQ(test_open_fds_of_kind("signalfd"), 0);
     return NULL;
 }
 
@@ -242,7 +221,7 @@ TEST(deadlines_and_cancellation_take_nothing)
 static void *main_errors(void *arg)
 {
     (void)arg;
-    CHECK_EQ(open_signalfds(), 0);
+    CHECK_EQ(test_open_fds_of_kind("signalfd"), 0);
     sigset_t set = set_of(SIGUSR1, 0), empty, unblocked = set_of(SIGUSR2, 0),
              kill_set = set_of(SIGUSR1, SIGKILL);
     sigemptyset(&empty);
@@ -269,7 +248,7 @@ static void *main_errors(void *arg)
     CHECK_EQ(signo, 0);
     CHECK_OK(corio_signal_wait(&set, &signo, CORIO_FOREVER)); /* still pending */
     CHECK_EQ(signo, SIGUSR1);
-    CHECK_EQ(open_signalfds(), 0);
+    CHECK_EQ(test_open_fds_of_kind("signalfd"), 0);
     return NULL;
 }
 
