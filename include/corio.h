@@ -1080,7 +1080,8 @@ CORIO_API void corio_process_opts_init(corio_process_opts *opts);
  * it may be made outside a task too.
  *
  * Returns 0; CORIO_ENOENT, CORIO_EACCES, or another exec(2) error the
- * child met starting argv[0] (no process is left behind then); CORIO_EBADF
+ * child met starting argv[0], or a chdir(2) error for cwd (no process is
+ * left behind then); CORIO_EBADF
  * (a stdio descriptor that is not open); CORIO_EINVAL (out or argv NULL,
  * argv[0] NULL, an unknown flag or stdio value); CORIO_EMFILE /
  * CORIO_ENFILE (no descriptor for a pipe); CORIO_EAGAIN (the process limit);
@@ -1096,8 +1097,9 @@ CORIO_API pid_t corio_process_pid(const corio_process *p);
 
 /* The parent's end of the pipe for the child's descriptor `which` (0, 1 or
  * 2): write to the child's stdin (0), read its stdout (1) or stderr (2).
- * -1 if that descriptor was not CORIO_STDIO_PIPE, or is closed. The handle
- * owns the descriptor: close it with corio_process_close_fd. */
+ * -1 if that descriptor was not CORIO_STDIO_PIPE, or is closed, or
+ * `which` is not 0, 1 or 2. The handle owns the descriptor: close it with
+ * corio_process_close_fd. */
 CORIO_API int corio_process_fd(const corio_process *p, int which);
 
 /* Close the parent's end of pipe `which`: closing 0 is how the child sees
@@ -1110,8 +1112,9 @@ CORIO_API int corio_process_close_fd(corio_process *p, int which);
  * Wait until the child ends and reap it; store its exit status (0-255) in
  * *code, or minus the signal's number if a signal ended it (asyncio's
  * returncode: -9 for SIGKILL). Once reaped, every later wait returns the
- * same code at once. A wait that times out or is cancelled leaves the
- * child running and the handle as it was.
+ * same code at once (a pending cancellation still fails it first, as it
+ * fails any blocking call). A wait that times out or is cancelled leaves
+ * the child running and the handle as it was.
  *
  * Returns 0; CORIO_ETIMEDOUT, CORIO_ECANCELED; CORIO_EBUSY (another task
  * is waiting for it); CORIO_ECHILD (the child was reaped elsewhere: see

@@ -8,7 +8,6 @@
  * runtime starts, so every loop thread inherits the mask.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
