@@ -113,9 +113,11 @@ static void print_block(struct run *run, const struct command *c, const char *st
      * tasks; a block printed unlocked would still be printed. */
     bool locked = corio_mutex_lock(run->print) == 0;
     printf("### %u %s: %s\n", c->line, status, c->text);
-    fwrite(out->buf, 1, out->len, stdout);
-    if (out->len && out->buf[out->len - 1] != '\n')
-        putchar('\n');
+    if (out->len) {
+        fwrite(out->buf, 1, out->len, stdout);
+        if (out->buf[out->len - 1] != '\n')
+            putchar('\n');
+    }
     if (out->truncated)
         printf("[output beyond %u bytes dropped]\n", MAX_OUTPUT);
     fflush(stdout);
