@@ -80,10 +80,25 @@ static inline int corio__sync_call(corio__spin *lock, corio__waitq *q,
                                    int (*attempt)(void *obj, void *arg), void *obj, void *arg,
                                    bool retry, corio_time_t deadline, enum corio__wait_kind what)
 {
+    /* First a try with no wait armed: a call that completes at once (a
+     * free mutex, a buffered element) then skips the arm's and the
+     * disarm's compare-and-swap, two of the four locked instructions of
+     * a lock and unlock. A pending cancellation fails it first, as the
+     * arm would. Only a call that must wait arms, and tries again. */
+    corio_task *self = corio__current_task();
+    if (!self)
+        return CORIO_EPERM;
+    int rc = corio__cancel_point(self);
+    if (rc != 0)
+        return rc;
+    corio__spin_lock(lock);
+    rc = attempt(obj, arg);
+    corio__spin_unlock(lock);
+    if (rc != CORIO_EAGAIN)
+        return rc;
     for (bool woken = false;; woken = true) {
-        corio_task *self;
         uint64_t token;
-        int rc = corio__sync_arm(&self, &token);
+        rc = corio__sync_arm(&self, &token);
         if (rc != 0) {
             if (woken)
                 corio__sync_pass_on(lock, q);
