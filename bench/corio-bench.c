@@ -39,6 +39,9 @@
  *                        capacity-1 channels in turn and waits for the
  *                        reply; pong waits in corio_chan_select over both
  *                        and replies by a plain send; ns per round trip.
+ *   mutex_pair_ns        a free corio_mutex locked and unlocked by one
+ *                        task, 10M times; ns per pair.
+ *   rwlock_read_pair_ns  the same with a corio_rwlock's read lock.
  *   process_spawn_wait_us  2,000 runs of /bin/true, 16 at a time, each
  *                        started by corio_process_spawn and reaped by
  *                        corio_process_wait from a task; wall us per
@@ -517,6 +520,56 @@ struct bench {
     void (*run)(void);
 };
 
+/* ---- uncontended locks ---- */
+
+#define LOCK_PAIRS 10000000
+
+static void *mutex_main(void *arg)
+{
+    corio_mutex *m;
+    int rc = corio_mutex_new(&m);
+    if (rc != 0)
+        die("corio_mutex_new", rc);
+    corio_time_t t0 = corio_now();
+    for (int i = 0; i < LOCK_PAIRS; i++) {
+        if ((rc = corio_mutex_lock(m)) != 0 || (rc = corio_mutex_unlock(m)) != 0)
+            die("corio_mutex_lock/unlock", rc);
+    }
+    *(double *)arg = (double)(corio_now() - t0) / LOCK_PAIRS;
+    corio_mutex_free(m);
+    return NULL;
+}
+
+static void *rwlock_main(void *arg)
+{
+    corio_rwlock *rw;
+    int rc = corio_rwlock_new(&rw);
+    if (rc != 0)
+        die("corio_rwlock_new", rc);
+    corio_time_t t0 = corio_now();
+    for (int i = 0; i < LOCK_PAIRS; i++) {
+        if ((rc = corio_rwlock_read_lock(rw)) != 0 || (rc = corio_rwlock_read_unlock(rw)) != 0)
+            die("corio_rwlock_read_lock/unlock", rc);
+    }
+    *(double *)arg = (double)(corio_now() - t0) / LOCK_PAIRS;
+    corio_rwlock_free(rw);
+    return NULL;
+}
+
+static void bench_mutex(void)
+{
+    double ns = 0;
+    run_in_runtime(1, mutex_main, &ns);
+    emit("mutex_pair_ns", ns, "ns");
+}
+
+static void bench_rwlock(void)
+{
+    double ns = 0;
+    run_in_runtime(1, rwlock_main, &ns);
+    emit("rwlock_read_pair_ns", ns, "ns");
+}
+
 /* ---- child processes ---- */
 
 #define PROCESSES 2000
@@ -585,6 +638,8 @@ static const struct bench benches[] = {
     {"sem_spawn_ns", bench_sem_spawn},
     {"set_as_completed_ns", bench_set_as_completed},
     {"chan_select_ns", bench_select},
+    {"mutex_pair_ns", bench_mutex},
+    {"rwlock_read_pair_ns", bench_rwlock},
     {"process_spawn_wait_us", bench_process},
 };
 #define NBENCH (sizeof benches / sizeof benches[0])

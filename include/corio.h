@@ -776,6 +776,48 @@ CORIO_API int corio_cond_wait_until(corio_cond *cond, corio_mutex *mutex, corio_
 CORIO_API int corio_cond_signal(corio_cond *cond);
 CORIO_API int corio_cond_broadcast(corio_cond *cond);
 
+/*
+ * Read-write lock (Go's sync.RWMutex, tokio::sync::RwLock,
+ * pthread_rwlock): any number of tasks hold it for reading at once, or
+ * one task for writing. Neither side starves, by Go's rule: while a
+ * writer waits, new readers wait behind it; when a writer unlocks, every
+ * reader waiting at that moment gets the lock at once, ahead of the next
+ * writer; writers are served in the order they came. A wait that times
+ * out or is cancelled holds nothing, and readers that waited only behind
+ * it (they came after it and before the next waiting writer) go ahead
+ * when no writer holds the lock. Handed over directly, like the mutex: a
+ * woken task holds the lock.
+ *
+ * The write lock is owned, as a mutex is: only its holder unlocks it
+ * (CORIO_EPERM otherwise), and asking for either lock while holding the
+ * write lock is CORIO_EDEADLK. Read locks are counted, not owned: any
+ * task of the runtime may release one (CORIO_EPERM if none is held). A
+ * read lock is not upgraded: a task holding one that asks for the write
+ * lock waits for itself, until its deadline; and a reader asking again
+ * while a writer waits waits behind that writer, for ever (Go forbids
+ * recursive read locking for the same reason). A task must release what
+ * it holds before it returns. Free the lock with nobody holding or
+ * waiting for it (NULL is ignored).
+ *
+ * Returns 0; CORIO_ETIMEDOUT, CORIO_ECANCELED (a pending cancellation
+ * fails the call even when the lock is free), CORIO_ENOMEM (a light task
+ * without memory to wait), CORIO_EDEADLK, CORIO_EINVAL (NULL), CORIO_EPERM
+ * (not in a task). The try forms never wait and are no cancellation
+ * point: CORIO_EBUSY when the lock cannot be had at once (a try_read
+ * while a writer waits included).
+ */
+typedef struct corio_rwlock corio_rwlock;
+CORIO_API int corio_rwlock_new(corio_rwlock **rwlock);
+CORIO_API void corio_rwlock_free(corio_rwlock *rwlock);
+CORIO_API int corio_rwlock_read_lock(corio_rwlock *rwlock);
+CORIO_API int corio_rwlock_read_lock_until(corio_rwlock *rwlock, corio_time_t deadline);
+CORIO_API int corio_rwlock_try_read_lock(corio_rwlock *rwlock);
+CORIO_API int corio_rwlock_read_unlock(corio_rwlock *rwlock);
+CORIO_API int corio_rwlock_write_lock(corio_rwlock *rwlock);
+CORIO_API int corio_rwlock_write_lock_until(corio_rwlock *rwlock, corio_time_t deadline);
+CORIO_API int corio_rwlock_try_write_lock(corio_rwlock *rwlock);
+CORIO_API int corio_rwlock_write_unlock(corio_rwlock *rwlock);
+
 /* Event: set wakes every waiter and stays set until cleared. */
 typedef struct corio_event corio_event;
 CORIO_API int corio_event_new(corio_event **event);

@@ -58,6 +58,8 @@ __attribute__((used)) const char *const corio__wait_names[CORIO__WAITS_KINDS] = 
     [CORIO__WAITS_SET_NEXT] = "set next",
     [CORIO__WAITS_CHAN_SELECT] = "chan select",
     [CORIO__WAITS_COND] = "cond",
+    [CORIO__WAITS_RWLOCK_READ] = "rwlock read",
+    [CORIO__WAITS_RWLOCK_WRITE] = "rwlock write",
 };
 
 #define STATE(w) ((w) & CORIO__WAIT_STATE_MASK)

@@ -29,6 +29,8 @@ enum corio__wait_kind {
     CORIO__WAITS_SET_NEXT,
     CORIO__WAITS_CHAN_SELECT,
     CORIO__WAITS_COND,
+    CORIO__WAITS_RWLOCK_READ,
+    CORIO__WAITS_RWLOCK_WRITE,
     CORIO__WAITS_KINDS
 };
 extern const char *const corio__wait_names[CORIO__WAITS_KINDS];
@@ -58,6 +60,8 @@ static inline bool corio__wait_kind_movable(enum corio__wait_kind what)
     case CORIO__WAITS_SET_NEXT:
     case CORIO__WAITS_CHAN_SELECT:
     case CORIO__WAITS_COND:
+    case CORIO__WAITS_RWLOCK_READ:
+    case CORIO__WAITS_RWLOCK_WRITE:
         return true;
     default:
         return false;

@@ -14,6 +14,7 @@ list(APPEND corio_tests
   select
   sync
   cond
+  rwlock
   process
   group
 )
