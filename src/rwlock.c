@@ -81,23 +81,39 @@ static size_t admit_readers_before(corio_rwlock *rw, uint64_t limit)
     return n;
 }
 
+/* Nobody holds the lock: hand it on in arrival order. A waiting writer
+ * whose wait already ended (its task not yet run to leave the queue) is
+ * passed over, and the readers that came after it and before the next
+ * writer waited only behind it: they go first (found by review: they
+ * waited behind the next writer, or on a free lock). */
 static void hand_to_writer(corio_rwlock *rw)
 {
-    rw->writer = corio__waitq_wake_one(&rw->write_waiters, 0);
+    for (;;) {
+        corio_task *w = rw->write_waiters.head;
+        if (admit_readers_before(rw, w ? w->run->wq_ticket : UINT64_MAX) || !w)
+            return;
+        corio__waitq_remove(&rw->write_waiters, w);
+        if (corio__task_fire_any(w, 0)) {
+            rw->writer = w;
+            return;
+        }
+    }
 }
 
 /* ---- locking ---- */
 
 static int lock_until(corio_rwlock *rw, bool write, corio_time_t deadline)
 {
+    /* NULL first, as the mutex's calls: a pending cancellation stays for
+     * the next call. */
+    if (!rw)
+        return CORIO_EINVAL;
     corio_task *self = corio__current_task();
     if (!self)
         return CORIO_EPERM;
     int rc = corio__cancel_point(self);
     if (rc != 0)
         return rc;
-    if (!rw)
-        return CORIO_EINVAL;
     /* First with no wait armed, as corio__sync_call tries (sync_wait.h). */
     corio__spin_lock(&rw->lock);
     rc = write ? take_write(rw, self) : take_read(rw, self);
@@ -140,11 +156,11 @@ static int lock_until(corio_rwlock *rw, bool write, corio_time_t deadline)
 
 static int try_lock(corio_rwlock *rw, bool write)
 {
+    if (!rw)
+        return CORIO_EINVAL;
     corio_task *self = corio__current_task();
     if (!self)
         return CORIO_EPERM;
-    if (!rw)
-        return CORIO_EINVAL;
     corio__spin_lock(&rw->lock);
     int rc = write ? take_write(rw, self) : take_read(rw, self);
     corio__spin_unlock(&rw->lock);
@@ -179,10 +195,10 @@ int corio_rwlock_try_write_lock(corio_rwlock *rwlock) { return try_lock(rwlock, 
 
 int corio_rwlock_read_unlock(corio_rwlock *rwlock)
 {
-    if (!corio__current_task())
-        return CORIO_EPERM;
     if (!rwlock)
         return CORIO_EINVAL;
+    if (!corio__current_task())
+        return CORIO_EPERM;
     corio__spin_lock(&rwlock->lock);
     int rc = CORIO_EPERM;
     if (rwlock->readers) {
@@ -196,11 +212,11 @@ int corio_rwlock_read_unlock(corio_rwlock *rwlock)
 
 int corio_rwlock_write_unlock(corio_rwlock *rwlock)
 {
+    if (!rwlock)
+        return CORIO_EINVAL;
     corio_task *self = corio__current_task();
     if (!self)
         return CORIO_EPERM;
-    if (!rwlock)
-        return CORIO_EINVAL;
     corio__spin_lock(&rwlock->lock);
     int rc = CORIO_EPERM;
     if (rwlock->writer == self) {

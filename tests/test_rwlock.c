@@ -829,6 +829,58 @@ TEST(cancelled_writer_holds_nothing_and_lets_its_readers_go)
     run_on_loop_0(body_cancelled_writer, NULL);
 }
 
+/* Found by review: W's wait ends (cancelled) while its loop is held by a
+ * spinner, so W is still queued when the lock comes free. The hand-over
+ * must pass W over in arrival order: R1, which came after W and before
+ * W2, gets the lock; W2 waits. Without W2, R1 gets the free lock at
+ * once rather than when W's loop next runs. Before the fix the last
+ * reader out handed the lock to W2 (or to nobody, R1 waiting on a free
+ * lock). */
+static void *body_dead_writer_passed_over(void *arg)
+{
+    (void)arg;
+    struct scen s;
+    scen_init(&s);
+    for (int with_w2 = 0; with_w2 < 2; with_w2++) {
+        CHECK_OK(corio_rwlock_read_lock(s.rw)); /* R0: this task */
+        struct actor w, r1, w2;
+        corio_task *wt, *r1t, *w2t = NULL;
+        queue_actor(&s, &w, &wt, WR, 1, REGULAR, CORIO_FOREVER);
+        queue_actor(&s, &r1, &r1t, RD, 0, REGULAR, CORIO_FOREVER);
+        if (with_w2)
+            queue_actor(&s, &w2, &w2t, WR, 0, REGULAR, CORIO_FOREVER);
+        struct spinner sp = {0};
+        corio_task *spt;
+        CHECK_OK(corio_spawn_on(&spt, 1, spin_task, &sp));
+        AWAIT(&sp.running, 1);
+        CHECK_OK(corio_cancel(wt)); /* W's wait ends; W cannot run */
+        CHECK_OK(corio_rwlock_read_unlock(s.rw)); /* nobody holds now */
+        AWAIT(&r1.got, 1);
+        CHECK_EQ(atomic_load(&w.returned), 0); /* W is still held off */
+        if (with_w2)
+            CHECK_EQ(atomic_load(&w2.got), 0);
+        atomic_store(&sp.stop, 1);
+        CHECK_OK(corio_join(spt, NULL));
+        CHECK_OK(corio_join(wt, NULL));
+        CHECK_ERR(atomic_load(&w.rc), CORIO_ECANCELED);
+        atomic_store(&r1.release, 1);
+        CHECK_OK(corio_join(r1t, NULL));
+        if (with_w2) {
+            AWAIT(&w2.got, 1);
+            atomic_store(&w2.release, 1);
+            CHECK_OK(corio_join(w2t, NULL));
+            CHECK_LT(atomic_load(&r1.order), atomic_load(&w2.order));
+        }
+    }
+    scen_free(&s);
+    return NULL;
+}
+
+TEST(writer_whose_wait_ended_is_passed_over_in_order)
+{
+    run_on_loop_0(body_dead_writer_passed_over, NULL);
+}
+
 /* The same with a deadline. The writer must still be waiting when the
  * reader queues behind it, which a deadline cannot promise: the reader's
  * marker tells whether it did wait, and a round where the writer had
@@ -1067,6 +1119,12 @@ static void *body_pending_cancel(void *arg)
         CHECK_OK(corio_rwlock_write_unlock(rw));
         CHECK_OK(corio_yield());
     }
+    /* NULL is EINVAL before anything, and leaves a pending cancellation
+     * for the next call, as the mutex's calls do (found by review). */
+    CHECK_OK(corio_cancel(me));
+    CHECK_ERR(corio_rwlock_read_lock(NULL), CORIO_EINVAL);
+    CHECK_ERR(corio_rwlock_write_lock_until(NULL, CORIO_FOREVER), CORIO_EINVAL);
+    CHECK_ERR(corio_yield(), CORIO_ECANCELED);
     /* Also while others hold a read lock (it could be had at once). */
     CHECK_OK(corio_rwlock_read_lock(rw));
     CHECK_OK(corio_cancel(me));
@@ -1173,6 +1231,7 @@ int main(int argc, char **argv)
     RUN(writers_are_served_in_the_order_they_came);
     RUN(hand_over_a_woken_task_holds_the_lock_before_it_runs);
     RUN(cancelled_writer_holds_nothing_and_lets_its_readers_go);
+    RUN(writer_whose_wait_ended_is_passed_over_in_order);
     RUN(timed_out_writer_holds_nothing_and_lets_its_readers_go);
     RUN(giving_up_behind_a_holding_writer_leaves_nothing_held);
     RUN(errors_eperm_edeadlk_einval);
