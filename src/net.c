@@ -2,10 +2,10 @@
  * net.c: descriptor and socket calls that wait instead of failing with
  * EAGAIN.
  *
- * Every call has the same shape: take a pending cancellation (enter),
- * then try the system call; on EAGAIN wait for readiness on the task's
- * loop (io.c) and try again. Trying first means a
- * ready descriptor costs one system call and no switch, and it also means
+ * Every call has the same shape: take a pending cancellation
+ * (corio__enter_call), then try the system call; on EAGAIN wait for
+ * readiness on the task's loop (io.c) and try again. Trying first means
+ * a ready descriptor costs one system call and no switch, and it also means
  * an edge-triggered event is never needed twice. For TCP sockets, a read
  * shorter than asked proves the buffer drained (io.c says when it does
  * not), so the next read waits at once instead of spending a system call
@@ -26,22 +26,16 @@
 #include "sys.h"
 #include "task.h"
 
-/* Every call here starts by finding its task: CORIO_EPERM outside one,
- * and CORIO_ECANCELED (consuming it) when a cancellation is pending,
- * even if the call could complete without waiting. Otherwise a task
- * reading from a peer that never pauses, or accepting from a flood of
- * connections, would never see its cancellation: only a wait consumes
- * one, and such a task never waits. */
-static int enter(corio_task **self)
-{
-    *self = corio__current_task();
-    return *self ? corio__cancel_point(*self) : CORIO_EPERM;
-}
-
+/* Every call here starts by finding its task (corio__enter_call):
+ * CORIO_EPERM outside one, and CORIO_ECANCELED (consuming it) when a
+ * cancellation is pending, even if the call could complete without
+ * waiting. Otherwise a task reading from a peer that never pauses, or
+ * accepting from a flood of connections, would never see its
+ * cancellation: only a wait consumes one, and such a task never waits. */
 int corio_wait_fd(int fd, unsigned events, corio_time_t deadline)
 {
     corio_task *self;
-    int entered = enter(&self);
+    int entered = corio__enter_call(&self);
     if (entered != 0)
         return entered;
     if (events != CORIO_READABLE && events != CORIO_WRITABLE)
@@ -114,7 +108,7 @@ static int connect_retrying(int fd, const struct sockaddr *addr, socklen_t len,
 int corio_connect_until(int fd, const struct sockaddr *addr, socklen_t len, corio_time_t deadline)
 {
     corio_task *self;
-    int entered = enter(&self);
+    int entered = corio__enter_call(&self);
     if (entered != 0)
         return entered;
     int rc = corio__io_prepare(self->home, fd);
@@ -177,7 +171,7 @@ static bool accept_error_is_transient(int listener, int err)
 int corio_accept_until(int listener, struct sockaddr *addr, socklen_t *len, corio_time_t deadline)
 {
     corio_task *self;
-    int entered = enter(&self);
+    int entered = corio__enter_call(&self);
     if (entered != 0)
         return entered;
     int prep = corio__io_prepare(self->home, listener);
@@ -307,7 +301,7 @@ static ssize_t read_other_queue(corio_task *self, const struct read_req *r)
 static ssize_t read_side(const struct read_req *r, corio_time_t deadline)
 {
     corio_task *self;
-    int entered = enter(&self);
+    int entered = corio__enter_call(&self);
     if (entered != 0)
         return entered;
     if (r->invalid)
@@ -546,7 +540,7 @@ ssize_t corio_write_counted(int fd, const void *buf, size_t len, size_t *written
 static ssize_t send_one(struct send_req *r, corio_time_t deadline)
 {
     corio_task *self;
-    int entered = enter(&self);
+    int entered = corio__enter_call(&self);
     if (entered != 0)
         return entered;
     if (r->invalid)
@@ -610,7 +604,7 @@ ssize_t corio_writev_until(int fd, const struct iovec *iov, int iovcnt, size_t *
         written = &ignored;
     *written = 0;
     corio_task *self;
-    int entered = enter(&self);
+    int entered = corio__enter_call(&self);
     if (entered != 0)
         return entered;
     ssize_t total = iov_total(iov, iovcnt);

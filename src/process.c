@@ -407,10 +407,8 @@ static int wait_polling(corio_process *p, corio_time_t deadline)
 
 int corio_process_wait_until(corio_process *p, int *code, corio_time_t deadline)
 {
-    corio_task *self = corio__current_task();
-    if (!self)
-        return CORIO_EPERM;
-    int rc = corio__cancel_point(self);
+    corio_task *self;
+    int rc = corio__enter_call(&self);
     if (rc != 0)
         return rc;
     if (!p || !code)

@@ -109,10 +109,8 @@ static int lock_until(corio_rwlock *rw, bool write, corio_time_t deadline)
      * the next call. */
     if (!rw)
         return CORIO_EINVAL;
-    corio_task *self = corio__current_task();
-    if (!self)
-        return CORIO_EPERM;
-    int rc = corio__cancel_point(self);
+    corio_task *self;
+    int rc = corio__enter_call(&self);
     if (rc != 0)
         return rc;
     /* First with no wait armed, as corio__sync_call tries (sync_wait.h). */

@@ -85,10 +85,8 @@ static inline int corio__sync_call(corio__spin *lock, corio__waitq *q,
      * disarm's compare-and-swap, two of the four locked instructions of
      * a lock and unlock. A pending cancellation fails it first, as the
      * arm would. Only a call that must wait arms, and tries again. */
-    corio_task *self = corio__current_task();
-    if (!self)
-        return CORIO_EPERM;
-    int rc = corio__cancel_point(self);
+    corio_task *self;
+    int rc = corio__enter_call(&self);
     if (rc != 0)
         return rc;
     corio__spin_lock(lock);

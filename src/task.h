@@ -289,6 +289,13 @@ void corio__wait_uncancellable_end(corio_task *self, bool cancelled);
 
 /* The task being run by the calling thread, or NULL. */
 corio_task *corio__current_task(void);
+/* The start of a blocking call: *self = the calling task; CORIO_EPERM
+ * outside one, else corio__cancel_point's answer. */
+static inline int corio__enter_call(corio_task **self)
+{
+    *self = corio__current_task();
+    return *self ? corio__cancel_point(*self) : CORIO_EPERM;
+}
 /* Mark t finished: publish DONE, wake its joiner, recycle if detached.
  * Runs on t's home loop, off t's stack. */
 void corio__task_finish(struct corio__loop *loop, corio_task *t);
