@@ -220,33 +220,6 @@ int corio__io_prepare(corio__loop *l, int fd)
 #define CLOSE_PAUSE_MIN (50 * CORIO_USEC)
 #define CLOSE_PAUSE_MAX (16 * CORIO_MSEC)
 
-/* Sleep *pause (doubled for next time), or to the deadline if sooner:
- * 0 when the pause is over, CORIO_ETIMEDOUT at the deadline,
- * CORIO_ECANCELED, or CORIO_ENOMEM (a light task's save buffer). As a
- * `what` wait, for debuggers; nothing fires it but its timer or a
- * cancellation. */
-static int pause_for_close(corio_task *self, corio_time_t *pause, corio_time_t deadline,
-                           enum corio__wait_kind what)
-{
-    corio_time_t now = corio_now();
-    bool forever = deadline == CORIO_FOREVER; /* -1: compare with care */
-    if (!forever && now >= deadline)
-        return CORIO_ETIMEDOUT;
-    int rc = corio__cancel_point(self);
-    if (rc != 0)
-        return rc;
-    bool short_of_deadline = forever || deadline - now > *pause;
-    corio_time_t until = short_of_deadline ? now + *pause : deadline;
-    if (*pause < CLOSE_PAUSE_MAX)
-        *pause *= 2;
-    uint64_t token;
-    rc = corio__wait_arm(self, &token);
-    if (rc != 0)
-        return rc;
-    rc = corio__wait_commit(self, token, until, what);
-    return rc == CORIO_ETIMEDOUT && short_of_deadline ? 0 : rc;
-}
-
 /*
  * Is the task in e's slot for dir done with the wait it took the slot
  * for? Its wait word moves off the slot's token (ARMED) the moment the
@@ -297,7 +270,7 @@ int corio__io_wait(corio_task *self, int fd, int dir, corio_time_t deadline,
          * take with it unseen), then look again: the file is gone
          * (CORIO_EBADF) or the number names a new one. The wait's
          * deadline and cancellation hold meanwhile. */
-        rc = pause_for_close(self, &pause, deadline, what);
+        rc = corio__pause(self, &pause, CLOSE_PAUSE_MAX, deadline, what);
         if (rc != 0)
             return rc;
     }

@@ -85,7 +85,7 @@ static __attribute__((noinline)) int connect_once(int fd, const struct sockaddr 
  * from 1 ms to CONNECT_PAUSE_MAX, up to the deadline. 0, -errno of the
  * last attempt, or the error of a pause (CORIO_ETIMEDOUT at the deadline,
  * CORIO_ECANCELED). */
-static int connect_retrying(int fd, const struct sockaddr *addr, socklen_t len,
+static int connect_retrying(corio_task *self, int fd, const struct sockaddr *addr, socklen_t len,
                             corio_time_t deadline)
 {
     corio_time_t pause = CORIO_MSEC;
@@ -93,15 +93,9 @@ static int connect_retrying(int fd, const struct sockaddr *addr, socklen_t len,
         int rc = connect_once(fd, addr, len);
         if (rc != -EAGAIN)
             return rc;
-        corio_time_t now = corio_now();
-        bool forever = deadline == CORIO_FOREVER; /* -1: compare with care */
-        if (!forever && now >= deadline)
-            return CORIO_ETIMEDOUT;
-        rc = corio_sleep_until(forever || deadline - now > pause ? now + pause : deadline);
+        rc = corio__pause(self, &pause, CONNECT_PAUSE_MAX, deadline, CORIO__WAITS_SLEEP);
         if (rc != 0)
             return rc;
-        if (pause < CONNECT_PAUSE_MAX)
-            pause *= 2;
     }
 }
 
@@ -114,7 +108,7 @@ int corio_connect_until(int fd, const struct sockaddr *addr, socklen_t len, cori
     int rc = corio__io_prepare(self->home, fd);
     if (rc != 0)
         return rc;
-    rc = connect_retrying(fd, addr, len, deadline);
+    rc = connect_retrying(self, fd, addr, len, deadline);
     if (rc == 0) {
         /* Connected without a readiness wait (a Unix listener with room
          * in its backlog): spend the fairness budget like the others. */

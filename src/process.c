@@ -368,12 +368,7 @@ __attribute__((noinline)) static bool try_reap(corio_process *p)
     return reaped;
 }
 
-static corio_time_t earlier(corio_time_t a, corio_time_t deadline)
-{
-    return deadline != CORIO_FOREVER && deadline < a ? deadline : a;
-}
-
-static int wait_pidfd(corio_process *p, corio_time_t deadline)
+static int wait_pidfd(corio_task *self, corio_process *p, corio_time_t deadline)
 {
     while (!try_reap(p)) {
         int rc = corio_wait_fd(p->pidfd, CORIO_READABLE, deadline);
@@ -382,7 +377,8 @@ static int wait_pidfd(corio_process *p, corio_time_t deadline)
         /* Readable means ended, and an ended child can be reaped; should a
          * kernel ever say so a moment early, pause rather than spin. */
         if (!try_reap(p)) {
-            rc = corio_sleep_until(earlier(corio_now() + POLL_PAUSE_MIN, deadline));
+            corio_time_t pause = POLL_PAUSE_MIN;
+            rc = corio__pause(self, &pause, POLL_PAUSE_MIN, deadline, CORIO__WAITS_SLEEP);
             if (rc != 0)
                 return rc;
         }
@@ -390,17 +386,13 @@ static int wait_pidfd(corio_process *p, corio_time_t deadline)
     return 0;
 }
 
-static int wait_polling(corio_process *p, corio_time_t deadline)
+static int wait_polling(corio_task *self, corio_process *p, corio_time_t deadline)
 {
     corio_time_t pause = POLL_PAUSE_MIN;
     while (!try_reap(p)) {
-        corio_time_t now = corio_now();
-        if (deadline != CORIO_FOREVER && now >= deadline)
-            return CORIO_ETIMEDOUT;
-        int rc = corio_sleep_until(earlier(now + pause, deadline));
+        int rc = corio__pause(self, &pause, POLL_PAUSE_MAX, deadline, CORIO__WAITS_SLEEP);
         if (rc != 0)
             return rc;
-        pause = pause * 2 < POLL_PAUSE_MAX ? pause * 2 : POLL_PAUSE_MAX;
     }
     return 0;
 }
@@ -415,7 +407,7 @@ int corio_process_wait_until(corio_process *p, int *code, corio_time_t deadline)
         return CORIO_EINVAL;
     if (atomic_exchange_explicit(&p->waiting, true, memory_order_acquire))
         return CORIO_EBUSY;
-    rc = p->pidfd >= 0 ? wait_pidfd(p, deadline) : wait_polling(p, deadline);
+    rc = p->pidfd >= 0 ? wait_pidfd(self, p, deadline) : wait_polling(self, p, deadline);
     if (rc == 0) {
         rc = p->reap_error;
         if (rc == 0)
@@ -452,12 +444,12 @@ static void *reaper(void *arg)
     int code;
     corio_time_t pause = POLL_PAUSE_MIN;
     while (corio_process_wait(p, &code) == CORIO_ENOMEM) {
-        int rc = corio_sleep_until(corio_now() + pause);
+        int rc = corio__pause(corio__current_task(), &pause, POLL_PAUSE_MAX, CORIO_FOREVER,
+                              CORIO__WAITS_SLEEP);
         if (rc == CORIO_ENOMEM)
             rc = corio_yield();
         if (rc == CORIO_ECANCELED || rc == CORIO_ESHUTDOWN)
             break;
-        pause = pause * 2 < POLL_PAUSE_MAX ? pause * 2 : POLL_PAUSE_MAX;
     }
     release(p);
     return NULL;

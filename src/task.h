@@ -246,6 +246,14 @@ int corio__wait_disarm(corio_task *self, uint64_t token);
  */
 int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
                        enum corio__wait_kind what);
+/* For waits nothing announces the end of (a full listener backlog, a
+ * close under way, a child without a pidfd): sleep *pause, or to the
+ * deadline if sooner, as a `what` wait (for debuggers), and double *pause
+ * for next time, up to max. 0 when the pause is over; CORIO_ETIMEDOUT at
+ * the deadline (at once if it has passed), CORIO_ECANCELED, or
+ * CORIO_ENOMEM (a light task's save buffer). */
+int corio__pause(corio_task *self, corio_time_t *pause, corio_time_t max, corio_time_t deadline,
+                 enum corio__wait_kind what);
 /* Any thread: wake t if it still waits with this token. True if this call
  * woke it. */
 bool corio__task_fire(corio_task *t, uint64_t token, int result);

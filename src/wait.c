@@ -413,6 +413,28 @@ int corio_yield(void)
     return rc ? rc : yield_now(self, false);
 }
 
+int corio__pause(corio_task *self, corio_time_t *pause, corio_time_t max, corio_time_t deadline,
+                 enum corio__wait_kind what)
+{
+    corio_time_t now = corio_now();
+    bool forever = deadline == CORIO_FOREVER; /* -1: compare with care */
+    if (!forever && now >= deadline)
+        return CORIO_ETIMEDOUT;
+    int rc = corio__cancel_point(self);
+    if (rc != 0)
+        return rc;
+    bool short_of_deadline = forever || deadline - now > *pause;
+    corio_time_t until = short_of_deadline ? now + *pause : deadline;
+    if (*pause < max)
+        *pause *= 2;
+    uint64_t token;
+    rc = corio__wait_arm(self, &token);
+    if (rc != 0)
+        return rc;
+    rc = corio__wait_commit(self, token, until, what);
+    return rc == CORIO_ETIMEDOUT && short_of_deadline ? 0 : rc;
+}
+
 int corio__wait_commit(corio_task *self, uint64_t token, corio_time_t deadline,
                        enum corio__wait_kind what)
 {
