@@ -143,7 +143,7 @@ static int plan_stdio(const corio_process_opts *o, posix_spawn_file_actions_t *f
                       struct spawn_fds *sf)
 {
     for (int i = 0; i < 3; i++) {
-        int rc = 0;
+        int rc, source;
         switch (o->stdio[i]) {
         case CORIO_STDIO_INHERIT:
             continue;
@@ -155,23 +155,21 @@ static int plan_stdio(const corio_process_opts *o, posix_spawn_file_actions_t *f
             continue;
         case CORIO_STDIO_PIPE:
             rc = make_pipe(sf, i);
+            if (rc != 0)
+                return rc;
+            source = sf->source[i];
             break;
         default: {
             bool made;
-            int source = high_source(o->stdio[i], &made);
+            source = high_source(o->stdio[i], &made);
             if (source < 0)
                 return source;
             if (made)
                 sf->source[i] = source;
-            rc = posix_spawn_file_actions_adddup2(fa, source, i);
-            if (rc != 0)
-                return -rc;
-            continue;
+            break;
         }
         }
-        if (rc != 0)
-            return rc;
-        rc = posix_spawn_file_actions_adddup2(fa, sf->source[i], i);
+        rc = posix_spawn_file_actions_adddup2(fa, source, i);
         if (rc != 0)
             return -rc;
     }
