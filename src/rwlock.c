@@ -67,6 +67,11 @@ static int take_write(corio_rwlock *rw, corio_task *self)
     return 0;
 }
 
+static int take(corio_rwlock *rw, bool write, corio_task *self)
+{
+    return write ? take_write(rw, self) : take_read(rw, self);
+}
+
 /* Let in the queued readers that arrived before `limit` (a ticket; all
  * of them for UINT64_MAX); how many came. A reader whose wait already
  * ended is passed over (its fire fails). */
@@ -115,7 +120,7 @@ static int lock_until(corio_rwlock *rw, bool write, corio_time_t deadline)
         return rc;
     /* First with no wait armed, as corio__sync_call tries (sync_wait.h). */
     corio__spin_lock(&rw->lock);
-    rc = write ? take_write(rw, self) : take_read(rw, self);
+    rc = take(rw, write, self);
     corio__spin_unlock(&rw->lock);
     if (rc != CORIO_EAGAIN)
         return rc;
@@ -124,7 +129,7 @@ static int lock_until(corio_rwlock *rw, bool write, corio_time_t deadline)
     if (rc != 0)
         return rc;
     corio__spin_lock(&rw->lock);
-    rc = write ? take_write(rw, self) : take_read(rw, self);
+    rc = take(rw, write, self);
     if (rc != CORIO_EAGAIN) {
         corio__spin_unlock(&rw->lock);
         corio__wait_disarm(self, token);
@@ -161,7 +166,7 @@ static int try_lock(corio_rwlock *rw, bool write)
     if (!self)
         return CORIO_EPERM;
     corio__spin_lock(&rw->lock);
-    int rc = write ? take_write(rw, self) : take_read(rw, self);
+    int rc = take(rw, write, self);
     corio__spin_unlock(&rw->lock);
     return rc == CORIO_EAGAIN ? CORIO_EBUSY : rc;
 }
