@@ -258,17 +258,28 @@ static void *read_until_deadline(void *arg)
     return NULL;
 }
 
+struct spinner {
+    corio_time_t main_wake, until;
+    bool began_in_time; /* took the loop before main's wake-up was due */
+};
+
 static void *spin_until(void *arg)
 {
-    corio_time_t until = *(corio_time_t *)arg;
-    while (corio_now() <= until)
+    struct spinner *s = arg;
+    s->began_in_time = corio_now() < s->main_wake;
+    while (corio_now() <= s->until)
         ;
     return NULL;
 }
 
-/* One round; false if it came too late to test anything: the reader's
- * deadline had passed before it began to wait, or before the spinner
- * took the loop (a slow lane, a busy host), so it ran first. */
+/* One round; false if it came too late to test anything (a slow lane, a
+ * busy host, qemu): the reader's deadline had passed before it began to
+ * wait, so it ran first; or main's wake-up was due before the spinner
+ * took the loop (main's sleep was a mere yield, or its timer fired in a
+ * pass before the spinner ran), so main could resume in no timer pass
+ * after the reader's deadline, its wait not yet timed out. A spinner
+ * that begins before main's wake-up is due holds the loop past the
+ * reader's deadline, and the one pass after it fires both timers. */
 static bool slot_freed_at_timeout_round(bool with_data)
 {
     unsigned here = (unsigned)corio_loop_index();
@@ -280,10 +291,11 @@ static bool slot_freed_at_timeout_round(bool with_data)
     CHECK_OK(corio_spawn_on(&t, here, read_until_deadline, &r));
     while (!atomic_load(&r.waiting))
         CHECK_OK(corio_yield());
-    corio_time_t spin_end = r.deadline + CORIO_MSEC;
-    CHECK_OK(corio_spawn_on(&spinner, here, spin_until, &spin_end));
+    struct spinner s = {.main_wake = wake, .until = r.deadline + CORIO_MSEC};
+    CHECK_OK(corio_spawn_on(&spinner, here, spin_until, &s));
     CHECK_OK(corio_sleep_until(wake));
-    bool in_time = r.n == 12345; /* timed out, not run yet */
+    /* Timed out, not run yet. */
+    bool in_time = s.began_in_time && r.n == 12345;
     if (in_time)
         read_as_any_waiter(sv[0], sv[1], with_data);
     CHECK_OK(corio_join(t, NULL));
