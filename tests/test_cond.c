@@ -451,7 +451,13 @@ static void *main_deadline(void *arg)
     /* A signal after a timeout goes to the next waiter. A (here) times
      * out while we hold the mutex: its timer fires before ours, on this
      * same loop, so its wait has ended when we signal. (Should A time
-     * out before B is queued, the scenario is lost, not the test.) */
+     * out before B is queued, the scenario is lost, not the test.) A
+     * sleep whose deadline has passed when it begins (this thread held
+     * off its CPU from the lock to here, or B queued just before A's
+     * deadline) is a mere yield, and a lone yield runs no timer pass: A
+     * would still be queued, take the signal, and B would time out. The
+     * 1 ms sleep after it begins past A's deadline and so suspends for
+     * certain; the pass that ends it fires A's earlier timer first. */
     atomic_store(&s.gate, 0);
     s.woken_n = 0;
     deadline = corio_deadline_in(100 * CORIO_MSEC);
@@ -459,6 +465,7 @@ static void *main_deadline(void *arg)
     start_waiter(&s, &w[1], &t[1], 11, other, false, corio_deadline_in(20 * CORIO_SEC));
     cv_lock_when(&s, &s.arrived, 3);
     CHECK_OK(corio_sleep_until(deadline + 50 * CORIO_MSEC));
+    CHECK_OK(corio_sleep(CORIO_MSEC));
     CHECK_OK(corio_cond_signal(s.c));
     atomic_store(&s.gate, 1);
     CHECK_OK(corio_mutex_unlock(s.m));
