@@ -540,7 +540,7 @@ struct finish_first {
     corio_task *task;
     corio_task *waiter;
     corio_time_t deadline; /* the waiter's; 0: cancel it instead */
-    corio_time_t compute_started;
+    corio_time_t compute_started; /* 0: not started */
 };
 
 static void *let_it_finish_first(void *arg)
@@ -582,7 +582,12 @@ static bool finish_first_round(bool by_deadline)
         CHECK_OK(corio_spawn_on(&compute, 0, compute_past_the_deadline, &f));
     size_t index = SIZE_MAX;
     int rc = corio_wait_any_until(t, 1, &index, by_deadline ? f.deadline : CORIO_FOREVER);
-    bool premise = !by_deadline || f.compute_started < f.deadline - CORIO_USEC;
+    /* The computation must have begun, and in time: a wait whose deadline
+     * had passed before it began (this thread held off its CPU for the
+     * 20 ms since the deadline was set) times out at once, before either
+     * task ran, and compute_started still reads 0. */
+    bool premise =
+        !by_deadline || (f.compute_started != 0 && f.compute_started < f.deadline - CORIO_USEC);
     if (premise) {
         CHECK_OK(rc);
         CHECK_EQ((long)index, 0);
