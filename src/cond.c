@@ -7,7 +7,7 @@
  * wait. A signal fires the first waiter still waiting (waitq.h: one whose
  * wait ended otherwise is skipped, and the signal goes on to the next).
  * However the wait ends, the waiter takes the mutex back before it
- * returns, cancellation or not (sem.c, corio__mutex_relock), as
+ * returns, cancellation or not (mutex.c, corio__mutex_relock), as
  * pthread_cond_wait does.
  */
 #include "corio.h"

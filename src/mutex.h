@@ -1,5 +1,5 @@
 /*
- * mutex.h: what a condition variable (cond.c) needs of a mutex (sem.c).
+ * mutex.h: what a condition variable (cond.c) needs of a mutex (mutex.c).
  */
 #ifndef CORIO_MUTEX_H
 #define CORIO_MUTEX_H

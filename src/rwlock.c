@@ -9,7 +9,7 @@
  * Every hand-over is made by the waker, under the lock, to a task whose
  * wait it fires (waitq.h: a waiter whose wait already ended is skipped),
  * so a woken task holds the lock and never competes again, as with the
- * mutex (sem.c). A free lock is handed on in arrival order, passing over
+ * mutex (mutex.c). A free lock is handed on in arrival order, passing over
  * a queued writer whose wait already ended.
  *
  * Readers queue only behind a writer, held or waiting. A waiting writer

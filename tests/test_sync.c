@@ -52,7 +52,7 @@ static void *locker(void *arg)
 static void *main_mutex_count(void *arg)
 {
     /* 25,000 each, 200,000 contended acquisitions in all. Under
-     * contention every unlock hands the lock to the first waiter (sem.c),
+     * contention every unlock hands the lock to the first waiter (mutex.c),
      * so each acquisition is a task switch, half of them across loops:
      * 100,000 each took 2.5-10 s on the 2-core test machines. */
     struct counting c = {.per_task = test_scaled(25000)};
@@ -74,6 +74,88 @@ static void *main_mutex_count(void *arg)
 TEST(mutex_exact_count)
 {
     run_main_checked(2, main_mutex_count, NULL);
+}
+
+/* ---- mutex: fast unlocks racing waiters that mark the word ---- */
+
+/* No suspension inside: most unlocks find the word unmarked and free it
+ * by one swap, while tasks on the other loop mark it and queue, give up
+ * at their deadline, or only try. Each success must be exclusive, and the
+ * count of successes exact. */
+struct racing {
+    corio_mutex *m;
+    long per_task;
+    long counter;          /* plain: only the mutex protects it */
+    _Atomic long acquired; /* successes, counted outside the mutex */
+    _Atomic int inside;
+};
+
+static void *racer(void *arg)
+{
+    struct racing *r = arg;
+    unsigned kind = (unsigned)corio_task_id(corio_self());
+    for (long i = 0; i < r->per_task; i++) {
+        int rc;
+        switch ((kind + (unsigned long)i) % 4) {
+        case 0:
+            rc = corio_mutex_try_lock(r->m);
+            if (rc == CORIO_EBUSY)
+                continue;
+            break;
+        case 1:
+            /* Already past: fails unless the mutex is free, or handed
+             * over at once. */
+            rc = corio_mutex_lock_until(r->m, corio_now());
+            if (rc == CORIO_ETIMEDOUT)
+                continue;
+            break;
+        case 2:
+            rc = corio_mutex_lock_until(r->m, corio_deadline_in(20 * CORIO_USEC));
+            if (rc == CORIO_ETIMEDOUT)
+                continue;
+            break;
+        default:
+            rc = corio_mutex_lock(r->m);
+            break;
+        }
+        CHECK_OK(rc);
+        if (atomic_fetch_add(&r->inside, 1) != 0)
+            FAIL_("%s", "two tasks inside the mutex at once");
+        r->counter++;
+        atomic_fetch_sub(&r->inside, 1);
+        CHECK_OK(corio_mutex_unlock(r->m));
+        atomic_fetch_add(&r->acquired, 1);
+        if (i % 64 == 0)
+            CHECK_OK(corio_yield()); /* let the loop's other racers in */
+    }
+    return NULL;
+}
+
+static void *main_mutex_racing(void *arg)
+{
+    struct racing r = {.per_task = test_scaled(50000)};
+    CHECK_OK(corio_mutex_new(&r.m));
+    corio_task *t[LOCKERS];
+    for (int i = 0; i < LOCKERS; i++) {
+        corio_spawn_opts o = on_loop(i % 2, i % 4 == 3);
+        CHECK_OK(corio_spawn_ex(&t[i], racer, &r, &o));
+    }
+    CHECK_OK(corio_gather(t, LOCKERS, NULL));
+    CHECK_EQ(r.counter, atomic_load(&r.acquired));
+    CHECK_LE(1, r.counter);
+    /* Free at the end, whatever the last waiters left marked: a lock and
+     * an unlock both work at once, and twice over. */
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(corio_mutex_try_lock(r.m));
+        CHECK_OK(corio_mutex_unlock(r.m));
+    }
+    corio_mutex_free(r.m);
+    return NULL;
+}
+
+TEST(mutex_fast_unlock_races_waiters)
+{
+    run_main_checked(2, main_mutex_racing, NULL);
 }
 
 /* ---- mutex: ownership ---- */
@@ -688,6 +770,7 @@ TEST(free_right_after_wait)
 int main(int argc, char **argv)
 {
     RUN(mutex_exact_count);
+    RUN(mutex_fast_unlock_races_waiters);
     RUN(mutex_ownership);
     RUN(semaphore_bound);
     RUN(semaphore_fifo_handoff);
