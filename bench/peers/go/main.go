@@ -15,7 +15,8 @@
 //	seed-go [--tasks N] [--work-scale K] [--seed S] [--loops P] [--json] [--debug]
 //	seed-go bench NAME [--loops P]
 //	                       NAME: spawn_join_ns | set_as_completed_ns | yield_ns | chan_select_ns |
-//	                             mutex_pair_ns | process_spawn_wait_us | sleepers_1m
+//	                             mutex_pair_ns | rwlock_read_pair_ns |
+//	                             process_spawn_wait_us | sleepers_1m
 //	                       (sleepers_1m_wall_s / sleepers_1m_rss_mb are
 //	                       aliases of sleepers_1m; it prints both lines).
 //	                       spawn_join and sleepers run on GOMAXPROCS = P
@@ -405,6 +406,20 @@ func benchMutex() {
 	printBench("mutex_pair_ns", float64(time.Since(t0).Nanoseconds())/count, "ns")
 }
 
+// benchRWMutex: a free sync.RWMutex's read lock taken and given back 10M
+// times by one goroutine (corio-bench rwlock_read_pair_ns). ns per pair.
+func benchRWMutex() {
+	const count = 10000000
+	runtime.GOMAXPROCS(1)
+	var mu sync.RWMutex
+	t0 := time.Now()
+	for i := 0; i < count; i++ {
+		mu.RLock()
+		mu.RUnlock()
+	}
+	printBench("rwlock_read_pair_ns", float64(time.Since(t0).Nanoseconds())/count, "ns")
+}
+
 // benchYield: two goroutines on one thread, each yielding 5M times.
 func benchYield() {
 	const perTask = 5000000
@@ -471,7 +486,7 @@ func main() {
 	args := os.Args[1:]
 	if len(args) > 0 && (args[0] == "bench" || args[0] == "--bench" || args[0] == "--only") {
 		if len(args) < 2 || args[1] == "--loops" {
-			die("usage: seed-go bench spawn_join_ns|set_as_completed_ns|yield_ns|chan_select_ns|mutex_pair_ns|process_spawn_wait_us|sleepers_1m [--loops P]")
+			die("usage: seed-go bench spawn_join_ns|set_as_completed_ns|yield_ns|chan_select_ns|mutex_pair_ns|rwlock_read_pair_ns|process_spawn_wait_us|sleepers_1m [--loops P]")
 		}
 		// Only --loops, parsed and checked as for the seed run.
 		for _, a := range args[2:] {
@@ -493,10 +508,12 @@ func main() {
 			benchProcess(o.loops)
 		case "mutex", "mutex_pair_ns":
 			benchMutex()
+		case "rwlock", "rwlock_read_pair_ns":
+			benchRWMutex()
 		case "sleepers", "sleepers_1m", "sleepers_1m_wall_s", "sleepers_1m_rss_mb":
 			benchSleepers(o.loops)
 		default:
-			die("unknown bench %q (spawn_join_ns, set_as_completed_ns, yield_ns, chan_select_ns, mutex_pair_ns, process_spawn_wait_us, sleepers_1m)", args[1])
+			die("unknown bench %q (spawn_join_ns, set_as_completed_ns, yield_ns, chan_select_ns, mutex_pair_ns, rwlock_read_pair_ns, process_spawn_wait_us, sleepers_1m)", args[1])
 		}
 		return
 	}

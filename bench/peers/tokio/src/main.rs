@@ -14,7 +14,7 @@
 //!   seed-tokio [--tasks N] [--work-scale K] [--seed S] [--loops P] [--json] [--debug]
 //!   seed-tokio bench NAME [--loops P]
 //!                           NAME: spawn_join_ns | set_as_completed_ns | yield_ns | chan_select_ns |
-//!                                 mutex_pair_ns | process_spawn_wait_us | sleepers_1m
+//!                                 mutex_pair_ns | rwlock_read_pair_ns | process_spawn_wait_us | sleepers_1m
 //!                           (sleepers_1m_wall_s / sleepers_1m_rss_mb are
 //!                           aliases of sleepers_1m; it prints both lines).
 //!                           spawn_join and sleepers run P workers (default:
@@ -346,6 +346,30 @@ fn bench_mutex() {
     print_bench("mutex_pair_ns", elapsed.as_nanos() as f64 / COUNT as f64, "ns");
 }
 
+/// A free tokio::sync::RwLock's read lock taken and given back 10M times
+/// by one task on a current_thread runtime (corio-bench
+/// rwlock_read_pair_ns). ns per pair.
+fn bench_rwlock() {
+    const COUNT: u32 = 10_000_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| die(&format!("cannot build the runtime: {}", e)));
+    let elapsed = rt.block_on(async {
+        let rw = tokio::sync::RwLock::new(0u64);
+        let mut sum = 0u64;
+        let t0 = Instant::now();
+        for _ in 0..COUNT {
+            let g = rw.read().await;
+            sum += *g + 1;
+        }
+        if sum != COUNT as u64 {
+            die(&format!("rwlock reads {} of {}", sum, COUNT));
+        }
+        t0.elapsed()
+    });
+    print_bench("rwlock_read_pair_ns", elapsed.as_nanos() as f64 / COUNT as f64, "ns");
+}
+
 /// 2,000 runs of /bin/true, 16 at a time, each started and awaited by
 /// tokio::process::Command::status in a task (corio-bench
 /// process_spawn_wait_us). Wall us per process.
@@ -500,7 +524,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if matches!(args.first().map(String::as_str), Some("bench" | "--bench" | "--only")) {
         if args.len() < 2 || args[1] == "--loops" {
-            die("usage: seed-tokio bench spawn_join_ns|set_as_completed_ns|yield_ns|chan_select_ns|mutex_pair_ns|process_spawn_wait_us|sleepers_1m [--loops P]");
+            die("usage: seed-tokio bench spawn_join_ns|set_as_completed_ns|yield_ns|chan_select_ns|mutex_pair_ns|rwlock_read_pair_ns|process_spawn_wait_us|sleepers_1m [--loops P]");
         }
         // Only --loops, parsed and checked as for the seed run.
         for a in &args[2..] {
@@ -516,8 +540,9 @@ fn main() {
             "select" | "chan_select_ns" => bench_select(),
             "process" | "process_spawn_wait_us" => bench_process(loops),
             "mutex" | "mutex_pair_ns" => bench_mutex(),
+            "rwlock" | "rwlock_read_pair_ns" => bench_rwlock(),
             "sleepers" | "sleepers_1m" | "sleepers_1m_wall_s" | "sleepers_1m_rss_mb" => bench_sleepers(loops),
-            other => die(&format!("unknown bench {:?} (spawn_join_ns, set_as_completed_ns, yield_ns, chan_select_ns, mutex_pair_ns, process_spawn_wait_us, sleepers_1m)", other)),
+            other => die(&format!("unknown bench {:?} (spawn_join_ns, set_as_completed_ns, yield_ns, chan_select_ns, mutex_pair_ns, rwlock_read_pair_ns, process_spawn_wait_us, sleepers_1m)", other)),
         }
         return;
     }
