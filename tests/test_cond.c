@@ -18,7 +18,10 @@
  *    with nobody waiting (nothing remembered), from pool threads and plain
  *    pthreads;
  *  - shutdown wakes waiters left behind, each returning with the mutex;
- *  - light waiters woken from the other loop keep their frames.
+ *  - light waiters woken from the other loop keep their frames;
+ *  - the mutex's word under a storm of fast locks, timeouts, condition
+ *    waits and cancellations: every hold exclusive, every failure holding
+ *    nothing.
  *
  * Whether a waiter is queued is seen, never guessed: a waiter counts
  * itself in `arrived` holding the mutex and keeps it until its wait
@@ -771,6 +774,114 @@ TEST(light_waiters_woken_from_the_other_loop)
     run_main_checked(2, main_light_cross, NULL);
 }
 
+/* ---- the mutex under a storm: fast locks, timeouts, condition waits and
+ * cancellations mixed, on regular, light and migrating tasks ---- */
+
+#define STORMERS 8
+
+struct storm {
+    corio_mutex *m;
+    corio_cond *c;
+    long per_task;
+    long counter;          /* plain: under m */
+    _Atomic long acquired; /* holds, counted outside m */
+    _Atomic int inside;
+    _Atomic int done;
+    corio_task *t[STORMERS];
+};
+
+static void storm_enter(struct storm *s)
+{
+    if (atomic_fetch_add(&s->inside, 1) != 0)
+        FAIL_("%s", "two tasks hold the mutex at once");
+    CHECK_EQ(corio_mutex_try_lock(s->m), CORIO_EDEADLK);
+}
+
+static void *stormer(void *arg)
+{
+    struct storm *s = arg;
+    unsigned kind = (unsigned)corio_task_id(corio_self());
+    for (long i = 0; i < s->per_task; i++) {
+        unsigned k = (kind + (unsigned)i) % 5;
+        int rc = k == 0 ? corio_mutex_try_lock(s->m)
+                 : k == 1 ? corio_mutex_lock_until(s->m, corio_deadline_in(5 * CORIO_USEC))
+                          : corio_mutex_lock(s->m);
+        if (rc == CORIO_EBUSY || rc == CORIO_ETIMEDOUT || rc == CORIO_ECANCELED) {
+            CHECK_EQ(corio_mutex_unlock(s->m), CORIO_EPERM);
+            continue;
+        }
+        CHECK_OK(rc);
+        storm_enter(s);
+        s->counter++;
+        atomic_fetch_add(&s->acquired, 1);
+        if (i % 3 == 0) {
+            atomic_fetch_sub(&s->inside, 1);
+            rc = corio_cond_wait_until(s->c, s->m, corio_deadline_in(10 * CORIO_USEC));
+            if (rc != 0 && rc != CORIO_ETIMEDOUT && rc != CORIO_ECANCELED)
+                FAIL_("cond wait: %d", rc);
+            storm_enter(s); /* held again, whatever ended the wait */
+            s->counter++;
+            atomic_fetch_add(&s->acquired, 1);
+        }
+        if (i % 2 == 0)
+            CHECK_OK(corio_cond_signal(s->c));
+        else if (i % 7 == 0)
+            CHECK_OK(corio_cond_broadcast(s->c));
+        atomic_fetch_sub(&s->inside, 1);
+        CHECK_OK(corio_mutex_unlock(s->m));
+        if (i % 16 == 0)
+            (void)corio_yield();
+    }
+    return NULL;
+}
+
+static void *storm_canceller(void *arg)
+{
+    struct storm *s = arg;
+    for (unsigned i = 0; !atomic_load(&s->done); i++) {
+        (void)corio_cancel(s->t[i % STORMERS]);
+        (void)corio_sleep(20 * CORIO_USEC);
+    }
+    return NULL;
+}
+
+static void *main_storm(void *arg)
+{
+    (void)arg;
+    struct storm s = {.per_task = test_scaled(20000)};
+    CHECK_OK(corio_mutex_new(&s.m));
+    CHECK_OK(corio_cond_new(&s.c));
+    for (int i = 0; i < STORMERS; i++) {
+        corio_spawn_opts o = test_on_loop(i % 2, i % 4 == 3);
+        if (i % 4 == 1) {
+            o.loop = -1;
+            o.flags |= CORIO_TASK_MIGRATE;
+        }
+        CHECK_OK(corio_spawn_ex(&s.t[i], stormer, &s, &o));
+    }
+    corio_task *canceller;
+    CHECK_OK(corio_spawn(&canceller, storm_canceller, &s));
+    for (int i = 0; i < STORMERS; i++)
+        CHECK_OK(corio_join(s.t[i], NULL));
+    atomic_store(&s.done, 1);
+    CHECK_OK(corio_join(canceller, NULL));
+    /* No increment lost: every hold was exclusive. */
+    CHECK_EQ(s.counter, atomic_load(&s.acquired));
+    CHECK_LE(1, s.counter);
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(corio_mutex_try_lock(s.m));
+        CHECK_OK(corio_mutex_unlock(s.m));
+    }
+    corio_cond_free(s.c);
+    corio_mutex_free(s.m);
+    return NULL;
+}
+
+TEST(mutex_storm_of_waits_timeouts_and_cancellations)
+{
+    run_main_checked(2, main_storm, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(signal_wakes_exactly_one_in_fifo_order);
@@ -782,5 +893,6 @@ int main(int argc, char **argv)
     RUN(errors_nobody_waiting_and_wakers_that_are_no_task);
     RUN(shutdown_wakes_waiters_left_behind);
     RUN(light_waiters_woken_from_the_other_loop);
+    RUN(mutex_storm_of_waits_timeouts_and_cancellations);
     return test_summary();
 }
