@@ -320,24 +320,31 @@ int corio_rwlock_read_unlock(corio_rwlock *rwlock)
         return CORIO_EINVAL;
     if (!corio__current_task())
         return CORIO_EPERM;
-    if (fast_read_unlock(rwlock))
-        return 0;
-    corio__spin_lock(&rwlock->lock);
-    int rc = CORIO_EPERM;
-    uintptr_t w = atomic_load_explicit(&rwlock->word, memory_order_relaxed);
-    /* With QUEUED clear, other readers still count in and out: a swap. */
-    while (!(w & WRITER) && w >= READER) {
-        if (atomic_compare_exchange_weak_explicit(&rwlock->word, &w, w - READER,
-                                                  memory_order_acq_rel, memory_order_relaxed)) {
-            rc = 0;
-            if ((w - READER) < READER)
+    for (;;) {
+        if (fast_read_unlock(rwlock))
+            return 0;
+        corio__spin_lock(&rwlock->lock);
+        uintptr_t w = atomic_load_explicit(&rwlock->word, memory_order_relaxed);
+        if ((w & WRITER) || w < READER) {
+            corio__spin_unlock(&rwlock->lock);
+            return CORIO_EPERM;
+        }
+        if (w & QUEUED) {
+            /* The word is still: only the spinlock's holder changes it. */
+            atomic_fetch_sub_explicit(&rwlock->word, READER, memory_order_acq_rel);
+            if (w - READER < READER)
                 hand_to_writer(rwlock);
             settle_queued(rwlock);
-            break;
+            corio__spin_unlock(&rwlock->lock);
+            return 0;
         }
+        /* QUEUED went while we came for the spinlock (the waiters left).
+         * Count out by the fast path, never under the spinlock: once the
+         * lock can be had without it, a task may take the lock, release
+         * it and free it (nobody holds or waits) before our unlock of the
+         * spinlock, which would then write freed memory. */
+        corio__spin_unlock(&rwlock->lock);
     }
-    corio__spin_unlock(&rwlock->lock);
-    return rc;
 }
 
 int corio_rwlock_write_unlock(corio_rwlock *rwlock)
@@ -347,20 +354,26 @@ int corio_rwlock_write_unlock(corio_rwlock *rwlock)
     corio_task *self = corio__current_task();
     if (!self)
         return CORIO_EPERM;
-    if (fast_write_unlock(rwlock, self))
-        return 0;
-    corio__spin_lock(&rwlock->lock);
-    int rc = CORIO_EPERM;
-    uintptr_t w = atomic_load_explicit(&rwlock->word, memory_order_relaxed);
-    if (writer_of(w) == self) {
-        /* QUEUED is set (else the fast unlock had worked): the word is
-         * ours to change. */
-        rc = 0;
-        atomic_store_explicit(&rwlock->word, w & QUEUED, memory_order_release);
-        if (admit_readers_before(rwlock, UINT64_MAX) == 0)
-            hand_to_writer(rwlock);
-        settle_queued(rwlock);
+    for (;;) {
+        if (fast_write_unlock(rwlock, self))
+            return 0;
+        corio__spin_lock(&rwlock->lock);
+        uintptr_t w = atomic_load_explicit(&rwlock->word, memory_order_relaxed);
+        if (writer_of(w) != self) {
+            corio__spin_unlock(&rwlock->lock);
+            return CORIO_EPERM;
+        }
+        if (w & QUEUED) {
+            /* The word is ours to change (we hold it, QUEUED is set). */
+            atomic_store_explicit(&rwlock->word, QUEUED, memory_order_release);
+            if (admit_readers_before(rwlock, UINT64_MAX) == 0)
+                hand_to_writer(rwlock);
+            settle_queued(rwlock);
+            corio__spin_unlock(&rwlock->lock);
+            return 0;
+        }
+        /* QUEUED went meanwhile: free it by the fast path, for the reason
+         * given in corio_rwlock_read_unlock. */
+        corio__spin_unlock(&rwlock->lock);
     }
-    corio__spin_unlock(&rwlock->lock);
-    return rc;
 }

@@ -1220,6 +1220,78 @@ TEST(read_locks_are_counted_not_owned)
     run_on_loop_0(body_counted, NULL);
 }
 
+/* ---- 11. the next holder frees the lock ---- */
+
+/* A task that takes the lock after another's unlock may free it once it
+ * is done, if nobody else holds or waits (corio.h): the unlock it came
+ * after must not touch the lock once the lock can be had. R holds a read
+ * lock; W queues for the write lock; R's unlock (its fast path refused by
+ * W's mark) races W's cancellation, which clears the mark; the body then
+ * takes the lock by the fast path, unlocks and frees it, and only then
+ * joins R. ASan reports R's unlock touching the freed lock. */
+struct next_holder {
+    corio_rwlock *rw;
+    _Atomic int held, go;
+};
+
+static void *nh_reader(void *arg)
+{
+    struct next_holder *h = arg;
+    CHECK_OK(corio_rwlock_read_lock(h->rw));
+    atomic_store(&h->held, 1);
+    while (!atomic_load(&h->go))
+        test_spin(10);
+    CHECK_OK(corio_rwlock_read_unlock(h->rw));
+    return NULL;
+}
+
+static void *nh_writer(void *arg)
+{
+    struct next_holder *h = arg;
+    int rc = corio_rwlock_write_lock(h->rw);
+    if (rc == 0)
+        CHECK_OK(corio_rwlock_write_unlock(h->rw));
+    else
+        CHECK_ERR(rc, CORIO_ECANCELED);
+    return NULL;
+}
+
+static void *body_next_holder_frees(void *arg)
+{
+    (void)arg;
+    int rounds = test_scaled(3000);
+    for (int i = 0; i < rounds; i++) {
+        struct next_holder h = {0};
+        CHECK_OK(corio_rwlock_new(&h.rw));
+        corio_task *r, *w;
+        corio_spawn_opts ro = test_on_loop(1, false);
+        CHECK_OK(corio_spawn_ex(&r, nh_reader, &h, &ro));
+        AWAIT(&h.held, 1);
+        corio_spawn_opts wo = test_on_loop(0, i % 2);
+        CHECK_OK(corio_spawn_ex(&w, nh_writer, &h, &wo));
+        /* W waits once a try read is refused (a reader holds). */
+        while (corio_rwlock_try_read_lock(h.rw) == 0) {
+            CHECK_OK(corio_rwlock_read_unlock(h.rw));
+            CHECK_OK(corio_yield());
+        }
+        atomic_store(&h.go, 1);
+        CHECK_OK(corio_cancel(w));
+        CHECK_OK(corio_join(w, NULL));
+        /* W is gone; R's unlock may still be running. The next holder. */
+        while (corio_rwlock_try_write_lock(h.rw) != 0)
+            CHECK_OK(corio_yield());
+        CHECK_OK(corio_rwlock_write_unlock(h.rw));
+        corio_rwlock_free(h.rw);
+        CHECK_OK(corio_join(r, NULL));
+    }
+    return NULL;
+}
+
+TEST(the_next_holder_may_free_the_lock_while_an_unlock_returns)
+{
+    run_on_loop_0(body_next_holder_frees, NULL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(many_readers_hold_it_together);
@@ -1238,5 +1310,6 @@ int main(int argc, char **argv)
     RUN(pending_cancellation_fails_blocking_forms_not_try_forms);
     RUN(read_locks_are_counted_not_owned);
     RUN(stress_with_deadlines_try_forms_and_cancellations);
+    RUN(the_next_holder_may_free_the_lock_while_an_unlock_returns);
     return test_summary();
 }
