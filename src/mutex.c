@@ -131,27 +131,52 @@ int corio_mutex_lock_until(corio_mutex *mutex, corio_time_t deadline)
 
 int corio_mutex_lock(corio_mutex *mutex) { return corio_mutex_lock_until(mutex, CORIO_FOREVER); }
 
-/* The word has CONTENDED, or names another owner: under the spinlock,
- * hand the mutex to the first task still waiting, or free it. */
+/* The fast unlock: self -> 0, the call's last touch of the mutex. */
+static bool fast_unlock(corio_mutex *m, corio_task *self)
+{
+    uintptr_t mine = (uintptr_t)self;
+    return atomic_compare_exchange_strong_explicit(&m->word, &mine, 0, memory_order_release,
+                                                   memory_order_relaxed);
+}
+
+/*
+ * The word has CONTENDED, or names another owner: under the spinlock,
+ * hand the mutex to the first task still waiting. With nobody left to
+ * hand it to (the waiters that marked it gave up), only clear the mark,
+ * and free the mutex by the fast unlock once the spinlock is let go:
+ * freed under the spinlock, the mutex could be taken by a fast lock,
+ * unlocked and freed (nobody holds or waits) before our release of the
+ * spinlock wrote to it. A hand-off keeps it held, by a task that takes
+ * the spinlock before its lock returns (sync_wait.h), so that release
+ * comes first.
+ */
 __attribute__((noinline)) static int unlock_slow(corio_mutex *m, corio_task *self)
 {
-    corio__spin_lock(&m->lock);
-    uintptr_t word = atomic_load_explicit(&m->word, memory_order_relaxed);
-    if (!self || owner_of(word) != self) {
-        corio__spin_unlock(&m->lock);
+    if (!self)
         return CORIO_EPERM;
+    for (;;) {
+        corio__spin_lock(&m->lock);
+        uintptr_t word = atomic_load_explicit(&m->word, memory_order_relaxed);
+        if (owner_of(word) != self) {
+            corio__spin_unlock(&m->lock);
+            return CORIO_EPERM;
+        }
+        /* Only the owner changes the word while CONTENDED is set
+         * (lockers find the flag already there): plain stores do. */
+        corio_task *next = corio__waitq_wake_one(&m->waiters, 0);
+        if (next) {
+            uintptr_t handed =
+                (uintptr_t)next | (corio__waitq_empty(&m->waiters) ? 0 : CONTENDED);
+            atomic_store_explicit(&m->word, handed, memory_order_release);
+            corio__spin_unlock(&m->lock);
+            return 0;
+        }
+        atomic_store_explicit(&m->word, (uintptr_t)self, memory_order_relaxed);
+        corio__spin_unlock(&m->lock);
+        /* Fails only if a new waiter marked it meanwhile: hand to it. */
+        if (fast_unlock(m, self))
+            return 0;
     }
-    /* Only the owner changes the word while it is held with CONTENDED
-     * set (lockers find the flag already there), so a plain store does.
-     * The woken task takes the spinlock before its lock returns
-     * (sync_wait.h), after this store. */
-    corio_task *next = corio__waitq_wake_one(&m->waiters, 0);
-    uintptr_t handed = 0;
-    if (next)
-        handed = (uintptr_t)next | (corio__waitq_empty(&m->waiters) ? 0 : CONTENDED);
-    atomic_store_explicit(&m->word, handed, memory_order_release);
-    corio__spin_unlock(&m->lock);
-    return 0;
 }
 
 int corio_mutex_unlock(corio_mutex *mutex)
@@ -159,10 +184,7 @@ int corio_mutex_unlock(corio_mutex *mutex)
     if (!mutex)
         return CORIO_EINVAL;
     corio_task *self = corio__current_task();
-    uintptr_t mine = (uintptr_t)self;
-    if (self && atomic_compare_exchange_strong_explicit(&mutex->word, &mine, 0,
-                                                        memory_order_release,
-                                                        memory_order_relaxed))
+    if (self && fast_unlock(mutex, self))
         return 0;
     return unlock_slow(mutex, self);
 }

@@ -158,6 +158,79 @@ TEST(mutex_fast_unlock_races_waiters)
     run_main_checked(2, main_mutex_racing, NULL);
 }
 
+/* ---- mutex: the next holder frees it ---- */
+
+/* A task that takes the mutex after another's unlock may free it once it
+ * is done, if nobody else holds or waits (corio.h): the unlock it came
+ * after must not touch the mutex once it can be had. H holds it on loop
+ * 1; W queues for it (marking the word) and is cancelled, leaving the
+ * mark; H's unlock, sent to its slow path by the mark, races the body,
+ * which takes the mutex by the fast path, unlocks and frees it, and only
+ * then joins H. ASan reports an unlock that touches the freed mutex. */
+struct next_holder {
+    corio_mutex *m;
+    _Atomic int held, go;
+};
+
+static void *nh_holder(void *arg)
+{
+    struct next_holder *h = arg;
+    CHECK_OK(corio_mutex_lock(h->m));
+    atomic_store(&h->held, 1);
+    while (!atomic_load(&h->go))
+        test_spin(10);
+    CHECK_OK(corio_mutex_unlock(h->m));
+    return NULL;
+}
+
+static void *nh_waiter(void *arg)
+{
+    struct next_holder *h = arg;
+    int rc = corio_mutex_lock(h->m);
+    if (rc == 0)
+        CHECK_OK(corio_mutex_unlock(h->m)); /* handed over before the cancel */
+    else
+        CHECK_ERR(rc, CORIO_ECANCELED);
+    return NULL;
+}
+
+static void *main_next_holder_frees(void *arg)
+{
+    (void)arg;
+    long rounds = test_scaled(3000);
+    for (long i = 0; i < rounds; i++) {
+        struct next_holder h = {0};
+        CHECK_OK(corio_mutex_new(&h.m));
+        corio_task *holder, *waiter;
+        corio_spawn_opts ho = on_loop(1, false);
+        CHECK_OK(corio_spawn_ex(&holder, nh_holder, &h, &ho));
+        while (!atomic_load(&h.held))
+            CHECK_OK(corio_yield());
+        /* On this loop, ahead of us: the yield lets it run into its wait
+         * (queued, the word marked) before we go on. */
+        corio_spawn_opts wo = on_loop(0, i % 2);
+        CHECK_OK(corio_spawn_ex(&waiter, nh_waiter, &h, &wo));
+        CHECK_OK(corio_yield());
+        atomic_store(&h.go, 1);
+        CHECK_OK(corio_cancel(waiter));
+        CHECK_OK(corio_join(waiter, NULL));
+        /* W is gone; H's unlock may still be running. The next holder. */
+        while (corio_mutex_try_lock(h.m) != 0)
+            CHECK_OK(corio_yield());
+        CHECK_OK(corio_mutex_unlock(h.m));
+        corio_mutex_free(h.m);
+        CHECK_OK(corio_join(holder, NULL));
+    }
+    return NULL;
+}
+
+TEST(mutex_next_holder_may_free_it_while_an_unlock_returns)
+{
+    /* On loop 0: loop 1's holder spins until told. */
+    struct test_on_loop_0 body = {main_next_holder_frees, NULL};
+    run_main_checked(2, test_main_on_loop_0, &body);
+}
+
 /* ---- mutex: ownership ---- */
 
 struct owner {
@@ -771,6 +844,7 @@ int main(int argc, char **argv)
 {
     RUN(mutex_exact_count);
     RUN(mutex_fast_unlock_races_waiters);
+    RUN(mutex_next_holder_may_free_it_while_an_unlock_returns);
     RUN(mutex_ownership);
     RUN(semaphore_bound);
     RUN(semaphore_fifo_handoff);
