@@ -49,7 +49,13 @@ static __thread corio__runtime *tls_runtime __attribute__((tls_model("initial-ex
 corio__loop *corio__loop_current(void) { return tls_loop; }
 
 /* Here rather than in task.c so that the most called lookup reads the
- * thread-local directly, one call deep. */
+ * thread-local directly, one call deep. Not inline in its callers, though
+ * that would save a tenth of a free mutex's lock and unlock: a caller
+ * that suspends and looks again (a blocking call's retry loop) may be a
+ * migrating task resumed on another thread, and a compiler may treat the
+ * thread pointer as fixed within a function and keep what it read before
+ * the suspension, reading the old thread's loop (select.c's random state
+ * is out of line for the same reason). Each call here reads it afresh. */
 corio_task *corio__current_task(void)
 {
     corio__loop *l = tls_loop;
