@@ -96,10 +96,12 @@ static int attempt_locked(const corio_chan_op *op)
 
 /* A per-thread xorshift: which ready op wins is picked at random. Out of
  * line: a thread-local's address must not be kept across a suspension
- * (a migrating task resumes on another thread). */
+ * (a migrating task resumes on another thread). Initial-exec, as loop.c's
+ * thread-locals: in the shared library the default model called
+ * __tls_get_addr on every select. */
 __attribute__((noinline)) static size_t random_below(size_t n)
 {
-    static _Thread_local uint64_t state;
+    static _Thread_local uint64_t state __attribute__((tls_model("initial-exec")));
     uint64_t x = state ? state : (uint64_t)(uintptr_t)&state | 1;
     x ^= x << 13;
     x ^= x >> 7;
