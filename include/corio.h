@@ -539,10 +539,12 @@ CORIO_API int corio_sleep_until(corio_time_t deadline);
  * light task, fails with CORIO_ENOMEM) before fn started, fn never runs
  * (a pool thread does not start it once the wait has ended or the
  * deadline has passed); if fn is already running it finishes on its
- * thread and its result is dropped. One race goes the other way: if fn
- * returned before the calling task got to act on the timeout or
- * cancellation, the call returns 0 with fn's result, since its effects
- * happened, and a cancellation stays pending for the task's next
+ * thread and its result is dropped. So what arg points to must outlive
+ * fn, not only the call: where the call can time out or be cancelled,
+ * keep it off the caller's stack and let fn free it. One race goes the
+ * other way: if fn returned before the calling task got to act on the
+ * timeout or cancellation, the call returns 0 with fn's result, since its
+ * effects happened, and a cancellation stays pending for the task's next
  * cancellation point.
  *
  * fn runs on a plain thread: corio calls that need a task fail there with
@@ -1188,7 +1190,10 @@ CORIO_API int corio_process_kill(corio_process *p, int sig);
  * first, or when that task cannot be spawned (no memory, max_tasks
  * reached), it stays a zombie once it ends until the program reaps it
  * (waitpid on corio_process_pid's number) or ends. No other call on the
- * handle may be under way, or come after. NULL is ignored.
+ * handle may be under way, or come after: a task that frees it must know
+ * the others' calls have returned (a kill's CORIO_ESRCH says the child
+ * was reaped, not that the wait that reaped it has returned). NULL is
+ * ignored.
  */
 CORIO_API void corio_process_free(corio_process *p);
 
