@@ -30,6 +30,9 @@
  * queues; from then on every fast path fails, so the word changes only
  * under the spinlock, where the rules above are kept with plain reads of
  * it. QUEUED is cleared, under the spinlock, once both queues are empty.
+ * An unlock's last touch of the lock must be the change that frees it (a
+ * next holder may free the lock at once): under the spinlock only while
+ * QUEUED keeps the fast paths out, else by the fast path after it.
  * Task objects are 64-byte aligned: a writer's pointer leaves the low six
  * bits for the flags, and the reader count starts above them.
  */
