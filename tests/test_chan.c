@@ -709,6 +709,11 @@ TEST(waiters_served_in_order)
  * Each element must wake its own waiter: a send that woke a receiver only
  * when the channel went from empty to non-empty would leave all but one
  * of them asleep with elements in the channel. */
+/* A waiter's deadline: only a lost wake-up reaches it, so it stretches
+ * for slow lanes, where main's loop may take seconds to get from the
+ * first wait to the last element (Valgrind runs one thread at a time). */
+#define BURST_PATIENCE (2 * CORIO_SEC * TEST_SLOW)
+
 struct burst_waiter {
     corio_chan *chan;
     _Atomic int *queued;
@@ -719,7 +724,7 @@ static void *burst_recv(void *arg)
 {
     struct burst_waiter *w = arg;
     atomic_fetch_add(w->queued, 1);
-    w->rc = corio_chan_recv_until(w->chan, &w->value, corio_deadline_in(2 * CORIO_SEC));
+    w->rc = corio_chan_recv_until(w->chan, &w->value, corio_deadline_in(BURST_PATIENCE));
     return NULL;
 }
 
@@ -727,7 +732,7 @@ static void *burst_send(void *arg)
 {
     struct burst_waiter *w = arg;
     atomic_fetch_add(w->queued, 1);
-    w->rc = corio_chan_send_until(w->chan, &w->value, corio_deadline_in(2 * CORIO_SEC));
+    w->rc = corio_chan_send_until(w->chan, &w->value, corio_deadline_in(BURST_PATIENCE));
     return NULL;
 }
 
