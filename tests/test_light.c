@@ -254,7 +254,9 @@ static void *light_blocking(void *arg)
             return PTR_OF(-2);
     }
     atomic_fetch_add(&light_ready, 1);
-    int rc = corio_sleep(10 * CORIO_SEC); /* cancelled by main */
+    /* Cancelled by main, once every task has got here: stretched for
+     * slow lanes, where the last may get here seconds after the first. */
+    int rc = corio_sleep(10 * CORIO_SEC * TEST_SLOW);
     if (rc != CORIO_ECANCELED)
         return PTR_OF(-3);
     return PTR_OF(keep);
