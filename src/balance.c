@@ -30,8 +30,8 @@ static bool probe_says_off_cpu(corio__loop *v, corio__peer_watch *w, int64_t sil
     if (tid == 0)
         return true; /* its thread has not started yet: it will */
     corio__thread_probe p;
-    if (!corio__thread_probe_read(tid, atomic_load_explicit(&v->cpu_clock, memory_order_relaxed),
-                                  &p))
+    if (!corio__thread_probe_read_fd(atomic_load_explicit(&v->stat_fd, memory_order_relaxed),
+                                     atomic_load_explicit(&v->cpu_clock, memory_order_relaxed), &p))
         return false; /* nothing known: the rule without probes */
     corio_time_t probed = corio_now();
     bool first = w->silence != silence;

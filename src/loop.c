@@ -94,6 +94,7 @@ int corio__loop_init(corio__loop *l, corio__runtime *rt, unsigned index)
     atomic_init(&l->activity_ns, now);
     atomic_init(&l->seek_ns, now);
     atomic_init(&l->thread_id, 0);
+    atomic_init(&l->stat_fd, -1);
     corio__timers_init(&l->timers, rt->huge_pages);
     l->arena.huge_pages = rt->huge_pages;
     corio__stack_pool_init(&l->stacks, rt->stack_size, STACK_POOL_LIMIT, &rt->stack_spill);
@@ -146,6 +147,10 @@ void corio__loop_destroy(corio__loop *l)
     corio__runq_destroy(&l->roam);
     corio__free(l->peer_watch);
     l->peer_watch = NULL;
+    /* Every loop's thread has ended: no probe reads it any more. */
+    int stat_fd = atomic_exchange(&l->stat_fd, -1);
+    if (stat_fd >= 0)
+        close(stat_fd);
 }
 
 /* Take parked l's flag to wake it, noting when: from then on it is a

@@ -135,6 +135,9 @@ typedef struct corio__loop {
                                     * or woke idle from a park (balance.h:
                                     * who is worth holding for) */
     _Atomic pid_t thread_id;       /* its thread, for probes (0: not started) */
+    _Atomic int stat_fd;           /* that thread's /proc stat (thread_probe.h),
+                                    * open from its start to the runtime's end;
+                                    * -1 before, or if it could not be opened */
     _Atomic clockid_t cpu_clock;   /* that thread's CPU-time clock */
 
     /* --- any thread: push tasks to make ready; parked flag --- */

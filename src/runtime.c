@@ -201,6 +201,7 @@ static void run_loop_here(corio__loop *l)
     clockid_t cpu_clock;
     pid_t tid = corio__thread_probe_self(&cpu_clock);
     atomic_store_explicit(&l->cpu_clock, cpu_clock, memory_order_relaxed);
+    atomic_store_explicit(&l->stat_fd, corio__thread_probe_open_self(), memory_order_relaxed);
     atomic_store_explicit(&l->thread_id, tid, memory_order_release);
 
     /* SIGPIPE blocked: a write to a closed pipe or socket returns EPIPE

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "thread_probe.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -21,17 +22,25 @@ pid_t corio__thread_probe_self(clockid_t *cpu_clock)
     return gettid();
 }
 
-/* The state letter of /proc/self/task/TID/stat: "TID (COMM) S ...", where
- * COMM may itself hold spaces and parentheses, hence the last ')'. */
-static bool read_state(pid_t tid, char *state)
+int corio__thread_probe_open_self(void)
 {
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
+    int fd = open("/proc/thread-self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 || errno != ENOENT)
+        return fd;
+    /* Before Linux 3.17 there is no thread-self. */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)gettid());
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* The state letter of a thread's /proc stat: "TID (COMM) S ...", where
+ * COMM may itself hold spaces and parentheses, hence the last ')'. Read
+ * from offset 0 each time: procfs makes the text afresh for each read
+ * from the start, so one descriptor serves every probe. */
+static bool read_state(int fd, char *state)
+{
+    char buf[256];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
     if (n <= 0)
         return false;
     buf[n] = '\0';
@@ -42,16 +51,30 @@ static bool read_state(pid_t tid, char *state)
     return true;
 }
 
-bool corio__thread_probe_read(pid_t tid, clockid_t cpu_clock, corio__thread_probe *out)
+bool corio__thread_probe_read_fd(int stat_fd, clockid_t cpu_clock, corio__thread_probe *out)
 {
     /* CLOCK_THREAD_CPUTIME_ID would read the caller's own clock. */
-    if (tid <= 0 || cpu_clock == CLOCK_THREAD_CPUTIME_ID)
+    if (stat_fd < 0 || cpu_clock == CLOCK_THREAD_CPUTIME_ID)
         return false;
     char state;
     struct timespec ts;
-    if (!read_state(tid, &state) || clock_gettime(cpu_clock, &ts) != 0)
+    if (!read_state(stat_fd, &state) || clock_gettime(cpu_clock, &ts) != 0)
         return false;
     out->runnable = state == 'R';
     out->cpu_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
     return true;
+}
+
+bool corio__thread_probe_read(pid_t tid, clockid_t cpu_clock, corio__thread_probe *out)
+{
+    if (tid <= 0)
+        return false;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    bool read = corio__thread_probe_read_fd(fd, cpu_clock, out);
+    close(fd);
+    return read;
 }

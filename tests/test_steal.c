@@ -4,9 +4,11 @@
  * on its loop for good.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
@@ -330,9 +332,11 @@ TEST(not_held_for_a_loop_that_never_steals)
 /* ---- probing a thread's scheduler state (thread_probe.h) ----
  *
  * A thread blocked in a read is not runnable; a spinning one is, and gains
- * CPU time; one that has exited cannot be probed. */
+ * CPU time; one that has exited cannot be probed. Both forms: by the
+ * thread's id, and by the stat descriptor it opened for itself (loops'). */
 struct probed {
     pid_t tid;
+    int fd;
     clockid_t clock;
     _Atomic int ready, stop;
     int pipe[2];
@@ -342,6 +346,7 @@ static void *probed_blocks(void *arg)
 {
     struct probed *p = arg;
     p->tid = corio__thread_probe_self(&p->clock);
+    p->fd = corio__thread_probe_open_self();
     atomic_store(&p->ready, 1);
     char c;
     CHECK_EQ(read(p->pipe[0], &c, 1), 1);
@@ -352,6 +357,7 @@ static void *probed_spins(void *arg)
 {
     struct probed *p = arg;
     p->tid = corio__thread_probe_self(&p->clock);
+    p->fd = corio__thread_probe_open_self();
     atomic_store(&p->ready, 1);
     while (!atomic_load(&p->stop))
         ;
@@ -364,10 +370,11 @@ static bool probe_until(struct probed *p, bool (*pred)(const corio__thread_probe
                         int64_t arg)
 {
     corio_time_t give_up = corio_now() + 10 * CORIO_SEC;
-    corio__thread_probe s;
+    corio__thread_probe s, by_fd;
     do {
         CHECK(corio__thread_probe_read(p->tid, p->clock, &s));
-        if (pred(&s, arg))
+        CHECK(corio__thread_probe_read_fd(p->fd, p->clock, &by_fd));
+        if (pred(&s, arg) && pred(&by_fd, arg))
             return true;
         usleep(1000);
     } while (corio_now() < give_up);
@@ -394,7 +401,8 @@ static bool probe_fails_soon(struct probed *p)
 {
     corio_time_t give_up = corio_now() + 10 * CORIO_SEC;
     corio__thread_probe s;
-    while (corio__thread_probe_read(p->tid, p->clock, &s)) {
+    while (corio__thread_probe_read(p->tid, p->clock, &s) ||
+           corio__thread_probe_read_fd(p->fd, p->clock, &s)) {
         if (corio_now() > give_up)
             return false;
         usleep(1000);
@@ -417,6 +425,7 @@ TEST(probe_tells_blocked_from_running)
     CHECK(probe_fails_soon(&p)); /* gone */
     close(p.pipe[0]);
     close(p.pipe[1]);
+    close(p.fd);
 
     struct probed q = {0};
     CHECK_EQ(pthread_create(&th, NULL, probed_spins, &q), 0);
@@ -426,7 +435,56 @@ TEST(probe_tells_blocked_from_running)
     CHECK(probe_until(&q, ran_past, s.cpu_ns + 2 * CORIO_MSEC));
     atomic_store(&q.stop, 1);
     CHECK_EQ(pthread_join(th, NULL), 0);
+    close(q.fd);
     CHECK(!corio__thread_probe_read(0, q.clock, &s));
+    CHECK(!corio__thread_probe_read_fd(-1, q.clock, &s));
+}
+
+/* A loop's probes of another take no descriptor: with none free (the
+ * limit lowered to the lowest free number), probing the other loop by its
+ * stat descriptor works, where opening the file per probe cannot. Probes
+ * used to open it each time, and took a number from a program at its
+ * limit for a moment. A round counts once the per-probe open fails with
+ * EMFILE (none was free): a descriptor closed meanwhile by another thread
+ * (loop 0's start reads /proc/self/maps while main may already run on
+ * loop 1) left one free, and the round is redone. */
+static void *main_probe_at_fd_limit(void *arg)
+{
+    (void)arg;
+    corio__loop *self = corio__loop_current();
+    corio__loop *other = self->rt->loops[1 - self->index];
+    pid_t tid;
+    while ((tid = atomic_load_explicit(&other->thread_id, memory_order_acquire)) == 0)
+        CHECK_OK(corio_sleep(CORIO_MSEC));
+    int stat_fd = atomic_load(&other->stat_fd);
+    CHECK_GE(stat_fd, 0);
+    clockid_t clock = atomic_load(&other->cpu_clock);
+    struct rlimit old;
+    CHECK_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    bool counted = false;
+    for (int round = 0; round < 100 && !counted; round++) {
+        int lowest_free = dup(0);
+        CHECK_GE(lowest_free, 0);
+        CHECK_EQ(close(lowest_free), 0);
+        struct rlimit tight = {.rlim_cur = (rlim_t)lowest_free, .rlim_max = old.rlim_max};
+        CHECK_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+        corio__thread_probe s;
+        bool by_fd = corio__thread_probe_read_fd(stat_fd, clock, &s);
+        errno = 0;
+        bool by_open = corio__thread_probe_read(tid, clock, &s);
+        counted = !by_open && errno == EMFILE;
+        CHECK_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+        CHECK(by_fd);
+        if (!counted)
+            CHECK_OK(corio_sleep(CORIO_MSEC));
+    }
+    CHECK(counted);
+    return NULL;
+}
+
+TEST(probes_need_no_free_descriptor)
+{
+    run_main_checked(2, main_probe_at_fd_limit, NULL);
 }
 
 /* ---- tasks are held for a loop the OS keeps off the CPU ----
@@ -1530,6 +1588,7 @@ int main(int argc, char **argv)
     RUN(started_tasks_never_move);
     RUN(burst_spawns_with_many_thieves);
     RUN(probe_tells_blocked_from_running);
+    RUN(probes_need_no_free_descriptor);
     RUN(tasks_are_held_for_a_loop_kept_off_the_cpu);
     RUN(tasks_are_held_for_a_long_parked_loop_woken_off_the_cpu);
     RUN(a_loop_woken_to_steal_reads_as_looking_for_work);
