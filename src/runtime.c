@@ -385,11 +385,15 @@ int corio_run(const corio_config *cfg, corio_fn main_fn, void *arg, void **resul
         return rc;
     }
     rt->main_task = main_task;
+    /* On the debuggers' list before main can run: another loop may steal
+     * main the moment it is queued, and a dump (or main itself) must find
+     * the runtime listed while main runs (it was registered after the
+     * push: test_config's main, stolen at once, saw the list without it). */
+    corio__debug_register(rt);
     /* Loop 0 is this thread and not running yet: pushing to its queue is
      * an owner operation (into an empty ring: it cannot fail). Other loops
      * may already steal from it. */
     (void)!corio__runq_push(&l0->runq, main_task);
-    corio__debug_register(rt);
 
     cpu_set_t saved_affinity;
     bool restore_affinity = false;
