@@ -1477,8 +1477,20 @@ static void reuse_number(void *arg)
 static void *main_pidfd_after_reuse(void *arg)
 {
     (void)arg;
+    /* Numbers below kernel.pid_max (32768 on small machines: the rounds
+     * used to climb by 1000 from 30000, and the fourth wrote a number the
+     * kernel refuses), and this run's own (by its pid), so that runs side
+     * by side (a soak) do not predict the same ones round after round. */
+    long pid_max = 32768;
+    FILE *f = fopen("/proc/sys/kernel/pid_max", "r");
+    if (f) {
+        if (fscanf(f, "%ld", &pid_max) != 1)
+            pid_max = 32768;
+        fclose(f);
+    }
+    pid_t base = (pid_t)(pid_max / 2 + (getpid() % 512) * (pid_max / 2 - 64) / 512);
     for (int round = 0; round < 20; round++) {
-        reuse_target = 30000 + round * 1000;
+        reuse_target = base + round;
         reuse_victim = -1;
         CHECK(set_last_pid(reuse_target));
         corio__fault_arm_hook(3, reuse_number, NULL);
