@@ -22,15 +22,20 @@ pid_t corio__thread_probe_self(clockid_t *cpu_clock)
     return gettid();
 }
 
+/* Thread `tid`'s stat file, opened; -1 if it cannot be. */
+static int open_task_stat(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
 int corio__thread_probe_open_self(void)
 {
     int fd = open("/proc/thread-self/stat", O_RDONLY | O_CLOEXEC);
     if (fd >= 0 || errno != ENOENT)
         return fd;
-    /* Before Linux 3.17 there is no thread-self. */
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)gettid());
-    return open(path, O_RDONLY | O_CLOEXEC);
+    return open_task_stat(gettid()); /* before Linux 3.17: no thread-self */
 }
 
 /* The state letter of a thread's /proc stat: "TID (COMM) S ...", where
@@ -69,9 +74,7 @@ bool corio__thread_probe_read(pid_t tid, clockid_t cpu_clock, corio__thread_prob
 {
     if (tid <= 0)
         return false;
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open_task_stat(tid);
     if (fd < 0)
         return false;
     bool read = corio__thread_probe_read_fd(fd, cpu_clock, out);
