@@ -425,8 +425,7 @@ int corio__pause(corio_task *self, corio_time_t *pause, corio_time_t max, corio_
         return rc;
     bool short_of_deadline = forever || deadline - now > *pause;
     corio_time_t until = short_of_deadline ? now + *pause : deadline;
-    if (*pause < max)
-        *pause *= 2;
+    *pause = *pause < max / 2 ? *pause * 2 : max; /* "up to max", not past it */
     uint64_t token;
     rc = corio__wait_arm(self, &token);
     if (rc != 0)
